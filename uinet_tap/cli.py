@@ -1,0 +1,129 @@
+"""Command line: ``uinet-tap replay CAPTURE``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from .engine import Engine, Options
+from .pcapfile import CaptureError, PcapFile
+from .reassembly.policy import OverlapPolicy
+from .summary import Progress, render_summary
+
+
+def _error(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _open_output(path: str) -> IO[str]:
+    if path == "-":
+        return sys.stdout
+    try:
+        return open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by the caller)
+    except OSError as exc:
+        _error(f"cannot write {path}: {exc.strerror}")
+        raise  # unreachable
+
+
+class _RecordWriter:
+    def __init__(self, outputs: list[IO[str]]) -> None:
+        self.outputs = outputs
+
+    def __call__(self, record: dict) -> None:
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        for out in self.outputs:
+            out.write(line)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="uinet-tap")
+def main() -> None:
+    """Passive TCP stream reconstruction and inspection."""
+
+
+@main.command()
+@click.argument("capture", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--flows", "flows_path", metavar="PATH", help="Write flow records (JSON lines); - for stdout.")
+@click.option("--export", "export_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+              help="Write each direction's stream to its own file, and DIR/flows.jsonl.")
+@click.option("--stats", "stats_path", metavar="PATH", help="Write the run summary as JSON; - for stdout.")
+@click.option("--overlap-policy", type=click.Choice([p.value for p in OverlapPolicy]), default="first",
+              show_default=True, help="Which copy of overlapping data wins.")
+@click.option("--ignore-vlan", is_flag=True, help="Leave VLAN tags out of the flow key.")
+@click.option("--verify-checksums", is_flag=True, help="Drop TCP segments with a bad checksum.")
+@click.option("--max-flows", type=click.IntRange(1), default=1_000_000, show_default=True)
+@click.option("--max-flow-buffer", type=click.IntRange(1024), default=4 << 20, show_default=True,
+              help="Out-of-order bytes held per direction.")
+@click.option("--max-buffer", type=click.IntRange(1024), default=512 << 20, show_default=True,
+              help="Out-of-order bytes held in total.")
+@click.option("--timeout-half-open", type=click.FloatRange(0), default=60.0, show_default=True)
+@click.option("--timeout-established", type=click.FloatRange(0), default=600.0, show_default=True)
+@click.option("--timeout-closing", type=click.FloatRange(0), default=60.0, show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+def replay(capture: str, flows_path: str | None, export_dir: Path | None, stats_path: str | None,
+           quiet: bool, **options: Any) -> None:
+    """Rebuild both byte streams of every TCP connection in CAPTURE (pcap or pcapng)."""
+    try:
+        source = PcapFile(capture)
+    except CaptureError as exc:
+        _error(str(exc))
+    outputs: list[IO[str]] = []
+    if flows_path:
+        outputs.append(_open_output(flows_path))
+    if export_dir is not None:
+        try:
+            export_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _error(f"cannot create {export_dir}: {exc.strerror}")
+        outputs.append(_open_output(str(export_dir / "flows.jsonl")))
+    engine = Engine(source.linktype, Options.from_kwargs(**options), _RecordWriter(outputs),
+                    export_dir)
+    exit_code = 0
+
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    progress = Progress(source.size, enabled=not quiet)
+    try:
+        with progress:
+            for batch in source.batches():
+                engine.feed_batch(batch)
+                progress.update(source.bytes_read, source.packets)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted after {source.packets} packets: writing every record", err=True)
+        exit_code = 130
+    except Exception as exc:  # a bug must not lose the records of everything read so far
+        click.echo(f"error: internal error after {source.packets} packets: "
+                   f"{type(exc).__name__}: {exc}", err=True)
+        exit_code = 1
+    engine.truncated_file = source.truncated is not None
+    engine.finish()
+    for out in outputs:
+        if out is not sys.stdout:
+            out.close()
+        else:
+            out.flush()
+    stats = engine.stats()
+    if source.truncated:
+        click.echo(f"warning: {capture} is truncated ({source.truncated}); "
+                   f"results cover the {source.packets} packets read", err=True)
+    if stats_path:
+        out = _open_output(stats_path)
+        json.dump(stats, out, indent=1)
+        out.write("\n")
+        if out is not sys.stdout:
+            out.close()
+    if not quiet:
+        render_summary(stats, capture)
+    sys.exit(exit_code)
+
+
+if __name__ == "__main__":
+    main()

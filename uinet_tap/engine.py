@@ -1,0 +1,171 @@
+"""The engine: frames in (from any driver), decoded, tracked, reassembled; records out."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .pcapfile import Batch
+from .reassembly.policy import OverlapPolicy
+from .records import DirectionSink, FilePool, flow_filename, flow_record
+from .stack.connection import Connection
+from .stack.decode import Decoder
+from .stack.events import Direction, FlowClosed
+from .stack.tracker import Tracker, TrackerConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    overlap_policy: OverlapPolicy = OverlapPolicy.FIRST
+    ignore_vlan: bool = False
+    verify_checksums: bool = False
+    max_flows: int = 1_000_000
+    max_flow_buffer: int = 4 << 20
+    max_buffer: int = 512 << 20
+    timeout_half_open: float = 60.0
+    timeout_established: float = 600.0
+    timeout_closing: float = 60.0
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> Options:
+        known = {f.name for f in fields(cls)}
+        unknown = set(kwargs) - known
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        if "overlap_policy" in kwargs:
+            kwargs["overlap_policy"] = OverlapPolicy(kwargs["overlap_policy"])
+        return cls(**kwargs)
+
+    def tracker_config(self) -> TrackerConfig:
+        return TrackerConfig(**{f.name: getattr(self, f.name) for f in fields(TrackerConfig)})
+
+
+@dataclass(slots=True)
+class Totals:
+    packets: int = 0
+    bytes: int = 0
+    connections: int = 0
+    gaps: int = 0
+    gap_bytes: int = 0
+    largest: list[tuple[int, dict]] = field(default_factory=list)
+
+
+class Engine:
+    """Wires decoder → tracker → sinks → record callback. One per link type."""
+
+    def __init__(
+        self,
+        linktype: int,
+        options: Options | None = None,
+        on_record: Callable[[dict], None] | None = None,
+        export_dir: Path | None = None,
+        keep_streams: bool = False,
+        largest: int = 5,
+    ) -> None:
+        self.options = options or Options()
+        self.decoder = Decoder(linktype, self.options.verify_checksums)
+        self.tracker = Tracker(self.options.tracker_config(), self._make_sink)
+        self.on_record = on_record
+        self.export_dir = export_dir
+        self.keep_streams = keep_streams
+        self.pool = FilePool() if export_dir is not None else None
+        self._names: Counter[str] = Counter()
+        self.totals = Totals()
+        self._largest_n = largest
+        self.truncated_file = False
+
+    def _make_sink(self, conn: Connection, direction: Direction) -> DirectionSink:
+        path = None
+        if self.export_dir is not None:
+            src, dst = (
+                (conn.client, conn.server) if direction is Direction.C2S else (conn.server, conn.client)
+            )
+            name = flow_filename(src, dst)
+            if conn.vlans:
+                name += "--vlan" + ".".join(str(v) for v in conn.vlans)
+            seen = self._names[name]
+            self._names[name] += 1
+            path = self.export_dir / (name if not seen else f"{name}c{seen}")
+        return DirectionSink(self.keep_streams, path, self.pool)
+
+    def feed(self, ts: float, frame: bytes, wirelen: int | None = None) -> None:
+        totals = self.totals
+        totals.packets += 1
+        totals.bytes += len(frame)
+        seg = self.decoder.decode(ts, frame, wirelen)
+        if seg is not None:
+            self.tracker.segment(ts, seg)
+            if self.tracker.events:
+                self._drain()
+
+    def feed_batch(self, batch: Batch) -> None:
+        """The hot loop: one call per batch of frames from a driver."""
+        decode = self.decoder.decode
+        segment = self.tracker.segment
+        tracker = self.tracker
+        data = batch.data
+        lt = batch.linktype
+        wirelens = batch.wirelens or itertools.repeat(None)
+        for ts, off, n, wl in zip(batch.times, batch.offsets, batch.lengths, wirelens):
+            seg = decode(ts, data[off : off + n], wl, lt)
+            if seg is not None:
+                segment(ts, seg)
+                if tracker.events:
+                    self._drain()
+        self.totals.packets += len(batch.lengths)
+        self.totals.bytes += sum(batch.lengths)
+
+    def finish(self) -> None:
+        self.tracker.flush()
+        self._drain()
+        if self.pool is not None:
+            self.pool.close()
+
+    def _drain(self) -> None:
+        for event in self.tracker.drain_events():
+            if isinstance(event, FlowClosed):
+                self._closed(event.conn)
+
+    def _closed(self, conn: Connection) -> None:
+        for ep in (conn.c, conn.s):
+            ep.stream.sink.finish()  # type: ignore[attr-defined]
+        rec = flow_record(conn, self.export_dir)
+        t = self.totals
+        t.connections += 1
+        for d in ("c2s", "s2c"):
+            t.gaps += len(rec[d]["gaps"])
+            t.gap_bytes += sum(g[1] for g in rec[d]["gaps"])
+        size = rec["c2s"]["bytes"] + rec["s2c"]["bytes"]
+        lg = t.largest
+        if len(lg) < self._largest_n or size > lg[-1][0]:
+            lg.append((size, {k: rec[k] for k in ("id", "client", "server", "close")}))
+            lg.sort(key=lambda x: -x[0])
+            del lg[self._largest_n :]
+        if self.on_record is not None:
+            self.on_record(rec)
+
+    def stats(self) -> dict:
+        t = self.totals
+        tr = self.tracker
+        d = self.decoder
+        return {
+            "packets": t.packets,
+            "bytes": t.bytes,
+            "tcp_packets": tr.tcp_packets,
+            "connections": t.connections,
+            "gaps": t.gaps,
+            "gap_bytes": t.gap_bytes,
+            "anomalies": dict(sorted(tr.anomalies.items())),
+            "undecodable": dict(sorted(d.undecodable.items())),
+            "orphan_segments": tr.orphans,
+            "evicted": tr.evicted,
+            "buffer_forced": tr.buffer_forced,
+            "fragments_reassembled": d.defrag.reassembled,
+            "fragment_overlaps": d.defrag.overlaps,
+            "truncated_file": self.truncated_file,
+            "largest": [rec | {"bytes": size} for size, rec in t.largest],
+        }

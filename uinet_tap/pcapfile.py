@@ -1,0 +1,155 @@
+"""Reading pcap and pcapng files in batches through pcapy-ng (libpcap), streaming."""
+
+from __future__ import annotations
+
+import os
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pcapy
+
+from .pcapng import PcapngError, is_pcapng, read_packets
+from .stack.decode import SUPPORTED_LINKTYPES
+
+BATCH = 4096
+
+
+class CaptureError(Exception):
+    """Bad input that stops a run before it starts: a one-line message for the user."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """``count`` packets: packet i is ``data[offsets[i]:offsets[i]+lengths[i]]`` at
+    ``times[i]``."""
+
+    data: bytes
+    times: list[float]
+    offsets: list[int]
+    lengths: list[int]
+    linktype: int
+    wirelens: list[int] | None = None
+
+
+class PcapFile:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if not os.path.exists(path):
+            raise CaptureError(f"no such file: {path}")
+        if os.path.isdir(path):
+            raise CaptureError(f"{path} is a directory, not a capture file")
+        try:
+            self.size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except PermissionError as exc:
+            raise CaptureError(f"cannot read {path}: permission denied") from exc
+        self.packets = 0
+        self.bytes_read = 0  # record headers included, for progress
+        self.truncated: str | None = None
+        self._ng: Iterator[tuple[float, bytes, int, int]] | None = None
+        self._first: tuple[float, bytes, int, int] | None = None
+        if is_pcapng(head):
+            # libpcap refuses sections whose interfaces differ in snap length or link type,
+            # which real multi-interface captures have: read pcapng ourselves.
+            self._file = open(path, "rb")  # noqa: SIM115 (closed in batches())
+            self._ng = read_packets(self._file)
+            try:
+                self._first = next(self._ng, None)
+            except PcapngError as exc:
+                raise CaptureError(f"{path}: corrupt pcapng ({exc})") from exc
+            self.linktype = self._first[3] if self._first else 1
+        else:
+            try:
+                self._reader = pcapy.open_offline(path)
+            except pcapy.PcapError as exc:
+                raise CaptureError(f"{path} is not a pcap or pcapng capture ({exc})") from exc
+            self.linktype = self._reader.datalink()
+        if self.linktype not in SUPPORTED_LINKTYPES:
+            names = ", ".join(f"{k} ({v})" for k, v in sorted(SUPPORTED_LINKTYPES.items()))
+            raise CaptureError(
+                f"{path}: unsupported link type {self.linktype}; supported: {names}"
+            )
+
+    def batches(self) -> Iterator[Batch]:
+        if self._ng is not None:
+            yield from self._ng_batches()
+            return
+        while True:
+            try:
+                data, meta = self._reader.next_batch(BATCH)
+            except pcapy.PcapError as exc:
+                # A record cut short (the file ends mid-record): next_batch loses the whole
+                # batch, so read that stretch again one packet at a time.
+                yield from self._salvage(str(exc))
+                return
+            if not meta:
+                return
+            m = array("I", meta)
+            times = [s + u / 1e6 for s, u in zip(m[0::4], m[1::4], strict=True)]
+            offsets = m[2::4].tolist()
+            lengths = m[3::4].tolist()
+            self.packets += len(lengths)
+            self.bytes_read += len(data) + 16 * len(lengths)
+            yield Batch(data, times, offsets, lengths, self.linktype)
+
+    def _salvage(self, error: str) -> Iterator[Batch]:
+        reader = pcapy.open_offline(self.path)
+        for _ in range(self.packets):
+            reader.next()
+        frames: list[bytes] = []
+        times: list[float] = []
+        while True:
+            try:
+                hdr, pkt = reader.next()
+            except pcapy.PcapError as exc:
+                error = str(exc)
+                break
+            if hdr is None or (not pkt and hdr.getcaplen() == 0 and hdr.getlen() == 0):
+                break
+            sec, usec = hdr.getts()
+            frames.append(pkt)
+            times.append(sec + usec / 1e6)
+        self.truncated = error
+        if frames:
+            offsets, pos = [], 0
+            for f in frames:
+                offsets.append(pos)
+                pos += len(f)
+            self.packets += len(frames)
+            yield Batch(
+                b"".join(frames), times, offsets, [len(f) for f in frames], self.linktype
+            )
+
+    def _ng_batches(self) -> Iterator[Batch]:
+        assert self._ng is not None
+        pending: list[tuple[float, bytes, int, int]] = [self._first] if self._first else []
+        try:
+            for pkt in self._ng:
+                if len(pending) >= BATCH or (pending and pkt[3] != pending[0][3]):
+                    yield self._ng_batch(pending)
+                    pending = []
+                pending.append(pkt)
+        except PcapngError as exc:
+            self.truncated = str(exc)
+        finally:
+            self._file.close()
+        if pending:
+            yield self._ng_batch(pending)
+
+    def _ng_batch(self, pkts: list[tuple[float, bytes, int, int]]) -> Batch:
+        offsets, pos = [], 0
+        for p in pkts:
+            offsets.append(pos)
+            pos += len(p[1])
+        self.packets += len(pkts)
+        self.bytes_read += pos + 32 * len(pkts)
+        return Batch(
+            b"".join(p[1] for p in pkts),
+            [p[0] for p in pkts],
+            offsets,
+            [len(p[1]) for p in pkts],
+            pkts[0][3],
+            [p[2] for p in pkts],
+        )

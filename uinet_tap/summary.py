@@ -1,0 +1,101 @@
+"""What a person sees on stderr: a progress bar while reading, a summary at the end."""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+from rich.table import Table
+
+_console = Console(stderr=True)
+
+
+class Progress:
+    """A progress bar over the file's bytes, shown only on a terminal."""
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self._bar: RichProgress | None = None
+        self._task = None
+        self.total = total
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            self._bar = RichProgress(
+                TextColumn("[bold]replay"),
+                BarColumn(),
+                DownloadColumn(),
+                TextColumn("{task.fields[packets]:,} packets"),
+                TimeRemainingColumn(),
+                console=_console,
+                transient=True,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task("replay", total=self.total, packets=0)
+        return self
+
+    def update(self, done: int, packets: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, packets=packets)  # type: ignore[arg-type]
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(et, ev, tb)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def render_summary(stats: dict, capture: str) -> None:
+    totals = Table(box=box.SIMPLE, show_header=False, title=f"uinet-tap replay {capture}")
+    totals.add_column(style="bold")
+    totals.add_column(justify="right")
+    not_tcp = sum(v for k, v in stats["undecodable"].items() if k in ("non_tcp", "unsupported_ethertype"))
+    malformed = sum(stats["undecodable"].values()) - not_tcp
+    rows = [
+        ("packets", f"{stats['packets']:,}  ({_human(stats['bytes'])})"),
+        ("TCP segments", f"{stats['tcp_packets']:,}"),
+        ("connections", f"{stats['connections']:,}"),
+        ("gaps", f"{stats['gaps']:,}  ({_human(stats['gap_bytes'])} missing)"),
+        ("anomalies", f"{sum(stats['anomalies'].values()):,}"),
+        ("not TCP", f"{not_tcp:,}"),
+        ("undecodable", f"{malformed:,}"),
+    ]
+    if stats["evicted"] or stats["buffer_forced"]:
+        rows.append(("limits hit", f"{stats['evicted']:,} evicted, {stats['buffer_forced']:,} forced"))
+    for k, v in rows:
+        totals.add_row(k, v)
+    _console.print(totals)
+    if stats["anomalies"]:
+        t = Table(box=box.SIMPLE, title="anomalies")
+        t.add_column("kind")
+        t.add_column("count", justify="right")
+        for k, v in sorted(stats["anomalies"].items(), key=lambda kv: -kv[1]):
+            t.add_row(k, f"{v:,}")
+        _console.print(t)
+    if malformed:
+        t = Table(box=box.SIMPLE, title="undecodable packets")
+        t.add_column("reason")
+        t.add_column("count", justify="right")
+        for k, v in sorted(stats["undecodable"].items(), key=lambda kv: -kv[1]):
+            if k not in ("non_tcp", "unsupported_ethertype"):
+                t.add_row(k, f"{v:,}")
+        _console.print(t)
+    if stats["largest"]:
+        t = Table(box=box.SIMPLE, title="largest connections")
+        for col in ("id", "client", "server", "bytes", "close"):
+            t.add_column(col, justify="right" if col in ("id", "bytes") else "left")
+        for r in stats["largest"]:
+            t.add_row(str(r["id"]), r["client"], r["server"], _human(r["bytes"]), r["close"])
+        _console.print(t)
