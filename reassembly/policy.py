@@ -13,10 +13,10 @@ Snort's stream5 and Suricata's ``host-os-policy`` use the same names):
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class OverlapPolicy(str, Enum):
+class OverlapPolicy(StrEnum):
     FIRST = "first"
     LAST = "last"
     BSD = "bsd"

@@ -46,7 +46,6 @@ class Budget:
         self.used = 0
 
 
-
 class ByteStream:
     __slots__ = (
         "sink",

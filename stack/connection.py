@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from enum import Enum
+from enum import Enum, StrEnum
 
 from ..reassembly.seq import MASK, seq_diff
 from ..reassembly.stream import ByteStream
 from .events import CloseReason
 
 
-class ConnState(str, Enum):
+class ConnState(StrEnum):
     """Connection state as an observer sees it (RFC 9293 §3.3.2 names where they fit)."""
 
     SYN_SENT = "SYN"  # a SYN seen, no answer yet

@@ -178,7 +178,7 @@ class Decoder:
             return self._ipv6(ts, frame, off, vlans, cut)
         return self._bad("unsupported_ethertype")
 
-    def _bad(self, reason: str) -> None:
+    def _bad(self, reason: str) -> Segment | None:
         self.undecodable[reason] += 1
         return None
 
@@ -314,6 +314,19 @@ class Decoder:
         if self.verify_checksums and not missing:
             ok = tcp_checksum_ok(src, dst, tcp)
         return Segment(
-            vlans, v6, src, dst, sport, dport, seq, ack, flags, win,
-            tcp[20:hlen], tcp[hlen:], missing, ttl, ok,
+            vlans,
+            v6,
+            src,
+            dst,
+            sport,
+            dport,
+            seq,
+            ack,
+            flags,
+            win,
+            tcp[20:hlen],
+            tcp[hlen:],
+            missing,
+            ttl,
+            ok,
         )

@@ -4,14 +4,14 @@ see :class:`uinet_tap.reassembly.stream.StreamSink`); lifecycle facts are these 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .connection import Connection
 
 
-class CloseReason(str, Enum):
+class CloseReason(StrEnum):
     FIN = "fin"
     RST = "rst"
     TIMEOUT = "timeout"

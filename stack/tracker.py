@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ..reassembly.policy import OverlapPolicy
 from ..reassembly.seq import MASK, seq_diff
 from ..reassembly.stream import Budget, ByteStream, StreamSink
-from .connection import TIMEOUT_CLASS, Connection, ConnState, Endpoint, TimeoutClass
+from .connection import TIMEOUT_CLASS, Connection, ConnState, Endpoint
 from .decode import ACK, FIN, RST, SYN, Segment
 from .events import CloseReason, Direction, Event, FlowClosed, FlowOpened
 from .options import parse_options, timestamp
@@ -27,6 +27,8 @@ from .options import parse_options, timestamp
 SinkFactory = Callable[[Connection, Direction], StreamSink]
 
 EPHEMERAL_LOW = 32768
+_PSH_ACK = 0x18
+_HALF = 1 << 31
 MAX_SEQ_JUMP = 1 << 30  # a segment further than this from the stream is not this stream's
 
 
@@ -107,7 +109,12 @@ class Tracker:
         cfg = self.config
         vlans = () if cfg.ignore_vlan else seg.vlans
         conn = Connection(
-            self.next_id, (ckey, skey), vlans, seg.v6, client, server,
+            self.next_id,
+            (ckey, skey),
+            vlans,
+            seg.v6,
+            client,
+            server,
             Endpoint(ByteStream(_NullSink(), cfg.overlap_policy, cfg.max_flow_buffer, self.budget)),
             Endpoint(ByteStream(_NullSink(), cfg.overlap_policy, cfg.max_flow_buffer, self.budget)),
             ts,
@@ -235,6 +242,74 @@ class Tracker:
         if self.budget.used > self.config.max_buffer:
             self._enforce_buffer()
 
+    def fast_segment(
+        self,
+        ts: float,
+        key: bytes,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        options: bytes,
+        payload: bytes,
+        ttl: int,
+    ) -> bool:
+        """The common case in one function: an ACK, with or without in-order data, on an
+        established connection. Returns False, having changed nothing, for anything else; the
+        caller then takes the general path (:meth:`segment`). Same results as that path, which
+        the tests check by running every case both ways."""
+        entry = self.table.get(key)
+        if entry is None or flags & ~_PSH_ACK or not flags & ACK:
+            return False
+        conn, from_client = entry
+        state = conn.state
+        if state is not ConnState.ESTABLISHED and state is not ConnState.HALF_CLOSED:
+            return False
+        ep, peer = (conn.c, conn.s) if from_client else (conn.s, conn.c)
+        base = ep.base
+        pbase = peer.base
+        if base is None or pbase is None or not peer.packets:
+            return False
+        stream = ep.stream
+        nxt = stream.nxt
+        n = len(payload)
+        if n:
+            off = nxt + (((seq - base - nxt + _HALF) & MASK) - _HALF)
+            if (
+                off != nxt
+                or stream.segs
+                or not stream.final
+                or (n == 1 and (off == ep.seen_end - 1 or peer.window == 0))
+            ):
+                return False
+        pstream = peer.stream
+        pnxt = pstream.nxt
+        aoff = pnxt + (((ack - pbase - pnxt + _HALF) & MASK) - _HALF)
+        if aoff > pstream.acked and (peer.fin_off is not None or aoff > peer.seen_end):
+            return False
+        # -- committed to the fast path from here on --
+        self.tcp_packets += 1
+        self.now = ts
+        if ts - self.last_expiry >= 1.0:
+            self.last_expiry = ts
+            self.expire(ts)
+        conn.last_seen = ts
+        conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
+        ep.packets += 1
+        ep.ttl = ttl
+        ep.last_ack = ack
+        if aoff > pstream.acked:
+            pstream.ack(aoff)
+        if n:
+            ep.payload_bytes += n
+            end = off + n
+            if end > ep.seen_end:
+                ep.seen_end = end
+                ep.last_opts = options
+            stream._commit(payload)
+        ep.window = window
+        return True
+
     def _new_connection(
         self, ts: float, seg: Segment, keys: tuple[bytes, bytes]
     ) -> Connection | None:
@@ -258,18 +333,27 @@ class Tracker:
         return conn
 
     def _syn_on_known(
-        self, ts: float, seg: Segment, keys: tuple[bytes, bytes], conn: Connection, from_client: bool
+        self,
+        ts: float,
+        seg: Segment,
+        keys: tuple[bytes, bytes],
+        conn: Connection,
+        from_client: bool,
     ) -> tuple[Connection, bool]:
         """A bare SYN on a known 4-tuple: a retransmission, the other half of a simultaneous
         open, the original SYN captured late, or a new connection reusing the tuple."""
         ep = conn.c if from_client else conn.s
         if ep.isn is not None and ep.isn == seg.seq:
             return conn, from_client  # retransmitted SYN
-        if ep.isn is None and ep.base is not None and not conn.closed:
+        if (
+            ep.isn is None
+            and ep.base is not None
+            and not conn.closed
+            and seq_diff(ep.base, seg.seq) == 1
+        ):
             # The SYN of a connection picked up mid-stream, captured late (arkime PR #4019):
-            # it fits just before the stream's first byte.
-            if 0 <= seq_diff(ep.base, seg.seq) <= 1:
-                return conn, from_client
+            # it sits just before the stream's first byte.
+            return conn, from_client
         if ep.isn is None and ep.base is None and conn.state is ConnState.SYN_SENT:
             return conn, from_client  # simultaneous open: the peer's own SYN
         # A SYN with a new ISN on a tuple in use: RFC 9293 §3.10.7.4 would challenge it in
@@ -353,7 +437,7 @@ class Tracker:
             if conn.state is ConnState.SYN_SENT:
                 conn.state = ConnState.SYN_RECEIVED
                 self._place(conn)
-        elif peer.syn and not peer.isn == seg.seq:
+        elif peer.syn and peer.isn != seg.seq:
             self._anomaly(conn, "simultaneous_open")  # RFC 9293 §3.5, figure 8
         if seg.payload:
             self._anomaly(conn, "syn_data")
@@ -457,9 +541,7 @@ class Tracker:
                 return False
         return True
 
-    def _rst_acceptable(
-        self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment
-    ) -> bool:
+    def _rst_acceptable(self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment) -> bool:
         """Would the receiver act on this RST? RFC 5961 §3.2 / RFC 9293 §3.10.7.4: only one
         at exactly RCV.NXT resets; one elsewhere in the window draws a challenge ACK; one
         outside the window is dropped. PAWS (RFC 7323 §5.3) applies first."""
@@ -474,7 +556,7 @@ class Tracker:
         seq = seg.seq
         snd_nxt = ep.seq_at(ep.seen_end)
         rcv_nxt = peer.last_ack if peer.last_ack is not None else snd_nxt
-        if seq == rcv_nxt or seq == snd_nxt:
+        if seq in (rcv_nxt, snd_nxt):
             return True
         shift = (peer.wscale or 0) if conn.wscale_ok else 0
         window = max(peer.window, 1) << shift

@@ -49,25 +49,55 @@ def main() -> None:
 
 @main.command()
 @click.argument("capture", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--flows", "flows_path", metavar="PATH", help="Write flow records (JSON lines); - for stdout.")
-@click.option("--export", "export_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
-              help="Write each direction's stream to its own file, and DIR/flows.jsonl.")
-@click.option("--stats", "stats_path", metavar="PATH", help="Write the run summary as JSON; - for stdout.")
-@click.option("--overlap-policy", type=click.Choice([p.value for p in OverlapPolicy]), default="first",
-              show_default=True, help="Which copy of overlapping data wins.")
+@click.option(
+    "--flows", "flows_path", metavar="PATH", help="Write flow records (JSON lines); - for stdout."
+)
+@click.option(
+    "--export",
+    "export_dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each direction's stream to its own file, and DIR/flows.jsonl.",
+)
+@click.option(
+    "--stats", "stats_path", metavar="PATH", help="Write the run summary as JSON; - for stdout."
+)
+@click.option(
+    "--overlap-policy",
+    type=click.Choice([p.value for p in OverlapPolicy]),
+    default="first",
+    show_default=True,
+    help="Which copy of overlapping data wins.",
+)
 @click.option("--ignore-vlan", is_flag=True, help="Leave VLAN tags out of the flow key.")
 @click.option("--verify-checksums", is_flag=True, help="Drop TCP segments with a bad checksum.")
 @click.option("--max-flows", type=click.IntRange(1), default=1_000_000, show_default=True)
-@click.option("--max-flow-buffer", type=click.IntRange(1024), default=4 << 20, show_default=True,
-              help="Out-of-order bytes held per direction.")
-@click.option("--max-buffer", type=click.IntRange(1024), default=512 << 20, show_default=True,
-              help="Out-of-order bytes held in total.")
+@click.option(
+    "--max-flow-buffer",
+    type=click.IntRange(1024),
+    default=4 << 20,
+    show_default=True,
+    help="Out-of-order bytes held per direction.",
+)
+@click.option(
+    "--max-buffer",
+    type=click.IntRange(1024),
+    default=512 << 20,
+    show_default=True,
+    help="Out-of-order bytes held in total.",
+)
 @click.option("--timeout-half-open", type=click.FloatRange(0), default=60.0, show_default=True)
 @click.option("--timeout-established", type=click.FloatRange(0), default=600.0, show_default=True)
 @click.option("--timeout-closing", type=click.FloatRange(0), default=60.0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
-def replay(capture: str, flows_path: str | None, export_dir: Path | None, stats_path: str | None,
-           quiet: bool, **options: Any) -> None:
+def replay(
+    capture: str,
+    flows_path: str | None,
+    export_dir: Path | None,
+    stats_path: str | None,
+    quiet: bool,
+    **options: Any,
+) -> None:
     """Rebuild both byte streams of every TCP connection in CAPTURE (pcap or pcapng)."""
     try:
         source = PcapFile(capture)
@@ -82,8 +112,9 @@ def replay(capture: str, flows_path: str | None, export_dir: Path | None, stats_
         except OSError as exc:
             _error(f"cannot create {export_dir}: {exc.strerror}")
         outputs.append(_open_output(str(export_dir / "flows.jsonl")))
-    engine = Engine(source.linktype, Options.from_kwargs(**options), _RecordWriter(outputs),
-                    export_dir)
+    engine = Engine(
+        source.linktype, Options.from_kwargs(**options), _RecordWriter(outputs), export_dir
+    )
     exit_code = 0
 
     def _stop(signum: int, frame: object) -> None:
@@ -100,8 +131,10 @@ def replay(capture: str, flows_path: str | None, export_dir: Path | None, stats_
         click.echo(f"interrupted after {source.packets} packets: writing every record", err=True)
         exit_code = 130
     except Exception as exc:  # a bug must not lose the records of everything read so far
-        click.echo(f"error: internal error after {source.packets} packets: "
-                   f"{type(exc).__name__}: {exc}", err=True)
+        click.echo(
+            f"error: internal error after {source.packets} packets: {type(exc).__name__}: {exc}",
+            err=True,
+        )
         exit_code = 1
     engine.truncated_file = source.truncated is not None
     engine.finish()
@@ -112,8 +145,11 @@ def replay(capture: str, flows_path: str | None, export_dir: Path | None, stats_
             out.flush()
     stats = engine.stats()
     if source.truncated:
-        click.echo(f"warning: {capture} is truncated ({source.truncated}); "
-                   f"results cover the {source.packets} packets read", err=True)
+        click.echo(
+            f"warning: {capture} is truncated ({source.truncated}); "
+            f"results cover the {source.packets} packets read",
+            err=True,
+        )
     if stats_path:
         out = _open_output(stats_path)
         json.dump(stats, out, indent=1)

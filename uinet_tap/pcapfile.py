@@ -68,9 +68,7 @@ class PcapFile:
             self.linktype = self._reader.datalink()
         if self.linktype not in SUPPORTED_LINKTYPES:
             names = ", ".join(f"{k} ({v})" for k, v in sorted(SUPPORTED_LINKTYPES.items()))
-            raise CaptureError(
-                f"{path}: unsupported link type {self.linktype}; supported: {names}"
-            )
+            raise CaptureError(f"{path}: unsupported link type {self.linktype}; supported: {names}")
 
     def batches(self) -> Iterator[Batch]:
         if self._ng is not None:
@@ -118,9 +116,7 @@ class PcapFile:
                 offsets.append(pos)
                 pos += len(f)
             self.packets += len(frames)
-            yield Batch(
-                b"".join(frames), times, offsets, [len(f) for f in frames], self.linktype
-            )
+            yield Batch(b"".join(frames), times, offsets, [len(f) for f in frames], self.linktype)
 
     def _ng_batches(self) -> Iterator[Batch]:
         assert self._ng is not None

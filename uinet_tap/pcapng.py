@@ -81,7 +81,7 @@ def read_packets(f: BinaryIO) -> Iterator[tuple[float, bytes, int, int]]:
                 elif code == _OPT_TSOFFSET and len(value) == 8:
                     offset = struct.unpack(endian + "q", value)[0]
             ifaces.append(_Interface(linktype, snaplen, scale, offset))
-        elif btype == EPB or btype == PB:
+        elif btype in (EPB, PB):
             if btype == EPB:
                 iface_id, hi, lo, caplen, wirelen = struct.unpack_from(endian + "IIIII", body)
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -20,7 +21,7 @@ class Progress:
     def __init__(self, total: int, enabled: bool = True) -> None:
         self.enabled = enabled and sys.stderr.isatty()
         self._bar: RichProgress | None = None
-        self._task = None
+        self._task: Any = None
         self.total = total
 
     def __enter__(self) -> Progress:
@@ -61,7 +62,9 @@ def render_summary(stats: dict, capture: str) -> None:
     totals = Table(box=box.SIMPLE, show_header=False, title=f"uinet-tap replay {capture}")
     totals.add_column(style="bold")
     totals.add_column(justify="right")
-    not_tcp = sum(v for k, v in stats["undecodable"].items() if k in ("non_tcp", "unsupported_ethertype"))
+    not_tcp = sum(
+        v for k, v in stats["undecodable"].items() if k in ("non_tcp", "unsupported_ethertype")
+    )
     malformed = sum(stats["undecodable"].values()) - not_tcp
     rows = [
         ("packets", f"{stats['packets']:,}  ({_human(stats['bytes'])})"),
@@ -73,7 +76,9 @@ def render_summary(stats: dict, capture: str) -> None:
         ("undecodable", f"{malformed:,}"),
     ]
     if stats["evicted"] or stats["buffer_forced"]:
-        rows.append(("limits hit", f"{stats['evicted']:,} evicted, {stats['buffer_forced']:,} forced"))
+        rows.append(
+            ("limits hit", f"{stats['evicted']:,} evicted, {stats['buffer_forced']:,} forced")
+        )
     for k, v in rows:
         totals.add_row(k, v)
     _console.print(totals)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv and install uinet-tap with its test tools. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/uinet-tap --version
