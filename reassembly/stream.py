@@ -62,6 +62,7 @@ class ByteStream:
         "hole_acks",
         "gaps",
         "gap_bytes",
+        "acked_gaps",
         "retransmitted",
         "conflicts",
         "forced",
@@ -89,6 +90,7 @@ class ByteStream:
         self.hole_acks = 0
         self.gaps: list[list[int]] = []
         self.gap_bytes = 0
+        self.acked_gaps = 0  # gaps the receiver had acknowledged: capture loss, not our guess
         self.retransmitted = 0
         self.conflicts = 0
         self.forced = 0  # times a cap forced the stream past a hole
@@ -195,6 +197,8 @@ class ByteStream:
         else:
             gaps.append([self.nxt, length])
         self.gap_bytes += length
+        if self.acked > self.nxt:
+            self.acked_gaps += 1
         self.nxt = off
         self.hole_acks = 0
         self.tail = bytearray()

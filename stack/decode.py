@@ -234,42 +234,46 @@ class Decoder:
             plen = captured + cut
         missing = max(0, plen - captured)
         body = frame[off + 40 : off + 40 + min(plen, captured)]
-        frag: tuple[int, bool, int] | None = None
-        pos = 0
-        while nxt != _PROTO_TCP:
-            if nxt in _IP6_EXT_8 or nxt == _IP6_AH:
-                if len(body) < pos + 2:
+        reassembled = False
+        while True:
+            # Walk the extension headers (RFC 8200 §4.1) up to TCP, GRE or a fragment header;
+            # after reassembly, walk on through the headers the fragments carried.
+            pos = 0
+            frag: tuple[int, bool, int] | None = None
+            while nxt != _PROTO_TCP:
+                if nxt in _IP6_EXT_8 or nxt == _IP6_AH:
+                    if len(body) < pos + 2:
+                        return self._bad("bad_ip_header")
+                    hlen = (body[pos + 1] + 2) * 4 if nxt == _IP6_AH else (body[pos + 1] + 1) * 8
+                    nxt = body[pos]
+                    pos += hlen
+                elif nxt == _IP6_FRAG and not reassembled:
+                    if len(body) < pos + 8:
+                        return self._bad("bad_ip_header")
+                    fo = (body[pos + 2] << 8) | body[pos + 3]
+                    ident = int.from_bytes(body[pos + 4 : pos + 8], "big")
+                    frag = (fo & 0xFFF8, bool(fo & 1), ident)
+                    nxt = body[pos]
+                    pos += 8
+                    break
+                elif nxt == _PROTO_GRE:
+                    return self._gre(ts, body[pos:], vlans, cut)
+                else:
+                    return self._bad("non_tcp")
+                if pos > len(body):
                     return self._bad("bad_ip_header")
-                hlen = (body[pos + 1] + 2) * 4 if nxt == _IP6_AH else (body[pos + 1] + 1) * 8
-                nxt = body[pos]
-                pos += hlen
-            elif nxt == _IP6_FRAG:
-                if len(body) < pos + 8:
-                    return self._bad("bad_ip_header")
-                fo = (body[pos + 2] << 8) | body[pos + 3]
-                ident = int.from_bytes(body[pos + 4 : pos + 8], "big")
-                frag = (fo & 0xFFF8, bool(fo & 1), ident)
-                nxt = body[pos]
-                pos += 8
+            body = body[pos:]
+            if frag is None:
                 break
-            elif nxt == _PROTO_GRE:
-                return self._gre(ts, body[pos:], vlans, cut)
-            else:
-                return self._bad("non_tcp")
-            if pos > len(body):
-                return self._bad("bad_ip_header")
-        body = body[pos:]
-        if frag is not None:
             offset, more, ident = frag
             if missing:
                 return self._bad("truncated_fragment")
-            if offset or more:
+            reassembled = True
+            if offset or more:  # an atomic fragment (RFC 6946) needs no reassembly
                 done = self.defrag.add(ts, (src, dst, ident), offset, more, body, nxt)
                 if done is None:
                     return None
                 body, nxt = done  # type: ignore[assignment]
-            if nxt != _PROTO_TCP:
-                return self._bad("non_tcp")
         return self._tcp(vlans, True, src, dst, body, missing, hlim)
 
     def _gre(self, ts: float, body: bytes, vlans: tuple[int, ...], cut: int) -> Segment | None:

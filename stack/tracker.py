@@ -151,6 +151,9 @@ class Tracker:
         self.active -= 1
         for ep in (conn.c, conn.s):
             ep.stream.flush(self._end_hint(ep))
+            if ep.stream.acked_gaps:
+                conn.anomalies["ack_unseen"] += ep.stream.acked_gaps
+                self.anomalies["ack_unseen"] += ep.stream.acked_gaps
         if conn.state is ConnState.RESET:
             reason = CloseReason.RST
         elif conn.state is ConnState.CLOSED:
@@ -464,7 +467,6 @@ class Tracker:
                 self._anomaly(conn, "ack_out_of_range")
                 return
             peer.seen_end = off
-            self._anomaly(conn, "ack_unseen")
         if conn.state is ConnState.SYN_RECEIVED and off >= 0 and ep is conn.c:
             conn.state = ConnState.ESTABLISHED
             self._place(conn)
@@ -481,9 +483,16 @@ class Tracker:
         nbytes: int,
     ) -> None:
         stream = ep.stream
-        if nbytes == 1 and off == ep.seen_end - 1 and stream.nxt >= ep.seen_end:
-            # A keepalive with one garbage byte at SND.NXT-1 (RFC 9293 §3.8.4), or a
-            # zero-window probe re-sending it: the byte is already in the stream; not compared.
+        if (
+            nbytes == 1
+            and off == ep.seen_end - 1
+            and stream.nxt >= ep.seen_end
+            and peer.last_ack == ep.seq_at(ep.seen_end)
+        ):
+            # A keepalive with one garbage byte at SND.NXT-1 (RFC 9293 §3.8.4), sent only when
+            # everything is acknowledged, or a zero-window probe re-sending that byte: already
+            # in the stream and not compared. Unacknowledged, the same segment is a
+            # retransmission and is compared like any other.
             self._anomaly(conn, "zero_window_probe" if peer.window == 0 else "keepalive")
             return
         if peer.window == 0 and nbytes == 1 and off == ep.seen_end and peer.last_ack is not None:
@@ -554,7 +563,8 @@ class Tracker:
                 self._anomaly(conn, "rst_paws")
                 return False
         seq = seg.seq
-        snd_nxt = ep.seq_at(ep.seen_end)
+        # A FIN takes one sequence number (RFC 9293 §3.4): after it, SND.NXT is one past it.
+        snd_nxt = ep.seq_at(ep.seen_end if ep.fin_off is None else ep.fin_off + 1)
         rcv_nxt = peer.last_ack if peer.last_ack is not None else snd_nxt
         if seq in (rcv_nxt, snd_nxt):
             return True

@@ -1,0 +1,215 @@
+"""Small helpers for tests and capture scripts that drive real kernel TCP stacks in
+network namespaces.
+
+Everything is tracked by a :class:`NetnsSession`: the namespaces it created and the
+processes it started.  Leaving the session (``with`` block or :meth:`close`) stops
+every process it started, by PID (SIGTERM, then SIGKILL), and deletes every namespace
+it created.  Namespace names carry a unique prefix (``ut-<tag>-<pid>-``) so parallel
+runs never collide and a cleanup never touches anybody else's namespaces.
+
+Needs root and iproute2 (``ip netns``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def netns_available() -> tuple[bool, str]:
+    """(True, "") when namespaces can be used here, else (False, reason)."""
+    if os.geteuid() != 0:
+        return False, "needs root (network namespaces)"
+    if shutil.which("ip") is None:
+        return False, "iproute2 `ip` not installed"
+    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return False, f"`ip netns` unavailable: {r.stderr.strip()}"
+    return True, ""
+
+
+def run(argv: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run(argv, capture_output=True, text=True, **kw)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"command failed ({r.returncode}): {' '.join(argv)}\n{r.stderr}")
+    return r
+
+
+class NetnsSession:
+    """Namespaces + processes with guaranteed cleanup."""
+
+    def __init__(self, tag: str = "cap"):
+        self.prefix = f"ut-{tag}-{os.getpid()}-"
+        self.namespaces: list[str] = []
+        self.procs: list[subprocess.Popen] = []
+
+    # -- context manager -------------------------------------------------
+    def __enter__(self) -> NetnsSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- namespaces ------------------------------------------------------
+    def ns(self, short: str, ipv6: bool = True) -> str:
+        """Create namespace PREFIX+short with loopback up; return its full name."""
+        name = self.prefix + short
+        run(["ip", "netns", "add", name])
+        self.namespaces.append(name)
+        self.sh(name, "ip", "link", "set", "lo", "up")
+        if not ipv6:
+            self.disable_ipv6(name)
+        return name
+
+    def disable_ipv6(self, ns: str) -> None:
+        self.sh(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+        self.sh(ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
+
+    def cmd(self, ns: str, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", ns, *argv]
+
+    def sh(self, ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run(self.cmd(ns, *argv), check=check)
+
+    # -- links -----------------------------------------------------------
+    def veth(self, ns1: str, if1: str, ns2: str, if2: str, mtu: int | None = None,
+             offloads: bool = False) -> tuple[str, str]:
+        """veth pair if1 (in ns1) <-> if2 (in ns2), both up.
+
+        offloads=False turns TSO/GSO/GRO/checksum/SG offloads off on both ends (needed
+        whenever a userspace AF_PACKET bridge forwards the frames, and for captures of
+        plain wire-size segments)."""
+        run(["ip", "link", "add", if1, "netns", ns1, "type", "veth", "peer", "name", if2,
+             "netns", ns2])
+        for ns, ifn in ((ns1, if1), (ns2, if2)):
+            if mtu:
+                self.sh(ns, "ip", "link", "set", ifn, "mtu", str(mtu))
+            if not offloads:
+                self.offloads_off(ns, ifn)
+            self.sh(ns, "ip", "link", "set", ifn, "up")
+        return if1, if2
+
+    def offloads_off(self, ns: str, ifn: str) -> None:
+        self.sh(ns, "ethtool", "-K", ifn, "tso", "off", "gso", "off", "gro", "off",
+                "tx", "off", "rx", "off", "sg", "off")
+        # not every kernel lets these change on veth; best effort
+        self.sh(ns, "ethtool", "-K", ifn, "rxvlan", "off", "txvlan", "off", check=False)
+
+    def addr(self, ns: str, ifn: str, cidr: str) -> None:
+        argv = ["ip", "addr", "add", cidr, "dev", ifn]
+        if ":" in cidr:
+            argv.append("nodad")
+        self.sh(ns, *argv)
+
+    # -- processes -------------------------------------------------------
+    def popen(self, ns: str | None, *argv: str, **kw) -> subprocess.Popen:
+        """Start argv (inside ns if given) in its own session; tracked for cleanup."""
+        full = self.cmd(ns, *argv) if ns else list(argv)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        p = subprocess.Popen(full, start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def popen_shell(self, ns: str, script: str, **kw) -> subprocess.Popen:
+        return self.popen(ns, "sh", "-c", script, **kw)
+
+    @staticmethod
+    def stop(p: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        """Signal p's process group (it is its own session leader), wait, SIGKILL if needed."""
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, sig)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+        return p.returncode
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            with contextlib.suppress(Exception):
+                self.stop(p, signal.SIGTERM, timeout=5)
+            for f in (p.stdout, p.stderr):
+                if f:
+                    with contextlib.suppress(Exception):
+                        f.close()
+        self.procs.clear()
+        for ns in reversed(self.namespaces):
+            run(["ip", "netns", "del", ns], check=False)
+        self.namespaces.clear()
+
+
+def wait_for_file(path: str | Path, timeout: float = 10.0,
+                  proc: subprocess.Popen | None = None) -> None:
+    path = Path(path)
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited ({proc.returncode}) before {path} appeared")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout}s")
+        time.sleep(0.02)
+
+
+def wait_for_port(session: NetnsSession, ns: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = session.sh(ns, "ss", "-Hltn", f"sport = :{port}", check=False)
+        if r.stdout.strip():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on port {port} in {ns}")
+
+
+class Tcpdump:
+    """tcpdump writing a pcap inside a namespace; start() returns once it is listening."""
+
+    def __init__(self, session: NetnsSession, ns: str, ifname: str, path: str | Path,
+                 bpf: str = "tcp"):
+        self.session, self.ns, self.ifname = session, ns, ifname
+        self.path, self.bpf = str(path), bpf
+        self.proc: subprocess.Popen | None = None
+        self.stderr_text = ""
+
+    def start(self, timeout: float = 10.0) -> Tcpdump:
+        argv = ["tcpdump", "-i", self.ifname, "-n", "-s", "0", "-B", "65536", "-U",
+                "--immediate-mode", "-Z", "root", "-w", self.path]
+        if self.bpf:
+            argv.append(self.bpf)
+        self.proc = self.session.popen(self.ns, *argv, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE)
+        buf = b""
+        deadline = time.monotonic() + timeout
+        assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        while b"listening on" not in buf:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"tcpdump did not start: {buf.decode(errors='replace')}")
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if r:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    continue
+                buf += chunk
+        self.stderr_text = buf.decode(errors="replace")
+        return self
+
+    def stop(self, settle: float = 0.3) -> str:
+        """Stop (SIGINT), return tcpdump's stderr; raise if the kernel dropped packets."""
+        time.sleep(settle)
+        assert self.proc is not None
+        NetnsSession.stop(self.proc, signal.SIGINT)
+        assert self.proc.stderr is not None
+        self.stderr_text += self.proc.stderr.read().decode(errors="replace")
+        for line in self.stderr_text.splitlines():
+            if "dropped by kernel" in line and not line.strip().startswith("0 "):
+                raise RuntimeError(f"tcpdump dropped packets: {line}")
+        return self.stderr_text
