@@ -108,6 +108,7 @@ class Connection:
         "close",
         "anomalies",
         "lru",
+        "fast_slot",
         "user",
     )
 
@@ -141,6 +142,7 @@ class Connection:
         self.close: CloseReason | None = None
         self.anomalies: Counter[str] = Counter()
         self.lru: object = None  # the timeout list this connection is on
+        self.fast_slot = -1  # its slot in the C fast path's table, -1 when not there
         self.user: object = None  # the application's per-connection state
 
     @property

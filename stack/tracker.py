@@ -22,6 +22,7 @@ from ..reassembly.stream import Budget, ByteStream, StreamSink
 from .connection import TIMEOUT_CLASS, Connection, ConnState, Endpoint
 from .decode import ACK, FIN, RST, SYN, Segment
 from .events import CloseReason, Direction, Event, FlowClosed, FlowOpened
+from .fastpath import CFastPath
 from .options import parse_options, timestamp
 
 SinkFactory = Callable[[Connection, Direction], StreamSink]
@@ -90,6 +91,8 @@ class Tracker:
         self.tcp_packets = 0
         self.last_expiry = float("-inf")
         self.now = 0.0
+        self.fast: CFastPath | None = None  # set by the application to use the C fast path
+        self.config_retain = 256 << 10  # bytes kept per direction for conflict checks
 
     # -- flow table ----------------------------------------------------------------------------
 
@@ -132,6 +135,8 @@ class Tracker:
         return conn
 
     def _place(self, conn: Connection) -> None:
+        """Put the connection on its state's timeout list; each list is kept in order of
+        last_seen (every path that sees a packet moves the connection to the end)."""
         lru = self.lrus[TIMEOUT_CLASS[conn.state]]
         if conn.lru is not lru:
             if conn.lru is not None:
@@ -141,6 +146,8 @@ class Tracker:
 
     def _finish(self, conn: Connection, reason: CloseReason) -> None:
         """Take a connection out of the table, flush its streams, emit FlowClosed."""
+        if conn.fast_slot >= 0:
+            self.fast.detach(conn)  # type: ignore[union-attr]
         for key in conn.keys:
             entry = self.table.get(key)
             if entry is not None and entry[0] is conn:
@@ -234,6 +241,8 @@ class Tracker:
             from_client = conn.keys[0] == keys[0]
         else:
             conn, from_client = entry
+            if conn.fast_slot >= 0:
+                self.fast.detach(conn)  # type: ignore[union-attr]
             if flags & SYN and not flags & ACK:
                 conn, from_client = self._syn_on_known(ts, seg, keys, conn, from_client)
         conn.last_seen = ts
@@ -244,6 +253,9 @@ class Tracker:
         self._process(conn, sender, peer, seg, from_client)
         if self.budget.used > self.config.max_buffer:
             self._enforce_buffer()
+        fast = self.fast
+        if fast is not None and conn.lru is not None and fast.eligible(conn):
+            fast.attach(conn)
 
     def fast_segment(
         self,
@@ -276,8 +288,11 @@ class Tracker:
         stream = ep.stream
         nxt = stream.nxt
         n = len(payload)
-        if n:
-            off = nxt + (((seq - base - nxt + _HALF) & MASK) - _HALF)
+        off = nxt + (((seq - base - nxt + _HALF) & MASK) - _HALF)
+        if not n:
+            if off == ep.seen_end - 1:
+                return False  # a keepalive or zero-window probe: the general path names it
+        else:
             if (
                 off != nxt
                 or stream.segs

@@ -147,5 +147,6 @@ class PcapFile:
             offsets,
             [len(p[1]) for p in pkts],
             pkts[0][3],
-            [p[2] for p in pkts],
+            # Wire lengths only matter where the snap length cut a frame.
+            [p[2] for p in pkts] if any(p[2] > len(p[1]) for p in pkts) else None,
         )

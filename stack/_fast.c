@@ -1,0 +1,401 @@
+/* uinet-tap C fast path: the common TCP segment, decided and applied without Python.
+ *
+ * The Python tracker owns every connection. When one is in a plain state (established,
+ * nothing buffered out of order, no hole, first-wins policy, untagged IPv4) it lends the
+ * in-order numbers of both directions to this table ("attach"). ut_run() then walks a batch
+ * of frames and, for each frame that is an ACK with or without in-order data on an attached
+ * connection, applies exactly what stack/tracker.py Tracker.fast_segment() would, and
+ * reports the payload to deliver. It stops at the first frame it cannot take, and Python
+ * handles that frame after taking the numbers back ("detach"). The two implementations are
+ * kept equal by running the whole test suite through both.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define UT_KEY 12
+#define UT_OPTS 40
+
+typedef struct {
+    uint32_t base;       /* sequence number of stream offset 0 */
+    int64_t nxt;         /* commit point; equals seen_end while attached */
+    int64_t acked;       /* highest offset the peer acknowledged */
+    int64_t seen_end;
+    int64_t fin;         /* offset of the FIN, -1 if none */
+    int32_t window;      /* last raw window field, -1 until seen */
+    uint32_t last_ack;
+    int32_t has_last_ack;
+    int64_t packets;
+    int64_t payload_bytes;
+    int32_t ttl;
+    int32_t opts_len;
+    uint8_t opts[UT_OPTS];
+    uint8_t *tail;       /* committed, unacknowledged bytes [nxt - tail_len, nxt) */
+    int64_t tail_len;
+    int64_t tail_cap;
+} ut_dir;
+
+typedef struct {
+    uint8_t key[2][UT_KEY]; /* key[0]: client->server, key[1]: server->client */
+    ut_dir d[2];
+    double last_seen;
+    int32_t used;
+    uint32_t touched_run; /* the run that last listed it in `touched` */
+} ut_flow;
+
+typedef struct {
+    double last_seen;
+    int32_t slot;
+    int32_t pad;
+} ut_touch;
+
+typedef struct {
+    int32_t flow;  /* -1 empty, -2 deleted */
+    int32_t dir;
+} ut_entry;
+
+typedef struct {
+    int32_t sink;       /* flow * 2 + direction */
+    uint32_t data_off;  /* payload position in the batch buffer */
+    uint32_t data_len;
+    uint32_t pad;
+    int64_t offset;     /* stream offset */
+} ut_out;
+
+typedef struct ut_table ut_table;
+struct ut_table {
+    ut_entry *entries;
+    uint32_t mask;       /* capacity - 1 */
+    uint32_t filled;     /* used + deleted entries */
+    uint32_t live;       /* used entries */
+    ut_flow *flows;
+    int32_t nflows;
+    int32_t *free_list;
+    int32_t nfree;
+    int64_t retain;
+    uint32_t run_id;
+};
+
+static uint32_t hash_key(const uint8_t *k) {
+    uint64_t a, b;
+    uint32_t c;
+    memcpy(&a, k, 8);
+    memcpy(&c, k + 8, 4);
+    b = (a ^ ((uint64_t)c << 17) ^ c) * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(b >> 32) ^ (uint32_t)b;
+}
+
+static ut_entry *find(ut_table *t, const uint8_t *key) {
+    uint32_t i = hash_key(key) & t->mask;
+    for (;;) {
+        ut_entry *e = &t->entries[i];
+        if (e->flow == -1)
+            return NULL;
+        if (e->flow >= 0 && memcmp(t->flows[e->flow].key[e->dir], key, UT_KEY) == 0)
+            return e;
+        i = (i + 1) & t->mask;
+    }
+}
+
+static void insert(ut_table *t, const uint8_t *key, int32_t flow, int32_t dir) {
+    uint32_t i = hash_key(key) & t->mask;
+    for (;;) {
+        ut_entry *e = &t->entries[i];
+        if (e->flow < 0) {
+            if (e->flow == -1)
+                t->filled++;
+            e->flow = flow;
+            e->dir = dir;
+            return;
+        }
+        i = (i + 1) & t->mask;
+    }
+}
+
+static int rehash(ut_table *t, uint32_t capacity) {
+    ut_entry *old = t->entries;
+    uint32_t old_cap = t->mask + 1;
+    ut_entry *fresh = malloc(sizeof(ut_entry) * capacity);
+    if (!fresh)
+        return -1;
+    for (uint32_t i = 0; i < capacity; i++)
+        fresh[i].flow = -1;
+    t->entries = fresh;
+    t->mask = capacity - 1;
+    t->filled = 0;
+    for (uint32_t i = 0; i < old_cap; i++)
+        if (old[i].flow >= 0)
+            insert(t, t->flows[old[i].flow].key[old[i].dir], old[i].flow, old[i].dir);
+    free(old);
+    return 0;
+}
+
+ut_table *ut_new(int64_t retain) {
+    ut_table *t = calloc(1, sizeof(ut_table));
+    if (!t)
+        return NULL;
+    t->mask = 1023;
+    t->entries = malloc(sizeof(ut_entry) * 1024);
+    if (!t->entries) {
+        free(t);
+        return NULL;
+    }
+    for (int i = 0; i < 1024; i++)
+        t->entries[i].flow = -1;
+    t->retain = retain;
+    return t;
+}
+
+void ut_free(ut_table *t) {
+    if (!t)
+        return;
+    for (int32_t i = 0; i < t->nflows; i++) {
+        free(t->flows[i].d[0].tail);
+        free(t->flows[i].d[1].tail);
+    }
+    free(t->flows);
+    free(t->free_list);
+    free(t->entries);
+    free(t);
+}
+
+ut_flow *ut_flow_at(ut_table *t, int32_t i) { return &t->flows[i]; }
+
+/* Reserve a flow slot for two keys; the caller fills in ut_flow_at(t, slot)->d[]. */
+int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s) {
+    int32_t slot;
+    if ((uint64_t)(t->filled + 2) * 2 > (uint64_t)t->mask + 1) {
+        /* Deleted entries count as filled: rebuild, doubling only if live entries need it. */
+        uint64_t cap = (uint64_t)t->mask + 1;
+        while ((uint64_t)(t->live + 2) * 2 > cap)
+            cap *= 2;
+        if (rehash(t, (uint32_t)cap) != 0)
+            return -1;
+    }
+    if (t->nfree) {
+        slot = t->free_list[--t->nfree];
+    } else {
+        if ((t->nflows & (t->nflows - 1)) == 0) { /* grow at powers of two */
+            int32_t cap = t->nflows ? t->nflows * 2 : 64;
+            ut_flow *f = realloc(t->flows, sizeof(ut_flow) * cap);
+            int32_t *fl = realloc(t->free_list, sizeof(int32_t) * cap);
+            if (!f || !fl)
+                return -1;
+            t->flows = f;
+            t->free_list = fl;
+        }
+        slot = t->nflows++;
+        memset(&t->flows[slot], 0, sizeof(ut_flow));
+    }
+    ut_flow *f = &t->flows[slot];
+    uint8_t *tails[2] = {f->d[0].tail, f->d[1].tail};
+    int64_t caps[2] = {f->d[0].tail_cap, f->d[1].tail_cap};
+    memset(f, 0, sizeof(ut_flow));
+    for (int i = 0; i < 2; i++) { /* keep the tail buffers of a reused slot */
+        f->d[i].tail = tails[i];
+        f->d[i].tail_cap = caps[i];
+    }
+    memcpy(f->key[0], key_c, UT_KEY);
+    memcpy(f->key[1], key_s, UT_KEY);
+    f->used = 1;
+    insert(t, key_c, slot, 0);
+    insert(t, key_s, slot, 1);
+    t->live += 2;
+    return slot;
+}
+
+void ut_detach(ut_table *t, int32_t slot) {
+    ut_flow *f = &t->flows[slot];
+    for (int i = 0; i < 2; i++) {
+        ut_entry *e = find(t, f->key[i]);
+        if (e) {
+            e->flow = -2;
+            t->live--;
+        }
+    }
+    f->used = 0;
+    f->d[0].tail_len = f->d[1].tail_len = 0;
+    t->free_list[t->nfree++] = slot;
+}
+
+/* Make room for the tail and copy bytes in (used by attach and by the run). */
+int ut_tail_set(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n) {
+    (void)t;
+    if (n > d->tail_cap) {
+        int64_t cap = d->tail_cap ? d->tail_cap : 4096;
+        while (cap < n)
+            cap *= 2;
+        uint8_t *p = realloc(d->tail, cap);
+        if (!p)
+            return -1;
+        d->tail = p;
+        d->tail_cap = cap;
+    }
+    memcpy(d->tail, data, n);
+    d->tail_len = n;
+    return 0;
+}
+
+static int tail_append(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n) {
+    /* Python: _commit(): keep only what is not acknowledged, at most `retain` bytes. */
+    int64_t start = d->nxt - n; /* offset of data[0]; nxt already advanced */
+    if (!t->retain || d->acked >= d->nxt)
+        return 0;
+    if (d->tail_len == 0 && d->acked > start) {
+        data += d->acked - start;
+        n -= d->acked - start;
+    }
+    int64_t need = d->tail_len + n;
+    if (need > t->retain) {
+        int64_t drop = need - t->retain;
+        if (drop >= d->tail_len) {
+            data += drop - d->tail_len;
+            n -= drop - d->tail_len;
+            d->tail_len = 0;
+        } else {
+            memmove(d->tail, d->tail + drop, d->tail_len - drop);
+            d->tail_len -= drop;
+        }
+        need = d->tail_len + n;
+    }
+    if (need > d->tail_cap) {
+        int64_t cap = d->tail_cap ? d->tail_cap : 4096;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *p = realloc(d->tail, cap);
+        if (!p)
+            return -1;
+        d->tail = p;
+        d->tail_cap = cap;
+    }
+    memcpy(d->tail + d->tail_len, data, n);
+    d->tail_len = need;
+    return 0;
+}
+
+static void on_ack(ut_dir *d, int64_t off) {
+    /* Python: ByteStream.ack() for an ACK at or below the commit point. */
+    d->acked = off;
+    if (d->tail_len) {
+        int64_t drop = off - (d->nxt - d->tail_len);
+        if (drop > 0) {
+            if (drop >= d->tail_len) {
+                d->tail_len = 0;
+            } else {
+                memmove(d->tail, d->tail + drop, d->tail_len - drop);
+                d->tail_len -= drop;
+            }
+        }
+    }
+}
+
+static int by_last_seen(const void *a, const void *b) {
+    double x = ((const ut_touch *)a)->last_seen, y = ((const ut_touch *)b)->last_seen;
+    return (x > y) - (x < y);
+}
+
+static inline int64_t unwrap(uint32_t seq, uint32_t base, int64_t nxt) {
+    uint32_t ref = (uint32_t)(base + (uint32_t)nxt);
+    return nxt + (int64_t)(int32_t)(seq - ref);
+}
+
+static inline uint32_t be32(const uint8_t *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* Walk frames [start, count) of a batch. Returns the index of the first frame not handled
+ * (count when all were). *n_out payload deliveries are written to out (at most out_cap);
+ * the run also stops before a frame at or after `expiry_at` (Python runs timeouts then).
+ * *stop_slot is the attached flow of the frame it stopped at, or -1. The flows it handled
+ * frames of are listed in `touched` (at most out_cap), ordered by last_seen, so Python can
+ * keep its timeout lists in last-seen order exactly as its own paths do. */
+uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
+                const uint32_t *lengths, const double *times, uint32_t start, uint32_t count,
+                double expiry_at, ut_out *out, uint32_t out_cap, uint32_t *n_out,
+                ut_touch *touched, uint32_t *n_touched, int64_t *handled, int32_t *stop_slot) {
+    uint32_t i;
+    uint32_t no = 0, nt = 0;
+    int64_t done = 0;
+    uint32_t run = ++t->run_id;
+    if (run == 0)
+        run = t->run_id = 1;
+    *stop_slot = -1;
+    for (i = start; i < count; i++) {
+        const uint8_t *f = data + offsets[i];
+        uint32_t len = lengths[i];
+        if (len < 54 || f[12] != 0x08 || f[13] != 0x00 || (f[14] >> 4) != 4)
+            break;
+        uint32_t ihl = (uint32_t)(f[14] & 0x0F) * 4;
+        uint32_t total = ((uint32_t)f[16] << 8) | f[17];
+        uint32_t frag = ((uint32_t)f[20] << 8) | f[21];
+        if (ihl != 20 || f[23] != 6 || (frag & 0x3FFF) || 14 + total > len)
+            break;
+        const uint8_t *tcp = f + 34;
+        uint32_t hl = (uint32_t)(tcp[12] >> 4) * 4;
+        uint8_t flags = tcp[13];
+        if (hl < 20 || 20 + hl > total || (flags & ~0x18) || !(flags & 0x10))
+            break;
+        if (times[i] >= expiry_at)
+            break;
+        ut_entry *e = find(t, f + 26);
+        if (!e)
+            break;
+        ut_flow *fl = &t->flows[e->flow];
+        ut_dir *ep = &fl->d[e->dir];
+        ut_dir *peer = &fl->d[1 - e->dir];
+        uint32_t seq = be32(tcp + 4);
+        uint32_t ack = be32(tcp + 8);
+        uint32_t n = total - 20 - hl;
+        int64_t off = unwrap(seq, ep->base, ep->nxt);
+        if (n ? (off != ep->nxt || (n == 1 && (off == ep->seen_end - 1 || peer->window == 0)))
+              : off == ep->seen_end - 1) { /* out of order, or a keepalive/probe */
+            *stop_slot = e->flow;
+            break;
+        }
+        if ((n && no == out_cap) || (fl->touched_run != run && nt == out_cap))
+            break;
+        int64_t aoff = unwrap(ack, peer->base, peer->nxt);
+        if (aoff > peer->acked && (peer->fin >= 0 || aoff > peer->seen_end)) {
+            *stop_slot = e->flow;
+            break;
+        }
+        /* committed from here on: mirror of Tracker.fast_segment() */
+        done++;
+        fl->last_seen = times[i];
+        if (fl->touched_run != run) {
+            fl->touched_run = run;
+            touched[nt++].slot = e->flow;
+        }
+        ep->packets++;
+        ep->ttl = f[22];
+        ep->last_ack = ack;
+        ep->has_last_ack = 1;
+        if (aoff > peer->acked)
+            on_ack(peer, aoff);
+        if (n) {
+            const uint8_t *payload = tcp + hl;
+            ep->payload_bytes += n;
+            int64_t end = off + n;
+            if (end > ep->seen_end) {
+                ep->seen_end = end;
+                ep->opts_len = (int32_t)(hl - 20);
+                memcpy(ep->opts, tcp + 20, hl - 20);
+            }
+            out[no].sink = e->flow * 2 + e->dir;
+            out[no].data_off = (uint32_t)(payload - data);
+            out[no].data_len = n;
+            out[no].offset = off;
+            no++;
+            ep->nxt = end;
+            tail_append(t, ep, payload, n);
+        }
+        ep->window = ((int32_t)tcp[14] << 8) | tcp[15];
+    }
+    for (uint32_t k = 0; k < nt; k++)
+        touched[k].last_seen = t->flows[touched[k].slot].last_seen;
+    qsort(touched, nt, sizeof(ut_touch), by_last_seen);
+    *n_out = no;
+    *n_touched = nt;
+    *handled = done;
+    return i;
+}

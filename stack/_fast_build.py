@@ -1,0 +1,46 @@
+"""cffi build script for the C fast path (``uinet_tap.stack._fast``); see _fast.c."""
+
+from pathlib import Path
+
+from cffi import FFI
+
+ffibuilder = FFI()
+ffibuilder.cdef(
+    """
+    typedef struct {
+        uint32_t base; int64_t nxt; int64_t acked; int64_t seen_end; int64_t fin;
+        int32_t window; uint32_t last_ack; int32_t has_last_ack;
+        int64_t packets; int64_t payload_bytes; int32_t ttl;
+        int32_t opts_len; uint8_t opts[40];
+        uint8_t *tail; int64_t tail_len; int64_t tail_cap;
+    } ut_dir;
+    typedef struct {
+        uint8_t key[2][12]; ut_dir d[2]; double last_seen; int32_t used; uint32_t touched_run;
+    } ut_flow;
+    typedef struct { double last_seen; int32_t slot; int32_t pad; } ut_touch;
+    typedef struct {
+        int32_t sink; uint32_t data_off; uint32_t data_len; uint32_t pad; int64_t offset;
+    } ut_out;
+    typedef struct ut_table ut_table;
+    ut_table *ut_new(int64_t retain);
+    void ut_free(ut_table *t);
+    ut_flow *ut_flow_at(ut_table *t, int32_t i);
+    int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s);
+    void ut_detach(ut_table *t, int32_t slot);
+    int ut_tail_set(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n);
+    uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
+                    const uint32_t *lengths, const double *times, uint32_t start,
+                    uint32_t count, double expiry_at, ut_out *out, uint32_t out_cap,
+                    uint32_t *n_out, ut_touch *touched, uint32_t *n_touched,
+                    int64_t *handled, int32_t *stop_slot);
+    """
+)
+_src = (Path(__file__).parent / "_fast.c").read_text()
+ffibuilder.set_source(
+    "uinet_tap.stack._fast",
+    _src,
+    extra_compile_args=["-O2", "-std=c99", "-Wall"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

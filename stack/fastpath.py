@@ -1,0 +1,153 @@
+"""The C fast path's Python side: which connections it may carry, and handing their numbers
+over and back (see _fast.c). Everything it does, :meth:`Tracker.fast_segment` does in Python;
+the test suite runs through both (``UINET_TAP_FASTPATH``)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from ..reassembly.stream import StreamSink
+from .connection import Connection, ConnState
+
+try:
+    from ._fast import ffi, lib  # type: ignore[import-not-found]
+except ImportError:  # not built (no compiler at install time): the Python path stays
+    ffi = lib = None
+
+AVAILABLE = lib is not None
+OUT_CAP = 8192
+_OUT = struct.Struct("=iIIIq")  # ut_out
+_TOUCH = struct.Struct("=dii")  # ut_touch
+
+
+class CFastPath:
+    def __init__(self, retain: int) -> None:
+        if lib is None:
+            raise RuntimeError("the C fast path is not built")
+        self.table = ffi.gc(lib.ut_new(retain), lib.ut_free)
+        self.conns: dict[int, Connection] = {}
+        self.sinks: list[StreamSink | None] = []
+        self.out = ffi.new("ut_out[]", OUT_CAP)
+        self.touched = ffi.new("ut_touch[]", OUT_CAP)
+        self._n_touched = ffi.new("uint32_t *")
+        self._n_out = ffi.new("uint32_t *")
+        self._handled = ffi.new("int64_t *")
+        self._stop = ffi.new("int32_t *")
+        self._out_mv = memoryview(ffi.buffer(self.out))
+        self._touched_mv = memoryview(ffi.buffer(self.touched))
+        self._args: tuple[Any, ...] = ()
+
+    @staticmethod
+    def eligible(conn: Connection) -> bool:
+        """Plain enough for C: established, untagged IPv4 key, first-wins, nothing buffered
+        out of order, no hole, both directions seen."""
+        if conn.state is not ConnState.ESTABLISHED and conn.state is not ConnState.HALF_CLOSED:
+            return False
+        if len(conn.keys[0]) != 12:
+            return False
+        for ep in (conn.c, conn.s):
+            st = ep.stream
+            if (
+                ep.base is None
+                or not ep.packets
+                or not st.final
+                or st.segs
+                or st.nxt != ep.seen_end
+                or st.acked > st.nxt
+                or st.hole_acks
+                or len(ep.last_opts) > 40
+            ):
+                return False
+        return True
+
+    def attach(self, conn: Connection) -> None:
+        slot = lib.ut_attach(self.table, conn.keys[0], conn.keys[1])
+        if slot < 0:
+            return  # out of memory in C: the connection simply stays in Python
+        f = lib.ut_flow_at(self.table, slot)
+        for i, ep in enumerate((conn.c, conn.s)):
+            d = f.d[i]
+            st = ep.stream
+            d.base = ep.base
+            d.nxt = st.nxt
+            d.acked = st.acked
+            d.seen_end = ep.seen_end
+            d.fin = -1 if ep.fin_off is None else ep.fin_off
+            d.window = ep.window
+            d.has_last_ack = ep.last_ack is not None
+            d.last_ack = ep.last_ack or 0
+            d.packets = ep.packets
+            d.payload_bytes = ep.payload_bytes
+            d.ttl = ep.ttl
+            d.opts_len = len(ep.last_opts)
+            ffi.memmove(d.opts, ep.last_opts, len(ep.last_opts))
+            if st.tail:
+                lib.ut_tail_set(self.table, ffi.addressof(f.d, i), bytes(st.tail), len(st.tail))
+        f.last_seen = conn.last_seen
+        conn.fast_slot = slot
+        self.conns[slot] = conn
+        need = 2 * slot + 2
+        if len(self.sinks) < need:
+            self.sinks.extend([None] * (need - len(self.sinks)))
+        self.sinks[2 * slot] = conn.c.stream.sink
+        self.sinks[2 * slot + 1] = conn.s.stream.sink
+
+    def detach(self, conn: Connection) -> None:
+        slot = conn.fast_slot
+        f = lib.ut_flow_at(self.table, slot)
+        for i, ep in enumerate((conn.c, conn.s)):
+            d = f.d[i]
+            st = ep.stream
+            st.nxt = d.nxt
+            st.acked = d.acked
+            ep.seen_end = d.seen_end
+            ep.window = d.window
+            ep.last_ack = d.last_ack if d.has_last_ack else None
+            ep.packets = d.packets
+            ep.payload_bytes = d.payload_bytes
+            ep.ttl = d.ttl
+            ep.last_opts = bytes(ffi.buffer(d.opts, d.opts_len))
+            st.tail = bytearray(ffi.buffer(d.tail, d.tail_len)) if d.tail_len else bytearray()
+        if f.last_seen > conn.last_seen:
+            conn.last_seen = f.last_seen
+        lib.ut_detach(self.table, slot)
+        del self.conns[slot]
+        self.sinks[2 * slot] = self.sinks[2 * slot + 1] = None
+        conn.fast_slot = -1
+
+    def load(self, data: bytes, offsets: Any, lengths: Any, times: Any) -> None:
+        """Hand C one batch (buffers it may read until the next load)."""
+        self._args = (
+            data,
+            ffi.from_buffer("uint32_t[]", offsets),
+            ffi.from_buffer("uint32_t[]", lengths),
+            ffi.from_buffer("double[]", times),
+        )
+
+    def run(self, start: int, count: int, expiry_at: float) -> tuple[int, int, bool]:
+        """Run C over frames [start, count) of the loaded batch; deliver payloads to their
+        sinks. Returns (index of the first frame not handled, frames handled, whether it
+        stopped only because its output arrays were full)."""
+        data, offsets, lengths, times = self._args
+        stop = lib.ut_run(
+            self.table, data, offsets, lengths, times, start, count, expiry_at,
+            self.out, OUT_CAP, self._n_out, self.touched, self._n_touched,
+            self._handled, self._stop,
+        )  # fmt: skip
+        nt = self._n_touched[0]
+        if nt:
+            conns = self.conns
+            for last_seen, slot, _pad in _TOUCH.iter_unpack(self._touched_mv[: nt * _TOUCH.size]):
+                conn = conns[slot]
+                conn.last_seen = last_seen
+                conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
+        n = self._n_out[0]
+        if n:
+            sinks = self.sinks
+            for sink_id, off, length, _pad, offset in _OUT.iter_unpack(
+                self._out_mv[: n * _OUT.size]
+            ):
+                sinks[sink_id].data(offset, data[off : off + length])  # type: ignore[union-attr]
+        return stop, self._handled[0], (n == OUT_CAP or nt == OUT_CAP) and self._stop[0] < 0
