@@ -5,7 +5,6 @@ the test suite runs through both (``UINET_TAP_FASTPATH``)."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from typing import Any
 
 from ..reassembly.stream import StreamSink

@@ -26,8 +26,9 @@ def _batches(frames: Iterable[tuple[Any, ...]], linktype: int, size: int = 64) -
             offsets,
             [len(item[1]) for item in pending],
             linktype,
-            [item[2] if len(item) > 2 and item[2] is not None else len(item[1])
-             for item in pending] if cut else None,
+            [item[2] if len(item) > 2 and item[2] is not None else len(item[1]) for item in pending]
+            if cut
+            else None,
         )
 
     for item in frames:

@@ -15,8 +15,8 @@ from typing import Any
 from .pcapfile import Batch
 from .reassembly.policy import OverlapPolicy
 from .records import DirectionSink, FilePool, flow_filename, flow_record
-from .stack.connection import Connection
 from .stack import fastpath
+from .stack.connection import Connection
 from .stack.decode import DLT_EN10MB, Decoder
 from .stack.events import Direction, FlowClosed
 from .stack.tracker import Tracker, TrackerConfig
