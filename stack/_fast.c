@@ -9,6 +9,7 @@
  * handles that frame after taking the numbers back ("detach"). The two implementations are
  * kept equal by running the whole test suite through both.
  */
+#include <openssl/evp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ typedef struct {
     uint8_t *tail;       /* committed, unacknowledged bytes [nxt - tail_len, nxt) */
     int64_t tail_len;
     int64_t tail_cap;
+    void *sha;           /* the sink's SHA-256 when hashing is all it does, else NULL */
 } ut_dir;
 
 typedef struct {
@@ -41,6 +43,7 @@ typedef struct {
     double last_seen;
     int32_t used;
     uint32_t touched_run; /* the run that last listed it in `touched` */
+    int32_t syn_received; /* the handshake's last ACK not seen yet */
 } ut_flow;
 
 typedef struct {
@@ -215,6 +218,7 @@ void ut_detach(ut_table *t, int32_t slot) {
     }
     f->used = 0;
     f->d[0].tail_len = f->d[1].tail_len = 0;
+    f->d[0].sha = f->d[1].sha = NULL;
     t->free_list[t->nfree++] = slot;
 }
 
@@ -308,13 +312,15 @@ static inline uint32_t be32(const uint8_t *p) {
  * the run also stops before a frame at or after `expiry_at` (Python runs timeouts then).
  * *stop_slot is the attached flow of the frame it stopped at, or -1. The flows it handled
  * frames of are listed in `touched` (at most out_cap), ordered by last_seen, so Python can
- * keep its timeout lists in last-seen order exactly as its own paths do. */
+ * keep its timeout lists in last-seen order exactly as its own paths do. Flows whose state a
+ * FIN changed are listed in `changed`, in order. */
 uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start, uint32_t count,
                 double expiry_at, ut_out *out, uint32_t out_cap, uint32_t *n_out,
-                ut_touch *touched, uint32_t *n_touched, int64_t *handled, int32_t *stop_slot) {
+                ut_touch *touched, uint32_t *n_touched, int32_t *changed,
+                uint32_t *n_changed, int64_t *handled, int32_t *stop_slot) {
     uint32_t i;
-    uint32_t no = 0, nt = 0;
+    uint32_t no = 0, nt = 0, nc = 0;
     int64_t done = 0;
     uint32_t run = ++t->run_id;
     if (run == 0)
@@ -333,8 +339,8 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         const uint8_t *tcp = f + 34;
         uint32_t hl = (uint32_t)(tcp[12] >> 4) * 4;
         uint8_t flags = tcp[13];
-        if (hl < 20 || 20 + hl > total || (flags & ~0x18) || !(flags & 0x10))
-            break;
+        if (hl < 20 || 20 + hl > total || (flags & ~0x19) || !(flags & 0x10))
+            break; /* only ACK, with PSH or FIN or neither */
         if (times[i] >= expiry_at)
             break;
         ut_entry *e = find(t, f + 26);
@@ -346,20 +352,34 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         uint32_t seq = be32(tcp + 4);
         uint32_t ack = be32(tcp + 8);
         uint32_t n = total - 20 - hl;
+        int fin = flags & 0x01;
+        int closed = ep->fin >= 0 && peer->fin >= 0;
         int64_t off = unwrap(seq, ep->base, ep->nxt);
-        if (n ? (off != ep->nxt || (n == 1 && (off == ep->seen_end - 1 || peer->window == 0)))
-              : off == ep->seen_end - 1) { /* out of order, or a keepalive/probe */
+        if (n ? (off != ep->nxt || closed ||
+                 (n == 1 && (off == ep->seen_end - 1 || peer->window == 0)))
+              : (fin ? off != ep->seen_end : off == ep->seen_end - 1)) {
+            /* out of order, data after both FINs, a keepalive or probe, a FIN elsewhere */
             *stop_slot = e->flow;
             break;
         }
-        if ((n && no == out_cap) || (fl->touched_run != run && nt == out_cap))
+        if ((n && no == out_cap) || (fl->touched_run != run && nt == out_cap) ||
+            nc + 2 > out_cap)
             break;
         int64_t aoff = unwrap(ack, peer->base, peer->nxt);
-        if (aoff > peer->acked && (peer->fin >= 0 || aoff > peer->seen_end)) {
-            *stop_slot = e->flow;
-            break;
+        if (aoff > peer->acked) {
+            if (peer->fin >= 0) {
+                if (aoff > peer->fin)
+                    aoff = peer->fin; /* the ACK of a FIN covers no byte */
+            } else if (aoff > peer->seen_end) {
+                *stop_slot = e->flow; /* bytes never seen, or an unseen FIN: Python */
+                break;
+            }
         }
         /* committed from here on: mirror of Tracker.fast_segment() */
+        if (fl->syn_received && e->dir == 0 && aoff >= 0) {
+            fl->syn_received = 0; /* the client ACKed the SYN-ACK: ESTABLISHED */
+            changed[nc++] = e->flow;
+        }
         done++;
         fl->last_seen = times[i];
         if (fl->touched_run != run) {
@@ -381,13 +401,25 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 ep->opts_len = (int32_t)(hl - 20);
                 memcpy(ep->opts, tcp + 20, hl - 20);
             }
-            out[no].sink = e->flow * 2 + e->dir;
-            out[no].data_off = (uint32_t)(payload - data);
-            out[no].data_len = n;
-            out[no].offset = off;
-            no++;
+            if (ep->sha) { /* a hash-only sink: hash here, nothing to hand to Python */
+                EVP_DigestUpdate((EVP_MD_CTX *)ep->sha, payload, n);
+            } else {
+                out[no].sink = e->flow * 2 + e->dir;
+                out[no].data_off = (uint32_t)(payload - data);
+                out[no].data_len = n;
+                out[no].offset = off;
+                no++;
+            }
             ep->nxt = end;
             tail_append(t, ep, payload, n);
+        }
+        if (fin) {
+            if (ep->fin < 0)
+                ep->fin = off + n;
+            if (!closed) { /* Python moves it to its new state and timeout list */
+                fl->syn_received = 0;
+                changed[nc++] = e->flow;
+            }
         }
         ep->window = ((int32_t)tcp[14] << 8) | tcp[15];
     }
@@ -396,6 +428,51 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
     qsort(touched, nt, sizeof(ut_touch), by_last_seen);
     *n_out = no;
     *n_touched = nt;
+    *n_changed = nc;
     *handled = done;
     return i;
 }
+
+/* Capture times from libpcap's packed (sec, usec, offset, caplen) batch records. */
+void ut_meta_times(const uint32_t *meta, uint32_t n, double *times) {
+    for (uint32_t i = 0; i < n; i++)
+        times[i] = meta[4 * i] + meta[4 * i + 1] / 1e6;
+}
+
+/* SHA-256 contexts shared by the Python sinks and the run above (OpenSSL's EVP, the same
+ * code hashlib uses). */
+void *ut_sha_new(void) {
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void ut_sha_update(void *c, const uint8_t *data, size_t n) {
+    EVP_DigestUpdate((EVP_MD_CTX *)c, data, n);
+}
+
+void ut_sha_zeros(void *c, int64_t n) {
+    static const uint8_t zeros[65536];
+    while (n > 0) {
+        size_t k = n > (int64_t)sizeof(zeros) ? sizeof(zeros) : (size_t)n;
+        EVP_DigestUpdate((EVP_MD_CTX *)c, zeros, k);
+        n -= (int64_t)k;
+    }
+}
+
+/* The digest so far, leaving the context usable (like hashlib's hexdigest()). */
+int ut_sha_digest(void *c, uint8_t *out32) {
+    unsigned int len = 0;
+    EVP_MD_CTX *copy = EVP_MD_CTX_new();
+    if (!copy)
+        return -1;
+    int ok = EVP_MD_CTX_copy_ex(copy, (EVP_MD_CTX *)c) == 1 &&
+             EVP_DigestFinal_ex(copy, out32, &len) == 1;
+    EVP_MD_CTX_free(copy);
+    return ok ? 0 : -1;
+}
+
+void ut_sha_free(void *c) { EVP_MD_CTX_free((EVP_MD_CTX *)c); }

@@ -13,9 +13,11 @@ ffibuilder.cdef(
         int64_t packets; int64_t payload_bytes; int32_t ttl;
         int32_t opts_len; uint8_t opts[40];
         uint8_t *tail; int64_t tail_len; int64_t tail_cap;
+        void *sha;
     } ut_dir;
     typedef struct {
         uint8_t key[2][12]; ut_dir d[2]; double last_seen; int32_t used; uint32_t touched_run;
+        int32_t syn_received;
     } ut_flow;
     typedef struct { double last_seen; int32_t slot; int32_t pad; } ut_touch;
     typedef struct {
@@ -28,10 +30,17 @@ ffibuilder.cdef(
     int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s);
     void ut_detach(ut_table *t, int32_t slot);
     int ut_tail_set(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n);
+    void *ut_sha_new(void);
+    void ut_sha_update(void *c, const uint8_t *data, size_t n);
+    void ut_sha_zeros(void *c, int64_t n);
+    int ut_sha_digest(void *c, uint8_t *out32);
+    void ut_sha_free(void *c);
+    void ut_meta_times(const uint32_t *meta, uint32_t n, double *times);
     uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                     const uint32_t *lengths, const double *times, uint32_t start,
                     uint32_t count, double expiry_at, ut_out *out, uint32_t out_cap,
                     uint32_t *n_out, ut_touch *touched, uint32_t *n_touched,
+                    int32_t *changed, uint32_t *n_changed,
                     int64_t *handled, int32_t *stop_slot);
     """
 )
@@ -40,6 +49,7 @@ ffibuilder.set_source(
     "uinet_tap.stack._fast",
     _src,
     extra_compile_args=["-O2", "-std=c99", "-Wall"],
+    libraries=["crypto"],
 )
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from enum import Enum, StrEnum
 
 from ..reassembly.seq import MASK, seq_diff
@@ -140,7 +139,7 @@ class Connection:
         self.start = ts
         self.last_seen = ts
         self.close: CloseReason | None = None
-        self.anomalies: Counter[str] = Counter()
+        self.anomalies: dict[str, int] = {}
         self.lru: object = None  # the timeout list this connection is on
         self.fast_slot = -1  # its slot in the C fast path's table, -1 when not there
         self.user: object = None  # the application's per-connection state

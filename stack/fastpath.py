@@ -5,6 +5,7 @@ the test suite runs through both (``UINET_TAP_FASTPATH``)."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from ..reassembly.stream import StreamSink
@@ -19,6 +20,16 @@ AVAILABLE = lib is not None
 OUT_CAP = 8192
 _OUT = struct.Struct("=iIIIq")  # ut_out
 _TOUCH = struct.Struct("=dii")  # ut_touch
+# ut_dir up to its tail buffer, in C's own layout: one memmove per direction to attach.
+_DIR = struct.Struct("@Iqqqqi Iiqqii40s")
+if lib is not None:
+    assert _DIR.size == ffi.offsetof("ut_dir", "tail"), "ut_dir layout changed"
+_ATTACHABLE = (
+    ConnState.SYN_RECEIVED,
+    ConnState.ESTABLISHED,
+    ConnState.HALF_CLOSED,
+    ConnState.CLOSED,
+)
 
 
 class CFastPath:
@@ -30,6 +41,10 @@ class CFastPath:
         self.sinks: list[StreamSink | None] = []
         self.out = ffi.new("ut_out[]", OUT_CAP)
         self.touched = ffi.new("ut_touch[]", OUT_CAP)
+        self.changed = ffi.new("int32_t[]", OUT_CAP)
+        self._n_changed = ffi.new("uint32_t *")
+        # Set by the tracker: moves a connection to its state's timeout list.
+        self.place: Callable[[Connection], None] = lambda conn: None
         self._n_touched = ffi.new("uint32_t *")
         self._n_out = ffi.new("uint32_t *")
         self._handled = ffi.new("int64_t *")
@@ -42,7 +57,7 @@ class CFastPath:
     def eligible(conn: Connection) -> bool:
         """Plain enough for C: established, untagged IPv4 key, first-wins, nothing buffered
         out of order, no hole, both directions seen."""
-        if conn.state is not ConnState.ESTABLISHED and conn.state is not ConnState.HALF_CLOSED:
+        if conn.state not in _ATTACHABLE:
             return False
         if len(conn.keys[0]) != 12:
             return False
@@ -67,24 +82,25 @@ class CFastPath:
             return  # out of memory in C: the connection simply stays in Python
         f = lib.ut_flow_at(self.table, slot)
         for i, ep in enumerate((conn.c, conn.s)):
-            d = f.d[i]
             st = ep.stream
-            d.base = ep.base
-            d.nxt = st.nxt
-            d.acked = st.acked
-            d.seen_end = ep.seen_end
-            d.fin = -1 if ep.fin_off is None else ep.fin_off
-            d.window = ep.window
-            d.has_last_ack = ep.last_ack is not None
-            d.last_ack = ep.last_ack or 0
-            d.packets = ep.packets
-            d.payload_bytes = ep.payload_bytes
-            d.ttl = ep.ttl
-            d.opts_len = len(ep.last_opts)
-            ffi.memmove(d.opts, ep.last_opts, len(ep.last_opts))
+            d = ffi.addressof(f.d[i])
+            opts = ep.last_opts
+            ffi.memmove(
+                d,
+                _DIR.pack(
+                    ep.base, st.nxt, st.acked, ep.seen_end,
+                    -1 if ep.fin_off is None else ep.fin_off, ep.window,
+                    ep.last_ack or 0, ep.last_ack is not None, ep.packets, ep.payload_bytes,
+                    ep.ttl, len(opts), opts,
+                ),
+                _DIR.size,
+            )  # fmt: skip
             if st.tail:
-                lib.ut_tail_set(self.table, ffi.addressof(f.d, i), bytes(st.tail), len(st.tail))
+                lib.ut_tail_set(self.table, d, bytes(st.tail), len(st.tail))
+            # A sink that only hashes lends its SHA-256 context: C hashes in place.
+            d.sha = getattr(st.sink, "c_hash", None) or ffi.NULL
         f.last_seen = conn.last_seen
+        f.syn_received = conn.state is ConnState.SYN_RECEIVED
         conn.fast_slot = slot
         self.conns[slot] = conn
         need = 2 * slot + 2
@@ -97,17 +113,17 @@ class CFastPath:
         slot = conn.fast_slot
         f = lib.ut_flow_at(self.table, slot)
         for i, ep in enumerate((conn.c, conn.s)):
-            d = f.d[i]
             st = ep.stream
-            st.nxt = d.nxt
-            st.acked = d.acked
-            ep.seen_end = d.seen_end
-            ep.window = d.window
-            ep.last_ack = d.last_ack if d.has_last_ack else None
-            ep.packets = d.packets
-            ep.payload_bytes = d.payload_bytes
-            ep.ttl = d.ttl
-            ep.last_opts = bytes(ffi.buffer(d.opts, d.opts_len))
+            d = ffi.addressof(f.d[i])
+            (
+                _base, st.nxt, st.acked, ep.seen_end, fin, ep.window, last_ack, has_last_ack,
+                ep.packets, ep.payload_bytes, ep.ttl, opts_len, opts,
+            ) = _DIR.unpack(ffi.buffer(d, _DIR.size))  # fmt: skip
+            ep.fin_off = fin if fin >= 0 else None
+            ep.last_ack = last_ack if has_last_ack else None
+            ep.last_opts = opts[:opts_len]
+            if d.sha != ffi.NULL:
+                st.sink.length = st.nxt  # type: ignore[attr-defined]
             st.tail = bytearray(ffi.buffer(d.tail, d.tail_len)) if d.tail_len else bytearray()
         if f.last_seen > conn.last_seen:
             conn.last_seen = f.last_seen
@@ -133,8 +149,19 @@ class CFastPath:
         stop = lib.ut_run(
             self.table, data, offsets, lengths, times, start, count, expiry_at,
             self.out, OUT_CAP, self._n_out, self.touched, self._n_touched,
-            self._handled, self._stop,
+            self.changed, self._n_changed, self._handled, self._stop,
         )  # fmt: skip
+        for k in range(self._n_changed[0]):
+            # The handshake's last ACK (Tracker._on_ack) or a FIN (Tracker._on_fin) moved the
+            # connection on: to its new state and that state's timeout list.
+            conn = self.conns[self.changed[k]]
+            f = lib.ut_flow_at(self.table, conn.fast_slot)
+            fins = (f.d[0].fin >= 0) + (f.d[1].fin >= 0)
+            if fins:
+                conn.state = ConnState.CLOSED if fins == 2 else ConnState.HALF_CLOSED
+            else:
+                conn.state = ConnState.SYN_RECEIVED if f.syn_received else ConnState.ESTABLISHED
+            self.place(conn)
         nt = self._n_touched[0]
         if nt:
             conns = self.conns
@@ -149,4 +176,29 @@ class CFastPath:
                 self._out_mv[: n * _OUT.size]
             ):
                 sinks[sink_id].data(offset, data[off : off + length])  # type: ignore[union-attr]
-        return stop, self._handled[0], (n == OUT_CAP or nt == OUT_CAP) and self._stop[0] < 0
+        full = OUT_CAP in (n, nt, self._n_changed[0])
+        return stop, self._handled[0], full and self._stop[0] < 0
+
+
+class Sha256:
+    """SHA-256 in a C context that the fast path can also update (hashlib's interface)."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self) -> None:
+        ctx = lib.ut_sha_new()
+        if ctx == ffi.NULL:
+            raise MemoryError("SHA-256 context")
+        self.ctx = ffi.gc(ctx, lib.ut_sha_free)
+
+    def update(self, data: bytes) -> None:
+        lib.ut_sha_update(self.ctx, data, len(data))
+
+    def update_zeros(self, n: int) -> None:
+        lib.ut_sha_zeros(self.ctx, n)
+
+    def hexdigest(self) -> str:
+        out = ffi.new("uint8_t[32]")
+        if lib.ut_sha_digest(self.ctx, out) != 0:
+            raise MemoryError("SHA-256 digest")
+        return bytes(ffi.buffer(out)).hex()

@@ -28,7 +28,13 @@ from .options import parse_options, timestamp
 SinkFactory = Callable[[Connection, Direction], StreamSink]
 
 EPHEMERAL_LOW = 32768
-_PSH_ACK = 0x18
+_FAST_STATES = (
+    ConnState.SYN_RECEIVED,
+    ConnState.ESTABLISHED,
+    ConnState.HALF_CLOSED,
+    ConnState.CLOSED,
+)
+_PSH_ACK_FIN = 0x19
 _HALF = 1 << 31
 MAX_SEQ_JUMP = 1 << 30  # a segment further than this from the stream is not this stream's
 
@@ -93,6 +99,10 @@ class Tracker:
         self.now = 0.0
         self.fast: CFastPath | None = None  # set by the application to use the C fast path
         self.config_retain = 256 << 10  # bytes kept per direction for conflict checks
+
+    def use_fast_path(self, fast: CFastPath) -> None:
+        self.fast = fast
+        fast.place = self._place
 
     # -- flow table ----------------------------------------------------------------------------
 
@@ -159,7 +169,9 @@ class Tracker:
         for ep in (conn.c, conn.s):
             ep.stream.flush(self._end_hint(ep))
             if ep.stream.acked_gaps:
-                conn.anomalies["ack_unseen"] += ep.stream.acked_gaps
+                conn.anomalies["ack_unseen"] = (
+                    conn.anomalies.get("ack_unseen", 0) + ep.stream.acked_gaps
+                )
                 self.anomalies["ack_unseen"] += ep.stream.acked_gaps
         if conn.state is ConnState.RESET:
             reason = CloseReason.RST
@@ -269,16 +281,16 @@ class Tracker:
         payload: bytes,
         ttl: int,
     ) -> bool:
-        """The common case in one function: an ACK, with or without in-order data, on an
-        established connection. Returns False, having changed nothing, for anything else; the
-        caller then takes the general path (:meth:`segment`). Same results as that path, which
-        the tests check by running every case both ways."""
+        """The common case in one function: an ACK, with or without in-order data, with or
+        without FIN, on an established or closing connection. Returns False, having changed
+        nothing, for anything else; the caller then takes the general path (:meth:`segment`),
+        which gives the same results. _fast.c does exactly this in C; the test suite runs
+        through all three (``UINET_TAP_FASTPATH``)."""
         entry = self.table.get(key)
-        if entry is None or flags & ~_PSH_ACK or not flags & ACK:
+        if entry is None or flags & ~_PSH_ACK_FIN or not flags & ACK:
             return False
         conn, from_client = entry
-        state = conn.state
-        if state is not ConnState.ESTABLISHED and state is not ConnState.HALF_CLOSED:
+        if conn.state not in _FAST_STATES:
             return False
         ep, peer = (conn.c, conn.s) if from_client else (conn.s, conn.c)
         base = ep.base
@@ -288,23 +300,28 @@ class Tracker:
         stream = ep.stream
         nxt = stream.nxt
         n = len(payload)
+        fin = flags & FIN
         off = nxt + (((seq - base - nxt + _HALF) & MASK) - _HALF)
-        if not n:
-            if off == ep.seen_end - 1:
-                return False  # a keepalive or zero-window probe: the general path names it
-        else:
+        if n:
             if (
                 off != nxt
                 or stream.segs
                 or not stream.final
+                or conn.state is ConnState.CLOSED  # data after both FINs: the general path
                 or (n == 1 and (off == ep.seen_end - 1 or peer.window == 0))
             ):
                 return False
+        elif off != ep.seen_end if fin else off == ep.seen_end - 1:
+            return False  # a FIN elsewhere, or a keepalive / zero-window probe
         pstream = peer.stream
         pnxt = pstream.nxt
         aoff = pnxt + (((ack - pbase - pnxt + _HALF) & MASK) - _HALF)
-        if aoff > pstream.acked and (peer.fin_off is not None or aoff > peer.seen_end):
-            return False
+        if aoff > pstream.acked:
+            if peer.fin_off is not None:
+                if aoff > peer.fin_off:
+                    aoff = peer.fin_off  # the ACK of a FIN covers no byte
+            elif aoff > peer.seen_end:
+                return False  # bytes never seen, or the ACK of an unseen FIN
         # -- committed to the fast path from here on --
         self.tcp_packets += 1
         self.now = ts
@@ -316,6 +333,9 @@ class Tracker:
         ep.packets += 1
         ep.ttl = ttl
         ep.last_ack = ack
+        if conn.state is ConnState.SYN_RECEIVED and aoff >= 0 and ep is conn.c:
+            conn.state = ConnState.ESTABLISHED  # the client ACKed the SYN-ACK
+            self._place(conn)
         if aoff > pstream.acked:
             pstream.ack(aoff)
         if n:
@@ -325,6 +345,8 @@ class Tracker:
                 ep.seen_end = end
                 ep.last_opts = options
             stream._commit(payload)
+        if fin:
+            self._on_fin(conn, ep, off + n)
         ep.window = window
         return True
 
@@ -381,12 +403,11 @@ class Tracker:
         new = self._open(ts, seg, keys, sender_client=True)
         new.state = ConnState.SYN_SENT
         self._place(new)
-        new.anomalies["tuple_reuse"] += 1
-        self.anomalies["tuple_reuse"] += 1
+        self._anomaly(new, "tuple_reuse")
         return new, True
 
     def _anomaly(self, conn: Connection, kind: str) -> None:
-        conn.anomalies[kind] += 1
+        conn.anomalies[kind] = conn.anomalies.get(kind, 0) + 1
         self.anomalies[kind] += 1
 
     def _process(

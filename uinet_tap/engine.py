@@ -102,7 +102,7 @@ class Engine:
         # The fast paths skip nothing but what checksum verification would look at.
         self.fastpath = "off" if self.options.verify_checksums else self.options.fastpath_mode()
         if self.fastpath == "c":
-            self.tracker.fast = fastpath.CFastPath(self.tracker.config_retain)
+            self.tracker.use_fast_path(fastpath.CFastPath(self.tracker.config_retain))
 
     def _make_sink(self, conn: Connection, direction: Direction) -> DirectionSink:
         path = None
@@ -118,7 +118,7 @@ class Engine:
             seen = self._names[name]
             self._names[name] += 1
             path = self.export_dir / (name if not seen else f"{name}c{seen}")
-        return DirectionSink(self.keep_streams, path, self.pool)
+        return DirectionSink(self.keep_streams, path, self.pool, self.fastpath == "c")
 
     def feed(self, ts: float, frame: bytes, wirelen: int | None = None) -> None:
         totals = self.totals
@@ -162,9 +162,11 @@ class Engine:
         assert fast is not None
         decode = self.decoder.decode
         data = batch.data
-        times = array("d", batch.times)
-        offsets = array("I", batch.offsets)
-        lengths = array("I", batch.lengths)
+        times, offsets, lengths = batch.times, batch.offsets, batch.lengths
+        if not isinstance(times, array):
+            times = array("d", times)
+        if not isinstance(offsets, array):
+            offsets, lengths = array("I", offsets), array("I", lengths)
         count = len(lengths)
         fast.load(data, offsets, lengths, times)
         i = 0

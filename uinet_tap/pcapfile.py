@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import os
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pcapy
 
 from .pcapng import PcapngError, is_pcapng, read_packets
 from .stack.decode import SUPPORTED_LINKTYPES
+from .stack.fastpath import ffi as fast_ffi
+from .stack.fastpath import lib as fast_lib
 
 BATCH = 4096
+
+
+def _times(meta: array) -> Sequence[float]:
+    """Capture times from libpcap's (sec, usec, offset, caplen) records."""
+    n = len(meta) // 4
+    if fast_lib is not None:
+        times = array("d", bytes(8 * n))
+        fast_lib.ut_meta_times(
+            fast_ffi.from_buffer("uint32_t[]", meta), n, fast_ffi.from_buffer("double[]", times)
+        )
+        return times
+    return [s + u / 1e6 for s, u in zip(meta[0::4], meta[1::4], strict=True)]
 
 
 class CaptureError(Exception):
@@ -25,9 +39,9 @@ class Batch:
     ``times[i]``."""
 
     data: bytes
-    times: list[float]
-    offsets: list[int]
-    lengths: list[int]
+    times: Sequence[float]
+    offsets: Sequence[int]
+    lengths: Sequence[int]
     linktype: int
     wirelens: list[int] | None = None
 
@@ -85,9 +99,9 @@ class PcapFile:
             if not meta:
                 return
             m = array("I", meta)
-            times = [s + u / 1e6 for s, u in zip(m[0::4], m[1::4], strict=True)]
-            offsets = m[2::4].tolist()
-            lengths = m[3::4].tolist()
+            offsets = m[2::4]
+            lengths = m[3::4]
+            times = _times(m)
             self.packets += len(lengths)
             self.bytes_read += len(data) + 16 * len(lengths)
             yield Batch(data, times, offsets, lengths, self.linktype)

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 
 from .stack.connection import Connection
 from .stack.events import Direction
+from .stack.fastpath import Sha256
 
 _ZEROS = bytes(1 << 16)
 
@@ -77,10 +78,25 @@ class DirectionSink:
     """Receives one direction's bytes in order: hashes them (gaps as zeros), optionally keeps
     them, optionally writes them to an export file."""
 
-    __slots__ = ("sha", "length", "chunks", "path", "pool")
+    __slots__ = ("sha", "length", "chunks", "path", "pool", "c_hash")
 
-    def __init__(self, keep: bool = False, path: Path | None = None, pool: FilePool | None = None):
-        self.sha = hashlib.sha256()
+    def __init__(
+        self,
+        keep: bool = False,
+        path: Path | None = None,
+        pool: FilePool | None = None,
+        c_hash: bool = False,
+    ):
+        # With the C fast path the hash lives in a C context C can update; c_hash is that
+        # context when hashing is all this sink does, so C need not hand bytes back.
+        self.c_hash: Any = None
+        if c_hash:
+            sha = Sha256()
+            self.sha: Any = sha
+            if not keep and pool is None:
+                self.c_hash = sha.ctx
+        else:
+            self.sha = hashlib.sha256()
         self.length = 0
         self.chunks: list[bytes] | None = [] if keep else None
         self.path = path
@@ -95,11 +111,14 @@ class DirectionSink:
             self.pool.write(self.path, offset, data)  # type: ignore[arg-type]
 
     def gap(self, offset: int, length: int) -> None:
-        left = length
-        while left > 0:
-            n = min(left, len(_ZEROS))
-            self.sha.update(_ZEROS[:n])
-            left -= n
+        if isinstance(self.sha, Sha256):
+            self.sha.update_zeros(length)
+        else:
+            left = length
+            while left > 0:
+                n = min(left, len(_ZEROS))
+                self.sha.update(_ZEROS[:n])
+                left -= n
         if self.chunks is not None:
             self.chunks.append(bytes(length))
         self.length = offset + length
