@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -126,6 +127,7 @@ def replay(
     from .summary import Progress, render_summary  # rich costs 60 ms to import: only when shown
 
     progress = Progress(source.size, enabled=not quiet)
+    started = time.perf_counter()
     try:
         with progress:
             for batch in source.batches():
@@ -160,7 +162,7 @@ def replay(
         if out is not sys.stdout.buffer:
             out.close()
     if not quiet:
-        render_summary(stats, capture)
+        render_summary(stats, capture, time.perf_counter() - started)
     sys.exit(exit_code)
 
 

@@ -58,15 +58,18 @@ def _human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def render_summary(stats: dict, capture: str) -> None:
-    totals = Table(box=box.SIMPLE, show_header=False, title=f"uinet-tap replay {capture}")
+def render_summary(stats: dict, capture: str, elapsed: float) -> None:
+    totals = Table(box=box.SIMPLE, show_header=False, title="replay summary", title_style="bold")
     totals.add_column(style="bold")
-    totals.add_column(justify="right")
+    totals.add_column(justify="right", overflow="fold")
     not_tcp = sum(
         v for k, v in stats["undecodable"].items() if k in ("non_tcp", "unsupported_ethertype")
     )
     malformed = sum(stats["undecodable"].values()) - not_tcp
+    rate = stats["packets"] / elapsed if elapsed > 0 else 0.0
     rows = [
+        ("capture", capture),
+        ("read in", f"{elapsed:.2f} s  ({rate:,.0f} packets/s)"),
         ("packets", f"{stats['packets']:,}  ({_human(stats['bytes'])})"),
         ("TCP segments", f"{stats['tcp_packets']:,}"),
         ("connections", f"{stats['connections']:,}"),
