@@ -433,8 +433,14 @@ class Tracker:
         if flags & RST:
             if not self._rst_acceptable(conn, ep, peer, seg):
                 return  # neither ends the flow nor touches its state (RFC 5961 §3)
-            conn.state = ConnState.RESET
-            self._place(conn)
+            if conn.state is ConnState.CLOSED:
+                # Both FINs were exchanged: the connection already ended cleanly; a RST now
+                # (a kernel answering a late duplicate ACK on a closed socket) does not make
+                # it a reset one.
+                self._anomaly(conn, "rst_after_fin")
+            else:
+                conn.state = ConnState.RESET
+                self._place(conn)
         if flags & ACK:
             self._on_ack(conn, ep, peer, seg.ack)
         payload = seg.payload

@@ -1122,3 +1122,17 @@ def test_max_buffer_total_cap_forces_holes_without_losing_data():
         port = int(r["client"].rsplit(":", 1)[1])
         c2s = r["c2s"]
         check_dir(c2s, zeros(100) + pattern(300, port) + pattern(300, 1), [(0, 100)])
+
+
+def test_rst_after_both_fins_keeps_close_fin():
+    # Both FINs exchanged and ACKed; then a kernel answers a late duplicate ACK with a RST
+    # (seen in real captures). The connection ended cleanly: close stays "fin".
+    cv = Conversation()
+    segs = cv.handshake() + [cv.c(b"req"), cv.s(b"resp")]
+    segs += [cv.fin("c"), cv.fin("s"), cv.ack("c")]
+    segs += [cv.rst("s")]
+    rec = only(recon(segs))
+    assert rec["close"] == "fin"
+    assert anoms(rec) == {"rst_after_fin": 1}
+    check_dir(rec["c2s"], b"req")
+    check_dir(rec["s2c"], b"resp")
