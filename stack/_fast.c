@@ -44,6 +44,8 @@ typedef struct {
     int32_t used;
     uint32_t touched_run; /* the run that last listed it in `touched` */
     int32_t syn_received; /* the handshake's last ACK not seen yet */
+    int32_t bypass;       /* passed with --bypass: count, do not reassemble */
+    int32_t inspect;      /* undecided: hand back after each payload so Python decides now */
 } ut_flow;
 
 typedef struct {
@@ -318,7 +320,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start, uint32_t count,
                 double expiry_at, ut_out *out, uint32_t out_cap, uint32_t *n_out,
                 ut_touch *touched, uint32_t *n_touched, int32_t *changed,
-                uint32_t *n_changed, int64_t *handled, int32_t *stop_slot) {
+                uint32_t *n_changed, int64_t *handled, int32_t *stop_slot, int32_t *yielded) {
     uint32_t i;
     uint32_t no = 0, nt = 0, nc = 0;
     int64_t done = 0;
@@ -326,6 +328,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
     if (run == 0)
         run = t->run_id = 1;
     *stop_slot = -1;
+    *yielded = 0;
     for (i = start; i < count; i++) {
         const uint8_t *f = data + offsets[i];
         uint32_t len = lengths[i];
@@ -352,6 +355,23 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         uint32_t seq = be32(tcp + 4);
         uint32_t ack = be32(tcp + 8);
         uint32_t n = total - 20 - hl;
+        if (fl->bypass) { /* Tracker.fast_segment's bypassed branch */
+            if ((flags & 0x01) || (fl->touched_run != run && nt == out_cap))
+                break; /* a FIN changes state: Python */
+            done++;
+            fl->last_seen = times[i];
+            if (fl->touched_run != run) {
+                fl->touched_run = run;
+                touched[nt++].slot = e->flow;
+            }
+            ep->packets++;
+            ep->ttl = f[22];
+            ep->payload_bytes += n;
+            ep->last_ack = ack;
+            ep->has_last_ack = 1;
+            ep->window = ((int32_t)tcp[14] << 8) | tcp[15];
+            continue;
+        }
         int fin = flags & 0x01;
         int closed = ep->fin >= 0 && peer->fin >= 0;
         int64_t off = unwrap(seq, ep->base, ep->nxt);
@@ -422,6 +442,11 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             }
         }
         ep->window = ((int32_t)tcp[14] << 8) | tcp[15];
+        if (n && fl->inspect) { /* let the inspector see this before the next frame */
+            i++;
+            *yielded = 1;
+            break;
+        }
     }
     for (uint32_t k = 0; k < nt; k++)
         touched[k].last_seen = t->flows[touched[k].slot].last_seen;

@@ -17,7 +17,7 @@ ffibuilder.cdef(
     } ut_dir;
     typedef struct {
         uint8_t key[2][12]; ut_dir d[2]; double last_seen; int32_t used; uint32_t touched_run;
-        int32_t syn_received;
+        int32_t syn_received; int32_t bypass; int32_t inspect;
     } ut_flow;
     typedef struct { double last_seen; int32_t slot; int32_t pad; } ut_touch;
     typedef struct {
@@ -41,7 +41,7 @@ ffibuilder.cdef(
                     uint32_t count, double expiry_at, ut_out *out, uint32_t out_cap,
                     uint32_t *n_out, ut_touch *touched, uint32_t *n_touched,
                     int32_t *changed, uint32_t *n_changed,
-                    int64_t *handled, int32_t *stop_slot);
+                    int64_t *handled, int32_t *stop_slot, int32_t *yielded);
     """
 )
 _src = (Path(__file__).parent / "_fast.c").read_text()

@@ -108,6 +108,7 @@ class Connection:
         "anomalies",
         "lru",
         "fast_slot",
+        "bypassed",
         "user",
     )
 
@@ -142,6 +143,7 @@ class Connection:
         self.anomalies: dict[str, int] = {}
         self.lru: object = None  # the timeout list this connection is on
         self.fast_slot = -1  # its slot in the C fast path's table, -1 when not there
+        self.bypassed = False  # passed with --bypass: counted, no longer reassembled
         self.user: object = None  # the application's per-connection state
 
     @property

@@ -49,6 +49,7 @@ class CFastPath:
         self._n_out = ffi.new("uint32_t *")
         self._handled = ffi.new("int64_t *")
         self._stop = ffi.new("int32_t *")
+        self._yielded = ffi.new("int32_t *")
         self._out_mv = memoryview(ffi.buffer(self.out))
         self._touched_mv = memoryview(ffi.buffer(self.touched))
         self._args: tuple[Any, ...] = ()
@@ -61,6 +62,8 @@ class CFastPath:
             return False
         if len(conn.keys[0]) != 12:
             return False
+        if conn.bypassed:  # only counters move: the stream need not be plain
+            return all(ep.base is not None for ep in (conn.c, conn.s))
         for ep in (conn.c, conn.s):
             st = ep.stream
             if (
@@ -101,6 +104,8 @@ class CFastPath:
             d.sha = getattr(st.sink, "c_hash", None) or ffi.NULL
         f.last_seen = conn.last_seen
         f.syn_received = conn.state is ConnState.SYN_RECEIVED
+        f.bypass = conn.bypassed
+        f.inspect = any(getattr(ep.stream.sink, "inspect", None) for ep in (conn.c, conn.s))
         conn.fast_slot = slot
         self.conns[slot] = conn
         need = 2 * slot + 2
@@ -108,6 +113,18 @@ class CFastPath:
             self.sinks.extend([None] * (need - len(self.sinks)))
         self.sinks[2 * slot] = conn.c.stream.sink
         self.sinks[2 * slot + 1] = conn.s.stream.sink
+
+    def bypass(self, conn: Connection) -> None:
+        f = lib.ut_flow_at(self.table, conn.fast_slot)
+        f.bypass = 1
+        f.inspect = 0
+
+    def hash_in_place(self, conn: Connection) -> None:
+        """The sinks became hash-only (inspection ended): let C hash their bytes itself."""
+        f = lib.ut_flow_at(self.table, conn.fast_slot)
+        f.inspect = 0
+        for i, ep in enumerate((conn.c, conn.s)):
+            f.d[i].sha = getattr(ep.stream.sink, "c_hash", None) or ffi.NULL
 
     def detach(self, conn: Connection) -> None:
         slot = conn.fast_slot
@@ -144,12 +161,13 @@ class CFastPath:
     def run(self, start: int, count: int, expiry_at: float) -> tuple[int, int, bool]:
         """Run C over frames [start, count) of the loaded batch; deliver payloads to their
         sinks. Returns (index of the first frame not handled, frames handled, whether it
-        stopped only because its output arrays were full)."""
+        stopped only to hand back: output arrays full, or a flow under inspection got
+        payload, so the frame it stopped at is no slow frame)."""
         data, offsets, lengths, times = self._args
         stop = lib.ut_run(
             self.table, data, offsets, lengths, times, start, count, expiry_at,
             self.out, OUT_CAP, self._n_out, self.touched, self._n_touched,
-            self.changed, self._n_changed, self._handled, self._stop,
+            self.changed, self._n_changed, self._handled, self._stop, self._yielded,
         )  # fmt: skip
         for k in range(self._n_changed[0]):
             # The handshake's last ACK (Tracker._on_ack) or a FIN (Tracker._on_fin) moved the
@@ -176,8 +194,8 @@ class CFastPath:
                 self._out_mv[: n * _OUT.size]
             ):
                 sinks[sink_id].data(offset, data[off : off + length])  # type: ignore[union-attr]
-        full = OUT_CAP in (n, nt, self._n_changed[0])
-        return stop, self._handled[0], full and self._stop[0] < 0
+        full = OUT_CAP in (n, nt, self._n_changed[0]) and self._stop[0] < 0
+        return stop, self._handled[0], full or bool(self._yielded[0])
 
 
 class Sha256:

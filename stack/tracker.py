@@ -167,7 +167,8 @@ class Tracker:
             conn.lru = None
         self.active -= 1
         for ep in (conn.c, conn.s):
-            ep.stream.flush(self._end_hint(ep))
+            # A bypassed stream ends where reassembly stopped: nothing after it is a gap.
+            ep.stream.flush(0 if conn.bypassed else self._end_hint(ep))
             if ep.stream.acked_gaps:
                 conn.anomalies["ack_unseen"] = (
                     conn.anomalies.get("ack_unseen", 0) + ep.stream.acked_gaps
@@ -293,6 +294,22 @@ class Tracker:
         if conn.state not in _FAST_STATES:
             return False
         ep, peer = (conn.c, conn.s) if from_client else (conn.s, conn.c)
+        if conn.bypassed:
+            if flags & FIN:
+                return False
+            self.tcp_packets += 1
+            self.now = ts
+            if ts - self.last_expiry >= 1.0:
+                self.last_expiry = ts
+                self.expire(ts)
+            conn.last_seen = ts
+            conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
+            ep.packets += 1
+            ep.ttl = ttl
+            ep.payload_bytes += len(payload)
+            ep.last_ack = ack
+            ep.window = window
+            return True
         base = ep.base
         pbase = peer.base
         if base is None or pbase is None or not peer.packets:
@@ -426,6 +443,9 @@ class Tracker:
             else:
                 self._anomaly(conn, "invalid_in_handshake")
             return
+        if conn.bypassed:
+            self._counted_only(conn, ep, peer, seg)
+            return
         if flags & SYN:
             self._on_syn(conn, ep, peer, seg)
         elif ep.base is None:
@@ -460,6 +480,26 @@ class Tracker:
             self._anomaly(conn, "zero_window_probe" if peer.window == 0 else "keepalive")
         if flags & FIN:
             self._on_fin(conn, ep, off + nbytes)
+        ep.window = seg.window
+
+    def bypass(self, conn: Connection) -> None:
+        """Stop reassembling a connection (a PASS verdict with --bypass): from now on its
+        segments only move counters and its state; what was buffered is flushed at the end."""
+        conn.bypassed = True
+        if conn.fast_slot >= 0:
+            self.fast.bypass(conn)  # type: ignore[union-attr]
+
+    def _counted_only(self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment) -> None:
+        flags = seg.flags
+        ep.payload_bytes += len(seg.payload) + seg.missing
+        if flags & ACK:
+            ep.last_ack = seg.ack
+        # Without the byte stream no RST can be checked against it: any RST ends it.
+        if flags & RST and not conn.closed:
+            conn.state = ConnState.RESET
+            self._place(conn)
+        elif flags & FIN:
+            self._on_fin(conn, ep, ep.seen_end)
         ep.window = seg.window
 
     def _on_syn(self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment) -> None:

@@ -13,6 +13,9 @@ import orjson
 
 from .engine import Engine, Options
 from .pcapfile import CaptureError, PcapFile
+from .plugins.api import Plugin
+from .plugins.policy import Policy, PolicyError, load_policy
+from .plugins.registry import Loaded, PluginError, load_all
 from .reassembly.policy import OverlapPolicy
 
 
@@ -48,6 +51,48 @@ class _RecordWriter:
 @click.version_option(package_name="uinet-tap")
 def main() -> None:
     """Passive TCP stream reconstruction and inspection."""
+
+
+def _plugin_error(name: str, message: str) -> None:
+    click.echo(
+        f"warning: plugin {name} failed: {message} (its flows get the default verdict; "
+        "later errors are counted in the summary)",
+        err=True,
+    )
+
+
+def _load_inspection(
+    policy_path: str | None, specs: tuple[str, ...], files: tuple[str, ...], off: bool
+) -> tuple[list[Loaded] | None, Policy | None]:
+    if off:
+        if policy_path or specs or files:
+            _error("--no-inspect cannot be combined with --policy, --plugin or --plugin-file")
+        return None, None
+    try:
+        policy = load_policy(policy_path) if policy_path else None
+        plugins = load_all(list(specs), list(files))
+    except (PolicyError, PluginError) as exc:
+        _error(str(exc))
+    return plugins, policy
+
+
+@main.command()
+@click.option("--plugin", "plugin_specs", metavar="MODULE:CLASS", multiple=True)
+@click.option("--plugin-file", "plugin_files", metavar="FILE", multiple=True)
+def plugins(plugin_specs: tuple[str, ...], plugin_files: tuple[str, ...]) -> None:
+    """List the plugins that would be loaded, in the order they are asked."""
+    try:
+        loaded = load_all(list(plugin_specs), list(plugin_files))
+    except PluginError as exc:
+        _error(str(exc))
+    width = max(len(p.name) for p in loaded)
+    for i, p in enumerate(loaded, 1):
+        ports = ",".join(str(x) for x in sorted(p.plugin.ports)) or "-"
+        kind = "+".join(
+            k for k, base in (("detect", Plugin.detect), ("decide", Plugin.decide))
+            if getattr(type(p.plugin), k) is not base
+        ) or "-"  # fmt: skip
+        click.echo(f"{i:3d}  {p.name:<{width}}  {kind:<13}  ports {ports:<24}  {p.origin}")
 
 
 @main.command()
@@ -92,20 +137,51 @@ def main() -> None:
 @click.option("--timeout-half-open", type=click.FloatRange(0), default=60.0, show_default=True)
 @click.option("--timeout-established", type=click.FloatRange(0), default=600.0, show_default=True)
 @click.option("--timeout-closing", type=click.FloatRange(0), default=60.0, show_default=True)
+@click.option("--policy", "policy_path", metavar="FILE", help="Rules in TOML (see README).")
+@click.option(
+    "--plugin",
+    "plugin_specs",
+    metavar="MODULE:CLASS",
+    multiple=True,
+    help="Load a plugin class; repeatable.",
+)
+@click.option(
+    "--plugin-file",
+    "plugin_files",
+    metavar="FILE",
+    multiple=True,
+    help="Load the plugins defined in a Python file; repeatable.",
+)
+@click.option(
+    "--bypass/--no-bypass",
+    default=False,
+    show_default=True,
+    help="Stop reassembling a flow once it is passed (only its counters move).",
+)
+@click.option(
+    "--no-inspect", is_flag=True, help="No protocol detection or verdicts: reconstruction only."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def replay(
     capture: str,
     flows_path: str | None,
     export_dir: Path | None,
     stats_path: str | None,
+    policy_path: str | None,
+    plugin_specs: tuple[str, ...],
+    plugin_files: tuple[str, ...],
+    bypass: bool,
+    no_inspect: bool,
     quiet: bool,
     **options: Any,
 ) -> None:
-    """Rebuild both byte streams of every TCP connection in CAPTURE (pcap or pcapng)."""
+    """Rebuild both byte streams of every TCP connection in CAPTURE (pcap or pcapng),
+    detect each one's protocol and record the verdict the policy and plugins give it."""
     try:
         source = PcapFile(capture)
     except CaptureError as exc:
         _error(str(exc))
+    plugins, policy = _load_inspection(policy_path, plugin_specs, plugin_files, no_inspect)
     outputs: list[IO[bytes]] = []
     if flows_path:
         outputs.append(_open_output(flows_path))
@@ -116,8 +192,9 @@ def replay(
             _error(f"cannot create {export_dir}: {exc.strerror}")
         outputs.append(_open_output(str(export_dir / "flows.jsonl")))
     engine = Engine(
-        source.linktype, Options.from_kwargs(**options), _RecordWriter(outputs), export_dir
-    )
+        source.linktype, Options.from_kwargs(**options), _RecordWriter(outputs), export_dir,
+        plugins=plugins, policy=policy, bypass=bypass, on_plugin_error=_plugin_error,
+    )  # fmt: skip
     exit_code = 0
 
     def _stop(signum: int, frame: object) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import struct
@@ -12,7 +13,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .inspection import InspectionGlue
 from .pcapfile import Batch
+from .plugins.policy import Policy
+from .plugins.registry import Loaded
 from .reassembly.policy import OverlapPolicy
 from .records import DirectionSink, FilePool, flow_filename, flow_record
 from .stack import fastpath
@@ -87,7 +91,12 @@ class Engine:
         export_dir: Path | None = None,
         keep_streams: bool = False,
         largest: int = 5,
+        plugins: list[Loaded] | None = None,
+        policy: Policy | None = None,
+        bypass: bool = False,
+        on_plugin_error: Callable[[str, str], None] | None = None,
     ) -> None:
+        """``plugins`` None: no inspection at all (records carry no protocol fields)."""
         self.options = options or Options()
         self.decoder = Decoder(linktype, self.options.verify_checksums)
         self.tracker = Tracker(self.options.tracker_config(), self._make_sink)
@@ -103,6 +112,11 @@ class Engine:
         self.fastpath = "off" if self.options.verify_checksums else self.options.fastpath_mode()
         if self.fastpath == "c":
             self.tracker.use_fast_path(fastpath.CFastPath(self.tracker.config_retain))
+        self.inspection = (
+            InspectionGlue(self.tracker, plugins, policy, bypass, on_plugin_error)
+            if plugins is not None
+            else None
+        )
 
     def _make_sink(self, conn: Connection, direction: Direction) -> DirectionSink:
         path = None
@@ -118,7 +132,12 @@ class Engine:
             seen = self._names[name]
             self._names[name] += 1
             path = self.export_dir / (name if not seen else f"{name}c{seen}")
-        return DirectionSink(self.keep_streams, path, self.pool, self.fastpath == "c")
+        inspect = None
+        if self.inspection is not None:
+            if direction is Direction.C2S:
+                self.inspection.start(conn)
+            inspect = functools.partial(self.inspection.data, conn, int(direction))
+        return DirectionSink(self.keep_streams, path, self.pool, self.fastpath == "c", inspect)
 
     def feed(self, ts: float, frame: bytes, wirelen: int | None = None) -> None:
         totals = self.totals
@@ -237,11 +256,15 @@ class Engine:
         for event in self.tracker.drain_events():
             if isinstance(event, FlowClosed):
                 self._closed(event.conn)
+            elif self.inspection is not None:
+                self.inspection.opened(event.conn)
 
     def _closed(self, conn: Connection) -> None:
         for ep in (conn.c, conn.s):
             ep.stream.sink.finish()  # type: ignore[attr-defined]
         rec = flow_record(conn, self.export_dir)
+        if self.inspection is not None:
+            rec.update(self.inspection.finish(conn))
         t = self.totals
         t.connections += 1
         for d in ("c2s", "s2c"):
@@ -276,4 +299,5 @@ class Engine:
             "fragment_overlaps": d.defrag.overlaps,
             "truncated_file": self.truncated_file,
             "largest": [rec | {"bytes": size} for size, rec in t.largest],
+            **(self.inspection.stats() if self.inspection is not None else {}),
         }

@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -78,7 +79,7 @@ class DirectionSink:
     """Receives one direction's bytes in order: hashes them (gaps as zeros), optionally keeps
     them, optionally writes them to an export file."""
 
-    __slots__ = ("sha", "length", "chunks", "path", "pool", "c_hash")
+    __slots__ = ("sha", "length", "chunks", "path", "pool", "c_hash", "inspect")
 
     def __init__(
         self,
@@ -86,7 +87,11 @@ class DirectionSink:
         path: Path | None = None,
         pool: FilePool | None = None,
         c_hash: bool = False,
+        inspect: Callable[[bytes], None] | None = None,
     ):
+        # While a flow is inspected its bytes also go to the inspector (and C hands them
+        # back rather than hashing in place); the verdict ends that with resume_c_hash().
+        self.inspect = inspect
         # With the C fast path the hash lives in a C context C can update; c_hash is that
         # context when hashing is all this sink does, so C need not hand bytes back.
         self.c_hash: Any = None
@@ -97,6 +102,8 @@ class DirectionSink:
                 self.c_hash = sha.ctx
         else:
             self.sha = hashlib.sha256()
+        if inspect is not None:
+            self.c_hash = None
         self.length = 0
         self.chunks: list[bytes] | None = [] if keep else None
         self.path = path
@@ -109,6 +116,13 @@ class DirectionSink:
             self.chunks.append(bytes(data))
         if self.pool is not None:
             self.pool.write(self.path, offset, data)  # type: ignore[arg-type]
+        if self.inspect is not None:
+            self.inspect(data)
+
+    def stop_inspecting(self) -> None:
+        self.inspect = None
+        if isinstance(self.sha, Sha256) and self.chunks is None and self.pool is None:
+            self.c_hash = self.sha.ctx
 
     def gap(self, offset: int, length: int) -> None:
         if isinstance(self.sha, Sha256):
@@ -137,6 +151,7 @@ def direction_record(conn: Connection, direction: Direction, export_dir: Path | 
         "sha256": sink.sha.hexdigest(),
         "gaps": [list(g) for g in stream.gaps],
         "packets": ep.packets,
+        "payload_bytes": ep.payload_bytes,
         "retransmitted_bytes": stream.retransmitted,
         "overlap_conflicts": stream.conflicts,
     }

@@ -1,0 +1,54 @@
+"""The intercepted connection handed to ``Plugin.intercept`` (inline mode).
+
+``conn.client`` and ``conn.server`` are stream-like endpoints on asyncio; the inline engine
+(stack's active TCP) implements them. Bytes forwarded before the cut-in are not handed over
+again: each endpoint delivers every byte exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .api import FlowView
+
+
+class Endpoint(Protocol):
+    async def read(self, n: int = 65536) -> bytes:
+        """Up to n bytes as soon as any are there; b"" once the peer's FIN was read."""
+        ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None:
+        """Half-close: send FIN; reading goes on until the peer's FIN."""
+        ...
+
+    def abort(self) -> None:
+        """Send RST."""
+        ...
+
+
+class InterceptedConnection(Protocol):
+    client: Endpoint
+    server: Endpoint
+    flow: FlowView
+
+
+async def pipe(src: Endpoint, dst: Endpoint) -> None:
+    """Copy src to dst until src's FIN, then half-close dst."""
+    while True:
+        data = await src.read()
+        if not data:
+            dst.close()
+            return
+        dst.write(data)
+        await dst.drain()
+
+
+async def relay(conn: InterceptedConnection) -> None:
+    """The transparent splice: both directions, each closed when its source closes."""
+    await asyncio.gather(pipe(conn.client, conn.server), pipe(conn.server, conn.client))

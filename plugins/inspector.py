@@ -1,0 +1,263 @@
+"""Per-flow inspection: detection from the early bytes, the operator's rules, the plugins'
+verdicts, the budget, and containment of plugin errors. Sans-I/O: bytes and times in,
+verdicts out through a callback.
+
+Order of a decision, each time data arrives while the flow is undecided:
+1. detection: every plugin's ``detect`` (those whose ``ports`` hold the server port first),
+   until one matches, all decline, or the budget is spent (then a port guess, ``guessed``);
+2. the operator's rules, in order (address and port rules can decide at the SYN);
+3. the plugins' ``decide``, in order: the first that does not abstain wins, and NEED_MORE
+   keeps the flow open (beyond the budget: that is how a plugin waits for a later request);
+4. nobody decides and nobody waits: the default verdict, once detection is done and both
+   sides have spoken, or once the budget is spent.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api import Detection, FlowView, Match, Plugin, Verdict
+from .policy import Policy
+from .registry import Loaded
+
+CALL_LIMIT = 1.0  # seconds one inspection step may spend in plugin code
+
+
+class PluginTimeout(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Inspection:
+    view: FlowView
+    pending: list[Loaded]  # detectors still to answer
+    early: tuple[bytearray, bytearray] = field(default_factory=lambda: (bytearray(), bytearray()))
+    segments: list[int] = field(default_factory=lambda: [0, 0])
+    first_data: float | None = None
+    detection_done: bool = False
+    matched: Loaded | None = None
+    verdict: Verdict | None = None
+    decided_by: str | None = None
+    offsets: tuple[int, int] = (0, 0)
+    errors: list[str] = field(default_factory=list)
+    waiting: bool = False  # a plugin asked for more
+    context: Any = None  # the application's handle on the flow
+
+    @property
+    def decided(self) -> bool:
+        return self.verdict is not None
+
+
+class Inspector:
+    def __init__(
+        self,
+        plugins: list[Loaded],
+        policy: Policy | None = None,
+        on_verdict: Callable[[Inspection], None] | None = None,
+        on_error: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.plugins = plugins
+        self.policy = policy or Policy()
+        self.on_verdict = on_verdict or (lambda insp: None)
+        self.on_error = on_error or (lambda name, message: None)
+        self.deciders = [p for p in plugins if type(p.plugin).decide is not Plugin.decide]
+        self.detectors = [p for p in plugins if type(p.plugin).detect is not Plugin.detect]
+        self.errors: Counter[str] = Counter()
+        self._reported: set[str] = set()
+        self._current: str | None = None
+        self._timer = threading.current_thread() is threading.main_thread()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def open(self, view: FlowView) -> Inspection:
+        port = view.server_port
+        hinted = [d for d in self.detectors if port in d.plugin.ports]
+        ordered = hinted + [d for d in self.detectors if port not in d.plugin.ports]
+        return Inspection(view, ordered)
+
+    def started(self, insp: Inspection) -> None:
+        """The flow's first packet was seen: rules on addresses and ports may act now."""
+        self._step(insp)
+
+    def data(self, insp: Inspection, direction: int, data: bytes, now: float) -> None:
+        """In-order bytes of one direction (0 = c2s, 1 = s2c) while undecided."""
+        view = insp.view
+        cap = self.policy.budget.bytes
+        early = insp.early[direction]
+        if len(early) < cap:
+            early += data[: cap - len(early)]
+            if direction == 0:
+                view.c2s = bytes(early)
+            else:
+                view.s2c = bytes(early)
+        if direction == 0:
+            view.c2s_bytes += len(data)
+        else:
+            view.s2c_bytes += len(data)
+        if view.first_speaker is None:
+            view.first_speaker = "client" if direction == 0 else "server"
+        insp.segments[direction] += 1
+        if insp.first_data is None:
+            insp.first_data = now
+        self._step(insp, now)
+
+    def gap(self, insp: Inspection) -> None:
+        insp.view.gaps = True
+
+    def close(self, insp: Inspection) -> None:
+        """The flow ended undecided: detection settles and the default applies."""
+        if insp.decided:
+            return
+        if not insp.detection_done:
+            self._finish_detection(insp)
+        self._decide(insp, self.policy.default, "default")
+
+    # -- the decision --------------------------------------------------------------------------
+
+    def _budget_spent(self, insp: Inspection, now: float) -> bool:
+        b = self.policy.budget
+        return (
+            max(len(insp.early[0]), len(insp.early[1])) >= b.bytes
+            or max(insp.segments) >= b.packets
+            or (insp.first_data is not None and now - insp.first_data >= b.seconds)
+        )
+
+    def _step(self, insp: Inspection, now: float | None = None) -> None:
+        if insp.decided:
+            return
+        timer = self._timer and (insp.pending or self.deciders)
+        if timer:
+            previous = signal.signal(signal.SIGALRM, self._alarm)
+            signal.setitimer(signal.ITIMER_REAL, CALL_LIMIT)
+        try:
+            self._step_inner(insp, now)
+        except _PluginFailed as failed:
+            insp.errors.append(failed.plugin)
+            self._decide(insp, self.policy.default, "default")
+        finally:
+            if timer:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+
+    def _step_inner(self, insp: Inspection, now: float | None) -> None:
+        view = insp.view
+        spent = now is not None and self._budget_spent(insp, now)
+        if not insp.detection_done and (view.c2s or view.s2c):
+            self._detect(insp)
+            if not insp.detection_done and spent:
+                self._finish_detection(insp)
+        elif insp.matched is not None and (view.c2s or view.s2c):
+            self._refine(insp)
+        rule, settled = self.policy.evaluate(view, insp.detection_done)
+        if rule is not None:
+            self._decide(insp, rule.action.verdict, rule.name)  # type: ignore[arg-type]
+            return
+        if not settled:
+            return
+        insp.waiting = False
+        for loaded in self.deciders:
+            verdict = self._call(loaded, loaded.plugin.decide, view)
+            if verdict is None:
+                continue
+            if verdict is Verdict.NEED_MORE:
+                insp.waiting = True
+                return
+            if not isinstance(verdict, Verdict):
+                raise self._fail(loaded.name, f"decide() returned {verdict!r}, not a Verdict")
+            self._decide(insp, verdict, loaded.name)
+            return
+        both_spoke = bool(view.c2s) and bool(view.s2c)
+        if (insp.detection_done and both_spoke) or spent:
+            if not insp.detection_done:
+                self._finish_detection(insp)
+            self._decide(insp, self.policy.default, "default")
+
+    def _detect(self, insp: Inspection) -> None:
+        view = insp.view
+        still: list[Loaded] = []
+        for loaded in insp.pending:
+            result = self._call(loaded, loaded.plugin.detect, view)
+            if isinstance(result, Match):
+                self._matched(insp, loaded, result)
+                return
+            if result is Detection.NEED_MORE:
+                still.append(loaded)
+            elif result is not Detection.NO_MATCH:
+                raise self._fail(loaded.name, f"detect() returned {result!r}")
+        insp.pending = still
+        if not still:
+            insp.detection_done = True
+            view.protocol = "unknown"
+
+    def _matched(self, insp: Inspection, loaded: Loaded, match: Match) -> None:
+        view = insp.view
+        insp.matched = loaded
+        insp.detection_done = True
+        insp.pending = []
+        view.protocol = match.protocol
+        view.confidence = "detected"
+        view.findings = dict(match.findings)
+
+    def _refine(self, insp: Inspection) -> None:
+        """The matching detector sees the later bytes too (a ServerHello, a status line)."""
+        assert insp.matched is not None
+        result = self._call(insp.matched, insp.matched.plugin.detect, insp.view)
+        if isinstance(result, Match) and result.protocol == insp.view.protocol:
+            insp.view.findings.update(result.findings)
+
+    def _finish_detection(self, insp: Inspection) -> None:
+        """Out of budget (or the flow ended): a guess by port, or unknown."""
+        view = insp.view
+        insp.detection_done = True
+        for loaded in insp.pending:
+            if view.server_port in loaded.plugin.ports:
+                view.protocol = loaded.plugin.protocol or loaded.plugin.name
+                view.confidence = "guessed"
+                break
+        else:
+            view.protocol = "unknown"
+        insp.pending = []
+
+    def _decide(self, insp: Inspection, verdict: Verdict, by: str) -> None:
+        v = insp.view
+        insp.verdict = verdict
+        insp.decided_by = by
+        insp.offsets = (v.c2s_bytes, v.s2c_bytes)
+        self.on_verdict(insp)
+
+    # -- containment ---------------------------------------------------------------------------
+
+    def _call(self, loaded: Loaded, fn: Callable[[FlowView], Any], view: FlowView) -> Any:
+        self._current = loaded.name
+        try:
+            return fn(view)
+        except PluginTimeout:
+            raise self._fail(loaded.name, f"ran longer than {CALL_LIMIT:g} s") from None
+        except _PluginFailed:
+            raise
+        except Exception as exc:  # third-party code: contained, counted, reported once
+            raise self._fail(loaded.name, f"{type(exc).__name__}: {exc}") from None
+        finally:
+            self._current = None
+
+    def _fail(self, name: str, message: str) -> _PluginFailed:
+        self.errors[name] += 1
+        if name not in self._reported:
+            self._reported.add(name)
+            self.on_error(name, message)
+        return _PluginFailed(name)
+
+    def _alarm(self, signum: int, frame: object) -> None:
+        if self._current is not None:
+            raise PluginTimeout()
+
+
+class _PluginFailed(Exception):
+    def __init__(self, plugin: str) -> None:
+        super().__init__(plugin)
+        self.plugin = plugin

@@ -1,0 +1,116 @@
+"""Wiring the plugin inspector into the engine: views of tracked connections, bytes from the
+sinks, verdicts back to the tracker (bypass) and to the flow records."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from .plugins.api import FlowView, Verdict
+from .plugins.inspector import Inspection, Inspector
+from .plugins.policy import Policy
+from .plugins.registry import Loaded
+from .records import format_ip
+from .stack.connection import Connection
+from .stack.tracker import Tracker
+
+# What a verdict is called where nothing can be done about it (a tap, a file).
+PASSIVE_NAMES = {
+    Verdict.PASS: "pass",
+    Verdict.INTERCEPT: "would-intercept",
+    Verdict.BLOCK: "would-block",
+}
+
+
+class InspectionGlue:
+    def __init__(
+        self,
+        tracker: Tracker,
+        plugins: list[Loaded],
+        policy: Policy | None,
+        bypass: bool,
+        on_error: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.tracker = tracker
+        self.bypass = bypass
+        self.inspector = Inspector(plugins, policy, self._verdict, on_error)
+        self.protocols: Counter[str] = Counter()
+        self.verdicts: Counter[str] = Counter()
+        self.bypassed = 0
+
+    def start(self, conn: Connection) -> Inspection:
+        """At the connection's first packet, before any of its bytes."""
+        view = FlowView(
+            conn.id,
+            (format_ip(conn.client[0]), conn.client[1]),
+            (format_ip(conn.server[0]), conn.server[1]),
+            vlan=tuple(conn.vlans),
+        )
+        insp = self.inspector.open(view)
+        insp.context = conn
+        conn.user = insp
+        return insp
+
+    def opened(self, conn: Connection) -> None:
+        """The first packet was processed: orientation and handshake facts are known."""
+        insp: Inspection = conn.user  # type: ignore[assignment]
+        self._refresh(conn, insp.view)
+        self.inspector.started(insp)
+
+    def data(self, conn: Connection, direction: int, data: bytes) -> None:
+        insp: Inspection = conn.user  # type: ignore[assignment]
+        if insp.decided:
+            return
+        self._refresh(conn, insp.view)
+        self.inspector.data(insp, direction, data, conn.last_seen)
+
+    @staticmethod
+    def _refresh(conn: Connection, view: FlowView) -> None:
+        view.midstream = conn.midstream
+        view.handshake = conn.handshake
+        view.mss = (conn.c.mss, conn.s.mss)
+        view.window_scale = (conn.c.wscale, conn.s.wscale) if conn.wscale_ok else (None, None)
+        view.sack_permitted = conn.c.sack_permitted and conn.s.sack_permitted
+        view.timestamps = conn.ts_ok
+        view.gaps = bool(conn.c.stream.gaps or conn.s.stream.gaps)
+
+    def _verdict(self, insp: Inspection) -> None:
+        conn: Connection = insp.context
+        for ep in (conn.c, conn.s):
+            ep.stream.sink.stop_inspecting()  # type: ignore[attr-defined]
+        live = conn.close is None and not conn.closed
+        if self.bypass and insp.verdict is Verdict.PASS and live:
+            self.tracker.bypass(conn)
+            self.bypassed += 1
+        elif conn.fast_slot >= 0 and self.tracker.fast is not None:
+            self.tracker.fast.hash_in_place(conn)
+
+    def finish(self, conn: Connection) -> dict:
+        """The record fields of an ended connection."""
+        insp: Inspection = conn.user  # type: ignore[assignment]
+        self.inspector.close(insp)
+        view = insp.view
+        verdict = PASSIVE_NAMES[insp.verdict]  # type: ignore[index]
+        protocol = view.protocol or "unknown"
+        self.protocols[protocol] += 1
+        self.verdicts[verdict] += 1
+        rec = {
+            "protocol": protocol,
+            "confidence": view.confidence,
+            "findings": view.findings,
+            "verdict": verdict,
+            "decided_by": insp.decided_by,
+            "verdict_offset": {"c2s": insp.offsets[0], "s2c": insp.offsets[1]},
+            "bypassed": conn.bypassed,
+        }
+        if insp.errors:
+            rec["plugin_errors"] = insp.errors
+        return rec
+
+    def stats(self) -> dict:
+        return {
+            "protocols": dict(self.protocols.most_common()),
+            "verdicts": dict(self.verdicts.most_common()),
+            "bypassed": self.bypassed,
+            "plugin_errors": dict(self.inspector.errors),
+        }
