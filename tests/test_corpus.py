@@ -12,12 +12,15 @@ or $UINET_TAP_CORPUS), the capture it names is replayed once through the CLI wit
 * the exported stream file must hash to the record's own `sha256`;
 * every fact with `expected_holds` that is a statement about the bytes (`equals`, `prefix`,
   `suffix`, `contains`, `not_contains`, `length`, `sha256`, on the delivered bytes, and `gap`, on
-  the tool's gaps) must hold or not hold as stated.
+  the tool's gaps) must hold or not hold as stated.  `expected_holds` is stated for the default
+  options, so facts marked with a `policy` are checked too (they mostly must not hold).
 
 Connections are matched by their two endpoints (orientation-free where `role_basis` is not
 `syn`), by the VLAN stack where the file says `vlan_key`, and by `index` among connections with
-the same key ordered by start.  Directions without `expected` (unresolved disputes) are skipped.
-Every problem in one capture is collected, so a failure message is a full diagnosis of that pcap.
+the same key ordered by start; a tool with more or fewer records for a key than the corpus has
+connections fails too.  Directions without `expected` (unresolved disputes) are skipped.  Every
+problem in one capture is collected, so a failure message is a full diagnosis of that pcap.
+$UINET_TAP_CMD replaces the uinet-tap command (e.g. to try another build).
 """
 
 from __future__ import annotations
