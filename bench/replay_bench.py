@@ -4,7 +4,9 @@
 The workload is made by /work/shared/bench/make_bench.py (seeded, deterministic: 20,000
 connections, about 1,000,000 packets, 841 MB by default) and cached in --workdir.  The script
 
-* runs `uinet-tap replay PCAP --flows OUT -q` as a child process and measures its wall time and
+* runs `uinet-tap replay PCAP --flows OUT -q --no-inspect` (full reconstruction, no plugins), then
+  the same with every built-in plugin and the default policy, and with `--bypass` (unless
+  --no-plugins), each as a child process, and measures its wall time and
   peak RSS (through GNU time or a small fork launcher), giving packets/s, MB/s (10^6 bytes of
   file per second) and MiB;
 * checks every flow record against the generator's truth manifest (per connection the 4-tuple and,
@@ -350,10 +352,17 @@ def scratch_root() -> Path:
     return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
 
 
-def run_uinet(base: list[str], pcap: Path, scratch: Path, keep: Path | None) -> Run:
+NO_INSPECT = ("--no-inspect",)
+INSPECT = ()
+BYPASS = ("--bypass",)
+
+
+def run_uinet(
+    base: list[str], pcap: Path, scratch: Path, keep: Path | None, extra: Sequence[str] = NO_INSPECT
+) -> Run:
     """One timed uinet-tap run; its flows are left at `keep` when given, else deleted."""
     out = keep or scratch / "uinet-flows.jsonl"
-    cmd = [*base, "replay", str(pcap), "--flows", str(out), "-q"]
+    cmd = [*base, "replay", str(pcap), "--flows", str(out), "-q", *extra]
     try:
         return timed_run(cmd)
     finally:
@@ -445,6 +454,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also run on the first half of the capture and compare peak RSS",
     )
     ap.add_argument("--json", type=Path, help="write the figures here as JSON")
+    ap.add_argument(
+        "--no-plugins",
+        dest="plugins",
+        action="store_false",
+        help="skip the runs with protocol plugins (default and --bypass)",
+    )
     a = ap.parse_args(argv)
     if a.runs < 1 or a.connections < 1:
         ap.error("--runs and --connections must be positive")
@@ -474,10 +489,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tcpflow = None if a.no_peers else shutil.which("tcpflow")
     with_floor = not a.no_peers and floor_available()
-    uinet = ToolResult("uinet-tap replay", [*base, "replay", str(pcap), "--flows", "OUT", "-q"])
+    uinet = ToolResult(
+        "uinet-tap replay --no-inspect",
+        [*base, "replay", str(pcap), "--flows", "OUT", "-q", *NO_INSPECT],
+    )
+    inspect = ToolResult("uinet-tap replay (plugins)", [*uinet.command[:-1], *INSPECT])
+    bypass = ToolResult("uinet-tap replay --bypass", [*uinet.command[:-1], *BYPASS])
     tf = ToolResult("tcpflow -o tmpfs", [str(tcpflow), "-o", "DIR", "-r", str(pcap)])
     floor = ToolResult("pcapy-ng floor", [sys.executable, "-c", "<next_batch loop>", str(pcap)])
     verification: Verification | None = None
+    inspect_verification: Verification | None = None
     with tempfile.TemporaryDirectory(prefix="uinet-bench-", dir=scratch_root()) as tmp:
         scratch = Path(tmp)
         checked_flows = scratch / "checked-flows.jsonl"
@@ -489,6 +510,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if run.returncode == 0 and truth:
                     verification = verify_flows(checked_flows, truth)
                 checked_flows.unlink(missing_ok=True)
+            if a.plugins:
+                # Full reconstruction with every built-in detector and the default policy (its
+                # hashes are checked too), then the same with --bypass.
+                inspect.runs.append(run_uinet(base, pcap, scratch, checked_flows, INSPECT))
+                if i == 0 and inspect.runs[-1].returncode == 0 and truth:
+                    inspect_verification = verify_flows(checked_flows, truth)
+                checked_flows.unlink(missing_ok=True)
+                bypass.runs.append(run_uinet(base, pcap, scratch, None, BYPASS))
             if tcpflow:
                 tf.runs.append(run_tcpflow(tcpflow, pcap, scratch))
             if with_floor:
@@ -519,6 +548,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = [rate_row(uinet, packets, file_bytes)]
     ratios: dict[str, float] = {}
+    for mode, key in ((inspect, "plugins_over_no_inspect"), (bypass, "bypass_over_no_inspect")):
+        if mode.runs:
+            rows.append(rate_row(mode, packets, file_bytes))
+            ratios[key] = round(mode.wall / uinet.wall, 3)
     for peer, key in ((tf, "uinet_over_tcpflow"), (floor, "uinet_over_floor")):
         if peer.runs:
             rows.append(rate_row(peer, packets, file_bytes))
@@ -538,6 +571,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"time ratio uinet-tap / {label}: {ratios[key]:.2f}x"
                 + (f" (median of paired runs {pr:.2f}x)" if pr else "")
             )
+    for label, key in (("with plugins", "plugins_over_no_inspect"),
+                       ("with plugins and --bypass", "bypass_over_no_inspect")):  # fmt: skip
+        if key in ratios:
+            print(f"time ratio uinet-tap {label} / without plugins: {ratios[key]:.2f}x")
+    if inspect_verification:
+        v = inspect_verification
+        print(f"streams with plugins: {v.matched:,} of {v.directions:,} directions match")
     if prefix:
         print(
             f"memory growth: peak RSS {prefix['peak_rss_mib_half']:.1f} MiB on the first half "
@@ -546,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + ("" if prefix["ok"] else "  [half run FAILED]")
             + ("" if uinet.ok else "  [whole run FAILED]")
         )
-    for res in (uinet, tf, floor, half_res):
+    for res in (uinet, inspect, bypass, tf, floor, half_res):
         for n, bad in enumerate(res.runs, 1):
             if bad.returncode:
                 tail = bad.stderr_tail.strip()[-500:]
@@ -581,7 +621,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "uinet_runs": [asdict(r) for r in uinet.runs],
         }
         a.json.write_text(json.dumps(report, indent=1) + "\n")
-    ok = uinet.ok and (verification is None or verification.ok) and (prefix is None or prefix["ok"])
+    ok = (
+        uinet.ok
+        and (verification is None or verification.ok)
+        and (inspect_verification is None or inspect_verification.ok)
+        and (prefix is None or prefix["ok"])
+        and all(r.returncode == 0 for r in (*inspect.runs, *bypass.runs))
+    )
     return 0 if ok else 1
 
 

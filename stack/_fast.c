@@ -287,6 +287,11 @@ static void on_ack(ut_dir *d, int64_t off) {
         if (drop > 0) {
             if (drop >= d->tail_len) {
                 d->tail_len = 0;
+                if (d->tail_cap > 16384) { /* a bulk window's worth: give it back */
+                    free(d->tail);
+                    d->tail = NULL;
+                    d->tail_cap = 0;
+                }
             } else {
                 memmove(d->tail, d->tail + drop, d->tail_len - drop);
                 d->tail_len -= drop;
