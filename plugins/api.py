@@ -52,6 +52,10 @@ class Match:
     protocol: str
     findings: dict[str, Any] = field(default_factory=dict)
     plugin: str = ""
+    # False while findings the protocol soon gives are still to come (a SOCKS target after
+    # the method exchange, a TLS ServerHello, an HTTP status): the detector is asked again
+    # as data arrives, and the default verdict waits (within the budget).
+    complete: bool = True
 
 
 class Plugin:
@@ -62,8 +66,9 @@ class Plugin:
     # The protocol a detector names; a guess by port reports it (defaults to ``name``).
     protocol: ClassVar[str | None] = None
 
-    def match(self, protocol: str, **findings: Any) -> Match:
-        return Match(protocol, {k: v for k, v in findings.items() if v is not None}, self.name)
+    def match(self, protocol: str, complete: bool = True, **findings: Any) -> Match:
+        kept = {k: v for k, v in findings.items() if v is not None}
+        return Match(protocol, kept, self.name, complete)
 
     def detect(self, flow: FlowView) -> Match | Detection:
         """Look at the early bytes; say what protocol this is, or ask for more, or decline."""
@@ -105,6 +110,7 @@ class FlowView:
     first_speaker: str | None = None  # "client" or "server"
     protocol: str | None = None
     confidence: str | None = None  # "detected" or "guessed"
+    budget_spent: bool = False  # a detector's last call: match on what there is, or not
     findings: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -18,7 +18,6 @@ import signal
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .api import Detection, FlowView, Match, Plugin, Verdict
@@ -32,21 +31,43 @@ class PluginTimeout(Exception):
     pass
 
 
-@dataclass(slots=True)
 class Inspection:
-    view: FlowView
-    pending: list[Loaded]  # detectors still to answer
-    early: tuple[bytearray, bytearray] = field(default_factory=lambda: (bytearray(), bytearray()))
-    segments: list[int] = field(default_factory=lambda: [0, 0])
-    first_data: float | None = None
-    detection_done: bool = False
-    matched: Loaded | None = None
-    verdict: Verdict | None = None
-    decided_by: str | None = None
-    offsets: tuple[int, int] = (0, 0)
-    errors: list[str] = field(default_factory=list)
-    waiting: bool = False  # a plugin asked for more
-    context: Any = None  # the application's handle on the flow
+    """One flow's inspection state (a plain slotted class: one is made per connection)."""
+
+    __slots__ = (
+        "view",
+        "pending",
+        "early",
+        "segments",
+        "first_data",
+        "detection_done",
+        "matched",
+        "verdict",
+        "decided_by",
+        "offsets",
+        "errors",
+        "waiting",
+        "complete",
+        "frozen",
+        "context",
+    )
+
+    def __init__(self, view: FlowView, pending: list[Loaded]) -> None:
+        self.view = view
+        self.pending = pending  # detectors still to answer
+        self.early = (bytearray(), bytearray())
+        self.segments = [0, 0]
+        self.first_data: float | None = None
+        self.detection_done = False
+        self.matched: Loaded | None = None
+        self.verdict: Verdict | None = None
+        self.decided_by: str | None = None
+        self.offsets = (0, 0)
+        self.errors: list[str] = []
+        self.waiting = False  # a plugin asked for more
+        self.complete = True  # the match's findings are all in
+        self.frozen = [False, False]  # a direction's early bytes stopped at a gap
+        self.context: Any = None  # the application's handle on the flow
 
     @property
     def decided(self) -> bool:
@@ -71,6 +92,7 @@ class Inspector:
         self._reported: set[str] = set()
         self._current: str | None = None
         self._timer = threading.current_thread() is threading.main_thread()
+        self._untrusted = any(p.origin != "built-in" for p in plugins)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -89,7 +111,7 @@ class Inspector:
         view = insp.view
         cap = self.policy.budget.bytes
         early = insp.early[direction]
-        if len(early) < cap:
+        if len(early) < cap and not insp.frozen[direction]:
             early += data[: cap - len(early)]
             if direction == 0:
                 view.c2s = bytes(early)
@@ -104,10 +126,13 @@ class Inspector:
         insp.segments[direction] += 1
         if insp.first_data is None:
             insp.first_data = now
-        self._step(insp, now)
+        self._step(insp, now, direction)
 
-    def gap(self, insp: Inspection) -> None:
+    def gap(self, insp: Inspection, direction: int) -> None:
+        """A hole in a direction: its early bytes stop there (bytes after a hole would be
+        read as if they followed on), its totals go on counting."""
         insp.view.gaps = True
+        insp.frozen[direction] = True
 
     def close(self, insp: Inspection) -> None:
         """The flow ended undecided: detection settles and the default applies."""
@@ -123,19 +148,22 @@ class Inspector:
         b = self.policy.budget
         return (
             max(len(insp.early[0]), len(insp.early[1])) >= b.bytes
+            or all(insp.frozen)
             or max(insp.segments) >= b.packets
             or (insp.first_data is not None and now - insp.first_data >= b.seconds)
         )
 
-    def _step(self, insp: Inspection, now: float | None = None) -> None:
+    def _step(self, insp: Inspection, now: float | None = None, direction: int = -1) -> None:
         if insp.decided:
             return
-        timer = self._timer and (insp.pending or self.deciders)
+        # Built-in detectors are trusted not to hang (and tested for it); a timer costs two
+        # system calls a step, so it is armed only where third-party code may run.
+        timer = self._timer and self._untrusted
         if timer:
             previous = signal.signal(signal.SIGALRM, self._alarm)
             signal.setitimer(signal.ITIMER_REAL, CALL_LIMIT)
         try:
-            self._step_inner(insp, now)
+            self._step_inner(insp, now, direction)
         except _PluginFailed as failed:
             insp.errors.append(failed.plugin)
             self._decide(insp, self.policy.default, "default")
@@ -144,15 +172,15 @@ class Inspector:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
 
-    def _step_inner(self, insp: Inspection, now: float | None) -> None:
+    def _step_inner(self, insp: Inspection, now: float | None, direction: int) -> None:
         view = insp.view
         spent = now is not None and self._budget_spent(insp, now)
         if not insp.detection_done and (view.c2s or view.s2c):
             self._detect(insp)
             if not insp.detection_done and spent:
                 self._finish_detection(insp)
-        elif insp.matched is not None and (view.c2s or view.s2c):
-            self._refine(insp)
+        elif insp.matched is not None and not insp.complete and direction >= 0:
+            self._refine(insp)  # the findings still to come: a ServerHello, a status line
         rule, settled = self.policy.evaluate(view, insp.detection_done)
         if rule is not None:
             self._decide(insp, rule.action.verdict, rule.name)  # type: ignore[arg-type]
@@ -172,7 +200,7 @@ class Inspector:
             self._decide(insp, verdict, loaded.name)
             return
         both_spoke = bool(view.c2s) and bool(view.s2c)
-        if (insp.detection_done and both_spoke) or spent:
+        if (insp.detection_done and both_spoke and insp.complete) or spent:
             if not insp.detection_done:
                 self._finish_detection(insp)
             self._decide(insp, self.policy.default, "default")
@@ -191,8 +219,7 @@ class Inspector:
                 raise self._fail(loaded.name, f"detect() returned {result!r}")
         insp.pending = still
         if not still:
-            insp.detection_done = True
-            view.protocol = "unknown"
+            self._guess(insp)
 
     def _matched(self, insp: Inspection, loaded: Loaded, match: Match) -> None:
         view = insp.view
@@ -202,6 +229,7 @@ class Inspector:
         view.protocol = match.protocol
         view.confidence = "detected"
         view.findings = dict(match.findings)
+        insp.complete = match.complete
 
     def _refine(self, insp: Inspection) -> None:
         """The matching detector sees the later bytes too (a ServerHello, a status line)."""
@@ -209,19 +237,32 @@ class Inspector:
         result = self._call(insp.matched, insp.matched.plugin.detect, insp.view)
         if isinstance(result, Match) and result.protocol == insp.view.protocol:
             insp.view.findings.update(result.findings)
+            insp.complete = result.complete
 
     def _finish_detection(self, insp: Inspection) -> None:
-        """Out of budget (or the flow ended): a guess by port, or unknown."""
+        """Out of budget (or the flow ended): the detectors still waiting get a last call,
+        with ``flow.budget_spent`` set, to match on what there is; else a guess by port."""
+        view = insp.view
+        view.budget_spent = True
+        for loaded in insp.pending:
+            result = self._call(loaded, loaded.plugin.detect, view)
+            if isinstance(result, Match):
+                self._matched(insp, loaded, result)
+                return
+        self._guess(insp)
+
+    def _guess(self, insp: Inspection) -> None:
+        """No detector matched: name the protocol by the server port, as a guess (nDPI's
+        MATCH_BY_PORT), or unknown."""
         view = insp.view
         insp.detection_done = True
-        for loaded in insp.pending:
+        insp.pending = []
+        for loaded in self.detectors:
             if view.server_port in loaded.plugin.ports:
                 view.protocol = loaded.plugin.protocol or loaded.plugin.name
                 view.confidence = "guessed"
-                break
-        else:
-            view.protocol = "unknown"
-        insp.pending = []
+                return
+        view.protocol = "unknown"
 
     def _decide(self, insp: Inspection, verdict: Verdict, by: str) -> None:
         v = insp.view

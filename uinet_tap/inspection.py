@@ -57,9 +57,13 @@ class InspectionGlue:
         self._refresh(conn, insp.view)
         self.inspector.started(insp)
 
-    def data(self, conn: Connection, direction: int, data: bytes) -> None:
+    def data(self, conn: Connection, direction: int, data: bytes | None) -> None:
+        """Bytes of one direction, in order; None for a gap."""
         insp: Inspection = conn.user  # type: ignore[assignment]
         if insp.decided:
+            return
+        if data is None:
+            self.inspector.gap(insp, direction)
             return
         self._refresh(conn, insp.view)
         self.inspector.data(insp, direction, data, conn.last_seen)

@@ -87,7 +87,7 @@ class DirectionSink:
         path: Path | None = None,
         pool: FilePool | None = None,
         c_hash: bool = False,
-        inspect: Callable[[bytes], None] | None = None,
+        inspect: Callable[[bytes | None], None] | None = None,
     ):
         # While a flow is inspected its bytes also go to the inspector (and C hands them
         # back rather than hashing in place); the verdict ends that with resume_c_hash().
@@ -125,6 +125,8 @@ class DirectionSink:
             self.c_hash = self.sha.ctx
 
     def gap(self, offset: int, length: int) -> None:
+        if self.inspect is not None:
+            self.inspect(None)  # the inspector's early bytes stop at a hole
         if isinstance(self.sha, Sha256):
             self.sha.update_zeros(length)
         else:
