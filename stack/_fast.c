@@ -361,8 +361,8 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         uint32_t ack = be32(tcp + 8);
         uint32_t n = total - 20 - hl;
         if (fl->bypass) { /* Tracker.fast_segment's bypassed branch */
-            if ((flags & 0x01) || (fl->touched_run != run && nt == out_cap))
-                break; /* a FIN changes state: Python */
+            if ((fl->touched_run != run && nt == out_cap) || nc + 2 > out_cap)
+                break;
             done++;
             fl->last_seen = times[i];
             if (fl->touched_run != run) {
@@ -375,6 +375,11 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             ep->last_ack = ack;
             ep->has_last_ack = 1;
             ep->window = ((int32_t)tcp[14] << 8) | tcp[15];
+            if ((flags & 0x01) && !(ep->fin >= 0 && peer->fin >= 0)) {
+                if (ep->fin < 0)
+                    ep->fin = ep->seen_end; /* no stream: where reassembly stopped */
+                changed[nc++] = e->flow;
+            }
             continue;
         }
         int fin = flags & 0x01;

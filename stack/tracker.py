@@ -295,8 +295,6 @@ class Tracker:
             return False
         ep, peer = (conn.c, conn.s) if from_client else (conn.s, conn.c)
         if conn.bypassed:
-            if flags & FIN:
-                return False
             self.tcp_packets += 1
             self.now = ts
             if ts - self.last_expiry >= 1.0:
@@ -309,6 +307,8 @@ class Tracker:
             ep.payload_bytes += len(payload)
             ep.last_ack = ack
             ep.window = window
+            if flags & FIN:
+                self._on_fin(conn, ep, ep.seen_end)
             return True
         base = ep.base
         pbase = peer.base

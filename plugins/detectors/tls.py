@@ -38,6 +38,7 @@ Fingerprints (GREASE values, RFC 8701, are removed everywhere)
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass, field
 
 from ..api import NEED_MORE, NO_MATCH, Detection, FlowView, Match, Plugin
@@ -53,6 +54,9 @@ EXT_POINT_FORMATS = 0x000B
 EXT_SIG_ALGS = 0x000D
 EXT_ALPN = 0x0010
 EXT_SUPPORTED_VERSIONS = 0x002B
+_PARSED_EXTENSIONS = frozenset(
+    (EXT_SNI, EXT_GROUPS, EXT_POINT_FORMATS, EXT_SIG_ALGS, EXT_ALPN, EXT_SUPPORTED_VERSIONS)
+)
 
 VERSION_NAMES = {
     0x0002: "SSL 2.0",
@@ -104,9 +108,12 @@ CIPHER_NAMES = {
 OK, PARTIAL, INVALID = "ok", "partial", "invalid"
 
 
+# RFC 8701 GREASE code points: 0x0a0a, 0x1a1a, ... 0xfafa (a set: tested per list item).
+GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
+
+
 def is_grease(value: int) -> bool:
-    """RFC 8701 GREASE code points: 0x0a0a, 0x1a1a, ... 0xfafa."""
-    return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
+    return value in GREASE
 
 
 def version_name(value: int) -> str:
@@ -149,7 +156,8 @@ class _Reader:
 
 
 def _u16_list(raw: bytes) -> list[int]:
-    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw) - 1, 2)]
+    n = len(raw) // 2
+    return list(struct.unpack_from(f">{n}H", raw)) if n else []
 
 
 def _vector(raw: bytes, len_bytes: int) -> bytes | None:
@@ -234,16 +242,16 @@ def _apply_extension(hello: ClientHello, ext_type: int, body: bytes) -> None:
         hello.alpn = _parse_alpn(body)
     elif ext_type == EXT_GROUPS:
         vec = _vector(body, 2)
-        hello.groups = [g for g in _u16_list(vec or b"") if not is_grease(g)]
+        hello.groups = [g for g in _u16_list(vec or b"") if g not in GREASE]
     elif ext_type == EXT_POINT_FORMATS:
         vec = _vector(body, 1)
         hello.point_formats = list(vec or b"")
     elif ext_type == EXT_SIG_ALGS:
         vec = _vector(body, 2)
-        hello.sig_algs = [s for s in _u16_list(vec or b"") if not is_grease(s)]
+        hello.sig_algs = [s for s in _u16_list(vec or b"") if s not in GREASE]
     elif ext_type == EXT_SUPPORTED_VERSIONS:
         vec = _vector(body, 1)
-        hello.versions = [v for v in _u16_list(vec or b"") if not is_grease(v)]
+        hello.versions = [v for v in _u16_list(vec or b"") if v not in GREASE]
 
 
 def _parse_sni(body: bytes) -> str | None:
@@ -284,29 +292,40 @@ def _parse_alpn(body: bytes) -> list[str] | None:
     return out
 
 
+_HH = struct.Struct(">HH")
+
+
 def _parse_extensions(r: _Reader, hello: ClientHello, declared: int) -> str:
     total = r.u16()
     if total is None:
         return PARTIAL
-    end = r.pos + total
+    pos = r.pos
+    end = pos + total
     if end != declared:
         return INVALID  # the extensions block must fill the rest of the hello exactly
-    truncated = end > len(r.data)
-    while r.pos < end:
-        if r.pos + 4 > end:
+    data = r.data
+    avail = min(len(data), r.end)
+    extensions = hello.extensions
+    # Direct indexing rather than the reader: this loop runs for every TLS connection.
+    while pos < end:
+        if pos + 4 > end:
             return INVALID
-        ext_type, length = r.u16(), r.u16()
-        if ext_type is None or length is None:
-            return PARTIAL if truncated else INVALID
-        if r.pos + length > end:
-            return INVALID  # an extension running past the block is a framing error
-        body = r.take(length)
-        if body is None:
+        if pos + 4 > avail:
             return PARTIAL
-        hello.extensions.append(ext_type)
+        ext_type, length = _HH.unpack_from(data, pos)
+        pos += 4
+        if pos + length > end:
+            return INVALID  # an extension running past the block is a framing error
+        if pos + length > avail:
+            return PARTIAL
+        body = data[pos : pos + length]
+        pos += length
+        extensions.append(ext_type)
         if ext_type == EXT_ALPN:
             hello.alpn_first_raw = _first_alpn_raw(body)
-        _apply_extension(hello, ext_type, body)
+        if ext_type in _PARSED_EXTENSIONS:
+            _apply_extension(hello, ext_type, body)
+    r.pos = pos
     return OK
 
 
@@ -344,7 +363,7 @@ def parse_client_hello(body: bytes, declared: int) -> tuple[str, ClientHello]:
     suites = r.take(cs_len)
     if suites is None:
         return short(), hello
-    hello.ciphers = [c for c in _u16_list(suites) if not is_grease(c)]
+    hello.ciphers = [c for c in _u16_list(suites) if c not in GREASE]
     comp_len = r.u8()
     if comp_len is None:
         return short(), hello
@@ -360,7 +379,7 @@ def parse_client_hello(body: bytes, declared: int) -> tuple[str, ClientHello]:
 
 
 def ja3_string(hello: ClientHello) -> str:
-    exts = [e for e in hello.extensions if not is_grease(e)]
+    exts = [e for e in hello.extensions if e not in GREASE]
     fields = [
         str(hello.legacy_version),
         "-".join(str(c) for c in hello.ciphers),
@@ -390,7 +409,7 @@ def _ja4_alpn(first: bytes) -> str:
 
 
 def ja4(hello: ClientHello) -> str:
-    exts = [e for e in hello.extensions if not is_grease(e)]
+    exts = [e for e in hello.extensions if e not in GREASE]
     top = max(hello.versions) if hello.versions else hello.legacy_version
     part_a = "t{}{}{:02d}{:02d}{}".format(
         JA4_VERSIONS.get(top, "00"),
