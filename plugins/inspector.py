@@ -104,7 +104,8 @@ class Inspector:
 
     def started(self, insp: Inspection) -> None:
         """The flow's first packet was seen: rules on addresses and ports may act now."""
-        self._step(insp)
+        if self.policy.rules or self.deciders:  # else nothing can decide before data
+            self._step(insp)
 
     def data(self, insp: Inspection, direction: int, data: bytes, now: float) -> None:
         """In-order bytes of one direction (0 = c2s, 1 = s2c) while undecided."""

@@ -477,8 +477,19 @@ void ut_meta_times(const uint32_t *meta, uint32_t n, double *times) {
 /* SHA-256 contexts shared by the Python sinks and the run above (OpenSSL's EVP, the same
  * code hashlib uses). */
 void *ut_sha_new(void) {
+    /* OpenSSL 3 looks the algorithm up on every EVP_DigestInit_ex (tens of microseconds,
+     * paid twice per connection): initialise one context once and copy it. */
+    static EVP_MD_CTX *proto = NULL;
+    if (!proto) {
+        proto = EVP_MD_CTX_new();
+        if (!proto || EVP_DigestInit_ex(proto, EVP_sha256(), NULL) != 1) {
+            EVP_MD_CTX_free(proto);
+            proto = NULL;
+            return NULL;
+        }
+    }
     EVP_MD_CTX *c = EVP_MD_CTX_new();
-    if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
+    if (c && EVP_MD_CTX_copy_ex(c, proto) != 1) {
         EVP_MD_CTX_free(c);
         return NULL;
     }

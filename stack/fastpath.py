@@ -43,6 +43,9 @@ class CFastPath:
         self.touched = ffi.new("ut_touch[]", OUT_CAP)
         self.changed = ffi.new("int32_t[]", OUT_CAP)
         self._n_changed = ffi.new("uint32_t *")
+        # Hand back after every payload of a flow under inspection, so that a verdict takes
+        # effect at once (needed for --bypass; otherwise it lands within the batch anyway).
+        self.prompt_verdicts = False
         # Set by the tracker: moves a connection to its state's timeout list.
         self.place: Callable[[Connection], None] = lambda conn: None
         self._n_touched = ffi.new("uint32_t *")
@@ -105,7 +108,9 @@ class CFastPath:
         f.last_seen = conn.last_seen
         f.syn_received = conn.state is ConnState.SYN_RECEIVED
         f.bypass = conn.bypassed
-        f.inspect = any(getattr(ep.stream.sink, "inspect", None) for ep in (conn.c, conn.s))
+        f.inspect = self.prompt_verdicts and any(
+            getattr(ep.stream.sink, "inspect", None) for ep in (conn.c, conn.s)
+        )
         conn.fast_slot = slot
         self.conns[slot] = conn
         need = 2 * slot + 2

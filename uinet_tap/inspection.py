@@ -109,6 +109,10 @@ class InspectionGlue:
         }
         if insp.errors:
             rec["plugin_errors"] = insp.errors
+        # Connection and inspection point at each other: cut the loop so reference counting
+        # frees both now, rather than the cyclic collector later.
+        insp.context = None
+        conn.user = None
         return rec
 
     def stats(self) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -17,6 +18,7 @@ from .stack.fastpath import Sha256
 _ZEROS = bytes(1 << 16)
 
 
+@functools.lru_cache(maxsize=65536)
 def format_ip(addr: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6 if len(addr) == 16 else socket.AF_INET, addr)
 

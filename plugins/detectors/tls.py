@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import sys
+from array import array
 from dataclasses import dataclass, field
 
 from ..api import NEED_MORE, NO_MATCH, Detection, FlowView, Match, Plugin
@@ -156,8 +158,10 @@ class _Reader:
 
 
 def _u16_list(raw: bytes) -> list[int]:
-    n = len(raw) // 2
-    return list(struct.unpack_from(f">{n}H", raw)) if n else []
+    a = array("H", raw[: len(raw) & ~1])
+    if sys.byteorder == "little":
+        a.byteswap()  # network order
+    return a.tolist()
 
 
 def _vector(raw: bytes, len_bytes: int) -> bytes | None:
