@@ -224,19 +224,26 @@ void ut_detach(ut_table *t, int32_t slot) {
     t->free_list[t->nfree++] = slot;
 }
 
-/* Make room for the tail and copy bytes in (used by attach and by the run). */
+/* Room for `need` tail bytes, growing by doubling. */
+static int tail_reserve(ut_dir *d, int64_t need) {
+    if (need <= d->tail_cap)
+        return 0;
+    int64_t cap = d->tail_cap ? d->tail_cap : 4096;
+    while (cap < need)
+        cap *= 2;
+    uint8_t *p = realloc(d->tail, cap);
+    if (!p)
+        return -1;
+    d->tail = p;
+    d->tail_cap = cap;
+    return 0;
+}
+
+/* Set a direction's tail (attach hands over Python's). */
 int ut_tail_set(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n) {
     (void)t;
-    if (n > d->tail_cap) {
-        int64_t cap = d->tail_cap ? d->tail_cap : 4096;
-        while (cap < n)
-            cap *= 2;
-        uint8_t *p = realloc(d->tail, cap);
-        if (!p)
-            return -1;
-        d->tail = p;
-        d->tail_cap = cap;
-    }
+    if (tail_reserve(d, n) != 0)
+        return -1;
     memcpy(d->tail, data, n);
     d->tail_len = n;
     return 0;
@@ -264,16 +271,8 @@ static int tail_append(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n) {
         }
         need = d->tail_len + n;
     }
-    if (need > d->tail_cap) {
-        int64_t cap = d->tail_cap ? d->tail_cap : 4096;
-        while (cap < need)
-            cap *= 2;
-        uint8_t *p = realloc(d->tail, cap);
-        if (!p)
-            return -1;
-        d->tail = p;
-        d->tail_cap = cap;
-    }
+    if (tail_reserve(d, need) != 0)
+        return -1;
     memcpy(d->tail + d->tail_len, data, n);
     d->tail_len = need;
     return 0;

@@ -135,12 +135,6 @@ class Dns(Plugin):
     ports = {53}
 
     def detect(self, flow: FlowView) -> Match | Detection:
-        try:
-            return self._detect(flow)
-        except Exception:  # safety net: a parsing bug must not take the inspector down
-            return NO_MATCH
-
-    def _detect(self, flow: FlowView) -> Match | Detection:
         c2s = flow.c2s
         if flow.first_speaker == "server":
             return NO_MATCH  # a DNS server answers, it never speaks first

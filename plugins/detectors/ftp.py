@@ -16,14 +16,11 @@ class Ftp(Plugin):
     ports = {21}
 
     def detect(self, flow: FlowView) -> Match | Detection:
-        try:
-            kind = classify_220(flow)
-            if kind == "ftp":
-                line, complete = first_line(flow.s2c)
-                greeting = decode(line) if flow.s2c and line is not None and complete else None
-                return self.match("ftp", greeting=greeting)
-            if kind in ("smtp", "neither"):
-                return NO_MATCH
-            return NEED_MORE
-        except Exception:  # safety net: a parsing bug must not take the inspector down
+        kind = classify_220(flow)
+        if kind == "ftp":
+            line, complete = first_line(flow.s2c)
+            greeting = decode(line) if flow.s2c and line is not None and complete else None
+            return self.match("ftp", greeting=greeting)
+        if kind in ("smtp", "neither"):
             return NO_MATCH
+        return NEED_MORE

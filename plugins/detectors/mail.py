@@ -139,15 +139,12 @@ class Smtp(Plugin):
     ports = {25, 587, 465, 2525}
 
     def detect(self, flow: FlowView) -> Match | Detection:
-        try:
-            kind = classify_220(flow)
-            if kind == "smtp":
-                return self.match("smtp", greeting=_greeting(flow.s2c))
-            if kind in ("ftp", "neither"):
-                return NO_MATCH
-            return NEED_MORE
-        except Exception:  # safety net: a parsing bug must not take the inspector down
+        kind = classify_220(flow)
+        if kind == "smtp":
+            return self.match("smtp", greeting=_greeting(flow.s2c))
+        if kind in ("ftp", "neither"):
             return NO_MATCH
+        return NEED_MORE
 
 
 class Imap(Plugin):
@@ -159,12 +156,6 @@ class Imap(Plugin):
     _GREETINGS = (b"* OK", b"* PREAUTH", b"* BYE")
 
     def detect(self, flow: FlowView) -> Match | Detection:
-        try:
-            return self._detect(flow)
-        except Exception:  # safety net: a parsing bug must not take the inspector down
-            return NO_MATCH
-
-    def _detect(self, flow: FlowView) -> Match | Detection:
         s2c = flow.s2c
         if s2c:
             up = s2c[:10].upper()
@@ -213,12 +204,6 @@ class Pop3(Plugin):
     ports = {110, 995}
 
     def detect(self, flow: FlowView) -> Match | Detection:
-        try:
-            return self._detect(flow)
-        except Exception:  # safety net: a parsing bug must not take the inspector down
-            return NO_MATCH
-
-    def _detect(self, flow: FlowView) -> Match | Detection:
         s2c = flow.s2c
         if s2c:
             if len(s2c) < 4:

@@ -92,12 +92,6 @@ class Mqtt(Plugin):
     ports = {1883, 8883}
 
     def detect(self, flow: FlowView) -> Match | Detection:
-        try:
-            return self._detect(flow)
-        except Exception:  # safety net: a parsing bug must not take the inspector down
-            return NO_MATCH
-
-    def _detect(self, flow: FlowView) -> Match | Detection:
         if flow.first_speaker == "server":
             return NO_MATCH  # the broker never speaks before CONNECT
         if not flow.c2s:

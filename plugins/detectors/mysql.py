@@ -28,10 +28,7 @@ class Mysql(Plugin):
     ports = {3306}
 
     def detect(self, flow: FlowView) -> Match | Detection:
-        try:
-            result = self._detect(flow)
-        except Exception:  # safety net: a parsing bug must not take the inspector down
-            return NO_MATCH
+        result = self._detect(flow)
         if result is NEED_MORE and flow.first_speaker == "client":
             # The server always speaks first, so a client that spoke first rules MySQL out;
             # only a complete, valid greeting overrides that (test helpers that build a view

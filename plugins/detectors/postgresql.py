@@ -115,12 +115,6 @@ class Postgresql(Plugin):
     ports = {5432}
 
     def detect(self, flow: FlowView) -> Match | Detection:
-        try:
-            return self._detect(flow)
-        except Exception:  # safety net: a parsing bug must not take the inspector down
-            return NO_MATCH
-
-    def _detect(self, flow: FlowView) -> Match | Detection:
         c2s, s2c = flow.c2s, flow.s2c
         if flow.first_speaker == "server":
             return NO_MATCH  # the client always speaks first

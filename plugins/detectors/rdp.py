@@ -73,12 +73,6 @@ class Rdp(Plugin):
     ports = {3389}
 
     def detect(self, flow: FlowView) -> Match | Detection:
-        try:
-            return self._detect(flow)
-        except Exception:  # safety net: a parsing bug must not take the inspector down
-            return NO_MATCH
-
-    def _detect(self, flow: FlowView) -> Match | Detection:
         c2s, s2c = flow.c2s, flow.s2c
         if not c2s:
             if not s2c:

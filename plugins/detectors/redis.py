@@ -115,12 +115,6 @@ class Redis(Plugin):
     ports = {6379}
 
     def detect(self, flow: FlowView) -> Match | Detection:
-        try:
-            return self._detect(flow)
-        except Exception:  # safety net: a parsing bug must not take the inspector down
-            return NO_MATCH
-
-    def _detect(self, flow: FlowView) -> Match | Detection:
         # A Redis server never speaks first; a server greeting rules Redis out.
         if flow.first_speaker == "server":
             return NO_MATCH

@@ -98,12 +98,6 @@ class Smb(Plugin):
     ports = {445, 139}
 
     def detect(self, flow: FlowView) -> Match | Detection:
-        try:
-            return self._detect(flow)
-        except Exception:  # safety net: a parsing bug must not take the inspector down
-            return NO_MATCH
-
-    def _detect(self, flow: FlowView) -> Match | Detection:
         if flow.first_speaker == "server":
             return NO_MATCH  # the client always speaks first
         c2s, s2c = flow.c2s, flow.s2c
