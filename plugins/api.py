@@ -96,7 +96,7 @@ class FlowView:
     server: tuple[str, int]
     midstream: bool = False
     vlan: tuple[int, ...] = ()
-    macs: tuple[bytes, bytes] = (b"", b"")  # client's, server's (empty where unknown)
+    macs: tuple[bytes, bytes] = (b"", b"")  # client's, server's source MAC (b"" if unknown)
     handshake: bool = False
     mss: tuple[int | None, int | None] = (None, None)  # client's, server's
     window_scale: tuple[int | None, int | None] = (None, None)

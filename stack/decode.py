@@ -85,6 +85,7 @@ class Segment(NamedTuple):
     missing: int
     ttl: int
     checksum_ok: bool | None  # None: not verified
+    macs: bytes = b""  # Ethernet destination and source MAC (12 bytes), where the link has them
 
 
 def checksum(data: bytes) -> int:
@@ -173,10 +174,14 @@ class Decoder:
         else:
             return self._bad("unsupported_linktype")
         if etype == ETH_IPV4:
-            return self._ipv4(ts, frame, off, vlans, cut)
-        if etype == ETH_IPV6:
-            return self._ipv6(ts, frame, off, vlans, cut)
-        return self._bad("unsupported_ethertype")
+            seg = self._ipv4(ts, frame, off, vlans, cut)
+        elif etype == ETH_IPV6:
+            seg = self._ipv6(ts, frame, off, vlans, cut)
+        else:
+            return self._bad("unsupported_ethertype")
+        if seg is not None and lt == DLT_EN10MB:
+            seg = seg._replace(macs=frame[:12])
+        return seg
 
     def _bad(self, reason: str) -> Segment | None:
         self.undecodable[reason] += 1

@@ -433,6 +433,8 @@ class Tracker:
         flags = seg.flags
         ep.packets += 1
         ep.ttl = seg.ttl
+        if seg.macs and not ep.mac:
+            ep.mac = seg.macs[6:12]  # the sender's own address (source MAC)
         if conn.state is ConnState.SYN_SENT and not ep.syn and not flags & SYN:
             # The SYN's receiver has not answered yet. RFC 9293 §3.10.7.3: in SYN-SENT the
             # client drops any segment without SYN but a RST that ACKs its SYN; in LISTEN the

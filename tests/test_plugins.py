@@ -328,3 +328,29 @@ def test_run_bytes_reports_findings_and_verdict():
 def test_run_bytes_guesses_by_port_when_nothing_matches_in_budget():
     r = run_bytes(Redisish(), c2s=[], s2c=[], server_port=6379)
     assert r.protocol == "redis" and r.confidence == "guessed"
+
+
+class SeesMacs(Plugin):
+    name = "sees-macs"
+    seen: list = []
+
+    def decide(self, flow):
+        if flow.macs[0] and flow.macs[1]:
+            self.seen.append((flow.macs, flow.handshake, flow.mss))
+            return Verdict.PASS
+        return Verdict.NEED_MORE
+
+
+def test_flow_view_carries_both_sides_macs_and_tcp_facts():
+    from uinet_tap.pcapfile import PcapFile
+
+    source = PcapFile(str(KEEPALIVE))
+    batch = next(iter(source.batches()))
+    syn = batch.data[batch.offsets[0] : batch.offsets[0] + batch.lengths[0]]
+    synack = batch.data[batch.offsets[1] : batch.offsets[1] + batch.lengths[1]]
+    plugin = SeesMacs()
+    (rec,) = run_capture(plugin, KEEPALIVE, builtins=True)
+    assert rec.decided_by == "sees-macs"
+    (macs, handshake, mss), *_ = plugin.seen
+    assert macs == (syn[6:12], synack[6:12]) and macs[0] != macs[1]
+    assert handshake and mss[0] and mss[1]

@@ -77,6 +77,7 @@ class InspectionGlue:
         view.sack_permitted = conn.c.sack_permitted and conn.s.sack_permitted
         view.timestamps = conn.ts_ok
         view.gaps = bool(conn.c.stream.gaps or conn.s.stream.gaps)
+        view.macs = (conn.c.mac, conn.s.mac)
 
     def _verdict(self, insp: Inspection) -> None:
         conn: Connection = insp.context
