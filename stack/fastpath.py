@@ -154,6 +154,13 @@ class CFastPath:
         self.sinks[2 * slot] = self.sinks[2 * slot + 1] = None
         conn.fast_slot = -1
 
+    def counters(self, conn: Connection) -> tuple[int, int, int, int, float]:
+        """(client packets, client payload bytes, server packets, server payload bytes,
+        last seen) as C has them now, for a live view of an attached connection."""
+        f = lib.ut_flow_at(self.table, conn.fast_slot)
+        c, s = f.d[0], f.d[1]
+        return c.packets, c.payload_bytes, s.packets, s.payload_bytes, f.last_seen
+
     def load(self, data: bytes, offsets: Any, lengths: Any, times: Any) -> None:
         """Hand C one batch (buffers it may read until the next load)."""
         self._args = (

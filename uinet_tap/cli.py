@@ -47,6 +47,10 @@ class _RecordWriter:
         for out in self.outputs:
             out.write(line)
 
+    def flush(self) -> None:
+        for out in self.outputs:
+            out.flush()
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="uinet-tap")
@@ -96,11 +100,111 @@ def plugins(plugin_specs: tuple[str, ...], plugin_files: tuple[str, ...]) -> Non
         click.echo(f"{i:3d}  {p.name:<{width}}  {kind:<13}  ports {ports:<24}  {p.origin}")
 
 
-@main.command()
-@click.argument("capture", type=click.Path(dir_okay=False, path_type=str))
-@click.option(
+def _options(*options: Any) -> Any:
+    """Apply a group of click options, in the order written."""
+
+    def apply(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+_reassembly_options = _options(
+    click.option(
+        "--overlap-policy",
+        type=click.Choice([p.value for p in OverlapPolicy]),
+        default="first",
+        show_default=True,
+        help="Which copy of overlapping data wins.",
+    ),
+    click.option("--ignore-vlan", is_flag=True, help="Leave VLAN tags out of the flow key."),
+    click.option("--verify-checksums", is_flag=True, help="Drop TCP segments with a bad checksum."),
+    click.option("--max-flows", type=click.IntRange(1), default=1_000_000, show_default=True),
+    click.option(
+        "--max-flow-buffer",
+        type=click.IntRange(1024),
+        default=4 << 20,
+        show_default=True,
+        help="Out-of-order bytes held per direction.",
+    ),
+    click.option(
+        "--max-buffer",
+        type=click.IntRange(1024),
+        default=512 << 20,
+        show_default=True,
+        help="Out-of-order bytes held in total.",
+    ),
+    click.option("--timeout-half-open", type=click.FloatRange(0), default=60.0, show_default=True),
+    click.option(
+        "--timeout-established", type=click.FloatRange(0), default=600.0, show_default=True
+    ),
+    click.option("--timeout-closing", type=click.FloatRange(0), default=60.0, show_default=True),
+)
+
+_inspection_options = _options(
+    click.option("--policy", "policy_path", metavar="FILE", help="Rules in TOML (see README)."),
+    click.option(
+        "--plugin",
+        "plugin_specs",
+        metavar="MODULE:CLASS",
+        multiple=True,
+        help="Load a plugin class; repeatable.",
+    ),
+    click.option(
+        "--plugin-file",
+        "plugin_files",
+        metavar="FILE",
+        multiple=True,
+        help="Load the plugins defined in a Python file; repeatable.",
+    ),
+    click.option(
+        "--no-inspect", is_flag=True, help="No protocol detection or verdicts: reconstruction only."
+    ),
+)
+
+_flows_option = click.option(
     "--flows", "flows_path", metavar="PATH", help="Write flow records (JSON lines); - for stdout."
 )
+_stats_option = click.option(
+    "--stats", "stats_path", metavar="PATH", help="Write the run summary as JSON; - for stdout."
+)
+
+
+def _prepare_run() -> None:
+    """SIGTERM ends a run as Ctrl-C does (every record written); and the collector is tuned:
+    the engine allocates per packet and per connection but keeps no reference cycles, so the
+    cyclic collector's frequent passes over a large heap are mostly waste (15-20% of a run):
+    collect rarely, and leave the start-up objects out of it altogether."""
+
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+
+def _close_outputs(outputs: list[IO[bytes]]) -> None:
+    for out in outputs:
+        if out is not sys.stdout.buffer:
+            out.close()
+        else:
+            out.flush()
+
+
+def _write_stats(stats_path: str | None, stats: dict) -> None:
+    if stats_path:
+        out = _open_output(stats_path)
+        out.write(orjson.dumps(stats, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+        if out is not sys.stdout.buffer:
+            out.close()
+
+
+@main.command()
+@click.argument("capture", type=click.Path(dir_okay=False, path_type=str))
+@_flows_option
 @click.option(
     "--export",
     "export_dir",
@@ -108,59 +212,14 @@ def plugins(plugin_specs: tuple[str, ...], plugin_files: tuple[str, ...]) -> Non
     type=click.Path(file_okay=False, path_type=Path),
     help="Write each direction's stream to its own file, and DIR/flows.jsonl.",
 )
-@click.option(
-    "--stats", "stats_path", metavar="PATH", help="Write the run summary as JSON; - for stdout."
-)
-@click.option(
-    "--overlap-policy",
-    type=click.Choice([p.value for p in OverlapPolicy]),
-    default="first",
-    show_default=True,
-    help="Which copy of overlapping data wins.",
-)
-@click.option("--ignore-vlan", is_flag=True, help="Leave VLAN tags out of the flow key.")
-@click.option("--verify-checksums", is_flag=True, help="Drop TCP segments with a bad checksum.")
-@click.option("--max-flows", type=click.IntRange(1), default=1_000_000, show_default=True)
-@click.option(
-    "--max-flow-buffer",
-    type=click.IntRange(1024),
-    default=4 << 20,
-    show_default=True,
-    help="Out-of-order bytes held per direction.",
-)
-@click.option(
-    "--max-buffer",
-    type=click.IntRange(1024),
-    default=512 << 20,
-    show_default=True,
-    help="Out-of-order bytes held in total.",
-)
-@click.option("--timeout-half-open", type=click.FloatRange(0), default=60.0, show_default=True)
-@click.option("--timeout-established", type=click.FloatRange(0), default=600.0, show_default=True)
-@click.option("--timeout-closing", type=click.FloatRange(0), default=60.0, show_default=True)
-@click.option("--policy", "policy_path", metavar="FILE", help="Rules in TOML (see README).")
-@click.option(
-    "--plugin",
-    "plugin_specs",
-    metavar="MODULE:CLASS",
-    multiple=True,
-    help="Load a plugin class; repeatable.",
-)
-@click.option(
-    "--plugin-file",
-    "plugin_files",
-    metavar="FILE",
-    multiple=True,
-    help="Load the plugins defined in a Python file; repeatable.",
-)
+@_stats_option
+@_reassembly_options
+@_inspection_options
 @click.option(
     "--bypass/--no-bypass",
     default=False,
     show_default=True,
     help="Stop reassembling a flow once it is passed (only its counters move).",
-)
-@click.option(
-    "--no-inspect", is_flag=True, help="No protocol detection or verdicts: reconstruction only."
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def replay(
@@ -197,16 +256,7 @@ def replay(
         plugins=plugins, policy=policy, bypass=bypass, on_plugin_error=_plugin_error,
     )  # fmt: skip
     exit_code = 0
-
-    def _stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _stop)
-    # The engine allocates per packet and per connection but keeps no reference cycles, so
-    # the cyclic collector's frequent passes over a large heap are mostly waste (15-20% of a
-    # run): collect rarely, and leave the start-up objects out of it altogether.
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    _prepare_run()
     from .summary import Progress, render_summary  # rich costs 60 ms to import: only when shown
 
     progress = Progress(source.size, enabled=not quiet)
@@ -227,11 +277,7 @@ def replay(
         exit_code = 1
     engine.truncated_file = source.truncated is not None
     engine.finish()
-    for out in outputs:
-        if out is not sys.stdout.buffer:
-            out.close()
-        else:
-            out.flush()
+    _close_outputs(outputs)
     stats = engine.stats()
     if source.truncated:
         click.echo(
@@ -239,13 +285,97 @@ def replay(
             f"results cover the {source.packets} packets read",
             err=True,
         )
-    if stats_path:
-        out = _open_output(stats_path)
-        out.write(orjson.dumps(stats, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
-        if out is not sys.stdout.buffer:
-            out.close()
+    _write_stats(stats_path, stats)
     if not quiet:
         render_summary(stats, capture, time.perf_counter() - started)
+    sys.exit(exit_code)
+
+
+@main.command()
+@click.argument("interface")
+@click.option("--bpf", metavar="FILTER", help="A capture filter, e.g. 'tcp port 443'.")
+@_flows_option
+@_stats_option
+@_reassembly_options
+@_inspection_options
+@click.option(
+    "--bypass/--no-bypass",
+    default=True,
+    show_default=True,
+    help="Stop reassembling a flow once it is passed (only its counters move).",
+)
+@click.option("--buffer-size", type=click.IntRange(1 << 16), default=32 << 20, show_default=True,
+              help="Kernel capture buffer, bytes.")  # fmt: skip
+@click.option("--snaplen", type=click.IntRange(64), default=262144, show_default=True)
+@click.option("--tui/--no-tui", default=None,
+              help="The live view (default: when stdout and stdin are a terminal).")  # fmt: skip
+@click.option("--status-interval", type=click.FloatRange(0.1), default=5.0, show_default=True,
+              help="Seconds between status lines when there is no live view.")  # fmt: skip
+@click.option("--duration", type=click.FloatRange(0), default=None,
+              help="Stop after this many seconds.")  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True, help="No summary at the end.")
+def watch(
+    interface: str,
+    bpf: str | None,
+    flows_path: str | None,
+    stats_path: str | None,
+    policy_path: str | None,
+    plugin_specs: tuple[str, ...],
+    plugin_files: tuple[str, ...],
+    no_inspect: bool,
+    bypass: bool,
+    buffer_size: int,
+    snaplen: int,
+    tui: bool | None,
+    status_interval: float,
+    duration: float | None,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Capture on INTERFACE and show its TCP flows live: protocol, verdict, bytes and rates.
+    Watch only listens: it never sends a frame."""
+    from .live import LiveCapture
+    from .watch import Watch
+
+    plugins, policy = _load_inspection(policy_path, plugin_specs, plugin_files, no_inspect)
+    try:
+        capture = LiveCapture(interface, bpf, snaplen, buffer_size)
+    except CaptureError as exc:
+        _error(str(exc))
+    outputs: list[IO[bytes]] = [_open_output(flows_path)] if flows_path else []
+    writer = _RecordWriter(outputs)
+    if tui is None:
+        tui = sys.stdout.isatty() and sys.stdin.isatty()
+    engine = Engine(
+        capture.linktype, Options.from_kwargs(**options), writer, plugins=plugins,
+        policy=policy, bypass=bypass, on_plugin_error=_plugin_error,
+    )  # fmt: skip
+    runner = Watch(capture, engine, tui, status_interval, duration, flush=writer.flush)
+    engine.on_record = runner.on_record(writer)
+    _prepare_run()
+    exit_code = 0
+    started = time.perf_counter()
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        pass
+    except CaptureError as exc:
+        click.echo(f"error: {exc}", err=True)
+        exit_code = 1
+    except Exception as exc:  # a bug must not lose the records of everything seen so far
+        click.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
+        exit_code = 1
+    engine.finish()
+    recv, drop, ifdrop = capture.stats()
+    capture.close()
+    _close_outputs(outputs)
+    stats = engine.stats()
+    stats["capture"] = {"received": recv, "kernel_drops": drop, "interface_drops": ifdrop}
+    _write_stats(stats_path, stats)
+    if not quiet:
+        from .summary import render_summary
+
+        render_summary(stats, interface, time.perf_counter() - started)
     sys.exit(exit_code)
 
 

@@ -248,6 +248,12 @@ class Engine:
                 if tracker.events:
                     self._drain()
 
+    def expire(self, now: float) -> None:
+        """Close the connections idle past their timeout at ``now`` (live capture's clock)."""
+        self.tracker.expire(now)
+        if self.tracker.events:
+            self._drain()
+
     def finish(self) -> None:
         self.tracker.flush()
         self._drain()

@@ -17,7 +17,7 @@ from .stack.fastpath import lib as fast_lib
 BATCH = 4096
 
 
-def _times(meta: array) -> Sequence[float]:
+def meta_times(meta: array) -> Sequence[float]:
     """Capture times from libpcap's (sec, usec, offset, caplen) records."""
     n = len(meta) // 4
     if fast_lib is not None:
@@ -101,7 +101,7 @@ class PcapFile:
             m = array("I", meta)
             offsets = m[2::4]
             lengths = m[3::4]
-            times = _times(m)
+            times = meta_times(m)
             self.packets += len(lengths)
             self.bytes_read += len(data) + 16 * len(lengths)
             yield Batch(data, times, offsets, lengths, self.linktype)

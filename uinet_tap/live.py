@@ -1,0 +1,138 @@
+"""Live capture from an interface through pcapy-ng (libpcap), in batches, never blocking the
+caller for longer than it asks. Capture only: nothing here can send a frame."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+from array import array
+
+import pcapy
+
+from .pcapfile import Batch, CaptureError, meta_times
+from .stack.decode import SUPPORTED_LINKTYPES
+
+BATCH = 4096
+
+
+def interfaces() -> list[str]:
+    try:
+        return sorted(n for n in os.listdir("/sys/class/net"))
+    except OSError:
+        return sorted(pcapy.findalldevs())
+
+
+def _has_net_raw() -> bool:
+    """CAP_NET_RAW (bit 13) in this process's effective capabilities."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 13))
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _is_up(iface: str) -> bool | None:
+    try:
+        with open(f"/sys/class/net/{iface}/flags") as f:
+            return bool(int(f.read(), 16) & 0x1)  # IFF_UP
+    except (OSError, ValueError):
+        return None
+
+
+class LiveCapture:
+    def __init__(
+        self,
+        iface: str,
+        bpf: str | None = None,
+        snaplen: int = 262144,
+        buffer_size: int = 32 << 20,
+        promisc: bool = True,
+        fanout_group: int | None = None,
+    ) -> None:
+        self.iface = iface
+        if iface not in interfaces() and iface != "any":
+            raise CaptureError(
+                f"no such interface: {iface} (interfaces here: {', '.join(interfaces())})"
+            )
+        if _is_up(iface) is False:
+            raise CaptureError(f"interface {iface} is down (bring it up: ip link set {iface} up)")
+        try:
+            r = pcapy.create(iface)
+            r.set_snaplen(snaplen)
+            r.set_promisc(1 if promisc else 0)
+            r.set_timeout(100)
+            r.set_buffer_size(buffer_size)
+            r.activate()
+            # A refused activation does not always raise: the first call on the handle does.
+            r.setnonblock(1)
+            self._fd = r.getfd()
+        except pcapy.PcapError as exc:
+            raise CaptureError(self._explain(str(exc))) from exc
+        if bpf:
+            try:
+                r.setfilter(bpf)
+            except pcapy.PcapError as exc:
+                raise CaptureError(f"bad BPF filter {bpf!r}: {exc}") from exc
+        if fanout_group is not None:
+            try:
+                r.set_fanout(fanout_group, pcapy.PACKET_FANOUT_HASH)
+            except Exception as exc:
+                raise CaptureError(f"cannot join fanout group on {iface}: {exc}") from exc
+        self._reader = r
+        self.linktype = r.datalink()
+        if self.linktype not in SUPPORTED_LINKTYPES:
+            raise CaptureError(f"{iface}: unsupported link type {self.linktype}")
+        self.packets = 0
+
+    def _explain(self, message: str) -> str:
+        low = message.lower()
+        denied = "permission" in low or "not permitted" in low or "eperm" in low
+        if denied or (os.geteuid() != 0 and not _has_net_raw()):
+            return (
+                f"capturing on {self.iface} needs root, or the CAP_NET_RAW and CAP_NET_ADMIN "
+                "capabilities: run as root, or grant them to the interpreter with "
+                "`setcap cap_net_raw,cap_net_admin=eip $(readlink -f .venv/bin/python)`"
+            )
+        if "no such device" in low:
+            return f"no such interface: {self.iface} (interfaces here: {', '.join(interfaces())})"
+        if "down" in low:
+            return f"interface {self.iface} is down (bring it up: ip link set {self.iface} up)"
+        return f"cannot capture on {self.iface}: {message}"
+
+    def poll(self, timeout: float) -> Batch | None:
+        """The frames that arrived, waiting at most ``timeout`` seconds for the first."""
+        try:
+            ready, _, _ = select.select([self._fd], [], [], timeout)
+        except InterruptedError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                return None
+            raise
+        try:
+            data, meta = self._reader.next_batch(BATCH)
+        except pcapy.PcapError as exc:
+            raise CaptureError(f"capture on {self.iface} failed: {exc}") from exc
+        if not meta:
+            return None
+        m = array("I", meta)
+        lengths = m[3::4]
+        self.packets += len(lengths)
+        return Batch(data, meta_times(m), m[2::4], lengths, self.linktype)
+
+    def stats(self) -> tuple[int, int, int]:
+        """(received, dropped by the kernel, dropped by the interface) from libpcap."""
+        try:
+            recv, drop, ifdrop = self._reader.stats()
+        except (pcapy.PcapError, ValueError):  # ValueError: the handle is closed already
+            return (self.packets, 0, 0)
+        return recv, drop, ifdrop
+
+    def close(self) -> None:
+        with contextlib.suppress(pcapy.PcapError):  # closed already: nothing to release
+            self._reader.close()
