@@ -6,6 +6,7 @@ import gc
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -313,6 +314,8 @@ def replay(
               help="Seconds between status lines when there is no live view.")  # fmt: skip
 @click.option("--duration", type=click.FloatRange(0), default=None,
               help="Stop after this many seconds.")  # fmt: skip
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Capture processes sharing the interface (PACKET_FANOUT hash).")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No summary at the end.")
 def watch(
     interface: str,
@@ -329,29 +332,42 @@ def watch(
     tui: bool | None,
     status_interval: float,
     duration: float | None,
+    workers: int,
     quiet: bool,
     **options: Any,
 ) -> None:
     """Capture on INTERFACE and show its TCP flows live: protocol, verdict, bytes and rates.
     Watch only listens: it never sends a frame."""
     from .live import LiveCapture
-    from .watch import Watch
+    from .watch import SingleBackend, Watch, WorkerPool
 
     plugins, policy = _load_inspection(policy_path, plugin_specs, plugin_files, no_inspect)
-    try:
-        capture = LiveCapture(interface, bpf, snaplen, buffer_size)
-    except CaptureError as exc:
-        _error(str(exc))
     outputs: list[IO[bytes]] = [_open_output(flows_path)] if flows_path else []
     writer = _RecordWriter(outputs)
     if tui is None:
         tui = sys.stdout.isatty() and sys.stdin.isatty()
-    engine = Engine(
-        capture.linktype, Options.from_kwargs(**options), writer, plugins=plugins,
-        policy=policy, bypass=bypass, on_plugin_error=_plugin_error,
-    )  # fmt: skip
-    runner = Watch(capture, engine, tui, status_interval, duration, flush=writer.flush)
-    engine.on_record = runner.on_record(writer)
+    engine_options = Options.from_kwargs(**options)
+
+    def make_engine(linktype: int, on_record: Callable[[dict], None]) -> Engine:
+        return Engine(
+            linktype, engine_options, on_record, plugins=plugins, policy=policy,
+            bypass=bypass, on_plugin_error=_plugin_error,
+        )  # fmt: skip
+
+    capture_args: dict[str, Any] = {"iface": interface, "bpf": bpf, "snaplen": snaplen,
+                                    "buffer_size": buffer_size}  # fmt: skip
+    backend: SingleBackend | WorkerPool
+    try:
+        if workers > 1:
+            backend = WorkerPool(interface, workers, capture_args, make_engine, writer)
+        else:
+            capture = LiveCapture(**capture_args)
+            single = SingleBackend(capture, make_engine(capture.linktype, writer))
+            single.engine.on_record = single.on_record(writer)
+            backend = single
+    except CaptureError as exc:
+        _error(str(exc))
+    runner = Watch(backend, tui, status_interval, duration, flush=writer.flush)
     _prepare_run()
     exit_code = 0
     started = time.perf_counter()
@@ -365,17 +381,16 @@ def watch(
     except Exception as exc:  # a bug must not lose the records of everything seen so far
         click.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
         exit_code = 1
-    engine.finish()
-    recv, drop, ifdrop = capture.stats()
-    capture.close()
+    try:
+        stats = backend.finish()
+    except KeyboardInterrupt:  # a second Ctrl-C while finishing: finish anyway
+        stats = backend.finish()
     _close_outputs(outputs)
-    stats = engine.stats()
-    stats["capture"] = {"received": recv, "kernel_drops": drop, "interface_drops": ifdrop}
     _write_stats(stats_path, stats)
     if not quiet:
         from .summary import render_summary
 
-        render_summary(stats, interface, time.perf_counter() - started)
+        render_summary(stats, interface, time.perf_counter() - started, "watch")
     sys.exit(exit_code)
 
 

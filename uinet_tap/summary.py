@@ -58,8 +58,9 @@ def _human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def render_summary(stats: dict, capture: str, elapsed: float) -> None:
-    totals = Table(box=box.SIMPLE, show_header=False, title="replay summary", title_style="bold")
+def render_summary(stats: dict, capture: str, elapsed: float, command: str = "replay") -> None:
+    totals = Table(box=box.SIMPLE, show_header=False, title=f"{command} summary",
+                   title_style="bold")  # fmt: skip
     totals.add_column(style="bold")
     totals.add_column(justify="right", overflow="fold")
     not_tcp = sum(

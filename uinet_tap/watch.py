@@ -1,42 +1,259 @@
-"""`uinet-tap watch IFACE`: live capture, the engine, the live view or status lines.
+"""`uinet-tap watch IFACE`: live capture, the engine(s), the live view or status lines.
 
-Watch only listens: it opens a capture handle and never sends a frame."""
+One process, or with ``--workers N`` N capture processes joined in a PACKET_FANOUT group in
+hash mode (the kernel keeps a flow on one socket, so each worker sees whole flows), each with
+its own engine, sending records and snapshots to this process, which merges them.
+
+Watch only listens: capture handles are opened and read; no frame is ever sent."""
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing as mp
+import os
+import queue
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from .engine import Engine
 from .live import LiveCapture
 from .live_view_data import SnapshotMaker
+from .pcapfile import CaptureError
+from .snapshot import Snapshot
+
+_NOT_TCP = ("non_tcp", "unsupported_ethertype")
+
+
+class Backend(Protocol):
+    iface: str
+
+    def step(self) -> None: ...  # take what arrived (waits at most a few tens of ms)
+
+    def snapshot(self) -> Snapshot: ...
+
+    def finish(self) -> dict: ...  # end capture; every record written; the run's stats
+
+
+class SingleBackend:
+    """Capture and engine in this process."""
+
+    def __init__(self, capture: LiveCapture, engine: Engine) -> None:
+        self.iface = capture.iface
+        self.capture = capture
+        self.engine = engine
+        self.maker = SnapshotMaker(engine)
+        self._last_expiry = 0.0
+
+    def on_record(self, writer: Callable[[dict], None]) -> Callable[[dict], None]:
+        def record(rec: dict) -> None:
+            writer(rec)
+            self.maker.closed_record(rec)
+
+        return record
+
+    def step(self) -> None:
+        batch = self.capture.poll(0.05)
+        if batch is not None:
+            self.engine.feed_batch(batch)
+        now = time.monotonic()
+        if now - self._last_expiry >= 1.0:
+            # Idle flows time out on the clock too, not only when packets move time on.
+            self._last_expiry = now
+            self.engine.expire(time.time())
+
+    def snapshot(self) -> Snapshot:
+        _recv, drop, ifdrop = self.capture.stats()
+        return self.maker.snapshot((drop, ifdrop))
+
+    def finish(self) -> dict:
+        self.engine.finish()
+        recv, drop, ifdrop = self.capture.stats()
+        self.capture.close()
+        stats = self.engine.stats()
+        stats["capture"] = {"received": recv, "kernel_drops": drop, "interface_drops": ifdrop}
+        return stats
+
+
+def _worker(
+    index: int,
+    group: int,
+    capture_args: dict[str, Any],
+    make_engine: Callable[[int, Callable[[dict], None]], Engine],
+    out: Any,
+    stop: Any,
+) -> None:
+    """One capture process: its share of the flows, records and snapshots to the parent."""
+    try:
+        capture = LiveCapture(**capture_args, fanout_group=group)
+    except CaptureError as exc:
+        out.put(("error", index, str(exc)))
+        return
+    engine = make_engine(capture.linktype, lambda rec: out.put(("record", index, rec)))
+    backend = SingleBackend(capture, engine)
+    out.put(("ready", index, None))
+    last_snapshot = 0.0
+    try:
+        while not stop.is_set():
+            backend.step()
+            now = time.monotonic()
+            if now - last_snapshot >= 0.25:
+                last_snapshot = now
+                out.put(("snapshot", index, backend.snapshot()))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: end as asked
+        pass
+    out.put(("stats", index, backend.finish()))
+
+
+class WorkerPool:
+    """N capture processes in one fanout group; this process merges what they send."""
+
+    def __init__(
+        self,
+        iface: str,
+        workers: int,
+        capture_args: dict[str, Any],
+        make_engine: Callable[[int, Callable[[dict], None]], Engine],
+        writer: Callable[[dict], None],
+    ) -> None:
+        self.iface = iface
+        self.writer = writer
+        ctx = mp.get_context("fork")  # the engine factory (plugins, policy) is inherited as is
+        self.out = ctx.Queue()
+        self.stop = ctx.Event()
+        group = (os.getpid() & 0x7FFF) or 1
+        self.procs = [
+            ctx.Process(
+                target=_worker,
+                args=(i, group, capture_args, make_engine, self.out, self.stop),
+                daemon=True,
+            )
+            for i in range(workers)
+        ]
+        self.snapshots: dict[int, Snapshot] = {}
+        self.stats: dict[int, dict] = {}
+        for p in self.procs:
+            p.start()
+        ready = 0
+        deadline = time.monotonic() + 15
+        while ready < workers:
+            kind, index, payload = self._get(max(0.1, deadline - time.monotonic()))
+            if kind == "ready":
+                ready += 1
+            elif kind == "error":
+                self._abort()
+                raise CaptureError(payload)
+            elif kind is None and time.monotonic() > deadline:
+                self._abort()
+                raise CaptureError(f"capture workers on {iface} did not start")
+
+    def _get(self, timeout: float) -> tuple[Any, Any, Any]:
+        try:
+            return self.out.get(timeout=timeout)  # type: ignore[no-any-return]
+        except queue.Empty:
+            return None, None, None
+
+    def _handle(self, kind: Any, index: Any, payload: Any) -> None:
+        if kind == "record":
+            self.writer(payload)
+        elif kind == "snapshot":
+            self.snapshots[index] = payload
+        elif kind == "stats":
+            self.stats[index] = payload
+
+    def _abort(self) -> None:
+        self.stop.set()
+        for p in self.procs:
+            p.join(2)
+            if p.is_alive():
+                p.terminate()
+
+    def step(self) -> None:
+        kind, index, payload = self._get(0.05)
+        while kind is not None:
+            self._handle(kind, index, payload)
+            kind, index, payload = self._get(0)
+
+    def snapshot(self) -> Snapshot:
+        snaps = list(self.snapshots.values())
+        if not snaps:
+            return Snapshot(0.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ())
+        total = {f.name: 0 for f in dataclasses.fields(Snapshot)
+                 if f.name not in ("now", "flows", "closed")}  # fmt: skip
+        for s in snaps:
+            for name in total:
+                total[name] += getattr(s, name)
+        # Each worker holds its own flows: ids are per worker, so they are renumbered apart.
+        flows = tuple(
+            dataclasses.replace(row, id=row.id * len(self.procs) + i)
+            for i, s in sorted(self.snapshots.items())
+            for row in s.flows
+        )
+        closed = tuple(row for s in snaps for row in s.closed)
+        return Snapshot(now=max(s.now for s in snaps), flows=flows, closed=closed, **total)
+
+    def finish(self) -> dict:
+        self.stop.set()
+        deadline = time.monotonic() + 60
+        while len(self.stats) < len(self.procs) and time.monotonic() < deadline:
+            kind, index, payload = self._get(0.5)
+            if kind is not None:
+                self._handle(kind, index, payload)
+            elif not any(p.is_alive() for p in self.procs):
+                break
+        self.step()  # records sent just before a worker's stats
+        for p in self.procs:
+            p.join(5)
+        return _merge_stats(list(self.stats.values()), len(self.procs))
+
+
+def _merge_stats(parts: list[dict], workers: int) -> dict:
+    merged: dict[str, Any] = {"workers": workers}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, bool):
+                merged[key] = merged.get(key, False) or value
+            elif isinstance(value, int | float):
+                merged[key] = merged.get(key, 0) + value
+            elif isinstance(value, dict):
+                acc = merged.setdefault(key, Counter())
+                for k, v in value.items():
+                    if isinstance(v, int | float):
+                        acc[k] += v
+            elif isinstance(value, list):
+                merged.setdefault(key, []).extend(value)
+    for key, value in merged.items():
+        if isinstance(value, Counter):
+            merged[key] = dict(value)
+    if "largest" in merged:
+        merged["largest"] = sorted(merged["largest"], key=lambda r: -r["bytes"])[:5]
+    return merged
 
 
 class Watch:
+    """The foreground loop: the live view on a terminal, else a ready line and status lines."""
+
     def __init__(
         self,
-        capture: LiveCapture,
-        engine: Engine,
+        backend: Backend,
         tui: bool,
         status_interval: float = 5.0,
         duration: float | None = None,
         err: TextIO = sys.stderr,
         flush: Callable[[], None] = lambda: None,
     ) -> None:
-        self.capture = capture
-        self.engine = engine
+        self.backend = backend
         self.tui = tui
         self.status_interval = status_interval
         self.duration = duration
         self.err = err
         self.flush = flush
-        self.maker = SnapshotMaker(engine)
         self.started = time.monotonic()
         self._last_status = self.started
         self._last_packets = 0
-        self._last_expiry = 0.0
+        self._last_flush = self.started
 
     def run(self) -> None:
         """Capture until q, SIGINT/SIGTERM (KeyboardInterrupt) or the duration ends."""
@@ -44,10 +261,10 @@ class Watch:
         if self.tui:
             from .tui import LiveView  # rich's live machinery only where a terminal is
 
-            view = LiveView(title=self.capture.iface)
+            view = LiveView(title=self.backend.iface)
             view.start()
         else:
-            print(f"uinet-tap watch: capturing on {self.capture.iface}: ready",
+            print(f"uinet-tap watch: capturing on {self.backend.iface}: ready",
                   file=self.err, flush=True)  # fmt: skip
         try:
             self._loop(view)
@@ -56,55 +273,30 @@ class Watch:
                 view.stop()
 
     def _loop(self, view: Any) -> None:
-        engine = self.engine
         while True:
-            batch = self.capture.poll(0.05)
-            if batch is not None:
-                engine.feed_batch(batch)
+            self.backend.step()
             now = time.monotonic()
-            if now - self._last_expiry >= 1.0:
-                # Idle flows time out on the clock too, not only when packets move time on.
-                self._last_expiry = now
-                engine.expire(time.time())
+            if now - self._last_flush >= 1.0:
+                self._last_flush = now
                 self.flush()
             if view is not None:
-                view.update(self.maker.snapshot(self._drops()))
+                view.update(self.backend.snapshot())
                 if view.poll_keys():
                     return
             elif now - self._last_status >= self.status_interval:
-                self._status(now)
+                self._status(now, self.backend.snapshot())
             if self.duration is not None and now - self.started >= self.duration:
                 return
 
-    def _drops(self) -> tuple[int, int]:
-        _recv, drop, ifdrop = self.capture.stats()
-        return drop, ifdrop
-
-    def _status(self, now: float) -> None:
-        e = self.engine
-        t = e.tracker
-        packets = e.totals.packets
-        rate = (packets - self._last_packets) / max(now - self._last_status, 1e-6)
-        self._last_packets, self._last_status = packets, now
-        drop, ifdrop = self._drops()
-        errors = sum(e.inspection.inspector.errors.values()) if e.inspection else 0
-        undecodable = e.decoder.undecodable
-        not_tcp = sum(undecodable.get(k, 0) for k in ("non_tcp", "unsupported_ethertype"))
+    def _status(self, now: float, s: Snapshot) -> None:
+        rate = (s.packets - self._last_packets) / max(now - self._last_status, 1e-6)
+        self._last_packets, self._last_status = s.packets, now
         print(
-            f"uinet-tap watch {self.capture.iface}: {now - self.started:.0f}s "
-            f"packets={packets} ({rate:.0f}/s) flows active={t.active} total={t.next_id} "
-            f"drops kernel={drop} interface={ifdrop} "
-            f"not-tcp={not_tcp} undecodable={sum(undecodable.values()) - not_tcp} "
-            f"plugin-errors={errors}",
+            f"uinet-tap watch {self.backend.iface}: {now - self.started:.0f}s "
+            f"packets={s.packets} ({rate:.0f}/s) flows active={s.flows_active} "
+            f"total={s.flows_total} drops kernel={s.kernel_drops} "
+            f"interface={s.interface_drops} not-tcp={s.not_tcp} undecodable={s.undecodable} "
+            f"plugin-errors={s.plugin_errors}",
             file=self.err,
             flush=True,
         )
-
-    def on_record(self, writer: Callable[[dict], None]) -> Callable[[dict], None]:
-        """Records go to the writer and, as rows, to the view's list of ended flows."""
-
-        def record(rec: dict) -> None:
-            writer(rec)
-            self.maker.closed_record(rec)
-
-        return record
