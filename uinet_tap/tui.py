@@ -245,7 +245,6 @@ _COLUMNS: tuple[_Column, ...] = (
     _Column("dur", "Dur", 3, 6, 30, "right"),
     _Column("seen", "Seen", 4, 5, 40, "right"),
 )
-_SORT_COLUMN = {"bytes": "bytes", "rate": "rate", "dur": "dur", "seen": "seen"}
 
 
 @dataclass(slots=True)
@@ -314,6 +313,7 @@ class LiveView:
         self._running = False
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._dirty = True
+        self._keyed = False  # a key changed the view since the last draw
         self._last_draw = float("-inf")
         self._last_size: tuple[int, int] | None = None
 
@@ -462,12 +462,12 @@ class LiveView:
                 if self.handle_key(key):
                     quit_ = True
         if self._running and not quit_:
-            self._maybe_draw(force=False, keys=True)
+            self._maybe_draw(force=self._keyed)  # what a key changed is shown at once
         return quit_
 
     def handle_key(self, key: str) -> bool:
         """Apply one key (as named by `parse_keys`). Returns True for quit."""
-        self._dirty = True
+        self._dirty = self._keyed = True
         if self.filter_edit is not None:
             return self._filter_key(key)
         if key == "q":
@@ -502,7 +502,7 @@ class LiveView:
                 self._detail_row = row
                 self.detail_scroll = 0
         else:
-            self._dirty = False
+            self._keyed = False
         return False
 
     def _filter_key(self, key: str) -> bool:
@@ -698,7 +698,7 @@ class LiveView:
         )
         for col, w in columns:
             header = col.header
-            if _SORT_COLUMN.get(self.sort_key, self.sort_key) == col.key:
+            if self.sort_key == col.key:
                 header = header + ("▼" if self.sort_reverse else "▲")
             table.add_column(
                 header,
@@ -762,7 +762,7 @@ class LiveView:
             cols = [c for c in cols if c.key != "vlan"]
         if not any(r.gaps or r.bypassed for r in rows):
             cols = [c for c in cols if c.key != "flags"]
-        sorted_col = _SORT_COLUMN.get(self.sort_key, self.sort_key)
+        sorted_col = self.sort_key
         natural = {}
         for c in cols:
             header = len(c.header) + (c.key == sorted_col)
@@ -943,7 +943,7 @@ class LiveView:
         self._dirty = True
         self._maybe_draw(force=True)
 
-    def _maybe_draw(self, force: bool, keys: bool = False) -> None:
+    def _maybe_draw(self, force: bool) -> None:
         if not self._running:
             return
         size = (self.console.size.width, self.console.size.height)
@@ -951,7 +951,8 @@ class LiveView:
             force = True
         if not self._dirty and not force:
             return
-        due = self._clock() - self._last_draw >= self.refresh_interval
+        # a little slack, so that a caller updating exactly every interval is drawn every time
+        due = self._clock() - self._last_draw >= self.refresh_interval - 0.01
         if force or due:
             self._draw()
 
@@ -966,7 +967,7 @@ class LiveView:
         else:
             self.console.print(renderable)
         self._last_draw = self._clock()
-        self._dirty = False
+        self._dirty = self._keyed = False
 
 
 def _trim(hist: deque[tuple[float, int, int]], cutoff: float) -> None:
