@@ -108,3 +108,25 @@ def test_watch_live_view_in_tmux_on_real_traffic(tmp_path: Path):
     assert rec["protocol"] == "http" and rec["findings"]["path"] == "/blob.bin"
     assert rec["s2c"]["payload_bytes"] > len(body)  # headers + body
     assert rec["client"].startswith("10.91.0.1:")
+
+
+@pytest.mark.parametrize("speed", ["0", "50"])
+def test_replay_tui_shows_the_file_and_quits(tmp_path: Path, speed: str):
+    if shutil.which("tmux") is None:
+        pytest.skip("needs tmux")
+    flows = tmp_path / "flows.jsonl"
+    capture = Path(__file__).resolve().parents[1] / "captures" / "http-keepalive.pcap"
+    sock = f"ut-rtui-{id(tmp_path) & 0xFFFFFF}"
+    cmd = (f"{BIN / 'uinet-tap'} replay {capture} --tui --speed {speed} --flows {flows} -q; "
+           "echo EXITED=$?; sleep 30")  # fmt: skip
+    _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
+    try:
+        screen = _wait_pane(sock, lambda t: "http" in t and "10.99.0.2:8080" in t, "the flow")
+        assert "10.99.0.1:41000" in screen
+        _tmux(sock, "send-keys", "-t", "w", "q")
+        done = _wait_pane(sock, lambda t: "EXITED=" in t, "replay to exit")
+        assert "EXITED=0" in done, done
+    finally:
+        _tmux(sock, "kill-server")
+    (rec,) = [json.loads(line) for line in flows.read_text().splitlines()]
+    assert rec["protocol"] == "http" and rec["close"] == "fin"

@@ -222,6 +222,9 @@ def _write_stats(stats_path: str | None, stats: dict) -> None:
     show_default=True,
     help="Stop reassembling a flow once it is passed (only its counters move).",
 )
+@click.option("--tui", is_flag=True, help="Show the flows in the live view while reading.")
+@click.option("--speed", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="With --tui: 1 paces by capture time, 2 twice as fast, 0 not.")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def replay(
     capture: str,
@@ -233,6 +236,8 @@ def replay(
     plugin_files: tuple[str, ...],
     bypass: bool,
     no_inspect: bool,
+    tui: bool,
+    speed: float,
     quiet: bool,
     **options: Any,
 ) -> None:
@@ -260,13 +265,18 @@ def replay(
     _prepare_run()
     from .summary import Progress, render_summary  # rich costs 60 ms to import: only when shown
 
-    progress = Progress(source.size, enabled=not quiet)
+    progress = Progress(source.size, enabled=not quiet and not tui)
     started = time.perf_counter()
     try:
-        with progress:
-            for batch in source.batches():
-                engine.feed_batch(batch)
-                progress.update(source.bytes_read, source.packets)
+        if tui:
+            from .replay_view import replay_with_view
+
+            replay_with_view(engine, source.batches(), capture, speed)
+        else:
+            with progress:
+                for batch in source.batches():
+                    engine.feed_batch(batch)
+                    progress.update(source.bytes_read, source.packets)
     except KeyboardInterrupt:
         click.echo(f"interrupted after {source.packets} packets: writing every record", err=True)
         exit_code = 130
