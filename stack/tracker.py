@@ -295,15 +295,7 @@ class Tracker:
             return False
         ep, peer = (conn.c, conn.s) if from_client else (conn.s, conn.c)
         if conn.bypassed:
-            self.tcp_packets += 1
-            self.now = ts
-            if ts - self.last_expiry >= 1.0:
-                self.last_expiry = ts
-                self.expire(ts)
-            conn.last_seen = ts
-            conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
-            ep.packets += 1
-            ep.ttl = ttl
+            self._fast_seen(ts, conn, ep, ttl)
             ep.payload_bytes += len(payload)
             ep.last_ack = ack
             ep.window = window
@@ -340,15 +332,7 @@ class Tracker:
             elif aoff > peer.seen_end:
                 return False  # bytes never seen, or the ACK of an unseen FIN
         # -- committed to the fast path from here on --
-        self.tcp_packets += 1
-        self.now = ts
-        if ts - self.last_expiry >= 1.0:
-            self.last_expiry = ts
-            self.expire(ts)
-        conn.last_seen = ts
-        conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
-        ep.packets += 1
-        ep.ttl = ttl
+        self._fast_seen(ts, conn, ep, ttl)
         ep.last_ack = ack
         if conn.state is ConnState.SYN_RECEIVED and aoff >= 0 and ep is conn.c:
             conn.state = ConnState.ESTABLISHED  # the client ACKed the SYN-ACK
@@ -366,6 +350,18 @@ class Tracker:
             self._on_fin(conn, ep, off + n)
         ep.window = window
         return True
+
+    def _fast_seen(self, ts: float, conn: Connection, ep: Endpoint, ttl: int) -> None:
+        """The bookkeeping of every segment the fast path takes (segment() does the same)."""
+        self.tcp_packets += 1
+        self.now = ts
+        if ts - self.last_expiry >= 1.0:
+            self.last_expiry = ts
+            self.expire(ts)
+        conn.last_seen = ts
+        conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
+        ep.packets += 1
+        ep.ttl = ttl
 
     def _new_connection(
         self, ts: float, seg: Segment, keys: tuple[bytes, bytes]
