@@ -147,6 +147,16 @@ class Smtp(Plugin):
         return NEED_MORE
 
 
+def _greeting_match(plugin: Plugin, protocol: str, s2c: bytes) -> Match | Detection:
+    """The server's first line as the greeting: text, and whole before it is reported."""
+    line, complete = first_line(s2c)
+    if line is None or not is_text(line):
+        return NO_MATCH
+    if not complete:
+        return NEED_MORE
+    return plugin.match(protocol, greeting=decode(line))
+
+
 class Imap(Plugin):
     """IMAP: untagged "* OK" / "* PREAUTH" / "* BYE" greeting, or a tagged first command."""
 
@@ -169,12 +179,7 @@ class Imap(Plugin):
                 return NEED_MORE
             if nxt not in (b" ", b"\r", b"\n"):
                 return NO_MATCH
-            line, complete = first_line(s2c)
-            if line is None or not is_text(line):
-                return NO_MATCH
-            if not complete:
-                return NEED_MORE
-            return self.match("imap", greeting=decode(line))
+            return _greeting_match(self, "imap", s2c)
         # No server bytes (midstream): a tagged first command still identifies IMAP.
         c2s = flow.c2s
         if not c2s:
@@ -217,12 +222,7 @@ class Pop3(Plugin):
                 cverb, complete = client_verb(flow.c2s)
                 if not complete or cverb not in ("USER", "APOP", "CAPA", "STLS"):
                     return NO_MATCH
-            line, complete = first_line(s2c)
-            if line is None or not is_text(line):
-                return NO_MATCH
-            if not complete:
-                return NEED_MORE
-            return self.match("pop3", greeting=decode(line))
+            return _greeting_match(self, "pop3", s2c)
         c2s = flow.c2s
         if not c2s:
             return NEED_MORE
