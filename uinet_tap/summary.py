@@ -79,6 +79,14 @@ def render_summary(stats: dict, capture: str, elapsed: float, command: str = "re
         ("not TCP", f"{not_tcp:,}"),
         ("undecodable", f"{malformed:,}"),
     ]
+    if stats.get("protocols"):
+        rows.append(("protocols", ", ".join(f"{k} {v:,}" for k, v in stats["protocols"].items())))
+        rows.append(("verdicts", ", ".join(f"{k} {v:,}" for k, v in stats["verdicts"].items())))
+        if stats.get("bypassed"):
+            rows.append(("bypassed", f"{stats['bypassed']:,}"))
+    if stats.get("plugin_errors"):
+        errors = ", ".join(f"{k} {v:,}" for k, v in stats["plugin_errors"].items())
+        rows.append(("plugin errors", errors))
     if stats["evicted"] or stats["buffer_forced"]:
         rows.append(
             ("limits hit", f"{stats['evicted']:,} evicted, {stats['buffer_forced']:,} forced")
