@@ -80,7 +80,7 @@ class Plugin:
 
     async def intercept(self, conn: InterceptedConnection) -> None:
         """Inline only, after INTERCEPT: by default relay both ways unchanged."""
-        from .conn import relay
+        from .handlers import relay
 
         await relay(conn)
 

@@ -7,7 +7,6 @@ again: each endpoint delivers every byte exactly once.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -16,7 +15,8 @@ if TYPE_CHECKING:
 
 class Endpoint(Protocol):
     async def read(self, n: int = 65536) -> bytes:
-        """Up to n bytes as soon as any are there; b"" once the peer's FIN was read."""
+        """Up to n bytes as soon as any are there; b"" once the peer's FIN was read.
+        Raises ConnectionResetError once the peer reset the connection."""
         ...
 
     def write(self, data: bytes) -> None: ...
@@ -38,17 +38,7 @@ class InterceptedConnection(Protocol):
     flow: FlowView
 
 
-async def pipe(src: Endpoint, dst: Endpoint) -> None:
-    """Copy src to dst until src's FIN, then half-close dst."""
-    while True:
-        data = await src.read()
-        if not data:
-            dst.close()
-            return
-        dst.write(data)
-        await dst.drain()
+# The splice lives with the other built-in handlers; importable from here as before.
+from .handlers import pipe, relay  # noqa: E402
 
-
-async def relay(conn: InterceptedConnection) -> None:
-    """The transparent splice: both directions, each closed when its source closes."""
-    await asyncio.gather(pipe(conn.client, conn.server), pipe(conn.server, conn.client))
+__all__ = ["Endpoint", "InterceptedConnection", "pipe", "relay"]
