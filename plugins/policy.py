@@ -61,7 +61,7 @@ HANDLERS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "respond": {"data": str, "data_hex": str},
     "tee": {"dir": str},
 }
-_REQUIRED = {"rewrite": ("pattern", "replace"), "respond": ()}
+_REQUIRED = {"rewrite": ("pattern", "replace"), "respond": (), "tee": ("dir",)}
 _RULE_KEYS = frozenset(
     ("protocol", "host", "server", "client", "port", "vlan", "action", "handler", "options")
 )
@@ -277,8 +277,12 @@ def _rule(index: int, raw: Any, where: _Locator) -> Rule:
     for k in _REQUIRED.get(handler or "", ()):
         if k not in options:
             raise where.error("options", section, f"handler {handler!r} needs option {k!r}")
-    if handler == "respond" and not ({"data", "data_hex"} & set(options)):
-        raise where.error("options", section, "handler 'respond' needs option 'data' or 'data_hex'")
+    if handler == "respond" and len({"data", "data_hex"} & set(options)) != 1:
+        raise where.error(
+            "options", section, "handler 'respond' needs option 'data' or 'data_hex' (one of them)"
+        )
+    if handler == "rewrite" and not options["pattern"]:
+        raise where.error("options", section, "handler 'rewrite' needs a non-empty pattern")
     return Rule(index, action, handler=handler, options=dict(options), **kw)
 
 

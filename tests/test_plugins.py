@@ -87,6 +87,19 @@ options = { data_hex = "48490a" }
             4,
             "replace",
         ),
+        (
+            '[[rule]]\naction = "intercept"\nhandler = "rewrite"\n'
+            'options = { pattern = "", replace = "x" }\n',
+            4,
+            "pattern",
+        ),
+        ('[[rule]]\naction = "intercept"\nhandler = "tee"\n', 1, "dir"),
+        (
+            '[[rule]]\naction = "intercept"\nhandler = "respond"\n'
+            'options = { data = "a", data_hex = "61" }\n',
+            4,
+            "data_hex",
+        ),
         ("[budget]\nbytes = -1\n", 2, "bytes"),
         ('default = "maybe"\n', 1, "default"),
         ('[[rule]]\naction = "pass"\nport = [80,\n', 3, ""),  # TOML syntax: tomllib's line
