@@ -1,0 +1,379 @@
+"""The active TCP endpoint (stack/active.py), sans-I/O with a fake clock, one RFC behaviour per
+test, and a property: two endpoints over a seeded lossy, reordering link move exact bytes."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from uinet_tap.stack.active import (
+    ACK,
+    DELACK,
+    FIN,
+    PSH,
+    RST,
+    RTO_INITIAL,
+    SYN,
+    Incoming,
+    Outgoing,
+    Takeover,
+    Tcb,
+    TcbState,
+    TsClock,
+    parse_incoming,
+)
+from uinet_tap.stack.emit import encode_options
+
+MSS = 1000
+ISS_US, ISS_PEER = 1_000_000, 4_000_000_000  # the peer's numbers wrap around 2**32
+
+
+def takeover(**kw: object) -> Takeover:
+    base = dict(
+        snd_una=ISS_US,
+        snd_nxt=ISS_US,
+        unacked=b"",
+        rcv_nxt=ISS_PEER,
+        peer_window=65535,
+        peer_wscale=0,
+        our_wscale=0,
+        rcv_edge=ISS_PEER + 65535,
+        peer_mss=MSS,
+        sack=True,
+        clock=None,
+        ts_recent=0,
+    )
+    base.update(kw)
+    return Takeover(**base)  # type: ignore[arg-type]
+
+
+def take(tcb: Tcb) -> list[Outgoing]:
+    out, tcb.out = tcb.out, []
+    return out
+
+
+def seg(seq: int, ack: int, flags: int = ACK, window: int = 65535, payload: bytes = b"",
+        **kw: object) -> Incoming:  # fmt: skip
+    return Incoming(seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, flags, window, payload, **kw)  # type: ignore[arg-type]
+
+
+def test_bytes_in_flight_at_takeover_are_resent_on_timeout_with_backoff() -> None:
+    """RFC 6298 (5.4)-(5.6): the held bytes go again after the RTO, which doubles."""
+    t = Tcb(takeover(snd_nxt=ISS_US + 2500, unacked=b"x" * 2500), now=0.0)
+    assert t.deadline() == RTO_INITIAL
+    t.on_timer(RTO_INITIAL)
+    out = take(t)
+    assert [(o.seq, len(o.payload)) for o in out] == [(ISS_US, MSS)]
+    assert t.deadline() == RTO_INITIAL + 2 * RTO_INITIAL
+    t.on_timer(3 * RTO_INITIAL)
+    assert [o.seq for o in take(t)] == [ISS_US]
+    assert t.deadline() == 3 * RTO_INITIAL + 4 * RTO_INITIAL
+    # the peer acknowledges everything: no timer, nothing held
+    t.on_segment(seg(ISS_PEER, ISS_US + 2500), 7.5)
+    assert t.queued == 0 and t.rto_at is None
+
+
+def test_acknowledged_in_flight_bytes_are_never_resent() -> None:
+    t = Tcb(takeover(snd_nxt=ISS_US + 2000, unacked=b"y" * 2000), now=0.0)
+    t.on_segment(seg(ISS_PEER, ISS_US + 2000), 0.01)
+    t.on_timer(5.0)
+    assert take(t) == []
+
+
+def test_fast_retransmit_on_the_third_duplicate_ack() -> None:
+    """RFC 5681 §3.2: three duplicate ACKs resend the first unacknowledged segment at once."""
+    t = Tcb(takeover(sack=False), now=0.0)
+    t.send(b"a" * 8000, 0.0)
+    sent = take(t)
+    assert len(sent) == 8 and all(len(o.payload) == MSS for o in sent)
+    t.on_segment(seg(ISS_PEER, ISS_US + 1000), 0.01)
+    take(t)
+    for i in range(2):
+        t.on_segment(seg(ISS_PEER, ISS_US + 1000), 0.011 + i / 1000)
+        assert not [o for o in take(t) if o.payload]
+    t.on_segment(seg(ISS_PEER, ISS_US + 1000), 0.02)
+    resent = [o for o in take(t) if o.payload]
+    assert resent and resent[0].seq == ISS_US + 1000
+    assert t.stats.fast_retransmits == 1
+    # a partial ACK resends the next hole (RFC 6582 §3.2)
+    t.on_segment(seg(ISS_PEER, ISS_US + 3000), 0.03)
+    assert [o.seq for o in take(t) if o.payload][0] == ISS_US + 3000
+
+
+def test_sacked_ranges_are_not_resent() -> None:
+    """RFC 2018: what the peer's SACK blocks hold is skipped when resending."""
+    t = Tcb(takeover(), now=0.0)
+    t.send(b"s" * 6000, 0.0)
+    take(t)
+    holes = ((ISS_US + 2000, ISS_US + 6000),)
+    for i in range(3):
+        t.on_segment(seg(ISS_PEER, ISS_US + 1000, sack=holes), 0.01 + i / 1000)
+    resent = [o for o in take(t) if o.payload]
+    assert [(o.seq, len(o.payload)) for o in resent] == [(ISS_US + 1000, 1000)]
+    t.on_timer(t.deadline() or 0)  # a timeout forgets SACK info (RFC 2018 §8) and resends
+    assert [o.seq for o in take(t) if o.payload] == [ISS_US + 1000]
+
+
+def test_sending_stops_at_the_peers_window_and_resumes_when_it_opens() -> None:
+    """RFC 9293 §3.8.6: never past SND.UNA + SND.WND; window scale applies (RFC 7323 §2.3)."""
+    t = Tcb(takeover(peer_window=750, peer_wscale=2), now=0.0)  # 3000 bytes
+    t.send(b"w" * 10000, 0.0)
+    assert sum(len(o.payload) for o in take(t)) == 3000
+    t.on_segment(seg(ISS_PEER, ISS_US + 3000, window=1000), 0.01)  # 4000 more
+    assert sum(len(o.payload) for o in take(t)) == 4000
+
+
+def test_zero_window_probe_and_reopening() -> None:
+    """RFC 9293 §3.8.6.1: with a zero window and data to send, probe until it opens."""
+    t = Tcb(takeover(peer_window=0), now=0.0)
+    t.send(b"z" * 3000, 0.0)
+    assert take(t) == []
+    at = t.deadline()
+    assert at is not None
+    t.on_timer(at)
+    probe = take(t)
+    assert len(probe) == 1 and probe[0].seq == ISS_US - 1 and probe[0].payload == b""
+    later = t.deadline()
+    assert later is not None and later - at > at  # backed off
+    t.on_segment(seg(ISS_PEER, ISS_US, window=65535), at + 0.01)
+    assert sum(len(o.payload) for o in take(t)) == 3000
+
+
+def test_delayed_ack_every_second_segment_or_after_the_timer() -> None:
+    """RFC 5681 §4.2."""
+    t = Tcb(takeover(), now=0.0)
+    t.on_segment(seg(ISS_PEER, ISS_US, payload=b"d" * MSS), 0.0)
+    assert take(t) == [] and t.deadline() == DELACK
+    t.on_timer(DELACK)
+    (ack,) = take(t)
+    assert ack.ack == (ISS_PEER + MSS) & 0xFFFFFFFF and ack.flags == ACK
+    t.on_segment(seg(ISS_PEER + MSS, ISS_US, payload=b"d" * MSS), 1.0)
+    t.on_segment(seg(ISS_PEER + 2 * MSS, ISS_US, payload=b"d" * MSS), 1.001)
+    assert [o.ack for o in take(t)] == [(ISS_PEER + 3 * MSS) & 0xFFFFFFFF]
+    assert t.read(1 << 20, 1.002) == b"d" * 3 * MSS
+
+
+def test_out_of_order_data_is_acked_at_once_with_sack_and_delivered_in_order() -> None:
+    t = Tcb(takeover(), now=0.0)
+    t.on_segment(seg(ISS_PEER + 1000, ISS_US, payload=b"2" * 1000), 0.0)
+    (dup,) = take(t)
+    assert dup.ack == ISS_PEER
+    assert parse_incoming(0, 0, 0, 0, dup.options, b"").sack == (
+        (ISS_PEER + 1000, (ISS_PEER + 2000) & 0xFFFFFFFF),
+    )
+    assert t.readable == 0
+    t.on_segment(seg(ISS_PEER, ISS_US, payload=b"1" * 1000), 0.01)
+    assert t.read(5000, 0.02) == b"1" * 1000 + b"2" * 1000
+    assert t.rcv_nxt == (ISS_PEER + 2000) & 0xFFFFFFFF
+
+
+def test_active_close_fin_wait_to_time_wait_to_closed() -> None:
+    """RFC 9293 §3.3.2: ESTABLISHED -> FIN-WAIT-1 -> FIN-WAIT-2 -> TIME-WAIT -> CLOSED."""
+    t = Tcb(takeover(), now=0.0)
+    t.send(b"bye", 0.0)
+    t.close(0.0)
+    out = take(t)
+    assert out[-1].flags & FIN and out[-1].seq + len(out[-1].payload) == ISS_US + 3
+    assert t.state is TcbState.FIN_WAIT_1
+    t.on_segment(seg(ISS_PEER, ISS_US + 4), 0.01)
+    assert t.state is TcbState.FIN_WAIT_2
+    t.on_segment(seg(ISS_PEER, ISS_US + 4, flags=ACK | FIN), 0.02)
+    assert t.state is TcbState.TIME_WAIT and t.eof
+    assert take(t)[-1].ack == (ISS_PEER + 1) & 0xFFFFFFFF
+    # the peer's FIN again (our ACK was lost): acknowledged again
+    t.on_segment(seg(ISS_PEER, ISS_US + 4, flags=ACK | FIN), 0.5)
+    assert take(t)[-1].ack == (ISS_PEER + 1) & 0xFFFFFFFF
+    t.on_timer(t.deadline() or 0)
+    assert t.state is TcbState.CLOSED and not t.reset
+
+
+def test_passive_close_close_wait_to_last_ack_to_closed() -> None:
+    t = Tcb(takeover(), now=0.0)
+    t.on_segment(seg(ISS_PEER, ISS_US, flags=ACK | FIN | PSH, payload=b"end"), 0.0)
+    assert t.state is TcbState.CLOSE_WAIT
+    assert t.read(10, 0.0) == b"end" and t.eof
+    t.close(0.01)
+    assert t.state is TcbState.LAST_ACK and take(t)[-1].flags & FIN
+    t.on_segment(seg(ISS_PEER + 4, ISS_US + 1), 0.02)
+    assert t.state is TcbState.CLOSED and not t.reset
+
+
+def test_simultaneous_close_goes_through_closing() -> None:
+    t = Tcb(takeover(), now=0.0)
+    t.close(0.0)
+    take(t)
+    t.on_segment(seg(ISS_PEER, ISS_US, flags=ACK | FIN), 0.01)  # FIN crossing ours
+    assert t.state is TcbState.CLOSING
+    t.on_segment(seg(ISS_PEER + 1, ISS_US + 1), 0.02)
+    assert t.state is TcbState.TIME_WAIT
+
+
+def test_unacknowledged_fin_is_resent() -> None:
+    t = Tcb(takeover(), now=0.0)
+    t.close(0.0)
+    take(t)
+    t.on_timer(t.deadline() or 0)
+    assert take(t)[-1].flags & FIN
+
+
+def test_paws_drops_an_old_duplicate() -> None:
+    """RFC 7323 §5.3: a segment whose TSval is older than TS.Recent is dropped and ACKed."""
+    clock = TsClock(base=500, at=0.0, rate=1000.0)
+    t = Tcb(takeover(clock=clock, ts_recent=9000), now=0.0)
+    t.on_segment(seg(ISS_PEER, ISS_US, payload=b"old", tsval=8000, tsecr=400), 0.0)
+    (ack,) = take(t)
+    assert t.readable == 0 and t.stats.paws_dropped == 1
+    opts = parse_incoming(0, 0, 0, 0, ack.options, b"")
+    assert opts.tsecr == 9000 and opts.tsval == 500
+    t.on_segment(seg(ISS_PEER, ISS_US, payload=b"new", tsval=9001, tsecr=400), 0.25)
+    assert t.read(10, 0.25) == b"new" and t.ts_recent == 9001
+
+
+def test_tsval_continues_at_the_impersonated_clock_rate() -> None:
+    clock = TsClock(base=0xFFFFFFF0, at=10.0, rate=1000.0)
+    t = Tcb(takeover(clock=clock, ts_recent=77), now=10.0)
+    t.send(b"t", 10.5)
+    (out,) = take(t)
+    opts = parse_incoming(0, 0, 0, 0, out.options, b"")
+    assert opts.tsval == (0xFFFFFFF0 + 500) & 0xFFFFFFFF and opts.tsecr == 77
+
+
+def test_rst_exact_resets_in_window_challenges_outside_ignored() -> None:
+    """RFC 5961 §3.2."""
+    t = Tcb(takeover(), now=0.0)
+    t.on_segment(seg(ISS_PEER + 100, ISS_US, flags=RST), 0.0)
+    (challenge,) = take(t)
+    assert challenge.flags == ACK and challenge.ack == ISS_PEER and t.state is TcbState.ESTABLISHED
+    t.on_segment(seg(ISS_PEER + 10_000_000, ISS_US, flags=RST), 0.0)
+    assert take(t) == [] and t.state is TcbState.ESTABLISHED
+    t.on_segment(seg(ISS_PEER, ISS_US, flags=RST), 0.0)
+    assert t.state is TcbState.CLOSED and t.reset
+
+
+def test_syn_in_a_synchronized_state_gets_a_challenge_ack() -> None:
+    """RFC 5961 §4."""
+    t = Tcb(takeover(), now=0.0)
+    t.on_segment(seg(ISS_PEER, ISS_US, flags=SYN), 0.0)
+    (out,) = take(t)
+    assert out.flags == ACK and t.state is TcbState.ESTABLISHED
+
+
+def test_abort_sends_rst_at_snd_nxt() -> None:
+    t = Tcb(takeover(snd_nxt=ISS_US + 10, unacked=b"0123456789"), now=0.0)
+    t.abort(0.0)
+    (rst,) = take(t)
+    assert rst.flags & RST and rst.seq == ISS_US + 10 and t.state is TcbState.CLOSED
+
+
+def test_our_window_never_retreats_the_advertised_edge() -> None:
+    """RFC 9293 §3.8.6.2.2: the right edge the impersonated endpoint advertised stays."""
+    t = Tcb(takeover(our_wscale=7, rcv_edge=ISS_PEER + (500 << 7)), now=0.0)
+    t.on_segment(seg(ISS_PEER, ISS_US, payload=b"q" * 10), 0.0)
+    t.on_timer(DELACK)
+    (ack,) = take(t)
+    assert ((ack.ack + (ack.window << 7)) - (ISS_PEER + (500 << 7))) & 0xFFFFFFFF < 1 << 31
+
+
+def test_timestamp_and_sack_options_encode() -> None:
+    raw = encode_options(timestamps=(1, 2), sack_blocks=((10, 20),))
+    p = parse_incoming(0, 0, 0, 0, raw, b"")
+    assert p.tsval == 1 and p.tsecr == 2 and p.sack == ((10, 20),)
+
+
+# -- two endpoints over a seeded bad link ------------------------------------------------------
+
+
+class Link:
+    """Delivers segments after a delay; drops, duplicates and reorders from a seeded RNG."""
+
+    def __init__(self, rng: random.Random, loss: float, reorder: float) -> None:
+        self.rng = rng
+        self.loss = loss
+        self.reorder = reorder
+        self.queue: list[tuple[float, int, int, Outgoing]] = []
+        self.n = 0
+
+    def put(self, now: float, dest: int, out: Outgoing) -> None:
+        if self.rng.random() < self.loss:
+            return
+        delay = 0.001 + (0.01 * self.rng.random() if self.rng.random() < self.reorder else 0)
+        self.n += 1
+        self.queue.append((now + delay, self.n, dest, out))
+
+    def next_time(self) -> float | None:
+        return min(q[0] for q in self.queue) if self.queue else None
+
+    def pop(self) -> tuple[float, int, Outgoing]:
+        self.queue.sort()
+        at, _n, dest, out = self.queue.pop(0)
+        return at, dest, out
+
+
+def pair(rate: float = 1000.0) -> tuple[Tcb, Tcb]:
+    """A and B mid-connection: A's numbers from ISS_US, B's from ISS_PEER (wrapping)."""
+    a = Tcb(takeover(clock=TsClock(1, 0.0, rate), ts_recent=5, peer_wscale=3, our_wscale=3,
+                     peer_window=8000, rcv_edge=ISS_PEER + (8000 << 3)), 0.0)  # fmt: skip
+    b = Tcb(
+        Takeover(
+            snd_una=ISS_PEER, snd_nxt=ISS_PEER, unacked=b"", rcv_nxt=ISS_US, peer_window=8000,
+            peer_wscale=3, our_wscale=3, rcv_edge=ISS_US + (8000 << 3), peer_mss=MSS, sack=True,
+            clock=TsClock(5, 0.0, rate), ts_recent=1,
+        ),
+        0.0,
+    )  # fmt: skip
+    return a, b
+
+
+def run(a: Tcb, b: Tcb, link: Link, data_a: bytes, data_b: bytes) -> tuple[bytes, bytes]:
+    """A sends data_a then closes; B the same; returns what each received."""
+    got = [bytearray(), bytearray()]
+    tcbs = (a, b)
+    now = 0.0
+    a.send(data_a, now)
+    b.send(data_b, now)
+    a.close(now)
+    b.close(now)
+    for _ in range(200_000):
+        for i, t in enumerate(tcbs):
+            for o in take(t):
+                link.put(now, 1 - i, o)
+            got[i] += t.read(1 << 20, now)
+        if all(t.state in (TcbState.TIME_WAIT, TcbState.CLOSED) for t in tcbs) and not link.queue:
+            break
+        times = [x for x in [link.next_time(), *(t.deadline() for t in tcbs)] if x is not None]
+        assert times, "stuck: nothing scheduled"
+        now = max(now, min(times))
+        if link.next_time() == now:
+            at, dest, o = link.pop()
+            tcbs[dest].on_segment(
+                parse_incoming(o.seq, o.ack, o.flags, o.window, o.options, o.payload), now
+            )
+        else:
+            for t in tcbs:
+                d = t.deadline()
+                if d is not None and d <= now:
+                    t.on_timer(now)
+    return bytes(got[0]), bytes(got[1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    size_a=st.integers(0, 300_000),
+    size_b=st.integers(0, 50_000),
+    loss=st.sampled_from([0.0, 0.02, 0.1]),
+    reorder=st.sampled_from([0.0, 0.05, 0.3]),
+)
+def test_two_endpoints_over_a_bad_link_move_exact_bytes(
+    seed: int, size_a: int, size_b: int, loss: float, reorder: float
+) -> None:
+    rng = random.Random(seed)
+    data_a = rng.randbytes(size_a)
+    data_b = rng.randbytes(size_b)
+    a, b = pair()
+    got_by_a, got_by_b = run(a, b, Link(random.Random(seed + 1), loss, reorder), data_a, data_b)
+    assert got_by_b == data_a
+    assert got_by_a == data_b
+    assert not a.reset and not b.reset
+    assert a.eof and b.eof
