@@ -44,6 +44,7 @@ class Inspection:
         "matched",
         "verdict",
         "decided_by",
+        "decider",
         "offsets",
         "errors",
         "waiting",
@@ -62,6 +63,7 @@ class Inspection:
         self.matched: Loaded | None = None
         self.verdict: Verdict | None = None
         self.decided_by: str | None = None
+        self.decider: Any = None  # the Rule or Loaded plugin that decided (None: the default)
         self.offsets = (0, 0)
         self.errors: list[str] = []
         self.waiting = False  # a plugin asked for more
@@ -184,7 +186,7 @@ class Inspector:
             self._refine(insp)  # the findings still to come: a ServerHello, a status line
         rule, settled = self.policy.evaluate(view, insp.detection_done)
         if rule is not None:
-            self._decide(insp, rule.action.verdict, rule.name)  # type: ignore[arg-type]
+            self._decide(insp, rule.action.verdict, rule.name, rule)  # type: ignore[arg-type]
             return
         if not settled:
             return
@@ -198,7 +200,7 @@ class Inspector:
                 return
             if not isinstance(verdict, Verdict):
                 raise self._fail(loaded.name, f"decide() returned {verdict!r}, not a Verdict")
-            self._decide(insp, verdict, loaded.name)
+            self._decide(insp, verdict, loaded.name, loaded)
             return
         both_spoke = bool(view.c2s) and bool(view.s2c)
         if (insp.detection_done and both_spoke and insp.complete) or spent:
@@ -265,10 +267,11 @@ class Inspector:
                 return
         view.protocol = "unknown"
 
-    def _decide(self, insp: Inspection, verdict: Verdict, by: str) -> None:
+    def _decide(self, insp: Inspection, verdict: Verdict, by: str, decider: Any = None) -> None:
         v = insp.view
         insp.verdict = verdict
         insp.decided_by = by
+        insp.decider = decider
         insp.offsets = (v.c2s_bytes, v.s2c_bytes)
         self.on_verdict(insp)
 

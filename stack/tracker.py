@@ -106,6 +106,10 @@ class Tracker:
 
     # -- flow table ----------------------------------------------------------------------------
 
+    def key(self, seg: Segment) -> tuple[bytes, bytes]:
+        """(this direction's key, the reverse direction's key) in the flow table."""
+        return self._key(seg)
+
     def _key(self, seg: Segment) -> tuple[bytes, bytes]:
         sp = seg.sport.to_bytes(2, "big")
         dp = seg.dport.to_bytes(2, "big")

@@ -95,6 +95,7 @@ class Engine:
         policy: Policy | None = None,
         bypass: bool = False,
         on_plugin_error: Callable[[str, str], None] | None = None,
+        on_verdict: Callable[[Connection, Any], None] | None = None,
     ) -> None:
         """``plugins`` None: no inspection at all (records carry no protocol fields)."""
         self.options = options or Options()
@@ -113,7 +114,7 @@ class Engine:
         if self.fastpath == "c":
             self.tracker.use_fast_path(fastpath.CFastPath(self.tracker.config_retain))
         self.inspection = (
-            InspectionGlue(self.tracker, plugins, policy, bypass, on_plugin_error)
+            InspectionGlue(self.tracker, plugins, policy, bypass, on_plugin_error, on_verdict)
             if plugins is not None
             else None
         )

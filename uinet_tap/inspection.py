@@ -20,6 +20,8 @@ PASSIVE_NAMES = {
     Verdict.INTERCEPT: "would-intercept",
     Verdict.BLOCK: "would-block",
 }
+# Inline, where it is carried out.
+ACTIVE_NAMES = {Verdict.PASS: "pass", Verdict.INTERCEPT: "intercept", Verdict.BLOCK: "block"}
 
 
 class InspectionGlue:
@@ -30,9 +32,13 @@ class InspectionGlue:
         policy: Policy | None,
         bypass: bool,
         on_error: Callable[[str, str], None] | None = None,
+        on_verdict: Callable[[Connection, Inspection], None] | None = None,
     ) -> None:
+        """``on_verdict``: inline mode acts on verdicts (and names them as done, not "would")."""
         self.tracker = tracker
         self.bypass = bypass
+        self.on_verdict = on_verdict
+        self.names = ACTIVE_NAMES if on_verdict is not None else PASSIVE_NAMES
         self.inspector = Inspector(plugins, policy, self._verdict, on_error)
         self.protocols: Counter[str] = Counter()
         self.verdicts: Counter[str] = Counter()
@@ -89,13 +95,15 @@ class InspectionGlue:
             self.bypassed += 1
         elif conn.fast_slot >= 0 and self.tracker.fast is not None:
             self.tracker.fast.hash_in_place(conn)
+        if self.on_verdict is not None:
+            self.on_verdict(conn, insp)
 
     def finish(self, conn: Connection) -> dict:
         """The record fields of an ended connection."""
         insp: Inspection = conn.user  # type: ignore[assignment]
         self.inspector.close(insp)
         view = insp.view
-        verdict = PASSIVE_NAMES[insp.verdict]  # type: ignore[index]
+        verdict = self.names[insp.verdict]  # type: ignore[index]
         protocol = view.protocol or "unknown"
         self.protocols[protocol] += 1
         self.verdicts[verdict] += 1
