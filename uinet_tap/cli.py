@@ -404,5 +404,78 @@ def watch(
     sys.exit(exit_code)
 
 
+@main.command()
+@click.argument("if_a", metavar="IF_A")
+@click.argument("if_b", metavar="IF_B")
+@_flows_option
+@_stats_option
+@_reassembly_options
+@_inspection_options
+@click.option("--duration", type=click.FloatRange(0), default=None,
+              help="Stop after this many seconds.")  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True, help="No summary at the end.")
+def inline(
+    if_a: str,
+    if_b: str,
+    flows_path: str | None,
+    stats_path: str | None,
+    policy_path: str | None,
+    plugin_specs: tuple[str, ...],
+    plugin_files: tuple[str, ...],
+    no_inspect: bool,
+    duration: float | None,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Bridge every frame between IF_A and IF_B unchanged, and act on the verdicts: PASS flows
+    take the shortest path, BLOCK resets both ends, INTERCEPT cuts in (the tool's own TCP
+    takes over both halves of the connection and hands it to the handler)."""
+    import asyncio
+
+    from .inline import Inline, log_stderr, open_ports, run_inline
+    from .ports import PortError
+
+    if no_inspect:
+        _error("inline needs the plugins: --no-inspect does not apply")
+    plugins, policy = _load_inspection(policy_path, plugin_specs, plugin_files, False)
+    assert plugins is not None
+    outputs: list[IO[bytes]] = [_open_output(flows_path)] if flows_path else []
+    writer = _RecordWriter(outputs)
+    engine_options = Options.from_kwargs(**options)
+    try:
+        ports = open_ports((if_a, if_b), log_stderr)
+    except PortError as exc:
+        _error(str(exc))
+    bridge = Inline(ports, plugins, policy, engine_options, writer, _plugin_error, log_stderr)
+    _prepare_run()
+    started = time.perf_counter()
+
+    def ready() -> None:
+        log_stderr(f"inline {if_a} <-> {if_b}: ready")
+
+    exit_code = 0
+    try:
+        asyncio.run(run_inline(bridge, duration, ready))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # a bug must not lose the records of everything seen so far
+        click.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
+        exit_code = 1
+    try:
+        stats = bridge.finish()
+    except KeyboardInterrupt:
+        stats = bridge.finish()
+    for p in ports:
+        p.close()
+    writer.flush()
+    _close_outputs(outputs)
+    _write_stats(stats_path, stats)
+    if not quiet:
+        from .summary import render_summary
+
+        render_summary(stats, f"{if_a} <-> {if_b}", time.perf_counter() - started, "inline")
+    sys.exit(exit_code)
+
+
 if __name__ == "__main__":
     main()

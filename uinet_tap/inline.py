@@ -1,0 +1,436 @@
+"""``uinet-tap inline``: a layer-2 bump in the wire between two interfaces.
+
+Every frame read on one port is sent out of the other unchanged (ARP, ND, UDP, anything),
+except for the TCP flows the tool has taken over (cut-in: their frames go to the active
+endpoints, which answer with frames of their own) or blocked (dropped, answered with RSTs).
+TCP frames are also shown to the passive engine, whose plugins decide each flow's verdict.
+
+Order for a TCP frame: a flow already passed is forwarded first and counted after (the
+shortest path); an undecided flow's frame is tracked first, because the verdict may fall on
+this very frame, and a frame that triggers a cut-in is not forwarded: its bytes belong to the
+handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .engine import Engine, Options
+from .intercept import InterceptSession, rst_frame
+from .plugins.api import Verdict
+from .plugins.handlers import make_handler
+from .plugins.inspector import Inspection
+from .plugins.policy import Policy
+from .plugins.registry import Loaded
+from .ports import Port, disable_receive_offloads
+from .stack.active import RST, SYN
+from .stack.connection import Connection
+from .stack.cutin import CutInWatch, NotReady, l2_header
+from .stack.decode import DLT_EN10MB, Segment
+from .stack.emit import PathTemplate, complete_checksums, resegment
+from .stack.options import timestamp
+
+BATCH = 128  # frames read from one port before the other gets a turn
+TOMBSTONE = 60.0  # seconds a finished cut-in's tuple keeps swallowing stragglers
+BLOCK_ANSWERS = 16  # RSTs sent per blocked flow at most
+
+
+@dataclass(slots=True)
+class Blocked:
+    conn: Connection
+    until: float
+    answered: int = 0
+
+
+@dataclass(slots=True)
+class InlineStats:
+    forwarded: int = 0
+    resegmented: int = 0
+    checksums_completed: int = 0
+    too_big: int = 0
+    owned_frames_in: int = 0
+    blocked_frames: int = 0
+    rst_sent: int = 0
+    intercepts: int = 0
+    intercept_failed: dict[str, int] = field(default_factory=dict)
+    tombstone_dropped: int = 0
+
+
+class Inline:
+    """The frame loop. Runs on asyncio so intercept handlers can run beside it."""
+
+    def __init__(
+        self,
+        ports: tuple[Port, Port],
+        plugins: list[Loaded],
+        policy: Policy | None,
+        options: Options,
+        on_record: Callable[[dict], None],
+        on_plugin_error: Callable[[str, str], None],
+        log: Callable[[str], None],
+    ) -> None:
+        self.ports = ports
+        self.log = log
+        self.on_plugin_error = on_plugin_error
+        self._write_record = on_record
+        # The general path only: per-frame verdicts need every segment in Python.
+        opts = Options(**{**{f: getattr(options, f) for f in options.__dataclass_fields__},
+                          "fastpath": "off"})  # fmt: skip
+        self.engine = Engine(
+            DLT_EN10MB, opts, self._record, plugins=plugins, policy=policy, bypass=True,
+            on_plugin_error=on_plugin_error, on_verdict=self._verdict,
+        )  # fmt: skip
+        self.tracker = self.engine.tracker
+        self.decoder = self.engine.decoder
+        self.watches: dict[int, CutInWatch] = {}  # conn id -> watch, while undecided/armed
+        self.passed: set[bytes] = set()
+        self.owned: dict[bytes, tuple[InterceptSession, bool]] = {}  # key -> (session, client)
+        self.blocked: dict[bytes, Blocked] = {}
+        self.tombstones: dict[bytes, float] = {}
+        self.sessions: dict[int, InterceptSession] = {}
+        self.held: dict[int, dict] = {}  # records of connections whose cut-in still runs
+        self.session_info: dict[int, dict] = {}  # cut-ins that ended before their record
+        self.failed: dict[int, str] = {}
+        self.stats = InlineStats()
+        self._decided: list[tuple[Connection, Inspection]] = []
+        self._stopping = False
+
+    # -- records -------------------------------------------------------------------------
+
+    def _record(self, rec: dict) -> None:
+        cid = rec["id"]
+        self.watches.pop(cid, None)
+        why = self.failed.pop(cid, None)
+        if why is not None:
+            rec["intercept_failed"] = why
+        if cid in self.sessions:
+            self.held[cid] = rec
+            return
+        info = self.session_info.pop(cid, None)
+        if info is not None:
+            rec["intercept"] = info
+        self._write_record(rec)
+
+    def _session_done(self, session: InterceptSession) -> None:
+        cid = session.conn_id
+        self.sessions.pop(cid, None)
+        now = time.time()
+        for key in [k for k, (s, _) in self.owned.items() if s is session]:
+            del self.owned[key]
+            self.tombstones[key] = now + TOMBSTONE
+        rec = self.held.pop(cid, None)
+        if rec is None:
+            self.session_info[cid] = session.record()
+        else:
+            rec["intercept"] = session.record()
+            self._write_record(rec)
+
+    # -- verdicts ------------------------------------------------------------------------
+
+    def _verdict(self, conn: Connection, insp: Inspection) -> None:
+        self._decided.append((conn, insp))
+
+    # -- frames --------------------------------------------------------------------------
+
+    def on_readable(self, side: int) -> None:
+        port = self.ports[side]
+        for frame, partial in port.recv(BATCH):
+            self.frame(side, frame, partial)
+
+    def forward(self, side: int, frame: bytes, partial: bool) -> None:
+        """Send a frame read on ``side`` out of the other port, as it was; a super-frame is
+        cut to the MTU and a partial checksum completed first (the sender's offloads)."""
+        out = self.ports[1 - side]
+        st = self.stats
+        if partial:
+            frame = complete_checksums(frame)
+            st.checksums_completed += 1
+        if len(frame) - len(l2_header(frame)) > out.mtu:
+            pieces = resegment(frame, out.mtu)
+            if len(pieces) > 1:
+                st.resegmented += 1
+                for p in pieces:
+                    out.send(p)
+                st.forwarded += 1
+                return
+            st.too_big += 1  # sent anyway: the port counts the error if the kernel refuses
+        if out.send(frame):
+            st.forwarded += 1
+
+    def send(self, side: int, frame: bytes) -> None:
+        self.ports[side].send(frame)
+
+    def frame(self, side: int, frame: bytes, partial: bool) -> None:
+        now = time.time()
+        totals = self.engine.totals
+        totals.packets += 1
+        totals.bytes += len(frame)
+        seg = self.decoder.decode(now, frame)
+        if seg is None:
+            self.forward(side, frame, partial)
+            return
+        key = self.tracker.key(seg)[0]
+        owner = self.owned.get(key)
+        if owner is not None:
+            session, from_client = owner
+            self.stats.owned_frames_in += 1
+            session.input(from_client, seg.seq, seg.ack, seg.flags, seg.window, seg.options,
+                          seg.payload)  # fmt: skip
+            self._track(now, seg)
+            return
+        if self.blocked:
+            blk = self.blocked.get(key)
+            if blk is not None:
+                if seg.flags & SYN and not seg.flags & 0x10 and now > blk.until - TOMBSTONE + 2:
+                    self._unblock(blk.conn)  # a new connection on the same tuple
+                else:
+                    self._blocked_frame(blk, side, frame, seg, now)
+                    return
+        if self.tombstones:
+            until = self.tombstones.get(key)
+            if until is not None:
+                if now < until and not (seg.flags & SYN and not seg.flags & 0x10):
+                    self.stats.tombstone_dropped += 1
+                    return
+                del self.tombstones[key]
+        if key in self.passed:
+            self.forward(side, frame, partial)
+            self._track(now, seg)
+            return
+        self._track(now, seg)
+        entry = self.tracker.table.get(key)
+        if entry is None:
+            self.forward(side, frame, partial)
+            return
+        conn, from_client = entry
+        insp: Inspection | None = conn.user  # type: ignore[assignment]
+        verdict = insp.verdict if insp is not None else None
+        if verdict is Verdict.BLOCK:
+            self._block(conn, from_client, side, frame, seg, now)
+            return
+        if verdict is Verdict.INTERCEPT and self._cut_in(conn, insp, from_client, side, seg, now):
+            return
+        self.forward(side, frame, partial)
+        if verdict is None or verdict is Verdict.INTERCEPT:
+            watch = self.watches.get(conn.id)
+            if watch is None:
+                watch = self.watches[conn.id] = CutInWatch()
+            watch.forwarded(from_client, side, frame, seg, timestamp(seg.options), now)
+        elif verdict is Verdict.PASS:
+            self._pass(conn)
+
+    def _track(self, now: float, seg: Segment) -> None:
+        self.tracker.segment(now, seg)
+        if self.tracker.events:
+            self.engine._drain()
+        if self._decided:
+            decided, self._decided = self._decided, []
+            for conn, insp in decided:
+                if insp.verdict is Verdict.PASS:
+                    self._pass(conn)
+
+    def _pass(self, conn: Connection) -> None:
+        self.watches.pop(conn.id, None)
+        self.passed.update(conn.keys)
+
+    # -- block ---------------------------------------------------------------------------
+
+    def _templates(self, conn: Connection, from_client: bool, frame: bytes, seg: Segment):  # type: ignore[no-untyped-def]
+        """(towards the sender of ``seg``, towards its peer): what frames impersonating the
+        other side look like. Without a frame from the peer yet, its MACs are the sender's
+        swapped."""
+        watch = self.watches.get(conn.id)
+        l2 = l2_header(frame)
+        peer_l2 = b""
+        peer_ttl = 64
+        if watch is not None:
+            peer = watch.sides[1 if from_client else 0]
+            peer_l2, peer_ttl = peer.l2, peer.ttl
+        if not peer_l2:
+            peer_l2 = l2[6:12] + l2[0:6] + l2[12:]
+        to_sender = PathTemplate(peer_l2, seg.dst, seg.src, seg.dport, seg.sport, ttl=peer_ttl)
+        to_peer = PathTemplate(l2, seg.src, seg.dst, seg.sport, seg.dport, ttl=seg.ttl)
+        return to_sender, to_peer
+
+    def _block(self, conn: Connection, from_client: bool, side: int, frame: bytes,
+               seg: Segment, now: float) -> None:  # fmt: skip
+        """Drop the flow and reset both ends (RFC 9293 §3.10.7.1; RFC 5961 §3.2: each RST
+        carries the sequence number its receiver expects)."""
+        to_sender, to_peer = self._templates(conn, from_client, frame, seg)
+        watch = self.watches.pop(conn.id, None)
+        blk = Blocked(conn, now + TOMBSTONE)
+        for key in conn.keys:
+            self.blocked[key] = blk
+        self.tracker.bypass(conn)
+        if seg.flags & 0x10:
+            self._send_rst(side, to_sender, seg.ack, None)
+        else:  # a SYN: RST|ACK acknowledging it
+            self._send_rst(side, to_sender, 0, (seg.seq + len(seg.payload) + 1) & 0xFFFFFFFF)
+        sender = watch.sides[0 if from_client else 1] if watch is not None else None
+        if sender is not None and sender.nxt is not None and conn.handshake:
+            self._send_rst(1 - side, to_peer, sender.nxt, None)
+        elif seg.flags & 0x10 and conn.handshake:
+            self._send_rst(1 - side, to_peer, seg.seq, None)
+        self.stats.blocked_frames += 1
+
+    def _blocked_frame(self, blk: Blocked, side: int, frame: bytes, seg: Segment,
+                       now: float) -> None:  # fmt: skip
+        """A later frame of a blocked flow: dropped; answered with a RST at the sequence number
+        its ACK field names (a challenge ACK from RFC 5961 gets the exact RST it asks for)."""
+        self.stats.blocked_frames += 1
+        self._track(now, seg)
+        if seg.flags & RST or blk.answered >= BLOCK_ANSWERS:
+            return
+        blk.answered += 1
+        l2 = l2_header(frame)
+        to_sender = PathTemplate(l2[6:12] + l2[0:6] + l2[12:], seg.dst, seg.src, seg.dport,
+                                 seg.sport)  # fmt: skip
+        if seg.flags & 0x10:
+            self._send_rst(side, to_sender, seg.ack, None)
+        else:
+            self._send_rst(side, to_sender, 0, (seg.seq + len(seg.payload) + 1) & 0xFFFFFFFF)
+
+    def _send_rst(self, side: int, template: PathTemplate, seq: int, ack: int | None) -> None:
+        self.ports[side].send(rst_frame(template, seq, ack))
+        self.stats.rst_sent += 1
+
+    def _unblock(self, conn: Connection) -> None:
+        for key in conn.keys:
+            self.blocked.pop(key, None)
+
+    # -- cut-in --------------------------------------------------------------------------
+
+    def _cut_in(self, conn: Connection, insp: Inspection, from_client: bool, side: int,
+                seg: Segment, now: float) -> bool:  # fmt: skip
+        """Take the flow over at this frame if it can be; False: forward it (armed, or the
+        cut-in failed and the flow is passed)."""
+        watch = self.watches.get(conn.id)
+        if watch is None:
+            return False  # decided at its first frame: nothing seen yet
+        mtus = (self.ports[0].mtu, self.ports[1].mtu)
+        halves = watch.takeover(conn, now, mtus)
+        if isinstance(halves, NotReady):
+            if halves.final:
+                self._fail(conn, halves.reason)
+            return False  # armed: the next frames may bring what is missing
+        c = watch.sides[0]
+        s = watch.sides[1]
+        try:
+            handler, name = self._handler(insp)
+        except ValueError as exc:
+            self._fail(conn, str(exc))
+            return False
+        session = InterceptSession(
+            conn.id, halves, (c.iface, s.iface), self.send, insp.view, handler, name,
+            self._session_done, self.on_plugin_error,
+        )  # fmt: skip
+        self.watches.pop(conn.id, None)
+        self.sessions[conn.id] = session
+        ckey, skey = conn.keys
+        self.owned[ckey] = (session, True)
+        self.owned[skey] = (session, False)
+        self.tracker.bypass(conn)
+        self.stats.intercepts += 1
+        session.input(from_client, seg.seq, seg.ack, seg.flags, seg.window, seg.options,
+                      seg.payload)  # fmt: skip
+        return True
+
+    def _fail(self, conn: Connection, why: str) -> None:
+        self.failed[conn.id] = why
+        self.stats.intercept_failed[why] = self.stats.intercept_failed.get(why, 0) + 1
+        self._pass(conn)
+
+    def _handler(self, insp: Inspection):  # type: ignore[no-untyped-def]
+        decider = insp.decider
+        if isinstance(decider, Loaded):
+            return decider.plugin.intercept, decider.name
+        handler = getattr(decider, "handler", None) or "relay"
+        options = getattr(decider, "options", None) or {}
+        return make_handler(handler, options), handler
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = time.time()
+        self.engine.expire(now)
+        for key in [k for k, t in self.tombstones.items() if t < now]:
+            del self.tombstones[key]
+        for key in [k for k, b in self.blocked.items() if b.until < now]:
+            del self.blocked[key]
+
+    def finish(self) -> dict:
+        for session in list(self.sessions.values()):
+            session.abort("aborted at exit")
+        self.engine.finish()
+        for cid, rec in list(self.held.items()):
+            self.held.pop(cid)
+            self._write_record(rec)
+        stats = self.engine.stats()
+        st = self.stats
+        stats["inline"] = {
+            "ports": {
+                p.name: {"received": p.received, "sent": p.sent, "send_errors": p.send_errors}
+                for p in self.ports
+            },
+            "forwarded": st.forwarded,
+            "resegmented": st.resegmented,
+            "checksums_completed": st.checksums_completed,
+            "too_big": st.too_big,
+            "intercepts": st.intercepts,
+            "intercept_failed": st.intercept_failed,
+            "owned_frames_in": st.owned_frames_in,
+            "blocked_frames": st.blocked_frames,
+            "rst_sent": st.rst_sent,
+            "tombstone_dropped": st.tombstone_dropped,
+        }
+        return stats
+
+
+async def run_inline(inline: Inline, duration: float | None, ready: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    for side, port in enumerate(inline.ports):
+        loop.add_reader(port.fileno(), inline.on_readable, side)
+    ready()
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            inline.tick()
+
+    tick_task = loop.create_task(ticker())
+    try:
+        if duration is not None:
+            await asyncio.wait_for(stop.wait(), timeout=duration)
+        else:
+            await stop.wait()
+    except TimeoutError:
+        pass
+    finally:
+        tick_task.cancel()
+        for port in inline.ports:
+            loop.remove_reader(port.fileno())
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def log_stderr(message: str) -> None:
+    print(f"uinet-tap: {message}", file=sys.stderr, flush=True)
+
+
+def open_ports(names: tuple[str, str], log: Callable[[str], None]) -> tuple[Port, Port]:
+    if names[0] == names[1]:
+        from .ports import PortError
+
+        raise PortError(f"the two interfaces must differ (both are {names[0]})")
+    ports = (Port(names[0], 0), Port(names[1], 1))
+    for p in ports:
+        log(disable_receive_offloads(p.name))
+    return ports

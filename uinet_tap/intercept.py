@@ -1,0 +1,232 @@
+"""An intercepted connection: the two active endpoints of a cut-in, driven on asyncio, and the
+stream-like ``conn.client`` / ``conn.server`` a plugin's ``intercept`` handler works with."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .plugins.api import FlowView
+from .stack.active import RST, Incoming, Takeover, Tcb, TcbState
+from .stack.emit import PathTemplate, build
+
+HIGH_WATER = 1 << 20  # drain() waits while more than this is queued towards a peer
+LOW_WATER = 256 << 10
+
+Handler = Callable[[Any], Awaitable[None]]
+Send = Callable[[int, bytes], None]  # (interface index, frame)
+
+
+class ActiveEndpoint:
+    """One real endpoint as the handler sees it (see plugins/conn.py for the contract)."""
+
+    def __init__(self, session: InterceptSession, index: int) -> None:
+        self._session = session
+        self._tcb = session.tcbs[index]
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    async def read(self, n: int = 65536) -> bytes:
+        tcb = self._tcb
+        while True:
+            if tcb.readable:
+                data = tcb.read(n, time.time())
+                self._session.pump()
+                return data
+            if tcb.reset:
+                raise ConnectionResetError(tcb.error or "connection reset by peer")
+            if tcb.fin_received or tcb.state is TcbState.CLOSED:
+                return b""
+            self._readable.clear()
+            await self._readable.wait()
+
+    def write(self, data: bytes) -> None:
+        tcb = self._tcb
+        if tcb.reset:
+            raise ConnectionResetError(tcb.error or "connection reset by peer")
+        if not data:
+            return
+        tcb.send(bytes(data), time.time())
+        self._session.pump()
+
+    async def drain(self) -> None:
+        tcb = self._tcb
+        while tcb.queued > HIGH_WATER and tcb.state is not TcbState.CLOSED:
+            self._writable.clear()
+            await self._writable.wait()
+        if tcb.reset:
+            raise ConnectionResetError(tcb.error or "connection reset by peer")
+
+    def close(self) -> None:
+        self._tcb.close(time.time())
+        self._session.pump()
+
+    def abort(self) -> None:
+        self._tcb.abort(time.time())
+        self._session.pump()
+
+    def _wake(self) -> None:
+        tcb = self._tcb
+        if tcb.readable or tcb.fin_received or tcb.state is TcbState.CLOSED:
+            self._readable.set()
+        if tcb.queued <= LOW_WATER or tcb.state is TcbState.CLOSED:
+            self._writable.set()
+
+
+class Intercepted:
+    """What ``Plugin.intercept(conn)`` gets."""
+
+    def __init__(self, client: ActiveEndpoint, server: ActiveEndpoint, flow: FlowView) -> None:
+        self.client = client
+        self.server = server
+        self.flow = flow
+
+
+class InterceptSession:
+    """Both halves of one cut-in connection. Index 0 faces the client (we are its server),
+    index 1 the server (we are its client)."""
+
+    def __init__(
+        self,
+        conn_id: int,
+        halves: tuple[tuple[Takeover, PathTemplate], tuple[Takeover, PathTemplate]],
+        ifaces: tuple[int, int],
+        send: Send,
+        flow: FlowView,
+        handler: Handler,
+        handler_name: str,
+        on_done: Callable[[InterceptSession], None],
+        on_error: Callable[[str, str], None],
+    ) -> None:
+        now = time.time()
+        self.conn_id = conn_id
+        self.started = now
+        self.tcbs = (Tcb(halves[0][0], now), Tcb(halves[1][0], now))
+        self.templates = (halves[0][1], halves[1][1])
+        self.ifaces = ifaces
+        self._send = send
+        self.handler_name = handler_name
+        self._on_done = on_done
+        self._on_error = on_error
+        self.endpoints = (ActiveEndpoint(self, 0), ActiveEndpoint(self, 1))
+        self.result: str | None = None
+        self.handler_done = False
+        self.done = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.first_out: float | None = None  # when the first frame of ours left
+        self.inflight_at_takeover = (len(halves[0][0].unacked), len(halves[1][0].unacked))
+        conn = Intercepted(self.endpoints[0], self.endpoints[1], flow)
+        self.task = asyncio.get_running_loop().create_task(self._run(handler, conn))
+        self.pump()
+
+    async def _run(self, handler: Handler, conn: Intercepted) -> None:
+        try:
+            await handler(conn)
+        except ConnectionResetError:
+            self.result = "reset"
+        except Exception as exc:
+            self.result = f"handler error: {type(exc).__name__}: {exc}"
+            self._on_error(self.handler_name, f"{type(exc).__name__}: {exc}")
+            for ep in self.endpoints:
+                ep.abort()
+        self.handler_done = True
+        # A handler that returned leaves no connection half-done: close what is still open.
+        for ep, tcb in zip(self.endpoints, self.tcbs, strict=True):
+            if tcb.state in (TcbState.ESTABLISHED, TcbState.CLOSE_WAIT):
+                ep.close()
+        self._check_done()
+
+    def input(self, from_client: bool, seq: int, ack: int, flags: int, window: int,
+              options: bytes, payload: bytes) -> None:  # fmt: skip
+        from .stack.active import parse_incoming
+
+        seg: Incoming = parse_incoming(seq, ack, flags, window, options, payload)
+        self.tcbs[0 if from_client else 1].on_segment(seg, time.time())
+        self.pump()
+
+    def pump(self) -> None:
+        """Send what the endpoints queued, wake the handler, re-arm the timer."""
+        for i, tcb in enumerate(self.tcbs):
+            if tcb.out:
+                template = self.templates[i]
+                iface = self.ifaces[i]
+                for o in tcb.out:
+                    self._send(iface, build(template, o.seq, o.ack, o.flags, o.window,
+                                            o.options, o.payload))  # fmt: skip
+                tcb.out.clear()
+                if self.first_out is None:
+                    self.first_out = time.time()
+        for ep in self.endpoints:
+            ep._wake()
+        self._arm()
+        self._check_done()
+
+    def _arm(self) -> None:
+        times = [t for t in (tcb.deadline() for tcb in self.tcbs) if t is not None]
+        at = min(times) if times else None
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(max(0.0, at - time.time()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = time.time()
+        for tcb in self.tcbs:
+            at = tcb.deadline()
+            if at is not None and at <= now + 0.0005:
+                tcb.on_timer(now)
+        self.pump()
+
+    def _check_done(self) -> None:
+        if self.done or not self.handler_done:
+            return
+        if all(t.state is TcbState.CLOSED for t in self.tcbs):
+            self.done = True
+            if self.result is None:
+                self.result = "reset" if any(t.reset for t in self.tcbs) else "closed"
+            if self._timer is not None:
+                self._timer.cancel()
+            self._on_done(self)
+
+    def abort(self, reason: str) -> None:
+        """At exit: reset both real endpoints rather than leave them hanging."""
+        if self.done:
+            return
+        self.result = reason
+        for ep in self.endpoints:
+            ep.abort()
+        self.task.cancel()
+        self.handler_done = True
+        self._check_done()
+
+    def record(self) -> dict:
+        c, s = self.tcbs
+        return {
+            "handler": self.handler_name,
+            "result": self.result or "open",
+            "in_flight_at_takeover": {
+                "s2c": self.inflight_at_takeover[0],
+                "c2s": self.inflight_at_takeover[1],
+            },
+            "to_client": {"state": str(c.state), **c.stats.as_dict()},
+            "to_server": {"state": str(s.state), **s.stats.as_dict()},
+            "takeover_ms": round(((self.first_out or self.started) - self.started) * 1000, 3),
+        }
+
+
+def rst_frame(template: PathTemplate, seq: int, ack: int | None) -> bytes:
+    """A RST (RFC 9293 §3.10.7.1 / RFC 5961 §3.2: its sequence number is the one the receiver
+    expects next); with an ACK when answering a segment that had none (a SYN)."""
+    flags = RST | (0x10 if ack is not None else 0)
+    return build(template, seq, ack or 0, flags, 0)

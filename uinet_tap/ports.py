@@ -1,0 +1,150 @@
+"""The two ports of the inline bump in the wire: AF_PACKET sockets that read every frame on an
+interface (with the VLAN tag the kernel stripped put back) and send frames as given."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import select
+import socket
+import struct
+import subprocess
+
+from .live import interfaces
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_AUXDATA = 8
+PACKET_IGNORE_OUTGOING = 23
+PACKET_OUTGOING = 4
+TP_STATUS_CSUMNOTREADY = 1 << 3  # the checksum is partial (the sender offloaded it)
+TP_STATUS_VLAN_VALID = 1 << 4
+TP_STATUS_VLAN_TPID_VALID = 1 << 6
+_AUX = struct.Struct("IIIHHHH")  # struct tpacket_auxdata
+_AUX_SPACE = socket.CMSG_SPACE(_AUX.size)
+RECV_SIZE = 65536 + 512  # a GSO super-frame with its headers
+
+
+class PortError(Exception):
+    """A one-line reason an interface cannot be used."""
+
+
+def interface_mtu(ifname: str) -> int:
+    try:
+        with open(f"/sys/class/net/{ifname}/mtu") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1500
+
+
+def disable_receive_offloads(ifname: str) -> str:
+    """Turn GRO and LRO off, so the frames read are the frames on the wire; say what happened."""
+    try:
+        r = subprocess.run(
+            ["ethtool", "-K", ifname, "gro", "off", "lro", "off"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"could not turn GRO/LRO off on {ifname} ({exc}); super-frames are resegmented"
+    if r.returncode not in (0, 80):  # 80: some feature cannot be changed (fixed off)
+        why = (r.stderr or r.stdout).strip().splitlines()
+        return f"could not turn GRO/LRO off on {ifname} ({why[-1] if why else r.returncode})"
+    return f"GRO and LRO off on {ifname}"
+
+
+class Port:
+    """One interface: frames in (ours excluded), frames out."""
+
+    def __init__(self, ifname: str, index: int) -> None:
+        self.name = ifname
+        self.index = index
+        if ifname not in interfaces():
+            raise PortError(
+                f"no such interface: {ifname} (interfaces here: {', '.join(interfaces())})"
+            )
+        try:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        except PermissionError:
+            raise PortError(
+                "inline needs root or CAP_NET_RAW and CAP_NET_ADMIN "
+                "(sudo setcap cap_net_raw,cap_net_admin+eip $(readlink -f $(which python3)))"
+            ) from None
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 << 20)
+            with contextlib.suppress(OSError):  # root may go past rmem_max
+                s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE
+                s.setsockopt(socket.SOL_SOCKET, 32, 16 << 20)  # SO_SNDBUFFORCE
+            s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+            with contextlib.suppress(OSError):
+                s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            s.bind((ifname, ETH_P_ALL))
+        except OSError as exc:
+            s.close()
+            raise PortError(f"cannot open {ifname}: {exc.strerror or exc}") from None
+        self._set_promiscuous(s)
+        s.setblocking(False)
+        self.sock = s
+        self.mtu = interface_mtu(ifname)
+        self.received = 0
+        self.sent = 0
+        self.send_errors: dict[str, int] = {}
+
+    def _set_promiscuous(self, s: socket.socket) -> None:
+        # struct packet_mreq { int ifindex; unsigned short type, alen; unsigned char addr[8]; }
+        mreq = struct.pack("iHH8s", socket.if_nametoindex(self.name), 1, 0, b"")  # PROMISC
+        s.setsockopt(SOL_PACKET, 1, mreq)  # PACKET_ADD_MEMBERSHIP
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv(self, limit: int) -> list[tuple[bytes, bool]]:
+        """Up to ``limit`` frames waiting now: (frame, its checksum is partial)."""
+        frames: list[tuple[bytes, bool]] = []
+        recvmsg = self.sock.recvmsg
+        while len(frames) < limit:
+            try:
+                data, anc, _flags, addr = recvmsg(RECV_SIZE, _AUX_SPACE)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            if addr[2] == PACKET_OUTGOING:
+                continue
+            partial = False
+            for level, kind, cdata in anc:
+                if level == SOL_PACKET and kind == PACKET_AUXDATA and len(cdata) >= _AUX.size:
+                    status, _len, _snap, _mac, _net, tci, tpid = _AUX.unpack_from(cdata)
+                    partial = bool(status & TP_STATUS_CSUMNOTREADY)
+                    if status & TP_STATUS_VLAN_VALID or tci:
+                        # the receiving kernel took the outer tag off; libpcap puts it back too
+                        if not status & TP_STATUS_VLAN_TPID_VALID:
+                            tpid = 0x8100
+                        data = data[:12] + struct.pack("!HH", tpid, tci) + data[12:]
+            frames.append((data, partial))
+        self.received += len(frames)
+        return frames
+
+    def send(self, frame: bytes) -> bool:
+        """Send one frame; a frame that cannot go is counted by reason, never silently lost."""
+        for _ in range(50):
+            try:
+                self.sock.send(frame)
+                self.sent += 1
+                return True
+            except (BlockingIOError, InterruptedError):
+                select.select([], [self.sock], [], 0.01)
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    select.select([], [], [], 0.001)
+                    continue
+                reason = errno.errorcode.get(exc.errno or 0, str(exc))
+                self.send_errors[reason] = self.send_errors.get(reason, 0) + 1
+                return False
+        self.send_errors["EAGAIN"] = self.send_errors.get("EAGAIN", 0) + 1
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
