@@ -277,9 +277,7 @@ class Topology:
 
     # -- observation -----------------------------------------------------------
     @contextlib.contextmanager
-    def capture(
-        self, side: Literal["client", "server", "a", "b"], bpf: str = ""
-    ) -> Iterator[Path]:
+    def capture(self, side: Literal["client", "server", "a", "b"], bpf: str = "") -> Iterator[Path]:
         """tcpdump -w on the endpoint's interface ("client"/"server") or on if_a/if_b in
         the tool ns ("a"/"b"; libpcap puts kernel-stripped VLAN tags back).  Yields the
         pcap path, complete once the block exits.  Raises if the kernel dropped packets."""
