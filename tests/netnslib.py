@@ -78,15 +78,18 @@ class NetnsSession:
         return run(self.cmd(ns, *argv), check=check)
 
     # -- links -----------------------------------------------------------
-    def veth(self, ns1: str, if1: str, ns2: str, if2: str, mtu: int | None = None,
-             offloads: bool = False) -> tuple[str, str]:
+    def veth(
+        self, ns1: str, if1: str, ns2: str, if2: str, mtu: int | None = None, offloads: bool = False
+    ) -> tuple[str, str]:
         """veth pair if1 (in ns1) <-> if2 (in ns2), both up.
 
         offloads=False turns TSO/GSO/GRO/checksum/SG offloads off on both ends (needed
         whenever a userspace AF_PACKET bridge forwards the frames, and for captures of
         plain wire-size segments)."""
-        run(["ip", "link", "add", if1, "netns", ns1, "type", "veth", "peer", "name", if2,
-             "netns", ns2])
+        run(
+            ["ip", "link", "add", if1, "netns", ns1, "type", "veth"]
+            + ["peer", "name", if2, "netns", ns2]
+        )
         for ns, ifn in ((ns1, if1), (ns2, if2)):
             if mtu:
                 self.sh(ns, "ip", "link", "set", ifn, "mtu", str(mtu))
@@ -96,8 +99,8 @@ class NetnsSession:
         return if1, if2
 
     def offloads_off(self, ns: str, ifn: str) -> None:
-        self.sh(ns, "ethtool", "-K", ifn, "tso", "off", "gso", "off", "gro", "off",
-                "tx", "off", "rx", "off", "sg", "off")
+        features = ("tso", "gso", "gro", "tx", "rx", "sg")
+        self.sh(ns, "ethtool", "-K", ifn, *(w for f in features for w in (f, "off")))
         # not every kernel lets these change on veth; best effort
         self.sh(ns, "ethtool", "-K", ifn, "rxvlan", "off", "txvlan", "off", check=False)
 
@@ -147,8 +150,9 @@ class NetnsSession:
         self.namespaces.clear()
 
 
-def wait_for_file(path: str | Path, timeout: float = 10.0,
-                  proc: subprocess.Popen | None = None) -> None:
+def wait_for_file(
+    path: str | Path, timeout: float = 10.0, proc: subprocess.Popen | None = None
+) -> None:
     path = Path(path)
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -172,20 +176,22 @@ def wait_for_port(session: NetnsSession, ns: str, port: int, timeout: float = 10
 class Tcpdump:
     """tcpdump writing a pcap inside a namespace; start() returns once it is listening."""
 
-    def __init__(self, session: NetnsSession, ns: str, ifname: str, path: str | Path,
-                 bpf: str = "tcp"):
+    def __init__(
+        self, session: NetnsSession, ns: str, ifname: str, path: str | Path, bpf: str = "tcp"
+    ):
         self.session, self.ns, self.ifname = session, ns, ifname
         self.path, self.bpf = str(path), bpf
         self.proc: subprocess.Popen | None = None
         self.stderr_text = ""
 
     def start(self, timeout: float = 10.0) -> Tcpdump:
-        argv = ["tcpdump", "-i", self.ifname, "-n", "-s", "0", "-B", "65536", "-U",
-                "--immediate-mode", "-Z", "root", "-w", self.path]
+        argv = ["tcpdump", "-i", self.ifname, "-n", "-s", "0", "-B", "65536", "-U"]
+        argv += ["--immediate-mode", "-Z", "root", "-w", self.path]
         if self.bpf:
             argv.append(self.bpf)
-        self.proc = self.session.popen(self.ns, *argv, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.PIPE)
+        self.proc = self.session.popen(
+            self.ns, *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         buf = b""
         deadline = time.monotonic() + timeout
         assert self.proc.stderr is not None

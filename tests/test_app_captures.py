@@ -28,8 +28,24 @@ APP = REPO / "captures" / "app"
 MAKE = REPO / "captures" / "make_app_captures.py"
 EXPECTED = sorted(APP.glob("*.expected.json"))
 CONTRACT_PROTOCOLS = {
-    "http", "http2", "tls", "ssh", "smtp", "imap", "pop3", "ftp", "redis", "postgresql",
-    "mysql", "mqtt", "dns", "socks4", "socks5", "rdp", "smb", "proxy-protocol",
+    "http",
+    "http2",
+    "tls",
+    "ssh",
+    "smtp",
+    "imap",
+    "pop3",
+    "ftp",
+    "redis",
+    "postgresql",
+    "mysql",
+    "mqtt",
+    "dns",
+    "socks4",
+    "socks5",
+    "rdp",
+    "smb",
+    "proxy-protocol",
 }
 LIVE = ["http", "redis-on-8080"]
 
@@ -61,8 +77,10 @@ def check(expected: dict, records: list[dict]) -> list[str]:
             continue
         r = got[0]
         if r.get("protocol") != c["protocol"]:
-            errs.append(f"{name}: protocol {r.get('protocol')!r} != {c['protocol']!r} "
-                        f"(confidence {r.get('confidence')!r}, findings {r.get('findings')})")
+            errs.append(
+                f"{name}: protocol {r.get('protocol')!r} != {c['protocol']!r} "
+                f"(confidence {r.get('confidence')!r}, findings {r.get('findings')})"
+            )
         findings = r.get("findings") or {}
         alts = c.get("alternatives", {})
         for k, v in c.get("findings", {}).items():
@@ -70,8 +88,10 @@ def check(expected: dict, records: list[dict]) -> list[str]:
                 errs.append(f"{name}: finding {k!r} missing (expected {v!r}; have {findings})")
             elif findings[k] != v and findings[k] not in alts.get(k, []):
                 ok = [v, *alts.get(k, [])]
-                errs.append(f"{name}: finding {k!r} = {findings[k]!r}, expected "
-                            f"{ok[0]!r}" + (f" (or one of {ok[1:]})" if ok[1:] else ""))
+                errs.append(
+                    f"{name}: finding {k!r} = {findings[k]!r}, expected "
+                    f"{ok[0]!r}" + (f" (or one of {ok[1:]})" if ok[1:] else "")
+                )
     return errs
 
 
@@ -79,8 +99,7 @@ def check_file(exp_path: Path, tmp_path: Path) -> None:
     expected = json.loads(exp_path.read_text())
     records = replay(exp_path.parent / expected["capture"], tmp_path)
     errs = check(expected, records)
-    assert not errs, (f"{expected['capture']} ({expected['how'][:300]}...):\n  "
-                      + "\n  ".join(errs))
+    assert not errs, f"{expected['capture']} ({expected['how'][:300]}...):\n  " + "\n  ".join(errs)
 
 
 def test_app_capture_set():
@@ -98,8 +117,9 @@ def test_app_capture_set():
     assert total < 5 << 20, f"app captures too large: {total} B"
 
 
-@pytest.mark.parametrize("exp_path", EXPECTED, ids=[p.name[:-len(".expected.json")]
-                                                      for p in EXPECTED])
+@pytest.mark.parametrize(
+    "exp_path", EXPECTED, ids=[p.name[: -len(".expected.json")] for p in EXPECTED]
+)
 def test_app_capture(exp_path: Path, tmp_path: Path):
     check_file(exp_path, tmp_path)
 

@@ -24,8 +24,16 @@ REPO = TESTS.parent
 CAPTURES = REPO / "captures"
 MAKE = CAPTURES / "make_captures.py"
 SHIPPED = [
-    "bulk-both-ways", "http-keepalive", "many-short", "ipv6", "reset-midtransfer",
-    "impaired-bridge", "tap-loss", "vlan", "qinq", "offload-supersegments",
+    "bulk-both-ways",
+    "http-keepalive",
+    "many-short",
+    "ipv6",
+    "reset-midtransfer",
+    "impaired-bridge",
+    "tap-loss",
+    "vlan",
+    "qinq",
+    "offload-supersegments",
 ]
 
 
@@ -108,9 +116,11 @@ def check_capture(exp_path: Path, tmp_path: Path) -> None:
 
 
 def test_capture_set_complete():
-    missing = [n for n in SHIPPED
-               if not (CAPTURES / f"{n}.pcap").exists()
-               or not (CAPTURES / f"{n}.expected.json").exists()]
+    missing = [
+        n
+        for n in SHIPPED
+        if not (CAPTURES / f"{n}.pcap").exists() or not (CAPTURES / f"{n}.expected.json").exists()
+    ]
     hint = f"regenerate with `sudo .venv/bin/python {MAKE.relative_to(REPO)}`"
     assert not missing, f"{hint}: {missing}"
     total = sum((CAPTURES / f"{n}.pcap").stat().st_size for n in SHIPPED)
