@@ -15,8 +15,8 @@ from inlinelib import (  # noqa: E402
     NS_TAG,
     Topology,
     build_topology,
-    leftover_namespaces,
     sweep_stale_namespaces,
+    teardown,
 )
 from netnslib import NetnsSession, netns_available  # noqa: E402
 
@@ -48,6 +48,5 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
     finally:
         left = []
         for s in reversed(sessions):
-            s.close()
-            left += leftover_namespaces(s)
+            left += teardown(s)
         assert not left, f"namespaces survived teardown: {left}"

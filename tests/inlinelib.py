@@ -75,7 +75,7 @@ fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
 deadline = time.monotonic() + float(sys.argv[2])
 while time.monotonic() < deadline:
     s = socket.socket(fam, socket.SOCK_DGRAM)
-    s.settimeout(0.2)
+    s.settimeout(0.1)
     s.connect((sys.argv[1], 9))
     try:
         s.send(b"probe")
@@ -453,6 +453,21 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def teardown(session: NetnsSession) -> list[str]:
+    """Stop the session's processes (SIGTERM, then SIGKILL), SIGKILL by PID whatever else
+    still runs inside its namespaces (e.g. a daemonized child of the tool), delete the
+    namespaces.  Returns the namespaces that survived (should be [])."""
+    for p in reversed(session.procs):
+        with contextlib.suppress(Exception):
+            NetnsSession.stop(p, signal.SIGTERM, timeout=5)
+    for ns in session.namespaces:
+        for pid in run(["ip", "netns", "pids", ns], check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+    session.close()
+    return leftover_namespaces(session)
 
 
 def leftover_namespaces(session: NetnsSession) -> list[str]:

@@ -26,6 +26,7 @@ from inlinelib import (  # noqa: E402
     build_topology,
     leftover_namespaces,
     sweep_stale_namespaces,
+    teardown,
 )
 from netnslib import NetnsSession, netns_available, wait_for_port  # noqa: E402
 
@@ -259,6 +260,32 @@ def test_teardown_removes_namespaces_and_processes(tmp_path: Path):
         assert len(t.session.namespaces) == 5
     assert all(p.poll() is not None for p in procs)
     assert leftover_namespaces(s) == []
+
+
+def test_teardown_kills_escaped_children(tmp_path: Path):
+    """A tool that leaves a child behind in another process group/session: teardown still
+    kills it (by PID, found with `ip netns pids`)."""
+    ok, why = netns_available()
+    if not ok:
+        pytest.skip(why)
+    pidfile = tmp_path / "child.pid"
+    s = NetnsSession(f"{NS_TAG}8")
+    try:
+        t = build_topology(s, offloads=False, workdir=tmp_path)
+        script = f"setsid sleep 60 & echo $! > {pidfile}; echo ready >&2; exec sleep 60"
+        t.start_tool(["sh", "-c", script], ready_timeout=5)
+        child = int(pidfile.read_text())
+    finally:
+        assert teardown(s) == []
+    deadline = time.monotonic() + 5
+    while True:  # gone, or a zombie waiting for init to reap it
+        try:
+            if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+                break
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        assert time.monotonic() < deadline, "escaped child still running"
+        time.sleep(0.02)
 
 
 def test_sweep_removes_namespaces_of_dead_runs():
