@@ -348,7 +348,9 @@ def build_topology(
 ) -> Topology:
     """Build the topology in session (see module docstring) and start the stages.
 
-    workdir holds logs, captures and stats (default: a new temp dir, left in place)."""
+    workdir holds logs, captures and stats (default: a new temp dir, left in place).
+    If building fails, the session is torn down (see teardown()) before the error
+    propagates."""
     import tempfile
 
     if tags not in TAG_STACKS:
@@ -358,19 +360,39 @@ def build_topology(
     t0 = time.monotonic()
     wd = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="inline-topo-"))
     wd.mkdir(parents=True, exist_ok=True)
-    stack = TAG_STACKS[tags]
-    staged = bool(stack) or loss > 0 or reorder > 0 or dup > 0
+    try:
+        topo = _build(session, wd, ipv6, TAG_STACKS[tags], loss, reorder, dup, seed, offloads)
+    except BaseException:
+        teardown(session)
+        raise
+    topo.setup_seconds = time.monotonic() - t0
+    return topo
 
+
+def _build(
+    session: NetnsSession,
+    wd: Path,
+    ipv6: bool,
+    stack: list[tuple[int, int]],
+    loss: float,
+    reorder: float,
+    dup: float,
+    seed: int,
+    offloads: bool,
+) -> Topology:
+    staged = bool(stack) or loss > 0 or reorder > 0 or dup > 0
     client = session.ns("client")
     server = session.ns("server")
     tool = session.ns("tool", ipv6=False)
     for ns in (client, server):
         # link-local usable at once; no ICMP rate limit slowing the path probe
-        for key in ("all", "default"):
-            session.sh(ns, "sysctl", "-qw", f"net.ipv6.conf.{key}.accept_dad=0")
-        session.sh(ns, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0")
-        session.sh(ns, "sysctl", "-qw", "net.ipv6.icmp.ratelimit=0")
+        session.sh(
+            ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0", "net.ipv4.icmp_ratelimit=0",
+            "net.ipv6.icmp.ratelimit=0",
+        )  # fmt: skip
 
+    stages: list[tuple[str, str, str, str, int]] = []
     if not staged:
         session.veth(client, CLIENT_IF, tool, IF_A, mtu=ENDPOINT_MTU, offloads=offloads)
         session.veth(tool, IF_B, server, SERVER_IF, mtu=ENDPOINT_MTU, offloads=offloads)
@@ -383,11 +405,23 @@ def build_topology(
         session.veth(imp_a, "ia_t", tool, IF_A, mtu=mtu)
         session.veth(tool, IF_B, imp_b, "ib_t", mtu=mtu)
         session.veth(imp_b, "ib_s", server, SERVER_IF, mtu=ENDPOINT_MTU)
+        stages = [
+            ("imp_a", imp_a, "ia_c", "ia_t", seed),
+            ("imp_b", imp_b, "ib_s", "ib_t", seed + 1),
+        ]
 
-    session.addr(client, CLIENT_IF, f"{CLIENT_IP4}/24")
-    session.addr(client, CLIENT_IF, f"{CLIENT_IP6}/64")
-    session.addr(server, SERVER_IF, f"{SERVER_IP4}/24")
-    session.addr(server, SERVER_IF, f"{SERVER_IP6}/64")
+    for ns, ifn, ip4, ip6 in (
+        (client, CLIENT_IF, CLIENT_IP4, CLIENT_IP6),
+        (server, SERVER_IF, SERVER_IP4, SERVER_IP6),
+    ):
+        # ARP/ND retried every 100 ms instead of 1 s: a probe sent before the tool
+        # forwards does not stall the path check for a second
+        session.sh(
+            ns, "sysctl", "-qw", f"net.ipv4.neigh.{ifn}.retrans_time_ms=100",
+            f"net.ipv6.neigh.{ifn}.retrans_time_ms=100",
+        )  # fmt: skip
+        session.addr(ns, ifn, f"{ip4}/24")
+        session.addr(ns, ifn, f"{ip6}/64")
 
     topo = Topology(
         session=session,
@@ -405,24 +439,19 @@ def build_topology(
         offloads=offloads,
         workdir=wd,
     )
-    if staged:
-        spec = ",".join(f"0x{tpid:04x}:{vid}" for tpid, vid in stack)
-        for name, ns, a, b, s in (
-            ("imp_a", imp_a, "ia_c", "ia_t", seed),
-            ("imp_b", imp_b, "ib_s", "ib_t", seed + 1),
-        ):
-            ready = wd / f"{name}.ready"
-            stats = wd / f"{name}.stats.json"
-            argv = [sys.executable, str(BRIDGE), "--a", a, "--b", b, "--seed", str(s)]
-            argv += ["--loss", str(loss), "--dup", str(dup), "--reorder", str(reorder)]
-            argv += ["--ready", str(ready), "--stats", str(stats)]
-            if spec:
-                argv += ["--tag-b", spec]
-            p = session.popen(ns, *argv)
-            topo.stages.append(Stage(name, ns, a, b, p, stats))
-        for st in topo.stages:
-            wait_for_file(wd / f"{st.name}.ready", 10, st.proc)
-    topo.setup_seconds = time.monotonic() - t0
+    spec = ",".join(f"0x{tpid:04x}:{vid}" for tpid, vid in stack)
+    for name, ns, a, b, s in stages:
+        ready = wd / f"{name}.ready"
+        stats = wd / f"{name}.stats.json"
+        argv = [sys.executable, str(BRIDGE), "--a", a, "--b", b, "--seed", str(s)]
+        argv += ["--loss", str(loss), "--dup", str(dup), "--reorder", str(reorder)]
+        argv += ["--ready", str(ready), "--stats", str(stats)]
+        if spec:
+            argv += ["--tag-b", spec]
+        p = session.popen(ns, *argv)
+        topo.stages.append(Stage(name, ns, a, b, p, stats))
+    for st in topo.stages:
+        wait_for_file(wd / f"{st.name}.ready", 10, st.proc)
     return topo
 
 

@@ -262,6 +262,23 @@ def test_teardown_removes_namespaces_and_processes(tmp_path: Path):
     assert leftover_namespaces(s) == []
 
 
+def test_failed_build_leaves_nothing(tmp_path: Path):
+    ok, why = netns_available()
+    if not ok:
+        pytest.skip(why)
+
+    class Failing(NetnsSession):
+        def veth(self, *a, **kw):
+            if len(self.namespaces) >= 5:  # all five namespaces exist by now
+                raise RuntimeError("injected failure")
+            return super().veth(*a, **kw)
+
+    s = Failing(f"{NS_TAG}8")
+    with pytest.raises(RuntimeError, match="injected"):
+        build_topology(s, tags="qinq", workdir=tmp_path)
+    assert s.namespaces == [] and leftover_namespaces(s) == []
+
+
 def test_teardown_kills_escaped_children(tmp_path: Path):
     """A tool that leaves a child behind in another process group/session: teardown still
     kills it (by PID, found with `ip netns pids`)."""
