@@ -215,14 +215,15 @@ class Topology:
     def start_tool(
         self, argv: list[str], ready_timeout: float = 20, ready: str | None = "ready"
     ) -> subprocess.Popen:
-        """Run argv in the tool namespace, stderr to a file.
+        """Run argv in the tool namespace, its stdout and stderr to files (tool_stdout(),
+        tool_stderr()).
 
         With ``ready`` (default "ready") wait for a stderr line containing it; otherwise
         wait until traffic passes client -> server -> client.  Raises with the stderr so far
         if the process exits or ready_timeout passes first."""
         log = self._next("tool").with_suffix(".stderr")
-        with open(log, "wb") as f:
-            p = self.session.popen(self.tool_ns, *argv, stdout=subprocess.DEVNULL, stderr=f)
+        with open(log, "wb") as err, open(log.with_suffix(".stdout"), "wb") as out:
+            p = self.session.popen(self.tool_ns, *argv, stdout=out, stderr=err)
         self._logs[p.pid] = log
         if ready is None:
             try:
@@ -244,6 +245,10 @@ class Topology:
     def tool_stderr(self, proc: subprocess.Popen) -> str:
         """Everything the tool wrote on stderr so far."""
         return self._logs[proc.pid].read_text(errors="replace")
+
+    def tool_stdout(self, proc: subprocess.Popen) -> str:
+        """Everything the tool wrote on stdout so far."""
+        return self._logs[proc.pid].with_suffix(".stdout").read_text(errors="replace")
 
     def stop_tool(
         self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20
@@ -304,20 +309,10 @@ class Topology:
         """Serve directory over HTTP/1.1 (keep-alive) from the server ns on server_ip:port;
         return the base URL (v6 bracketed: pass ``-g`` to curl).  Request log: http_log()."""
         log = self._next("http").with_suffix(".log")
+        argv = [sys.executable, str(HTTP_SERVER), "--bind", self.server_ip]
+        argv += ["--port", str(port), "--directory", str(directory)]
         with open(log, "wb") as f:
-            self.session.popen(
-                self.server_ns,
-                sys.executable,
-                str(HTTP_SERVER),
-                "--bind",
-                self.server_ip,
-                "--port",
-                str(port),
-                "--directory",
-                str(directory),
-                stdout=subprocess.DEVNULL,
-                stderr=f,
-            )
+            self.session.popen(self.server_ns, *argv, stdout=subprocess.DEVNULL, stderr=f)
         self._http_log = log
         wait_for_port(self.session, self.server_ns, port)
         host = f"[{self.server_ip}]" if self.ipv6 else self.server_ip

@@ -237,11 +237,12 @@ def test_loss_and_reorder_2mb_byte_exact(topology, tmp_path: Path):
 
 def test_start_tool_ready_line_and_stop(topology):
     t = topology(offloads=False)
-    script = "echo starting >&2; sleep 0.2; echo 'inline: ready' >&2; exec sleep 30"
+    script = "echo out; echo starting >&2; sleep 0.2; echo 'inline: ready' >&2; exec sleep 30"
     p = t.start_tool(["sh", "-c", script], ready_timeout=5)
     assert p.poll() is None
     rc, err = t.stop_tool(p, signal.SIGTERM, timeout=5)
     assert rc == -signal.SIGTERM and "starting" in err and "inline: ready" in err
+    assert t.tool_stdout(p) == "out\n"
     with pytest.raises(RuntimeError, match=r"exited \(3\)[\s\S]*boom"):
         t.start_tool(["sh", "-c", "echo boom >&2; exit 3"], ready_timeout=5)
     with pytest.raises(RuntimeError, match="not 'ready' after"):
