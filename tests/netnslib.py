@@ -87,21 +87,8 @@ class NetnsSession:
         whenever a userspace AF_PACKET bridge forwards the frames, and for captures of
         plain wire-size segments)."""
         run(
-            [
-                "ip",
-                "link",
-                "add",
-                if1,
-                "netns",
-                ns1,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                if2,
-                "netns",
-                ns2,
-            ]
+            ["ip", "link", "add", if1, "netns", ns1, "type", "veth"]
+            + ["peer", "name", if2, "netns", ns2]
         )
         for ns, ifn in ((ns1, if1), (ns2, if2)):
             if mtu:
@@ -112,24 +99,8 @@ class NetnsSession:
         return if1, if2
 
     def offloads_off(self, ns: str, ifn: str) -> None:
-        self.sh(
-            ns,
-            "ethtool",
-            "-K",
-            ifn,
-            "tso",
-            "off",
-            "gso",
-            "off",
-            "gro",
-            "off",
-            "tx",
-            "off",
-            "rx",
-            "off",
-            "sg",
-            "off",
-        )
+        features = ("tso", "gso", "gro", "tx", "rx", "sg")
+        self.sh(ns, "ethtool", "-K", ifn, *(w for f in features for w in (f, "off")))
         # not every kernel lets these change on veth; best effort
         self.sh(ns, "ethtool", "-K", ifn, "rxvlan", "off", "txvlan", "off", check=False)
 
@@ -214,22 +185,8 @@ class Tcpdump:
         self.stderr_text = ""
 
     def start(self, timeout: float = 10.0) -> Tcpdump:
-        argv = [
-            "tcpdump",
-            "-i",
-            self.ifname,
-            "-n",
-            "-s",
-            "0",
-            "-B",
-            "65536",
-            "-U",
-            "--immediate-mode",
-            "-Z",
-            "root",
-            "-w",
-            self.path,
-        ]
+        argv = ["tcpdump", "-i", self.ifname, "-n", "-s", "0", "-B", "65536", "-U"]
+        argv += ["--immediate-mode", "-Z", "root", "-w", self.path]
         if self.bpf:
             argv.append(self.bpf)
         self.proc = self.session.popen(
