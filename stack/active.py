@@ -366,6 +366,7 @@ class Tcb:
             and seg.tsval is not None
             and not flags & RST
             and seq_diff(seg.tsval, self.ts_recent) < 0
+            and not self._disordered_ack(seg)
         ):
             st.paws_dropped += 1
             self._send_ack(now)
@@ -411,6 +412,17 @@ class Tcb:
             self.peer_fin = (seg.seq + len(seg.payload)) & MASK
         self._check_fin(now)
         self._output(now)
+
+    def _disordered_ack(self, seg: Incoming) -> bool:
+        """A pure ACK overtaken by a later segment: old TSval, but nothing in it can be a
+        stale duplicate, so it is let through (Linux's tcp_disordered_ack; its SACK blocks
+        and window matter for recovery)."""
+        return (
+            not seg.payload
+            and not seg.flags & (SYN | FIN)
+            and seg.seq == self.rcv_nxt
+            and _le(seg.ack, self.snd_una)
+        )
 
     def _acceptable(self, seq: int, seglen: int, wnd: int) -> bool:
         """RFC 9293 §3.10.7.4's table of four cases."""

@@ -377,3 +377,14 @@ def test_two_endpoints_over_a_bad_link_move_exact_bytes(
     assert got_by_a == data_b
     assert not a.reset and not b.reset
     assert a.eof and b.eof
+
+
+def test_paws_lets_a_reordered_pure_ack_through() -> None:
+    """A duplicate ACK overtaken by a newer one has an older TSval but is no stale data."""
+    clock = TsClock(base=500, at=0.0, rate=1000.0)
+    t = Tcb(takeover(clock=clock, ts_recent=9000), now=0.0)
+    t.send(b"p" * 3000, 0.0)
+    take(t)
+    sack = ((ISS_US + 1000, ISS_US + 2000),)
+    t.on_segment(seg(ISS_PEER, ISS_US, sack=sack, tsval=8999, tsecr=500), 0.01)
+    assert t.stats.paws_dropped == 0 and t.sacked == [(1000, 2000)]
