@@ -484,6 +484,12 @@ class Tracker:
             self._on_fin(conn, ep, off + nbytes)
         ep.window = seg.window
 
+    def reset(self, conn: Connection) -> None:
+        """The connection was reset by someone the capture does not show (inline mode's own
+        RSTs when it blocks a flow): it ends now, closed by RST."""
+        conn.state = ConnState.RESET
+        self._finish(conn, CloseReason.RST)
+
     def bypass(self, conn: Connection) -> None:
         """Stop reassembling a connection (a PASS verdict with --bypass): from now on its
         segments only move counters and its state; what was buffered is flushed at the end."""

@@ -4,11 +4,7 @@ exactly where ``uinet-tap inline IF_A IF_B`` will run.  Nothing here tests the t
 
 from __future__ import annotations
 
-import hashlib
-import random
-import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -18,11 +14,11 @@ import dpkt
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inlinecheck import blob, fetch, frames, need, settled, sha, tag_stack, tcp_flags  # noqa: E402
 from inlinelib import (  # noqa: E402
     ENDPOINT_MTU,
     NS_TAG,
     TAGGED_MTU,
-    Topology,
     build_topology,
     leftover_namespaces,
     sweep_stale_namespaces,
@@ -33,62 +29,6 @@ from netnslib import NetnsSession, netns_available, wait_for_port  # noqa: E402
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 
 MB = 1 << 20
-
-
-def need(*progs: str) -> None:
-    missing = [p for p in progs if shutil.which(p) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)}")
-
-
-def blob(path: Path, size: int, seed: int = 7) -> str:
-    """Write size seeded-random bytes to path; return their sha256."""
-    data = random.Random(seed).randbytes(size)
-    path.write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def fetch(t: Topology, url: str, out: Path) -> None:
-    t.client("curl", "-sS", "-g", "--fail", "--max-time", "60", "-o", str(out), url)
-
-
-def frames(pcap: Path):
-    with open(pcap, "rb") as f:
-        for _ts, buf in dpkt.pcap.Reader(f):
-            yield buf
-
-
-def tag_stack(buf: bytes) -> tuple[list[tuple[int, int]], dpkt.ethernet.Ethernet]:
-    """([(TPID, VID), ...] outermost first, parsed frame); dpkt decodes the tags (the
-    TPID of each tag is the type field in front of it)."""
-    eth = dpkt.ethernet.Ethernet(buf)
-    tags = getattr(eth, "vlan_tags", [])
-    tpids = [struct.unpack_from("!H", buf, 12)[0]] + [t.type for t in tags[:-1]]
-    return [(tp, t.id) for tp, t in zip(tpids, tags, strict=True)], eth
-
-
-def tcp_flags(pcap: Path) -> list[int]:
-    """TCP flags of every TCP frame in pcap (IPv4 or IPv6)."""
-    out = []
-    for buf in frames(pcap):
-        ip = dpkt.ethernet.Ethernet(buf).data
-        if isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6) and isinstance(ip.data, dpkt.tcp.TCP):
-            out.append(ip.data.flags)
-    return out
-
-
-def settled(t: Topology, side, timeout: float = 5.0) -> list:
-    """TCP sockets on side other than TIME-WAIT, once they are gone (or after timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [s for s in t.tcp_sockets(side) if s[0] != "TIME-WAIT"]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.05)
 
 
 # -- the topology itself ------------------------------------------------------------

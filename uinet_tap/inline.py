@@ -116,13 +116,15 @@ class Inline:
             rec["intercept"] = info
         self._write_record(rec)
 
-    def _session_done(self, session: InterceptSession) -> None:
-        cid = session.conn_id
-        self.sessions.pop(cid, None)
+    def _session_gone(self, session: InterceptSession) -> None:
         now = time.time()
         for key in [k for k, (s, _) in self.owned.items() if s is session]:
             del self.owned[key]
             self.tombstones[key] = now + TOMBSTONE
+
+    def _session_settled(self, session: InterceptSession) -> None:
+        cid = session.conn_id
+        self.sessions.pop(cid, None)
         rec = self.held.pop(cid, None)
         if rec is None:
             self.session_info[cid] = session.record()
@@ -266,7 +268,6 @@ class Inline:
         blk = Blocked(conn, now + TOMBSTONE)
         for key in conn.keys:
             self.blocked[key] = blk
-        self.tracker.bypass(conn)
         if seg.flags & 0x10:
             self._send_rst(side, to_sender, seg.ack, None)
         else:  # a SYN: RST|ACK acknowledging it
@@ -277,13 +278,14 @@ class Inline:
         elif seg.flags & 0x10 and conn.handshake:
             self._send_rst(1 - side, to_peer, seg.seq, None)
         self.stats.blocked_frames += 1
+        self.tracker.reset(conn)
+        self.engine._drain()
 
     def _blocked_frame(self, blk: Blocked, side: int, frame: bytes, seg: Segment,
                        now: float) -> None:  # fmt: skip
         """A later frame of a blocked flow: dropped; answered with a RST at the sequence number
         its ACK field names (a challenge ACK from RFC 5961 gets the exact RST it asks for)."""
-        self.stats.blocked_frames += 1
-        self._track(now, seg)
+        self.stats.blocked_frames += 1  # not tracked: the flow's record is written
         if seg.flags & RST or blk.answered >= BLOCK_ANSWERS:
             return
         blk.answered += 1
@@ -327,7 +329,7 @@ class Inline:
             return False
         session = InterceptSession(
             conn.id, halves, (c.iface, s.iface), self.send, insp.view, handler, name,
-            self._session_done, self.on_plugin_error,
+            self._session_settled, self._session_gone, self.on_plugin_error,
         )  # fmt: skip
         self.watches.pop(conn.id, None)
         self.sessions[conn.id] = session
@@ -363,9 +365,13 @@ class Inline:
         for key in [k for k, b in self.blocked.items() if b.until < now]:
             del self.blocked[key]
 
+    def shutdown(self) -> None:
+        """While the loop still runs: end every cut-in (see InterceptSession.shutdown)."""
+        live = {id(s): s for s, _ in self.owned.values()}
+        for session in live.values():
+            session.shutdown()
+
     def finish(self) -> dict:
-        for session in list(self.sessions.values()):
-            session.abort("aborted at exit")
         self.engine.finish()
         for cid, rec in list(self.held.items()):
             self.held.pop(cid)
@@ -414,6 +420,7 @@ async def run_inline(inline: Inline, duration: float | None, ready: Callable[[],
     except TimeoutError:
         pass
     finally:
+        inline.shutdown()
         tick_task.cancel()
         for port in inline.ports:
             loop.remove_reader(port.fileno())

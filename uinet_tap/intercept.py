@@ -98,9 +98,13 @@ class InterceptSession:
         flow: FlowView,
         handler: Handler,
         handler_name: str,
-        on_done: Callable[[InterceptSession], None],
+        on_settled: Callable[[InterceptSession], None],
+        on_gone: Callable[[InterceptSession], None],
         on_error: Callable[[str, str], None],
     ) -> None:
+        """``on_settled``: the handler is done and both sides are closed or in TIME-WAIT (the
+        record can be written); ``on_gone``: both active endpoints are CLOSED (the tuple can
+        be released)."""
         now = time.time()
         self.conn_id = conn_id
         self.started = now
@@ -109,18 +113,21 @@ class InterceptSession:
         self.ifaces = ifaces
         self._send = send
         self.handler_name = handler_name
-        self._on_done = on_done
+        self._on_settled = on_settled
+        self._on_gone = on_gone
+        self._loop = asyncio.get_running_loop()
         self._on_error = on_error
         self.endpoints = (ActiveEndpoint(self, 0), ActiveEndpoint(self, 1))
         self.result: str | None = None
         self.handler_done = False
-        self.done = False
+        self.settled = False
+        self.gone = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.first_out: float | None = None  # when the first frame of ours left
         self.inflight_at_takeover = (len(halves[0][0].unacked), len(halves[1][0].unacked))
         conn = Intercepted(self.endpoints[0], self.endpoints[1], flow)
-        self.task = asyncio.get_running_loop().create_task(self._run(handler, conn))
+        self.task = self._loop.create_task(self._run(handler, conn))
         self.pump()
 
     async def _run(self, handler: Handler, conn: Intercepted) -> None:
@@ -175,8 +182,7 @@ class InterceptSession:
             self._timer = None
         self._timer_at = at
         if at is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(max(0.0, at - time.time()), self._fire)
+            self._timer = self._loop.call_later(max(0.0, at - time.time()), self._fire)
 
     def _fire(self) -> None:
         self._timer = None
@@ -189,26 +195,40 @@ class InterceptSession:
         self.pump()
 
     def _check_done(self) -> None:
-        if self.done or not self.handler_done:
+        if self.gone or not self.handler_done:
             return
-        if all(t.state is TcbState.CLOSED for t in self.tcbs):
-            self.done = True
+        ended = (TcbState.TIME_WAIT, TcbState.CLOSED)
+        if not self.settled and all(t.state in ended for t in self.tcbs):
+            self.settled = True
             if self.result is None:
                 self.result = "reset" if any(t.reset for t in self.tcbs) else "closed"
+            self._on_settled(self)
+        if all(t.state is TcbState.CLOSED for t in self.tcbs):
+            self.gone = True
             if self._timer is not None:
                 self._timer.cancel()
-            self._on_done(self)
+                self._timer = None
+            self._on_gone(self)
 
-    def abort(self, reason: str) -> None:
-        """At exit: reset both real endpoints rather than leave them hanging."""
-        if self.done:
+    def shutdown(self) -> None:
+        """At exit: reset the real endpoints still open rather than leave them waiting for a
+        tool that left; one in TIME-WAIT has nothing more to say."""
+        if self.gone:
             return
-        self.result = reason
-        for ep in self.endpoints:
-            ep.abort()
-        self.task.cancel()
+        now = time.time()
+        aborted = False
+        for tcb in self.tcbs:
+            if tcb.state is TcbState.TIME_WAIT:
+                tcb.state = TcbState.CLOSED
+            elif tcb.state is not TcbState.CLOSED:
+                tcb.abort(now)
+                aborted = True
+        if aborted and not self.settled:
+            self.result = "aborted at exit"
+        if not self.task.done():
+            self.task.cancel()
         self.handler_done = True
-        self._check_done()
+        self.pump()
 
     def record(self) -> dict:
         c, s = self.tcbs

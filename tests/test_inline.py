@@ -1,0 +1,342 @@
+"""``uinet-tap inline`` between real kernels: client ns -- tool ns -- server ns
+(tests/inlinelib.py), with seeded loss, reordering and VLAN/QinQ tags from userspace
+stages where asked.
+
+Ground truth is what the programs sent and received (curl, python's HTTP server, socat) and
+what each endpoint's own capture shows (no RST reached it), not what the tool reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inlinecheck import MB, blob, frames, need, settled, sha, tag_stack, tcp_flags  # noqa: E402
+from inlinelib import Topology  # noqa: E402
+from netnslib import wait_for_port  # noqa: E402
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
+
+RST = 0x04
+
+CUT_AFTER_FIRST_MB = """
+from uinet_tap.plugins import Plugin, Verdict
+
+class CutAfterFirstMegabyte(Plugin):
+    name = "cut-after-1mb"
+
+    def decide(self, flow):
+        if flow.s2c_bytes >= 1_000_000:
+            return Verdict.INTERCEPT
+        return Verdict.NEED_MORE
+"""
+
+REWRITE_SECOND_RESPONSE = """
+from uinet_tap.plugins import Plugin, Verdict
+from uinet_tap.plugins.handlers import make_handler
+
+class SecondRequest(Plugin):
+    name = "second-request"
+
+    def decide(self, flow):
+        if flow.c2s.count(b"GET ") >= 2:
+            return Verdict.INTERCEPT
+        return Verdict.NEED_MORE
+
+    async def intercept(self, conn):
+        await make_handler("rewrite", {"direction": "s2c", "pattern": "Hello",
+                                       "replace": "HELLO"})(conn)
+"""
+
+BROKEN_HANDLER = """
+from uinet_tap.plugins import Plugin, Verdict
+
+class Broken(Plugin):
+    name = "broken-handler"
+
+    def decide(self, flow):
+        return Verdict.INTERCEPT if flow.c2s else None
+
+    async def intercept(self, conn):
+        await conn.client.read()
+        raise RuntimeError("boom")
+"""
+
+
+class Tool:
+    """One ``uinet-tap inline`` run in the tool namespace."""
+
+    def __init__(self, t: Topology, tmp: Path, *extra: str) -> None:
+        self.t = t
+        self.flows = tmp / "flows.jsonl"
+        self.stats_path = tmp / "stats.json"
+        argv = [sys.executable, "-m", "uinet_tap", "inline", t.if_a, t.if_b, "-q",
+                "--flows", str(self.flows), "--stats", str(self.stats_path), *extra]  # fmt: skip
+        self.proc = t.start_tool(argv)
+        self.records: list[dict] = []
+        self.stats: dict = {}
+        self.stderr = ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        rc, self.stderr = self.t.stop_tool(self.proc, sig)
+        assert rc == 0, self.stderr
+        assert "Traceback" not in self.stderr and "error" not in self.stderr, self.stderr
+        self.records = [json.loads(line) for line in self.flows.read_text().splitlines()]
+        self.stats = json.loads(self.stats_path.read_text())
+
+    def record(self, port: int = 8080) -> dict:
+        (rec,) = [r for r in self.records if r["server"].endswith(f":{port}")]
+        return rec
+
+
+def plugin_file(tmp: Path, text: str) -> str:
+    path = tmp / "plugin.py"
+    path.write_text(text)
+    return str(path)
+
+
+def www(tmp: Path) -> Path:
+    d = tmp / "www"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+def curl(t: Topology, url: str, out: Path, *extra: str, check: bool = True):  # type: ignore[no-untyped-def]
+    return t.client("curl", "-sS", "-g", "--max-time", "120", "-o", str(out), *extra, url,
+                    check=check, timeout=150)  # fmt: skip
+
+
+def no_rst(*pcaps: Path) -> None:
+    for pcap in pcaps:
+        flags = tcp_flags(pcap)
+        assert flags, f"{pcap.name}: no TCP frames captured"
+        assert not [f for f in flags if f & RST], f"{pcap.name}: an endpoint saw a RST"
+
+
+def closed_cleanly(t: Topology) -> None:
+    """Neither kernel keeps the connection (TIME-WAIT aside): no half-open socket."""
+    for side in ("client", "server"):
+        assert settled(t, side, timeout=10) == [], t.ss(side)
+
+
+# -- pass-through ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ipv6", [False, True], ids=["v4", "v6"])
+def test_pass_through_curl_and_socat_both_ways_offloads_on(topology, tmp_path: Path, ipv6):
+    """Offloads on at the endpoints: the tool reads GSO super-frames and partial checksums
+    and must cut and complete them; every byte still arrives."""
+    need("curl", "socat")
+    t = topology(ipv6=ipv6)
+    want = blob(www(tmp_path) / "f.bin", 20 * MB)
+    url = t.http_server(www(tmp_path))
+    tool = Tool(t, tmp_path)
+    got = tmp_path / "got.bin"
+    curl(t, f"{url}/f.bin", got)
+    assert sha(got) == want
+    fam = "TCP6" if ipv6 else "TCP4"
+    host = f"[{t.server_ip}]" if ipv6 else t.server_ip
+    for port, upload in ((9000, True), (9001, False)):
+        src = tmp_path / f"src{port}"
+        dst = tmp_path / f"dst{port}"
+        want_socat = blob(src, 8 * MB, port)
+        if upload:  # client -> server
+            srv = t.popen("server", "socat", "-u", f"{fam}-LISTEN:{port},reuseaddr",
+                          f"OPEN:{dst},creat,trunc")  # fmt: skip
+            wait_for_port(t.session, t.server_ns, port)
+            t.client("socat", "-u", f"OPEN:{src}", f"{fam}:{host}:{port}")
+        else:  # server -> client
+            srv = t.popen("server", "socat", "-u", f"OPEN:{src}",
+                          f"{fam}-LISTEN:{port},reuseaddr")  # fmt: skip
+            wait_for_port(t.session, t.server_ns, port)
+            t.client("socat", "-u", f"{fam}:{host}:{port}", f"OPEN:{dst},creat,trunc")
+        assert srv.wait(60) == 0
+        assert sha(dst) == want_socat
+    tool.stop()
+    assert {r["verdict"] for r in tool.records} == {"pass"}
+    assert all(r["bypassed"] for r in tool.records)
+    inline = tool.stats["inline"]
+    assert inline["resegmented"] > 0 and inline["checksums_completed"] > 0, inline
+    assert inline["rst_sent"] == 0 and inline["intercepts"] == 0
+    for port in inline["ports"].values():
+        assert port["send_errors"] == {}, inline
+
+
+def test_pass_through_forwards_every_frame_and_nothing_else(topology, tmp_path: Path):
+    """Offloads off: what one port received, the other sent, frame for frame; UDP and ICMP
+    (the path probe) and ARP pass too."""
+    need("curl")
+    t = topology(offloads=False)
+    want = blob(www(tmp_path) / "f.bin", 2 * MB)
+    url = t.http_server(www(tmp_path))
+    tool = Tool(t, tmp_path)
+    got = tmp_path / "got.bin"
+    with t.capture("client") as pc:
+        curl(t, f"{url}/f.bin", got)
+        assert t.path_works(5)  # UDP out, ICMP port unreachable back
+    assert sha(got) == want
+    tool.stop()
+    ports = tool.stats["inline"]["ports"]
+    assert ports[t.if_a]["received"] == ports[t.if_b]["sent"] > 300  # ACKs, request
+    assert ports[t.if_b]["received"] == ports[t.if_a]["sent"] > 1400  # 2 MB of data
+    no_rst(pc)
+
+
+# -- cut-in ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw,size",
+    [
+        (dict(), 50 * MB),
+        (dict(ipv6=True, tags="vlan"), 20 * MB),
+        (dict(tags="qinq", loss=0.02, reorder=0.02, seed=3), 8 * MB),
+        (dict(ipv6=True, tags="qinq", loss=0.02, reorder=0.02, seed=4), 8 * MB),
+    ],
+    ids=["v4-offloads-on", "v6-vlan", "v4-qinq-loss", "v6-qinq-loss"],
+)
+def test_cut_in_mid_stream_bulk_download(topology, tmp_path: Path, kw: dict, size: int):
+    """A plugin waits for the first megabyte, then the tool takes both halves over and
+    relays the rest: curl's file is exact, no endpoint sees a RST, both sockets close."""
+    need("curl")
+    t = topology(**kw)
+    want = blob(www(tmp_path) / "f.bin", size)
+    url = t.http_server(www(tmp_path))
+    tool = Tool(t, tmp_path, "--plugin-file", plugin_file(tmp_path, CUT_AFTER_FIRST_MB))
+    got = tmp_path / "got.bin"
+    caps = ("client", "server", "a", "b") if t.tags else ("client", "server")
+    with contextlib.ExitStack() as stack:
+        pcaps = {side: stack.enter_context(t.capture(side)) for side in caps}
+        curl(t, f"{url}/f.bin", got)
+        closed_cleanly(t)
+    assert sha(got) == want
+    no_rst(pcaps["client"], pcaps["server"])
+    assert len(t.http_log()) == 1
+    tool.stop()
+    rec = tool.record()
+    assert rec["verdict"] == "intercept" and rec["decided_by"] == "cut-after-1mb", rec
+    assert rec["verdict_offset"]["s2c"] >= 1_000_000
+    assert rec["intercept"]["result"] == "closed", rec["intercept"]
+    relayed = rec["intercept"]["to_server"]["bytes_in"]
+    assert relayed > size - 2 * MB  # the rest of the file went through the tool's own TCP
+    if t.tags:
+        # every frame on the tool's wires, ours included, carries the tag stack
+        for pcap in (pcaps["a"], pcaps["b"]):
+            assert all(tag_stack(buf)[0] == t.tags for buf in frames(pcap)), pcap.name
+        for name, st in t.stop_stages().items():
+            for d in ("ab", "ba"):
+                assert st[d]["tag_mismatch"] == 0, (name, st)
+    if kw.get("loss"):  # the stages dropped frames the tool's own TCP had to resend
+        assert rec["intercept"]["to_client"]["retransmits"] > 0, rec["intercept"]
+
+
+def test_cut_in_at_the_second_request_rewrites_only_the_second_response(topology, tmp_path):
+    """curl fetches two URLs over one keep-alive connection; the cut-in happens at the second
+    request: the first response passes untouched, the second is rewritten."""
+    need("curl")
+    t = topology()
+    page = b"<html><body>Hello, world. Hello again.</body></html>\n" * 200
+    (www(tmp_path) / "a.html").write_bytes(page)
+    (www(tmp_path) / "b.html").write_bytes(page)
+    url = t.http_server(www(tmp_path))
+    tool = Tool(t, tmp_path, "--plugin-file", plugin_file(tmp_path, REWRITE_SECOND_RESPONSE))
+    oa, ob = tmp_path / "a.out", tmp_path / "b.out"
+    with t.capture("client") as pc, t.capture("server") as ps:
+        r = t.client("curl", "-sS", "--fail", "-w", "%{num_connects}\n", "-o", str(oa),
+                     "-o", str(ob), f"{url}/a.html", f"{url}/b.html")  # fmt: skip
+        closed_cleanly(t)
+    assert r.stdout.split() == ["1", "0"]  # one connection
+    assert oa.read_bytes() == page
+    assert ob.read_bytes() == page.replace(b"Hello", b"HELLO")
+    log = t.http_log()
+    assert [line[2].split()[1] for line in log] == ["/a.html", "/b.html"]
+    assert log[0][1] == log[1][1]  # the server saw both requests on one connection
+    no_rst(pc, ps)
+    tool.stop()
+    rec = tool.record()
+    assert rec["verdict"] == "intercept" and rec["intercept"]["result"] == "closed", rec
+    assert rec["verdict_offset"]["s2c"] >= len(page)  # after the first response
+
+
+def test_respond_answers_the_client_and_closes_both_sides(topology, tmp_path: Path):
+    need("curl")
+    t = topology()
+    (www(tmp_path) / "index.html").write_text("the real page")
+    url = t.http_server(www(tmp_path))
+    policy = tmp_path / "rules.toml"
+    policy.write_text(
+        '[[rule]]\nport = 8080\naction = "intercept"\nhandler = "respond"\n'
+        'options = { data = "HTTP/1.1 403 Forbidden\\r\\nContent-Length: 9\\r\\n'
+        'Connection: close\\r\\n\\r\\nforbidden" }\n'
+    )
+    tool = Tool(t, tmp_path, "--policy", str(policy))
+    out = tmp_path / "out"
+    with t.capture("client") as pc, t.capture("server") as ps:
+        r = curl(t, f"{url}/index.html", out, "-w", "%{http_code}")
+        closed_cleanly(t)
+    assert r.stdout == "403" and out.read_bytes() == b"forbidden"
+    assert t.http_log() == []  # the request never reached the server
+    no_rst(pc, ps)
+    tool.stop()
+    rec = tool.record()
+    assert rec["verdict"] == "intercept" and rec["decided_by"].startswith("rule")
+    assert rec["intercept"]["handler"] == "respond"
+    assert rec["intercept"]["result"] == "closed", rec["intercept"]
+
+
+def test_block_resets_both_ends(topology, tmp_path: Path):
+    """After detection (the Host is known), both kernels get a RST they accept."""
+    need("curl")
+    t = topology()
+    (www(tmp_path) / "x").write_text("x" * 100)
+    url = t.http_server(www(tmp_path))
+    policy = tmp_path / "rules.toml"
+    policy.write_text('[[rule]]\nprotocol = "http"\naction = "block"\n')
+    tool = Tool(t, tmp_path, "--policy", str(policy))
+    with t.capture("client") as pc, t.capture("server") as ps:
+        r = curl(t, f"{url}/x", tmp_path / "out", check=False)
+        for side in ("client", "server"):
+            assert settled(t, side, timeout=10) == [], t.ss(side)
+    assert r.returncode == 56, r.stderr  # "Recv failure: Connection reset by peer"
+    assert any(f & RST for f in tcp_flags(pc)) and any(f & RST for f in tcp_flags(ps))
+    tool.stop()
+    rec = tool.record()
+    assert rec["verdict"] == "block" and rec["close"] == "rst"
+    assert tool.stats["inline"]["rst_sent"] >= 2
+
+
+def test_block_by_port_refuses_at_the_syn(topology, tmp_path: Path):
+    need("curl")
+    t = topology()
+    (www(tmp_path) / "x").write_text("x")
+    url = t.http_server(www(tmp_path))
+    policy = tmp_path / "rules.toml"
+    policy.write_text('[[rule]]\nport = 8080\naction = "block"\n')
+    tool = Tool(t, tmp_path, "--policy", str(policy))
+    r = curl(t, f"{url}/x", tmp_path / "out", check=False)
+    assert r.returncode == 7, r.stderr  # "Failed to connect ... Connection refused"
+    assert t.http_log() == []
+    tool.stop()
+    assert tool.record()["verdict"] == "block"
+
+
+def test_a_crashing_handler_resets_both_sides_and_is_reported(topology, tmp_path: Path):
+    need("curl")
+    t = topology()
+    (www(tmp_path) / "x").write_text("x")
+    url = t.http_server(www(tmp_path))
+    tool = Tool(t, tmp_path, "--plugin-file", plugin_file(tmp_path, BROKEN_HANDLER))
+    r = curl(t, f"{url}/x", tmp_path / "out", check=False)
+    assert r.returncode == 56, r.stderr
+    closed_cleanly(t)
+    rc, stderr = t.stop_tool(tool.proc)
+    assert rc == 0 and "Traceback" not in stderr
+    assert "plugin broken-handler failed: RuntimeError: boom" in stderr
+    rec = json.loads(tool.flows.read_text().splitlines()[0])
+    assert rec["intercept"]["result"] == "handler error: RuntimeError: boom"
