@@ -484,11 +484,20 @@ class Tracker:
             self._on_fin(conn, ep, off + nbytes)
         ep.window = seg.window
 
-    def reset(self, conn: Connection) -> None:
-        """The connection was reset by someone the capture does not show (inline mode's own
-        RSTs when it blocks a flow): it ends now, closed by RST."""
-        conn.state = ConnState.RESET
-        self._finish(conn, CloseReason.RST)
+    def forget(self, conn: Connection) -> None:
+        """Stop timing a connection out: inline mode's cut-in owns it and will end it."""
+        if conn.lru is not None:
+            del conn.lru[conn]  # type: ignore[attr-defined]
+            conn.lru = None
+
+    def end(self, conn: Connection, reason: CloseReason) -> None:
+        """End a connection for a reason the capture does not show (inline mode: its own RSTs
+        when it blocks a flow, or the end of a cut-in): its record is written now."""
+        if reason is CloseReason.RST:
+            conn.state = ConnState.RESET
+        elif reason is CloseReason.FIN:
+            conn.state = ConnState.CLOSED
+        self._finish(conn, reason)
 
     def bypass(self, conn: Connection) -> None:
         """Stop reassembling a connection (a PASS verdict with --bypass): from now on its

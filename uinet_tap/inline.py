@@ -33,6 +33,7 @@ from .stack.connection import Connection
 from .stack.cutin import CutInWatch, NotReady, l2_header
 from .stack.decode import DLT_EN10MB, Segment
 from .stack.emit import PathTemplate, complete_checksums, resegment
+from .stack.events import CloseReason
 from .stack.options import timestamp
 
 BATCH = 128  # frames read from one port before the other gets a turn
@@ -93,6 +94,7 @@ class Inline:
         self.blocked: dict[bytes, Blocked] = {}
         self.tombstones: dict[bytes, float] = {}
         self.sessions: dict[int, InterceptSession] = {}
+        self.owned_conns: dict[int, Connection] = {}
         self.held: dict[int, dict] = {}  # records of connections whose cut-in still runs
         self.session_info: dict[int, dict] = {}  # cut-ins that ended before their record
         self.failed: dict[int, str] = {}
@@ -125,11 +127,16 @@ class Inline:
     def _session_settled(self, session: InterceptSession) -> None:
         cid = session.conn_id
         self.sessions.pop(cid, None)
+        self.session_info[cid] = session.record()
+        conn = self.owned_conns.pop(cid, None)
+        if conn is not None and conn.close is None:
+            # The tracker stopped seeing this flow at the cut-in; it ends with the cut-in.
+            reset = any(t.reset for t in session.tcbs)
+            self.tracker.end(conn, CloseReason.RST if reset else CloseReason.FIN)
+            self.engine._drain()
         rec = self.held.pop(cid, None)
-        if rec is None:
-            self.session_info[cid] = session.record()
-        else:
-            rec["intercept"] = session.record()
+        if rec is not None:
+            rec["intercept"] = self.session_info.pop(cid)
             self._write_record(rec)
 
     # -- verdicts ------------------------------------------------------------------------
@@ -183,7 +190,6 @@ class Inline:
             self.stats.owned_frames_in += 1
             session.input(from_client, seg.seq, seg.ack, seg.flags, seg.window, seg.options,
                           seg.payload)  # fmt: skip
-            self._track(now, seg)
             return
         if self.blocked:
             blk = self.blocked.get(key)
@@ -278,7 +284,7 @@ class Inline:
         elif seg.flags & 0x10 and conn.handshake:
             self._send_rst(1 - side, to_peer, seg.seq, None)
         self.stats.blocked_frames += 1
-        self.tracker.reset(conn)
+        self.tracker.end(conn, CloseReason.RST)
         self.engine._drain()
 
     def _blocked_frame(self, blk: Blocked, side: int, frame: bytes, seg: Segment,
@@ -333,10 +339,12 @@ class Inline:
         )  # fmt: skip
         self.watches.pop(conn.id, None)
         self.sessions[conn.id] = session
+        self.owned_conns[conn.id] = conn
         ckey, skey = conn.keys
         self.owned[ckey] = (session, True)
         self.owned[skey] = (session, False)
         self.tracker.bypass(conn)
+        self.tracker.forget(conn)  # its frames go to the session from now on, not the tracker
         self.stats.intercepts += 1
         session.input(from_client, seg.seq, seg.ack, seg.flags, seg.window, seg.options,
                       seg.payload)  # fmt: skip

@@ -173,16 +173,19 @@ class InterceptSession:
         self._check_done()
 
     def _arm(self) -> None:
+        """Keep one loop timer at or before the earliest deadline. Most deadline moves are an
+        RTO pushed later by an ACK: the timer then fires early, finds nothing due and re-arms,
+        which costs less than rescheduling on every segment."""
         times = [t for t in (tcb.deadline() for tcb in self.tcbs) if t is not None]
-        at = min(times) if times else None
-        if at == self._timer_at:
+        if not times:
+            return
+        at = min(times)
+        if self._timer_at is not None and self._timer_at <= at:
             return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         self._timer_at = at
-        if at is not None:
-            self._timer = self._loop.call_later(max(0.0, at - time.time()), self._fire)
+        self._timer = self._loop.call_later(max(0.0, at - time.time()), self._fire)
 
     def _fire(self) -> None:
         self._timer = None

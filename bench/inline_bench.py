@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Inline throughput: a bulk HTTP download through ``uinet-tap inline`` passed through, and the
+same download cut into after its first megabyte (the rest relayed by the tool's own TCP), in
+one run on this machine; plus the stall at the takeover, seen from the client's own capture.
+
+    .venv/bin/python bench/inline_bench.py [--size-mb 100] [--runs 3] [--offloads] [--json F]
+
+Needs root (network namespaces; tests/inlinelib.py builds client -- tool -- server). For
+scale, the same download through captures/bridge.py (a plain AF_PACKET forwarder in Python,
+nothing else) is measured too: the floor of any Python bump in the wire here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dpkt
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from inlinelib import build_topology, teardown  # noqa: E402
+from netnslib import NetnsSession  # noqa: E402
+
+CUT = """
+from uinet_tap.plugins import Plugin, Verdict
+
+class CutAfterFirstMegabyte(Plugin):
+    name = "cut-after-1mb"
+
+    def decide(self, flow):
+        return Verdict.INTERCEPT if flow.s2c_bytes >= 1_000_000 else Verdict.NEED_MORE
+"""
+
+
+def download(t, url: str, out: Path) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    t.client("curl", "-sS", "--fail", "-o", str(out), url, timeout=600)
+    return time.perf_counter() - t0
+
+
+def data_gaps(pcap: Path, server_port: int) -> list[tuple[float, int]]:
+    """(time since the previous s2c data frame, stream offset) of every s2c data frame."""
+    out: list[tuple[float, int]] = []
+    prev = None
+    isn = None
+    with open(pcap, "rb") as f:
+        for ts, buf in dpkt.pcap.Reader(f):
+            ip = dpkt.ethernet.Ethernet(buf).data
+            tcp = getattr(ip, "data", None)
+            if not isinstance(tcp, dpkt.tcp.TCP) or tcp.sport != server_port:
+                continue
+            if tcp.flags & dpkt.tcp.TH_SYN:
+                isn = tcp.seq
+                continue
+            if not tcp.data or isn is None:
+                continue
+            if prev is not None:
+                out.append((ts - prev, (tcp.seq - isn - 1) & 0xFFFFFFFF))
+            prev = ts
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mb", type=int, default=100)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--offloads", action="store_true", help="leave endpoint offloads on")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    size = args.size_mb << 20
+    work = Path(tempfile.mkdtemp(prefix="inline-bench-"))
+    (work / "www").mkdir()
+    blob = (work / "www" / "f.bin")
+    with open("/dev/urandom", "rb") as r:
+        blob.write_bytes(r.read(size))
+    (work / "cut.py").write_text(CUT)
+    tool = [sys.executable, "-m", "uinet_tap", "inline"]
+    results: dict[str, list[float]] = {"bridge.py": [], "pass": [], "cut-in": []}
+    stalls: list[dict] = []
+    session = NetnsSession("inlbench")
+    try:
+        t = build_topology(session, offloads=args.offloads, workdir=work / "topo")
+        url = t.http_server(work / "www") + "/f.bin"
+        for run in range(args.runs):
+            for mode in ("bridge.py", "pass", "cut-in"):
+                if mode == "bridge.py":
+                    if args.offloads:
+                        continue  # it forwards frames as read: no super-frames
+                    proc, _ = t.start_standin()
+                else:
+                    extra = ["--plugin-file", str(work / "cut.py")] if mode == "cut-in" else []
+                    flows = work / f"flows-{mode}-{run}.jsonl"
+                    proc = t.start_tool([*tool, t.if_a, t.if_b, "-q", "--flows", str(flows),
+                                         *extra])  # fmt: skip
+                out = work / "got.bin"
+                if mode == "cut-in":
+                    with t.capture("client", "tcp port 8080") as pcap:
+                        secs = download(t, url, out)
+                else:
+                    secs = download(t, url, out)
+                assert out.read_bytes() == blob.read_bytes(), f"{mode}: wrong bytes"
+                time.sleep(2.5)  # TIME-WAIT of the tool's own endpoints
+                rc, err = t.stop_tool(proc)
+                assert rc == 0, err
+                results[mode].append(size / secs / 1e6)
+                if mode == "cut-in":
+                    rec = json.loads(flows.read_text().splitlines()[0])
+                    assert rec["intercept"]["result"] == "closed", rec
+                    at = rec["verdict_offset"]["s2c"]
+                    gaps = data_gaps(pcap, 8080)
+                    around = max(g for g, off in gaps if at - 65536 <= off <= at + 65536)
+                    stalls.append(
+                        {
+                            "takeover_ms": rec["intercept"]["takeover_ms"],
+                            "largest_gap_at_takeover_ms": round(around * 1000, 3),
+                            "median_gap_ms": round(statistics.median(g for g, _ in gaps) * 1000, 4),
+                            "p99_gap_ms": round(
+                                sorted(g for g, _ in gaps)[int(len(gaps) * 0.99)] * 1000, 3
+                            ),
+                            "largest_gap_ms": round(max(g for g, _ in gaps) * 1000, 3),
+                        }
+                    )
+    finally:
+        teardown(session)
+    report = {
+        "size_mb": args.size_mb,
+        "offloads": args.offloads,
+        "runs": args.runs,
+        "MB_per_s": {m: [round(v, 1) for v in vs] for m, vs in results.items() if vs},
+        "median_MB_per_s": {m: round(statistics.median(vs), 1) for m, vs in results.items() if vs},
+        "cut_in_over_pass": round(
+            statistics.median(results["cut-in"]) / statistics.median(results["pass"]), 3
+        ),
+        "takeover": stalls,
+    }
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
