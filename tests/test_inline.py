@@ -340,3 +340,36 @@ def test_a_crashing_handler_resets_both_sides_and_is_reported(topology, tmp_path
     assert "plugin broken-handler failed: RuntimeError: boom" in stderr
     rec = json.loads(tool.flows.read_text().splitlines()[0])
     assert rec["intercept"]["result"] == "handler error: RuntimeError: boom"
+
+
+# -- errors: one line, exit 2 ---------------------------------------------------------------
+
+
+def one_error(r) -> str:  # type: ignore[no-untyped-def]
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+def test_errors_unknown_same_and_down_interfaces(topology):
+    t = topology(offloads=False)
+    tool = [sys.executable, "-m", "uinet_tap", "inline"]
+    line = one_error(t.exec("tool", *tool, "nosuch0", t.if_b, check=False))
+    assert "no such interface: nosuch0" in line and t.if_a in line and t.if_b in line
+    line = one_error(t.exec("tool", *tool, t.if_a, t.if_a, check=False))
+    assert "must differ" in line
+    t.exec("tool", "ip", "link", "set", t.if_b, "down")
+    line = one_error(t.exec("tool", *tool, t.if_a, t.if_b, check=False))
+    assert f"{t.if_b} is down" in line
+
+
+def test_error_without_privileges(topology):
+    need("setpriv")
+    t = topology(offloads=False)
+    r = t.exec("tool", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+               sys.executable, "-m", "uinet_tap", "inline", t.if_a, t.if_b, check=False,
+               cwd="/")  # fmt: skip
+    line = one_error(r)
+    assert "root" in line and "CAP_NET_RAW" in line, line

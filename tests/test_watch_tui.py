@@ -130,3 +130,54 @@ def test_replay_tui_shows_the_file_and_quits(tmp_path: Path, speed: str):
         _tmux(sock, "kill-server")
     (rec,) = [json.loads(line) for line in flows.read_text().splitlines()]
     assert rec["protocol"] == "http" and rec["close"] == "fin"
+
+
+CUT_AFTER_FIRST_MB = """
+from uinet_tap.plugins import Plugin, Verdict
+
+class CutAfterFirstMegabyte(Plugin):
+    name = "cut-after-1mb"
+
+    def decide(self, flow):
+        return Verdict.INTERCEPT if flow.s2c_bytes >= 1_000_000 else Verdict.NEED_MORE
+"""
+
+
+def test_inline_live_view_shows_a_cut_in_while_it_runs(topology, tmp_path: Path):
+    """`uinet-tap inline --tui` in tmux, client -- tool -- server: a paced download is cut
+    into after its first megabyte; the view lists it as intercepted while it runs; q ends
+    the tool, the file is exact and the record says what happened."""
+    for prog in ("tmux", "curl"):
+        if shutil.which(prog) is None:
+            pytest.skip(f"needs {prog}")
+    t = topology()
+    www = tmp_path / "www"
+    www.mkdir()
+    body = bytes(range(256)) * 4096 * 8  # 8 MiB
+    (www / "big.bin").write_bytes(body)
+    url = t.http_server(www)
+    plugin = tmp_path / "cut.py"
+    plugin.write_text(CUT_AFTER_FIRST_MB)
+    flows = tmp_path / "flows.jsonl"
+    sock = f"ut-itui-{id(tmp_path) & 0xFFFFFF}"
+    cmd = (f"ip netns exec {t.tool_ns} {BIN / 'uinet-tap'} inline {t.if_a} {t.if_b} --tui "
+           f"--plugin-file {plugin} --flows {flows} -q; echo EXITED=$?; sleep 30")  # fmt: skip
+    _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
+    try:
+        _wait_pane(sock, lambda s: "inline" in s, "the live view")
+        t.wait_path(10)
+        got = tmp_path / "got"
+        curl = t.popen("client", "curl", "-s", "--limit-rate", "1M", "-o", str(got),
+                       f"{url}/big.bin")  # fmt: skip
+        screen = _wait_pane(sock, lambda s: "intercept" in s and "http" in s, "the cut-in")
+        assert "10.77.0.2:8080" in screen
+        assert curl.wait(60) == 0
+        _tmux(sock, "send-keys", "-t", "w", "q")
+        done = _wait_pane(sock, lambda s: "EXITED=" in s, "inline to exit")
+        assert "EXITED=0" in done, done
+    finally:
+        _tmux(sock, "kill-server")
+    assert got.read_bytes() == body
+    (rec,) = [json.loads(line) for line in flows.read_text().splitlines()
+              if '"10.77.0.2:8080"' in line]  # fmt: skip
+    assert rec["verdict"] == "intercept" and rec["decided_by"] == "cut-after-1mb"

@@ -411,6 +411,8 @@ def watch(
 @_stats_option
 @_reassembly_options
 @_inspection_options
+@click.option("--tui/--no-tui", default=None,
+              help="The live view (default: when stdout and stdin are a terminal).")  # fmt: skip
 @click.option("--duration", type=click.FloatRange(0), default=None,
               help="Stop after this many seconds.")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No summary at the end.")
@@ -423,6 +425,7 @@ def inline(
     plugin_specs: tuple[str, ...],
     plugin_files: tuple[str, ...],
     no_inspect: bool,
+    tui: bool | None,
     duration: float | None,
     quiet: bool,
     **options: Any,
@@ -453,14 +456,26 @@ def inline(
     def ready() -> None:
         log_stderr(f"inline {if_a} <-> {if_b}: ready")
 
+    if tui is None:
+        tui = sys.stdout.isatty() and sys.stdin.isatty()
+    view: Any = None
+    if tui:
+        from .tui import LiveView
+
+        view = LiveView(title=f"{if_a} <-> {if_b} (inline)")
     exit_code = 0
     try:
-        asyncio.run(run_inline(bridge, duration, ready))
+        if view is not None:
+            view.start()
+        asyncio.run(run_inline(bridge, duration, ready, view))
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # a bug must not lose the records of everything seen so far
         click.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
         exit_code = 1
+    finally:
+        if view is not None:
+            view.stop()
     try:
         stats = bridge.finish()
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .engine import Engine, Options
 from .intercept import InterceptSession, rst_frame
@@ -100,7 +101,7 @@ class Inline:
         self.failed: dict[int, str] = {}
         self.stats = InlineStats()
         self._decided: list[tuple[Connection, Inspection]] = []
-        self._stopping = False
+        self.on_closed_record: Callable[[dict], None] | None = None  # the live view's
 
     # -- records -------------------------------------------------------------------------
 
@@ -116,7 +117,12 @@ class Inline:
         info = self.session_info.pop(cid, None)
         if info is not None:
             rec["intercept"] = info
+        self._emit(rec)
+
+    def _emit(self, rec: dict) -> None:
         self._write_record(rec)
+        if self.on_closed_record is not None:
+            self.on_closed_record(rec)
 
     def _session_gone(self, session: InterceptSession) -> None:
         now = time.time()
@@ -137,7 +143,7 @@ class Inline:
         rec = self.held.pop(cid, None)
         if rec is not None:
             rec["intercept"] = self.session_info.pop(cid)
-            self._write_record(rec)
+            self._emit(rec)
 
     # -- verdicts ------------------------------------------------------------------------
 
@@ -188,6 +194,12 @@ class Inline:
         if owner is not None:
             session, from_client = owner
             self.stats.owned_frames_in += 1
+            conn = self.owned_conns.get(session.conn_id)
+            if conn is not None:  # counters for the live view and the record
+                ep = conn.c if from_client else conn.s
+                ep.packets += 1
+                ep.payload_bytes += len(seg.payload)
+                conn.last_seen = now
             session.input(from_client, seg.seq, seg.ack, seg.flags, seg.window, seg.options,
                           seg.payload)  # fmt: skip
             return
@@ -383,7 +395,7 @@ class Inline:
         self.engine.finish()
         for cid, rec in list(self.held.items()):
             self.held.pop(cid)
-            self._write_record(rec)
+            self._emit(rec)
         stats = self.engine.stats()
         st = self.stats
         stats["inline"] = {
@@ -405,7 +417,10 @@ class Inline:
         return stats
 
 
-async def run_inline(inline: Inline, duration: float | None, ready: Callable[[], None]) -> None:
+async def run_inline(
+    inline: Inline, duration: float | None, ready: Callable[[], None], view: Any = None
+) -> None:
+    """The frame loop until SIGINT/SIGTERM, ``duration`` or (with a live ``view``) q."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -415,9 +430,23 @@ async def run_inline(inline: Inline, duration: float | None, ready: Callable[[],
     ready()
 
     async def ticker() -> None:
+        last = 0.0
+        maker = None
+        if view is not None:
+            from .live_view_data import SnapshotMaker
+
+            maker = SnapshotMaker(inline.engine, extra=inline.owned_conns.values)
+            inline.on_closed_record = maker.closed_record
         while True:
-            await asyncio.sleep(0.5)
-            inline.tick()
+            await asyncio.sleep(0.1 if view is not None else 0.5)
+            now = time.monotonic()
+            if now - last >= 0.5:
+                last = now
+                inline.tick()
+            if view is not None and maker is not None:
+                view.update(maker.snapshot())
+                if view.poll_keys():
+                    stop.set()
 
     tick_task = loop.create_task(ticker())
     try:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import deque
-from itertools import islice
+from collections.abc import Callable, Iterable
+from itertools import chain, islice
 
 from .engine import Engine
 from .inspection import PASSIVE_NAMES
@@ -28,8 +29,17 @@ class SnapshotMaker:
     """Rows for the most recently active flows (a live view shows a screenful: building every
     row of 100,000 flows five times a second would cost more than the capture)."""
 
-    def __init__(self, engine: Engine, max_rows: int = 2000, keep_closed: int = 200) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        max_rows: int = 2000,
+        keep_closed: int = 200,
+        extra: Callable[[], Iterable[Connection]] = tuple,
+    ) -> None:
+        """``extra``: connections the tracker no longer times (inline mode's cut-ins)."""
         self.engine = engine
+        self.extra = extra
+        self.names = engine.inspection.names if engine.inspection is not None else PASSIVE_NAMES
         self.max_rows = max_rows
         self.closed: deque[FlowRow] = deque(maxlen=keep_closed)
 
@@ -54,7 +64,7 @@ class SnapshotMaker:
             protocol=view.protocol if view is not None else None,
             confidence=view.confidence if view is not None else None,
             info=_info(findings),
-            verdict=PASSIVE_NAMES[verdict] if verdict is not None else None,
+            verdict=self.names[verdict] if verdict is not None else None,
             decided_by=getattr(insp, "decided_by", None),
             c2s_bytes=cb,
             s2c_bytes=sb,
@@ -97,11 +107,8 @@ class SnapshotMaker:
         engine = self.engine
         tracker = engine.tracker
         per_list = self.max_rows // 3
-        rows = [
-            self.row(conn)
-            for lru in tracker.lrus
-            for conn in islice(reversed(lru), per_list)  # the most recently seen first
-        ]
+        recent = (islice(reversed(lru), per_list) for lru in tracker.lrus)  # latest first
+        rows = [self.row(conn) for conn in chain(self.extra(), *recent)]
         undecodable = engine.decoder.undecodable
         not_tcp = sum(undecodable.get(k, 0) for k in _NOT_TCP)
         inspection = engine.inspection

@@ -10,7 +10,7 @@ import socket
 import struct
 import subprocess
 
-from .live import interfaces
+from .live import _is_up, interfaces
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -64,6 +64,8 @@ class Port:
             raise PortError(
                 f"no such interface: {ifname} (interfaces here: {', '.join(interfaces())})"
             )
+        if _is_up(ifname) is False:
+            raise PortError(f"interface {ifname} is down (ip link set {ifname} up)")
         try:
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         except PermissionError:

@@ -91,6 +91,22 @@ def render_summary(stats: dict, capture: str, elapsed: float, command: str = "re
         rows.append(
             ("limits hit", f"{stats['evicted']:,} evicted, {stats['buffer_forced']:,} forced")
         )
+    inline = stats.get("inline")
+    if inline:
+        rows.append(
+            (
+                "forwarded",
+                f"{inline['forwarded']:,} frames  ({inline['resegmented']:,} "
+                f"super-frames cut, {inline['checksums_completed']:,} checksums completed)",
+            )
+        )
+        failed = sum(inline["intercept_failed"].values())
+        rows.append(("cut-ins", f"{inline['intercepts']:,}  ({failed:,} failed)"))
+        rows.append(("RSTs sent", f"{inline['rst_sent']:,}"))
+        errors = {k: v for p in inline["ports"].values() for k, v in p["send_errors"].items()}
+        if errors or inline["too_big"]:
+            lost = ", ".join(f"{k} {v:,}" for k, v in errors.items())
+            rows.append(("send errors", f"{lost or 0}; too big {inline['too_big']:,}"))
     for k, v in rows:
         totals.add_row(k, v)
     _console.print(totals)
