@@ -236,6 +236,81 @@ def test_cut_in_mid_stream_bulk_download(topology, tmp_path: Path, kw: dict, siz
         assert rec["intercept"]["to_client"]["retransmits"] > 0, rec["intercept"]
 
 
+CUT_AFTER_FIRST_MB_UP = """
+from uinet_tap.plugins import Plugin, Verdict
+
+class CutAfterFirstMegabyteUp(Plugin):
+    name = "cut-after-1mb-up"
+
+    def decide(self, flow):
+        return Verdict.INTERCEPT if flow.c2s_bytes >= 1_000_000 else Verdict.NEED_MORE
+"""
+
+# Sends a file and reads the echo at the same time: both directions busy at the cut-in.
+ECHO_CLIENT = """
+import hashlib, socket, sys, threading
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+data = open(path, "rb").read()
+s = socket.create_connection((host, port))
+def send():
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=send).start()
+got = bytearray()
+while chunk := s.recv(1 << 16):
+    got += chunk
+s.close()
+print(hashlib.sha256(got).hexdigest(), len(got))
+"""
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(ipv6=True, tags="vlan", loss=0.01, reorder=0.01)],
+                         ids=["v4", "v6-vlan-loss"])  # fmt: skip
+def test_cut_in_while_both_directions_are_busy(topology, tmp_path: Path, kw: dict):
+    """An echo server (socat running cat) and a client sending 6 MB while reading the echo:
+    the cut-in after the first uploaded megabyte finds bytes in flight both ways."""
+    need("socat")
+    t = topology(**kw)
+    src = tmp_path / "src.bin"
+    want = blob(src, 6 * MB, 5)
+    host = f"[{t.server_ip}]" if t.ipv6 else t.server_ip
+    fam = "TCP6" if t.ipv6 else "TCP4"
+    t.popen("server", "socat", f"{fam}-LISTEN:9002,reuseaddr", "EXEC:cat")
+    wait_for_port(t.session, t.server_ns, 9002)
+    client = tmp_path / "echo_client.py"
+    client.write_text(ECHO_CLIENT)
+    tool = Tool(t, tmp_path, "--plugin-file", plugin_file(tmp_path, CUT_AFTER_FIRST_MB_UP))
+    with t.capture("client") as pc, t.capture("server") as ps:
+        r = t.client(sys.executable, str(client), host.strip("[]"), "9002", str(src),
+                     timeout=180)  # fmt: skip
+        closed_cleanly(t)
+    assert r.stdout.split() == [want, str(6 * MB)]
+    no_rst(pc, ps)
+    tool.stop()
+    rec = tool.record(9002)
+    assert rec["verdict"] == "intercept" and rec["intercept"]["result"] == "closed", rec
+    assert rec["verdict_offset"]["c2s"] >= 1_000_000
+
+
+def test_cut_in_towards_a_slow_reader(topology, tmp_path: Path):
+    """curl reads at 400 KB/s: the tool's side towards it meets a full (or zero) window and
+    must wait and probe rather than overrun it."""
+    need("curl")
+    t = topology()
+    want = blob(www(tmp_path) / "f.bin", 3 * MB)
+    url = t.http_server(www(tmp_path))
+    tool = Tool(t, tmp_path, "--plugin-file", plugin_file(tmp_path, CUT_AFTER_FIRST_MB))
+    got = tmp_path / "got.bin"
+    with t.capture("client") as pc:
+        curl(t, f"{url}/f.bin", got, "--limit-rate", "400K")
+        closed_cleanly(t)
+    assert sha(got) == want
+    no_rst(pc)
+    tool.stop()
+    rec = tool.record()
+    assert rec["intercept"]["result"] == "closed", rec
+
+
 def test_cut_in_at_the_second_request_rewrites_only_the_second_response(topology, tmp_path):
     """curl fetches two URLs over one keep-alive connection; the cut-in happens at the second
     request: the first response passes untouched, the second is rewritten."""
