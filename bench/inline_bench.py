@@ -76,13 +76,14 @@ def main() -> None:
     size = args.size_mb << 20
     work = Path(tempfile.mkdtemp(prefix="inline-bench-"))
     (work / "www").mkdir()
-    blob = (work / "www" / "f.bin")
+    blob = work / "www" / "f.bin"
     with open("/dev/urandom", "rb") as r:
         blob.write_bytes(r.read(size))
     (work / "cut.py").write_text(CUT)
     tool = [sys.executable, "-m", "uinet_tap", "inline"]
     results: dict[str, list[float]] = {"bridge.py": [], "pass": [], "cut-in": []}
     stalls: list[dict] = []
+    drops: dict[str, list[int]] = {"pass": [], "cut-in": []}
     session = NetnsSession("inlbench")
     try:
         t = build_topology(session, offloads=args.offloads, workdir=work / "topo")
@@ -96,8 +97,9 @@ def main() -> None:
                 else:
                     extra = ["--plugin-file", str(work / "cut.py")] if mode == "cut-in" else []
                     flows = work / f"flows-{mode}-{run}.jsonl"
+                    stats = work / f"stats-{mode}-{run}.json"
                     proc = t.start_tool([*tool, t.if_a, t.if_b, "-q", "--flows", str(flows),
-                                         *extra])  # fmt: skip
+                                         "--stats", str(stats), *extra])  # fmt: skip
                 out = work / "got.bin"
                 if mode == "cut-in":
                     with t.capture("client", "tcp port 8080") as pcap:
@@ -109,6 +111,9 @@ def main() -> None:
                 rc, err = t.stop_tool(proc)
                 assert rc == 0, err
                 results[mode].append(size / secs / 1e6)
+                if mode != "bridge.py":
+                    ports = json.loads(stats.read_text())["inline"]["ports"].values()
+                    drops[mode].append(sum(p["kernel_drops"] for p in ports))
                 if mode == "cut-in":
                     rec = json.loads(flows.read_text().splitlines()[0])
                     assert rec["intercept"]["result"] == "closed", rec
@@ -138,6 +143,7 @@ def main() -> None:
             statistics.median(results["cut-in"]) / statistics.median(results["pass"]), 3
         ),
         "takeover": stalls,
+        "kernel_drops_at_the_tool": drops,
     }
     print(json.dumps(report, indent=2))
     if args.json:

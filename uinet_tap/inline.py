@@ -400,7 +400,12 @@ class Inline:
         st = self.stats
         stats["inline"] = {
             "ports": {
-                p.name: {"received": p.received, "sent": p.sent, "send_errors": p.send_errors}
+                p.name: {
+                    "received": p.received,
+                    "sent": p.sent,
+                    "kernel_drops": p.drops(),
+                    "send_errors": p.send_errors,
+                }
                 for p in self.ports
             },
             "forwarded": st.forwarded,

@@ -17,6 +17,7 @@ SOL_PACKET = 263
 PACKET_AUXDATA = 8
 PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
+PACKET_STATISTICS = 6
 TP_STATUS_CSUMNOTREADY = 1 << 3  # the checksum is partial (the sender offloaded it)
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
@@ -93,6 +94,7 @@ class Port:
         self.received = 0
         self.sent = 0
         self.send_errors: dict[str, int] = {}
+        self._drops = 0
 
     def _set_promiscuous(self, s: socket.socket) -> None:
         # struct packet_mreq { int ifindex; unsigned short type, alen; unsigned char addr[8]; }
@@ -147,6 +149,16 @@ class Port:
                 return False
         self.send_errors["EAGAIN"] = self.send_errors.get("EAGAIN", 0) + 1
         return False
+
+    def drops(self) -> int:
+        """Frames the kernel dropped because this socket's buffer was full (the counter is
+        reset by each read, so it is summed here)."""
+        with contextlib.suppress(OSError):
+            _packets, dropped = struct.unpack(
+                "II", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+            )
+            self._drops += dropped
+        return self._drops
 
     def close(self) -> None:
         self.sock.close()

@@ -103,10 +103,14 @@ def render_summary(stats: dict, capture: str, elapsed: float, command: str = "re
         failed = sum(inline["intercept_failed"].values())
         rows.append(("cut-ins", f"{inline['intercepts']:,}  ({failed:,} failed)"))
         rows.append(("RSTs sent", f"{inline['rst_sent']:,}"))
-        errors = {k: v for p in inline["ports"].values() for k, v in p["send_errors"].items()}
-        if errors or inline["too_big"]:
-            lost = ", ".join(f"{k} {v:,}" for k, v in errors.items())
+        ports = inline["ports"].values()
+        send_errors = {k: v for p in ports for k, v in p["send_errors"].items()}
+        if send_errors or inline["too_big"]:
+            lost = ", ".join(f"{k} {v:,}" for k, v in send_errors.items())
             rows.append(("send errors", f"{lost or 0}; too big {inline['too_big']:,}"))
+        drops = sum(p["kernel_drops"] for p in ports)
+        if drops:
+            rows.append(("kernel drops", f"{drops:,} (the tool fell behind)"))
     for k, v in rows:
         totals.add_row(k, v)
     _console.print(totals)
