@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+import dpkt
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -206,6 +207,11 @@ def test_cut_in_mid_stream_bulk_download(topology, tmp_path: Path, kw: dict, siz
     relays the rest: curl's file is exact, no endpoint sees a RST, both sockets close."""
     need("curl")
     t = topology(**kw)
+    hops = {"client": 55, "server": 77}  # unusual, so the impersonation shows
+    for side, hop in hops.items():
+        ifname = t.client_if if side == "client" else t.server_if
+        t.exec(side, "sysctl", "-qw", f"net.ipv4.ip_default_ttl={hop}",
+               f"net.ipv6.conf.{ifname}.hop_limit={hop}")  # fmt: skip
     want = blob(www(tmp_path) / "f.bin", size)
     url = t.http_server(www(tmp_path))
     tool = Tool(t, tmp_path, "--plugin-file", plugin_file(tmp_path, CUT_AFTER_FIRST_MB))
@@ -234,6 +240,53 @@ def test_cut_in_mid_stream_bulk_download(topology, tmp_path: Path, kw: dict, siz
                 assert st[d]["tag_mismatch"] == 0, (name, st)
     if kw.get("loss"):  # the stages dropped frames the tool's own TCP had to resend
         assert rec["intercept"]["to_client"]["retransmits"] > 0, rec["intercept"]
+    # What each endpoint received from "the other side", before and after the takeover, has
+    # that side's MAC, TTL and an unbroken timestamp clock (the peer's PAWS check).
+    for pcap, sender, sender_if in (
+        (pcaps["client"], "server", t.server_if),
+        (pcaps["server"], "client", t.client_if),
+    ):
+        mac = t.exec(sender, "cat", f"/sys/class/net/{sender_if}/address").stdout.strip()
+        seen = impersonated(pcap, 8080 if sender == "server" else None)
+        assert seen["macs"] == {bytes.fromhex(mac.replace(":", ""))}, (sender, seen["macs"])
+        assert seen["ttls"] == {hops[sender]}, (sender, seen["ttls"])
+        assert seen["frames"] > 100
+        if not kw.get("reorder"):
+            assert seen["ts_backwards"] == 0, sender
+        assert 500 <= seen["ts_rate"] <= 2000, seen["ts_rate"]  # Linux: 1000 Hz
+
+
+def impersonated(pcap: Path, sport: int | None) -> dict:
+    """Facts about the TCP frames in an endpoint's capture sent by the other side (source
+    port ``sport``, or destination port 8080 when None)."""
+    macs, ttls = set(), set()
+    n = backwards = 0
+    first = last = None
+    prev = None
+    with open(pcap, "rb") as f:
+        for ts, buf in dpkt.pcap.Reader(f):
+            eth = dpkt.ethernet.Ethernet(buf)
+            ip = eth.data
+            tcp = getattr(ip, "data", None)
+            if not isinstance(tcp, dpkt.tcp.TCP):
+                continue
+            if (tcp.sport != sport) if sport is not None else (tcp.dport != 8080):
+                continue
+            n += 1
+            macs.add(eth.src)
+            ttls.add(ip.ttl if isinstance(ip, dpkt.ip.IP) else ip.hlim)
+            for kind, data in dpkt.tcp.parse_opts(tcp.opts):
+                if kind == dpkt.tcp.TCP_OPT_TIMESTAMP:
+                    tsval = int.from_bytes(data[:4], "big")
+                    if prev is not None and (tsval - prev) & 0xFFFFFFFF >= 1 << 31:
+                        backwards += 1
+                    prev = tsval
+                    first = first or (ts, tsval)
+                    last = (ts, tsval)
+    rate = 0.0
+    if first and last and last[0] > first[0]:
+        rate = ((last[1] - first[1]) & 0xFFFFFFFF) / (last[0] - first[0])
+    return {"frames": n, "macs": macs, "ttls": ttls, "ts_backwards": backwards, "ts_rate": rate}
 
 
 CUT_AFTER_FIRST_MB_UP = """
