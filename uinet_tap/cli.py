@@ -449,7 +449,7 @@ def inline(
         ports = open_ports((if_a, if_b), log_stderr)
     except PortError as exc:
         _error(str(exc))
-    bridge = Inline(ports, plugins, policy, engine_options, writer, _plugin_error, log_stderr)
+    bridge = Inline(ports, plugins, policy, engine_options, writer, _plugin_error)
     _prepare_run()
     started = time.perf_counter()
 

@@ -74,10 +74,8 @@ class Inline:
         options: Options,
         on_record: Callable[[dict], None],
         on_plugin_error: Callable[[str, str], None],
-        log: Callable[[str], None],
     ) -> None:
         self.ports = ports
-        self.log = log
         self.on_plugin_error = on_plugin_error
         self._write_record = on_record
         # The general path only: per-frame verdicts need every segment in Python.
@@ -90,7 +88,8 @@ class Inline:
         self.tracker = self.engine.tracker
         self.decoder = self.engine.decoder
         self.watches: dict[int, CutInWatch] = {}  # conn id -> watch, while undecided/armed
-        self.passed: set[bytes] = set()
+        self.passed: set[bytes] = set()  # keys of passed flows: forwarded first
+        self.passed_ids: dict[int, tuple[bytes, bytes]] = {}
         self.owned: dict[bytes, tuple[InterceptSession, bool]] = {}  # key -> (session, client)
         self.blocked: dict[bytes, Blocked] = {}
         self.tombstones: dict[bytes, float] = {}
@@ -108,6 +107,8 @@ class Inline:
     def _record(self, rec: dict) -> None:
         cid = rec["id"]
         self.watches.pop(cid, None)
+        for key in self.passed_ids.pop(cid, ()):
+            self.passed.discard(key)
         why = self.failed.pop(cid, None)
         if why is not None:
             rec["intercept_failed"] = why
@@ -256,7 +257,10 @@ class Inline:
 
     def _pass(self, conn: Connection) -> None:
         self.watches.pop(conn.id, None)
+        if conn.close is not None:
+            return  # decided and ended by the same frame: its record is written
         self.passed.update(conn.keys)
+        self.passed_ids[conn.id] = conn.keys
 
     # -- block ---------------------------------------------------------------------------
 
