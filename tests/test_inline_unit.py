@@ -1,0 +1,180 @@
+"""The inline frame loop without a network: synthetic frames in, fake ports record what the
+tool sends. Checks the exact frames of a block and of a cut-in (sequence numbers, MACs, tags,
+TTL, timestamps) and that forwarding is byte-for-byte."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import dpkt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from frames import Conversation, ethernet, opt_timestamps, qinq  # noqa: E402
+from uinet_tap.plugins.policy import parse_policy  # noqa: E402
+from uinet_tap.plugins.registry import builtin_detectors  # noqa: E402
+
+from uinet_tap.engine import Options  # noqa: E402
+from uinet_tap.inline import Inline  # noqa: E402
+
+CLIENT_MAC = bytes.fromhex("02aa00000001")
+SERVER_MAC = bytes.fromhex("02bb00000002")
+TAGS = qinq(200, 100)
+
+
+class FakePort:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.mtu = 1500
+        self.sent: list[bytes] = []
+        self.received = 0
+        self.send_errors: dict[str, int] = {}
+
+    def send(self, frame: bytes) -> bool:
+        self.sent.append(frame)
+        return True
+
+    def drops(self) -> int:
+        return 0
+
+
+def make(policy: str = "") -> tuple[Inline, FakePort, FakePort, list[dict]]:
+    a, b = FakePort("a"), FakePort("b")
+    records: list[dict] = []
+    inline = Inline(
+        (a, b),  # type: ignore[arg-type]
+        builtin_detectors(),
+        parse_policy(policy) if policy else None,
+        Options(),
+        records.append,
+        lambda name, msg: None,
+    )
+    return inline, a, b, records
+
+
+def wire(seg, from_client: bool, ttl: int | None = None) -> bytes:  # type: ignore[no-untyped-def]
+    if ttl is not None:
+        seg.ttl = ttl
+    src, dst = (CLIENT_MAC, SERVER_MAC) if from_client else (SERVER_MAC, CLIENT_MAC)
+    return ethernet(seg.l3(), TAGS, src_mac=src, dst_mac=dst)
+
+
+def feed(inline: Inline, seg, from_client: bool, ttl: int | None = None) -> bytes:  # type: ignore[no-untyped-def]
+    frame = wire(seg, from_client, ttl)
+    inline.frame(0 if from_client else 1, frame, False)
+    return frame
+
+
+def parse(frame: bytes) -> tuple[dpkt.ethernet.Ethernet, dpkt.ip.IP, dpkt.tcp.TCP]:
+    eth = dpkt.ethernet.Ethernet(frame)
+    return eth, eth.data, eth.data.data
+
+
+def test_passed_flow_is_forwarded_byte_for_byte_and_forgotten_when_it_ends() -> None:
+    inline, a, b, records = make()
+    conv = Conversation()
+    sent_c, sent_s = [], []
+    for seg in conv.handshake():
+        (sent_c if seg.sport == 40000 else sent_s).append(feed(inline, seg, seg.sport == 40000))
+    sent_c.append(feed(inline, conv.c(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), True))
+    sent_s.append(feed(inline, conv.s(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), False))
+    assert inline.passed  # decided: pass, forwarded first from now on
+    sent_c.append(feed(inline, conv.fin("c"), True))
+    sent_s.append(feed(inline, conv.fin("s"), False))
+    sent_c.append(feed(inline, conv.ack("c"), True))
+    assert b.sent == sent_c and a.sent == sent_s  # every frame, unchanged, other port
+    inline.finish()
+    assert [r["verdict"] for r in records] == ["pass"] and records[0]["close"] == "fin"
+    assert not inline.passed and not inline.passed_ids
+
+
+def test_non_tcp_frames_are_forwarded_unchanged() -> None:
+    inline, a, b, _ = make()
+    arp = ethernet(b"\x00\x01\x08\x00\x06\x04\x00\x01" + bytes(20), ethertype=0x0806)
+    inline.frame(1, arp, False)
+    assert a.sent == [arp] and b.sent == []
+
+
+def test_block_at_the_syn_answers_the_client_and_drops_the_syn() -> None:
+    inline, a, b, records = make('[[rule]]\nport = 80\naction = "block"\n')
+    conv = Conversation()
+    syn = conv.syn()
+    feed(inline, syn, True, ttl=61)
+    assert b.sent == []  # the SYN never reaches the server
+    (rst,) = a.sent
+    eth, ip, tcp = parse(rst)
+    assert eth.src == SERVER_MAC and eth.dst == CLIENT_MAC
+    assert rst[12:20] == wire(syn, True)[12:20]  # the same QinQ tag stack
+    assert tcp.flags == dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK and tcp.ack == conv.isn["c"] + 1
+    assert (tcp.sport, tcp.dport) == (80, 40000)
+    inline.finish()
+    assert records[0]["verdict"] == "block" and records[0]["close"] == "rst"
+
+
+def test_block_after_detection_resets_both_ends_at_the_numbers_they_expect() -> None:
+    inline, a, b, records = make('[[rule]]\nprotocol = "http"\naction = "block"\n')
+    conv = Conversation()
+    for seg in conv.handshake():
+        feed(inline, seg, seg.sport == 40000, ttl=64 if seg.sport == 40000 else 57)
+    a.sent.clear()
+    b.sent.clear()
+    request = conv.c(b"GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n")
+    feed(inline, request, True)
+    (to_client,) = a.sent
+    (to_server,) = b.sent
+    _, ip_c, rst_c = parse(to_client)
+    _, ip_s, rst_s = parse(to_server)
+    assert rst_c.flags & dpkt.tcp.TH_RST and rst_c.seq == conv.seq_of("s", 0)  # client's ACK
+    assert ip_c.ttl == 57  # as the server's own frames
+    assert rst_s.flags & dpkt.tcp.TH_RST and rst_s.seq == conv.seq_of("c", 0)  # not forwarded
+    assert request.payload not in to_server
+    # a retransmission of the request is dropped and answered again
+    a.sent.clear()
+    feed(inline, conv.c(b"GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n", rel=0), True)
+    assert len(a.sent) == 1 and b.sent == [to_server]
+    inline.finish()
+    assert records[0]["verdict"] == "block" and records[0]["close"] == "rst"
+
+
+def test_cut_in_continues_both_sides_numbers_macs_tags_ttl_and_timestamps() -> None:
+    """INTERCEPT by a port rule (at the SYN, so armed until the handshake is done): the
+    client's request is not forwarded; the relay hands it to the tool's client-side endpoint,
+    which sends it to the server as the client would have."""
+
+    async def run() -> None:
+        inline, a, b, records = make('[[rule]]\nport = 80\naction = "intercept"\n')
+        conv = Conversation()
+        hs = conv.handshake(wscale=7, ts=(1000, 0))
+        feed(inline, hs[0], True, ttl=63)
+        hs1 = conv.synack(wscale=7, ts=(9000, 1000))
+        feed(inline, hs1, False, ttl=58)
+        ack = conv.ack("c", options=opt_timestamps(1001, 9000))
+        feed(inline, ack, True, ttl=63)
+        assert len(b.sent) == 2 and len(a.sent) == 1  # the handshake went through
+        request = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+        feed(inline, conv.c(request, options=opt_timestamps(1002, 9000)), True, ttl=63)
+        assert inline.sessions, "cut in at the first data after the handshake"
+        await asyncio.sleep(0.05)
+        ours = b.sent[2:]
+        assert ours, "the relay sent the request on"
+        eth, ip, tcp = parse(ours[0])
+        assert tcp.data == request and tcp.seq == conv.seq_of("c", 0)
+        assert tcp.ack == conv.seq_of("s", 0)
+        assert eth.src == CLIENT_MAC and eth.dst == SERVER_MAC and ip.ttl == 63
+        assert ours[0][12:20] == wire(ack, True)[12:20]  # the QinQ stack as the client's
+        opts = dict(dpkt.tcp.parse_opts(tcp.opts))
+        tsval = int.from_bytes(opts[dpkt.tcp.TCP_OPT_TIMESTAMP][:4], "big")
+        tsecr = int.from_bytes(opts[dpkt.tcp.TCP_OPT_TIMESTAMP][4:], "big")
+        assert tsval >= 1002 and tsecr == 9000
+        # towards the client, the tool (as the server) acknowledged the request
+        acks = [parse(f)[2] for f in a.sent[1:]]
+        assert acks and acks[-1].ack == conv.seq_of("c", len(request))
+        assert all(parse(f)[0].src == SERVER_MAC for f in a.sent[1:])
+        assert all(parse(f)[1].ttl == 58 for f in a.sent[1:])
+        inline.shutdown()
+        inline.finish()
+        assert records[0]["verdict"] == "intercept"
+        assert records[0]["intercept"]["result"] == "aborted at exit"
+
+    asyncio.run(run())
