@@ -10,6 +10,7 @@
  * kept equal by running the whole test suite through both.
  */
 #include <openssl/evp.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,8 @@ typedef struct {
     int32_t syn_received; /* the handshake's last ACK not seen yet */
     int32_t bypass;       /* passed with --bypass: count, do not reassemble */
     int32_t inspect;      /* undecided: hand back after each payload so Python decides now */
+    int32_t native;       /* C inspects it (see _detect.c): nat holds the state */
+    ut_native *nat;       /* kept with the slot, like the tail buffers */
 } ut_flow;
 
 typedef struct {
@@ -79,6 +82,8 @@ struct ut_table {
     int32_t nfree;
     int64_t retain;
     uint32_t run_id;
+    ud_config cfg;       /* first-bytes detection (ut_native_config) */
+    ud_scratch *scratch;
 };
 
 static uint32_t hash_key(const uint8_t *k) {
@@ -158,6 +163,16 @@ void ut_free(ut_table *t) {
         free(t->flows[i].d[0].tail);
         free(t->flows[i].d[1].tail);
     }
+    for (int32_t i = 0; i < t->nflows; i++) {
+        ut_native *nat = t->flows[i].nat;
+        if (nat) {
+            free(nat->early[0]);
+            free(nat->early[1]);
+            free(nat);
+        }
+    }
+    free(t->cfg.methods);
+    free(t->scratch);
     free(t->flows);
     free(t->free_list);
     free(t->entries);
@@ -195,7 +210,9 @@ int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s) {
     ut_flow *f = &t->flows[slot];
     uint8_t *tails[2] = {f->d[0].tail, f->d[1].tail};
     int64_t caps[2] = {f->d[0].tail_cap, f->d[1].tail_cap};
+    ut_native *nat = f->nat;
     memset(f, 0, sizeof(ut_flow));
+    f->nat = nat;
     for (int i = 0; i < 2; i++) { /* keep the tail buffers of a reused slot */
         f->d[i].tail = tails[i];
         f->d[i].tail_cap = caps[i];
@@ -219,9 +236,56 @@ void ut_detach(ut_table *t, int32_t slot) {
         }
     }
     f->used = 0;
+    f->native = 0;
     f->d[0].tail_len = f->d[1].tail_len = 0;
     f->d[0].sha = f->d[1].sha = NULL;
     t->free_list[t->nfree++] = slot;
+}
+
+/* First-bytes detection settings: http.METHODS (NUL-separated), the budget, and whether a
+ * default verdict passes the connection to counting only (--bypass with default = pass). */
+int ut_native_config(ut_table *t, const char *methods, int32_t methods_len, int32_t max_method,
+                     int32_t packets, double seconds, int32_t bypass) {
+    char *m = malloc((size_t)methods_len + 2);
+    if (!m)
+        return -1;
+    memcpy(m, methods, (size_t)methods_len);
+    m[methods_len] = m[methods_len + 1] = 0;
+    free(t->cfg.methods);
+    t->cfg.methods = m;
+    t->cfg.max_method = max_method;
+    t->cfg.packets = packets;
+    t->cfg.seconds = seconds;
+    t->cfg.bypass = bypass;
+    if (!t->scratch && !(t->scratch = malloc(sizeof(ud_scratch))))
+        return -1;
+    return 0;
+}
+
+/* Let C inspect an attached connection that has had no data yet. `allow`: UD_HTTP | UD_TLS,
+ * the protocols the port's detector order lets C name. */
+int ut_native_begin(ut_table *t, int32_t slot, int32_t allow) {
+    ut_flow *f = &t->flows[slot];
+    if (!t->scratch || !t->cfg.methods)
+        return -1;
+    if (!f->nat && !(f->nat = calloc(1, sizeof(ut_native))))
+        return -1;
+    ut_native *nat = f->nat;
+    uint8_t *early[2] = {nat->early[0], nat->early[1]};
+    int32_t caps[2] = {nat->early_cap[0], nat->early_cap[1]};
+    memset(nat, 0, offsetof(ut_native, fbuf));
+    for (int i = 0; i < 2; i++) {
+        if (caps[i] > 2048) { /* a budget's worth: give it back */
+            free(early[i]);
+            early[i] = NULL;
+            caps[i] = 0;
+        }
+        nat->early[i] = early[i];
+        nat->early_cap[i] = caps[i];
+    }
+    nat->allow = allow;
+    f->native = 1;
+    return 0;
 }
 
 /* Room for `need` tail bytes, growing by doubling. */
@@ -404,6 +468,15 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 break;
             }
         }
+        int decided = 0;
+        if (n && fl->native && fl->nat->state < 2) {
+            decided = ud_event(fl->nat, &t->cfg, t->scratch, e->dir, tcp + hl, (int32_t)n,
+                               times[i]);
+            if (decided < 0) { /* not a shape C names: the Python inspector takes it */
+                *stop_slot = e->flow;
+                break;
+            }
+        }
         /* committed from here on: mirror of Tracker.fast_segment() */
         if (fl->syn_received && e->dir == 0 && aoff >= 0) {
             fl->syn_received = 0; /* the client ACKed the SYN-ACK: ESTABLISHED */
@@ -451,6 +524,8 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             }
         }
         ep->window = ((int32_t)tcp[14] << 8) | tcp[15];
+        if (decided && t->cfg.bypass)
+            fl->bypass = 1; /* Tracker.bypass() at the verdict: counted from the next frame */
         if (n && fl->inspect) { /* let the inspector see this before the next frame */
             i++;
             *yielded = 1;

@@ -48,6 +48,12 @@ class CFastPath:
         self.prompt_verdicts = False
         # Set by the tracker: moves a connection to its state's timeout list.
         self.place: Callable[[Connection], None] = lambda conn: None
+        # First-bytes detection in C (_detect.c), set up by the application (native_config):
+        # native_allow(conn) says which protocols C may name on a connection about to be
+        # attached (0: none, C does not inspect it); on_native_detach(conn, nat) takes back
+        # what C found (or the data events it applied) when it leaves the table.
+        self.native_allow: Callable[[Connection], int] | None = None
+        self.on_native_detach: Callable[[Connection, Any], None] | None = None
         self._n_touched = ffi.new("uint32_t *")
         self._n_out = ffi.new("uint32_t *")
         self._handled = ffi.new("int64_t *")
@@ -83,6 +89,8 @@ class CFastPath:
         return True
 
     def attach(self, conn: Connection) -> None:
+        # Asked first: a connection C will not inspect gets sinks that hand bytes back.
+        allow = self.native_allow(conn) if self.native_allow is not None else 0
         slot = lib.ut_attach(self.table, conn.keys[0], conn.keys[1])
         if slot < 0:
             return  # out of memory in C: the connection simply stays in Python
@@ -108,9 +116,14 @@ class CFastPath:
         f.last_seen = conn.last_seen
         f.syn_received = conn.state is ConnState.SYN_RECEIVED
         f.bypass = conn.bypassed
-        f.inspect = self.prompt_verdicts and any(
-            getattr(ep.stream.sink, "inspect", None) for ep in (conn.c, conn.s)
-        )
+        if allow and f.d[0].sha != ffi.NULL and f.d[1].sha != ffi.NULL:
+            f.inspect = 0  # C decides itself: no hand-back per payload
+            if lib.ut_native_begin(self.table, slot, allow) != 0:
+                raise MemoryError("first-bytes detection")
+        else:
+            f.inspect = self.prompt_verdicts and any(
+                getattr(ep.stream.sink, "inspect", None) for ep in (conn.c, conn.s)
+            )
         conn.fast_slot = slot
         self.conns[slot] = conn
         need = 2 * slot + 2
@@ -118,6 +131,17 @@ class CFastPath:
             self.sinks.extend([None] * (need - len(self.sinks)))
         self.sinks[2 * slot] = conn.c.stream.sink
         self.sinks[2 * slot + 1] = conn.s.stream.sink
+
+    def native_config(
+        self, methods: list[bytes], packets: int, seconds: float, bypass: bool
+    ) -> None:
+        """Turn on first-bytes detection in C (see _detect.c): the HTTP methods a request line
+        may start with, the inspection budget, and whether the default verdict bypasses."""
+        joined = b"\0".join(methods)
+        if lib.ut_native_config(
+            self.table, joined, len(joined), max(map(len, methods)), packets, seconds, bypass
+        ):
+            raise MemoryError("first-bytes detection")
 
     def bypass(self, conn: Connection) -> None:
         f = lib.ut_flow_at(self.table, conn.fast_slot)
@@ -149,6 +173,8 @@ class CFastPath:
             st.tail = bytearray(ffi.buffer(d.tail, d.tail_len)) if d.tail_len else bytearray()
         if f.last_seen > conn.last_seen:
             conn.last_seen = f.last_seen
+        if f.native and self.on_native_detach is not None:
+            self.on_native_detach(conn, f.nat)
         lib.ut_detach(self.table, slot)
         del self.conns[slot]
         self.sinks[2 * slot] = self.sinks[2 * slot + 1] = None

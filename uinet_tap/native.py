@@ -1,0 +1,242 @@
+"""First-bytes detection in C: the inspection of a connection the C fast path carries, for
+the common cases of the built-in HTTP/1.x and TLS detectors, without a Python call per
+segment (stack/_detect.c).
+
+Only where it cannot change a result: the loaded plugins are exactly the built-in detectors,
+the policy has no rules and the default budget, and the sinks only hash (no --export, no kept
+streams). Then, for a connection that C carries from before its first byte:
+
+* C names the protocol when the client's first segment holds a whole HTTP/1.x request head
+  or a whole TLS ClientHello (and the port's detector order asks no other detector first
+  that could take it), reads the response's status line or ServerHello as it arrives, and
+  applies the default verdict exactly when the inspector would (detection complete and both
+  sides spoke, or the budget spent); with --bypass and default = pass it then only counts.
+* Anything else (the server speaks first, a split request head or hello, another protocol)
+  is not applied by C: the segment goes the general way and the Python inspector takes the
+  connection, after replaying the data events C already applied (their early bytes, lengths
+  and times), so its state is what it would have been all along. The same replay happens
+  when the connection leaves the C table undecided (out-of-order data, a close, a timeout).
+* A decided connection's findings come back from C once, when it leaves the table.
+
+tests/test_fastpath.py runs the same captures through this, the Python inspector with the
+Python fast path, and the general path, and compares every record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .inspection import PASSIVE_NAMES, InspectionGlue
+from .plugins.api import Verdict
+from .plugins.detectors import DETECTORS
+from .plugins.detectors.http import METHODS, Http
+from .plugins.detectors.tls import Tls, cipher_name, version_name
+from .plugins.policy import Budget, Policy
+from .plugins.registry import Loaded
+from .stack.connection import Connection
+from .stack.fastpath import ffi
+from .stack.tracker import Tracker
+
+_HTTP, _TLS = 1, 2  # _detect.c UD_HTTP, UD_TLS
+_DECIDED = 2
+
+
+def native_eligible(plugins: list[Loaded], policy: Policy | None) -> bool:
+    """May C inspect here? Exactly the built-in detectors, no rules, the default budget."""
+    if policy is not None and (policy.rules or policy.budget != Budget()):
+        return False
+    return [type(p.plugin) for p in plugins] == DETECTORS and all(
+        p.origin == "built-in" for p in plugins
+    )
+
+
+class NativeState:
+    """conn.user of a connection no Python inspection was made for (yet): empty until C's
+    verdict comes back, then the record fields."""
+
+    __slots__ = ("protocol", "findings", "verdict", "offsets")
+
+    def __init__(self) -> None:
+        self.protocol = ""
+        self.findings: dict[str, Any] = {}
+        self.verdict: Verdict | None = None
+        self.offsets = (0, 0)
+
+    @property
+    def decided(self) -> bool:
+        return self.verdict is not None
+
+
+class NativeGlue(InspectionGlue):
+    """InspectionGlue with the connections C can inspect left to C (see the module doc)."""
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        plugins: list[Loaded],
+        policy: Policy | None,
+        bypass: bool,
+        on_error: Callable[[str, str], None] | None = None,
+    ) -> None:
+        super().__init__(tracker, plugins, policy, bypass, on_error)
+        fast = tracker.fast
+        assert fast is not None
+        policy = self.inspector.policy
+        self.default = policy.default
+        self._pass_bypasses = bypass and policy.default is Verdict.PASS
+        fast.native_config(
+            sorted(METHODS), policy.budget.packets, policy.budget.seconds, self._pass_bypasses
+        )
+        fast.native_allow = self._allow
+        fast.on_native_detach = self._detached
+        self._allowed: dict[int, int] = {}
+
+    # -- the engine's calls ----------------------------------------------------------------
+
+    def start(self, conn: Connection) -> Any:  # type: ignore[override]
+        conn.user = NativeState()
+        return conn.user
+
+    def opened(self, conn: Connection) -> None:
+        if type(conn.user) is not NativeState:
+            super().opened(conn)
+
+    def data(self, conn: Connection, direction: int, data: bytes | None) -> None:
+        user = conn.user
+        if type(user) is NativeState:
+            if user.verdict is not None:
+                return
+            self._materialize(conn)
+        super().data(conn, direction, data)
+
+    def finish(self, conn: Connection) -> dict:
+        user = conn.user
+        if type(user) is not NativeState:
+            return super().finish(conn)
+        if user.verdict is None:
+            self._materialize(conn)
+            return super().finish(conn)
+        verdict = PASSIVE_NAMES[user.verdict]
+        self.protocols[user.protocol] += 1
+        self.verdicts[verdict] += 1
+        conn.user = None
+        return {
+            "protocol": user.protocol,
+            "confidence": "detected",
+            "findings": user.findings,
+            "verdict": verdict,
+            "decided_by": "default",
+            "verdict_offset": {"c2s": user.offsets[0], "s2c": user.offsets[1]},
+            "bypassed": conn.bypassed,
+        }
+
+    # -- C's side ---------------------------------------------------------------------------
+
+    def _allow(self, conn: Connection) -> int:
+        """Which protocols C may name on this connection (0: C does not inspect it)."""
+        user = conn.user
+        if type(user) is not NativeState or user.verdict is not None:
+            return 0
+        port = conn.server[1]
+        allow = self._allowed.get(port)
+        if allow is None:
+            allow = self._allowed[port] = self._port_allow(port)
+        if not allow:
+            self._materialize(conn)  # the Python inspector's from the start
+        return allow
+
+    def _port_allow(self, port: int) -> int:
+        """C names HTTP only where every detector asked before Http is Tls (which declines a
+        request line), and TLS only where every one asked before Tls is Http (which declines
+        a handshake record); Inspector.open() orders them."""
+        ordered = self.inspector.order(port)
+        kinds = [type(p.plugin) for p in ordered]
+        allow = 0
+        if Http in kinds and all(k is Tls for k in kinds[: kinds.index(Http)]):
+            allow |= _HTTP
+        if Tls in kinds and all(k is Http for k in kinds[: kinds.index(Tls)]):
+            allow |= _TLS
+        return allow
+
+    def _detached(self, conn: Connection, nat: Any) -> None:
+        """The connection leaves the C table: take back the verdict, or the events."""
+        state = nat.state
+        if state == _DECIDED:
+            user: NativeState = conn.user  # type: ignore[assignment]
+            user.protocol, user.findings = _findings(nat)
+            user.verdict = self.default
+            user.offsets = (nat.verdict_off[0], nat.verdict_off[1])
+            for ep in (conn.c, conn.s):
+                ep.stream.sink.stop_inspecting()  # type: ignore[attr-defined]
+            if self._pass_bypasses:
+                conn.bypassed = True  # C counts it only since the verdict (Tracker.bypass)
+                self.bypassed += 1
+        elif state == 1:
+            insp = self._materialize(conn)
+            early = [
+                bytes(ffi.buffer(nat.early[d], nat.early_len[d])) if nat.early_len[d] else b""
+                for d in (0, 1)
+            ]
+            pos = [0, 0]
+            for k in range(nat.nev):
+                ev = nat.ev[k]
+                d, n = ev.dir, ev.len
+                chunk = early[d][pos[d] : pos[d] + n]
+                pos[d] += len(chunk)
+                if len(chunk) < n:  # past the budget: only its length counts
+                    chunk += bytes(n - len(chunk))
+                self._refresh(conn, insp.view)
+                self.inspector.data(insp, d, chunk, ev.ts)
+
+    def _materialize(self, conn: Connection) -> Any:
+        """From here on the Python inspector has this connection, as if from the start."""
+        conn.user = None
+        insp = super().start(conn)
+        super().opened(conn)
+        for ep in (conn.c, conn.s):
+            ep.stream.sink.c_hash = None  # type: ignore[attr-defined]  # bytes come back
+        return insp
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("ascii", "backslashreplace")
+
+
+def _findings(nat: Any) -> tuple[str, dict[str, Any]]:
+    """The protocol and findings C found, as the Python detectors give them (same keys, same
+    order, same text)."""
+    found: dict[str, Any] = {}
+    if nat.proto == _HTTP:
+        early = ffi.buffer(nat.early[0], nat.early_len[0])[:]
+        for key, (off, n) in (("method", nat.method), ("path", nat.path),
+                              ("host", nat.host), ("user_agent", nat.ua)):  # fmt: skip
+            if n >= 0:
+                found[key] = early[off : off + n].decode("latin-1")
+        if nat.status >= 0:
+            found["status"] = nat.status
+        return "http", found
+    fbuf = ffi.buffer(nat.fbuf, nat.flen)[:] if nat.flen else b""
+    off, n = nat.sni
+    if n >= 0:
+        found["sni"] = _text(fbuf[off : off + n])
+    off, n = nat.alpn
+    if n >= 0:
+        vec = fbuf[off : off + n]
+        alpn = []
+        i = 0
+        while i < n:
+            k = vec[i]
+            alpn.append(_text(vec[i + 1 : i + 1 + k]))
+            i += 1 + k
+        found["alpn"] = alpn
+    nv = nat.nversions
+    found["client_versions"] = (
+        [version_name(nat.versions[i]) for i in range(nv)] if nv else [version_name(nat.legacy)]
+    )
+    found["ja3"] = ffi.string(nat.ja3).decode()
+    found["ja4"] = ffi.string(nat.ja4).decode()
+    if nat.tls_version >= 0:
+        found["tls_version"] = version_name(nat.tls_version)
+        found["cipher"] = cipher_name(nat.cipher)
+    return "tls", found
