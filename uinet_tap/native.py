@@ -91,6 +91,8 @@ class NativeGlue(InspectionGlue):
         fast.native_allow = self._allow
         fast.on_native_detach = self._detached
         self._allowed: dict[int, int] = {}
+        self.decided_in_c = 0  # connections C named and decided (for tests and profiling)
+        self.handed_back = 0  # connections C began and left to the Python inspector
 
     # -- the engine's calls ----------------------------------------------------------------
 
@@ -163,6 +165,7 @@ class NativeGlue(InspectionGlue):
         """The connection leaves the C table: take back the verdict, or the events."""
         state = nat.state
         if state == _DECIDED:
+            self.decided_in_c += 1
             user: NativeState = conn.user  # type: ignore[assignment]
             user.protocol, user.findings = _findings(nat)
             user.verdict = self.default
@@ -173,6 +176,7 @@ class NativeGlue(InspectionGlue):
                 conn.bypassed = True  # C counts it only since the verdict (Tracker.bypass)
                 self.bypassed += 1
         elif state == 1:
+            self.handed_back += 1
             insp = self._materialize(conn)
             early = [
                 bytes(ffi.buffer(nat.early[d], nat.early_len[d])) if nat.early_len[d] else b""
