@@ -24,6 +24,7 @@ Python fast path, and the general path, and compares every record.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,15 @@ from .stack.tracker import Tracker
 
 _HTTP, _TLS = 1, 2  # _detect.c UD_HTTP, UD_TLS
 _DECIDED = 2
+# ut_native read in two unpacks (one connection's worth of cffi field reads costs more):
+# state, allow, proto, complete, seg[2], early_len[2], early_cap[2], (early[2]), bytes[2],
+# first_data, verdict_off[2]; and the findings from method[2] to flen.
+_HEAD = struct.Struct("@4i2i2i2i16x2qd2q")
+_FOUND = struct.Struct("@8ii4iii16Hii40s48si")
+_FOUND_AT = ffi.offsetof("ut_native", "method") if ffi is not None else 0
+if ffi is not None:
+    assert _HEAD.size == ffi.offsetof("ut_native", "nev"), "ut_native layout changed"
+    assert _FOUND_AT + _FOUND.size == ffi.offsetof("ut_native", "fbuf"), "ut_native changed"
 
 
 def native_eligible(plugins: list[Loaded], policy: Policy | None) -> bool:
@@ -163,25 +173,25 @@ class NativeGlue(InspectionGlue):
 
     def _detached(self, conn: Connection, nat: Any) -> None:
         """The connection leaves the C table: take back the verdict, or the events."""
-        state = nat.state
+        raw = ffi.buffer(nat)
+        head = _HEAD.unpack_from(raw)
+        state = head[0]
         if state == _DECIDED:
             self.decided_in_c += 1
             user: NativeState = conn.user  # type: ignore[assignment]
-            user.protocol, user.findings = _findings(nat)
+            user.protocol, user.findings = _findings(nat, head, _FOUND.unpack_from(raw, _FOUND_AT))
             user.verdict = self.default
-            user.offsets = (nat.verdict_off[0], nat.verdict_off[1])
-            for ep in (conn.c, conn.s):
-                ep.stream.sink.stop_inspecting()  # type: ignore[attr-defined]
+            user.offsets = (head[13], head[14])
+            conn.c.stream.sink.inspect = None  # type: ignore[attr-defined]  # decided: C hashes
+            conn.s.stream.sink.inspect = None  # type: ignore[attr-defined]
             if self._pass_bypasses:
                 conn.bypassed = True  # C counts it only since the verdict (Tracker.bypass)
                 self.bypassed += 1
         elif state == 1:
             self.handed_back += 1
             insp = self._materialize(conn)
-            early = [
-                bytes(ffi.buffer(nat.early[d], nat.early_len[d])) if nat.early_len[d] else b""
-                for d in (0, 1)
-            ]
+            lens = head[6:8]
+            early = [bytes(ffi.buffer(nat.early[d], lens[d])) if lens[d] else b"" for d in (0, 1)]
             pos = [0, 0]
             for k in range(nat.nev):
                 ev = nat.ev[k]
@@ -207,40 +217,41 @@ def _text(raw: bytes) -> str:
     return raw.decode("ascii", "backslashreplace")
 
 
-def _findings(nat: Any) -> tuple[str, dict[str, Any]]:
+def _findings(nat: Any, head: tuple, found: tuple) -> tuple[str, dict[str, Any]]:
     """The protocol and findings C found, as the Python detectors give them (same keys, same
     order, same text)."""
-    found: dict[str, Any] = {}
-    if nat.proto == _HTTP:
-        early = ffi.buffer(nat.early[0], nat.early_len[0])[:]
-        for key, (off, n) in (("method", nat.method), ("path", nat.path),
-                              ("host", nat.host), ("user_agent", nat.ua)):  # fmt: skip
-            if n >= 0:
-                found[key] = early[off : off + n].decode("latin-1")
-        if nat.status >= 0:
-            found["status"] = nat.status
-        return "http", found
-    fbuf = ffi.buffer(nat.fbuf, nat.flen)[:] if nat.flen else b""
-    off, n = nat.sni
-    if n >= 0:
-        found["sni"] = _text(fbuf[off : off + n])
-    off, n = nat.alpn
-    if n >= 0:
-        vec = fbuf[off : off + n]
+    out: dict[str, Any] = {}
+    if head[2] == _HTTP:
+        early = ffi.buffer(nat.early[0], head[6])[:]
+        out["method"] = early[found[0] : found[0] + found[1]].decode("latin-1")
+        out["path"] = early[found[2] : found[2] + found[3]].decode("latin-1")
+        if found[5] >= 0:
+            out["host"] = early[found[4] : found[4] + found[5]].decode("latin-1")
+        if found[7] >= 0:
+            out["user_agent"] = early[found[6] : found[6] + found[7]].decode("latin-1")
+        if found[8] >= 0:
+            out["status"] = found[8]
+        return "http", out
+    sni_off, sni_len, alpn_off, alpn_len, legacy, nv = found[9:15]
+    tls_version, cipher, ja3, ja4, flen = found[31:36]
+    fbuf = ffi.buffer(nat.fbuf, flen)[:] if flen else b""
+    if sni_len >= 0:
+        out["sni"] = _text(fbuf[sni_off : sni_off + sni_len])
+    if alpn_len >= 0:
+        vec = fbuf[alpn_off : alpn_off + alpn_len]
         alpn = []
         i = 0
-        while i < n:
+        while i < alpn_len:
             k = vec[i]
             alpn.append(_text(vec[i + 1 : i + 1 + k]))
             i += 1 + k
-        found["alpn"] = alpn
-    nv = nat.nversions
-    found["client_versions"] = (
-        [version_name(nat.versions[i]) for i in range(nv)] if nv else [version_name(nat.legacy)]
+        out["alpn"] = alpn
+    out["client_versions"] = (
+        [version_name(v) for v in found[15 : 15 + nv]] if nv else [version_name(legacy)]
     )
-    found["ja3"] = ffi.string(nat.ja3).decode()
-    found["ja4"] = ffi.string(nat.ja4).decode()
-    if nat.tls_version >= 0:
-        found["tls_version"] = version_name(nat.tls_version)
-        found["cipher"] = cipher_name(nat.cipher)
-    return "tls", found
+    out["ja3"] = ja3.partition(b"\0")[0].decode()
+    out["ja4"] = ja4.partition(b"\0")[0].decode()
+    if tls_version >= 0:
+        out["tls_version"] = version_name(tls_version)
+        out["cipher"] = cipher_name(cipher)
+    return "tls", out
