@@ -42,6 +42,7 @@ ffibuilder.cdef(
     int ut_native_config(ut_table *t, const char *methods, int32_t methods_len,
                          int32_t max_method, int32_t packets, double seconds, int32_t bypass);
     int ut_native_begin(ut_table *t, int32_t slot, int32_t allow);
+    void ut_native_release(ut_table *t, int32_t slot);
     int ut_tail_set(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n);
     void *ut_sha_new(void);
     void ut_sha_update(void *c, const uint8_t *data, size_t n);
@@ -54,7 +55,8 @@ ffibuilder.cdef(
                     uint32_t count, double expiry_at, ut_out *out, uint32_t out_cap,
                     uint32_t *n_out, ut_touch *touched, uint32_t *n_touched,
                     int32_t *changed, uint32_t *n_changed,
-                    int64_t *handled, int32_t *stop_slot, int32_t *yielded);
+                    int64_t *handled, int32_t *stop_slot, int32_t *yielded,
+                    int32_t *decided_slots, uint32_t *n_decided);
     """
 )
 # _detect.c (first-bytes detection) comes first: _fast.c's run loop calls it.

@@ -52,8 +52,13 @@ class CFastPath:
         # native_allow(conn) says which protocols C may name on a connection about to be
         # attached (0: none, C does not inspect it); on_native_detach(conn, nat) takes back
         # what C found (or the data events it applied) when it leaves the table.
+        # on_native_decided(conn, nat) takes the findings of a connection C decided (after
+        # the run that decided it; the connection stays in the table, C counting or hashing).
         self.native_allow: Callable[[Connection], int] | None = None
         self.on_native_detach: Callable[[Connection, Any], None] | None = None
+        self.on_native_decided: Callable[[Connection, Any], None] | None = None
+        self.decided = ffi.new("int32_t[]", OUT_CAP)
+        self._n_decided = ffi.new("uint32_t *")
         self._n_touched = ffi.new("uint32_t *")
         self._n_out = ffi.new("uint32_t *")
         self._handled = ffi.new("int64_t *")
@@ -206,6 +211,7 @@ class CFastPath:
             self.table, data, offsets, lengths, times, start, count, expiry_at,
             self.out, OUT_CAP, self._n_out, self.touched, self._n_touched,
             self.changed, self._n_changed, self._handled, self._stop, self._yielded,
+            self.decided, self._n_decided,
         )  # fmt: skip
         for k in range(self._n_changed[0]):
             # The handshake's last ACK (Tracker._on_ack) or a FIN (Tracker._on_fin) moved the
@@ -218,6 +224,15 @@ class CFastPath:
             else:
                 conn.state = ConnState.SYN_RECEIVED if f.syn_received else ConnState.ESTABLISHED
             self.place(conn)
+        nd = self._n_decided[0]
+        if nd:
+            decided = self.on_native_decided
+            assert decided is not None
+            table = self.table
+            for k in range(nd):
+                slot = self.decided[k]
+                decided(self.conns[slot], lib.ut_flow_at(table, slot).nat)
+                lib.ut_native_release(table, slot)
         nt = self._n_touched[0]
         if nt:
             conns = self.conns
@@ -232,7 +247,7 @@ class CFastPath:
                 self._out_mv[: n * _OUT.size]
             ):
                 sinks[sink_id].data(offset, data[off : off + length])  # type: ignore[union-attr]
-        full = OUT_CAP in (n, nt, self._n_changed[0]) and self._stop[0] < 0
+        full = OUT_CAP in (n, nt, self._n_changed[0], nd) and self._stop[0] < 0
         return stop, self._handled[0], full or bool(self._yielded[0])
 
 

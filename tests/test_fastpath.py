@@ -316,3 +316,29 @@ def test_first_bytes_detection_happens_in_c():
     glue = engine.inspection
     assert isinstance(glue, NativeGlue)
     assert glue.decided_in_c >= 25 and glue.handed_back >= 3, (glue.decided_in_c, glue.handed_back)
+
+
+def test_live_view_shows_what_c_found():
+    """The live view reads a flow C decided as it reads one the Python inspector decided."""
+    if not fastpath.AVAILABLE:
+        pytest.skip("the C fast path is not built")
+    from uinet_tap.live_view_data import SnapshotMaker
+
+    rows = {}
+    for mode in ("c", "off"):
+        engine = Engine(1, Options(fastpath=mode), lambda rec: None,
+                        plugins=builtin_detectors(), bypass=True)  # fmt: skip
+        maker = SnapshotMaker(engine)
+        for batch in _batches(_first_bytes_frames(11), 1):
+            engine.feed_batch(batch)
+        rows[mode] = {row.id: row for row in maker.snapshot().flows}  # before any flow ends
+    assert rows["c"].keys() == rows["off"].keys()
+    shown = 0
+    for flow_id, ref in rows["off"].items():
+        row = rows["c"][flow_id]
+        if row.verdict is not None:  # decided (C or Python): everything as the Python path
+            shown += row.protocol in ("http", "tls")
+            for key in ("protocol", "confidence", "info", "verdict", "decided_by", "findings",
+                        "c2s_head", "s2c_head", "bypassed"):  # fmt: skip
+                assert getattr(row, key) == getattr(ref, key), (flow_id, key)
+    assert shown >= 25

@@ -7,6 +7,7 @@ from itertools import islice
 
 from .engine import Engine
 from .inspection import PASSIVE_NAMES
+from .native import NativeGlue
 from .records import format_endpoint
 from .snapshot import FlowRow, Snapshot
 from .stack.connection import Connection
@@ -30,6 +31,8 @@ class SnapshotMaker:
 
     def __init__(self, engine: Engine, max_rows: int = 2000, keep_closed: int = 200) -> None:
         self.engine = engine
+        if isinstance(engine.inspection, NativeGlue):
+            engine.inspection.keep_early = True  # C's inspection keeps the bytes the detail shows
         self.max_rows = max_rows
         self.closed: deque[FlowRow] = deque(maxlen=keep_closed)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 from .inspection import PASSIVE_NAMES, InspectionGlue
@@ -40,7 +41,6 @@ from .stack.fastpath import ffi
 from .stack.tracker import Tracker
 
 _HTTP, _TLS = 1, 2  # _detect.c UD_HTTP, UD_TLS
-_DECIDED = 2
 # ut_native read in two unpacks (one connection's worth of cffi field reads costs more):
 # state, allow, proto, complete, seg[2], early_len[2], early_cap[2], (early[2]), bytes[2],
 # first_data, verdict_off[2]; and the findings from method[2] to flen.
@@ -63,19 +63,34 @@ def native_eligible(plugins: list[Loaded], policy: Policy | None) -> bool:
 
 class NativeState:
     """conn.user of a connection no Python inspection was made for (yet): empty until C's
-    verdict comes back, then the record fields."""
+    verdict comes back, then the record fields. The live view reads it as an Inspection
+    (``view``, ``verdict``, ``decided_by``)."""
 
-    __slots__ = ("protocol", "findings", "verdict", "offsets")
+    __slots__ = ("protocol", "findings", "verdict", "offsets", "early")
 
     def __init__(self) -> None:
         self.protocol = ""
         self.findings: dict[str, Any] = {}
         self.verdict: Verdict | None = None
         self.offsets = (0, 0)
+        self.early = (b"", b"")  # kept only for a live view (NativeGlue.keep_early)
 
     @property
     def decided(self) -> bool:
         return self.verdict is not None
+
+    @property
+    def decided_by(self) -> str | None:
+        return "default" if self.verdict is not None else None
+
+    @property
+    def view(self) -> SimpleNamespace | None:
+        if self.verdict is None:
+            return None  # C has not named it yet
+        return SimpleNamespace(
+            protocol=self.protocol, confidence="detected", findings=self.findings,
+            c2s=self.early[0], s2c=self.early[1],
+        )  # fmt: skip
 
 
 class NativeGlue(InspectionGlue):
@@ -100,7 +115,10 @@ class NativeGlue(InspectionGlue):
         )
         fast.native_allow = self._allow
         fast.on_native_detach = self._detached
+        fast.on_native_decided = self._decided
         self._allowed: dict[int, int] = {}
+        # A live view shows each flow's early bytes: then C's are copied at the verdict.
+        self.keep_early = False
         self.decided_in_c = 0  # connections C named and decided (for tests and profiling)
         self.handed_back = 0  # connections C began and left to the Python inspector
 
@@ -171,37 +189,44 @@ class NativeGlue(InspectionGlue):
             allow |= _TLS
         return allow
 
-    def _detached(self, conn: Connection, nat: Any) -> None:
-        """The connection leaves the C table: take back the verdict, or the events."""
+    def _decided(self, conn: Connection, nat: Any) -> None:
+        """C applied the default verdict (at the run's frame that decided it): its findings."""
         raw = ffi.buffer(nat)
         head = _HEAD.unpack_from(raw)
-        state = head[0]
-        if state == _DECIDED:
-            self.decided_in_c += 1
-            user: NativeState = conn.user  # type: ignore[assignment]
-            user.protocol, user.findings = _findings(nat, head, _FOUND.unpack_from(raw, _FOUND_AT))
-            user.verdict = self.default
-            user.offsets = (head[13], head[14])
-            conn.c.stream.sink.inspect = None  # type: ignore[attr-defined]  # decided: C hashes
-            conn.s.stream.sink.inspect = None  # type: ignore[attr-defined]
-            if self._pass_bypasses:
-                conn.bypassed = True  # C counts it only since the verdict (Tracker.bypass)
-                self.bypassed += 1
-        elif state == 1:
-            self.handed_back += 1
-            insp = self._materialize(conn)
-            lens = head[6:8]
-            early = [bytes(ffi.buffer(nat.early[d], lens[d])) if lens[d] else b"" for d in (0, 1)]
-            pos = [0, 0]
-            for k in range(nat.nev):
-                ev = nat.ev[k]
-                d, n = ev.dir, ev.len
-                chunk = early[d][pos[d] : pos[d] + n]
-                pos[d] += len(chunk)
-                if len(chunk) < n:  # past the budget: only its length counts
-                    chunk += bytes(n - len(chunk))
-                self._refresh(conn, insp.view)
-                self.inspector.data(insp, d, chunk, ev.ts)
+        self.decided_in_c += 1
+        user: NativeState = conn.user  # type: ignore[assignment]
+        user.protocol, user.findings = _findings(nat, head, _FOUND.unpack_from(raw, _FOUND_AT))
+        user.verdict = self.default
+        user.offsets = (head[13], head[14])
+        if self.keep_early:
+            user.early = tuple(  # type: ignore[assignment]
+                bytes(ffi.buffer(nat.early[d], head[6 + d])) if head[6 + d] else b"" for d in (0, 1)
+            )
+        conn.c.stream.sink.inspect = None  # type: ignore[attr-defined]  # decided: C hashes
+        conn.s.stream.sink.inspect = None  # type: ignore[attr-defined]
+        if self._pass_bypasses:
+            conn.bypassed = True  # C counts it only since the verdict (Tracker.bypass)
+            self.bypassed += 1
+
+    def _detached(self, conn: Connection, nat: Any) -> None:
+        """The connection leaves the C table undecided: the Python inspector takes it, after
+        the data events C applied (none yet: nothing to do)."""
+        if nat.state != 1:
+            return
+        self.handed_back += 1
+        insp = self._materialize(conn)
+        lens = (nat.early_len[0], nat.early_len[1])
+        early = [bytes(ffi.buffer(nat.early[d], lens[d])) if lens[d] else b"" for d in (0, 1)]
+        pos = [0, 0]
+        for k in range(nat.nev):
+            ev = nat.ev[k]
+            d, n = ev.dir, ev.len
+            chunk = early[d][pos[d] : pos[d] + n]
+            pos[d] += len(chunk)
+            if len(chunk) < n:  # past the budget: only its length counts
+                chunk += bytes(n - len(chunk))
+            self._refresh(conn, insp.view)
+            self.inspector.data(insp, d, chunk, ev.ts)
 
     def _materialize(self, conn: Connection) -> Any:
         """From here on the Python inspector has this connection, as if from the start."""
