@@ -74,29 +74,52 @@ static inline int ud_grease(uint32_t v) { return (v & 0x0F0F) == 0x0A0A && (v >>
 /* ---- digests (OpenSSL EVP, initialised once and copied, as ut_sha_new does) ------------ */
 
 static int ud_digest_hex(int md5, const char *text, size_t n, char *hex, int hexlen) {
-    static EVP_MD_CTX *proto[2] = {NULL, NULL};
-    EVP_MD_CTX **p = &proto[md5 ? 1 : 0];
-    if (!*p) {
-        EVP_MD_CTX *c = EVP_MD_CTX_new();
-        if (!c || EVP_DigestInit_ex(c, md5 ? EVP_md5() : EVP_sha256(), NULL) != 1) {
-            EVP_MD_CTX_free(c);
+    /* One context per algorithm, reused; on OpenSSL 3 the algorithm is fetched once, so
+     * EVP_DigestInit_ex does no lookup (it costs microseconds per call otherwise). */
+    static EVP_MD_CTX *ctx[2] = {NULL, NULL};
+    static const EVP_MD *md[2] = {NULL, NULL};
+    int k = md5 ? 1 : 0;
+    if (!ctx[k]) {
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+        md[k] = EVP_MD_fetch(NULL, md5 ? "MD5" : "SHA256", NULL);
+#else
+        md[k] = md5 ? EVP_md5() : EVP_sha256();
+#endif
+        if (!md[k] || !(ctx[k] = EVP_MD_CTX_new()))
             return -1;
-        }
-        *p = c;
     }
     uint8_t out[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    int ok = c && EVP_MD_CTX_copy_ex(c, *p) == 1 && EVP_DigestUpdate(c, text, n) == 1 &&
-             EVP_DigestFinal_ex(c, out, &len) == 1;
-    EVP_MD_CTX_free(c);
-    if (!ok)
+    if (EVP_DigestInit_ex(ctx[k], md[k], NULL) != 1 || EVP_DigestUpdate(ctx[k], text, n) != 1 ||
+        EVP_DigestFinal_ex(ctx[k], out, &len) != 1)
         return -1;
     static const char digits[] = "0123456789abcdef";
     for (int i = 0; i < hexlen && i / 2 < (int)len; i++)
         hex[i] = digits[(out[i / 2] >> (i % 2 ? 0 : 4)) & 0xF];
     hex[hexlen] = 0;
     return 0;
+}
+
+/* Decimal and 4-digit hex without printf (a ClientHello has a hundred numbers to write). */
+static char *ud_dec(char *out, uint32_t v) {
+    char tmp[10];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *out++ = tmp[--n];
+    return out;
+}
+
+static char *ud_hex4(char *out, uint32_t v) {
+    static const char digits[] = "0123456789abcdef";
+    out[0] = digits[(v >> 12) & 0xF];
+    out[1] = digits[(v >> 8) & 0xF];
+    out[2] = digits[(v >> 4) & 0xF];
+    out[3] = digits[v & 0xF];
+    return out + 4;
 }
 
 /* ---- HTTP/1.x (plugins/detectors/http.py) ------------------------------------------------ */
@@ -293,14 +316,20 @@ static int ud_cmp16(const void *a, const void *b) {
 }
 
 static char *ud_join_dec(char *out, const uint16_t *v, int32_t n) {
-    for (int32_t i = 0; i < n; i++)
-        out += sprintf(out, i ? "-%u" : "%u", v[i]);
+    for (int32_t i = 0; i < n; i++) {
+        if (i)
+            *out++ = '-';
+        out = ud_dec(out, v[i]);
+    }
     return out;
 }
 
 static char *ud_join_hex(char *out, const uint16_t *v, int32_t n) {
-    for (int32_t i = 0; i < n; i++)
-        out += sprintf(out, i ? ",%04x" : "%04x", v[i]);
+    for (int32_t i = 0; i < n; i++) {
+        if (i)
+            *out++ = ',';
+        out = ud_hex4(out, v[i]);
+    }
     return out;
 }
 
@@ -465,7 +494,8 @@ static int ud_tls_client(const uint8_t *p, int32_t n, ut_native *nat, ud_scratch
         if (!ud_grease(ex[i]))
             ex[ne++] = ex[i];
     char *t = s->text;
-    t += sprintf(t, "%u,", version);
+    t = ud_dec(t, version);
+    *t++ = ',';
     t = ud_join_dec(t, s->ciphers, nc);
     *t++ = ',';
     t = ud_join_dec(t, ex, ne);
@@ -473,12 +503,18 @@ static int ud_tls_client(const uint8_t *p, int32_t n, ut_native *nat, ud_scratch
     int32_t k = 0;
     for (int32_t i = 0; i < ngroups; i++) {
         uint32_t g = ud_be16(groups + 2 * i);
-        if (!ud_grease(g))
-            t += sprintf(t, k++ ? "-%u" : "%u", g);
+        if (!ud_grease(g)) {
+            if (k++)
+                *t++ = '-';
+            t = ud_dec(t, g);
+        }
     }
     *t++ = ',';
-    for (int32_t i = 0; i < nformats; i++)
-        t += sprintf(t, i ? "-%u" : "%u", formats[i]);
+    for (int32_t i = 0; i < nformats; i++) {
+        if (i)
+            *t++ = '-';
+        t = ud_dec(t, formats[i]);
+    }
     if (ud_digest_hex(1, s->text, (size_t)(t - s->text), nat->ja3, 32) != 0)
         return 0;
     /* ja4 */
@@ -523,8 +559,10 @@ static int ud_tls_client(const uint8_t *p, int32_t n, ut_native *nat, ud_scratch
         k = 0;
         for (int32_t i = 0; i < nsigs; i++) {
             uint32_t v = ud_be16(sigs + 2 * i);
-            if (!ud_grease(v))
-                t += sprintf(t, k++ ? ",%04x" : "_%04x", v);
+            if (!ud_grease(v)) {
+                *t++ = k++ ? ',' : '_';
+                t = ud_hex4(t, v);
+            }
         }
     }
     if (t == s->text)

@@ -238,6 +238,9 @@ class NativeGlue(InspectionGlue):
         return insp
 
 
+_VERSION_LISTS: dict[tuple[int, ...], list[str]] = {}  # offered versions -> their names
+
+
 def _text(raw: bytes) -> str:
     return raw.decode("ascii", "backslashreplace")
 
@@ -271,9 +274,13 @@ def _findings(nat: Any, head: tuple, found: tuple) -> tuple[str, dict[str, Any]]
             alpn.append(_text(vec[i + 1 : i + 1 + k]))
             i += 1 + k
         out["alpn"] = alpn
-    out["client_versions"] = (
-        [version_name(v) for v in found[15 : 15 + nv]] if nv else [version_name(legacy)]
-    )
+    versions = found[15 : 15 + nv] if nv else (legacy,)
+    names = _VERSION_LISTS.get(versions)
+    if names is None:
+        names = [version_name(v) for v in versions]
+        if len(_VERSION_LISTS) < 256:  # a handful of client kinds; never grown by traffic
+            _VERSION_LISTS[versions] = names
+    out["client_versions"] = list(names)
     out["ja3"] = ja3.partition(b"\0")[0].decode()
     out["ja4"] = ja4.partition(b"\0")[0].decode()
     if tls_version >= 0:
