@@ -190,7 +190,9 @@ class NativeGlue(InspectionGlue):
         return allow
 
     def _decided(self, conn: Connection, nat: Any) -> None:
-        """C applied the default verdict (at the run's frame that decided it): its findings."""
+        """C applied the default verdict (at the run's frame that decided it): its findings.
+        InspectionGlue._verdict is not called for it: a verdict hook that acts (inline
+        intercept/block) must be called here too, or the engine must not use NativeGlue."""
         raw = ffi.buffer(nat)
         head = _HEAD.unpack_from(raw)
         self.decided_in_c += 1
