@@ -99,10 +99,12 @@ class Inspector:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def open(self, view: FlowView) -> Inspection:
-        port = view.server_port
+        return Inspection(view, self.order(view.server_port))
+
+    def order(self, port: int) -> list[Loaded]:
+        """The detectors in the order a flow to this server port asks them."""
         hinted = [d for d in self.detectors if port in d.plugin.ports]
-        ordered = hinted + [d for d in self.detectors if port not in d.plugin.ports]
-        return Inspection(view, ordered)
+        return hinted + [d for d in self.detectors if port not in d.plugin.ports]
 
     def started(self, insp: Inspection) -> None:
         """The flow's first packet was seen: rules on addresses and ports may act now."""

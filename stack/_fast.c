@@ -10,6 +10,7 @@
  * kept equal by running the whole test suite through both.
  */
 #include <openssl/evp.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,8 @@ typedef struct {
     int32_t syn_received; /* the handshake's last ACK not seen yet */
     int32_t bypass;       /* passed with --bypass: count, do not reassemble */
     int32_t inspect;      /* undecided: hand back after each payload so Python decides now */
+    int32_t native;       /* C inspects it (see _detect.c): nat holds the state */
+    ut_native *nat;       /* from the table's pool while native */
 } ut_flow;
 
 typedef struct {
@@ -79,7 +82,13 @@ struct ut_table {
     int32_t nfree;
     int64_t retain;
     uint32_t run_id;
+    ud_config cfg;       /* first-bytes detection (ut_native_config) */
+    ud_scratch *scratch;
+    ut_native **pool;    /* inspection records not in use (a decided flow gives its back) */
+    int32_t npool, pool_cap;
 };
+
+void ut_native_release(ut_table *t, int32_t slot);
 
 static uint32_t hash_key(const uint8_t *k) {
     uint64_t a, b;
@@ -158,6 +167,17 @@ void ut_free(ut_table *t) {
         free(t->flows[i].d[0].tail);
         free(t->flows[i].d[1].tail);
     }
+    for (int32_t i = 0; i < t->nflows; i++)
+        if (t->flows[i].nat)
+            ut_native_release(t, i);
+    for (int32_t i = 0; i < t->npool; i++) {
+        free(t->pool[i]->early[0]);
+        free(t->pool[i]->early[1]);
+        free(t->pool[i]);
+    }
+    free(t->pool);
+    free(t->cfg.methods);
+    free(t->scratch);
     free(t->flows);
     free(t->free_list);
     free(t->entries);
@@ -219,9 +239,84 @@ void ut_detach(ut_table *t, int32_t slot) {
         }
     }
     f->used = 0;
+    if (f->nat)
+        ut_native_release(t, slot);
     f->d[0].tail_len = f->d[1].tail_len = 0;
     f->d[0].sha = f->d[1].sha = NULL;
     t->free_list[t->nfree++] = slot;
+}
+
+/* First-bytes detection settings: http.METHODS (NUL-separated), the budget, and whether a
+ * default verdict passes the connection to counting only (--bypass with default = pass). */
+int ut_native_config(ut_table *t, const char *methods, int32_t methods_len, int32_t max_method,
+                     int32_t packets, double seconds, int32_t bypass) {
+    char *m = malloc((size_t)methods_len + 2);
+    if (!m)
+        return -1;
+    memcpy(m, methods, (size_t)methods_len);
+    m[methods_len] = m[methods_len + 1] = 0;
+    free(t->cfg.methods);
+    t->cfg.methods = m;
+    t->cfg.max_method = max_method;
+    t->cfg.packets = packets;
+    t->cfg.seconds = seconds;
+    t->cfg.bypass = bypass;
+    if (!t->scratch && !(t->scratch = malloc(sizeof(ud_scratch))))
+        return -1;
+    return 0;
+}
+
+/* Let C inspect an attached connection that has had no data yet. `allow`: UD_HTTP | UD_TLS,
+ * the protocols the port's detector order lets C name. */
+int ut_native_begin(ut_table *t, int32_t slot, int32_t allow) {
+    ut_flow *f = &t->flows[slot];
+    if (!t->scratch || !t->cfg.methods)
+        return -1;
+    ut_native *nat = t->npool ? t->pool[--t->npool] : calloc(1, sizeof(ut_native));
+    if (!nat)
+        return -1;
+    uint8_t *early[2] = {nat->early[0], nat->early[1]};
+    int32_t caps[2] = {nat->early_cap[0], nat->early_cap[1]};
+    memset(nat, 0, offsetof(ut_native, fbuf));
+    for (int i = 0; i < 2; i++) {
+        nat->early[i] = early[i];
+        nat->early_cap[i] = caps[i];
+    }
+    nat->allow = allow;
+    f->nat = nat;
+    f->native = 1;
+    return 0;
+}
+
+/* The connection's inspection ended (decided, and Python took the findings; or it left the
+ * table): its record goes back to the pool, keeping small early-byte buffers for reuse. */
+void ut_native_release(ut_table *t, int32_t slot) {
+    ut_flow *f = &t->flows[slot];
+    ut_native *nat = f->nat;
+    f->nat = NULL;
+    f->native = 0;
+    if (!nat)
+        return;
+    for (int i = 0; i < 2; i++) {
+        if (nat->early_cap[i] > 2048) { /* a budget's worth: give it back */
+            free(nat->early[i]);
+            nat->early[i] = NULL;
+            nat->early_cap[i] = 0;
+        }
+    }
+    if (t->npool == t->pool_cap) {
+        int32_t cap = t->pool_cap ? t->pool_cap * 2 : 64;
+        ut_native **p = realloc(t->pool, sizeof(ut_native *) * (size_t)cap);
+        if (!p) {
+            free(nat->early[0]);
+            free(nat->early[1]);
+            free(nat);
+            return;
+        }
+        t->pool = p;
+        t->pool_cap = cap;
+    }
+    t->pool[t->npool++] = nat;
 }
 
 /* Room for `need` tail bytes, growing by doubling. */
@@ -324,9 +419,10 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start, uint32_t count,
                 double expiry_at, ut_out *out, uint32_t out_cap, uint32_t *n_out,
                 ut_touch *touched, uint32_t *n_touched, int32_t *changed,
-                uint32_t *n_changed, int64_t *handled, int32_t *stop_slot, int32_t *yielded) {
+                uint32_t *n_changed, int64_t *handled, int32_t *stop_slot, int32_t *yielded,
+                int32_t *decided_slots, uint32_t *n_decided) {
     uint32_t i;
-    uint32_t no = 0, nt = 0, nc = 0;
+    uint32_t no = 0, nt = 0, nc = 0, nd = 0;
     int64_t done = 0;
     uint32_t run = ++t->run_id;
     if (run == 0)
@@ -404,6 +500,17 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 break;
             }
         }
+        int decided = 0;
+        if (n && fl->native) {
+            if (nd == out_cap)
+                break;
+            decided = ud_event(fl->nat, &t->cfg, t->scratch, e->dir, tcp + hl, (int32_t)n,
+                               times[i]);
+            if (decided < 0) { /* not a shape C names: the Python inspector takes it */
+                *stop_slot = e->flow;
+                break;
+            }
+        }
         /* committed from here on: mirror of Tracker.fast_segment() */
         if (fl->syn_received && e->dir == 0 && aoff >= 0) {
             fl->syn_received = 0; /* the client ACKed the SYN-ACK: ESTABLISHED */
@@ -451,6 +558,12 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             }
         }
         ep->window = ((int32_t)tcp[14] << 8) | tcp[15];
+        if (decided) { /* Python takes the findings after this run, C's part is done */
+            decided_slots[nd++] = e->flow;
+            fl->native = 0;
+            if (t->cfg.bypass)
+                fl->bypass = 1; /* Tracker.bypass() at the verdict: counted from the next frame */
+        }
         if (n && fl->inspect) { /* let the inspector see this before the next frame */
             i++;
             *yielded = 1;
@@ -463,6 +576,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
     *n_out = no;
     *n_touched = nt;
     *n_changed = nc;
+    *n_decided = nd;
     *handled = done;
     return i;
 }

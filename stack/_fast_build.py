@@ -15,9 +15,19 @@ ffibuilder.cdef(
         uint8_t *tail; int64_t tail_len; int64_t tail_cap;
         void *sha;
     } ut_dir;
+    typedef struct { int32_t dir; int32_t len; double ts; } ut_event;
+    typedef struct {
+        int32_t state; int32_t allow; int32_t proto; int32_t complete; int32_t seg[2];
+        int32_t early_len[2]; int32_t early_cap[2]; uint8_t *early[2]; int64_t bytes[2];
+        double first_data; int64_t verdict_off[2]; int32_t nev; ut_event ev[48];
+        int32_t method[2], path[2], host[2], ua[2]; int32_t status;
+        int32_t sni[2], alpn[2]; int32_t legacy; int32_t nversions; uint16_t versions[16];
+        int32_t tls_version, cipher; char ja3[40]; char ja4[48]; int32_t flen;
+        uint8_t fbuf[1024];
+    } ut_native;
     typedef struct {
         uint8_t key[2][12]; ut_dir d[2]; double last_seen; int32_t used; uint32_t touched_run;
-        int32_t syn_received; int32_t bypass; int32_t inspect;
+        int32_t syn_received; int32_t bypass; int32_t inspect; int32_t native; ut_native *nat;
     } ut_flow;
     typedef struct { double last_seen; int32_t slot; int32_t pad; } ut_touch;
     typedef struct {
@@ -29,6 +39,10 @@ ffibuilder.cdef(
     ut_flow *ut_flow_at(ut_table *t, int32_t i);
     int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s);
     void ut_detach(ut_table *t, int32_t slot);
+    int ut_native_config(ut_table *t, const char *methods, int32_t methods_len,
+                         int32_t max_method, int32_t packets, double seconds, int32_t bypass);
+    int ut_native_begin(ut_table *t, int32_t slot, int32_t allow);
+    void ut_native_release(ut_table *t, int32_t slot);
     int ut_tail_set(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n);
     void *ut_sha_new(void);
     void ut_sha_update(void *c, const uint8_t *data, size_t n);
@@ -41,10 +55,13 @@ ffibuilder.cdef(
                     uint32_t count, double expiry_at, ut_out *out, uint32_t out_cap,
                     uint32_t *n_out, ut_touch *touched, uint32_t *n_touched,
                     int32_t *changed, uint32_t *n_changed,
-                    int64_t *handled, int32_t *stop_slot, int32_t *yielded);
+                    int64_t *handled, int32_t *stop_slot, int32_t *yielded,
+                    int32_t *decided_slots, uint32_t *n_decided);
     """
 )
-_src = (Path(__file__).parent / "_fast.c").read_text()
+# _detect.c (first-bytes detection) comes first: _fast.c's run loop calls it.
+_here = Path(__file__).parent
+_src = (_here / "_detect.c").read_text() + (_here / "_fast.c").read_text()
 ffibuilder.set_source(
     "uinet_tap.stack._fast",
     _src,

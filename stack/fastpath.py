@@ -48,6 +48,17 @@ class CFastPath:
         self.prompt_verdicts = False
         # Set by the tracker: moves a connection to its state's timeout list.
         self.place: Callable[[Connection], None] = lambda conn: None
+        # First-bytes detection in C (_detect.c), set up by the application (native_config):
+        # native_allow(conn) says which protocols C may name on a connection about to be
+        # attached (0: none, C does not inspect it); on_native_detach(conn, nat) takes back
+        # what C found (or the data events it applied) when it leaves the table.
+        # on_native_decided(conn, nat) takes the findings of a connection C decided (after
+        # the run that decided it; the connection stays in the table, C counting or hashing).
+        self.native_allow: Callable[[Connection], int] | None = None
+        self.on_native_detach: Callable[[Connection, Any], None] | None = None
+        self.on_native_decided: Callable[[Connection, Any], None] | None = None
+        self.decided = ffi.new("int32_t[]", OUT_CAP)
+        self._n_decided = ffi.new("uint32_t *")
         self._n_touched = ffi.new("uint32_t *")
         self._n_out = ffi.new("uint32_t *")
         self._handled = ffi.new("int64_t *")
@@ -83,6 +94,8 @@ class CFastPath:
         return True
 
     def attach(self, conn: Connection) -> None:
+        # Asked first: a connection C will not inspect gets sinks that hand bytes back.
+        allow = self.native_allow(conn) if self.native_allow is not None else 0
         slot = lib.ut_attach(self.table, conn.keys[0], conn.keys[1])
         if slot < 0:
             return  # out of memory in C: the connection simply stays in Python
@@ -108,9 +121,14 @@ class CFastPath:
         f.last_seen = conn.last_seen
         f.syn_received = conn.state is ConnState.SYN_RECEIVED
         f.bypass = conn.bypassed
-        f.inspect = self.prompt_verdicts and any(
-            getattr(ep.stream.sink, "inspect", None) for ep in (conn.c, conn.s)
-        )
+        if allow and f.d[0].sha != ffi.NULL and f.d[1].sha != ffi.NULL:
+            f.inspect = 0  # C decides itself: no hand-back per payload
+            if lib.ut_native_begin(self.table, slot, allow) != 0:
+                raise MemoryError("first-bytes detection")
+        else:
+            f.inspect = self.prompt_verdicts and any(
+                getattr(ep.stream.sink, "inspect", None) for ep in (conn.c, conn.s)
+            )
         conn.fast_slot = slot
         self.conns[slot] = conn
         need = 2 * slot + 2
@@ -118,6 +136,17 @@ class CFastPath:
             self.sinks.extend([None] * (need - len(self.sinks)))
         self.sinks[2 * slot] = conn.c.stream.sink
         self.sinks[2 * slot + 1] = conn.s.stream.sink
+
+    def native_config(
+        self, methods: list[bytes], packets: int, seconds: float, bypass: bool
+    ) -> None:
+        """Turn on first-bytes detection in C (see _detect.c): the HTTP methods a request line
+        may start with, the inspection budget, and whether the default verdict bypasses."""
+        joined = b"\0".join(methods)
+        if lib.ut_native_config(
+            self.table, joined, len(joined), max(map(len, methods)), packets, seconds, bypass
+        ):
+            raise MemoryError("first-bytes detection")
 
     def bypass(self, conn: Connection) -> None:
         f = lib.ut_flow_at(self.table, conn.fast_slot)
@@ -149,6 +178,8 @@ class CFastPath:
             st.tail = bytearray(ffi.buffer(d.tail, d.tail_len)) if d.tail_len else bytearray()
         if f.last_seen > conn.last_seen:
             conn.last_seen = f.last_seen
+        if f.native and self.on_native_detach is not None:
+            self.on_native_detach(conn, f.nat)
         lib.ut_detach(self.table, slot)
         del self.conns[slot]
         self.sinks[2 * slot] = self.sinks[2 * slot + 1] = None
@@ -180,6 +211,7 @@ class CFastPath:
             self.table, data, offsets, lengths, times, start, count, expiry_at,
             self.out, OUT_CAP, self._n_out, self.touched, self._n_touched,
             self.changed, self._n_changed, self._handled, self._stop, self._yielded,
+            self.decided, self._n_decided,
         )  # fmt: skip
         for k in range(self._n_changed[0]):
             # The handshake's last ACK (Tracker._on_ack) or a FIN (Tracker._on_fin) moved the
@@ -192,6 +224,15 @@ class CFastPath:
             else:
                 conn.state = ConnState.SYN_RECEIVED if f.syn_received else ConnState.ESTABLISHED
             self.place(conn)
+        nd = self._n_decided[0]
+        if nd:
+            decided = self.on_native_decided
+            assert decided is not None
+            table = self.table
+            for k in range(nd):
+                slot = self.decided[k]
+                decided(self.conns[slot], lib.ut_flow_at(table, slot).nat)
+                lib.ut_native_release(table, slot)
         nt = self._n_touched[0]
         if nt:
             conns = self.conns
@@ -206,7 +247,7 @@ class CFastPath:
                 self._out_mv[: n * _OUT.size]
             ):
                 sinks[sink_id].data(offset, data[off : off + length])  # type: ignore[union-attr]
-        full = OUT_CAP in (n, nt, self._n_changed[0]) and self._stop[0] < 0
+        full = OUT_CAP in (n, nt, self._n_changed[0], nd) and self._stop[0] < 0
         return stop, self._handled[0], full or bool(self._yielded[0])
 
 

@@ -11,15 +11,21 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from frames import Conversation, frames
+from uinet_tap.plugins.registry import builtin_detectors
 from uinet_tap.stack import fastpath
 
-from uinet_tap.api import reconstruct
+from uinet_tap.api import _batches, reconstruct
 from uinet_tap.engine import Engine, Options
-from uinet_tap.pcapfile import PcapFile
+from uinet_tap.native import NativeGlue
+from uinet_tap.pcapfile import Batch, PcapFile
+
+Inspect = Literal["plugins", "bypass"] | None
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -31,24 +37,40 @@ def _no_env_override(monkeypatch):
     monkeypatch.delenv("UINET_TAP_FASTPATH", raising=False)
 
 
-def replay(path: Path, mode: str, keep: bool = False, **options) -> tuple[list[dict], dict]:
-    records: list[dict] = []
+def replay(
+    path: Path, mode: str, keep: bool = False, inspect: Inspect = None, **options
+) -> tuple[list[dict], dict]:
     source = PcapFile(str(path))
+    return run(source.batches(), source.linktype, mode, keep, inspect, **options)
+
+
+def run(
+    batches: Iterable[Batch], linktype: int, mode: str, keep: bool = False,
+    inspect: Inspect = None, **options,
+) -> tuple[list[dict], dict]:  # fmt: skip
+    """``inspect``: None (no plugins), "plugins" (the built-in detectors) or "bypass" (and
+    --bypass): with plugins, the C path also names HTTP and TLS itself (uinet_tap/native.py)."""
+    records: list[dict] = []
     engine = Engine(
-        source.linktype, Options.from_kwargs(fastpath=mode, **options), records.append,
-        keep_streams=keep,
+        linktype, Options.from_kwargs(fastpath=mode, **options), records.append,
+        keep_streams=keep, plugins=builtin_detectors() if inspect else None,
+        bypass=inspect == "bypass",
     )  # fmt: skip
-    for batch in source.batches():
+    for batch in batches:
         engine.feed_batch(batch)
     engine.finish()
+    if mode == "c" and inspect and not keep:
+        assert isinstance(engine.inspection, NativeGlue)
     return sorted(records, key=lambda r: r["id"]), engine.stats()
 
 
-def assert_same_everywhere(path: Path, keep: bool = False, **options) -> None:
-    ref_records, ref_stats = replay(path, "off", keep, **options)
+def assert_same_everywhere(
+    path: Path, keep: bool = False, inspect: Inspect = None, **options
+) -> None:
+    ref_records, ref_stats = replay(path, "off", keep, inspect, **options)
     assert ref_records, f"{path.name}: no connections"
     for mode in MODES[1:]:
-        records, stats = replay(path, mode, keep, **options)
+        records, stats = replay(path, mode, keep, inspect, **options)
         assert stats == ref_stats, f"{path.name}: stats differ under {mode}"
         for a, b in zip(records, ref_records, strict=True):
             assert a == b, f"{path.name}: connection {b['id']} differs under {mode}"
@@ -60,6 +82,19 @@ CAPTURES = sorted((REPO / "captures").glob("*.pcap"))
 @pytest.mark.parametrize("path", CAPTURES, ids=[p.stem for p in CAPTURES])
 def test_paths_agree_on_real_captures(path):
     assert_same_everywhere(path)
+
+
+APP_CAPTURES = sorted((REPO / "captures" / "app").glob("*.pcap"))
+
+
+@pytest.mark.parametrize("inspect", ["plugins", "bypass"])
+@pytest.mark.parametrize(
+    "path", CAPTURES + APP_CAPTURES, ids=[p.stem for p in CAPTURES + APP_CAPTURES]
+)
+def test_paths_agree_with_inspection(path, inspect):
+    # Protocol, findings, verdict, decided_by, verdict_offset and bypassed too: the C path
+    # names HTTP and TLS itself and hands everything else to the Python inspector.
+    assert_same_everywhere(path, inspect=inspect)
 
 
 @pytest.mark.parametrize("path", CAPTURES[:3], ids=[p.stem for p in CAPTURES[:3]])
@@ -74,6 +109,7 @@ def test_paths_agree_on_the_corpus():
         pytest.skip(f"{corpus} absent")
     for path in sorted(corpus.glob("*.pcap*")):
         assert_same_everywhere(path)
+        assert_same_everywhere(path, inspect="bypass")
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +131,14 @@ def test_paths_agree_on_a_bench_mix(bench_mix):
     assert_same_everywhere(bench_mix)
 
 
-def test_paths_agree_with_timeouts_and_evictions(bench_mix):
-    assert_same_everywhere(bench_mix, timeout_established=0.5, max_flows=50)
+@pytest.mark.parametrize("inspect", ["plugins", "bypass"])
+def test_paths_agree_on_a_bench_mix_with_inspection(bench_mix, inspect):
+    assert_same_everywhere(bench_mix, inspect=inspect)
+
+
+@pytest.mark.parametrize("inspect", [None, "bypass"])
+def test_paths_agree_with_timeouts_and_evictions(bench_mix, inspect):
+    assert_same_everywhere(bench_mix, inspect=inspect, timeout_established=0.5, max_flows=50)
 
 
 def test_many_connections_open_at_once():
@@ -126,3 +168,177 @@ def test_many_connections_open_at_once():
     for mode, res in results.items():
         assert res.records == ref.records, mode
         assert res.stats == ref.stats, mode
+
+
+# -- first-bytes detection in C: every shape it takes, and the ones it hands back -----------
+
+from test_detectors_web import (  # noqa: E402  (after the path tests: shared TLS builders)
+    OPENSSL_CLIENT_HELLO,
+    PY12_SERVER_HELLO,
+    PY13_CLIENT_HELLO,
+    PY13_SERVER_HELLO,
+    alpn_ext,
+    build_client_hello,
+    ext,
+    refragment,
+    sni_ext,
+    u16_list_ext,
+)
+
+GREASE_HELLO = build_client_hello(
+    [0x0A0A, 0x1301, 0x1302, 0xC02B],
+    [ext(0x1A1A, b""), sni_ext(b"grease.example"), alpn_ext(b"h2", b"http/1.1"),
+     u16_list_ext(0x000A, [0x2A2A, 0x001D, 0x0017]), ext(0x000B, b"\x01\x00"),
+     u16_list_ext(0x000D, [0x0403, 0x0804]),
+     ext(0x002B, b"\x06\x3a\x3a\x03\x04\x03\x03"), ext(0x4A4A, b"\x00")],
+)  # fmt: skip
+ODD_HELLOS = [
+    build_client_hello([0x1301], []),  # no extensions at all
+    build_client_hello([0x1301], [alpn_ext(b"\x00ab\xff")]),  # ALPN ends not alphanumeric
+    build_client_hello([0x1301], [alpn_ext()]),  # an empty ALPN list
+    build_client_hello([0x1301], [ext(0x0010, b"\x00\x05\x02h2")]),  # a broken ALPN vector
+    build_client_hello([0x1301], [sni_ext(b"a.example"), sni_ext(b"b.example")]),
+    build_client_hello([0x1301], [ext(0x0000, b"\x00\x03\x01\x00")]),  # a broken SNI
+    build_client_hello([0x1301], [sni_ext(b"caf\xc3\xa9.example")]),  # not ASCII
+    build_client_hello([0x1301], [ext(0x002B, b"\x02\x5a\x5a")]),  # only GREASE versions
+    build_client_hello([0x1301], [sni_ext(b"x" * 1500)]),  # more than C keeps: handed back
+    build_client_hello([0x1301], [ext(0x000D, b"\x00\x02\x0a\x0a")], version=0x0301),
+    build_client_hello([0x0A0A], [ext(0x000A, b"\x00\x03\x00\x1d\x00")]),  # odd group list
+]
+TLS12_SERVER = bytes.fromhex("160303002a020000260303") + bytes(32) + b"\x00\xc0\x2f\x00"
+ALERT = bytes.fromhex("15030300020228")
+HTTP_GET = (b"GET /index.html?q=1 HTTP/1.1\r\nHost: www.example.com\r\n"
+            b"User-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n")  # fmt: skip
+HTTP_ODD = [
+    b"POST /form HTTP/1.0\r\nhOsT :  a.example \r\nHost: b.example\r\n"
+    b"USER-AGENT:\tMoz\xe9 1.0\t\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET / HTTP/1.1\nHost: lf.example\n\n",
+    b"HEAD /x HTTP/1.1\r\nHost: c.example\r\nnot a header\r\nUser-Agent: late\r\n\r\n",
+    b"PROPFIND /dav HTTP/1.1\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: d\r\n\r\n",
+    b"GET /\x01 HTTP/1.1\r\n\r\n",  # a control byte in the target: not a request line
+    b"GET / HTTP/1.2\r\n\r\n",
+    b"FOO / HTTP/1.1\r\n\r\n",
+    b"GET /long/" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",  # beyond the budget
+]
+RESPONSES = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    b"HTTP/1.0 404 Not Found\r\n\r\n",
+    b"HTTP/1.1 2x0 Odd\r\n\r\n",
+    b"SSH-2.0-OpenSSH_9.6\r\n",
+    b"HTTP/1.1 200\n\n",
+]
+
+
+def _scenarios() -> list[tuple[int, list[tuple[str, bytes, float]]]]:
+    """(server port, [(side, payload, seconds after the last)]) per connection."""
+    out: list[tuple[int, list[tuple[str, bytes, float]]]] = []
+    for resp in RESPONSES:
+        out.append((80, [("c", HTTP_GET, 0.01), ("s", resp, 0.01), ("s", b"body", 0.01)]))
+        out.append((80, [("c", HTTP_GET, 0.01), ("s", resp[:4], 0.01), ("s", resp[4:], 0.01)]))
+    for req in HTTP_ODD:
+        out.append((8080, [("c", req, 0.01), ("s", RESPONSES[0], 0.01)]))
+    out += [
+        (80, [("c", HTTP_GET[:20], 0.01), ("c", HTTP_GET[20:], 0.01), ("s", RESPONSES[1], 0.01)]),
+        (80, [("c", HTTP_GET[:-2], 0.01), ("c", b"\r\n", 0.01), ("s", RESPONSES[0], 0.01)]),
+        (80, [("s", b"HTTP/1.1 200 OK\r\n\r\n", 0.01), ("c", HTTP_GET, 0.01)]),
+        (80, [("c", HTTP_GET, 0.01)] + [("c", b"x" * 100, 0.01)] * 25),  # packets budget
+        (80, [("c", HTTP_GET, 0.01), ("c", b"more", 6.0), ("s", RESPONSES[0], 0.01)]),  # time
+        (80, [("c", HTTP_GET, 0.01), ("c", b"y" * 9000, 0.01), ("s", RESPONSES[0], 0.01)]),
+        (80, [("c", HTTP_GET, 0.01), ("s", b"HTTP/1.", 0.01)] + [("s", b"z", 0.01)] * 25),
+        (6379, [("c", HTTP_GET, 0.01), ("s", RESPONSES[0], 0.01)]),  # redis asked first
+        (443, [("c", HTTP_GET, 0.01), ("s", RESPONSES[0], 0.01)]),
+        (80, [("c", OPENSSL_CLIENT_HELLO, 0.01), ("s", PY13_SERVER_HELLO, 0.01)]),  # http2 first
+        (12345, [("c", HTTP_GET, 0.01), ("s", RESPONSES[0], 0.01)]),
+    ]
+    hellos = [OPENSSL_CLIENT_HELLO, PY13_CLIENT_HELLO, GREASE_HELLO, *ODD_HELLOS]
+    for i, hello in enumerate(hellos):
+        server = [PY13_SERVER_HELLO, PY12_SERVER_HELLO, TLS12_SERVER, ALERT][i % 4]
+        out.append((443, [("c", hello, 0.01), ("s", server, 0.01), ("c", b"\x17" * 50, 0.01)]))
+    out += [
+        (443, [("c", refragment(GREASE_HELLO, 40), 0.01), ("s", PY13_SERVER_HELLO, 0.01)]),
+        (443, [("c", GREASE_HELLO[:30], 0.01), ("c", GREASE_HELLO[30:], 0.01),
+               ("s", PY12_SERVER_HELLO, 0.01)]),
+        (443, [("c", GREASE_HELLO, 0.01), ("s", PY13_SERVER_HELLO[:7], 0.01),
+               ("s", PY13_SERVER_HELLO[7:50], 0.01), ("s", PY13_SERVER_HELLO[50:], 0.01)]),
+        (443, [("c", GREASE_HELLO, 0.01), ("s", refragment(PY12_SERVER_HELLO, 10), 0.01)]),
+        (443, [("c", GREASE_HELLO, 0.01), ("s", b"\x16\x03\x03\x00\x05\x02\x00\x00", 0.01)]),
+        (443, [("c", GREASE_HELLO, 0.01), ("s", b"HTTP/1.1 400 Bad\r\n\r\n", 0.01)]),
+        (443, [("c", b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00", 0.01), ("s", ALERT, 0.01)]),
+        (443, [("c", GREASE_HELLO, 0.01)]),  # the server never answers
+        (993, [("c", GREASE_HELLO, 0.01), ("s", PY13_SERVER_HELLO, 0.01)]),  # imap hinted too
+        (5555, [("c", GREASE_HELLO, 0.01), ("s", PY13_SERVER_HELLO, 0.01)]),
+    ]  # fmt: skip
+    return out
+
+
+def _first_bytes_frames(seed: int) -> list:
+    """Every scenario as one connection (handshake, its data each acknowledged, FINs), the
+    connections interleaved by a seeded shuffle of their start times."""
+    rng = random.Random(seed)
+    segs = []
+    for i, (port, steps) in enumerate(_scenarios()):
+        cv = Conversation(cport=20000 + i, sport=port, cisn=rng.randrange(2**32),
+                          sisn=rng.randrange(2**32), t0=100.0 + rng.random())  # fmt: skip
+        segs += cv.handshake()
+        for side, payload, dt in steps:
+            cv.t += dt
+            segs += [cv.data(side, payload), cv.ack("s" if side == "c" else "c")]
+        segs += [cv.fin("c"), cv.fin("s"), cv.ack("c")]
+    segs.sort(key=lambda s: s.ts)
+    return frames(segs)
+
+
+@pytest.mark.parametrize("inspect", ["plugins", "bypass"])
+def test_first_bytes_detection_in_c_agrees(inspect):
+    """HTTP requests and TLS hellos of every shape C takes (GREASE, several records, odd
+    extensions, bare LF, header case and spacing) and of the shapes it hands back (split
+    heads and hellos, server first, budgets, other detectors first): identical records."""
+    fr = _first_bytes_frames(11)
+    ref = run(_batches(fr, 1), 1, "off", inspect=inspect)
+    assert {r["protocol"] for r in ref[0]} >= {"http", "tls"}
+    for mode in MODES[1:]:
+        got = run(_batches(fr, 1), 1, mode, inspect=inspect)
+        assert got[1] == ref[1], mode
+        for a, b in zip(got[0], ref[0], strict=True):
+            assert a == b, (mode, b["server"], b["findings"])
+
+
+def test_first_bytes_detection_happens_in_c():
+    """Not vacuous: most of those connections are decided in C, some handed back."""
+    if not fastpath.AVAILABLE:
+        pytest.skip("the C fast path is not built")
+    engine = Engine(1, Options(fastpath="c"), lambda rec: None,
+                    plugins=builtin_detectors(), bypass=True)  # fmt: skip
+    for batch in _batches(_first_bytes_frames(11), 1):
+        engine.feed_batch(batch)
+    engine.finish()
+    glue = engine.inspection
+    assert isinstance(glue, NativeGlue)
+    assert glue.decided_in_c >= 25 and glue.handed_back >= 3, (glue.decided_in_c, glue.handed_back)
+
+
+def test_live_view_shows_what_c_found():
+    """The live view reads a flow C decided as it reads one the Python inspector decided."""
+    if not fastpath.AVAILABLE:
+        pytest.skip("the C fast path is not built")
+    from uinet_tap.live_view_data import SnapshotMaker
+
+    rows = {}
+    for mode in ("c", "off"):
+        engine = Engine(1, Options(fastpath=mode), lambda rec: None,
+                        plugins=builtin_detectors(), bypass=True)  # fmt: skip
+        maker = SnapshotMaker(engine)
+        for batch in _batches(_first_bytes_frames(11), 1):
+            engine.feed_batch(batch)
+        rows[mode] = {row.id: row for row in maker.snapshot().flows}  # before any flow ends
+    assert rows["c"].keys() == rows["off"].keys()
+    shown = 0
+    for flow_id, ref in rows["off"].items():
+        row = rows["c"][flow_id]
+        if row.verdict is not None:  # decided (C or Python): everything as the Python path
+            shown += row.protocol in ("http", "tls")
+            for key in ("protocol", "confidence", "info", "verdict", "decided_by", "findings",
+                        "c2s_head", "s2c_head", "bypassed"):  # fmt: skip
+                assert getattr(row, key) == getattr(ref, key), (flow_id, key)
+    assert shown >= 25

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .inspection import InspectionGlue
+from .native import NativeGlue, native_eligible
 from .pcapfile import Batch
 from .plugins.policy import Policy
 from .plugins.registry import Loaded
@@ -113,8 +114,18 @@ class Engine:
         self.fastpath = "off" if self.options.verify_checksums else self.options.fastpath_mode()
         if self.fastpath == "c":
             self.tracker.use_fast_path(fastpath.CFastPath(self.tracker.config_retain))
+        # C inspects what it can itself where that cannot change a result (native.py).
+        self._native = (
+            plugins is not None
+            and self.fastpath == "c"
+            and export_dir is None
+            and not keep_streams
+            and on_verdict is None  # inline acts on every verdict as it falls
+            and native_eligible(plugins, policy)
+        )
+        glue = NativeGlue if self._native else InspectionGlue
         self.inspection = (
-            InspectionGlue(self.tracker, plugins, policy, bypass, on_plugin_error, on_verdict)
+            glue(self.tracker, plugins, policy, bypass, on_plugin_error, on_verdict)
             if plugins is not None
             else None
         )
@@ -140,7 +151,10 @@ class Engine:
             if direction is Direction.C2S:
                 self.inspection.start(conn)
             inspect = functools.partial(self.inspection.data, conn, int(direction))
-        return DirectionSink(self.keep_streams, path, self.pool, self.fastpath == "c", inspect)
+        sink = DirectionSink(self.keep_streams, path, self.pool, self.fastpath == "c", inspect)
+        if self._native:
+            sink.c_hash = sink.sha.ctx  # C hashes while it inspects (NativeGlue takes it back)
+        return sink
 
     def feed(self, ts: float, frame: bytes, wirelen: int | None = None) -> None:
         totals = self.totals

@@ -8,6 +8,7 @@ from itertools import chain, islice
 
 from .engine import Engine
 from .inspection import PASSIVE_NAMES
+from .native import NativeGlue
 from .records import format_endpoint
 from .snapshot import FlowRow, Snapshot
 from .stack.connection import Connection
@@ -40,6 +41,8 @@ class SnapshotMaker:
         self.engine = engine
         self.extra = extra
         self.names = engine.inspection.names if engine.inspection is not None else PASSIVE_NAMES
+        if isinstance(engine.inspection, NativeGlue):
+            engine.inspection.keep_early = True  # C's inspection keeps the bytes the detail shows
         self.max_rows = max_rows
         self.closed: deque[FlowRow] = deque(maxlen=keep_closed)
 

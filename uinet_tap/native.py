@@ -1,0 +1,293 @@
+"""First-bytes detection in C: the inspection of a connection the C fast path carries, for
+the common cases of the built-in HTTP/1.x and TLS detectors, without a Python call per
+segment (stack/_detect.c).
+
+Only where it cannot change a result: the loaded plugins are exactly the built-in detectors,
+the policy has no rules and the default budget, and the sinks only hash (no --export, no kept
+streams). Then, for a connection that C carries from before its first byte:
+
+* C names the protocol when the client's first segment holds a whole HTTP/1.x request head
+  or a whole TLS ClientHello (and the port's detector order asks no other detector first
+  that could take it), reads the response's status line or ServerHello as it arrives, and
+  applies the default verdict exactly when the inspector would (detection complete and both
+  sides spoke, or the budget spent); with --bypass and default = pass it then only counts.
+* Anything else (the server speaks first, a split request head or hello, another protocol)
+  is not applied by C: the segment goes the general way and the Python inspector takes the
+  connection, after replaying the data events C already applied (their early bytes, lengths
+  and times), so its state is what it would have been all along. The same replay happens
+  when the connection leaves the C table undecided (out-of-order data, a close, a timeout).
+* A decided connection's findings come back from C once, when it leaves the table.
+
+tests/test_fastpath.py runs the same captures through this, the Python inspector with the
+Python fast path, and the general path, and compares every record.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+from .inspection import PASSIVE_NAMES, InspectionGlue
+from .plugins.api import Verdict
+from .plugins.detectors import DETECTORS
+from .plugins.detectors.http import METHODS, Http
+from .plugins.detectors.tls import Tls, cipher_name, version_name
+from .plugins.policy import Budget, Policy
+from .plugins.registry import Loaded
+from .stack.connection import Connection
+from .stack.fastpath import ffi
+from .stack.tracker import Tracker
+
+_HTTP, _TLS = 1, 2  # _detect.c UD_HTTP, UD_TLS
+# ut_native read in two unpacks (one connection's worth of cffi field reads costs more):
+# state, allow, proto, complete, seg[2], early_len[2], early_cap[2], (early[2]), bytes[2],
+# first_data, verdict_off[2]; and the findings from method[2] to flen.
+_HEAD = struct.Struct("@4i2i2i2i16x2qd2q")
+_FOUND = struct.Struct("@8ii4iii16Hii40s48si")
+_FOUND_AT = ffi.offsetof("ut_native", "method") if ffi is not None else 0
+if ffi is not None:
+    assert _HEAD.size == ffi.offsetof("ut_native", "nev"), "ut_native layout changed"
+    assert _FOUND_AT + _FOUND.size == ffi.offsetof("ut_native", "fbuf"), "ut_native changed"
+
+
+def native_eligible(plugins: list[Loaded], policy: Policy | None) -> bool:
+    """May C inspect here? Exactly the built-in detectors, no rules, the default budget."""
+    if policy is not None and (policy.rules or policy.budget != Budget()):
+        return False
+    return [type(p.plugin) for p in plugins] == DETECTORS and all(
+        p.origin == "built-in" for p in plugins
+    )
+
+
+class NativeState:
+    """conn.user of a connection no Python inspection was made for (yet): empty until C's
+    verdict comes back, then the record fields. The live view reads it as an Inspection
+    (``view``, ``verdict``, ``decided_by``)."""
+
+    __slots__ = ("protocol", "findings", "verdict", "offsets", "early")
+
+    def __init__(self) -> None:
+        self.protocol = ""
+        self.findings: dict[str, Any] = {}
+        self.verdict: Verdict | None = None
+        self.offsets = (0, 0)
+        self.early = (b"", b"")  # kept only for a live view (NativeGlue.keep_early)
+
+    @property
+    def decided(self) -> bool:
+        return self.verdict is not None
+
+    @property
+    def decided_by(self) -> str | None:
+        return "default" if self.verdict is not None else None
+
+    @property
+    def view(self) -> SimpleNamespace | None:
+        if self.verdict is None:
+            return None  # C has not named it yet
+        return SimpleNamespace(
+            protocol=self.protocol, confidence="detected", findings=self.findings,
+            c2s=self.early[0], s2c=self.early[1],
+        )  # fmt: skip
+
+
+class NativeGlue(InspectionGlue):
+    """InspectionGlue with the connections C can inspect left to C (see the module doc)."""
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        plugins: list[Loaded],
+        policy: Policy | None,
+        bypass: bool,
+        on_error: Callable[[str, str], None] | None = None,
+        on_verdict: Callable[[Connection, Any], None] | None = None,
+    ) -> None:
+        assert on_verdict is None, "verdicts C decides are not reported one by one"
+        super().__init__(tracker, plugins, policy, bypass, on_error)
+        fast = tracker.fast
+        assert fast is not None
+        policy = self.inspector.policy
+        self.default = policy.default
+        self._pass_bypasses = bypass and policy.default is Verdict.PASS
+        fast.native_config(
+            sorted(METHODS), policy.budget.packets, policy.budget.seconds, self._pass_bypasses
+        )
+        fast.native_allow = self._allow
+        fast.on_native_detach = self._detached
+        fast.on_native_decided = self._decided
+        self._allowed: dict[int, int] = {}
+        # A live view shows each flow's early bytes: then C's are copied at the verdict.
+        self.keep_early = False
+        self.decided_in_c = 0  # connections C named and decided (for tests and profiling)
+        self.handed_back = 0  # connections C began and left to the Python inspector
+
+    # -- the engine's calls ----------------------------------------------------------------
+
+    def start(self, conn: Connection) -> Any:  # type: ignore[override]
+        conn.user = NativeState()
+        return conn.user
+
+    def opened(self, conn: Connection) -> None:
+        if type(conn.user) is not NativeState:
+            super().opened(conn)
+
+    def data(self, conn: Connection, direction: int, data: bytes | None) -> None:
+        user = conn.user
+        if type(user) is NativeState:
+            if user.verdict is not None:
+                return
+            self._materialize(conn)
+        super().data(conn, direction, data)
+
+    def finish(self, conn: Connection) -> dict:
+        user = conn.user
+        if type(user) is not NativeState:
+            return super().finish(conn)
+        if user.verdict is None:
+            self._materialize(conn)
+            return super().finish(conn)
+        verdict = PASSIVE_NAMES[user.verdict]
+        self.protocols[user.protocol] += 1
+        self.verdicts[verdict] += 1
+        conn.user = None
+        return {
+            "protocol": user.protocol,
+            "confidence": "detected",
+            "findings": user.findings,
+            "verdict": verdict,
+            "decided_by": "default",
+            "verdict_offset": {"c2s": user.offsets[0], "s2c": user.offsets[1]},
+            "bypassed": conn.bypassed,
+        }
+
+    # -- C's side ---------------------------------------------------------------------------
+
+    def _allow(self, conn: Connection) -> int:
+        """Which protocols C may name on this connection (0: C does not inspect it)."""
+        user = conn.user
+        if type(user) is not NativeState or user.verdict is not None:
+            return 0
+        port = conn.server[1]
+        allow = self._allowed.get(port)
+        if allow is None:
+            allow = self._allowed[port] = self._port_allow(port)
+        if not allow:
+            self._materialize(conn)  # the Python inspector's from the start
+        return allow
+
+    def _port_allow(self, port: int) -> int:
+        """C names HTTP only where every detector asked before Http is Tls (which declines a
+        request line), and TLS only where every one asked before Tls is Http (which declines
+        a handshake record); Inspector.open() orders them."""
+        ordered = self.inspector.order(port)
+        kinds = [type(p.plugin) for p in ordered]
+        allow = 0
+        if Http in kinds and all(k is Tls for k in kinds[: kinds.index(Http)]):
+            allow |= _HTTP
+        if Tls in kinds and all(k is Http for k in kinds[: kinds.index(Tls)]):
+            allow |= _TLS
+        return allow
+
+    def _decided(self, conn: Connection, nat: Any) -> None:
+        """C applied the default verdict (at the run's frame that decided it): its findings.
+        InspectionGlue._verdict is not called for it: a verdict hook that acts (inline
+        intercept/block) must be called here too, or the engine must not use NativeGlue."""
+        raw = ffi.buffer(nat)
+        head = _HEAD.unpack_from(raw)
+        self.decided_in_c += 1
+        user: NativeState = conn.user  # type: ignore[assignment]
+        user.protocol, user.findings = _findings(nat, head, _FOUND.unpack_from(raw, _FOUND_AT))
+        user.verdict = self.default
+        user.offsets = (head[13], head[14])
+        if self.keep_early:
+            user.early = tuple(  # type: ignore[assignment]
+                bytes(ffi.buffer(nat.early[d], head[6 + d])) if head[6 + d] else b"" for d in (0, 1)
+            )
+        conn.c.stream.sink.inspect = None  # type: ignore[attr-defined]  # decided: C hashes
+        conn.s.stream.sink.inspect = None  # type: ignore[attr-defined]
+        if self._pass_bypasses:
+            conn.bypassed = True  # C counts it only since the verdict (Tracker.bypass)
+            self.bypassed += 1
+
+    def _detached(self, conn: Connection, nat: Any) -> None:
+        """The connection leaves the C table undecided: the Python inspector takes it, after
+        the data events C applied (none yet: nothing to do)."""
+        if nat.state != 1:
+            return
+        self.handed_back += 1
+        insp = self._materialize(conn)
+        lens = (nat.early_len[0], nat.early_len[1])
+        early = [bytes(ffi.buffer(nat.early[d], lens[d])) if lens[d] else b"" for d in (0, 1)]
+        pos = [0, 0]
+        for k in range(nat.nev):
+            ev = nat.ev[k]
+            d, n = ev.dir, ev.len
+            chunk = early[d][pos[d] : pos[d] + n]
+            pos[d] += len(chunk)
+            if len(chunk) < n:  # past the budget: only its length counts
+                chunk += bytes(n - len(chunk))
+            self._refresh(conn, insp.view)
+            self.inspector.data(insp, d, chunk, ev.ts)
+
+    def _materialize(self, conn: Connection) -> Any:
+        """From here on the Python inspector has this connection, as if from the start."""
+        conn.user = None
+        insp = super().start(conn)
+        super().opened(conn)
+        for ep in (conn.c, conn.s):
+            ep.stream.sink.c_hash = None  # type: ignore[attr-defined]  # bytes come back
+        return insp
+
+
+_VERSION_LISTS: dict[tuple[int, ...], list[str]] = {}  # offered versions -> their names
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("ascii", "backslashreplace")
+
+
+def _findings(nat: Any, head: tuple, found: tuple) -> tuple[str, dict[str, Any]]:
+    """The protocol and findings C found, as the Python detectors give them (same keys, same
+    order, same text)."""
+    out: dict[str, Any] = {}
+    if head[2] == _HTTP:
+        early = ffi.buffer(nat.early[0], head[6])[:]
+        out["method"] = early[found[0] : found[0] + found[1]].decode("latin-1")
+        out["path"] = early[found[2] : found[2] + found[3]].decode("latin-1")
+        if found[5] >= 0:
+            out["host"] = early[found[4] : found[4] + found[5]].decode("latin-1")
+        if found[7] >= 0:
+            out["user_agent"] = early[found[6] : found[6] + found[7]].decode("latin-1")
+        if found[8] >= 0:
+            out["status"] = found[8]
+        return "http", out
+    sni_off, sni_len, alpn_off, alpn_len, legacy, nv = found[9:15]
+    tls_version, cipher, ja3, ja4, flen = found[31:36]
+    fbuf = ffi.buffer(nat.fbuf, flen)[:] if flen else b""
+    if sni_len >= 0:
+        out["sni"] = _text(fbuf[sni_off : sni_off + sni_len])
+    if alpn_len >= 0:
+        vec = fbuf[alpn_off : alpn_off + alpn_len]
+        alpn = []
+        i = 0
+        while i < alpn_len:
+            k = vec[i]
+            alpn.append(_text(vec[i + 1 : i + 1 + k]))
+            i += 1 + k
+        out["alpn"] = alpn
+    versions = found[15 : 15 + nv] if nv else (legacy,)
+    names = _VERSION_LISTS.get(versions)
+    if names is None:
+        names = [version_name(v) for v in versions]
+        if len(_VERSION_LISTS) < 256:  # a handful of client kinds; never grown by traffic
+            _VERSION_LISTS[versions] = names
+    out["client_versions"] = list(names)
+    out["ja3"] = ja3.partition(b"\0")[0].decode()
+    out["ja4"] = ja4.partition(b"\0")[0].decode()
+    if tls_version >= 0:
+        out["tls_version"] = version_name(tls_version)
+        out["cipher"] = cipher_name(cipher)
+    return "tls", out
