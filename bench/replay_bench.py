@@ -41,7 +41,6 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +74,7 @@ class Run:
     peak_rss_kib: int
     returncode: int
     stderr_tail: str
+    cpu: float = 0.0  # user + system seconds of the child (0 where not measured)
 
 
 @dataclass
@@ -103,7 +103,6 @@ class ToolResult:
 # (which holds the truth manifest), every tool would appear to use at least this script's RSS,
 # so each tool is started from a small intermediary instead: GNU time, else this launcher, which
 # forks and reports its child's own usage (its floor is a bare interpreter, about 10 MiB).
-GNU_TIME = "/usr/bin/time"
 LAUNCHER = """\
 import os, sys, time
 t0 = time.perf_counter()
@@ -116,40 +115,28 @@ if pid == 0:
     os._exit(127)
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as f:
-    f.write(f"{usage.ru_maxrss} {time.perf_counter() - t0}")
+    f.write(f"{usage.ru_maxrss} {time.perf_counter() - t0} {usage.ru_utime + usage.ru_stime}")
 code = os.waitstatus_to_exitcode(status)
 sys.exit(code if code >= 0 else 128 - code)
 """
 
 
-@cache
-def gnu_time_works() -> bool:
-    if not os.access(GNU_TIME, os.X_OK):
-        return False
-    probe = subprocess.run([GNU_TIME, "-f", "%M", "true"], capture_output=True, text=True)
-    return probe.returncode == 0 and probe.stderr.strip().isdigit()
-
-
 def timed_run(cmd: Sequence[str]) -> Run:
-    """Run cmd with stdout discarded; return its wall time and its own peak RSS."""
+    """Run cmd with stdout discarded; return its wall time, its CPU time (user + system, from
+    wait4: on a shared or virtual machine it moves far less than the wall time) and its own
+    peak RSS."""
     with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as rss:
-        if gnu_time_works():
-            wrapped = [GNU_TIME, "-f", "%M", "-o", rss.name, *cmd]
-        else:
-            wrapped = [sys.executable, "-c", LAUNCHER, rss.name, *cmd]
+        wrapped = [sys.executable, "-c", LAUNCHER, rss.name, *cmd]
         t0 = time.perf_counter()
         returncode = subprocess.call(wrapped, stdout=subprocess.DEVNULL, stderr=err)
         wall = time.perf_counter() - t0
         err.seek(0)
         tail = err.read()[-2000:].decode("utf-8", "replace")
         fields = rss.read().split()
-    # GNU time: "[Command exited with non-zero status N]" then the RSS; the launcher: RSS and
-    # its own wall time, which leaves out the launcher's start-up
-    if len(fields) == 2 and not gnu_time_works():
-        peak, wall = int(fields[0]), float(fields[1])
-    else:
-        peak = int(fields[-1]) if fields and fields[-1].isdigit() else 0
-    return Run(wall, peak, returncode, tail)
+    # the launcher's own wall time leaves out its start-up
+    if len(fields) == 3:
+        return Run(float(fields[1]), int(fields[0]), returncode, tail, float(fields[2]))
+    return Run(wall, 0, returncode, tail)
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,6 +379,7 @@ def rate_row(res: ToolResult, packets: int, file_bytes: int) -> dict[str, Any]:
         "command": shlex.join(res.command),
         "ok": res.ok,
         "walls": [round(r.wall, 4) for r in res.runs],
+        "cpus": [round(r.cpu, 4) for r in res.runs],
         "median_wall_s": round(wall, 4),
         "packets_per_s": round(packets / wall) if wall else None,
         "mb_per_s": round(file_bytes / 1e6 / wall, 1) if wall else None,
@@ -552,6 +540,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if mode.runs:
             rows.append(rate_row(mode, packets, file_bytes))
             ratios[key] = round(mode.wall / uinet.wall, 3)
+            if a.runs > 1:  # paired: each run against the no-plugins run next to it
+                pairs = list(zip(mode.runs, uinet.runs, strict=True))
+                walls = [m.wall / u.wall for m, u in pairs]
+                cpus = [m.cpu / u.cpu for m, u in pairs]
+                ratios[key + "_paired"] = round(statistics.median(walls), 3)
+                ratios[key + "_cpu"] = round(statistics.median(cpus), 3)
     for peer, key in ((tf, "uinet_over_tcpflow"), (floor, "uinet_over_floor")):
         if peer.runs:
             rows.append(rate_row(peer, packets, file_bytes))
@@ -574,7 +568,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, key in (("with plugins", "plugins_over_no_inspect"),
                        ("with plugins and --bypass", "bypass_over_no_inspect")):  # fmt: skip
         if key in ratios:
-            print(f"time ratio uinet-tap {label} / without plugins: {ratios[key]:.2f}x")
+            extra = ""
+            if key + "_paired" in ratios:
+                extra = (f" (median of paired runs {ratios[key + '_paired']:.2f}x; CPU time "
+                         f"{ratios[key + '_cpu']:.2f}x)")  # fmt: skip
+            print(f"time ratio uinet-tap {label} / without plugins: {ratios[key]:.2f}x{extra}")
     if inspect_verification:
         v = inspect_verification
         print(f"streams with plugins: {v.matched:,} of {v.directions:,} directions match")
