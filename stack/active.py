@@ -36,7 +36,7 @@ MAX_RETRIES = 15  # backoffs before giving up (Linux tcp_retries2)
 DELACK = 0.04  # Linux's minimum delayed-ACK timeout; RFC 5681 §4.2 caps it at 500 ms
 DUPACK_THRESHOLD = 3  # RFC 5681 §3.2
 RCV_BUFFER = 4 << 20  # what we buffer for the handler before our window closes
-TIME_WAIT = 2.0  # a userspace impersonator holds no 2*MSL; the I/O layer keeps a tombstone
+TIME_WAIT = 60.0  # 2*MSL as Linux counts it (RFC 9293 §3.4.2): our last ACK may be lost
 
 
 class Recovery(StrEnum):
@@ -721,10 +721,11 @@ class Tcb:
             if lo <= start < hi:
                 start = hi
         if start >= limit:
-            if self.fin_sent and not self.fin_acked and start >= len(self.sbuf):
-                # only our FIN is outstanding
+            if self.fin_sent and not self.fin_acked and start == len(self.sbuf):
+                # only our FIN is left to resend: once, then rtx_next is past it
                 self._emit(self.snd_max, self.rcv_nxt, FIN | ACK, b"", now)
                 self.stats.retransmits += 1
+                self.rtx_next = (self.snd_max + 1) & MASK
                 return True
             return False
         end = min(start + self.mss, limit)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from uinet_tap.stack.active import (
@@ -24,6 +25,8 @@ from uinet_tap.stack.active import (
     parse_incoming,
 )
 from uinet_tap.stack.emit import encode_options
+
+pytestmark = pytest.mark.timeout(300)  # a livelock in the endpoint must fail, not hang CI
 
 MSS = 1000
 ISS_US, ISS_PEER = 1_000_000, 4_000_000_000  # the peer's numbers wrap around 2**32
@@ -388,3 +391,18 @@ def test_paws_lets_a_reordered_pure_ack_through() -> None:
     sack = ((ISS_US + 1000, ISS_US + 2000),)
     t.on_segment(seg(ISS_PEER, ISS_US, sack=sack, tsval=8999, tsecr=500), 0.01)
     assert t.stats.paws_dropped == 0 and t.sacked == [(1000, 2000)]
+
+
+def test_after_a_timeout_a_fin_behind_sacked_data_is_resent_once() -> None:
+    """RTO recovery resends the flight under the congestion window, skipping what the peer
+    SACKs; when only the FIN is left it goes once (a loop here once sent it forever)."""
+    t = Tcb(takeover(), now=0.0)
+    t.send(b"f" * 3000, 0.0)
+    t.close(0.0)
+    take(t)
+    t.on_timer(t.deadline() or 0)  # RTO: resend from snd_una
+    take(t)
+    t.on_segment(seg(ISS_PEER, ISS_US + 1000, sack=((ISS_US + 2000, ISS_US + 3000),)), 1.1)
+    out = take(t)
+    assert [(o.seq, len(o.payload)) for o in out if o.payload] == [(ISS_US + 1000, 1000)]
+    assert sum(1 for o in out if o.flags & FIN) == 1

@@ -418,6 +418,34 @@ def test_respond_answers_the_client_and_closes_both_sides(topology, tmp_path: Pa
     assert rec["intercept"]["result"] == "closed", rec["intercept"]
 
 
+def test_tee_relays_and_writes_both_directions(topology, tmp_path: Path):
+    """A port rule intercepts at the SYN (armed until the handshake is done) with `tee`: the
+    download is exact and the two files hold exactly what each side sent."""
+    need("curl")
+    t = topology()
+    want = blob(www(tmp_path) / "f.bin", 3 * MB)
+    url = t.http_server(www(tmp_path))
+    tee_dir = tmp_path / "tee"
+    policy = tmp_path / "rules.toml"
+    policy.write_text(
+        f'[[rule]]\nport = 8080\naction = "intercept"\nhandler = "tee"\n'
+        f'options = {{ dir = "{tee_dir}" }}\n'
+    )
+    tool = Tool(t, tmp_path, "--policy", str(policy))
+    got = tmp_path / "got.bin"
+    curl(t, f"{url}/f.bin", got)
+    closed_cleanly(t)
+    assert sha(got) == want
+    tool.stop()
+    rec = tool.record()
+    assert rec["intercept"]["handler"] == "tee" and rec["intercept"]["result"] == "closed"
+    c2s = (tee_dir / f"{rec['id']}-c2s.bin").read_bytes()
+    s2c = (tee_dir / f"{rec['id']}-s2c.bin").read_bytes()
+    assert c2s.startswith(b"GET /f.bin HTTP/1.1\r\n") and c2s.endswith(b"\r\n\r\n")
+    head, _, body = s2c.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and body == got.read_bytes()
+
+
 def test_block_resets_both_ends(topology, tmp_path: Path):
     """After detection (the Host is known), both kernels get a RST they accept."""
     need("curl")
