@@ -12,6 +12,7 @@ import contextlib
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 
 import dpkt
@@ -364,6 +365,83 @@ def test_cut_in_towards_a_slow_reader(topology, tmp_path: Path):
     assert rec["intercept"]["result"] == "closed", rec
 
 
+CUT_BY_PATH = """
+from uinet_tap.plugins import Plugin, Verdict
+
+class CutByPath(Plugin):
+    name = "cut-by-path"
+
+    def decide(self, flow):
+        if flow.findings.get("path", "").startswith("/cut"):
+            return Verdict.INTERCEPT if flow.s2c_bytes >= 200_000 else Verdict.NEED_MORE
+        return Verdict.PASS if flow.protocol else None
+"""
+
+
+def test_many_connections_at_once_half_cut_in_half_passed(topology, tmp_path: Path):
+    """Twelve downloads at the same time: those whose path starts with /cut are taken over
+    after 200 kB, the others passed; every file is exact and every record says which."""
+    need("curl")
+    t = topology()
+    sums = {}
+    for i in range(12):
+        name = f"{'cut' if i % 2 else 'pass'}{i}.bin"
+        sums[name] = blob(www(tmp_path) / name, 2 * MB, i)
+    url = t.http_server(www(tmp_path))
+    tool = Tool(t, tmp_path, "--plugin-file", plugin_file(tmp_path, CUT_BY_PATH))
+    procs = {
+        name: t.popen(
+            "client", "curl", "-sS", "--fail", "-o", str(tmp_path / f"got-{name}"), f"{url}/{name}"
+        )  # fmt: skip
+        for name in sums
+    }
+    for name, p in procs.items():
+        assert p.wait(120) == 0, name
+    closed_cleanly(t)
+    for name, want in sums.items():
+        assert sha(tmp_path / f"got-{name}") == want, name
+    tool.stop()
+    verdicts = {r["findings"]["path"].lstrip("/"): r for r in tool.records}
+    assert set(verdicts) == set(sums)
+    for name, rec in verdicts.items():
+        if name.startswith("cut"):
+            assert rec["verdict"] == "intercept", rec
+            assert rec["intercept"]["result"] == "closed", rec["intercept"]
+        else:
+            assert rec["verdict"] == "pass" and "intercept" not in rec, rec
+
+
+def test_a_flow_picked_up_mid_stream_is_passed_not_cut(topology, tmp_path: Path):
+    """The tool starts while a connection is already open: without its handshake there is no
+    window scale to continue with, so the intercept verdict falls back to pass (the record
+    says why) and the bytes go through untouched."""
+    need("socat")
+    t = topology(offloads=False)  # the stand-in forwards frames as read
+    dst = tmp_path / "dst"
+    t.popen("server", "socat", "-u", "TCP4-LISTEN:9003,reuseaddr", f"OPEN:{dst},creat,trunc")
+    wait_for_port(t.session, t.server_ns, 9003)
+    src = tmp_path / "src"
+    want = blob(src, 4 * MB, 9)
+    # The client connects through a stand-in forwarder, then the stand-in is replaced by the
+    # tool while the client still waits to send.
+    standin, _ = t.start_standin()
+    sender = t.popen("client", "sh", "-c",
+                     f"(sleep 3; cat {src}) | socat -u - TCP4:{t.server_ip}:9003")  # fmt: skip
+    time.sleep(1)  # connected through the stand-in
+    t.stop_tool(standin)
+    policy = tmp_path / "rules.toml"
+    policy.write_text('[[rule]]\nport = 9003\naction = "intercept"\n')
+    tool = Tool(t, tmp_path, "--policy", str(policy))
+    assert sender.wait(60) == 0
+    closed_cleanly(t)
+    assert sha(dst) == want
+    tool.stop()
+    rec = tool.record(9003)
+    assert rec["midstream"] and rec["verdict"] == "intercept"
+    assert rec["intercept_failed"].startswith("handshake not seen"), rec
+    assert tool.stats["inline"]["intercepts"] == 0
+
+
 def test_cut_in_at_the_second_request_rewrites_only_the_second_response(topology, tmp_path):
     """curl fetches two URLs over one keep-alive connection; the cut-in happens at the second
     request: the first response passes untouched, the second is rewritten."""
@@ -478,7 +556,7 @@ def test_block_by_port_refuses_at_the_syn(topology, tmp_path: Path):
     r = curl(t, f"{url}/x", tmp_path / "out", check=False)
     assert r.returncode == 7, r.stderr  # "Failed to connect ... Connection refused"
     assert t.http_log() == []
-    tool.stop()
+    tool.stop(signal.SIGINT)  # Ctrl-C ends it as cleanly as SIGTERM
     assert tool.record()["verdict"] == "block"
 
 
