@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .plugins.api import FlowView
-from .stack.active import RST, Incoming, Takeover, Tcb, TcbState
+from .stack.active import RST, Incoming, Takeover, Tcb, TcbState, parse_incoming
 from .stack.emit import PathTemplate, build
 
 HIGH_WATER = 1 << 20  # drain() waits while more than this is queued towards a peer
@@ -149,8 +149,6 @@ class InterceptSession:
 
     def input(self, from_client: bool, seq: int, ack: int, flags: int, window: int,
               options: bytes, payload: bytes) -> None:  # fmt: skip
-        from .stack.active import parse_incoming
-
         seg: Incoming = parse_incoming(seq, ack, flags, window, options, payload)
         self.tcbs[0 if from_client else 1].on_segment(seg, time.time())
         self.pump()
