@@ -212,6 +212,14 @@ class CutInWatch:
                 me.ts_first = (now, tsval)
             me.ts_last = (now, tsval)
 
+    def clock(self, from_client: bool, tsval: int | None, now: float) -> None:
+        """A timestamp seen on a frame that is not forwarded (the one a cut-in starts at):
+        the sender's clock has reached it, so the tool's TSvals go on from there."""
+        me = self.sides[0 if from_client else 1]
+        if tsval is None or me.ts_last is None or seq_diff(tsval, me.ts_last[1]) <= 0:
+            return  # none, or not newer (a reordered frame must not turn the clock back)
+        me.ts_last = (now, tsval)
+
     def not_ready(self, conn: Connection) -> NotReady | None:
         """Why a takeover cannot happen now (None: it can)."""
         if not conn.handshake:

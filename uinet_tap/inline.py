@@ -337,6 +337,8 @@ class Inline:
         if watch is None:
             return False  # decided at its first frame: nothing seen yet
         mtus = (self.ports[0].mtu, self.ports[1].mtu)
+        if watch.not_ready(conn) is None:
+            watch.clock(from_client, timestamp(seg.options), now)
         halves = watch.takeover(conn, now, mtus)
         if isinstance(halves, NotReady):
             if halves.final:
