@@ -177,13 +177,15 @@ def test_pass_through_forwards_every_frame_and_nothing_else(topology, tmp_path: 
     t = topology(offloads=False)
     want = blob(www(tmp_path) / "f.bin", 2 * MB)
     url = t.http_server(www(tmp_path))
-    tool = Tool(t, tmp_path)
+    tool = Tool(t, tmp_path, "--status-interval", "0.3")
     got = tmp_path / "got.bin"
     with t.capture("client") as pc:
         curl(t, f"{url}/f.bin", got)
         assert t.path_works(5)  # UDP out, ICMP port unreachable back
     assert sha(got) == want
     tool.stop()
+    status = [line for line in tool.stderr.splitlines() if "forwarded=" in line]
+    assert status and "cut-ins=0" in status[-1], tool.stderr
     ports = tool.stats["inline"]["ports"]
     assert ports[t.if_a]["received"] == ports[t.if_b]["sent"] > 300  # ACKs, request
     assert ports[t.if_b]["received"] == ports[t.if_a]["sent"] > 1400  # 2 MB of data

@@ -413,6 +413,8 @@ def watch(
 @_inspection_options
 @click.option("--tui/--no-tui", default=None,
               help="The live view (default: when stdout and stdin are a terminal).")  # fmt: skip
+@click.option("--status-interval", type=click.FloatRange(0.1), default=5.0, show_default=True,
+              help="Seconds between status lines when there is no live view.")  # fmt: skip
 @click.option("--duration", type=click.FloatRange(0), default=None,
               help="Stop after this many seconds.")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No summary at the end.")
@@ -426,6 +428,7 @@ def inline(
     plugin_files: tuple[str, ...],
     no_inspect: bool,
     tui: bool | None,
+    status_interval: float,
     duration: float | None,
     quiet: bool,
     **options: Any,
@@ -467,7 +470,8 @@ def inline(
     try:
         if view is not None:
             view.start()
-        asyncio.run(run_inline(bridge, duration, ready, view))
+        status = None if view is not None else log_stderr
+        asyncio.run(run_inline(bridge, duration, ready, view, status, status_interval))
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # a bug must not lose the records of everything seen so far

@@ -391,6 +391,19 @@ class Inline:
         for key in [k for k, b in self.blocked.items() if b.until < now]:
             del self.blocked[key]
 
+    def status_line(self, uptime: float) -> str:
+        st = self.stats
+        totals = self.engine.totals
+        failed = sum(st.intercept_failed.values())
+        drops = sum(p.drops() for p in self.ports)
+        return (
+            f"inline {self.ports[0].name} <-> {self.ports[1].name}: {uptime:.0f}s "
+            f"frames={totals.packets} forwarded={st.forwarded} flows active="
+            f"{self.tracker.active} total={self.tracker.next_id} cut-ins={st.intercepts} "
+            f"live={len(self.sessions)} failed={failed} blocked-frames={st.blocked_frames} "
+            f"kernel-drops={drops}"
+        )
+
     def shutdown(self) -> None:
         """While the loop still runs: end every cut-in (see InterceptSession.shutdown)."""
         live = {id(s): s for s, _ in self.owned.values()}
@@ -429,7 +442,12 @@ class Inline:
 
 
 async def run_inline(
-    inline: Inline, duration: float | None, ready: Callable[[], None], view: Any = None
+    inline: Inline,
+    duration: float | None,
+    ready: Callable[[], None],
+    view: Any = None,
+    status: Callable[[str], None] | None = None,
+    status_interval: float = 5.0,
 ) -> None:
     """The frame loop until SIGINT/SIGTERM, ``duration`` or (with a live ``view``) q."""
     loop = asyncio.get_running_loop()
@@ -448,12 +466,16 @@ async def run_inline(
 
             maker = SnapshotMaker(inline.engine, extra=inline.owned_conns.values)
             inline.on_closed_record = maker.closed_record
+        started = last_status = time.monotonic()
         while True:
             await asyncio.sleep(0.1 if view is not None else 0.5)
             now = time.monotonic()
             if now - last >= 0.5:
                 last = now
                 inline.tick()
+            if status is not None and now - last_status >= status_interval:
+                last_status = now
+                status(inline.status_line(now - started))
             if view is not None and maker is not None:
                 view.update(maker.snapshot())
                 if view.poll_keys():
