@@ -22,9 +22,8 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from ..reassembly.seq import MASK, seq_diff
+from .decode import ACK, FIN, PSH, RST, SYN
 from .emit import encode_options
-
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 # RFC 6298 (2.1) initial RTO. The lower bound is Linux's 200 ms, not the RFC's 1 s SHOULD
 # (2.4): the peers are kernels that already recover at that pace, and a cut-in must not make

@@ -88,13 +88,27 @@ class Segment(NamedTuple):
     macs: bytes = b""  # Ethernet destination and source MAC (12 bytes), where the link has them
 
 
-def checksum(data: bytes) -> int:
-    """RFC 1071 Internet checksum. The one's-complement sum of 16-bit words is the big-endian
-    integer modulo 0xffff (2**16 = 1 mod 0xffff)."""
+def ones_sum(data: bytes | bytearray, initial: int = 0) -> int:
+    """The unfolded one's-complement sum of ``data`` as 16-bit big-endian words, plus
+    ``initial``: feed it to :func:`checksum` as ``initial`` (a pseudo-header, say)."""
+    value = int.from_bytes(data, "big")
     if len(data) & 1:
-        data += b"\0"
-    r = int.from_bytes(data, "big") % 0xFFFF
-    return (~(r or 0xFFFF)) & 0xFFFF
+        value <<= 8  # an odd length is padded with a zero byte (RFC 1071 §4.1)
+    return value + initial
+
+
+def checksum(data: bytes | bytearray, initial: int = 0) -> int:
+    """RFC 1071 Internet checksum of ``data``, with ``initial`` (a one's-complement sum such
+    as :func:`ones_sum` of a pseudo-header) added in. The result goes into the header as is.
+
+    Fast in pure Python: the concatenated 16-bit words, read as one big integer, are congruent
+    to their sum modulo 0xFFFF (2**16 = 1 mod 0xFFFF), and the one's-complement sum with
+    end-around carry is that residue, except that a non-zero sum never folds to 0 (it is 0xFFFF)."""
+    total = ones_sum(data, initial)
+    r = total % 0xFFFF
+    if r == 0 and total:
+        r = 0xFFFF
+    return ~r & 0xFFFF
 
 
 def tcp_checksum_ok(src: bytes, dst: bytes, tcp: bytes) -> bool:

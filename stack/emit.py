@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .decode import ETH_IPV4, ETH_IPV6, FIN, PSH, VLAN_TPIDS
+from .decode import ETH_IPV4, ETH_IPV6, FIN, PSH, VLAN_TPIDS, checksum, ones_sum
 
 _PROTO_TCP = 6
 _PROTO_UDP = 17
@@ -44,29 +44,6 @@ _MAX_OPTIONS = 40
 
 
 # --------------------------------------------------------------------------- checksum
-
-
-def ones_sum(data: bytes | bytearray, initial: int = 0) -> int:
-    """The unfolded one's-complement sum of ``data`` as 16-bit big-endian words, plus
-    ``initial``: feed it to :func:`checksum` as ``initial`` (a pseudo-header, say)."""
-    value = int.from_bytes(data, "big")
-    if len(data) & 1:
-        value <<= 8  # an odd length is padded with a zero byte (RFC 1071 §4.1)
-    return value + initial
-
-
-def checksum(data: bytes | bytearray, initial: int = 0) -> int:
-    """RFC 1071 Internet checksum of ``data``, with ``initial`` (a one's-complement sum such
-    as :func:`ones_sum` of a pseudo-header) added in. The result goes into the header as is.
-
-    Fast in pure Python: the concatenated 16-bit words, read as one big integer, are congruent
-    to their sum modulo 0xFFFF (2**16 = 1 mod 0xFFFF), and the one's-complement sum with
-    end-around carry is that residue, except that a non-zero sum never folds to 0 (it is 0xFFFF)."""
-    total = ones_sum(data, initial)
-    r = total % 0xFFFF
-    if r == 0 and total:
-        r = 0xFFFF
-    return ~r & 0xFFFF
 
 
 def _pseudo_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:

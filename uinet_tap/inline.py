@@ -29,10 +29,9 @@ from .plugins.inspector import Inspection
 from .plugins.policy import Policy
 from .plugins.registry import Loaded
 from .ports import Port, disable_receive_offloads
-from .stack.active import RST, SYN
 from .stack.connection import Connection
 from .stack.cutin import CutInWatch, NotReady, l2_header
-from .stack.decode import DLT_EN10MB, Segment
+from .stack.decode import ACK, DLT_EN10MB, RST, SYN, Segment
 from .stack.emit import PathTemplate, complete_checksums, resegment
 from .stack.events import CloseReason
 from .stack.options import timestamp
@@ -207,7 +206,7 @@ class Inline:
         if self.blocked:
             blk = self.blocked.get(key)
             if blk is not None:
-                if seg.flags & SYN and not seg.flags & 0x10 and now > blk.until - TOMBSTONE + 2:
+                if seg.flags & SYN and not seg.flags & ACK and now > blk.until - TOMBSTONE + 2:
                     self._unblock(blk.conn)  # a new connection on the same tuple
                 else:
                     self._blocked_frame(blk, side, frame, seg, now)
@@ -215,7 +214,7 @@ class Inline:
         if self.tombstones:
             until = self.tombstones.get(key)
             if until is not None:
-                if now < until and not (seg.flags & SYN and not seg.flags & 0x10):
+                if now < until and not (seg.flags & SYN and not seg.flags & ACK):
                     self.stats.tombstone_dropped += 1
                     return
                 del self.tombstones[key]
@@ -276,7 +275,7 @@ class Inline:
             peer = watch.sides[1 if from_client else 0]
             peer_l2, peer_ttl = peer.l2, peer.ttl
         if not peer_l2:
-            peer_l2 = l2[6:12] + l2[0:6] + l2[12:]
+            peer_l2 = _swap_macs(l2)
         to_sender = PathTemplate(peer_l2, seg.dst, seg.src, seg.dport, seg.sport, ttl=peer_ttl)
         to_peer = PathTemplate(l2, seg.src, seg.dst, seg.sport, seg.dport, ttl=seg.ttl)
         return to_sender, to_peer
@@ -290,14 +289,11 @@ class Inline:
         blk = Blocked(conn, now + TOMBSTONE)
         for key in conn.keys:
             self.blocked[key] = blk
-        if seg.flags & 0x10:
-            self._send_rst(side, to_sender, seg.ack, None)
-        else:  # a SYN: RST|ACK acknowledging it
-            self._send_rst(side, to_sender, 0, (seg.seq + len(seg.payload) + 1) & 0xFFFFFFFF)
+        self._reset_sender(side, to_sender, seg)
         sender = watch.sides[0 if from_client else 1] if watch is not None else None
         if sender is not None and sender.nxt is not None and conn.handshake:
             self._send_rst(1 - side, to_peer, sender.nxt, None)
-        elif seg.flags & 0x10 and conn.handshake:
+        elif seg.flags & ACK and conn.handshake:
             self._send_rst(1 - side, to_peer, seg.seq, None)
         self.stats.blocked_frames += 1
         self.tracker.end(conn, CloseReason.RST)
@@ -311,10 +307,14 @@ class Inline:
         if seg.flags & RST or blk.answered >= BLOCK_ANSWERS:
             return
         blk.answered += 1
-        l2 = l2_header(frame)
-        to_sender = PathTemplate(l2[6:12] + l2[0:6] + l2[12:], seg.dst, seg.src, seg.dport,
+        to_sender = PathTemplate(_swap_macs(l2_header(frame)), seg.dst, seg.src, seg.dport,
                                  seg.sport)  # fmt: skip
-        if seg.flags & 0x10:
+        self._reset_sender(side, to_sender, seg)
+
+    def _reset_sender(self, side: int, to_sender: PathTemplate, seg: Segment) -> None:
+        """A RST back to whoever sent ``seg``: at the sequence number its ACK names, or, for
+        a SYN, a RST|ACK acknowledging it (RFC 9293 §3.10.7.1)."""
+        if seg.flags & ACK:
             self._send_rst(side, to_sender, seg.ack, None)
         else:
             self._send_rst(side, to_sender, 0, (seg.seq + len(seg.payload) + 1) & 0xFFFFFFFF)
@@ -439,6 +439,11 @@ class Inline:
             "tombstone_dropped": st.tombstone_dropped,
         }
         return stats
+
+
+def _swap_macs(l2: bytes) -> bytes:
+    """An Ethernet header for the way back: destination and source swapped, tags kept."""
+    return l2[6:12] + l2[0:6] + l2[12:]
 
 
 async def run_inline(

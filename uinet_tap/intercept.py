@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .plugins.api import FlowView
-from .stack.active import RST, Incoming, Takeover, Tcb, TcbState, parse_incoming
+from .stack.active import Incoming, Takeover, Tcb, TcbState, parse_incoming
+from .stack.decode import ACK, RST
 from .stack.emit import PathTemplate, build
 
 HIGH_WATER = 1 << 20  # drain() waits while more than this is queued towards a peer
@@ -249,5 +250,5 @@ class InterceptSession:
 def rst_frame(template: PathTemplate, seq: int, ack: int | None) -> bytes:
     """A RST (RFC 9293 §3.10.7.1 / RFC 5961 §3.2: its sequence number is the one the receiver
     expects next); with an ACK when answering a segment that had none (a SYN)."""
-    flags = RST | (0x10 if ack is not None else 0)
+    flags = RST | (ACK if ack is not None else 0)
     return build(template, seq, ack or 0, flags, 0)
