@@ -30,6 +30,7 @@ class FakePort:
         self.sent: list[bytes] = []
         self.received = 0
         self.send_errors: dict[str, int] = {}
+        self.inbox: list[bytes] = []  # what recv() hands out
 
     def send(self, frame: bytes) -> bool:
         self.sent.append(frame)
@@ -37,6 +38,10 @@ class FakePort:
 
     def drops(self) -> int:
         return 0
+
+    def recv(self, limit: int) -> list[tuple[bytes, bool]]:
+        batch, self.inbox = self.inbox[:limit], self.inbox[limit:]
+        return [(f, False) for f in batch]
 
 
 def make(policy: str = "") -> tuple[Inline, FakePort, FakePort, list[dict]]:
@@ -178,3 +183,28 @@ def test_cut_in_continues_both_sides_numbers_macs_tags_ttl_and_timestamps() -> N
         assert records[0]["intercept"]["result"] == "aborted at exit"
 
     asyncio.run(run())
+
+
+def test_a_frame_that_raises_is_counted_once_and_the_batch_goes_on(capsys) -> None:  # type: ignore[no-untyped-def]
+    """A bug met on one frame must neither stop the bridge nor lose the frames after it."""
+    inline, a, b, _ = make()
+    arp = ethernet(b"\x00\x01\x08\x00\x06\x04\x00\x01" + bytes(20), ethertype=0x0806)
+    poison = arp[:-1] + b"\xff"
+    decode = inline.decoder.decode
+
+    def flaky(ts, frame, *rest):  # type: ignore[no-untyped-def]
+        if frame == poison:
+            raise ValueError("boom")
+        return decode(ts, frame, *rest)
+
+    inline.decoder.decode = flaky  # type: ignore[method-assign]
+    a.inbox = [arp, poison, arp, poison, arp]
+    inline.on_readable(0)
+    assert b.sent == [arp, arp, arp]
+    assert inline.stats.internal_errors == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "warning: internal error: ValueError: boom (the bridge goes on; later ones are "
+        "counted in the stats)"
+    ]
+    assert inline.finish()["inline"]["internal_errors"] == 2

@@ -60,6 +60,7 @@ class InlineStats:
     intercepts: int = 0
     intercept_failed: dict[str, int] = field(default_factory=dict)
     tombstone_dropped: int = 0
+    internal_errors: int = 0
 
 
 class Inline:
@@ -155,7 +156,17 @@ class Inline:
     def on_readable(self, side: int) -> None:
         port = self.ports[side]
         for frame, partial in port.recv(BATCH):
-            self.frame(side, frame, partial)
+            try:
+                self.frame(side, frame, partial)
+            except Exception as exc:  # a bug must not stop the bridge or lose the batch
+                self.internal_error(exc)
+
+    def internal_error(self, exc: BaseException) -> None:
+        """Count it; say it once on stderr, in one line (the stats keep the count)."""
+        self.stats.internal_errors += 1
+        if self.stats.internal_errors == 1:
+            print(f"warning: internal error: {type(exc).__name__}: {exc} (the bridge goes on; "
+                  "later ones are counted in the stats)", file=sys.stderr, flush=True)  # fmt: skip
 
     def forward(self, side: int, frame: bytes, partial: bool) -> None:
         """Send a frame read on ``side`` out of the other port, as it was; a super-frame is
@@ -437,6 +448,7 @@ class Inline:
             "blocked_frames": st.blocked_frames,
             "rst_sent": st.rst_sent,
             "tombstone_dropped": st.tombstone_dropped,
+            "internal_errors": st.internal_errors,
         }
         return stats
 
@@ -456,6 +468,13 @@ async def run_inline(
 ) -> None:
     """The frame loop until SIGINT/SIGTERM, ``duration`` or (with a live ``view``) q."""
     loop = asyncio.get_running_loop()
+
+    # Anything else that raises in a callback or a task (a timer, a handler nobody awaits)
+    # is reported the same way, not as asyncio's multi-line traceback.
+    def report(_loop: asyncio.AbstractEventLoop, ctx: dict[str, Any]) -> None:
+        inline.internal_error(ctx.get("exception") or RuntimeError(ctx["message"]))
+
+    loop.set_exception_handler(report)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
