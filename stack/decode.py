@@ -86,6 +86,7 @@ class Segment(NamedTuple):
     ttl: int
     checksum_ok: bool | None  # None: not verified
     macs: bytes = b""  # Ethernet destination and source MAC (12 bytes), where the link has them
+    urg: int = 0  # the urgent pointer field (meaningful only with the URG flag, RFC 9293 §3.1)
 
 
 def ones_sum(data: bytes | bytearray, initial: int = 0) -> int:
@@ -329,7 +330,7 @@ class Decoder:
     ) -> Segment | None:
         if len(tcp) < 20:
             return self._bad("bad_tcp_header")
-        sport, dport, seq, ack, doff, flags, win, _csum, _urg = _TCP.unpack_from(tcp)
+        sport, dport, seq, ack, doff, flags, win, _csum, urg = _TCP.unpack_from(tcp)
         hlen = (doff >> 4) * 4
         if hlen < 20 or hlen > len(tcp):
             return self._bad("bad_tcp_header")
@@ -352,4 +353,6 @@ class Decoder:
             missing,
             ttl,
             ok,
+            b"",
+            urg,
         )
