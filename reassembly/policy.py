@@ -1,14 +1,28 @@
-"""Overlap policies: which copy wins where two segments carry different bytes for one offset.
+"""Receiver policies: how a target's TCP resolves overlapping copies of the same bytes, and what
+its application reads of urgent data.
 
-Target-based reassembly (Novak and Sturges, "Target-Based TCP Stream Reassembly", 2007;
-Snort's stream5 and Suricata's ``host-os-policy`` use the same names):
+Target-based reassembly (Novak and Sturges, "Target-Based TCP Stream Reassembly", 2007; Snort's
+stream and Suricata's ``host-os-policy`` use the same names). Three model a receiving stack,
+two model an observer:
 
-- ``first`` keeps the copy captured first (Zeek, tshark, Suricata's default for 0.0.0.0/0);
-- ``last`` keeps the copy captured last (tcpflow, Suricata ``old-linux``);
-- ``bsd``: the original wins, unless the new segment starts before the original one;
-- ``linux``: as ``bsd``, and the new segment also wins when it starts at the same sequence
-  number as the original and ends after it;
-- ``windows``: the original wins (for TCP data Windows behaves as ``first``).
+- ``linux``: a Linux receiver, checked against a real Linux 6.x kernel's ``recv()``
+  (``captures/evasion``). In-order bytes are final on arrival; its out-of-order queue keeps whole
+  segments, which may overlap: a copy contained in one already queued is dropped, one starting
+  at the same sequence number and ending later replaces it, one starting earlier covers what it
+  overlaps, and contiguous appends coalesce (``tcp_data_queue_ofo``). The urgent byte is taken
+  out of band (``SO_OOBINLINE`` off, the default).
+- ``bsd``: 4.4BSD's ``tcp_reass`` as Snort 3 documents it: a queued segment that starts at or
+  before the new one keeps its bytes; the new one wins over segments that start after it.
+  Urgent byte out of band.
+- ``windows``: Snort 3 resolves Windows overlaps as ``bsd``; urgent byte out of band (Winsock's
+  default is BSD-style urgent data, ``SO_OOBINLINE`` off).
+- ``first`` keeps the copy captured first (Zeek, tshark); urgent bytes stay in the stream.
+- ``last`` keeps the copy captured last (tcpflow); it waits for the receiver's ACK before a byte
+  is final; urgent bytes stay in the stream.
+
+Every policy applies the acceptability rules every TCP receiver applies (RFC 9293 §3.10.7.4,
+RFC 5961, RFC 7323 §5): data outside the window, after an accepted RST, on a segment whose ACK
+is unacceptable, or with an older timestamp is not what the application read.
 """
 
 from __future__ import annotations
@@ -24,17 +38,28 @@ class OverlapPolicy(StrEnum):
     WINDOWS = "windows"
 
     def new_wins(self, new_start: int, new_end: int, old_start: int, old_end: int) -> bool:
-        """Whether the new segment's bytes replace the old segment's on their overlap."""
+        """Whether the new copy replaces the old one on their overlap, judging one old piece at
+        a time (IP defragmentation, :mod:`.segments`)."""
         if self is OverlapPolicy.LAST:
             return True
-        if self is OverlapPolicy.BSD:
+        if self is OverlapPolicy.BSD or self is OverlapPolicy.WINDOWS:
             return new_start < old_start
         if self is OverlapPolicy.LINUX:
             return new_start < old_start or (new_start == old_start and new_end > old_end)
-        return False  # FIRST, WINDOWS
+        return False  # FIRST
 
     @property
     def final_on_arrival(self) -> bool:
-        """In-order bytes can never change later: deliver them at once, without waiting for
-        the receiver's ACK."""
-        return self in (OverlapPolicy.FIRST, OverlapPolicy.WINDOWS)
+        """In-order bytes are what the application reads at once: a later copy cannot change
+        them (every receiving stack; ``first`` by definition). Only ``last`` waits for the ACK."""
+        return self is not OverlapPolicy.LAST
+
+    @property
+    def urgent_out_of_band(self) -> bool:
+        """The byte the urgent pointer names is taken out of the stream (RFC 6093 §3.1: the
+        BSD and Linux default); the observer policies keep it in band."""
+        return self in (OverlapPolicy.LINUX, OverlapPolicy.BSD, OverlapPolicy.WINDOWS)
+
+    @property
+    def models_receiver(self) -> bool:
+        return self.urgent_out_of_band

@@ -1,34 +1,53 @@
-"""One direction's byte stream: ordering, overlaps, gaps and memory caps.
+"""One direction's byte stream as the receiving application reads it: ordering, overlaps,
+tentative bytes, urgent data, gaps and memory caps.
 
-The stream works in offsets (0 is the first byte after the SYN), never in sequence numbers:
-the caller unwraps with :mod:`.seq`. It knows nothing about flows, packets or I/O; bytes leave
-through a :class:`StreamSink`.
+The stream works in offsets (0 is the first byte after the SYN), never in sequence numbers: the
+caller unwraps with :mod:`.seq` and decides what is acceptable at all (the window, the ACK, PAWS,
+a RST: ``stack/tracker.py``). It knows nothing about flows, packets or I/O; bytes leave through a
+:class:`StreamSink`, at *delivered* offsets: the stream's own, less the urgent bytes a receiver
+took out of band before them.
 
-Model (after Suricata's IDS mode, with a first-wins fast path):
+Model:
 
 - ``nxt`` is the commit point: every byte before it was handed to the sink as data or as a gap
-  and can never change again.
-- Under a policy whose in-order bytes are final on arrival (``first``, ``windows``) in-order
-  data is committed at once. Under ``last``, ``bsd`` and ``linux`` a later copy may still win,
-  so data waits until the receiver ACKs it (then the receiver has it, and so do we), or until
-  a cap or the end of the flow forces it.
-- Bytes past ``nxt`` wait in ``segs``: sorted, non-overlapping ``[offset, bytes]`` pieces.
-- Committed bytes not yet ACKed stay in ``tail`` so a retransmission with different bytes is
-  seen as a conflict (the classic evasion), without holding anything the receiver confirmed.
+  and can never change again. Under every receiver policy (and ``first``) bytes that continue
+  the stream are committed on arrival, as a receiver's application reads them; under ``last``
+  they wait until the receiver ACKs them (then it has them, and so do we).
+- Bytes past ``nxt`` wait in the policy's out-of-order store (:mod:`.store`), which decides what a
+  new copy of held bytes does.
+- *Tentative* bytes are bytes the receiver may not have taken: data beyond the window it last
+  advertised, or data on a SYN before the SYN-ACK says. They wait apart, and become part of the
+  stream only where the receiver's ACK covers them and no acceptable copy arrived meanwhile;
+  otherwise they are discarded (the caller counts them as an anomaly).
+- The urgent byte (RFC 6093 §3.1: the byte before the one the urgent pointer names, as BSD and
+  Linux read it) is taken out of band under the receiver policies: the application never reads
+  it, so neither does the sink. Only the latest urgent pointer counts (Linux ``tcp_check_urg``).
+- Committed bytes not yet ACKed stay in ``tail`` so a retransmission with different bytes is seen
+  as a conflict (the classic evasion), without holding anything the receiver confirmed.
 - A hole the receiver has ACKed is capture loss: it becomes a gap once ACKs have passed it
   ``ACK_GRACE`` times (a mirror port may deliver the ACK just before the data it covers, see
   zeek/zeek#335), when a cap bites, or when the flow ends.
+
+Memory: held bytes are charged with a per-piece cost (:data:`PIECE_COST`), so the byte caps bound
+real memory even for one-byte segments; the number of pieces is capped too. Over a cap the
+oldest hole becomes a gap (the data past it is committed); every bite is counted in ``limits``.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Protocol
 
 from .policy import OverlapPolicy
-from .segments import merge
+from .store import RunStore, _Store, make_store
 
 ACK_GRACE = 3
 """ACKs past a hole before it is declared a gap."""
+PIECE_COST = 96
+"""Bytes of Python objects per held piece (list slots, a bytearray's header, its offset): what
+a held piece costs beyond its bytes, charged against the caps."""
+MAX_PIECES = 4096
+"""Out-of-order pieces held per direction (Snort's ``queue_limit`` counts segments too)."""
 
 
 class StreamSink(Protocol):
@@ -38,12 +57,28 @@ class StreamSink(Protocol):
 
 
 class Budget:
-    """Buffered bytes shared by all streams, checked against a global cap by the flow table."""
+    """Held bytes of all streams against the global cap: the total charge, the streams holding
+    any (stalest first, so the cap is enforced by forcing the front, O(1) amortised), and the
+    bytes retained for conflict checks (``tail``), under a cap of their own."""
 
-    __slots__ = ("used",)
+    __slots__ = ("used", "holders", "retained", "retain_cap")
 
-    def __init__(self) -> None:
+    def __init__(self, retain_cap: int = 1 << 62) -> None:
         self.used = 0
+        self.holders: OrderedDict[ByteStream, None] = OrderedDict()
+        self.retained = 0
+        self.retain_cap = retain_cap
+
+    def enforce(self, cap: int) -> int:
+        """Force the stalest holders past their holes until the total is within ``cap``;
+        returns how many streams were forced."""
+        forced = 0
+        holders = self.holders
+        while self.used > cap and holders:
+            stream = next(iter(holders))
+            stream.release("max_buffer")
+            forced += 1
+        return forced
 
 
 class ByteStream:
@@ -51,13 +86,18 @@ class ByteStream:
         "sink",
         "policy",
         "final",
+        "oob",
         "max_buffer",
+        "max_pieces",
         "retain",
         "budget",
         "nxt",
+        "removed",
+        "urg",
         "tail",
-        "segs",
-        "buffered",
+        "store",
+        "tentative",
+        "cost",
         "acked",
         "hole_acks",
         "gaps",
@@ -65,40 +105,82 @@ class ByteStream:
         "acked_gaps",
         "retransmitted",
         "conflicts",
-        "forced",
+        "urgent",
+        "discarded",
+        "limits",
     )
 
     def __init__(
         self,
         sink: StreamSink,
-        policy: OverlapPolicy = OverlapPolicy.FIRST,
+        policy: OverlapPolicy = OverlapPolicy.LINUX,
         max_buffer: int = 4 << 20,
         budget: Budget | None = None,
         retain: int = 256 << 10,
+        max_pieces: int = MAX_PIECES,
     ) -> None:
         self.sink = sink
         self.policy = policy
         self.final = policy.final_on_arrival
+        self.oob = policy.urgent_out_of_band
         self.max_buffer = max_buffer
+        self.max_pieces = max_pieces
         self.retain = retain
         self.budget = budget if budget is not None else Budget()
         self.nxt = 0
+        self.removed = 0  # urgent bytes taken out of band before nxt
+        self.urg = -1  # offset of the pending urgent byte, -1 if none
         self.tail = bytearray()
-        self.segs: list[list] = []  # [offset, bytes], sorted, non-overlapping
-        self.buffered = 0
+        self.store: _Store = make_store(policy)
+        self.tentative = RunStore(keep_old=True)
+        self.cost = 0  # this stream's charge against the budget
         self.acked = 0
         self.hole_acks = 0
-        self.gaps: list[list[int]] = []
+        self.gaps: list[list[int]] = []  # [delivered offset, length]
         self.gap_bytes = 0
         self.acked_gaps = 0  # gaps the receiver had acknowledged: capture loss, not our guess
         self.retransmitted = 0
         self.conflicts = 0
-        self.forced = 0  # times a cap forced the stream past a hole
+        self.urgent = 0  # urgent bytes taken out of band
+        self.discarded = 0  # tentative bytes discarded: the receiver never took them
+        self.limits: dict[str, int] | None = None  # limits that bit: kind -> times
+
+    # -- what the record reports ---------------------------------------------------------------
+
+    @property
+    def delivered(self) -> int:
+        """Bytes the application read so far, gaps included."""
+        return self.nxt - self.removed
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held out of order or tentatively."""
+        return self.store.held + self.tentative.held
+
+    @property
+    def tentative_end(self) -> int:
+        """One past the last tentative byte (0 when there is none)."""
+        t = self.tentative
+        return t.starts[-1] + len(t.data[-1]) if t.starts else 0
+
+    @property
+    def plain(self) -> bool:
+        """Nothing held, no hole pending, no urgent byte taken or pending: the stream is its
+        sequence space from nxt on (what the fast paths require)."""
+        return (
+            not self.store.starts
+            and not self.tentative.starts
+            and not self.hole_acks
+            and self.acked <= self.nxt
+            and self.urg < 0
+            and not self.removed
+        )
 
     # -- input ---------------------------------------------------------------------------------
 
     def add(self, off: int, data: bytes) -> int:
-        """Take ``data`` at stream offset ``off``; return the number of conflicting overlaps."""
+        """Take acceptable ``data`` at stream offset ``off``; return the number of conflicting
+        overlaps."""
         conflicts_before = self.conflicts
         nxt = self.nxt
         end = off + len(data)
@@ -108,16 +190,49 @@ class ByteStream:
                 return self.conflicts - conflicts_before
             data = data[nxt - off :]
             off = nxt
-        if off == nxt and self.final and (not self.segs or self.segs[0][0] >= end):
+        store = self.store
+        if off == nxt and self.final and (not store.starts or store.starts[0] >= end):
             self._commit(data)  # in-order fast path
-            if self.segs and self.segs[0][0] <= self.nxt:
+            if store.starts and store.starts[0] <= self.nxt:
                 self._drain()
         else:
-            self._insert(off, data)
-            self._drain()
-            if self.buffered > self.max_buffer:
-                self.force(self.buffered - self.max_buffer)
+            res = store.insert(off, data)
+            self.retransmitted += res.overlapped
+            self.conflicts += res.conflicts
+            if self.final or store.starts[0] <= self.acked:
+                self._drain()
+        if self.tentative.starts and self.tentative.starts[0] < self.nxt:
+            self.tentative.discard_before(self.nxt)  # an acceptable copy came first
+        self._charge()
         return self.conflicts - conflicts_before
+
+    def add_tentative(self, off: int, data: bytes) -> None:
+        """Bytes the receiver may not have taken (beyond its window, on a SYN): held apart until
+        its ACK covers them."""
+        end = off + len(data)
+        if end <= self.nxt:
+            return
+        if off < self.nxt:
+            data = data[self.nxt - off :]
+            off = self.nxt
+        self.tentative.insert(off, data)
+        self._charge()
+
+    def flush_tentative(self) -> None:
+        """The receiver said it did not take the tentative bytes (a SYN-ACK that acknowledges
+        the SYN but not its data): they go, counted by the caller."""
+        if self.tentative.held:
+            self.tentative.clear()
+            self._charge()
+
+    def set_urgent(self, off: int) -> None:
+        """An acceptable segment's urgent pointer names the byte at ``off`` (RFC 6093 §3.1, the
+        BSD reading Linux keeps: one before SEG.SEQ + SEG.UP). Linux ``tcp_check_urg``: ignored
+        if that byte was already received, or if it does not lie after the pending one; else it
+        replaces the pending one (whose byte, if not yet read, stays in band)."""
+        if not self.oob or off < self.nxt or off <= self.urg:
+            return
+        self.urg = off
 
     def ack(self, off: int) -> None:
         """The receiver acknowledged every byte before ``off``."""
@@ -128,41 +243,121 @@ class ByteStream:
         if tail:
             drop = off - (self.nxt - len(tail))
             if drop > 0:
+                drop = min(drop, len(tail))
                 del tail[:drop]
+                self.budget.retained -= drop
+        if self.tentative.starts and self.tentative.starts[0] < off:
+            self._accept_tentative(off)
         if off > self.nxt:
-            if not self.final and self.segs:
+            store = self.store
+            if store.starts and (not self.final or store.starts[0] <= self.nxt):
                 self._drain()
-            if off > self.nxt and (not self.segs or self.segs[0][0] > self.nxt):
+            if off > self.nxt and (not store.starts or store.starts[0] > self.nxt):
                 self.hole_acks += 1
                 if self.hole_acks > ACK_GRACE:
-                    self._skip_to(min(off, self.segs[0][0]) if self.segs else off)
-                    self._drain()
+                    self._skip_to(min(off, store.starts[0]) if store.starts else off)
+                    self._drain(force=True)
+        self._charge()
 
-    def force(self, nbytes: int) -> int:
-        """Release at least ``nbytes`` of buffered data, jumping holes; return bytes released."""
-        released = 0
-        self.forced += 1
-        while self.segs and released < nbytes:
-            start = self.segs[0][0]
+    def release(self, reason: str) -> None:
+        """A cap bit: discard the tentative bytes and commit everything held, holes as gaps."""
+        self._limit(reason)
+        if self.tentative.held:
+            self.discarded += self.tentative.held
+            self.tentative.clear()
+        while self.store.starts:
+            start = self.store.starts[0]
             if start > self.nxt:
                 self._skip_to(start)
-            before = self.buffered
             self._drain(force=True)
-            released += before - self.buffered
-        return released
+        self._charge()
 
     def flush(self, end_hint: int = 0) -> None:
-        """End of the flow: commit everything buffered, holes as gaps, up to ``end_hint``."""
-        while self.segs:
-            start = self.segs[0][0]
+        """End of the flow: commit everything held, holes as gaps, up to ``end_hint``;
+        tentative bytes nobody acknowledged are discarded."""
+        if self.tentative.held:
+            self.discarded += self.tentative.held
+            self.tentative.clear()
+        while self.store.starts:
+            start = self.store.starts[0]
             if start > self.nxt:
                 self._skip_to(start)
             self._drain(force=True)
         if end_hint > self.nxt:
             self._skip_to(end_hint)
-        self.tail = bytearray()
+        if self.tail:
+            self.budget.retained -= len(self.tail)
+            self.tail = bytearray()
+        self._charge()
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _limit(self, kind: str) -> None:
+        limits = self.limits
+        if limits is None:
+            limits = self.limits = {}
+        limits[kind] = limits.get(kind, 0) + 1
+
+    def _charge(self) -> None:
+        """Bring this stream's charge against the budget up to date; enforce the per-direction
+        caps (bytes with their per-piece cost, and pieces)."""
+        store, tent = self.store, self.tentative
+        cost = store.held + tent.held + PIECE_COST * (len(store.starts) + len(tent.starts))
+        if cost > self.max_buffer or len(store.starts) + len(tent.starts) > self.max_pieces:
+            over_pieces = len(store.starts) + len(tent.starts) > self.max_pieces
+            self._relieve("max_pieces" if over_pieces else "max_flow_buffer")
+            cost = store.held + tent.held + PIECE_COST * (len(store.starts) + len(tent.starts))
+        budget = self.budget
+        budget.used += cost - self.cost
+        if cost:
+            holders = budget.holders
+            if self.cost:
+                holders.move_to_end(self)
+            else:
+                holders[self] = None
+        elif self.cost:
+            del budget.holders[self]
+        self.cost = cost
+
+    def _relieve(self, kind: str) -> None:
+        """Over a per-direction cap: tentative bytes go first (the least trusted), then the
+        oldest holes become gaps until the stream is back under half its caps."""
+        self._limit(kind)
+        store, tent = self.store, self.tentative
+        if tent.held:
+            self.discarded += tent.held
+            tent.clear()
+        while store.starts and (
+            store.held + PIECE_COST * len(store.starts) > self.max_buffer // 2
+            or len(store.starts) > self.max_pieces // 2
+        ):
+            start = store.starts[0]
+            if start > self.nxt:
+                self._skip_to(start)
+            self._drain(force=True)
+
+    def _accept_tentative(self, off: int) -> None:
+        """The receiver's ACK passed tentative bytes: it took them. Fill what no acceptable
+        copy holds (those copies arrived in the window, so they win)."""
+        tent = self.tentative
+        accepted: list[tuple[int, bytes]] = []
+        while tent.starts and tent.starts[0] < off:
+            a = tent.starts[0]
+            d = tent.data[0]
+            b = min(a + len(d), off)
+            accepted.append((a, bytes(d[: b - a])))
+            tent.discard_before(b)
+        store = self.store
+        for a, d in accepted:
+            if a + len(d) <= self.nxt:
+                continue
+            if a < self.nxt:
+                d = d[self.nxt - a :]
+                a = self.nxt
+            for lo, hi in store.uncovered(a, a + len(d)):
+                store.insert(lo, d[lo - a : hi - a])
+        if store.starts and store.starts[0] <= self.nxt:
+            self._drain()
 
     def _against_committed(self, off: int, data: bytes, stop: int) -> None:
         """Bytes ``[off, stop)`` were already committed: a retransmission, maybe conflicting."""
@@ -174,65 +369,78 @@ class ByteStream:
             self.conflicts += 1
 
     def _commit(self, data: bytes) -> None:
-        self.sink.data(self.nxt, data)
-        self.nxt += len(data)
+        nxt = self.nxt
+        n = len(data)
+        urg = self.urg
+        if nxt <= urg < nxt + n:
+            # The urgent byte is read out of band: the sink gets what is around it.
+            k = urg - nxt
+            if k:
+                self.sink.data(nxt - self.removed, data[:k])
+            self.removed += 1
+            self.urgent += 1
+            self.urg = -1
+            if k + 1 < n:
+                self.sink.data(nxt + k + 1 - self.removed, data[k + 1 :])
+        else:
+            self.sink.data(nxt - self.removed, data)
+        self.nxt = nxt + n
         self.hole_acks = 0
         if self.retain and self.acked < self.nxt:
             tail = self.tail
-            if not tail and self.acked > self.nxt - len(data):
-                data = data[self.acked - (self.nxt - len(data)) :]
+            if not tail and self.acked > nxt:
+                data = data[self.acked - nxt :]
+            budget = self.budget
+            if budget.retained + len(data) > budget.retain_cap:
+                # Retained bytes over their global cap: this stream stops checking its
+                # unacknowledged bytes for conflicts until the receiver catches up.
+                if tail:
+                    budget.retained -= len(tail)
+                    self.tail = bytearray()
+                self._limit("retain")
+                return
             tail += data
+            budget.retained += len(data)
             if len(tail) > self.retain:
-                del tail[: len(tail) - self.retain]
+                drop = len(tail) - self.retain
+                del tail[:drop]
+                budget.retained -= drop
 
     def _skip_to(self, off: int) -> None:
         """Declare ``[nxt, off)`` a gap: bytes the capture never held."""
         length = off - self.nxt
         if length <= 0:
             return
-        self.sink.gap(self.nxt, length)
-        gaps = self.gaps
-        if gaps and gaps[-1][0] + gaps[-1][1] == self.nxt:
-            gaps[-1][1] += length
-        else:
-            gaps.append([self.nxt, length])
-        self.gap_bytes += length
-        if self.acked > self.nxt:
-            self.acked_gaps += 1
+        start = self.nxt - self.removed
+        if self.nxt <= self.urg < off:
+            # The urgent byte was lost with the rest: the application read one byte less.
+            self.removed += 1
+            self.urgent += 1
+            self.urg = -1
+            length -= 1
+        if length:
+            self.sink.gap(start, length)
+            gaps = self.gaps
+            if gaps and gaps[-1][0] + gaps[-1][1] == start:
+                gaps[-1][1] += length
+            else:
+                gaps.append([start, length])
+            self.gap_bytes += length
+            if self.acked > self.nxt:
+                self.acked_gaps += 1
         self.nxt = off
         self.hole_acks = 0
-        self.tail = bytearray()
-
-    def _insert(self, s: int, data: bytes) -> None:
-        res = merge(self.segs, s, data, self.policy)
-        self.retransmitted += res.overlapped
-        self.conflicts += res.conflicts
-        self.buffered += res.added
-        self.budget.used += res.added
+        if self.tail:
+            self.budget.retained -= len(self.tail)
+            self.tail = bytearray()
+        self.store.discard_before(off)
+        if self.tentative.starts:
+            self.tentative.discard_before(off)
 
     def _drain(self, force: bool = False) -> None:
-        """Commit the buffered pieces that now continue the stream."""
-        segs = self.segs
+        """Commit the held pieces that now continue the stream."""
         limit = None if (self.final or force) else self.acked
-        released = 0
-        while segs and segs[0][0] <= self.nxt:
-            a, d = segs[0]
-            b = a + len(d)
-            nxt = self.nxt
-            if b <= nxt:  # wholly behind the commit point (a gap was declared over it)
-                segs.pop(0)
-                released += len(d)
-                continue
-            if limit is not None and limit <= nxt:
-                break
-            stop = b if limit is None else min(b, limit)
-            self._commit(d[nxt - a : stop - a])
-            if stop == b:
-                segs.pop(0)
-                released += len(d)
-            else:
-                segs[0] = [stop, d[stop - a :]]
-                released += stop - a
-        if released:
-            self.buffered -= released
-            self.budget.used -= released
+        if limit is not None and limit <= self.nxt:
+            return
+        for chunk in self.store.take(self.nxt, limit):
+            self._commit(chunk)

@@ -57,6 +57,11 @@ class Endpoint:
         "payload_bytes",
         "ttl",
         "mac",
+        "edge",
+        "edge_ack",
+        "max_wnd",
+        "ts_recent",
+        "ts_recent_at",
     )
 
     def __init__(self, stream: ByteStream) -> None:
@@ -65,7 +70,7 @@ class Endpoint:
         self.base: int | None = None  # sequence number of stream offset 0
         self.syn = False
         self.fin_off: int | None = None  # stream offset of the FIN
-        self.seen_end = 0  # highest stream offset sent (captured or promised by IP length)
+        self.seen_end = 0  # end of the highest data seen (captured, tentative, or cut by snaplen)
         self.window = -1  # last raw window field; -1 until seen
         self.wscale: int | None = None  # from its SYN
         self.mss: int | None = None
@@ -77,6 +82,27 @@ class Endpoint:
         self.payload_bytes = 0
         self.ttl = 0
         self.mac = b""
+        # The right edge of the window the peer last advertised for this stream (RFC 9293
+        # §3.8.6: its latest ACK + scaled window; a receiver judges by its last advertisement),
+        # None until the peer has ACKed anything; the ACK it came with; and the largest window
+        # advertised: what this side could have had in flight.
+        self.edge: int | None = None
+        self.edge_ack = 0
+        self.max_wnd = 0
+        # TS.Recent the peer holds for this side (RFC 7323 §4.3), and when it was taken.
+        self.ts_recent: int | None = None
+        self.ts_recent_at = 0.0
+
+    @property
+    def claimed_end(self) -> int:
+        """The end of the data this side sent as far as its segments show, tentative bytes
+        included (what an ACK of its stream may reach without inferring unseen data)."""
+        return max(self.seen_end, self.stream.tentative_end)
+
+    @property
+    def sent_end(self) -> int:
+        """SND.NXT as far as anyone can tell: the data seen, or what the peer acknowledged."""
+        return max(self.seen_end, self.stream.acked)
 
     def offset(self, seq: int) -> int:
         """Stream offset of ``seq``, unwrapped around the commit point (base must be known)."""
@@ -110,6 +136,7 @@ class Connection:
         "fast_slot",
         "bypassed",
         "user",
+        "alt_synacks",
     )
 
     def __init__(
@@ -145,6 +172,9 @@ class Connection:
         self.fast_slot = -1  # its slot in the C fast path's table, -1 when not there
         self.bypassed = False  # passed with --bypass: counted, no longer reassembled
         self.user: object = None  # the application's per-connection state
+        # SYN-ACKs with another ISN, kept until the client's ACK says which one it took
+        # (Suricata's max-synack-queued): (segment, time) each.
+        self.alt_synacks: list | None = None
 
     @property
     def closed(self) -> bool:

@@ -84,10 +84,8 @@ class CFastPath:
                 ep.base is None
                 or not ep.packets
                 or not st.final
-                or st.segs
+                or not st.plain
                 or st.nxt != ep.seen_end
-                or st.acked > st.nxt
-                or st.hole_acks
                 or len(ep.last_opts) > 40
             ):
                 return False

@@ -1,28 +1,52 @@
 """Passive tracking of every TCP connection seen: the flow table and both endpoints' state.
 
-Follows RFC 9293 (handshake, FIN, sequence space), RFC 5961 §3 and RFC 9293 §3.10.7.4 (which
-RSTs a receiver accepts), RFC 7323 (window scale, timestamps and PAWS) and RFC 7413 (data on
-SYN). Sans-I/O: segments and capture timestamps in, events out; stream bytes leave through the
-sinks the application hands in.
+Each endpoint is judged as its peer would judge it: a segment moves the tracked state only where
+the receiving TCP would accept it, so that the streams recorded are what each application read.
+In the order RFC 9293 §3.10.7.4 checks them:
 
-Bounded: ``max_flows`` connections (the stalest is evicted), ``max_buffer`` buffered bytes over
-all streams (the stalest connections are forced past their holes), idle timeouts per state
-class. Every limit that bites is counted.
+- PAWS (RFC 7323 §5): a segment carrying data or a FIN with a timestamp older than the one its
+  receiver holds (TS.Recent, less Linux's one-tick allowance) is dropped. RSTs are exempt
+  (RFC 7323 §5.3, and Linux accepts them regardless).
+- The window (RFC 9293 §3.10.7.4): data that starts at or beyond the right edge its receiver
+  advertised is held *tentatively*: it joins the stream only if the receiver's ACK later
+  covers it (the capture may have missed the window update) and no acceptable copy came first.
+- RST (RFC 5961 §3.2): only one at RCV.NXT resets; in the window it is a challenge ACK; outside
+  it is dropped. After an accepted RST nothing more reaches either application.
+- The ACK (RFC 9293 §3.10.7.4, RFC 5961 §5.2): a segment whose ACK acknowledges more than its
+  receiver could have sent (the data seen, plus at most one advertised window in flight), or
+  less than SND.UNA - MAX.SND.WND, is dropped whole; a segment with data and no ACK bit too.
+  So an ACK can infer lost data (a gap) only within what was in flight, and never from a
+  chain of ACKs alone.
+- The handshake: data on a SYN (RFC 7413) is tentative until the SYN-ACK acknowledges it; a
+  SYN-ACK that does not acknowledge the client's ISN is ignored, and of competing SYN-ACKs the
+  one the client's ACK (or the server's data) confirms is followed (Suricata's
+  max-synack-queued). Urgent data (RFC 6093) is taken out of band per the receiver's policy.
+
+Sans-I/O: segments and capture timestamps in, events out; stream bytes leave through the sinks
+the application hands in.
+
+Bounded: ``max_flows`` connections (half-open ones first, then the stalest, are evicted);
+half-open connections (a SYN, its SYN-ACKs) wait in a compact table until the handshake
+completes or anything else arrives, a few hundred bytes each rather than a full connection;
+``max_buffer`` held bytes over all streams (the stalest holders are forced past their holes,
+found in O(1)); idle timeouts per state class. Every limit that bites is counted.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..reassembly.policy import OverlapPolicy
 from ..reassembly.seq import MASK, seq_diff
-from ..reassembly.stream import Budget, ByteStream, StreamSink
+from ..reassembly.stream import MAX_PIECES, Budget, ByteStream, StreamSink
 from .connection import TIMEOUT_CLASS, Connection, ConnState, Endpoint
-from .decode import ACK, FIN, RST, SYN, Segment
+from .decode import ACK, FIN, RST, SYN, URG, Segment
 from .events import CloseReason, Direction, Event, FlowClosed, FlowOpened
 from .fastpath import CFastPath
+from .hostos import HostPolicies
 from .options import parse_options, timestamp
 
 SinkFactory = Callable[[Connection, Direction], StreamSink]
@@ -36,12 +60,22 @@ _FAST_STATES = (
 )
 _PSH_ACK_FIN = 0x19
 _HALF = 1 << 31
-MAX_SEQ_JUMP = 1 << 30  # a segment further than this from the stream is not this stream's
+MAX_SEQ_JUMP = 1 << 30  # where no window is known: data further than this is not this stream's
+UNKNOWN_SHIFT = 14  # window scale assumed where the handshake was not seen (the largest)
+MIN_WINDOW = 65535  # in-flight bound before any window is known (the largest unscaled one)
+MAX_SYNACKS = 5  # competing SYN-ACKs kept per connection (Suricata's max-synack-queued)
+HALF_OPEN_SEGMENTS = 8  # segments a half-open entry defers before it becomes a connection
+PAWS_IDLE = 24 * 86400.0  # RFC 7323 §5.5: TS.Recent older than 24 days is not used
+PAWS_WINDOW = 1  # Linux's TCP_PAWS_WINDOW: a TSval one tick older still passes
+# A deferred segment of a half-open entry: time, seq, ack, flags, window, urgent pointer,
+# missing bytes, TTL, from the entry's first sender, options length, MACs length; then the
+# options, the MACs and the payload.
+_DEFERRED = struct.Struct("<dIIBHHIBBBB")
 
 
 @dataclass(frozen=True, slots=True)
 class TrackerConfig:
-    overlap_policy: OverlapPolicy = OverlapPolicy.FIRST
+    overlap_policy: OverlapPolicy = OverlapPolicy.LINUX
     ignore_vlan: bool = False
     verify_checksums: bool = False
     max_flows: int = 1_000_000
@@ -50,6 +84,11 @@ class TrackerConfig:
     timeout_half_open: float = 60.0
     timeout_established: float = 600.0
     timeout_closing: float = 60.0
+    host_policies: HostPolicies | None = None  # per-receiver policies (policy file)
+    # Keep handshakes in the compact half-open table (off inline, where a SYN may be blocked
+    # and a cut-in needs every handshake frame as it passes).
+    defer_half_open: bool = True
+    max_pieces: int = MAX_PIECES
 
 
 class _NullSink:
@@ -78,17 +117,23 @@ class Tracker:
     def __init__(self, config: TrackerConfig | None = None, sinks: SinkFactory | None = None):
         self.config = config or TrackerConfig()
         self.sinks = sinks or _null_factory
-        self.budget = Budget()
+        c = self.config
+        # Retained (committed, unacknowledged) bytes have a global cap of their own.
+        self.budget = Budget(retain_cap=c.max_buffer // 2)
         self.table: dict[bytes, tuple[Connection, bool]] = {}  # key -> (conn, sender is client)
         self.lrus: tuple[OrderedDict[Connection, None], ...] = (
             OrderedDict(),
             OrderedDict(),
             OrderedDict(),
         )
-        c = self.config
+        # Half-open entries: first sender's key -> [id, vlans, deferred segment, ...], in
+        # order of last activity; and the reverse key -> the first sender's key.
+        self.half: OrderedDict[bytes, list] = OrderedDict()
+        self.half_rev: dict[bytes, bytes] = {}
         self.timeouts = (c.timeout_half_open, c.timeout_established, c.timeout_closing)
         self.events: list[Event] = []
         self.anomalies: Counter[str] = Counter()
+        self.limits: Counter[str] = Counter()  # limits that bit, over all connections
         self.next_id = 0
         self.active = 0
         self.evicted = 0
@@ -99,10 +144,15 @@ class Tracker:
         self.now = 0.0
         self.fast: CFastPath | None = None  # set by the application to use the C fast path
         self.config_retain = 256 << 10  # bytes kept per direction for conflict checks
+        self._policies = c.host_policies if c.host_policies else None
 
     def use_fast_path(self, fast: CFastPath) -> None:
         self.fast = fast
         fast.place = self._place
+
+    @property
+    def half_open(self) -> int:
+        return len(self.half)
 
     # -- flow table ----------------------------------------------------------------------------
 
@@ -116,9 +166,22 @@ class Tracker:
         prefix = b"" if self.config.ignore_vlan or not seg.vlans else repr(seg.vlans).encode()
         return (prefix + seg.src + seg.dst + sp + dp, prefix + seg.dst + seg.src + dp + sp)
 
-    def _open(self, ts: float, seg: Segment, keys: tuple[bytes, bytes], sender_client: bool):
-        if self.active >= self.config.max_flows:
+    def _make_room(self) -> None:
+        if self.active + len(self.half) >= self.config.max_flows:
             self._evict_stalest()
+
+    def _open(
+        self,
+        ts: float,
+        seg: Segment,
+        keys: tuple[bytes, bytes],
+        sender_client: bool,
+        conn_id: int | None = None,
+    ) -> Connection:
+        if conn_id is None:
+            self._make_room()
+            conn_id = self.next_id
+            self.next_id += 1
         a = (seg.src, seg.sport)
         b = (seg.dst, seg.dport)
         client, server = (a, b) if sender_client else (b, a)
@@ -126,19 +189,18 @@ class Tracker:
         cfg = self.config
         vlans = () if cfg.ignore_vlan else seg.vlans
         conn = Connection(
-            self.next_id,
+            conn_id,
             (ckey, skey),
             vlans,
             seg.v6,
             client,
             server,
-            Endpoint(ByteStream(_NullSink(), cfg.overlap_policy, cfg.max_flow_buffer, self.budget)),
-            Endpoint(ByteStream(_NullSink(), cfg.overlap_policy, cfg.max_flow_buffer, self.budget)),
+            Endpoint(self._stream(server[0])),
+            Endpoint(self._stream(client[0])),
             ts,
         )
         if cfg.ignore_vlan and seg.vlans:
             conn.vlans = seg.vlans  # reported, not keyed
-        self.next_id += 1
         conn.c.stream.sink = self.sinks(conn, Direction.C2S)
         conn.s.stream.sink = self.sinks(conn, Direction.S2C)
         self.table[ckey] = (conn, True)
@@ -147,6 +209,15 @@ class Tracker:
         self._place(conn)
         self.events.append(FlowOpened(conn))
         return conn
+
+    def _stream(self, receiver: bytes) -> ByteStream:
+        """A direction's stream, reassembled by the policy of the host that receives it."""
+        cfg = self.config
+        policy = self._policies.lookup(receiver) if self._policies else cfg.overlap_policy
+        return ByteStream(
+            _NullSink(), policy, cfg.max_flow_buffer, self.budget, self.config_retain,
+            cfg.max_pieces,
+        )  # fmt: skip
 
     def _place(self, conn: Connection) -> None:
         """Put the connection on its state's timeout list; each list is kept in order of
@@ -171,13 +242,21 @@ class Tracker:
             conn.lru = None
         self.active -= 1
         for ep in (conn.c, conn.s):
+            stream = ep.stream
             # A bypassed stream ends where reassembly stopped: nothing after it is a gap.
-            ep.stream.flush(0 if conn.bypassed else self._end_hint(ep))
-            if ep.stream.acked_gaps:
-                conn.anomalies["ack_unseen"] = (
-                    conn.anomalies.get("ack_unseen", 0) + ep.stream.acked_gaps
-                )
-                self.anomalies["ack_unseen"] += ep.stream.acked_gaps
+            # After a RST the receiver is gone: what it acknowledged is all there is.
+            stream.flush(0 if conn.bypassed else self._end_hint(ep))
+            if stream.acked_gaps:
+                self._anomaly(conn, "ack_unseen", stream.acked_gaps)
+            if stream.discarded:
+                # Tentative bytes no ACK ever covered: beyond the window, or SYN data the
+                # SYN-ACK did not take.
+                self._anomaly(conn, "data_beyond_window")
+            if stream.urgent:
+                self._anomaly(conn, "urgent_oob", stream.urgent)
+            if stream.limits:
+                for kind, n in stream.limits.items():
+                    self.limits[kind] += n
         if conn.state is ConnState.RESET:
             reason = CloseReason.RST
         elif conn.state is ConnState.CLOSED:
@@ -199,26 +278,39 @@ class Tracker:
         return max(end, acked)
 
     def _evict_stalest(self) -> None:
+        """At the connection cap: a half-open entry goes first (a SYN flood must not push out
+        established connections), else the stalest connection."""
+        self.evicted += 1
+        if self.half:
+            self.limits["max_flows_half_open"] += 1
+            conn = self._promote(next(iter(self.half)))
+            if conn is not None:
+                self._finish(conn, CloseReason.EVICTED)
+            return
         heads = [next(iter(lru)) for lru in self.lrus if lru]
         if heads:
+            self.limits["max_flows"] += 1
             victim = min(heads, key=lambda c: c.last_seen)
-            self.evicted += 1
             self._finish(victim, CloseReason.EVICTED)
 
     def _enforce_buffer(self) -> None:
-        """Over the global cap: force the stalest connections' streams past their holes."""
-        cap = self.config.max_buffer
-        for lru in self.lrus:
-            for conn in list(lru):
-                for ep in (conn.c, conn.s):
-                    if ep.stream.buffered:
-                        ep.stream.force(ep.stream.buffered)
-                        self.buffer_forced += 1
-                if self.budget.used <= cap:
-                    return
+        """Over the global cap: the stalest streams holding bytes are forced past their holes
+        (the budget keeps them in order: no scan of the connections)."""
+        forced = self.budget.enforce(self.config.max_buffer)
+        self.buffer_forced += forced
 
     def expire(self, now: float) -> None:
         """Close connections idle longer than their state's timeout (capture time)."""
+        half = self.half
+        limit = now - self.timeouts[0]
+        while half:
+            k0 = next(iter(half))
+            entry = half[k0]
+            if _DEFERRED.unpack_from(entry[-1])[0] >= limit:
+                break
+            conn = self._promote(k0)
+            if conn is not None:
+                self._finish(conn, CloseReason.TIMEOUT)
         for cls, lru in enumerate(self.lrus):
             limit = now - self.timeouts[cls]
             while lru:
@@ -229,6 +321,10 @@ class Tracker:
 
     def flush(self) -> None:
         """End of input: every connection still open ends with reason ``eof``."""
+        while self.half:
+            conn = self._promote(next(iter(self.half)))
+            if conn is not None:
+                self._finish(conn, CloseReason.EOF)
         for lru in self.lrus:
             while lru:
                 self._finish(next(iter(lru)), CloseReason.EOF)
@@ -236,6 +332,58 @@ class Tracker:
     def drain_events(self) -> list[Event]:
         events, self.events = self.events, []
         return events
+
+    # -- half-open entries ---------------------------------------------------------------------
+
+    def _defer(self, ts: float, seg: Segment, keys: tuple[bytes, bytes]) -> None:
+        """A SYN or SYN-ACK of an unknown tuple: a compact half-open entry, not a connection."""
+        self._make_room()
+        entry = [self.next_id, seg.vlans, _pack(ts, seg, True)]
+        self.next_id += 1
+        self.half[keys[0]] = entry
+        self.half_rev[keys[1]] = keys[0]
+
+    def _half_segment(self, ts: float, seg: Segment, keys: tuple[bytes, bytes]) -> bool:
+        """A segment of a half-open entry's tuple: deferred too (True) when it is one more
+        handshake segment (a retransmission, a SYN-ACK to the SYN); otherwise the entry becomes
+        a connection first and the caller processes the segment (False)."""
+        k0 = keys[0]
+        entry = self.half.get(k0)
+        first = entry is not None
+        if entry is None:
+            k0 = self.half_rev.get(k0)  # type: ignore[assignment]
+            if k0 is None:
+                return False
+            entry = self.half[k0]
+        flags = seg.flags
+        opener = entry[2]
+        o_seq, o_flags = _DEFERRED.unpack_from(opener)[1], _DEFERRED.unpack_from(opener)[3]
+        same_kind = flags & (SYN | ACK | RST | FIN) == o_flags & (SYN | ACK | RST | FIN)
+        if len(entry) < 2 + HALF_OPEN_SEGMENTS and flags & SYN and not flags & (RST | FIN):
+            if first and same_kind and seg.seq == o_seq:
+                entry.append(_pack(ts, seg, True))  # the opener, retransmitted
+                self.half.move_to_end(k0)
+                return True
+            if not first and flags & ACK and not o_flags & ACK:
+                entry.append(_pack(ts, seg, False))  # a SYN-ACK to the SYN
+                self.half.move_to_end(k0)
+                return True
+        self._promote(k0)
+        return False
+
+    def _promote(self, k0: bytes) -> Connection | None:
+        """Make a half-open entry a connection: its deferred segments replayed in order, as if
+        they had been processed when they came (same id, times and counts)."""
+        entry = self.half.pop(k0)
+        conn_id, vlans = entry[0], entry[1]
+        conn = None
+        for i, blob in enumerate(entry[2:]):
+            ts, seg = _unpack(blob, k0, vlans, self.config.ignore_vlan)
+            keys = self._key(seg)
+            if i == 0:
+                self.half_rev.pop(keys[1], None)
+            conn = self._handle(ts, seg, keys, conn_id if i == 0 else None)
+        return conn
 
     # -- per segment ---------------------------------------------------------------------------
 
@@ -249,12 +397,29 @@ class Tracker:
             self.anomalies["bad_checksum"] += 1
             return
         keys = self._key(seg)
+        if keys[0] not in self.table:
+            if self.half and self._half_segment(ts, seg, keys):
+                return
+            flags = seg.flags
+            if (
+                flags & SYN
+                and not flags & (RST | FIN)
+                and self.config.defer_half_open
+                and keys[0] not in self.table
+            ):
+                self._defer(ts, seg, keys)
+                return
+        self._handle(ts, seg, keys)
+
+    def _handle(
+        self, ts: float, seg: Segment, keys: tuple[bytes, bytes], conn_id: int | None = None
+    ) -> Connection | None:
         flags = seg.flags
         entry = self.table.get(keys[0])
         if entry is None:
-            conn = self._new_connection(ts, seg, keys)
+            conn = self._new_connection(ts, seg, keys, conn_id)
             if conn is None:
-                return
+                return None
             from_client = conn.keys[0] == keys[0]
         else:
             conn, from_client = entry
@@ -267,12 +432,13 @@ class Tracker:
         if lru is not None:
             lru.move_to_end(conn)  # type: ignore[attr-defined]
         sender, peer = (conn.c, conn.s) if from_client else (conn.s, conn.c)
-        self._process(conn, sender, peer, seg, from_client)
+        self._process(conn, sender, peer, seg, from_client, ts)
         if self.budget.used > self.config.max_buffer:
             self._enforce_buffer()
         fast = self.fast
         if fast is not None and conn.lru is not None and fast.eligible(conn):
             fast.attach(conn)
+        return conn
 
     def fast_segment(
         self,
@@ -287,10 +453,13 @@ class Tracker:
         ttl: int,
     ) -> bool:
         """The common case in one function: an ACK, with or without in-order data, with or
-        without FIN, on an established or closing connection. Returns False, having changed
-        nothing, for anything else; the caller then takes the general path (:meth:`segment`),
-        which gives the same results. _fast.c does exactly this in C; the test suite runs
-        through all three (``UINET_TAP_FASTPATH``)."""
+        without FIN, on an established or closing connection, acceptable beyond doubt (in the
+        window, its ACK within what was seen, its timestamp not old). Returns False, having
+        changed nothing, for anything else; the caller then takes the general path
+        (:meth:`segment`), which gives the same results. _fast.c does exactly this in C; the
+        test suite runs through all three (``UINET_TAP_FASTPATH``)."""
+        if ts - self.last_expiry >= 1.0:
+            return False  # timeouts are due: the general path runs them first
         entry = self.table.get(key)
         if entry is None or flags & ~_PSH_ACK_FIN or not flags & ACK:
             return False
@@ -318,10 +487,12 @@ class Tracker:
         if n:
             if (
                 off != nxt
-                or stream.segs
+                or not stream.plain
                 or not stream.final
                 or conn.state is ConnState.CLOSED  # data after both FINs: the general path
                 or (n == 1 and (off == ep.seen_end - 1 or peer.window == 0))
+                or (ep.edge is not None and off >= ep.edge)  # beyond the window: tentative
+                or ep.fin_off is not None
             ):
                 return False
         elif off != ep.seen_end if fin else off == ep.seen_end - 1:
@@ -335,6 +506,18 @@ class Tracker:
                     aoff = peer.fin_off  # the ACK of a FIN covers no byte
             elif aoff > peer.seen_end:
                 return False  # bytes never seen, or the ACK of an unseen FIN
+        elif aoff < pstream.acked - max(peer.max_wnd, MIN_WINDOW):
+            return False  # too old (RFC 5961 §5.2)
+        tsval = None
+        if conn.ts_ok:
+            tsval = timestamp(options)
+            if (
+                (n or fin)
+                and tsval is not None
+                and ep.ts_recent is not None
+                and seq_diff(tsval, ep.ts_recent) < -PAWS_WINDOW
+            ):
+                return False  # PAWS
         # -- committed to the fast path from here on --
         self._fast_seen(ts, conn, ep, ttl)
         ep.last_ack = ack
@@ -353,27 +536,28 @@ class Tracker:
         if fin:
             self._on_fin(conn, ep, off + n)
         ep.window = window
+        self._advertise(conn, ep, peer, aoff, window, False)
+        if tsval is not None and off <= stream.acked:
+            ep.ts_recent = tsval
+            ep.ts_recent_at = ts
         return True
 
     def _fast_seen(self, ts: float, conn: Connection, ep: Endpoint, ttl: int) -> None:
         """The bookkeeping of every segment the fast path takes (segment() does the same)."""
         self.tcp_packets += 1
         self.now = ts
-        if ts - self.last_expiry >= 1.0:
-            self.last_expiry = ts
-            self.expire(ts)
         conn.last_seen = ts
         conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
         ep.packets += 1
         ep.ttl = ttl
 
     def _new_connection(
-        self, ts: float, seg: Segment, keys: tuple[bytes, bytes]
+        self, ts: float, seg: Segment, keys: tuple[bytes, bytes], conn_id: int | None = None
     ) -> Connection | None:
         flags = seg.flags
         if flags & SYN:
             # SYN: the sender is the client. SYN-ACK with the SYN missed: the sender is the server.
-            conn = self._open(ts, seg, keys, sender_client=not flags & ACK)
+            conn = self._open(ts, seg, keys, not flags & ACK, conn_id)
             conn.state = ConnState.SYN_SENT if not flags & ACK else ConnState.SYN_RECEIVED
             self._place(conn)
             return conn
@@ -383,7 +567,7 @@ class Tracker:
             self.orphans += 1
             return None
         server_first = guess_server_is_first(seg.sport, seg.dport)
-        conn = self._open(ts, seg, keys, sender_client=not server_first)
+        conn = self._open(ts, seg, keys, not server_first, conn_id)
         conn.midstream = True
         conn.state = ConnState.ESTABLISHED
         self._place(conn)
@@ -423,18 +607,26 @@ class Tracker:
         self._anomaly(new, "tuple_reuse")
         return new, True
 
-    def _anomaly(self, conn: Connection, kind: str) -> None:
-        conn.anomalies[kind] = conn.anomalies.get(kind, 0) + 1
-        self.anomalies[kind] += 1
+    def _anomaly(self, conn: Connection, kind: str, n: int = 1) -> None:
+        conn.anomalies[kind] = conn.anomalies.get(kind, 0) + n
+        self.anomalies[kind] += n
 
     def _process(
-        self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment, from_client: bool
+        self,
+        conn: Connection,
+        ep: Endpoint,
+        peer: Endpoint,
+        seg: Segment,
+        from_client: bool,
+        ts: float,
     ) -> None:
         flags = seg.flags
         ep.packets += 1
         ep.ttl = seg.ttl
         if seg.macs and not ep.mac:
             ep.mac = seg.macs[6:12]  # the sender's own address (source MAC)
+        nbytes = len(seg.payload) + seg.missing
+        ep.payload_bytes += nbytes
         if conn.state is ConnState.SYN_SENT and not ep.syn and not flags & SYN:
             # The SYN's receiver has not answered yet. RFC 9293 §3.10.7.3: in SYN-SENT the
             # client drops any segment without SYN but a RST that ACKs its SYN; in LISTEN the
@@ -448,41 +640,69 @@ class Tracker:
         if conn.bypassed:
             self._counted_only(conn, ep, peer, seg)
             return
+        if conn.state is ConnState.RESET:
+            # Both applications are gone: nothing more reaches either of them.
+            if nbytes:
+                self._anomaly(conn, "data_after_rst")
+            return
         if flags & SYN:
-            self._on_syn(conn, ep, peer, seg)
+            if not self._on_syn(conn, ep, peer, seg, ts):
+                return
         elif ep.base is None:
             ep.base = seg.seq  # no SYN from this side: its stream starts at the first byte seen
+        elif conn.alt_synacks and not from_client:
+            self._confirm_synack(conn, seg.seq, ts)
         if flags & RST:
-            if not self._rst_acceptable(conn, ep, peer, seg):
-                return  # neither ends the flow nor touches its state (RFC 5961 §3)
-            if conn.state is ConnState.CLOSED:
-                # Both FINs were exchanged: the connection already ended cleanly; a RST now
-                # (a kernel answering a late duplicate ACK on a closed socket) does not make
-                # it a reset one.
-                self._anomaly(conn, "rst_after_fin")
-            else:
-                conn.state = ConnState.RESET
-                self._place(conn)
-        if flags & ACK:
-            self._on_ack(conn, ep, peer, seg.ack)
-        payload = seg.payload
-        nbytes = len(payload) + seg.missing
+            self._on_rst(conn, ep, peer, seg, from_client, ts)
+            return
         seq = seg.seq
         if flags & SYN:
             seq = (seq + 1) & MASK  # SYN data starts after the SYN (RFC 7413 §2)
         off = ep.offset(seq)
+        if (nbytes or flags & FIN) and not flags & SYN:
+            why = self._unacceptable(conn, ep, peer, seg, ts)
+            if why is not None:
+                self._anomaly(conn, why)
+                return  # the receiver drops the whole segment, its ACK included
+        aoff = None
+        if flags & ACK:
+            ok, aoff = self._on_ack(conn, ep, peer, seg.ack, ts)
+            if not ok and not flags & SYN:
+                return  # an unacceptable ACK: the segment is dropped
         if nbytes:
-            if flags & RST:
-                # RFC 9293 §3.5.3 lets a RST carry diagnostic text. tshark and tcpflow put it
-                # in the stream (Suricata does not); we keep it, and say so.
-                self._anomaly(conn, "rst_with_data")
-            self._on_data(conn, ep, peer, seg, off, payload, nbytes)
-        elif off == ep.seen_end - 1 and not flags & (SYN | FIN | RST):
+            if flags & SYN:
+                # Tentative until the SYN-ACK (or any ACK of the peer) covers it.
+                if seg.payload:
+                    ep.stream.add_tentative(0, seg.payload)
+            else:
+                self._on_data(conn, ep, peer, seg, off, nbytes)
+        elif off == ep.sent_end - 1 and not flags & (SYN | FIN | RST):
             # RFC 9293 §3.8.4 keepalive and the Linux zero-window probe: empty, at SND.NXT-1.
             self._anomaly(conn, "zero_window_probe" if peer.window == 0 else "keepalive")
         if flags & FIN:
             self._on_fin(conn, ep, off + nbytes)
         ep.window = seg.window
+        if aoff is not None:
+            self._advertise(conn, ep, peer, aoff, seg.window, bool(flags & SYN))
+        if conn.ts_ok and not flags & SYN:
+            tsval = timestamp(seg.options)
+            if tsval is not None and off <= ep.stream.acked:
+                # TS.Recent follows segments at or before the last ACK the receiver sent
+                # (RFC 7323 §4.3, Linux tcp_replace_ts_recent).
+                ep.ts_recent = tsval
+                ep.ts_recent_at = ts
+
+    def _unacceptable(
+        self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment, ts: float
+    ) -> str | None:
+        """Why the receiver would drop this data or FIN segment whole, or None."""
+        if not seg.flags & ACK:
+            return "data_without_ack"  # RFC 9293 §3.10.7.4, fifth check
+        if conn.ts_ok and ep.ts_recent is not None and ts - ep.ts_recent_at < PAWS_IDLE:
+            tsval = timestamp(seg.options)
+            if tsval is not None and seq_diff(tsval, ep.ts_recent) < -PAWS_WINDOW:
+                return "paws_rejected"  # RFC 7323 §5.3 R1
+        return None
 
     def forget(self, conn: Connection) -> None:
         """Stop timing a connection out: inline mode's cut-in owns it and will end it."""
@@ -508,7 +728,6 @@ class Tracker:
 
     def _counted_only(self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment) -> None:
         flags = seg.flags
-        ep.payload_bytes += len(seg.payload) + seg.missing
         if flags & ACK:
             ep.last_ack = seg.ack
         # Without the byte stream no RST can be checked against it: any RST ends it.
@@ -519,9 +738,41 @@ class Tracker:
             self._on_fin(conn, ep, ep.seen_end)
         ep.window = seg.window
 
-    def _on_syn(self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment) -> None:
+    # -- the handshake -------------------------------------------------------------------------
+
+    def _on_syn(
+        self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment, ts: float
+    ) -> bool:
+        """A SYN or SYN-ACK from ``ep``; False when the segment is to be ignored."""
+        if seg.flags & ACK and peer.isn is not None:
+            # RFC 9293 §3.10.7.3: the client takes a SYN-ACK only if it acknowledges its SYN
+            # (ISN+1, or more where the server took SYN data).
+            acked = seq_diff(seg.ack, (peer.isn + 1) & MASK)
+            if acked < 0 or acked > peer.claimed_end:
+                self._anomaly(conn, "synack_bad_ack")
+                return False
         if ep.isn is not None:
-            return  # retransmitted SYN or SYN-ACK
+            if seg.seq == ep.isn or not seg.flags & ACK:
+                return True  # retransmitted SYN or SYN-ACK
+            # A SYN-ACK with another ISN: kept until the client says which one it took.
+            if conn.state is ConnState.SYN_RECEIVED and not ep.stream.nxt:
+                alts = conn.alt_synacks
+                if alts is None:
+                    alts = conn.alt_synacks = []
+                if all(s.seq != seg.seq for s, _ in alts):
+                    if len(alts) < MAX_SYNACKS:
+                        alts.append((seg, ts))
+                    else:
+                        self._anomaly(conn, "synack_queue_full")
+            else:
+                self._anomaly(conn, "synack_competing")
+            return False
+        self._take_syn(conn, ep, peer, seg, ts)
+        return True
+
+    def _take_syn(
+        self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment, ts: float
+    ) -> None:
         opts = parse_options(seg.options)
         ep.syn = True
         ep.isn = seg.seq
@@ -530,6 +781,8 @@ class Tracker:
         ep.mss = opts.mss
         ep.sack_permitted = opts.sack_permitted
         ep.ts_enabled = opts.tsval is not None
+        ep.ts_recent = opts.tsval
+        ep.ts_recent_at = ts
         ep.last_opts = seg.options
         if seg.flags & ACK:
             if peer.syn:
@@ -539,37 +792,112 @@ class Tracker:
             if conn.state is ConnState.SYN_SENT:
                 conn.state = ConnState.SYN_RECEIVED
                 self._place(conn)
+            if peer.isn is not None and peer.stream.tentative.held:
+                acked = seq_diff(seg.ack, (peer.isn + 1) & MASK)
+                if acked == 0:
+                    # The SYN-ACK takes the SYN but not its data (no TFO cookie): the client
+                    # sends it again after the handshake (RFC 7413 §4.2.2).
+                    peer.stream.flush_tentative()
+                    self._anomaly(conn, "syn_data_rejected")
         elif peer.syn and peer.isn != seg.seq:
             self._anomaly(conn, "simultaneous_open")  # RFC 9293 §3.5, figure 8
         if seg.payload:
             self._anomaly(conn, "syn_data")
 
-    def _on_ack(self, conn: Connection, ep: Endpoint, peer: Endpoint, ack: int) -> None:
-        ep.last_ack = ack
+    def _confirm_synack(self, conn: Connection, value: int, ts: float) -> None:
+        """``value`` is where the server's stream starts as the client's ACK or the server's
+        data has it: if it fits one of the competing SYN-ACKs rather than the one followed so
+        far, follow that one (the client took it; the other was injected or stale)."""
+        alts = conn.alt_synacks
+        s = conn.s
+        if not alts or s.isn is None:
+            return
+        if 0 <= seq_diff(value, (s.isn + 1) & MASK) <= MIN_WINDOW:
+            conn.alt_synacks = None  # the one followed so far is confirmed
+            return
+        for seg, seg_ts in alts:
+            if 0 <= seq_diff(value, (seg.seq + 1) & MASK) <= MIN_WINDOW:
+                conn.alt_synacks = None
+                self._anomaly(conn, "synack_switched")
+                s.stream.flush_tentative()
+                s.seen_end = 0
+                c = conn.c
+                c.edge = None
+                c.max_wnd = 0
+                self._take_syn(conn, s, c, seg, seg_ts)
+                s.window = seg.window
+                if seg.payload:
+                    s.stream.add_tentative(0, seg.payload)
+                if c.isn is not None:
+                    self._advertise(conn, s, c, seq_diff(seg.ack, (c.isn + 1) & MASK),
+                                    seg.window, True)  # fmt: skip
+                return
+
+    # -- ACKs, data, FIN, RST ------------------------------------------------------------------
+
+    def _on_ack(
+        self, conn: Connection, ep: Endpoint, peer: Endpoint, ack: int, ts: float
+    ) -> tuple[bool, int | None]:
+        """``ep`` acknowledges ``ack`` of the peer's stream. Returns whether a receiver would
+        accept it, and the ACK's offset in that stream (clamped to a FIN; None where the
+        peer's stream is not in view)."""
         if peer.base is None:
             # The peer's first byte is what this side acknowledges (its SYN-ACK was not seen).
             peer.base = ack
-            return
+            ep.last_ack = ack
+            return True, 0
         if not peer.packets:
             # The capture holds no segment of the peer at all (an asymmetric tap, a one-sided
             # capture): its ACKs say bytes flowed, but that direction was never in view, so it
             # is reported empty rather than as one long gap (Suricata's async-oneside).
-            return
+            ep.last_ack = ack
+            return True, None
+        if conn.alt_synacks and ep is conn.c:
+            self._confirm_synack(conn, ack, ts)
         off = peer.offset(ack)
+        stream = peer.stream
+        if off > stream.acked:
+            # What the peer could have sent: up to its FIN, else the data seen plus at most
+            # one window in flight (RFC 5961 §5.2: no ACK of data never sent).
+            if peer.fin_off is not None:
+                limit = peer.fin_off + 1
+            else:
+                limit = peer.claimed_end + max(peer.max_wnd, MIN_WINDOW)
+            if off > limit:
+                self._anomaly(conn, "ack_out_of_range")
+                return False, None
+        elif off < stream.acked - max(peer.max_wnd, MIN_WINDOW):
+            self._anomaly(conn, "ack_out_of_range")  # older than SND.UNA - MAX.SND.WND
+            return False, None
+        ep.last_ack = ack
         if peer.fin_off is not None:
             if off > peer.fin_off:
                 off = peer.fin_off  # the ACK of a FIN covers no byte
-        elif off == peer.seen_end + 1 and off > peer.stream.acked:
+        elif off == peer.seen_end + 1 and off > stream.acked:
             off = peer.seen_end  # most likely the ACK of a FIN the capture missed
-        if off > peer.seen_end:
-            if off - peer.seen_end > MAX_SEQ_JUMP:
-                self._anomaly(conn, "ack_out_of_range")
-                return
-            peer.seen_end = off
         if conn.state is ConnState.SYN_RECEIVED and off >= 0 and ep is conn.c:
             conn.state = ConnState.ESTABLISHED
             self._place(conn)
-        peer.stream.ack(off)
+        stream.ack(off)
+        return True, off
+
+    def _advertise(
+        self, conn: Connection, ep: Endpoint, peer: Endpoint, aoff: int, window: int, syn: bool
+    ) -> None:
+        """``ep`` advertised ``window`` at ``aoff`` of the peer's stream: the peer may send up to
+        the right edge (RFC 9293 §3.8.6; the window of a SYN is never scaled, RFC 7323 §2.2)."""
+        if syn:
+            shift = 0
+        elif conn.handshake:
+            shift = (ep.wscale or 0) if conn.wscale_ok else 0
+        else:
+            shift = UNKNOWN_SHIFT
+        wnd = window << shift
+        if peer.edge is None or aoff >= peer.edge_ack:  # a newer ACK, or a window update
+            peer.edge = aoff + wnd
+            peer.edge_ack = aoff
+        if wnd > peer.max_wnd:
+            peer.max_wnd = wnd
 
     def _on_data(
         self,
@@ -578,10 +906,10 @@ class Tracker:
         peer: Endpoint,
         seg: Segment,
         off: int,
-        payload: bytes,
         nbytes: int,
     ) -> None:
         stream = ep.stream
+        payload = seg.payload
         if (
             nbytes == 1
             and off == ep.seen_end - 1
@@ -594,11 +922,6 @@ class Tracker:
             # retransmission and is compared like any other.
             self._anomaly(conn, "zero_window_probe" if peer.window == 0 else "keepalive")
             return
-        if peer.window == 0 and nbytes == 1 and off == ep.seen_end and peer.last_ack is not None:
-            # A probe into a zero window (RFC 9293 §3.8.6.1): the receiver drops it and the
-            # sender sends the byte again when the window opens; do not let it decide the byte.
-            self._anomaly(conn, "zero_window_probe")
-            return
         if off < 0:
             if off + nbytes <= 0:
                 self._anomaly(conn, "data_before_start")
@@ -606,12 +929,32 @@ class Tracker:
             payload = payload[-off:]
             nbytes += off
             off = 0
-        if off - ep.seen_end > MAX_SEQ_JUMP:
+        if ep.fin_off is not None and off + nbytes > ep.fin_off:
+            # Past the sender's FIN: no receiver takes it.
+            self._anomaly(conn, "data_after_fin")
+            keep = ep.fin_off - off
+            if keep <= 0:
+                return
+            payload = payload[:keep]
+            nbytes = keep
+        edge = ep.edge
+        beyond = edge is not None and off >= edge
+        if beyond:
+            if off - edge > max(ep.max_wnd, MIN_WINDOW):  # type: ignore[operator]
+                self._anomaly(conn, "seq_out_of_range")
+                return
+        elif edge is None and off - ep.seen_end > MAX_SEQ_JUMP:
             self._anomaly(conn, "seq_out_of_range")
             return
-        if conn.closed:
-            self._anomaly(conn, "data_after_close")
-        ep.payload_bytes += nbytes
+        if beyond:
+            # Beyond the window the receiver advertised: it drops this (an evasion, or a
+            # window update the capture missed: its ACK will tell). A zero-window probe is
+            # expected and sent again as data once the window opens (RFC 9293 §3.8.6.1).
+            if peer.window == 0 and nbytes == 1:
+                self._anomaly(conn, "zero_window_probe")
+            elif payload:
+                stream.add_tentative(off, payload)
+            return
         end = off + nbytes
         if end > ep.seen_end:
             ep.seen_end = end
@@ -620,8 +963,14 @@ class Tracker:
             self._anomaly(conn, "truncated_segment")
         if payload and stream.add(off, payload):
             self._anomaly(conn, "overlap_conflict")
+        if seg.flags & URG and seg.urg:
+            stream.set_urgent(off + seg.urg - 1)
 
     def _on_fin(self, conn: Connection, ep: Endpoint, fin_off: int) -> None:
+        if fin_off < 0 or fin_off < ep.stream.nxt:
+            # A FIN before bytes already delivered is an old segment's (RFC 9293 §3.10.7.4).
+            self._anomaly(conn, "fin_out_of_range")
+            return
         if ep.fin_off is None:
             ep.fin_off = fin_off
             if fin_off > ep.seen_end:
@@ -631,6 +980,35 @@ class Tracker:
         other = conn.s if ep is conn.c else conn.c
         conn.state = ConnState.CLOSED if other.fin_off is not None else ConnState.HALF_CLOSED
         self._place(conn)
+
+    def _on_rst(
+        self,
+        conn: Connection,
+        ep: Endpoint,
+        peer: Endpoint,
+        seg: Segment,
+        from_client: bool,
+        ts: float,
+    ) -> None:
+        accepted = self._rst_acceptable(conn, ep, peer, seg)
+        if accepted:
+            if conn.state is ConnState.CLOSED:
+                # Both FINs were exchanged: the connection already ended cleanly; a RST now
+                # (a kernel answering a late duplicate ACK on a closed socket) does not make
+                # it a reset one.
+                self._anomaly(conn, "rst_after_fin")
+            else:
+                conn.state = ConnState.RESET
+                self._place(conn)
+        if accepted and (seg.payload or seg.missing):
+            # RFC 9293 §3.5.3 lets a RST carry diagnostic text. No receiving stack hands it to
+            # the application (Suricata leaves it out too); the observer policies keep it in
+            # the stream as tshark and tcpflow do.
+            self._anomaly(conn, "rst_with_data")
+            if not ep.stream.policy.models_receiver:
+                off = ep.offset(seg.seq)
+                nbytes = len(seg.payload) + seg.missing
+                self._on_data(conn, ep, peer, seg, off, nbytes)
 
     def _rst_answers_syn(
         self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment
@@ -652,18 +1030,10 @@ class Tracker:
     def _rst_acceptable(self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment) -> bool:
         """Would the receiver act on this RST? RFC 5961 §3.2 / RFC 9293 §3.10.7.4: only one
         at exactly RCV.NXT resets; one elsewhere in the window draws a challenge ACK; one
-        outside the window is dropped. PAWS (RFC 7323 §5.3) applies first."""
-        if conn.state is ConnState.RESET:
-            return True
-        if conn.ts_ok:
-            tsval = timestamp(seg.options)
-            recent = timestamp(ep.last_opts) if ep.last_opts else None
-            if tsval is not None and recent is not None and seq_diff(tsval, recent) < 0:
-                self._anomaly(conn, "rst_paws")
-                return False
+        outside the window is dropped. Timestamps do not matter (RFC 7323 §5.3)."""
         seq = seg.seq
         # A FIN takes one sequence number (RFC 9293 §3.4): after it, SND.NXT is one past it.
-        snd_nxt = ep.seq_at(ep.seen_end if ep.fin_off is None else ep.fin_off + 1)
+        snd_nxt = ep.seq_at(ep.sent_end if ep.fin_off is None else ep.fin_off + 1)
         rcv_nxt = peer.last_ack if peer.last_ack is not None else snd_nxt
         if seq in (rcv_nxt, snd_nxt):
             return True
@@ -674,3 +1044,40 @@ class Tracker:
         else:
             self._anomaly(conn, "rst_out_of_window")
         return False
+
+
+def _pack(ts: float, seg: Segment, first: bool) -> bytes:
+    """A deferred handshake segment in one bytes object (a few dozen bytes, not a Segment's
+    few hundred): what replaying it needs, the addresses aside (they are in the key)."""
+    opts = seg.options[:255]
+    return (
+        _DEFERRED.pack(
+            ts, seg.seq, seg.ack, seg.flags, seg.window, seg.urg, seg.missing, seg.ttl,
+            first, len(opts), len(seg.macs),
+        )
+        + opts
+        + seg.macs
+        + seg.payload
+    )  # fmt: skip
+
+
+def _unpack(
+    blob: bytes, key0: bytes, vlans: tuple[int, ...], ignore_vlan: bool
+) -> tuple[float, Segment]:
+    ts, seq, ack, flags, window, urg, missing, ttl, first, olen, mlen = _DEFERRED.unpack_from(blob)
+    pos = _DEFERRED.size
+    options = blob[pos : pos + olen]
+    macs = blob[pos + olen : pos + olen + mlen]
+    payload = blob[pos + olen + mlen :]
+    prefix = 0 if ignore_vlan or not vlans else len(repr(vlans).encode())
+    alen = (len(key0) - prefix - 4) // 2
+    a = key0[prefix : prefix + alen]
+    b = key0[prefix + alen : prefix + 2 * alen]
+    pa = int.from_bytes(key0[-4:-2], "big")
+    pb = int.from_bytes(key0[-2:], "big")
+    src, dst, sport, dport = (a, b, pa, pb) if first else (b, a, pb, pa)
+    seg = Segment(
+        vlans, alen == 16, src, dst, sport, dport, seq, ack, flags, window, options, payload,
+        missing, ttl, None, macs, urg,
+    )  # fmt: skip
+    return ts, seg

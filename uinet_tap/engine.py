@@ -33,7 +33,7 @@ _ETH_IP4_TCP = struct.Struct("!16xH2xHBB14xIIBBH")
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    overlap_policy: OverlapPolicy = OverlapPolicy.FIRST
+    overlap_policy: OverlapPolicy = OverlapPolicy.LINUX
     ignore_vlan: bool = False
     verify_checksums: bool = False
     max_flows: int = 1_000_000
@@ -67,8 +67,10 @@ class Options:
             raise RuntimeError("the C fast path is not built (reinstall with a C compiler)")
         return mode
 
-    def tracker_config(self) -> TrackerConfig:
-        return TrackerConfig(**{f.name: getattr(self, f.name) for f in fields(TrackerConfig)})
+    def tracker_config(self, **extra: Any) -> TrackerConfig:
+        own = {f.name for f in fields(self)}
+        shared = {f.name: getattr(self, f.name) for f in fields(TrackerConfig) if f.name in own}
+        return TrackerConfig(**shared, **extra)
 
 
 @dataclass(slots=True)
@@ -318,6 +320,7 @@ class Engine:
             "orphan_segments": tr.orphans,
             "evicted": tr.evicted,
             "buffer_forced": tr.buffer_forced,
+            "limits": dict(sorted(tr.limits.items())),
             "fragments_reassembled": d.defrag.reassembled,
             "fragment_overlaps": d.defrag.overlaps,
             "truncated_file": self.truncated_file,

@@ -151,7 +151,7 @@ def direction_record(conn: Connection, direction: Direction, export_dir: Path | 
     sink: DirectionSink = ep.stream.sink  # type: ignore[assignment]
     stream = ep.stream
     rec: dict[str, Any] = {
-        "bytes": stream.nxt,
+        "bytes": stream.delivered,
         "sha256": sink.sha.hexdigest(),
         "gaps": [list(g) for g in stream.gaps],
         "packets": ep.packets,
@@ -164,6 +164,15 @@ def direction_record(conn: Connection, direction: Direction, export_dir: Path | 
     if sink.chunks is not None:
         rec["data"] = b"".join(sink.chunks)
     return rec
+
+
+def _limits(conn: Connection) -> dict[str, int]:
+    """The limits that bit this connection (kind -> times), both directions together."""
+    out: dict[str, int] = {}
+    for ep in (conn.c, conn.s):
+        for kind, n in (ep.stream.limits or {}).items():
+            out[kind] = out.get(kind, 0) + n
+    return dict(sorted(out.items()))
 
 
 def flow_record(conn: Connection, export_dir: Path | None = None) -> dict:
@@ -182,6 +191,7 @@ def flow_record(conn: Connection, export_dir: Path | None = None) -> dict:
         "c2s": direction_record(conn, Direction.C2S, export_dir),
         "s2c": direction_record(conn, Direction.S2C, export_dir),
         "anomalies": dict(sorted(conn.anomalies.items())),
+        "limits": _limits(conn),
         "tcp": {
             "client_mss": conn.c.mss,
             "server_mss": conn.s.mss,
