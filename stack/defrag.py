@@ -35,6 +35,10 @@ from ..reassembly.policy import OverlapPolicy
 from ..reassembly.segments import merge
 
 MAX_DATAGRAM = 65535
+MAX_DATAGRAMS = 4096
+MEMCAP = 32 << 20
+TIMEOUT = 30.0
+MAX_FRAGMENTS = 128
 
 
 @dataclass(slots=True)
@@ -51,11 +55,11 @@ class _Partial:
 class Defragmenter:
     def __init__(
         self,
-        max_datagrams: int = 4096,
-        timeout: float = 30.0,
+        max_datagrams: int = MAX_DATAGRAMS,
+        timeout: float = TIMEOUT,
         policy: OverlapPolicy = OverlapPolicy.BSD,
-        memcap: int = 32 << 20,
-        max_fragments: int = 128,
+        memcap: int = MEMCAP,
+        max_fragments: int = MAX_FRAGMENTS,
     ) -> None:
         self.max_datagrams = max_datagrams
         self.timeout = timeout
