@@ -68,6 +68,7 @@ class Defragmenter:
         self.max_fragments = max_fragments
         self._pending: OrderedDict[object, _Partial] = OrderedDict()
         self.held = 0  # payload bytes held across partial datagrams
+        self.fragments = 0  # fragments offered
         self.reassembled = 0
         self.overlaps = 0
         self.evicted = 0
@@ -80,6 +81,7 @@ class Defragmenter:
         self, ts: float, key: object, offset: int, more: bool, data: bytes, header: object = None
     ) -> tuple[bytes, object] | None:
         """Add one fragment; return ``(payload, header)`` once the datagram is complete."""
+        self.fragments += 1
         self._expire(ts)
         if offset + len(data) > MAX_DATAGRAM:
             self.oversize += 1
