@@ -66,9 +66,9 @@ __all__ = [
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
 # Headers below TCP a frame may carry, the link-layer header included (raw IP has none), each
-# VLAN tag and each MPLS label counting as one: Suricata's decoder.max-layers default. QinQ
-# MPLS-over-Ethernet with a pseudowire, a tag, IPv4, GRE, ERSPAN, Ethernet, a tag and IPv4 is
-# 12; a GRE bomb nested hundreds deep stops here.
+# VLAN tag and each MPLS label counting as one: Suricata's decoder.max-layers default. Ethernet,
+# QinQ, two labels, a pseudowire's Ethernet, a tag, IPv4, GRE with ERSPAN, Ethernet, a tag and
+# IPv4 are 12; a GRE bomb nested hundreds deep stops here.
 MAX_LAYERS = 16
 # Extension headers walked per IPv6 header (the fragment header included). RFC 8200 §4.1's
 # recommended order has seven, each at most once but Destination Options (twice).
