@@ -1,14 +1,24 @@
-"""Frame decoding: link layer, IPv4/IPv6 (with extension headers and fragments), TCP.
+"""Frame decoding: link layer, encapsulations, IPv4/IPv6 (with extension headers and
+fragments), TCP.
 
-Link types (pcap DLT numbers): Ethernet with any stack of 802.1Q / 802.1ad / QinQ tags (1),
-raw IP (101, and 12/14 as some systems write it), raw IPv4 (228), raw IPv6 (229), Linux cooked
-capture v1 (113) and v2 (276), BSD loopback (0, host-order family) and OpenBSD loopback (108).
+Link types (pcap DLT numbers): Ethernet (1), PPP (9, and 50 in HDLC-like framing), raw IP (101,
+and 12/14 as some systems write it), raw IPv4 (228), raw IPv6 (229), Linux cooked capture v1
+(113) and v2 (276), BSD loopback (0, host-order family) and OpenBSD loopback (108). Between the
+link and TCP a frame may carry any mix of 802.1Q / 802.1ad tags, MPLS label stacks (with an
+Ethernet pseudowire below), PPPoE sessions, IP-in-IP (IPv4 or IPv6 in IPv4 or IPv6) and GRE
+(with Ethernet, ERSPAN I/II/III or IP inside): see :mod:`.encap`.
 
-A frame either becomes a :class:`Segment` or is counted under a reason in ``undecodable``;
-nothing raises. The decoder trusts the IP length over the captured length (Ethernet padding and
-trailers are not payload) except where the IP length is 0, which TSO produces (zeek PR #1831).
-Bytes the IP header promises but the capture does not hold (snaplen) are reported as
-``missing``: the reassembler turns them into a gap, never into invented data.
+Decapsulation is one loop, one header per turn, never a recursion on packet content: a frame
+with more than :data:`MAX_LAYERS` headers below TCP is ``too_many_layers``. The flow's VLAN
+stack is every tag met on the way in, outermost first: the outer link's tags, then those of an
+Ethernet frame carried in a tunnel (as Suricata adds a tunnelled frame's tags to its packet's).
+
+A frame either becomes a :class:`Segment` or is counted under a reason in ``undecodable``
+(fragments held for reassembly are neither: the defragmenter counts them); nothing raises. The
+decoder trusts the IP length over the captured length (Ethernet padding and trailers are not
+payload) except where the IP length is 0, which TSO produces (zeek PR #1831). Bytes the IP
+header promises but the capture does not hold (snaplen) are reported as ``missing``: the
+reassembler turns them into a gap, never into invented data.
 """
 
 from __future__ import annotations
@@ -18,52 +28,78 @@ from collections import Counter
 from typing import NamedTuple
 
 from .defrag import Defragmenter
+from .encap import (
+    DLT_EN10MB,
+    DLT_IPV4,
+    DLT_IPV6,
+    DLT_LINUX_SLL,
+    DLT_LINUX_SLL2,
+    DLT_LOOP,
+    DLT_NULL,
+    DLT_PPP,
+    DLT_PPP_SERIAL,
+    DLT_RAW,
+    DLT_RAW_ALT1,
+    DLT_RAW_ALT2,
+    ETH_IPV4,
+    ETH_IPV6,
+    ETHERTYPES,
+    SUPPORTED_LINKTYPES,
+    VLAN_TPIDS,
+    Layer,
+    gre,
+    link_header,
+    mpls,
+    ppp,
+    pppoe,
+)
 
-DLT_NULL = 0
-DLT_EN10MB = 1
-DLT_RAW_ALT1 = 12
-DLT_RAW_ALT2 = 14
-DLT_RAW = 101
-DLT_LOOP = 108
-DLT_LINUX_SLL = 113
-DLT_IPV4 = 228
-DLT_IPV6 = 229
-DLT_LINUX_SLL2 = 276
-
-SUPPORTED_LINKTYPES = {
-    DLT_NULL: "BSD loopback",
-    DLT_EN10MB: "Ethernet",
-    DLT_RAW_ALT1: "raw IP",
-    DLT_RAW_ALT2: "raw IP",
-    DLT_RAW: "raw IP",
-    DLT_LOOP: "OpenBSD loopback",
-    DLT_LINUX_SLL: "Linux cooked v1",
-    DLT_IPV4: "raw IPv4",
-    DLT_IPV6: "raw IPv6",
-    DLT_LINUX_SLL2: "Linux cooked v2",
-}
-
-VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
-ETH_IPV4 = 0x0800
-ETH_IPV6 = 0x86DD
+__all__ = [
+    "DLT_EN10MB", "DLT_IPV4", "DLT_IPV6", "DLT_LINUX_SLL", "DLT_LINUX_SLL2", "DLT_LOOP",
+    "DLT_NULL", "DLT_PPP", "DLT_PPP_SERIAL", "DLT_RAW", "DLT_RAW_ALT1", "DLT_RAW_ALT2",
+    "ETH_IPV4", "ETH_IPV6", "SUPPORTED_LINKTYPES", "VLAN_TPIDS", "ACK", "FIN", "PSH", "RST",
+    "SYN", "URG", "MAX_LAYERS", "MAX_IP6_EXTENSIONS", "NOT_TCP_REASONS", "Decoder", "Segment",
+    "checksum", "ones_sum", "tcp_checksum_ok",
+]  # fmt: skip
 
 # TCP flags (RFC 9293 §3.1)
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+
+# Headers below TCP a frame may carry, the link-layer header included (raw IP has none), each
+# VLAN tag and each MPLS label counting as one: Suricata's decoder.max-layers default. Ethernet,
+# QinQ, two labels, a pseudowire's Ethernet, a tag, IPv4, GRE with ERSPAN, Ethernet, a tag and
+# IPv4 are 12; a GRE bomb nested hundreds deep stops here.
+MAX_LAYERS = 16
+# Extension headers walked per IPv6 header (the fragment header included). RFC 8200 §4.1's
+# recommended order has seven, each at most once but Destination Options (twice).
+MAX_IP6_EXTENSIONS = 8
+
+# Reasons for frames that are well formed but carry no TCP; every other reason is a frame the
+# decoder could not use (malformed, or an encapsulation it does not take).
+NOT_TCP_REASONS = frozenset(("non_tcp", "unsupported_ethertype", "unsupported_ppp"))
 
 # IPv6 extension headers that may precede TCP (RFC 8200 §4): hop-by-hop, routing, destination
 # options, mobility, HIP, shim6 use the (next, len-in-8-octets) layout; AH counts 4-octet words.
 _IP6_EXT_8 = frozenset((0, 43, 60, 135, 139, 140))
 _IP6_FRAG = 44
 _IP6_AH = 51
+_IP6_EXTENSIONS = _IP6_EXT_8 | {_IP6_FRAG, _IP6_AH}
 _PROTO_TCP = 6
-_PROTO_GRE = 47
-_GRE_ETHERNET = 0x6558  # transparent Ethernet bridging (RFC 1701)
-_GRE_ERSPAN2 = 0x88BE
+
+_ETHERNET = Layer.ETHERNET
+_VLAN = Layer.VLAN
+_MPLS = Layer.MPLS
+_PPPOE = Layer.PPPOE
+_PPP = Layer.PPP
+_IPV4 = Layer.IPV4
+_IPV6 = Layer.IPV6
+_GRE = Layer.GRE
+# What an IP protocol / next header number carries that the decoder walks into (RFC 2003
+# IP-in-IP, RFC 4213 §3.5 IPv6-in-IPv4 and RFC 2473 for IPv6 outer headers, RFC 2784 GRE).
+_IP_PAYLOADS = {4: _IPV4, 41: _IPV6, 47: _GRE}
 
 _IP4 = struct.Struct("!BBHHHBBH4s4s")
 _TCP = struct.Struct("!HHIIBBHHH")
-_BSD_AF_INET = 2
-_BSD_AF_INET6 = frozenset((10, 24, 28, 30))
 
 
 class Segment(NamedTuple):
@@ -136,187 +172,188 @@ class Decoder:
         self, ts: float, frame: bytes, wirelen: int | None = None, linktype: int | None = None
     ) -> Segment | None:
         """Decode one frame; ``wirelen`` is its length on the wire (> len(frame) if cut);
-        ``linktype`` overrides the capture's (pcapng interfaces may differ)."""
+        ``linktype`` overrides the capture's (pcapng interfaces may differ).
+
+        One turn of the loop reads one header at ``off`` in ``buf`` and names the next
+        (``kind``); an IP header's payload becomes the next ``buf`` (trimmed to the IP length,
+        or reassembled from fragments)."""
         cut = 0 if wirelen is None else max(0, wirelen - len(frame))
         lt = self.linktype if linktype is None else linktype
-        vlans: tuple[int, ...] = ()
+        kind: Layer
         if lt == DLT_EN10MB:
-            if len(frame) < 14:
-                return self._bad("short_frame")
-            off = 12
-            etype = (frame[12] << 8) | frame[13]
-            while etype in VLAN_TPIDS:
-                if len(frame) < off + 6:
-                    return self._bad("short_frame")
-                vlans += (((frame[off + 2] << 8) | frame[off + 3]) & 0x0FFF,)
-                off += 4
-                etype = (frame[off] << 8) | frame[off + 1]
-            off += 2
-        elif lt == DLT_LINUX_SLL:
-            if len(frame) < 16:
-                return self._bad("short_frame")
-            off = 14
-            etype = (frame[14] << 8) | frame[15]
-            while etype in VLAN_TPIDS:
-                if len(frame) < off + 6:
-                    return self._bad("short_frame")
-                vlans += (((frame[off + 2] << 8) | frame[off + 3]) & 0x0FFF,)
-                off += 4
-                etype = (frame[off] << 8) | frame[off + 1]
-            off += 2
-        elif lt == DLT_LINUX_SLL2:
-            if len(frame) < 20:
-                return self._bad("short_frame")
-            etype = (frame[0] << 8) | frame[1]
-            off = 20
-        elif lt in (DLT_NULL, DLT_LOOP):
-            if len(frame) < 4:
-                return self._bad("short_frame")
-            if lt == DLT_LOOP:
-                af = int.from_bytes(frame[:4], "big")
-            else:  # host order of the capturing machine: try both
-                af = int.from_bytes(frame[:4], "little")
-                if af > 0xFFFF:
-                    af = int.from_bytes(frame[:4], "big")
-            etype = ETH_IPV4 if af == _BSD_AF_INET else ETH_IPV6 if af in _BSD_AF_INET6 else -1
-            off = 4
-        elif lt in SUPPORTED_LINKTYPES:  # raw IP: the version nibble says which
-            if not frame:
-                return self._bad("short_frame")
-            off = 0
-            version = frame[0] >> 4
-            etype = ETH_IPV4 if version == 4 else ETH_IPV6 if version == 6 else -1
+            kind, off, layers = _ETHERNET, 0, 0
+            macs = frame[:12]
         else:
-            return self._bad("unsupported_linktype")
-        if etype == ETH_IPV4:
-            seg = self._ipv4(ts, frame, off, vlans, cut)
-        elif etype == ETH_IPV6:
-            seg = self._ipv6(ts, frame, off, vlans, cut)
-        else:
-            return self._bad("unsupported_ethertype")
-        if seg is not None and lt == DLT_EN10MB:
-            seg = seg._replace(macs=frame[:12])
-        return seg
+            step = link_header(lt, frame)
+            if isinstance(step, str):
+                return self._bad(step)
+            kind, off = step
+            layers = 1 if off else 0
+            macs = b""
+        buf = frame
+        vlans: tuple[int, ...] = ()
+        while True:
+            layers += 1
+            if layers > MAX_LAYERS:
+                return self._bad("too_many_layers")
+            if kind is _IPV4:
+                n = len(buf)
+                if n < off + 20:
+                    return self._bad("short_frame")
+                vihl, _tos, total, ident, frag, ttl, proto, _csum, src, dst = _IP4.unpack_from(
+                    buf, off
+                )
+                if vihl >> 4 != 4:
+                    return self._bad("bad_ip_header")
+                ihl = (vihl & 0x0F) * 4
+                if ihl < 20 or n < off + ihl:
+                    return self._bad("bad_ip_header")
+                captured = n - off
+                if total == 0:  # TSO: the NIC fills in the length; trust what was captured
+                    total = captured + cut
+                elif total < ihl:
+                    return self._bad("bad_ip_header")
+                # Bytes the header promises but the frame does not hold: cut by snaplen, or a
+                # frame shorter than its header says. Either way they are missing, never made up.
+                if total > captured:
+                    missing = total - captured
+                    body = buf[off + ihl :]
+                else:
+                    missing = 0
+                    body = buf[off + ihl : off + total]
+                if frag & 0x3FFF:  # MF set or a non-zero offset
+                    if missing:
+                        return self._bad("truncated_fragment")
+                    key = (src, dst, ident, proto, vlans)
+                    done = self.defrag.add(
+                        ts, key, (frag & 0x1FFF) * 8, bool(frag & 0x2000), body, proto
+                    )
+                    if done is None:
+                        return None
+                    body, proto = done  # type: ignore[assignment]
+                if proto == _PROTO_TCP:
+                    return self._tcp(vlans, False, src, dst, body, missing, ttl, macs)
+                inner = _IP_PAYLOADS.get(proto)
+                if inner is None:
+                    return self._bad("non_tcp")
+                kind, buf, off = inner, body, 0
+            elif kind is _ETHERNET:
+                if len(buf) < off + 14:
+                    return self._bad("short_frame")
+                nxt = ETHERTYPES.get((buf[off + 12] << 8) | buf[off + 13])
+                if nxt is None:
+                    return self._bad("unsupported_ethertype")
+                kind = nxt
+                off += 14
+            elif kind is _VLAN:  # the tag control information, then the next ethertype
+                if len(buf) < off + 4:
+                    return self._bad("short_frame")
+                vlans += (((buf[off] << 8) | buf[off + 1]) & 0x0FFF,)
+                nxt = ETHERTYPES.get((buf[off + 2] << 8) | buf[off + 3])
+                if nxt is None:
+                    return self._bad("unsupported_ethertype")
+                kind = nxt
+                off += 4
+            elif kind is _IPV6:
+                n = len(buf)
+                if n < off + 40:
+                    return self._bad("short_frame")
+                if buf[off] >> 4 != 6:
+                    return self._bad("bad_ip_header")
+                plen = (buf[off + 4] << 8) | buf[off + 5]
+                proto = buf[off + 6]
+                hlim = buf[off + 7]
+                src = buf[off + 8 : off + 24]
+                dst = buf[off + 24 : off + 40]
+                captured = n - off - 40
+                if plen == 0:  # jumbogram or TSO: use what was captured
+                    plen = captured + cut
+                if plen > captured:
+                    missing = plen - captured
+                    body = buf[off + 40 :]
+                else:
+                    missing = 0
+                    body = buf[off + 40 : off + 40 + plen]
+                if proto != _PROTO_TCP:
+                    walked = self._ip6_extensions(ts, src, dst, vlans, body, proto, missing)
+                    if walked is None:
+                        return None
+                    body, proto = walked
+                if proto == _PROTO_TCP:
+                    return self._tcp(vlans, True, src, dst, body, missing, hlim, macs)
+                inner = _IP_PAYLOADS.get(proto)
+                if inner is None:
+                    return self._bad("non_tcp")
+                kind, buf, off = inner, body, 0
+            else:
+                if kind is _GRE:
+                    step = gre(buf, off)
+                elif kind is _MPLS:
+                    step = mpls(buf, off)
+                elif kind is _PPPOE:
+                    step = pppoe(buf, off)
+                else:
+                    step = ppp(buf, off)
+                if isinstance(step, str):
+                    return self._bad(step)
+                kind, off = step
 
     def _bad(self, reason: str) -> Segment | None:
         self.undecodable[reason] += 1
         return None
 
-    def _ipv4(
-        self, ts: float, frame: bytes, off: int, vlans: tuple[int, ...], cut: int
-    ) -> Segment | None:
-        if len(frame) < off + 20:
-            return self._bad("short_frame")
-        vihl, _tos, total, ident, frag, ttl, proto, _csum, src, dst = _IP4.unpack_from(frame, off)
-        if vihl >> 4 != 4:
-            return self._bad("bad_ip_header")
-        ihl = (vihl & 0x0F) * 4
-        if ihl < 20 or len(frame) < off + ihl:
-            return self._bad("bad_ip_header")
-        captured = len(frame) - off
-        if total == 0:  # TSO: the NIC fills in the length; trust what was captured
-            total = captured + cut
-        elif total < ihl:
-            return self._bad("bad_ip_header")
-        # Bytes the header promises but the frame does not hold: cut by snaplen, or a frame
-        # shorter than its header says. Either way they are missing, never made up.
-        missing = max(0, total - captured)
-        body = frame[off + ihl : off + min(total, captured)]
-        if frag & 0x3FFF:  # MF set or a non-zero offset
-            if missing:
-                return self._bad("truncated_fragment")
-            done = self.defrag.add(
-                ts, (src, dst, ident, proto), (frag & 0x1FFF) * 8, bool(frag & 0x2000), body, proto
-            )
-            if done is None:
-                return None
-            body, proto = done  # type: ignore[assignment]
-        if proto != _PROTO_TCP:
-            if proto == _PROTO_GRE:
-                return self._gre(ts, body, vlans, cut)
-            return self._bad("non_tcp")
-        return self._tcp(vlans, False, src, dst, body, missing, ttl)
-
-    def _ipv6(
-        self, ts: float, frame: bytes, off: int, vlans: tuple[int, ...], cut: int
-    ) -> Segment | None:
-        if len(frame) < off + 40:
-            return self._bad("short_frame")
-        if frame[off] >> 4 != 6:
-            return self._bad("bad_ip_header")
-        plen = (frame[off + 4] << 8) | frame[off + 5]
-        nxt = frame[off + 6]
-        hlim = frame[off + 7]
-        src = frame[off + 8 : off + 24]
-        dst = frame[off + 24 : off + 40]
-        captured = len(frame) - off - 40
-        if plen == 0:  # jumbogram or TSO: use what was captured
-            plen = captured + cut
-        missing = max(0, plen - captured)
-        body = frame[off + 40 : off + 40 + min(plen, captured)]
+    def _ip6_extensions(
+        self,
+        ts: float,
+        src: bytes,
+        dst: bytes,
+        vlans: tuple[int, ...],
+        body: bytes,
+        nxt: int,
+        missing: int,
+    ) -> tuple[bytes, int] | None:
+        """Walk the extension headers (RFC 8200 §4.1) to the first header that is not one:
+        ``(the bytes from there, its number)``; reassemble at a fragment header (RFC 8200
+        §4.5) and walk on through the headers the fragments carried. None: counted, or a
+        fragment held."""
+        pos = 0
+        walked = 0
         reassembled = False
-        while True:
-            # Walk the extension headers (RFC 8200 §4.1) up to TCP, GRE or a fragment header;
-            # after reassembly, walk on through the headers the fragments carried.
-            pos = 0
-            frag: tuple[int, bool, int] | None = None
-            while nxt != _PROTO_TCP:
-                if nxt in _IP6_EXT_8 or nxt == _IP6_AH:
-                    if len(body) < pos + 2:
-                        return self._bad("bad_ip_header")
-                    hlen = (body[pos + 1] + 2) * 4 if nxt == _IP6_AH else (body[pos + 1] + 1) * 8
-                    nxt = body[pos]
-                    pos += hlen
-                elif nxt == _IP6_FRAG and not reassembled:
-                    if len(body) < pos + 8:
-                        return self._bad("bad_ip_header")
-                    fo = (body[pos + 2] << 8) | body[pos + 3]
-                    ident = int.from_bytes(body[pos + 4 : pos + 8], "big")
-                    frag = (fo & 0xFFF8, bool(fo & 1), ident)
-                    nxt = body[pos]
-                    pos += 8
-                    break
-                elif nxt == _PROTO_GRE:
-                    return self._gre(ts, body[pos:], vlans, cut)
-                else:
-                    return self._bad("non_tcp")
-                if pos > len(body):
-                    return self._bad("bad_ip_header")
-            body = body[pos:]
-            if frag is None:
-                break
-            offset, more, ident = frag
-            if missing:
-                return self._bad("truncated_fragment")
-            reassembled = True
-            if offset or more:  # an atomic fragment (RFC 6946) needs no reassembly
-                done = self.defrag.add(ts, (src, dst, ident), offset, more, body, nxt)
-                if done is None:
+        while nxt in _IP6_EXTENSIONS:
+            walked += 1
+            if walked > MAX_IP6_EXTENSIONS:
+                self._bad("too_many_extension_headers")
+                return None
+            if nxt == _IP6_FRAG:
+                if reassembled or len(body) < pos + 8:  # one fragment header per datagram
+                    self._bad("bad_ip_header")
                     return None
-                body, nxt = done  # type: ignore[assignment]
-        return self._tcp(vlans, True, src, dst, body, missing, hlim)
-
-    def _gre(self, ts: float, body: bytes, vlans: tuple[int, ...], cut: int) -> Segment | None:
-        """GRE (RFC 2784, RFC 2890 key and sequence): decapsulate and decode the inner packet;
-        the flow is the inner one."""
-        if len(body) < 4:
-            return self._bad("bad_gre_header")
-        flags = body[0]
-        if body[1] & 0x07:  # version 1 is PPTP's enhanced GRE
-            return self._bad("unsupported_gre")
-        off = 4 + 4 * (bool(flags & 0x80) + bool(flags & 0x20) + bool(flags & 0x10))
-        proto = (body[2] << 8) | body[3]
-        if proto == _GRE_ERSPAN2:
-            off += 8
-            proto = _GRE_ETHERNET
-        inner = body[off:]
-        if proto == _GRE_ETHERNET:
-            return self.decode(ts, inner, None, DLT_EN10MB)
-        if proto == ETH_IPV4:
-            return self._ipv4(ts, inner, 0, vlans, cut)
-        if proto == ETH_IPV6:
-            return self._ipv6(ts, inner, 0, vlans, cut)
-        return self._bad("unsupported_gre")
+                fo = (body[pos + 2] << 8) | body[pos + 3]
+                ident = int.from_bytes(body[pos + 4 : pos + 8], "big")
+                nxt = body[pos]
+                body = body[pos + 8 :]
+                pos = 0
+                if missing:
+                    self._bad("truncated_fragment")
+                    return None
+                reassembled = True
+                offset, more = fo & 0xFFF8, bool(fo & 1)
+                if offset or more:  # an atomic fragment (RFC 6946) needs no reassembly
+                    done = self.defrag.add(ts, (src, dst, ident, vlans), offset, more, body, nxt)
+                    if done is None:
+                        return None
+                    body, nxt = done  # type: ignore[assignment]
+                continue
+            if len(body) < pos + 2:
+                self._bad("bad_ip_header")
+                return None
+            hlen = (body[pos + 1] + 2) * 4 if nxt == _IP6_AH else (body[pos + 1] + 1) * 8
+            nxt = body[pos]
+            pos += hlen
+            if pos > len(body):
+                self._bad("bad_ip_header")
+                return None
+        return (body[pos:] if pos else body), nxt
 
     def _tcp(
         self,
@@ -327,6 +364,7 @@ class Decoder:
         tcp: bytes,
         missing: int,
         ttl: int,
+        macs: bytes,
     ) -> Segment | None:
         if len(tcp) < 20:
             return self._bad("bad_tcp_header")
@@ -353,6 +391,6 @@ class Decoder:
             missing,
             ttl,
             ok,
-            b"",
+            macs,
             urg,
         )

@@ -10,8 +10,13 @@ Everything is built with ``struct`` so that every byte is under the test's contr
   next, a relative (stream offset) or an absolute sequence number, ``fin``, ``rst``,
   ``keepalive``, ``zero_window``...).  Sequence numbers wrap modulo 2**32.
 * link encoders - :func:`ethernet` (any 802.1Q / 802.1ad tag stack), :func:`sll` (DLT 113),
-  :func:`sll2` (DLT 276), raw IP (DLT 101/228/229), :func:`bsd_null` (DLT 0, host order)
-  and :func:`bsd_loop` (DLT 108, network order); :func:`encode` picks one by DLT number.
+  :func:`sll2` (DLT 276), raw IP (DLT 101/228/229), :func:`bsd_null` (DLT 0, host order),
+  :func:`bsd_loop` (DLT 108, network order) and :func:`ppp` (DLT 9/50); :func:`encode` picks
+  one by DLT number.
+* encapsulations - :func:`pppoe` (a PPPoE session, ethertype 0x8864), :func:`mpls` (a label
+  stack, optionally a pseudowire control word), :func:`ip_tunnel` (IP-in-IP, 6in4, 4in6, 6in6,
+  or any IP protocol), :func:`gre` (RFC 2784/2890), :func:`erspan` (types I, II, III), and
+  :func:`fragment_ipv4` (any IPv4 datagram into fragments).
 * :func:`snap` cuts a frame like a capture snaplen does (returns ``(ts, frame, wirelen)``).
 * :func:`write_pcap` and :func:`write_pcapng` write files for the CLI tests.
 
@@ -31,6 +36,8 @@ MOD = 2**32
 # DLT numbers
 DLT_NULL = 0
 DLT_EN10MB = 1
+DLT_PPP = 9
+DLT_PPP_SERIAL = 50
 DLT_RAW = 101
 DLT_LOOP = 108
 DLT_LINUX_SLL = 113
@@ -44,9 +51,21 @@ ETH_IPV6 = 0x86DD
 ETH_ARP = 0x0806
 TPID_8021Q = 0x8100
 TPID_8021AD = 0x88A8
+ETH_MPLS = 0x8847
+ETH_PPPOE_DISCOVERY = 0x8863
+ETH_PPPOE_SESSION = 0x8864
+ETH_TEB = 0x6558  # transparent Ethernet bridging (GRE)
+GRE_ERSPAN_1_2 = 0x88BE
+GRE_ERSPAN_3 = 0x22EB
+PPP_IPV4 = 0x0021
+PPP_IPV6 = 0x0057
+PPP_LCP = 0xC021
 
+PROTO_IPIP = 4
 PROTO_TCP = 6
 PROTO_UDP = 17
+PROTO_IPV6 = 41
+PROTO_GRE = 47
 
 # IPv6 extension header numbers
 IPV6_HOPOPTS = 0
@@ -465,6 +484,94 @@ def bsd_loop(l3: bytes, af: int | None = None) -> bytes:
     return struct.pack("!I", a) + l3
 
 
+def ppp(l3: bytes, hdlc: bool = True, proto: int | None = None, compress: bool = False) -> bytes:
+    """A PPP frame (DLT 9): RFC 1662's address and control octets FF 03 unless ``hdlc`` is
+    False, then the protocol field (RFC 1661 §2), one octet with ``compress`` (PFC)."""
+    p = (PPP_IPV6 if l3 and l3[0] >> 4 == 6 else PPP_IPV4) if proto is None else proto
+    field = bytes([p]) if compress else struct.pack("!H", p)
+    return (b"\xff\x03" if hdlc else b"") + field + l3
+
+
+def pppoe(l3: bytes, session: int = 0x1234, proto: int | None = None, code: int = 0) -> bytes:
+    """A PPPoE session payload (RFC 2516 §5), the Ethernet payload of ethertype 0x8864:
+    VER 1, TYPE 1, CODE 0, session id, length, then the PPP protocol field and ``l3``."""
+    inner = ppp(l3, hdlc=False, proto=proto)
+    return struct.pack("!BBHH", 0x11, code, session, len(inner)) + inner
+
+
+def mpls(payload: bytes, labels: Sequence[int], ttl: int = 64, control_word: bool = False) -> bytes:
+    """An MPLS label stack (RFC 3032 §2.1), outermost label first, the last with the
+    bottom-of-stack bit; ``control_word`` puts RFC 4385's (zero) control word before an
+    Ethernet pseudowire payload."""
+    out = b""
+    for i, label in enumerate(labels):
+        bos = 1 if i == len(labels) - 1 else 0
+        out += struct.pack("!I", (label << 12) | (bos << 8) | ttl)
+    return out + (b"\x00\x00\x00\x00" if control_word else b"") + payload
+
+
+def ip_tunnel(inner: bytes, src: str = "192.0.2.1", dst: str = "192.0.2.2",
+              proto: int | None = None, ident: int = 0) -> bytes:  # fmt: skip
+    """``inner`` in an IPv4 or IPv6 header (by the addresses' family): IP-in-IP (4) or
+    IPv6-in-IP (41) by ``inner``'s version unless ``proto`` names another (47 for GRE)."""
+    if proto is None:
+        proto = PROTO_IPV6 if inner and inner[0] >> 4 == 6 else PROTO_IPIP
+    if is_v6(src):
+        return ipv6_header(src, dst, proto, len(inner)) + inner
+    return ipv4_header(src, dst, proto, len(inner), ident=ident, df=False) + inner
+
+
+def gre(payload: bytes, proto: int, key: int | None = None, seq: int | None = None,
+        checksum: bool = False, flags: int = 0, version: int = 0) -> bytes:  # fmt: skip
+    """A GRE header (RFC 2784, RFC 2890) and ``payload``; ``flags`` ORs raw bits into the
+    first octet (0x40 is RFC 1701's routing bit)."""
+    bits = flags | (0x80 if checksum else 0) | (0x20 if key is not None else 0)
+    bits |= 0x10 if seq is not None else 0
+    h = struct.pack("!BBH", bits, version, proto)
+    if checksum:
+        h += b"\x00\x00\x00\x00"  # a receiver may ignore it; decoders do
+    if key is not None:
+        h += struct.pack("!I", key)
+    if seq is not None:
+        h += struct.pack("!I", seq)
+    return h + payload
+
+
+def erspan(frame: bytes, version: int = 2, session: int = 7, vlan: int = 0, seq: int = 1,
+           subheader: bool = False, frame_type: int = 0) -> bytes:  # fmt: skip
+    """A mirrored Ethernet ``frame`` in GRE (draft-foschiano-erspan): type 1 (no ERSPAN
+    header, no GRE sequence number), 2 (8-octet header) or 3 (12 octets, ``subheader`` adds
+    the 8-octet platform-specific one)."""
+    if version == 1:
+        return gre(frame, GRE_ERSPAN_1_2)
+    if version == 2:
+        h = struct.pack("!HHI", (1 << 12) | vlan, session & 0x3FF, 0)
+        return gre(h + frame, GRE_ERSPAN_1_2, seq=seq)
+    word3 = (frame_type & 0x1F) << 10 | (1 if subheader else 0)
+    h = struct.pack("!HHIHH", (2 << 12) | vlan, session & 0x3FF, 0x01020304, 0, word3)
+    if subheader:
+        h += struct.pack("!II", 0, 0)  # platform ID 0 and its fields
+    return gre(h + frame, GRE_ERSPAN_3, seq=seq)
+
+
+def fragment_ipv4(datagram: bytes, size: int = 1480, ident: int = 0x5151) -> list[bytes]:
+    """Split an IPv4 ``datagram`` (20-byte header) into fragments of ``size`` payload bytes
+    (a multiple of 8), keeping its protocol, addresses and TTL."""
+    if size % 8:
+        raise ValueError("fragment size must be a multiple of 8")
+    head, body = datagram[:20], datagram[20:]
+    src = ".".join(str(b) for b in head[12:16])
+    dst = ".".join(str(b) for b in head[16:20])
+    out = []
+    for off in range(0, len(body), size):
+        piece = body[off : off + size]
+        more = off + size < len(body)
+        h = ipv4_header(src, dst, head[9], len(piece), ident=ident, df=False, mf=more,
+                        frag_offset=off, ttl=head[8])  # fmt: skip
+        out.append(h + piece)
+    return out
+
+
 def encode(
     l3: bytes, linktype: int = DLT_EN10MB, vlans: Sequence[int | tuple[int, int]] = ()
 ) -> bytes:
@@ -483,6 +590,8 @@ def encode(
         return bsd_null(l3)
     if linktype == DLT_LOOP:
         return bsd_loop(l3)
+    if linktype in (DLT_PPP, DLT_PPP_SERIAL):
+        return ppp(l3)
     raise ValueError(f"no encoder for DLT {linktype}")
 
 

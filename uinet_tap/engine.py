@@ -323,6 +323,12 @@ class Engine:
             "limits": dict(sorted(tr.limits.items())),
             "fragments_reassembled": d.defrag.reassembled,
             "fragment_overlaps": d.defrag.overlaps,
+            # partial datagrams dropped by a bound of stack/defrag.py
+            "fragment_evictions": d.defrag.evicted,
+            "fragment_memcap_evictions": d.defrag.memcap_evicted,
+            "fragment_timeouts": d.defrag.timed_out,
+            "fragment_oversize": d.defrag.oversize,
+            "fragment_too_many": d.defrag.too_many,
             "truncated_file": self.truncated_file,
             "largest": [rec | {"bytes": size} for size, rec in t.largest],
             **(self.inspection.stats() if self.inspection is not None else {}),

@@ -12,10 +12,10 @@ from .native import NativeGlue
 from .records import format_endpoint
 from .snapshot import FlowRow, Snapshot
 from .stack.connection import Connection
+from .stack.decode import NOT_TCP_REASONS
 
 _INFO_KEYS = ("sni", "host", "server_banner", "client_banner", "greeting", "server_version",
               "target", "queries", "user", "client_id", "command", "cookie")  # fmt: skip
-_NOT_TCP = ("non_tcp", "unsupported_ethertype")
 
 
 def _info(findings: dict) -> str:
@@ -113,7 +113,7 @@ class SnapshotMaker:
         recent = (islice(reversed(lru), per_list) for lru in tracker.lrus)  # latest first
         rows = [self.row(conn) for conn in chain(self.extra(), *recent)]
         undecodable = engine.decoder.undecodable
-        not_tcp = sum(undecodable.get(k, 0) for k in _NOT_TCP)
+        not_tcp = sum(undecodable.get(k, 0) for k in NOT_TCP_REASONS)
         inspection = engine.inspection
         return Snapshot(
             now=tracker.now,

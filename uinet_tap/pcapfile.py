@@ -72,6 +72,7 @@ class PcapFile:
             try:
                 self._first = next(self._ng, None)
             except PcapngError as exc:
+                self._file.close()
                 raise CaptureError(f"{path}: corrupt pcapng ({exc})") from exc
             self.linktype = self._first[3] if self._first else 1
         else:
@@ -83,11 +84,23 @@ class PcapFile:
         if self.linktype not in SUPPORTED_LINKTYPES:
             names = ", ".join(f"{k} ({v})" for k, v in sorted(SUPPORTED_LINKTYPES.items()))
             raise CaptureError(f"{path}: unsupported link type {self.linktype}; supported: {names}")
+        if self._ng is None:
+            # Read the first batch now: a file whose first record is already corrupt has
+            # nothing to show, which is an error rather than a truncated capture.
+            self._pcap = self._pcap_batches()
+            self._head = next(self._pcap, None)
+            if self._head is None and self.truncated is not None:
+                raise CaptureError(f"{path}: corrupt pcap ({self.truncated})")
 
     def batches(self) -> Iterator[Batch]:
         if self._ng is not None:
             yield from self._ng_batches()
             return
+        if self._head is not None:
+            yield self._head
+        yield from self._pcap
+
+    def _pcap_batches(self) -> Iterator[Batch]:
         while True:
             try:
                 data, meta = self._reader.next_batch(BATCH)

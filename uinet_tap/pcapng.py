@@ -1,6 +1,11 @@
 """A streaming pcapng reader (the pcapng draft, IETF opsawg-pcapng) for what libpcap refuses:
 sections whose interfaces differ in link type or snap length, nanosecond or custom time
-resolution. Reads block by block; never holds the file."""
+resolution. Reads block by block; never holds the file.
+
+Nothing in a block is trusted: each block's length is checked against its type's fixed fields,
+against its trailing copy and against the file, each option against its block; whatever does
+not fit is a :class:`PcapngError` naming the block, after every packet before it was yielded.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,11 @@ _BOM = 0x1A2B3C4D
 _OPT_TSRESOL = 9
 _OPT_TSOFFSET = 14
 _MAX_BLOCK = 256 << 20
+_NAMES = {SHB: "section header", IDB: "interface description", PB: "packet",
+          SPB: "simple packet", EPB: "enhanced packet"}  # fmt: skip
+# Bytes of fixed fields after the 8-byte block header, before options or packet data
+# (section header: byte-order magic, version, section length).
+FIXED = {SHB: 16, IDB: 8, PB: 20, SPB: 4, EPB: 20}
 
 
 class PcapngError(Exception):
@@ -47,40 +57,15 @@ def read_packets(f: BinaryIO) -> Iterator[tuple[float, bytes, int, int]]:
         if not head:
             return
         if len(head) < 8:
-            raise PcapngError("truncated block header")
-        btype = struct.unpack(endian + "I", head[:4])[0]
-        if btype == SHB or int.from_bytes(head[:4], "little") == SHB:
-            bom = f.read(4)
-            if len(bom) < 4:
-                raise PcapngError("truncated section header")
-            endian = "<" if struct.unpack("<I", bom)[0] == _BOM else ">"
-            if struct.unpack(endian + "I", bom)[0] != _BOM:
-                raise PcapngError("bad byte-order magic")
-            length = struct.unpack(endian + "I", head[4:])[0]
-            if length < 28 or length > _MAX_BLOCK:
-                raise PcapngError("bad section header length")
-            rest = f.read(length - 12)
-            if len(rest) < length - 12:
-                raise PcapngError("truncated section header")
+            raise PcapngError("the file ends inside a block header")
+        if int.from_bytes(head[:4], "little") == SHB:  # the same in either byte order
+            endian = _section(f, head)
             ifaces = []
             continue
-        length = struct.unpack(endian + "I", head[4:])[0]
-        if length < 12 or length % 4 or length > _MAX_BLOCK:
-            raise PcapngError(f"bad block length {length}")
-        body = f.read(length - 8)
-        if len(body) < length - 8:
-            raise PcapngError("file ends inside a block")
-        body = body[:-4]  # trailing copy of the length
+        btype, length = struct.unpack(endian + "II", head)
+        body = _body(f, btype, length, endian)
         if btype == IDB:
-            linktype, _res, snaplen = struct.unpack_from(endian + "HHI", body)
-            scale, offset = 1e-6, 0
-            for code, value in _options(body[8:], endian):
-                if code == _OPT_TSRESOL and value:
-                    v = value[0]
-                    scale = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0**-v
-                elif code == _OPT_TSOFFSET and len(value) == 8:
-                    offset = struct.unpack(endian + "q", value)[0]
-            ifaces.append(_Interface(linktype, snaplen, scale, offset))
+            ifaces.append(_interface(body, endian))
         elif btype in (EPB, PB):
             if btype == EPB:
                 iface_id, hi, lo, caplen, wirelen = struct.unpack_from(endian + "IIIII", body)
@@ -88,8 +73,12 @@ def read_packets(f: BinaryIO) -> Iterator[tuple[float, bytes, int, int]]:
                 iface_id, _drops, hi, lo, caplen, wirelen = struct.unpack_from(
                     endian + "HHIIII", body
                 )
-            if iface_id >= len(ifaces) or 20 + caplen > len(body):
-                raise PcapngError("packet block names an unknown interface or overruns")
+            if iface_id >= len(ifaces):
+                raise PcapngError(f"{_NAMES[btype]} block names interface {iface_id}, "
+                                  f"of {len(ifaces)} described")  # fmt: skip
+            if caplen > len(body) - 20:
+                raise PcapngError(f"{_NAMES[btype]} block of {length} bytes holds no "
+                                  f"{caplen}-byte packet")  # fmt: skip
             iface = ifaces[iface_id]
             ts = ((hi << 32) | lo) * iface.scale + iface.offset
             yield ts, body[20 : 20 + caplen], wirelen, iface.linktype
@@ -103,11 +92,70 @@ def read_packets(f: BinaryIO) -> Iterator[tuple[float, bytes, int, int]]:
         # other blocks (name resolution, statistics, custom) carry no packets
 
 
-def _options(raw: bytes, endian: str) -> Iterator[tuple[int, bytes]]:
-    pos = 0
-    while pos + 4 <= len(raw):
+def _section(f: BinaryIO, head: bytes) -> str:
+    """A section header block (its type already read): the section's byte order."""
+    rest = f.read(4)
+    if len(rest) < 4:
+        raise PcapngError("the file ends inside a section header block")
+    if int.from_bytes(rest, "little") == _BOM:
+        endian = "<"
+    elif int.from_bytes(rest, "big") == _BOM:
+        endian = ">"
+    else:
+        raise PcapngError("section header block without the byte-order magic")
+    length = struct.unpack(endian + "I", head[4:])[0]
+    body = rest + _body(f, SHB, length, endian, already=4)
+    major = struct.unpack_from(endian + "H", body, 4)[0]
+    if major != 1:
+        raise PcapngError(f"pcapng version {major} (only version 1 is defined)")
+    return endian
+
+
+def _body(f: BinaryIO, btype: int, length: int, endian: str, already: int = 0) -> bytes:
+    """Read the rest of a block of total ``length`` whose 8-byte header (and ``already``
+    more bytes) were read: the bytes between the header and the trailing length, checked."""
+    name = _NAMES.get(btype, f"type {btype:#x}")
+    if length % 4 or length > _MAX_BLOCK:
+        raise PcapngError(f"{name} block with a bad length ({length})")
+    if length < 12 + FIXED.get(btype, 0):
+        raise PcapngError(f"{name} block of {length} bytes is shorter than its fixed fields")
+    want = length - 8 - already
+    data = f.read(want)
+    if len(data) < want:
+        raise PcapngError(f"the file ends inside a {name} block")
+    if struct.unpack_from(endian + "I", data, want - 4)[0] != length:
+        raise PcapngError(f"{name} block: its two lengths disagree")
+    return data[:-4]
+
+
+def _interface(body: bytes, endian: str) -> _Interface:
+    linktype, _res, snaplen = struct.unpack_from(endian + "HHI", body)
+    scale, offset = 1e-6, 0
+    for code, value in _options(body, 8, endian):
+        if code == _OPT_TSRESOL:
+            if len(value) != 1:
+                raise PcapngError(f"if_tsresol option of {len(value)} bytes (1 expected)")
+            v = value[0]
+            scale = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0**-v
+        elif code == _OPT_TSOFFSET:
+            if len(value) != 8:
+                raise PcapngError(f"if_tsoffset option of {len(value)} bytes (8 expected)")
+            offset = struct.unpack(endian + "q", value)[0]
+    return _Interface(linktype, snaplen, scale, offset)
+
+
+def _options(raw: bytes, pos: int, endian: str) -> Iterator[tuple[int, bytes]]:
+    """The options from ``pos`` to the end of a block body. Each takes at least 4 bytes, so
+    the loop is bounded by the block; one that overruns its block is an error."""
+    end = len(raw)
+    while pos < end:
+        if end - pos < 4:
+            raise PcapngError("an option header overruns its block")
         code, length = struct.unpack_from(endian + "HH", raw, pos)
-        if code == 0:
+        if code == 0:  # opt_endofopt
             return
-        yield code, raw[pos + 4 : pos + 4 + length]
-        pos += 4 + length + (-length % 4)
+        pos += 4
+        if length > end - pos:
+            raise PcapngError(f"option {code} of {length} bytes overruns its block")
+        yield code, raw[pos : pos + length]
+        pos += length + (-length % 4)

@@ -12,7 +12,19 @@ from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingCo
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
+from .stack import defrag
+from .stack.decode import NOT_TCP_REASONS
+
 _console = Console(stderr=True)
+
+# Partial IP datagrams dropped by a bound of the defragmenter (stack/defrag.py).
+_FRAGMENT_LIMITS = (
+    ("fragment_evictions", f"evicted (over {defrag.MAX_DATAGRAMS:,} datagrams)"),
+    ("fragment_memcap_evictions", f"evicted (over {defrag.MEMCAP >> 20} MiB held)"),
+    ("fragment_timeouts", f"timed out ({defrag.TIMEOUT:g} s)"),
+    ("fragment_oversize", f"over {defrag.MAX_DATAGRAM:,} bytes"),
+    ("fragment_too_many", f"over {defrag.MAX_FRAGMENTS} fragments"),
+)
 
 
 class Progress:
@@ -63,9 +75,7 @@ def render_summary(stats: dict, capture: str, elapsed: float, command: str = "re
                    title_style="bold")  # fmt: skip
     totals.add_column(style="bold")
     totals.add_column(justify="right", overflow="fold")
-    not_tcp = sum(
-        v for k, v in stats["undecodable"].items() if k in ("non_tcp", "unsupported_ethertype")
-    )
+    not_tcp = sum(v for k, v in stats["undecodable"].items() if k in NOT_TCP_REASONS)
     malformed = sum(stats["undecodable"].values()) - not_tcp
     rate = stats["packets"] / elapsed if elapsed > 0 else 0.0
     rows = [
@@ -91,6 +101,9 @@ def render_summary(stats: dict, capture: str, elapsed: float, command: str = "re
         rows.append(
             ("limits hit", f"{stats['evicted']:,} evicted, {stats['buffer_forced']:,} forced")
         )
+    dropped = [f"{stats.get(key, 0):,} {what}" for key, what in _FRAGMENT_LIMITS if stats.get(key)]
+    if dropped:
+        rows.append(("fragments dropped", ", ".join(dropped)))
     inline = stats.get("inline")
     if inline:
         rows.append(
@@ -126,7 +139,7 @@ def render_summary(stats: dict, capture: str, elapsed: float, command: str = "re
         t.add_column("reason")
         t.add_column("count", justify="right")
         for k, v in sorted(stats["undecodable"].items(), key=lambda kv: -kv[1]):
-            if k not in ("non_tcp", "unsupported_ethertype"):
+            if k not in NOT_TCP_REASONS:
                 t.add_row(k, f"{v:,}")
         _console.print(t)
     if stats["largest"]:

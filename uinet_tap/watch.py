@@ -24,8 +24,6 @@ from .live_view_data import SnapshotMaker
 from .pcapfile import CaptureError
 from .snapshot import Snapshot
 
-_NOT_TCP = ("non_tcp", "unsupported_ethertype")
-
 
 class Backend(Protocol):
     iface: str
