@@ -169,6 +169,13 @@ def _overlap_cases() -> list[Case]:
         out.append(Case(name, "overlap-ooo",
                         f"{what}; sent A, B, C, then the hole from offset 0 last",
                         overlap_script(pieces)))
+    # The same shape as ooo3-c-straddles-boundary with 1000-byte A and B: too big for the
+    # kernel to merge B into A's buffer (see captures/evasion/README.md, coalescing).
+    pieces = [(8, chunk("A", 1000)), (1008, chunk("B", 1000)), (1000, chunk("C", 16))]
+    out.append(Case("ooo3-c-straddles-boundary-large", "overlap-ooo",
+                    "A [8,1008), B [1008,2008) adjacent, 1000 bytes each; C [1000,1016) over "
+                    "the boundary; sent A, B, C, then the hole from offset 0 last",
+                    overlap_script(pieces)))
     return out
 
 
@@ -289,7 +296,8 @@ def _urgent_cases() -> list[Case]:
               Send(5, b"bbYbb", flags="PAU", urg=3, wait="ack"), fin(10))),
         Case("urg-two-segments-read-between", "urgent",
              "aaXaa (URG -> X), the application reads, then bbYbb (URG -> Y)",
-             (Send(0, b"aaXaa", flags="PAU", urg=3, wait="ack"), Drain(),
+             (Send(0, b"aaXaa", flags="PAU", urg=3, wait="ack"),
+              Drain(note="the application reads"),
               Send(5, b"bbYbb", flags="PAU", urg=3, wait="ack"), fin(10))),
         Case("urg-pointer-beyond-segment", "urgent",
              "abcd with URG and urgent pointer 8 (-> offset 7, not in this segment), then "

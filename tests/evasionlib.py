@@ -8,7 +8,11 @@ client-side kernel never answers anything (no RST for the server's segments).  T
 is an AF_PACKET socket on c0 that sends frames built byte by byte (tests/frames.py) and
 reads the server's SYN-ACK and ACKs to learn its ISN, window, options and progress.  A
 second AF_PACKET socket on s0 captures both directions as the server's interface saw them;
-that capture is the case's pcap.  The application is tests/evasion_server.py, one process
+that capture is the case's pcap.  It reads through a TPACKET_V2 ring (copied at once, as
+tcpdump does), not recv(): a plain packet socket keeps a clone of every frame until it is
+read, and Linux does not coalesce cloned skbs in its out-of-order queue, which changes
+which copy wins some overlaps (three-segment shapes) - the capture must not change the
+receiver it observes.  The application is tests/evasion_server.py, one process
 per case, which reads only when told to (see Drain in evasion_cases.py), so what it reads
 never depends on scheduling.
 
@@ -24,6 +28,7 @@ import contextlib
 import ctypes
 import hashlib
 import json
+import mmap
 import os
 import platform
 import select
@@ -47,8 +52,9 @@ SERVER_PORT = 8000
 SERVER_APP = str(TESTS / "evasion_server.py")
 ETH_P_ALL, ETH_P_IP = 0x0003, 0x0800
 PACKET_OUTGOING = 4
-SO_TIMESTAMPNS = 35
-SOL_PACKET, PACKET_STATISTICS = 263, 6
+SOL_PACKET, PACKET_RX_RING, PACKET_STATISTICS, PACKET_VERSION = 263, 5, 6, 10
+TPACKET_V2, TP_STATUS_USER = 1, 1
+TPACKET2_HDR = struct.Struct("IIIHHIIHH4x")  # status len snaplen mac net sec nsec vlan*2
 CLONE_NEWNET = 0x40000000
 MOD = 2**32
 CLIENT_WINDOW = 65535
@@ -177,15 +183,11 @@ class Topology:
                                         socket.htons(ETH_P_IP))
             self.client.bind(("c0", ETH_P_IP))
         with in_netns(self.sns):
-            self.cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            self.cap.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-            self.cap.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            self.cap.bind(("s0", ETH_P_ALL))
+            self.cap = Ring("s0")
             self.sysctls = {k: read_sysctl(k) for k in
                             ("tcp_stdurg", "tcp_fastopen", "tcp_timestamps", "tcp_sack",
                              "tcp_rfc1337", "tcp_invalid_ratelimit")}
         self.client.setblocking(False)
-        self.cap.setblocking(False)
 
     def close(self) -> None:
         self.client.close()
@@ -193,34 +195,58 @@ class Topology:
 
     def flush(self) -> None:
         """Forget frames of earlier cases (late FINs of closed connections...)."""
-        for s in (self.client, self.cap):
-            with contextlib.suppress(BlockingIOError):
-                while True:
-                    s.recv(65536)
-        self.cap.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)  # reading resets the counters
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self.client.recv(65536)
+        self.cap.read()
 
     def captured(self, cport: int) -> list[tuple[float, bytes]]:
         """The frames of the connection from port ``cport`` seen on s0 so far, in order."""
         out = []
-        while True:
-            try:
-                data, anc, _flags, _addr = self.cap.recvmsg(65536, 64)
-            except BlockingIOError:
-                break
-            ts = time.time()
-            for level, kind, val in anc:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                    sec, nsec = struct.unpack("qq", val[:16])
-                    ts = sec + nsec / 1e9
+        for ts, data in self.cap.read():
             p = parse_frame(data)
-            if p is not None and cport in (p.sport, p.dport) and SERVER_PORT in (p.sport,
-                                                                                  p.dport):
+            if p is not None and {p.sport, p.dport} == {cport, SERVER_PORT}:
                 out.append((ts, data))
-        # tpacket_stats (packets, drops), reset by every read: a drop means a partial pcap
-        drops = struct.unpack("II", self.cap.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))[1]
-        if drops:
-            raise CaseError(f"the capture socket dropped {drops} frames")
         return out
+
+
+class Ring:
+    """An AF_PACKET ETH_P_ALL socket on ``ifname`` (this namespace) with a TPACKET_V2
+    receive ring: the kernel copies each frame into the ring and keeps no reference."""
+
+    FRAME, BLOCK, BLOCKS = 2048, 1 << 16, 64  # 2048 frames of up to 2 KiB
+
+    def __init__(self, ifname: str) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+        self.count = self.BLOCK // self.FRAME * self.BLOCKS
+        req = struct.pack("IIII", self.BLOCK, self.BLOCKS, self.FRAME, self.count)
+        self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+        self.ring = mmap.mmap(self.sock.fileno(), self.BLOCK * self.BLOCKS)
+        self.sock.bind((ifname, ETH_P_ALL))
+        self.next = 0
+
+    def read(self) -> list[tuple[float, bytes]]:
+        """Every frame the ring holds, oldest first, handed back to the kernel."""
+        out = []
+        while True:
+            off = self.next * self.FRAME
+            status, _len, snap, mac, _net, sec, nsec, _t, _p = TPACKET2_HDR.unpack_from(
+                self.ring, off)
+            if not status & TP_STATUS_USER:
+                break
+            out.append((sec + nsec / 1e9, self.ring[off + mac : off + mac + snap]))
+            struct.pack_into("I", self.ring, off, 0)  # TP_STATUS_KERNEL: the slot is free
+            self.next = (self.next + 1) % self.count
+        # tpacket_stats (packets, drops), reset by every read: a drop means a partial pcap
+        drops = struct.unpack("II", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))[1]
+        if drops:
+            raise CaseError(f"the capture ring dropped {drops} frames")
+        return out
+
+    def close(self) -> None:
+        self.ring.close()
+        self.sock.close()
 
 
 def read_sysctl(name: str) -> str:
