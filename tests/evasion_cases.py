@@ -153,6 +153,10 @@ THREE = [
      (8, 6), (12, 6), (11, 4)),
     ("ooo3-ab-gap-c-bridges", "A [8,11), B [13,16) with a gap; C [10,14) bridges it",
      (8, 3), (13, 3), (10, 4)),
+    ("ooo3-c-appends-to-a-over-b", "A [5,16), B [9,18) over A's end; C [16,23) starts where "
+     "A ends", (5, 11), (9, 9), (16, 7)),
+    ("ooo3-c-replaces-a-after-b", "A [11,16), then B [3,10) before it; C [11,20): A's start, "
+     "longer", (11, 5), (3, 7), (11, 9)),
 ]
 
 
