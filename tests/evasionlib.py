@@ -305,7 +305,6 @@ class Client:
     topo: Topology
     cport: int
     cisn: int
-    timestamps: bool
     clock: int = TS_START
     srv_isn: int = 0
     srv_ack: int = 0  # highest ACK number from the server
@@ -417,7 +416,7 @@ def run_case(topo: Topology, case: Case, cport: int) -> tuple[list[tuple[float, 
         topo.flush()
         app = App(topo, case.rcvbuf)
         try:
-            c = Client(topo, cport, case_isn(case.name), case.timestamps)
+            c = Client(topo, cport, case_isn(case.name))
             sent, notes, hs = _play(c, app, case)
             c.pump(0.05)  # let the last answers come in (the application has not read yet)
             report = app.command(f"finish {FINISH_IDLE}", FINISH_IDLE + 10)
