@@ -108,6 +108,36 @@ class _Store:
         self.data.clear()
         self.held = 0
 
+    def remove_range(self, s: int, e: int) -> None:
+        """Forget the bytes in [s, e) (pieces straddling an edge keep their other part)."""
+        starts, data = self.starts, self.data
+        k = max(0, bisect_right(starts, s) - 1)
+        while k < len(starts) and starts[k] < e:
+            a = starts[k]
+            d = data[k]
+            b = a + len(d)
+            if b <= s:
+                k += 1
+                continue
+            lo, hi = max(a, s), min(b, e)
+            self.held -= hi - lo
+            head, tail = d[: lo - a], d[hi - a :]
+            if head and tail:
+                data[k] = head
+                starts.insert(k + 1, hi)
+                data.insert(k + 1, tail)
+                return
+            if head:
+                data[k] = head
+                k += 1
+            elif tail:
+                starts[k] = hi
+                data[k] = tail
+                return
+            else:
+                del starts[k]
+                del data[k]
+
     def uncovered(self, s: int, e: int) -> list[tuple[int, int]]:
         """The ranges of ``[s, e)`` no piece holds."""
         out: list[tuple[int, int]] = []
@@ -124,6 +154,10 @@ class _Store:
         if cur < e:
             out.append((cur, e))
         return out
+
+    def covered(self, s: int, e: int) -> int:
+        """How many bytes of [s, e) are held."""
+        return (e - s) - sum(hi - lo for lo, hi in self.uncovered(s, e))
 
     def _compare(self, s: int, new: bytes, lo: int, hi: int, k: int) -> bool:
         """Whether piece k's bytes on [lo, hi) differ from the new copy's."""
@@ -236,76 +270,414 @@ class TrimStore(_Store):
         return Inserted(overlapped, conflicts)
 
 
-class LinuxStore(_Store):
-    """``linux``: whole, possibly overlapping segments (see the module doc)."""
+LINUX_COALESCE = 256
+"""A queued segment takes a contiguous one into itself only while both fit this many bytes:
+Linux copies the new segment into the queued buffer's tailroom (``skb_try_coalesce``), which
+small segments fit and MTU-sized ones do not (observed on Linux 6.18: 12-byte segments always
+merged, 1000-byte ones never). The true limit depends on how the driver built the buffers."""
 
-    __slots__ = ()
+
+class _Node:
+    __slots__ = ("start", "data", "left", "right", "parent", "red")
+
+    def __init__(self, start: int, data: bytearray) -> None:
+        self.start = start
+        self.data = data
+        self.left: _Node | None = None
+        self.right: _Node | None = None
+        self.parent: _Node | None = None
+        self.red = True
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+
+class LinuxStore:
+    """``linux``: the out-of-order queue as ``tcp_data_queue_ofo`` keeps it: whole segments,
+    possibly overlapping, in a red-black tree ordered by start. Which queued segment a new one
+    is judged against depends on the tree's shape (the walk only meets the nodes on its path),
+    so the tree is the kernel's own algorithm (``lib/rbtree.c``: insert, replace, erase), and
+    so is the order of checks: coalescing onto the last segment, the walk, and removing the
+    segments the new one covers."""
+
+    __slots__ = ("root", "last", "held", "pieces")
+
+    def __init__(self) -> None:
+        self.root: _Node | None = None
+        self.last: _Node | None = None  # tp->ooo_last_skb: the highest-starting segment
+        self.held = 0
+        self.pieces = 0
+
+    # -- the queue's interface -------------------------------------------------------------
+
+    def first_start(self) -> int | None:
+        node = self._first()
+        return None if node is None else node.start
 
     def insert(self, s: int, new: bytes) -> Inserted:
-        starts, data = self.starts, self.data
         e = s + len(new)
         overlapped, conflicts = self._effective_overlap(s, new)
-        k = bisect_right(starts, s) - 1  # the segment at or before the new one
-        if k >= 0:
-            a = starts[k]
-            d = data[k]
-            b = a + len(d)
-            if b >= e:  # "all the bits are present": the new copy is dropped
-                return Inserted(overlapped, conflicts)
-            if a == s:  # same start, ends later: it replaces the queued one
-                self.held += len(new) - len(d)
-                data[k] = bytearray(new)
-                self._remove_covered(k + 1, e)
-                return Inserted(overlapped, conflicts)
-            if b == s:  # continues it: coalesced (tcp_ooo_try_coalesce); nothing removed
-                d += new
-                self.held += len(new)
-                return Inserted(overlapped, conflicts)
-        k += 1
-        starts.insert(k, s)
-        data.insert(k, bytearray(new))
+        result = Inserted(overlapped, conflicts)
+        last = self.last
+        if self.root is None:
+            self._link(_Node(s, bytearray(new)), None, False)
+            return result
+        assert last is not None
+        if self._coalesce(last, s, new):  # the common case: appending to the end
+            return result
+        if s >= last.end:
+            self._link(_Node(s, bytearray(new)), last, False)
+            return result
+        p: _Node | None = self.root
+        parent = p
+        go_left = False
+        while p is not None:
+            parent = p
+            if s < p.start:
+                p, go_left = p.left, True
+                continue
+            if s < p.end:
+                if e <= p.end:
+                    return result  # every byte present: the new copy is dropped
+                if s == p.start:  # same start, ends later: it replaces the queued one
+                    node = _Node(s, bytearray(new))
+                    self._replace(p, node)
+                    self.held += len(new) - len(p.data)
+                    self._merge_right(node, e)
+                    return result
+            elif self._coalesce(p, s, new):
+                return result
+            p, go_left = p.right, False
+        node = _Node(s, bytearray(new))
+        self._link(node, parent, go_left)
+        self._merge_right(node, e)
+        return result
+
+    def take(self, nxt: int, limit: int | None = None) -> list[bytes]:
+        """tcp_ofo_queue: segments leave in start order while they start at or before the
+        commit point; each is read from the commit point on (bytes already read win)."""
+        out: list[bytes] = []
+        cur = nxt
+        node = self._first()
+        while node is not None and node.start <= cur:
+            self._erase(node)
+            if node.end > cur:
+                out.append(bytes(node.data[cur - node.start :]))
+                cur = node.end
+            node = self._first()
+        return out
+
+    def discard_before(self, off: int) -> None:
+        node = self._first()
+        while node is not None and node.start < off:
+            if node.end > off:
+                self.held -= off - node.start
+                del node.data[: off - node.start]
+                node.start = off
+                node = self._next(node)
+                continue
+            nxt = self._next(node)
+            self._erase(node)
+            node = nxt
+
+    def clear(self) -> None:
+        self.root = self.last = None
+        self.held = self.pieces = 0
+
+    def covered(self, s: int, e: int) -> int:
+        return (e - s) - sum(hi - lo for lo, hi in self.uncovered(s, e))
+
+    def uncovered(self, s: int, e: int) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        cur = s
+        node = self._first()
+        while node is not None and node.start < e:
+            if node.end > cur:
+                if node.start > cur:
+                    out.append((cur, node.start))
+                cur = node.end
+            node = self._next(node)
+        if cur < e:
+            out.append((cur, e))
+        return out
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _coalesce(self, to: _Node, s: int, new: bytes) -> bool:
+        if to.end != s or len(to.data) + len(new) > LINUX_COALESCE:
+            return False
+        to.data += new
         self.held += len(new)
-        self._remove_covered(k + 1, e)
-        return Inserted(overlapped, conflicts)
+        return True
 
-    def _remove_covered(self, k: int, e: int) -> None:
-        """Drop the queued segments from index k on that end at or before ``e``; stop at the
-        first that reaches past it (or starts at or after it)."""
-        starts, data = self.starts, self.data
-        stop = k
-        while stop < len(starts) and starts[stop] < e and starts[stop] + len(data[stop]) <= e:
-            self.held -= len(data[stop])
-            stop += 1
-        if stop > k:
-            del starts[k:stop]
-            del data[k:stop]
+    def _merge_right(self, node: _Node, e: int) -> None:
+        """Remove the segments after ``node`` that it covers; the first that reaches past
+        ``e`` stays. With none after it, it is the last segment."""
+        nxt = self._next(node)
+        while nxt is not None and nxt.start < e:
+            if nxt.end > e:
+                break
+            after = self._next(nxt)
+            self._erase(nxt)
+            nxt = after
+        if nxt is None:
+            self.last = node
 
-    def _effective_overlap(self, s: int, new: bytes) -> Inserted:
-        """Bytes of [s, e) already held, judged against what a drain would deliver (where
-        queued segments overlap, the one starting first)."""
-        starts, data = self.starts, self.data
+    def _effective_overlap(self, s: int, new: bytes) -> tuple[int, int]:
+        """Bytes of [s, e) already queued, judged against what draining would deliver
+        (where segments overlap, the one starting first), and how many segments differ."""
         e = s + len(new)
-        k = bisect_right(starts, s) - 1
-        k = max(k, 0)
-        # Earlier segments can reach past s: step back while they might (bounded by the
-        # number of queued segments, which the stream caps).
-        while k > 0 and starts[k - 1] + len(data[k - 1]) > s:
-            k -= 1
         overlapped = conflicts = 0
         cur = s
-        while k < len(starts) and starts[k] < e:
-            a = starts[k]
-            b = a + len(data[k])
-            lo, hi = max(a, cur), min(b, e)
+        node = self._first()
+        while node is not None and node.start < e:
+            lo, hi = max(node.start, cur), min(node.end, e)
             if hi > lo:
                 overlapped += hi - lo
-                conflicts += self._compare(s, new, lo, hi, k)
+                a = node.start
+                if new[lo - s : hi - s] != node.data[lo - a : hi - a]:
+                    conflicts += 1
                 cur = hi
-            k += 1
-        return Inserted(overlapped, conflicts)
+            node = self._next(node)
+        return overlapped, conflicts
+
+    def _first(self) -> _Node | None:
+        node = self.root
+        if node is None:
+            return None
+        while node.left is not None:
+            node = node.left
+        return node
+
+    @staticmethod
+    def _next(node: _Node) -> _Node | None:
+        if node.right is not None:
+            node = node.right
+            while node.left is not None:
+                node = node.left
+            return node
+        parent = node.parent
+        while parent is not None and node is parent.right:
+            node, parent = parent, parent.parent
+        return parent
+
+    # -- the red-black tree (lib/rbtree.c: __rb_insert, rb_replace_node, rb_erase) ----------
+
+    def _link(self, node: _Node, parent: _Node | None, left: bool) -> None:
+        node.parent = parent
+        if parent is None:
+            self.root = node
+        elif left:
+            parent.left = node
+        else:
+            parent.right = node
+        self.held += len(node.data)
+        self.pieces += 1
+        if self.last is None or node.start >= self.last.start:
+            self.last = node
+        self._insert_fixup(node)
+
+    def _rotate_left(self, x: _Node) -> None:
+        y = x.right
+        assert y is not None
+        x.right = y.left
+        if y.left is not None:
+            y.left.parent = x
+        self._transplant(x, y)
+        y.left = x
+        x.parent = y
+
+    def _rotate_right(self, x: _Node) -> None:
+        y = x.left
+        assert y is not None
+        x.left = y.right
+        if y.right is not None:
+            y.right.parent = x
+        self._transplant(x, y)
+        y.right = x
+        x.parent = y
+
+    def _transplant(self, old: _Node, new: _Node | None) -> None:
+        """Put ``new`` where ``old`` hangs (its parent's link), ``old``'s parent its own."""
+        parent = old.parent
+        if parent is None:
+            self.root = new
+        elif parent.left is old:
+            parent.left = new
+        else:
+            parent.right = new
+        if new is not None:
+            new.parent = parent
+
+    def _insert_fixup(self, node: _Node) -> None:
+        while True:
+            parent = node.parent
+            if parent is None:
+                node.red = False
+                return
+            if not parent.red:
+                return
+            gparent = parent.parent
+            assert gparent is not None
+            if parent is gparent.left:
+                uncle = gparent.right
+                if uncle is not None and uncle.red:  # case 1: colour flip
+                    uncle.red = parent.red = False
+                    gparent.red = True
+                    node = gparent
+                    continue
+                if node is parent.right:  # case 2: left rotate at parent
+                    self._rotate_left(parent)
+                    node, parent = parent, node
+                self._rotate_right(gparent)  # case 3
+                parent.red = False
+                gparent.red = True
+                return
+            uncle = gparent.left
+            if uncle is not None and uncle.red:
+                uncle.red = parent.red = False
+                gparent.red = True
+                node = gparent
+                continue
+            if node is parent.left:
+                self._rotate_right(parent)
+                node, parent = parent, node
+            self._rotate_left(gparent)
+            parent.red = False
+            gparent.red = True
+            return
+
+    def _replace(self, victim: _Node, new: _Node) -> None:
+        """rb_replace_node: ``new`` takes ``victim``'s place and colour, no rebalancing."""
+        self._transplant(victim, new)
+        new.left, new.right, new.red = victim.left, victim.right, victim.red
+        if new.left is not None:
+            new.left.parent = new
+        if new.right is not None:
+            new.right.parent = new
+        if self.last is victim:
+            self.last = new
+
+    def _erase(self, node: _Node) -> None:
+        self.held -= len(node.data)
+        self.pieces -= 1
+        if self.last is node:
+            self.last = None  # set again below if anything is left
+        # ____rb_erase_augmented: the successor replaces a node with two children.
+        if node.left is None or node.right is None:
+            child = node.left if node.right is None else node.right
+            parent = node.parent
+            self._transplant(node, child)
+            if child is not None:
+                child.red = False  # a lone child is red; it takes the node's black
+                rebalance = None
+            else:
+                rebalance = parent if not node.red else None
+        else:
+            successor = node.right
+            while successor.left is not None:
+                successor = successor.left
+            child2 = successor.right
+            if successor is node.right:
+                parent = successor
+            else:
+                parent = successor.parent
+                assert parent is not None
+                parent.left = child2
+                if child2 is not None:
+                    child2.parent = parent
+                successor.right = node.right
+                node.right.parent = successor
+            successor.left = node.left
+            node.left.parent = successor
+            self._transplant(node, successor)
+            if child2 is not None:
+                child2.red = False
+                rebalance = None
+            else:
+                rebalance = parent if not successor.red else None
+            successor.red = node.red
+        if rebalance is not None:
+            self._erase_fixup(rebalance)
+        if self.last is None and self.root is not None:
+            last = self.root
+            while last.right is not None:
+                last = last.right
+            self.last = last
+
+    def _erase_fixup(self, parent: _Node) -> None:
+        """__rb_erase_color: the paths through ``parent``'s short side lack one black."""
+        node: _Node | None = None
+        while True:
+            sibling = parent.right
+            if node is not sibling:  # node is parent's left child
+                assert sibling is not None
+                if sibling.red:  # case 1: left rotate at parent
+                    self._rotate_left(parent)
+                    sibling.red = False
+                    parent.red = True
+                    sibling = parent.right
+                    assert sibling is not None
+                far, near = sibling.right, sibling.left
+                if (far is None or not far.red) and (near is None or not near.red):
+                    sibling.red = True  # case 2: colour flip, move up
+                    if parent.red:
+                        parent.red = False
+                        return
+                    node, up = parent, parent.parent
+                    if up is None:
+                        return
+                    parent = up
+                    continue
+                if far is None or not far.red:  # case 3: right rotate at sibling
+                    self._rotate_right(sibling)
+                    assert near is not None
+                    near.red = False
+                    sibling.red = True
+                    sibling = near
+                    far = sibling.right
+                self._rotate_left(parent)  # case 4
+                sibling.red = parent.red
+                parent.red = False
+                if far is not None:
+                    far.red = False
+                return
+            sibling = parent.left
+            assert sibling is not None
+            if sibling.red:
+                self._rotate_right(parent)
+                sibling.red = False
+                parent.red = True
+                sibling = parent.left
+                assert sibling is not None
+            far, near = sibling.left, sibling.right
+            if (far is None or not far.red) and (near is None or not near.red):
+                sibling.red = True
+                if parent.red:
+                    parent.red = False
+                    return
+                node, up = parent, parent.parent
+                if up is None:
+                    return
+                parent = up
+                continue
+            if far is None or not far.red:
+                self._rotate_left(sibling)
+                assert near is not None
+                near.red = False
+                sibling.red = True
+                sibling = near
+                far = sibling.left
+            self._rotate_right(parent)
+            sibling.red = parent.red
+            parent.red = False
+            if far is not None:
+                far.red = False
+            return
 
 
-def make_store(policy: OverlapPolicy) -> _Store:
+def make_store(policy: OverlapPolicy) -> _Store | LinuxStore:
     if policy is OverlapPolicy.LINUX:
         return LinuxStore()
     if policy is OverlapPolicy.BSD or policy is OverlapPolicy.WINDOWS:

@@ -39,7 +39,7 @@ from collections import OrderedDict
 from typing import Protocol
 
 from .policy import OverlapPolicy
-from .store import RunStore, _Store, make_store
+from .store import LinuxStore, RunStore, _Store, make_store
 
 ACK_GRACE = 3
 """ACKs past a hole before it is declared a gap."""
@@ -106,7 +106,9 @@ class ByteStream:
         "retransmitted",
         "conflicts",
         "urgent",
+        "urgent_ambiguous",
         "discarded",
+        "accepted_end",
         "limits",
     )
 
@@ -131,7 +133,7 @@ class ByteStream:
         self.removed = 0  # urgent bytes taken out of band before nxt
         self.urg = -1  # offset of the pending urgent byte, -1 if none
         self.tail = bytearray()
-        self.store: _Store = make_store(policy)
+        self.store: _Store | LinuxStore = make_store(policy)
         self.tentative = RunStore(keep_old=True)
         self.cost = 0  # this stream's charge against the budget
         self.acked = 0
@@ -142,7 +144,12 @@ class ByteStream:
         self.retransmitted = 0
         self.conflicts = 0
         self.urgent = 0  # urgent bytes taken out of band
+        # Urgent pointers that came after an urgent byte was taken out of band: whether the
+        # application had read past that byte (else the new pointer puts it back in band,
+        # tcp_check_urg) is timing no segment shows. Read as data arrives, it had.
+        self.urgent_ambiguous = 0
         self.discarded = 0  # tentative bytes discarded: the receiver never took them
+        self.accepted_end = 0  # one past the last tentative byte the receiver took
         self.limits: dict[str, int] | None = None  # limits that bit: kind -> times
 
     # -- what the record reports ---------------------------------------------------------------
@@ -168,7 +175,7 @@ class ByteStream:
         """Nothing held, no hole pending, no urgent byte taken or pending: the stream is its
         sequence space from nxt on (what the fast paths require)."""
         return (
-            not self.store.starts
+            not self.store.pieces
             and not self.tentative.starts
             and not self.hole_acks
             and self.acked <= self.nxt
@@ -191,38 +198,68 @@ class ByteStream:
             data = data[nxt - off :]
             off = nxt
         store = self.store
-        if off == nxt and self.final and (not store.starts or store.starts[0] >= end):
+        if self.tentative.starts:
+            self.retransmitted += self.tentative.covered(off, end)  # seen before, tentatively
+        if off == nxt and self.final and (not store.pieces or store.first_start() >= end):
             self._commit(data)  # in-order fast path
-            if store.starts and store.starts[0] <= self.nxt:
+            if store.pieces and store.first_start() <= self.nxt:
                 self._drain()
         else:
             res = store.insert(off, data)
             self.retransmitted += res.overlapped
             self.conflicts += res.conflicts
-            if self.final or store.starts[0] <= self.acked:
+            if store.pieces and (self.final or store.first_start() <= self.acked):
                 self._drain()
         if self.tentative.starts and self.tentative.starts[0] < self.nxt:
             self.tentative.discard_before(self.nxt)  # an acceptable copy came first
         self._charge()
         return self.conflicts - conflicts_before
 
-    def add_tentative(self, off: int, data: bytes) -> None:
-        """Bytes the receiver may not have taken (beyond its window, on a SYN): held apart until
-        its ACK covers them."""
+    def add_tentative(self, off: int, data: bytes) -> int:
+        """Bytes the receiver may not have taken (beyond its window, on a SYN, on an ACK of
+        data never seen): held apart until its ACK covers them. Returns the number of
+        conflicting overlaps with copies seen before."""
+        conflicts_before = self.conflicts
         end = off + len(data)
-        if end <= self.nxt:
-            return
-        if off < self.nxt:
-            data = data[self.nxt - off :]
-            off = self.nxt
-        self.tentative.insert(off, data)
+        nxt = self.nxt
+        if off < nxt:
+            self._against_committed(off, data, min(end, nxt))
+            if end <= nxt:
+                return self.conflicts - conflicts_before
+            data = data[nxt - off :]
+            off = nxt
+        if self.store.pieces:
+            self.retransmitted += self.store.covered(off, end)
+        res = self.tentative.insert(off, data)
+        self.retransmitted += res.overlapped
+        self.conflicts += res.conflicts
         self._charge()
+        return self.conflicts - conflicts_before
+
+    def confirm_tentative(self, off: int, data: bytes) -> int:
+        """Tentative ``data`` at ``off`` turned out acceptable when it came (the evidence came
+        later): it takes its place among the other copies as if accepted then. Returns the
+        number of conflicting overlaps."""
+        tent = self.tentative
+        end = off + len(data)
+        held = [(lo, hi) for lo, hi in _complement(tent.uncovered(off, end), off, end)]
+        conflicts = 0
+        for lo, hi in held:  # only what is still tentative: the rest was settled meanwhile
+            tent.remove_range(lo, hi)
+            conflicts += self.add(lo, data[lo - off : hi - off])
+        return conflicts
 
     def flush_tentative(self) -> None:
         """The receiver said it did not take the tentative bytes (a SYN-ACK that acknowledges
         the SYN but not its data): they go, counted by the caller."""
         if self.tentative.held:
             self.tentative.clear()
+            self._charge()
+
+    def accept_tentative(self) -> None:
+        """Take every tentative byte as received (where no acceptable copy holds it)."""
+        if self.tentative.held:
+            self._accept_tentative(1 << 62)
             self._charge()
 
     def set_urgent(self, off: int) -> None:
@@ -232,6 +269,8 @@ class ByteStream:
         replaces the pending one (whose byte, if not yet read, stays in band)."""
         if not self.oob or off < self.nxt or off <= self.urg:
             return
+        if self.urgent:
+            self.urgent_ambiguous += 1
         self.urg = off
 
     def ack(self, off: int) -> None:
@@ -250,12 +289,14 @@ class ByteStream:
             self._accept_tentative(off)
         if off > self.nxt:
             store = self.store
-            if store.starts and (not self.final or store.starts[0] <= self.nxt):
+            first = store.first_start()
+            if first is not None and (not self.final or first <= self.nxt):
                 self._drain()
-            if off > self.nxt and (not store.starts or store.starts[0] > self.nxt):
+                first = store.first_start()
+            if off > self.nxt and (first is None or first > self.nxt):
                 self.hole_acks += 1
                 if self.hole_acks > ACK_GRACE:
-                    self._skip_to(min(off, store.starts[0]) if store.starts else off)
+                    self._skip_to(off if first is None else min(off, first))
                     self._drain(force=True)
         self._charge()
 
@@ -265,11 +306,7 @@ class ByteStream:
         if self.tentative.held:
             self.discarded += self.tentative.held
             self.tentative.clear()
-        while self.store.starts:
-            start = self.store.starts[0]
-            if start > self.nxt:
-                self._skip_to(start)
-            self._drain(force=True)
+        self._commit_all()
         self._charge()
 
     def flush(self, end_hint: int = 0) -> None:
@@ -278,11 +315,7 @@ class ByteStream:
         if self.tentative.held:
             self.discarded += self.tentative.held
             self.tentative.clear()
-        while self.store.starts:
-            start = self.store.starts[0]
-            if start > self.nxt:
-                self._skip_to(start)
-            self._drain(force=True)
+        self._commit_all()
         if end_hint > self.nxt:
             self._skip_to(end_hint)
         if self.tail:
@@ -302,11 +335,11 @@ class ByteStream:
         """Bring this stream's charge against the budget up to date; enforce the per-direction
         caps (bytes with their per-piece cost, and pieces)."""
         store, tent = self.store, self.tentative
-        cost = store.held + tent.held + PIECE_COST * (len(store.starts) + len(tent.starts))
-        if cost > self.max_buffer or len(store.starts) + len(tent.starts) > self.max_pieces:
-            over_pieces = len(store.starts) + len(tent.starts) > self.max_pieces
-            self._relieve("max_pieces" if over_pieces else "max_flow_buffer")
-            cost = store.held + tent.held + PIECE_COST * (len(store.starts) + len(tent.starts))
+        pieces = store.pieces + len(tent.starts)
+        cost = store.held + tent.held + PIECE_COST * pieces
+        if cost > self.max_buffer or pieces > self.max_pieces:
+            self._relieve("max_pieces" if pieces > self.max_pieces else "max_flow_buffer")
+            cost = store.held + tent.held + PIECE_COST * (store.pieces + len(tent.starts))
         budget = self.budget
         budget.used += cost - self.cost
         if cost:
@@ -327,14 +360,11 @@ class ByteStream:
         if tent.held:
             self.discarded += tent.held
             tent.clear()
-        while store.starts and (
-            store.held + PIECE_COST * len(store.starts) > self.max_buffer // 2
-            or len(store.starts) > self.max_pieces // 2
+        while store.pieces and (
+            store.held + PIECE_COST * store.pieces > self.max_buffer // 2
+            or store.pieces > self.max_pieces // 2
         ):
-            start = store.starts[0]
-            if start > self.nxt:
-                self._skip_to(start)
-            self._drain(force=True)
+            self._commit_next()
 
     def _accept_tentative(self, off: int) -> None:
         """The receiver's ACK passed tentative bytes: it took them. Fill what no acceptable
@@ -346,6 +376,7 @@ class ByteStream:
             d = tent.data[0]
             b = min(a + len(d), off)
             accepted.append((a, bytes(d[: b - a])))
+            self.accepted_end = max(self.accepted_end, b)
             tent.discard_before(b)
         store = self.store
         for a, d in accepted:
@@ -356,7 +387,8 @@ class ByteStream:
                 a = self.nxt
             for lo, hi in store.uncovered(a, a + len(d)):
                 store.insert(lo, d[lo - a : hi - a])
-        if store.starts and store.starts[0] <= self.nxt:
+        first = store.first_start()
+        if first is not None and first <= self.nxt:
             self._drain()
 
     def _against_committed(self, off: int, data: bytes, stop: int) -> None:
@@ -437,6 +469,17 @@ class ByteStream:
         if self.tentative.starts:
             self.tentative.discard_before(off)
 
+    def _commit_next(self) -> None:
+        """Commit up to the end of the first held run, its hole (if any) as a gap."""
+        start = self.store.first_start()
+        if start is not None and start > self.nxt:
+            self._skip_to(start)
+        self._drain(force=True)
+
+    def _commit_all(self) -> None:
+        while self.store.pieces:
+            self._commit_next()
+
     def _drain(self, force: bool = False) -> None:
         """Commit the held pieces that now continue the stream."""
         limit = None if (self.final or force) else self.acked
@@ -444,3 +487,16 @@ class ByteStream:
             return
         for chunk in self.store.take(self.nxt, limit):
             self._commit(chunk)
+
+
+def _complement(gaps: list[tuple[int, int]], s: int, e: int) -> list[tuple[int, int]]:
+    """The parts of [s, e) outside ``gaps`` (sorted, disjoint, within [s, e))."""
+    out = []
+    cur = s
+    for lo, hi in gaps:
+        if lo > cur:
+            out.append((cur, lo))
+        cur = hi
+    if cur < e:
+        out.append((cur, e))
+    return out

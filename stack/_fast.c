@@ -32,6 +32,14 @@ typedef struct {
     int32_t ttl;
     int32_t opts_len;
     uint8_t opts[UT_OPTS];
+    int64_t edge;        /* right edge the peer last advertised for this stream */
+    int64_t edge_ack;    /* the ACK that edge came with */
+    int64_t max_wnd;     /* the largest window the peer advertised (scaled) */
+    int32_t has_edge;
+    uint32_t ts_recent;  /* TS.Recent the peer holds for this side */
+    int32_t has_ts_recent;
+    int32_t shift;       /* window scale of the windows this side advertises */
+    double ts_recent_at;
     uint8_t *tail;       /* committed, unacknowledged bytes [nxt - tail_len, nxt) */
     int64_t tail_len;
     int64_t tail_cap;
@@ -49,6 +57,7 @@ typedef struct {
     int32_t inspect;      /* undecided: hand back after each payload so Python decides now */
     int32_t native;       /* C inspects it (see _detect.c): nat holds the state */
     ut_native *nat;       /* from the table's pool while native */
+    int32_t ts_ok;        /* timestamps in force: PAWS applies */
 } ut_flow;
 
 typedef struct {
@@ -408,6 +417,32 @@ static inline uint32_t be32(const uint8_t *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
+/* TSval of a segment's options (stack/options.py timestamp()): 1 and *tsval set when a
+ * well-formed timestamp option is there. The loop is bounded by the options' length. */
+static int tsval_of(const uint8_t *o, uint32_t len, uint32_t *tsval) {
+    uint32_t i = 0;
+    while (i < len) {
+        uint8_t kind = o[i];
+        if (kind == 0)
+            return 0;
+        if (kind == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= len || o[i + 1] < 2 || i + o[i + 1] > len)
+            return 0;
+        if (kind == 8 && o[i + 1] == 10) {
+            *tsval = be32(o + i + 2);
+            return 1;
+        }
+        i += o[i + 1];
+    }
+    return 0;
+}
+
+#define UT_MIN_WINDOW 65535
+#define UT_PAWS_IDLE (24 * 86400.0)
+
 /* Walk frames [start, count) of a batch. Returns the index of the first frame not handled
  * (count when all were). *n_out payload deliveries are written to out (at most out_cap);
  * the run also stops before a frame at or after `expiry_at` (Python runs timeouts then).
@@ -487,6 +522,10 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             *stop_slot = e->flow;
             break;
         }
+        if (n && ((ep->has_edge && off >= ep->edge) || ep->fin >= 0)) {
+            *stop_slot = e->flow; /* beyond the window, or past its own FIN: Python */
+            break;
+        }
         if ((n && no == out_cap) || (fl->touched_run != run && nt == out_cap) ||
             nc + 2 > out_cap)
             break;
@@ -499,6 +538,18 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 *stop_slot = e->flow; /* bytes never seen, or an unseen FIN: Python */
                 break;
             }
+        } else if (aoff < peer->acked - (peer->max_wnd > UT_MIN_WINDOW ? peer->max_wnd
+                                                                         : UT_MIN_WINDOW)) {
+            *stop_slot = e->flow; /* too old (RFC 5961 5.2): Python */
+            break;
+        }
+        uint32_t tsval = 0;
+        int has_ts = fl->ts_ok && tsval_of(tcp + 20, hl - 20, &tsval);
+        if (has_ts && (n || fin) && ep->has_ts_recent &&
+            times[i] - ep->ts_recent_at < UT_PAWS_IDLE &&
+            (int32_t)(tsval - ep->ts_recent) < -1) {
+            *stop_slot = e->flow; /* PAWS (RFC 7323 5.3): Python drops it */
+            break;
         }
         int decided = 0;
         if (n && fl->native) {
@@ -558,6 +609,21 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             }
         }
         ep->window = ((int32_t)tcp[14] << 8) | tcp[15];
+        { /* Tracker._advertise: the window this segment offers for the peer's stream */
+            int64_t wnd = (int64_t)ep->window << ep->shift;
+            if (!peer->has_edge || aoff >= peer->edge_ack) {
+                peer->edge = aoff + wnd;
+                peer->edge_ack = aoff;
+                peer->has_edge = 1;
+            }
+            if (wnd > peer->max_wnd)
+                peer->max_wnd = wnd;
+        }
+        if (has_ts && off <= ep->acked) { /* TS.Recent (RFC 7323 4.3) */
+            ep->ts_recent = tsval;
+            ep->has_ts_recent = 1;
+            ep->ts_recent_at = times[i];
+        }
         if (decided) { /* Python takes the findings after this run, C's part is done */
             decided_slots[nd++] = e->flow;
             fl->native = 0;

@@ -12,6 +12,8 @@ ffibuilder.cdef(
         int32_t window; uint32_t last_ack; int32_t has_last_ack;
         int64_t packets; int64_t payload_bytes; int32_t ttl;
         int32_t opts_len; uint8_t opts[40];
+        int64_t edge; int64_t edge_ack; int64_t max_wnd; int32_t has_edge;
+        uint32_t ts_recent; int32_t has_ts_recent; int32_t shift; double ts_recent_at;
         uint8_t *tail; int64_t tail_len; int64_t tail_cap;
         void *sha;
     } ut_dir;
@@ -28,6 +30,7 @@ ffibuilder.cdef(
     typedef struct {
         uint8_t key[2][12]; ut_dir d[2]; double last_seen; int32_t used; uint32_t touched_run;
         int32_t syn_received; int32_t bypass; int32_t inspect; int32_t native; ut_native *nat;
+        int32_t ts_ok;
     } ut_flow;
     typedef struct { double last_seen; int32_t slot; int32_t pad; } ut_touch;
     typedef struct {

@@ -62,6 +62,7 @@ class Endpoint:
         "max_wnd",
         "ts_recent",
         "ts_recent_at",
+        "doubtful",
     )
 
     def __init__(self, stream: ByteStream) -> None:
@@ -92,6 +93,9 @@ class Endpoint:
         # TS.Recent the peer holds for this side (RFC 7323 §4.3), and when it was taken.
         self.ts_recent: int | None = None
         self.ts_recent_at = 0.0
+        # Tentative data that rode on an ACK of peer data never seen: (the peer offset its
+        # ACK named, offset, bytes), confirmed once the peer is seen to have sent that much.
+        self.doubtful: list[tuple[int, int, bytes]] | None = None
 
     @property
     def claimed_end(self) -> int:

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..reassembly.stream import StreamSink
-from .connection import Connection, ConnState
+from .connection import Connection, ConnState, Endpoint
+
+UNKNOWN_SHIFT = 14  # the window scale assumed where the handshake was not seen
 
 try:
     from ._fast import ffi, lib  # type: ignore[import-not-found]
@@ -21,7 +23,7 @@ OUT_CAP = 8192
 _OUT = struct.Struct("=iIIIq")  # ut_out
 _TOUCH = struct.Struct("=dii")  # ut_touch
 # ut_dir up to its tail buffer, in C's own layout: one memmove per direction to attach.
-_DIR = struct.Struct("@Iqqqqi Iiqqii40s")
+_DIR = struct.Struct("@Iqqqqi Iiqqii40s qqqiIiid")
 if lib is not None:
     assert _DIR.size == ffi.offsetof("ut_dir", "tail"), "ut_dir layout changed"
 _ATTACHABLE = (
@@ -30,6 +32,13 @@ _ATTACHABLE = (
     ConnState.HALF_CLOSED,
     ConnState.CLOSED,
 )
+
+
+def window_shift(conn: Connection, ep: Endpoint) -> int:
+    """The scale of the windows ``ep`` advertises (Tracker._advertise, outside a SYN)."""
+    if conn.handshake:
+        return (ep.wscale or 0) if conn.wscale_ok else 0
+    return UNKNOWN_SHIFT
 
 
 class CFastPath:
@@ -109,6 +118,9 @@ class CFastPath:
                     -1 if ep.fin_off is None else ep.fin_off, ep.window,
                     ep.last_ack or 0, ep.last_ack is not None, ep.packets, ep.payload_bytes,
                     ep.ttl, len(opts), opts,
+                    ep.edge or 0, ep.edge_ack, ep.max_wnd, ep.edge is not None,
+                    ep.ts_recent or 0, ep.ts_recent is not None, window_shift(conn, ep),
+                    ep.ts_recent_at,
                 ),
                 _DIR.size,
             )  # fmt: skip
@@ -117,6 +129,7 @@ class CFastPath:
             # A sink that only hashes lends its SHA-256 context: C hashes in place.
             d.sha = getattr(st.sink, "c_hash", None) or ffi.NULL
         f.last_seen = conn.last_seen
+        f.ts_ok = conn.ts_ok
         f.syn_received = conn.state is ConnState.SYN_RECEIVED
         f.bypass = conn.bypassed
         if allow and f.d[0].sha != ffi.NULL and f.d[1].sha != ffi.NULL:
@@ -167,8 +180,12 @@ class CFastPath:
             (
                 _base, st.nxt, st.acked, ep.seen_end, fin, ep.window, last_ack, has_last_ack,
                 ep.packets, ep.payload_bytes, ep.ttl, opts_len, opts,
+                edge, ep.edge_ack, ep.max_wnd, has_edge, ts_recent, has_ts_recent, _shift,
+                ep.ts_recent_at,
             ) = _DIR.unpack(ffi.buffer(d, _DIR.size))  # fmt: skip
             ep.fin_off = fin if fin >= 0 else None
+            ep.edge = edge if has_edge else None
+            ep.ts_recent = ts_recent if has_ts_recent else None
             ep.last_ack = last_ack if has_last_ack else None
             ep.last_opts = opts[:opts_len]
             if d.sha != ffi.NULL:

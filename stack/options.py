@@ -48,6 +48,6 @@ def parse_options(raw: bytes) -> TcpOptions:
 
 def timestamp(raw: bytes) -> int | None:
     """Just TSval, without building a TcpOptions: the common NOP NOP TS layout first."""
-    if len(raw) >= 12 and raw[0] == _NOP and raw[1] == _NOP and raw[2] == _TS:
+    if len(raw) >= 12 and raw[0] == _NOP and raw[1] == _NOP and raw[2] == _TS and raw[3] == 10:
         return int.from_bytes(raw[4:8], "big")
     return parse_options(raw).tsval if raw else None

@@ -45,7 +45,7 @@ from ..reassembly.stream import MAX_PIECES, Budget, ByteStream, StreamSink
 from .connection import TIMEOUT_CLASS, Connection, ConnState, Endpoint
 from .decode import ACK, FIN, RST, SYN, URG, Segment
 from .events import CloseReason, Direction, Event, FlowClosed, FlowOpened
-from .fastpath import CFastPath
+from .fastpath import UNKNOWN_SHIFT, CFastPath, window_shift
 from .hostos import HostPolicies
 from .options import parse_options, timestamp
 
@@ -61,10 +61,10 @@ _FAST_STATES = (
 _PSH_ACK_FIN = 0x19
 _HALF = 1 << 31
 MAX_SEQ_JUMP = 1 << 30  # where no window is known: data further than this is not this stream's
-UNKNOWN_SHIFT = 14  # window scale assumed where the handshake was not seen (the largest)
 MIN_WINDOW = 65535  # in-flight bound before any window is known (the largest unscaled one)
 MAX_SYNACKS = 5  # competing SYN-ACKs kept per connection (Suricata's max-synack-queued)
 HALF_OPEN_SEGMENTS = 8  # segments a half-open entry defers before it becomes a connection
+MAX_DOUBTFUL = 64  # segments per direction held for evidence of the peer data they ACK
 PAWS_IDLE = 24 * 86400.0  # RFC 7323 §5.5: TS.Recent older than 24 days is not used
 PAWS_WINDOW = 1  # Linux's TCP_PAWS_WINDOW: a TSval one tick older still passes
 # A deferred segment of a half-open entry: time, seq, ack, flags, window, urgent pointer,
@@ -241,19 +241,26 @@ class Tracker:
             del conn.lru[conn]  # type: ignore[attr-defined]
             conn.lru = None
         self.active -= 1
-        for ep in (conn.c, conn.s):
+        for ep, peer in ((conn.c, conn.s), (conn.s, conn.c)):
             stream = ep.stream
+            if ep.syn and peer.isn is None and stream.tentative.held:
+                # Data on a SYN no SYN-ACK ever answered: nothing says the receiver refused
+                # it (a TFO cookie, or a SYN-ACK the capture missed), so it stands.
+                stream.accept_tentative()
+                ep.seen_end = max(ep.seen_end, stream.accepted_end)
             # A bypassed stream ends where reassembly stopped: nothing after it is a gap.
             # After a RST the receiver is gone: what it acknowledged is all there is.
             stream.flush(0 if conn.bypassed else self._end_hint(ep))
             if stream.acked_gaps:
                 self._anomaly(conn, "ack_unseen", stream.acked_gaps)
             if stream.discarded:
-                # Tentative bytes no ACK ever covered: beyond the window, or SYN data the
-                # SYN-ACK did not take.
-                self._anomaly(conn, "data_beyond_window")
+                # Tentative bytes no ACK ever covered (beyond the window, or riding on an ACK
+                # of data never seen) and no receiver took: not what the application read.
+                self._anomaly(conn, "data_not_acknowledged")
             if stream.urgent:
                 self._anomaly(conn, "urgent_oob", stream.urgent)
+            if stream.urgent_ambiguous:
+                self._anomaly(conn, "urgent_ambiguous", stream.urgent_ambiguous)
             if stream.limits:
                 for kind, n in stream.limits.items():
                     self.limits[kind] += n
@@ -473,7 +480,7 @@ class Tracker:
             ep.last_ack = ack
             ep.window = window
             if flags & FIN:
-                self._on_fin(conn, ep, ep.seen_end)
+                self._on_fin(conn, ep, ep.seen_end, checked=False)
             return True
         base = ep.base
         pbase = peer.base
@@ -515,6 +522,7 @@ class Tracker:
                 (n or fin)
                 and tsval is not None
                 and ep.ts_recent is not None
+                and ts - ep.ts_recent_at < PAWS_IDLE
                 and seq_diff(tsval, ep.ts_recent) < -PAWS_WINDOW
             ):
                 return False  # PAWS
@@ -627,6 +635,11 @@ class Tracker:
             ep.mac = seg.macs[6:12]  # the sender's own address (source MAC)
         nbytes = len(seg.payload) + seg.missing
         ep.payload_bytes += nbytes
+        if conn.state is ConnState.SYN_SENT and from_client and flags & RST and not peer.syn:
+            # The server has not answered: it is in LISTEN as far as anyone can tell, where a
+            # RST is ignored (RFC 9293 §3.10.7.2).
+            self._anomaly(conn, "invalid_in_handshake")
+            return
         if conn.state is ConnState.SYN_SENT and not ep.syn and not flags & SYN:
             # The SYN's receiver has not answered yet. RFC 9293 §3.10.7.3: in SYN-SENT the
             # client drops any segment without SYN but a RST that ACKs its SYN; in LISTEN the
@@ -665,25 +678,44 @@ class Tracker:
                 self._anomaly(conn, why)
                 return  # the receiver drops the whole segment, its ACK included
         aoff = None
+        doubtful = False
         if flags & ACK:
-            ok, aoff = self._on_ack(conn, ep, peer, seg.ack, ts)
-            if not ok and not flags & SYN:
-                return  # an unacceptable ACK: the segment is dropped
+            if (nbytes or flags & FIN) and not flags & SYN and self._acks_unseen(peer, seg.ack):
+                # It acknowledges data of the peer's the capture never held: capture loss, or
+                # an ACK of data never sent, which makes a receiver drop the segment (RFC 9293
+                # §3.10.7.4). Its data waits, tentative, for the receiver's own ACK; its ACK
+                # infers nothing (the peer's later ACKs will, if the loss was real).
+                if self._acks_beyond_flight(peer, seg.ack):
+                    self._anomaly(conn, "ack_out_of_range")
+                    return
+                doubtful = True
+                aoff = peer.offset(seg.ack)
+            else:
+                ok, aoff = self._on_ack(conn, ep, peer, seg.ack, ts)
+                if not ok and not flags & SYN:
+                    return  # an unacceptable ACK: the segment is dropped
+        if flags & URG and seg.urg and nbytes and not flags & SYN and not doubtful:
+            # Before the data: Linux takes the pointer (tcp_urg) before queueing the bytes.
+            ep.stream.set_urgent(off + seg.urg - 1)
         if nbytes:
             if flags & SYN:
                 # Tentative until the SYN-ACK (or any ACK of the peer) covers it.
                 if seg.payload:
                     ep.stream.add_tentative(0, seg.payload)
             else:
-                self._on_data(conn, ep, peer, seg, off, nbytes)
+                self._on_data(conn, ep, peer, seg, off, nbytes, doubtful)
         elif off == ep.sent_end - 1 and not flags & (SYN | FIN | RST):
             # RFC 9293 §3.8.4 keepalive and the Linux zero-window probe: empty, at SND.NXT-1.
             self._anomaly(conn, "zero_window_probe" if peer.window == 0 else "keepalive")
         if flags & FIN:
             self._on_fin(conn, ep, off + nbytes)
         ep.window = seg.window
-        if aoff is not None:
+        if doubtful:
+            aoff = None  # its ACK infers nothing, and advertises nothing
+        elif aoff is not None:
             self._advertise(conn, ep, peer, aoff, seg.window, bool(flags & SYN))
+        if peer.doubtful:
+            self._confirm_doubtful(conn, peer, ep)
         if conn.ts_ok and not flags & SYN:
             tsval = timestamp(seg.options)
             if tsval is not None and off <= ep.stream.acked:
@@ -692,12 +724,31 @@ class Tracker:
                 ep.ts_recent = tsval
                 ep.ts_recent_at = ts
 
+    @staticmethod
+    def _acks_unseen(peer: Endpoint, ack: int) -> bool:
+        """Does ``ack`` acknowledge bytes of the peer's that neither its segments nor an
+        earlier ACK account for? (One past the data is the ACK of a FIN, maybe unseen.)"""
+        if peer.base is None or not peer.packets:
+            return False
+        off = peer.offset(ack)
+        if peer.fin_off is not None:
+            return off > peer.fin_off + 1
+        return off > max(peer.stream.acked, peer.claimed_end + 1)
+
+    @staticmethod
+    def _acks_beyond_flight(peer: Endpoint, ack: int) -> bool:
+        """More than the peer could have had in flight beyond what it was seen sending: the
+        data seen plus one window (RFC 5961 §5.2: no ACK of data never sent)."""
+        return peer.offset(ack) > peer.claimed_end + max(peer.max_wnd, MIN_WINDOW)
+
     def _unacceptable(
         self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment, ts: float
     ) -> str | None:
         """Why the receiver would drop this data or FIN segment whole, or None."""
-        if not seg.flags & ACK:
-            return "data_without_ack"  # RFC 9293 §3.10.7.4, fifth check
+        if not seg.flags & ACK and conn.handshake:
+            # RFC 9293 §3.10.7.4, fifth check: no synchronized receiver takes it. Only where
+            # the handshake was seen is the receiver known to be synchronized.
+            return "data_without_ack"
         if conn.ts_ok and ep.ts_recent is not None and ts - ep.ts_recent_at < PAWS_IDLE:
             tsval = timestamp(seg.options)
             if tsval is not None and seq_diff(tsval, ep.ts_recent) < -PAWS_WINDOW:
@@ -735,7 +786,7 @@ class Tracker:
             conn.state = ConnState.RESET
             self._place(conn)
         elif flags & FIN:
-            self._on_fin(conn, ep, ep.seen_end)
+            self._on_fin(conn, ep, ep.seen_end, checked=False)
         ep.window = seg.window
 
     # -- the handshake -------------------------------------------------------------------------
@@ -860,15 +911,14 @@ class Tracker:
             # What the peer could have sent: up to its FIN, else the data seen plus at most
             # one window in flight (RFC 5961 §5.2: no ACK of data never sent).
             if peer.fin_off is not None:
-                limit = peer.fin_off + 1
+                beyond = off > peer.fin_off + 1
             else:
-                limit = peer.claimed_end + max(peer.max_wnd, MIN_WINDOW)
-            if off > limit:
+                beyond = self._acks_beyond_flight(peer, ack)
+            if beyond:
                 self._anomaly(conn, "ack_out_of_range")
                 return False, None
-        elif off < stream.acked - max(peer.max_wnd, MIN_WINDOW):
-            self._anomaly(conn, "ack_out_of_range")  # older than SND.UNA - MAX.SND.WND
-            return False, None
+        # An ACK older than SND.UNA - MAX.SND.WND moves nothing; its segment's data is still
+        # taken (Linux queues in-order data before tcp_ack rejects the ACK).
         ep.last_ack = ack
         if peer.fin_off is not None:
             if off > peer.fin_off:
@@ -879,6 +929,8 @@ class Tracker:
             conn.state = ConnState.ESTABLISHED
             self._place(conn)
         stream.ack(off)
+        if stream.accepted_end > peer.seen_end:
+            peer.seen_end = stream.accepted_end  # tentative bytes the receiver took
         return True, off
 
     def _advertise(
@@ -886,13 +938,7 @@ class Tracker:
     ) -> None:
         """``ep`` advertised ``window`` at ``aoff`` of the peer's stream: the peer may send up to
         the right edge (RFC 9293 §3.8.6; the window of a SYN is never scaled, RFC 7323 §2.2)."""
-        if syn:
-            shift = 0
-        elif conn.handshake:
-            shift = (ep.wscale or 0) if conn.wscale_ok else 0
-        else:
-            shift = UNKNOWN_SHIFT
-        wnd = window << shift
+        wnd = window if syn else window << window_shift(conn, ep)
         if peer.edge is None or aoff >= peer.edge_ack:  # a newer ACK, or a window update
             peer.edge = aoff + wnd
             peer.edge_ack = aoff
@@ -907,6 +953,7 @@ class Tracker:
         seg: Segment,
         off: int,
         nbytes: int,
+        doubtful: bool = False,
     ) -> None:
         stream = ep.stream
         payload = seg.payload
@@ -946,14 +993,22 @@ class Tracker:
         elif edge is None and off - ep.seen_end > MAX_SEQ_JUMP:
             self._anomaly(conn, "seq_out_of_range")
             return
-        if beyond:
-            # Beyond the window the receiver advertised: it drops this (an evasion, or a
-            # window update the capture missed: its ACK will tell). A zero-window probe is
+        if beyond or doubtful:
+            # Beyond the window the receiver advertised, or riding on an ACK of data never
+            # seen: a receiver drops this (an evasion), unless the capture missed a window
+            # update or the peer's data; the receiver's ACK will tell. A zero-window probe is
             # expected and sent again as data once the window opens (RFC 9293 §3.8.6.1).
-            if peer.window == 0 and nbytes == 1:
+            if beyond and peer.window == 0 and nbytes == 1:
                 self._anomaly(conn, "zero_window_probe")
             elif payload:
-                stream.add_tentative(off, payload)
+                if stream.add_tentative(off, payload):
+                    self._anomaly(conn, "overlap_conflict")
+                if doubtful and not beyond:
+                    held = ep.doubtful
+                    if held is None:
+                        held = ep.doubtful = []
+                    if len(held) < MAX_DOUBTFUL:
+                        held.append((peer.offset(seg.ack), off, payload))
             return
         end = off + nbytes
         if end > ep.seen_end:
@@ -963,11 +1018,33 @@ class Tracker:
             self._anomaly(conn, "truncated_segment")
         if payload and stream.add(off, payload):
             self._anomaly(conn, "overlap_conflict")
-        if seg.flags & URG and seg.urg:
-            stream.set_urgent(off + seg.urg - 1)
 
-    def _on_fin(self, conn: Connection, ep: Endpoint, fin_off: int) -> None:
-        if fin_off < 0 or fin_off < ep.stream.nxt:
+    def _confirm_doubtful(self, conn: Connection, ep: Endpoint, peer: Endpoint) -> None:
+        """``peer`` was seen sending up to what ``ep``'s held segments acknowledged: they were
+        acceptable when they came (capture loss, not an evasion) and take their place now,
+        among later copies as the first."""
+        sent = peer.claimed_end + 1
+        if peer.fin_off is not None:
+            sent = max(sent, peer.fin_off + 1)
+        keep = []
+        stream = ep.stream
+        for needed, off, data in ep.doubtful or ():
+            if off + len(data) <= stream.nxt:
+                continue  # settled meanwhile (its ACK came, or a copy)
+            if needed <= sent:
+                if stream.confirm_tentative(off, data):
+                    self._anomaly(conn, "overlap_conflict")
+                end = off + len(data)
+                if end > ep.seen_end:
+                    ep.seen_end = end
+            else:
+                keep.append((needed, off, data))
+        ep.doubtful = keep or None
+
+    def _on_fin(self, conn: Connection, ep: Endpoint, fin_off: int, checked: bool = True) -> None:
+        """A FIN at ``fin_off``; ``checked`` False where the stream is no longer followed
+        (bypass: the FIN is placed where reassembly stopped)."""
+        if checked and (fin_off < 0 or fin_off < ep.stream.nxt):
             # A FIN before bytes already delivered is an old segment's (RFC 9293 §3.10.7.4).
             self._anomaly(conn, "fin_out_of_range")
             return

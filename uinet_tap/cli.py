@@ -116,9 +116,9 @@ _reassembly_options = _options(
     click.option(
         "--overlap-policy",
         type=click.Choice([p.value for p in OverlapPolicy]),
-        default="first",
+        default="linux",
         show_default=True,
-        help="Which copy of overlapping data wins.",
+        help="Whose receiver to read the streams as (overlaps, urgent data); see README.",
     ),
     click.option("--ignore-vlan", is_flag=True, help="Leave VLAN tags out of the flow key."),
     click.option("--verify-checksums", is_flag=True, help="Drop TCP segments with a bad checksum."),

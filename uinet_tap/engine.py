@@ -103,7 +103,11 @@ class Engine:
         """``plugins`` None: no inspection at all (records carry no protocol fields)."""
         self.options = options or Options()
         self.decoder = Decoder(linktype, self.options.verify_checksums)
-        self.tracker = Tracker(self.options.tracker_config(), self._make_sink)
+        # Inline acts on verdicts frame by frame and a cut-in needs every handshake frame as
+        # it passes: no deferred half-open connections there.
+        self.tracker = Tracker(
+            self.options.tracker_config(defer_half_open=on_verdict is None), self._make_sink
+        )
         self.on_record = on_record
         self.export_dir = export_dir
         self.keep_streams = keep_streams
