@@ -428,11 +428,12 @@ def opcodes(fn: Callable[[], object]) -> int:
             count += 1
         return tracer
 
+    previous = sys.gettrace()  # a coverage tool's, say: put back afterwards
     sys.settrace(tracer)
     try:
         fn()
     finally:
-        sys.settrace(None)
+        sys.settrace(previous)
     return count
 
 

@@ -646,7 +646,7 @@ def test_ethtool_comes_from_the_system_directories_never_from_path(topology, tmp
     fake = tmp_path / "fakebin"
     fake.mkdir()
     mark = tmp_path / "fake-ethtool-ran"
-    (fake / "ethtool").write_text(f"#!/bin/sh\necho \"$@\" >> {mark}\nexit 0\n")
+    (fake / "ethtool").write_text(f'#!/bin/sh\necho "$@" >> {mark}\nexit 0\n')
     (fake / "ethtool").chmod(0o755)
     poisoned = f"PATH={fake}:{os.environ.get('PATH', '/usr/bin:/bin')}"
     argv = ["env", poisoned, sys.executable, "-m", "uinet_tap", "inline", t.if_a, t.if_b,
