@@ -24,6 +24,7 @@ from typing import NamedTuple
 from ..reassembly.seq import MASK, seq_diff
 from .decode import ACK, FIN, PSH, RST, SYN
 from .emit import encode_options
+from .outoforder import MAX_PIECES, Arrival, OutOfOrderStore
 
 # RFC 6298 (2.1) initial RTO. The lower bound is Linux's 200 ms, not the RFC's 1 s SHOULD
 # (2.4): the peers are kernels that already recover at that pace, and a cut-in must not make
@@ -161,6 +162,9 @@ class Stats:
     bytes_out: int = 0
     paws_dropped: int = 0
     challenge_acks: int = 0
+    ooo_duplicates: int = 0  # out-of-order segments whose every byte was already held
+    ooo_overlap_bytes: int = 0  # bytes received again where something was held: not kept twice
+    ooo_dropped: int = 0  # out-of-order segments dropped at the cap on held ranges
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -173,7 +177,7 @@ class Tcb:
     plain ints relative to ``snd_una``.
     """
 
-    def __init__(self, t: Takeover, now: float) -> None:
+    def __init__(self, t: Takeover, now: float, ooo_pieces: int = MAX_PIECES) -> None:
         self.state = TcbState.ESTABLISHED
         # send side
         self.snd_una = t.snd_una
@@ -216,7 +220,7 @@ class Tcb:
         if _lt(self.rcv_adv, self.rcv_nxt):
             self.rcv_adv = self.rcv_nxt
         self.rbuf = bytearray()  # in order, for the handler
-        self.ooo: list[tuple[int, bytes]] = []  # (seq, data), sorted from rcv_nxt on
+        self.ooo = OutOfOrderStore(ooo_pieces)  # peer bytes past a hole, bounded (outoforder.py)
         self.peer_fin: int | None = None  # sequence number of the peer's FIN once known
         self.fin_received = False
         self.unacked_segments = 0  # full-sized segments received since our last ACK
@@ -586,6 +590,8 @@ class Tcb:
         if off == 0:
             self.rbuf += payload
             self.rcv_nxt = (self.rcv_nxt + len(payload)) & MASK
+            # Held bytes under the in-order copy go (it was delivered: Linux's tcp_ofo_queue).
+            self.stats.ooo_overlap_bytes += self.ooo.advance(len(payload))
             self._pull_ooo()
             if self.ooo:
                 self._send_ack(now)  # still a hole: tell the sender at once (RFC 5681 §4.2)
@@ -602,35 +608,29 @@ class Tcb:
             self._send_ack(now)  # out of order: an immediate duplicate ACK (RFC 5681 §4.2)
 
     def _store_ooo(self, off: int, data: bytes) -> None:
-        self.ooo.append(((self.rcv_nxt + off) & MASK, data))
-        self.ooo.sort(key=lambda p: seq_diff(p[0], self.rcv_nxt))
+        held = self.ooo.held
+        match self.ooo.add(off, data):
+            case Arrival.HELD:
+                self.stats.ooo_overlap_bytes += len(data) - (self.ooo.held - held)
+            case Arrival.DUPLICATE:
+                self.stats.ooo_duplicates += 1
+            case Arrival.DROPPED:
+                self.stats.ooo_dropped += 1
 
     def _pull_ooo(self) -> None:
-        """Move out-of-order pieces that became contiguous into the read buffer."""
-        keep: list[tuple[int, bytes]] = []
-        for seq, data in self.ooo:  # sorted by distance from rcv_nxt
-            off = seq_diff(seq, self.rcv_nxt)
-            if off + len(data) <= 0:
-                continue  # wholly old by now
-            if off <= 0:
-                piece = data[-off:]
-                self.rbuf += piece
-                self.rcv_nxt = (self.rcv_nxt + len(piece)) & MASK
-            else:
-                keep.append((seq, data))
-        self.ooo = keep
+        """Move out-of-order bytes that became contiguous into the read buffer."""
+        data = self.ooo.pull()
+        if data:
+            self.rbuf += data
+            self.rcv_nxt = (self.rcv_nxt + len(data)) & MASK
 
     def _sack_blocks(self) -> list[tuple[int, int]]:
-        """Our out-of-order data as SACK blocks (RFC 2018 §4), most recent first-ish."""
-        blocks: list[tuple[int, int]] = []
-        for seq, data in self.ooo:
-            lo = seq_diff(seq, self.rcv_nxt)
-            hi = lo + len(data)
-            if blocks and lo <= blocks[-1][1]:
-                blocks[-1] = (blocks[-1][0], max(blocks[-1][1], hi))
-            else:
-                blocks.append((lo, hi))
-        return [((self.rcv_nxt + lo) & MASK, (self.rcv_nxt + hi) & MASK) for lo, hi in blocks]
+        """Our out-of-order data as SACK blocks, the one holding the latest segment first
+        (RFC 2018 §4)."""
+        return [
+            ((self.rcv_nxt + lo) & MASK, (self.rcv_nxt + hi) & MASK)
+            for lo, hi in self.ooo.sack_blocks()
+        ]
 
     def _check_fin(self, now: float) -> None:
         if self.peer_fin is None or self.fin_received or self.peer_fin != self.rcv_nxt:
@@ -666,7 +666,7 @@ class Tcb:
         """Our advertised window: what we can buffer, never retreating the right edge the
         peer already has (RFC 9293 §3.8.6.2.2), and moved on only by a full MSS or more
         (receiver SWS avoidance, same section)."""
-        free = max(0, RCV_BUFFER - len(self.rbuf) - sum(len(d) for _, d in self.ooo))
+        free = max(0, RCV_BUFFER - len(self.rbuf) - self.ooo.held)
         edge = (self.rcv_nxt + free) & MASK
         if seq_diff(edge, self.rcv_adv) >= min(self.mss, RCV_BUFFER // 2):
             self.rcv_adv = edge

@@ -219,3 +219,29 @@ class Tcpdump:
             if "dropped by kernel" in line and not line.strip().startswith("0 "):
                 raise RuntimeError(f"tcpdump dropped packets: {line}")
         return self.stderr_text
+
+
+def process_identity(pid: int) -> dict[str, list[str]]:
+    """The identity lines of /proc/PID/status (Uid, Gid: real, effective, saved, fs; Groups;
+    CapInh/CapPrm/CapEff/CapAmb; NoNewPrivs), each split into its fields."""
+    keys = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapAmb", "NoNewPrivs")
+    out: dict[str, list[str]] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in keys:
+            out[key] = value.split()
+    return out
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is pid (from /proc/*/stat)."""
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (entry / "stat").read_text()
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return sorted(kids)

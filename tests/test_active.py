@@ -1,9 +1,14 @@
 """The active TCP endpoint (stack/active.py), sans-I/O with a fake clock, one RFC behaviour per
-test, and a property: two endpoints over a seeded lossy, reordering link move exact bytes."""
+test, and properties: two endpoints over a seeded lossy, reordering link move exact bytes; the
+out-of-order store (stack/outoforder.py) delivers what a bytearray model does."""
 
 from __future__ import annotations
 
 import random
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -25,6 +30,7 @@ from uinet_tap.stack.active import (
     parse_incoming,
 )
 from uinet_tap.stack.emit import encode_options
+from uinet_tap.stack.outoforder import MAX_PIECES
 
 pytestmark = pytest.mark.timeout(300)  # a livelock in the endpoint must fail, not hang CI
 
@@ -406,3 +412,197 @@ def test_after_a_timeout_a_fin_behind_sacked_data_is_resent_once() -> None:
     out = take(t)
     assert [(o.seq, len(o.payload)) for o in out if o.payload] == [(ISS_US + 1000, 1000)]
     assert sum(1 for o in out if o.flags & FIN) == 1
+
+
+# -- the out-of-order store under hostile input -------------------------------------------------
+
+
+def opcodes(fn: Callable[[], object]) -> int:
+    """Bytecode instructions executed by ``fn``: a deterministic measure of work (no clock)."""
+    count = 0
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal count
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            count += 1
+        return tracer
+
+    previous = sys.gettrace()  # a coverage tool's, say: put back afterwards
+    sys.settrace(tracer)
+    try:
+        fn()
+    finally:
+        sys.settrace(previous)
+    return count
+
+
+def test_a_flood_of_copies_of_one_out_of_order_segment_is_held_once_at_a_constant_cost() -> None:
+    """25,000 copies of one 1,400-byte segment past a hole (35 MB): one range of 1,400 bytes
+    is held, each copy is counted, and the last copies cost exactly the instructions the
+    early ones did, so the flood's work grows linearly (the list it replaces re-sorted and
+    re-summed every copy: quadratic, 357 s for this flood)."""
+    t = Tcb(takeover(rcv_edge=ISS_PEER + (1 << 20), our_wscale=5), now=0.0)
+    copy = seg(ISS_PEER + 1400, ISS_US, payload=b"x" * 1400)
+    batch = 50
+
+    def flood() -> None:
+        for _ in range(batch):
+            t.on_segment(copy, 0.0)
+            t.out.clear()
+
+    flood()  # the first copy is held; the rest of the batch brings the endpoint to its pace
+    early = opcodes(flood)
+    for _ in range(25_000 // batch - 3):
+        flood()
+    late = opcodes(flood)
+    assert t.stats.segments_in == 25_000
+    assert late == early
+    # About 1,250 instructions a copy, most of them the duplicate ACK it earns (window,
+    # options, SACK blocks): 25,000 copies are some 30 million, a fraction of a CPU second.
+    assert early < batch * 2000
+    assert t.ooo.ranges() == [(1400, 2800)] and t.ooo.held == 1400
+    assert t.stats.ooo_duplicates == 25_000 - 1
+    t.on_segment(seg(ISS_PEER, ISS_US, payload=b"y" * 1400), 0.0)
+    assert t.read(1 << 20, 0.0) == b"y" * 1400 + b"x" * 1400
+
+
+def test_disjoint_pieces_stop_at_the_cap_and_the_newest_is_dropped_and_counted() -> None:
+    """One byte at every other position opens a range each: past the cap each newcomer is
+    dropped (what is held was SACKed and stays, RFC 2018 §8) and costs what the first did."""
+    cap = 64
+    t = Tcb(takeover(rcv_edge=ISS_PEER + (1 << 20), our_wscale=5), now=0.0, ooo_pieces=cap)
+
+    def one(k: int) -> Callable[[], None]:
+        return lambda: t.on_segment(seg(ISS_PEER + 2 * k + 1, ISS_US, payload=b"p"), 0.0)
+
+    for k in range(cap + 500):
+        one(k)()
+    assert len(t.ooo) == cap and t.ooo.held == cap
+    assert t.stats.ooo_dropped == 500
+    assert opcodes(one(cap + 500)) == opcodes(one(cap + 501))
+    for k in range(cap + 1):  # the holes, one byte each
+        t.on_segment(seg(ISS_PEER + 2 * k, ISS_US, payload=b"f"), 0.0)
+    assert t.read(1 << 20, 0.0) == b"fp" * cap + b"f"
+    assert len(t.ooo) == 0 and t.ooo.held == 0
+
+
+def test_overlapping_out_of_order_segments_are_merged_and_held_once() -> None:
+    t = Tcb(takeover(), now=0.0)
+    data = bytes(range(200))
+    t.on_segment(seg(ISS_PEER + 100, ISS_US, payload=data[100:150]), 0.0)
+    t.on_segment(seg(ISS_PEER + 120, ISS_US, payload=data[120:180]), 0.0)  # 30 bytes again
+    t.on_segment(seg(ISS_PEER + 60, ISS_US, payload=data[60:110]), 0.0)  # 10 bytes again
+    assert t.ooo.ranges() == [(60, 180)] and t.ooo.held == 120
+    assert t.stats.ooo_overlap_bytes == 40
+    take(t)
+    t.on_segment(seg(ISS_PEER, ISS_US, payload=data[:70]), 0.0)  # 10 held bytes under it
+    assert t.stats.ooo_overlap_bytes == 50
+    assert t.read(1 << 20, 0.0) == data[:180]
+    assert t.ooo.held == 0
+
+
+def test_sack_blocks_lead_with_the_latest_segment_then_earlier_ones() -> None:
+    """RFC 2018 §4: the first block holds the segment that triggered the ACK, the next ones
+    repeat the most recently reported blocks."""
+    t = Tcb(takeover(), now=0.0)
+
+    def blocks_after(off: int) -> list[tuple[int, int]]:
+        t.on_segment(seg(ISS_PEER + off, ISS_US, payload=b"s" * 100), 0.0)
+        (ack,) = take(t)
+        sack = parse_incoming(0, 0, 0, 0, ack.options, b"").sack
+        return [((lo - ISS_PEER) & 0xFFFFFFFF, (hi - ISS_PEER) & 0xFFFFFFFF) for lo, hi in sack]
+
+    assert blocks_after(1000) == [(1000, 1100)]
+    assert blocks_after(3000) == [(3000, 3100), (1000, 1100)]
+    assert blocks_after(5000) == [(5000, 5100), (3000, 3100), (1000, 1100)]
+    assert blocks_after(3000) == [(3000, 3100), (5000, 5100), (1000, 1100)]  # a copy
+    assert blocks_after(1100) == [(1000, 1200), (3000, 3100), (5000, 5100)]  # merged
+    assert blocks_after(7000) == [(7000, 7100), (1000, 1200), (3000, 3100), (5000, 5100)]
+    assert blocks_after(9000)[:4] == [(9000, 9100), (7000, 7100), (1000, 1200), (3000, 3100)]
+
+
+def test_out_of_order_bytes_past_the_window_are_not_held() -> None:
+    """The byte cap is the advertised window: what lies past its right edge is cut off."""
+    t = Tcb(takeover(rcv_edge=ISS_PEER + 3000), now=0.0)
+    t.on_segment(seg(ISS_PEER + 2000, ISS_US, payload=b"w" * 2000), 0.0)
+    assert t.ooo.ranges() == [(2000, 3000)] and t.ooo.held == 1000
+
+
+class ReceiverModel:
+    """An obviously correct receiver over a byte mask: holds bytes past a hole, keeps the first
+    copy, delivers the contiguous front, and drops a segment that would leave more than
+    ``cap`` runs of held bytes."""
+
+    def __init__(self, stream: bytes, cap: int) -> None:
+        self.stream = stream
+        self.cap = cap
+        self.nxt = 0
+        self.held = bytearray(len(stream))  # 1 where a byte is held past nxt
+
+    def runs(self, mask: bytearray) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        for i in range(self.nxt, len(mask)):
+            if mask[i] and (i == self.nxt or not mask[i - 1] or not out):
+                out.append((i, i + 1))
+            elif mask[i]:
+                out[-1] = (out[-1][0], i + 1)
+        return out
+
+    def receive(self, lo: int, hi: int) -> None:
+        lo = max(lo, self.nxt)
+        if lo >= hi:
+            return
+        if lo == self.nxt:
+            self.nxt = hi
+            while self.nxt < len(self.stream) and self.held[self.nxt]:
+                self.nxt += 1
+            return
+        if all(self.held[lo:hi]):
+            return
+        mask = bytearray(self.held)
+        mask[lo:hi] = b"\1" * (hi - lo)
+        if len(self.runs(mask)) <= self.cap:
+            self.held = mask
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(1, 6000),
+    cap=st.sampled_from([1, 2, 4, MAX_PIECES]),
+    cuts=st.lists(st.tuples(st.integers(0, 5999), st.integers(1, 1500)), max_size=60),
+    copies=st.integers(1, 3),
+    seed=st.integers(0, 2**32),
+)
+def test_out_of_order_store_delivers_what_a_bytearray_model_does(
+    size: int, cap: int, cuts: list[tuple[int, int]], copies: int, seed: int
+) -> None:
+    """Random in-window segments in any order, each sent up to three times, over a sequence
+    wrap: after each one the bytes read, the held ranges and the SACK blocks are the model's;
+    then the sender retransmits everything and the whole stream arrives."""
+    rng = random.Random(seed)
+    stream = rng.randbytes(size)
+    base = (1 << 32) - 3000
+    t = Tcb(takeover(rcv_nxt=base, rcv_edge=base + 65535), now=0.0, ooo_pieces=cap)
+    model = ReceiverModel(stream, cap)
+    segments = [(lo % size, min(lo % size + n, size)) for lo, n in cuts] * copies
+    rng.shuffle(segments)
+    got = bytearray()
+    for lo, hi in segments + [(i, min(i + MSS, size)) for i in range(0, size, MSS)]:
+        t.on_segment(seg(base + lo, ISS_US, payload=stream[lo:hi]), 0.0)
+        model.receive(lo, hi)
+        got += t.read(1 << 20, 0.0)
+        assert got == stream[: model.nxt]
+        runs = model.runs(model.held)
+        assert len(t.ooo) <= cap
+        assert [(model.nxt + a, model.nxt + b) for a, b in t.ooo.ranges()] == runs
+        assert t.ooo.held == sum(b - a for a, b in runs)
+        acks = [o for o in take(t) if o.flags & ACK]
+        if acks and runs:
+            sack = parse_incoming(0, 0, 0, 0, acks[-1].options, b"").sack
+            blocks = [((a - base) & 0xFFFFFFFF, (b - base) & 0xFFFFFFFF) for a, b in sack]
+            assert len(blocks) == min(4, len(runs)) and set(blocks) <= set(runs)
+            if any(a <= max(lo, model.nxt) < b for a, b in runs):
+                assert blocks[0][0] <= max(lo, model.nxt) < blocks[0][1]
+    assert bytes(got) == stream
+    assert len(t.ooo) == 0 and t.ooo.held == 0

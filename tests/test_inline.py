@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import pwd
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inlinecheck import MB, blob, frames, need, settled, sha, tag_stack, tcp_flags  # noqa: E402
 from inlinelib import Topology  # noqa: E402
-from netnslib import wait_for_port  # noqa: E402
+from netnslib import process_identity, wait_for_port  # noqa: E402
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
 
@@ -578,6 +581,85 @@ def test_a_crashing_handler_resets_both_sides_and_is_reported(topology, tmp_path
     assert rec["intercept"]["result"] == "handler error: RuntimeError: boom"
 
 
+# -- --user: root only for the set-up ----------------------------------------------------
+
+CUT_ONLY_CUT_BIN = """
+from uinet_tap.plugins import Plugin, Verdict
+
+class CutOnlyCutBin(Plugin):
+    name = "cut-only-cut-bin"
+
+    def decide(self, flow):
+        if b"GET /cut.bin" in flow.c2s:
+            return Verdict.INTERCEPT if flow.s2c_bytes >= 500_000 else Verdict.NEED_MORE
+        return Verdict.PASS if flow.c2s else None
+"""
+
+
+def test_inline_drops_to_the_user_once_its_ports_and_outputs_are_open(topology, tmp_path: Path):
+    """`--user nobody`: the packet sockets, the offload change and the --flows/--stats files
+    (in a directory nobody cannot enter) are done as root, then the process is nobody for
+    good, and still bridges: a download passed through and one cut into (the handler runs
+    as nobody) arrive whole, and both records reach the file opened before the drop."""
+    need("curl")
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user named nobody here")
+    t = topology()
+    want = {name: blob(www(tmp_path) / name, 3 * MB, seed=n)
+            for n, name in enumerate(("pass.bin", "cut.bin"))}  # fmt: skip
+    url = t.http_server(www(tmp_path))
+    out = tmp_path / "root-only"
+    out.mkdir(mode=0o700)
+    # The plugin is loaded after the drop, so it sits where anyone can read it.
+    with tempfile.TemporaryDirectory(prefix="uinet-tap-plugin-") as d:
+        os.chmod(d, 0o755)
+        plugin = Path(d) / "cut_only_cut_bin.py"
+        plugin.write_text(CUT_ONLY_CUT_BIN)
+        tool = Tool(t, out, "--user", "nobody", "--plugin-file", str(plugin))
+    ident = process_identity(tool.proc.pid)
+    uid, gid = str(nobody.pw_uid), str(nobody.pw_gid)
+    assert ident["Uid"] == [uid] * 4 and ident["Gid"] == [gid] * 4, ident
+    assert set(ident["Groups"]) == {str(g) for g in os.getgrouplist("nobody", nobody.pw_gid)}
+    assert all(int(ident[c][0], 16) == 0 for c in ("CapPrm", "CapEff", "CapAmb"))
+    assert ident["NoNewPrivs"] == ["1"], ident
+    for name, digest in want.items():
+        got = tmp_path / f"got-{name}"
+        curl(t, f"{url}/{name}", got)
+        assert sha(got) == digest, name
+    closed_cleanly(t)
+    tool.stop()
+    by_verdict = {r["verdict"]: r for r in tool.records}
+    assert sorted(by_verdict) == ["intercept", "pass"], tool.records
+    assert by_verdict["intercept"]["intercept"]["result"] == "closed"
+    assert tool.stats["inline"]["intercepts"] == 1
+
+
+def test_ethtool_comes_from_the_system_directories_never_from_path(topology, tmp_path: Path):
+    """A PATH with a fake `ethtool` first: the tool still runs the system's (GRO really goes
+    off on its interfaces) and never the fake (it would leave a mark)."""
+    t = topology(offloads=False)
+    for ifname in (t.if_a, t.if_b):
+        t.exec("tool", "ethtool", "-K", ifname, "gro", "on")
+        assert t.offload_state("tool", ifname)["generic-receive-offload"], ifname
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    mark = tmp_path / "fake-ethtool-ran"
+    (fake / "ethtool").write_text(f'#!/bin/sh\necho "$@" >> {mark}\nexit 0\n')
+    (fake / "ethtool").chmod(0o755)
+    poisoned = f"PATH={fake}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    argv = ["env", poisoned, sys.executable, "-m", "uinet_tap", "inline", t.if_a, t.if_b,
+            "-q", "--duration", "0.5"]  # fmt: skip
+    proc = t.start_tool(argv)
+    rc, stderr = t.stop_tool(proc)
+    assert rc == 0, stderr
+    assert not mark.exists(), mark.read_text()
+    for ifname in (t.if_a, t.if_b):
+        assert f"GRO and LRO off on {ifname}" in stderr, stderr
+        assert not t.offload_state("tool", ifname)["generic-receive-offload"], ifname
+
+
 # -- errors: one line, exit 2 ---------------------------------------------------------------
 
 
@@ -609,3 +691,10 @@ def test_error_without_privileges(topology):
                cwd="/")  # fmt: skip
     line = one_error(r)
     assert "root" in line and "CAP_NET_RAW" in line, line
+
+
+def test_error_unknown_user(topology):
+    t = topology(offloads=False)
+    tool = [sys.executable, "-m", "uinet_tap", "inline", t.if_a, t.if_b]
+    line = one_error(t.exec("tool", *tool, "--user", "no-such-user-here", check=False))
+    assert line == "error: unknown user: no-such-user-here", line

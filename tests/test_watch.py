@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,7 +38,9 @@ from make_captures import parse_curl_trace  # noqa: E402  (curl --trace -> bytes
 from netnslib import (  # noqa: E402
     NetnsSession,
     Tcpdump,
+    child_pids,
     netns_available,
+    process_identity,
     run,
     wait_for_file,
     wait_for_port,
@@ -475,6 +479,119 @@ def test_watch_never_transmits(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# --user: root only for the set-up
+# ---------------------------------------------------------------------------
+
+
+def _nobody() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user named nobody here")
+
+
+def root_only(tmp: Path) -> Path:
+    """A directory only root can enter: what is written there was opened as root."""
+    d = tmp / "root-only"
+    d.mkdir(mode=0o700)
+    return d
+
+
+def assert_runs_as(pid: int, user: pwd.struct_passwd) -> None:
+    """Real, effective, saved and filesystem ids are the user's, its groups only, no
+    permitted, effective or ambient capability, and no way back through a set-user-ID
+    program."""
+    ident = process_identity(pid)
+    uid, gid = str(user.pw_uid), str(user.pw_gid)
+    assert ident["Uid"] == [uid] * 4 and ident["Gid"] == [gid] * 4, (pid, ident)
+    assert set(ident["Groups"]) == {str(g) for g in os.getgrouplist(user.pw_name, user.pw_gid)}
+    for caps in ("CapPrm", "CapEff", "CapAmb"):  # inheritable ones grant nothing under NNP
+        assert int(ident[caps][0], 16) == 0, (pid, caps, ident)
+    assert ident["NoNewPrivs"] == ["1"], ident
+
+
+@_need("curl", "ethtool")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_watch_drops_to_the_user_once_capture_and_outputs_are_open(net: Net, workers: int):
+    """`--user nobody`: the capture handles and the --flows/--stats files are opened as root
+    (in a directory nobody cannot enter), then every process of the run, each capture
+    worker too, is nobody for good; the records and the summary still arrive in those files."""
+    nobody = _nobody()
+    net.start_http()
+    out = root_only(net.work)
+    w = WatchProc(net.s, net.c, "c0", out, "--user", "nobody", "--workers", str(workers))
+    w.wait_ready()
+    workers_seen = child_pids(w.proc.pid)
+    assert len(workers_seen) == (workers if workers > 1 else 0), workers_seen
+    for pid in (w.proc.pid, *workers_seen):
+        assert_runs_as(pid, nobody)
+    expected = [net.curl(41000)]
+    time.sleep(0.5)
+    net.stop_http()
+    time.sleep(0.3)
+    w.signal(signal.SIGINT)
+    rc = w.wait(30)
+    check_exit(w, rc, 1)
+    check_records(w.records(), expected)
+
+
+WRITE_AS_ROOT = """
+from uinet_tap.plugins import NO_MATCH, Plugin
+
+class WriteAsRoot(Plugin):
+    name = "write-as-root"
+    ports = {{8080}}  # asked before the built-in HTTP detector, which would end detection
+
+    def detect(self, flow):
+        with open({target!r}, "w") as f:
+            f.write("a plugin wrote here")
+        return NO_MATCH
+"""
+
+
+@_need("curl", "ethtool")
+@pytest.mark.parametrize("user", [None, "nobody"], ids=["root", "nobody"])
+def test_a_plugin_cannot_write_where_only_root_may_under_user(net: Net, user: str | None):
+    """A plugin that writes into a root-only directory while detecting: as root it can (the
+    danger --user is for); under --user nobody the write fails inside the plugin, which is
+    contained like any plugin error, and the run goes on to a clean end."""
+    if user:
+        _nobody()
+    net.start_http()
+    out = root_only(net.work)
+    target = out / "written-by-plugin"
+    # The plugin file is readable by anyone: it is loaded after the drop.
+    with tempfile.TemporaryDirectory(prefix="uinet-tap-plugin-") as d:
+        os.chmod(d, 0o755)
+        plugin = Path(d) / "write_as_root.py"
+        plugin.write_text(WRITE_AS_ROOT.format(target=str(target)))
+        plugin.chmod(0o644)
+        extra = ("--plugin-file", str(plugin)) + (("--user", user) if user else ())
+        w = WatchProc(net.s, net.c, "c0", out, *extra)
+        w.wait_ready()
+        expected = [net.curl(41000)]
+        time.sleep(0.5)
+        net.stop_http()
+        time.sleep(0.3)
+        w.signal(signal.SIGINT)
+        rc = w.wait(30)
+    stats = check_exit(w, rc, 1)
+    # A failing plugin ends inspection for its flow (the default verdict), so only as root
+    # does detection go on to name HTTP; the streams are rebuilt either way.
+    expected[0]["http"] = user is None
+    check_records(w.records(), expected)
+    (rec,) = w.records()
+    if user is None:
+        assert target.read_text() == "a plugin wrote here"
+        assert not rec.get("plugin_errors") and not stats.get("plugin_errors"), (rec, stats)
+    else:
+        assert not target.exists()
+        assert rec["plugin_errors"] == ["write-as-root"], rec
+        assert stats["plugin_errors"] == {"write-as-root": 1}, stats
+        assert "warning: plugin write-as-root failed: PermissionError" in w.stderr(), w.stderr()
+
+
+# ---------------------------------------------------------------------------
 # errors: one line, exit 2, no traceback
 # ---------------------------------------------------------------------------
 
@@ -556,3 +673,22 @@ def test_error_not_root(tmp_path):
         )
         line = _one_error(r)
         assert "root" in line and "CAP_NET_RAW" in line and "CAP_NET_ADMIN" in line, line
+
+
+def test_error_unknown_user_or_group_and_user_without_root():
+    with NetnsSession("we") as s:
+        ns = s.ns("x", ipv6=False)
+        line = _one_error(s.sh(ns, UINET_TAP, "watch", "lo", "--no-tui", "--user",
+                               "no-such-user-here", check=False))  # fmt: skip
+        assert line == "error: unknown user: no-such-user-here", line
+        line = _one_error(s.sh(ns, UINET_TAP, "watch", "lo", "--no-tui", "--user", "nobody",
+                               "--group", "no-such-group-here", check=False))  # fmt: skip
+        assert line == "error: unknown group: no-such-group-here", line
+        line = _one_error(s.sh(ns, UINET_TAP, "watch", "lo", "--no-tui", "--user", "root",
+                               check=False))  # fmt: skip
+        assert "root (uid 0)" in line, line
+        if shutil.which("setpriv"):
+            r = run(s.cmd(ns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          UINET_TAP, "watch", "lo", "--no-tui", "--user", "nobody"),
+                    check=False, cwd="/")  # fmt: skip
+            assert "needs the tool to start as root" in _one_error(r)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import signal
 import sys
 import time
@@ -18,6 +19,7 @@ from .pcapfile import CaptureError, PcapFile
 from .plugins.api import Plugin
 from .plugins.policy import Policy, PolicyError, load_policy
 from .plugins.registry import Loaded, PluginError, load_all
+from .privileges import Identity, PrivilegeError, drop_privileges, resolve_identity
 from .reassembly.policy import OverlapPolicy
 
 
@@ -196,11 +198,62 @@ def _close_outputs(outputs: list[IO[bytes]]) -> None:
 
 
 def _write_stats(stats_path: str | None, stats: dict) -> None:
-    if stats_path:
-        out = _open_output(stats_path)
+    _write_stats_to(_open_output(stats_path) if stats_path else None, stats)
+
+
+def _write_stats_to(out: IO[bytes] | None, stats: dict) -> None:
+    if out is not None:
         out.write(orjson.dumps(stats, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
         if out is not sys.stdout.buffer:
             out.close()
+
+
+_privilege_options = _options(
+    click.option(
+        "--user",
+        "run_as",
+        metavar="NAME",
+        help="Start as root; drop to this user for good once the interfaces and outputs are "
+        "open, before any plugin is loaded.",
+    ),
+    click.option(
+        "--group",
+        "run_group",
+        metavar="NAME",
+        help="With --user: this group instead of the user's primary group.",
+    ),
+)
+
+
+def _identity(user: str | None, group: str | None) -> Identity | None:
+    """Who ``--user``/``--group`` name, checked before anything is opened."""
+    if user is None:
+        if group is not None:
+            _error("--group needs --user")
+        return None
+    try:
+        return resolve_identity(user, group)
+    except PrivilegeError as exc:
+        _error(str(exc))
+        raise  # unreachable
+
+
+def _import_before_drop(summary: bool, view: bool, extra: tuple[str, ...] = ()) -> None:
+    """Import what the run would import later (the summary, the live view, ``extra``): after
+    the drop the user may not be able to read the interpreter's own library (one installed
+    in root's home, say), and a module failing to import then would cost the run its end."""
+    names = (["summary"] if summary else []) + (["live_view_data", "tui"] if view else [])
+    for name in [f"{__package__}.{n}" for n in names] + list(extra):
+        importlib.import_module(name)
+
+
+def _drop(who: Identity | None) -> None:
+    """The end of the privileged set-up: from here on nothing runs as root."""
+    if who is not None:
+        try:
+            drop_privileges(who)
+        except PrivilegeError as exc:
+            _error(str(exc))
 
 
 @main.command()
@@ -326,6 +379,7 @@ def replay(
               help="Stop after this many seconds.")  # fmt: skip
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Capture processes sharing the interface (PACKET_FANOUT hash).")  # fmt: skip
+@_privilege_options
 @click.option("-q", "--quiet", is_flag=True, help="No summary at the end.")
 def watch(
     interface: str,
@@ -343,19 +397,32 @@ def watch(
     status_interval: float,
     duration: float | None,
     workers: int,
+    run_as: str | None,
+    run_group: str | None,
     quiet: bool,
     **options: Any,
 ) -> None:
     """Capture on INTERFACE and show its TCP flows live: protocol, verdict, bytes and rates.
     Watch only listens: it never sends a frame."""
-    from .live import LiveCapture
-    from .watch import SingleBackend, Watch, WorkerPool
+    from .watch import WORKER_MODULES, SingleBackend, Watch, WorkerPool, open_captures
 
-    plugins, policy = _load_inspection(policy_path, plugin_specs, plugin_files, no_inspect)
+    # Set-up order (README, "Privileges"): what needs root first, then the drop, then the
+    # plugins, so no plugin code (not even its import) runs as root.
+    who = _identity(run_as, run_group)
+    capture_args: dict[str, Any] = {"iface": interface, "bpf": bpf, "snaplen": snaplen,
+                                    "buffer_size": buffer_size}  # fmt: skip
+    try:
+        captures = open_captures(capture_args, workers)
+    except CaptureError as exc:
+        _error(str(exc))
     outputs: list[IO[bytes]] = [_open_output(flows_path)] if flows_path else []
-    writer = _RecordWriter(outputs)
+    stats_out = _open_output(stats_path) if stats_path else None
     if tui is None:
         tui = sys.stdout.isatty() and sys.stdin.isatty()
+    _import_before_drop(not quiet, tui, WORKER_MODULES if workers > 1 else ())
+    _drop(who)
+    plugins, policy = _load_inspection(policy_path, plugin_specs, plugin_files, no_inspect)
+    writer = _RecordWriter(outputs)
     engine_options = Options.from_kwargs(**options)
 
     def make_engine(linktype: int, on_record: Callable[[dict], None]) -> Engine:
@@ -364,14 +431,12 @@ def watch(
             bypass=bypass, on_plugin_error=_plugin_error,
         )  # fmt: skip
 
-    capture_args: dict[str, Any] = {"iface": interface, "bpf": bpf, "snaplen": snaplen,
-                                    "buffer_size": buffer_size}  # fmt: skip
     backend: SingleBackend | WorkerPool
     try:
         if workers > 1:
-            backend = WorkerPool(interface, workers, capture_args, make_engine, writer)
+            backend = WorkerPool(interface, captures, make_engine, writer)
         else:
-            capture = LiveCapture(**capture_args)
+            (capture,) = captures
             single = SingleBackend(capture, make_engine(capture.linktype, writer))
             single.engine.on_record = single.on_record(writer)
             backend = single
@@ -396,7 +461,7 @@ def watch(
     except KeyboardInterrupt:  # a second Ctrl-C while finishing: finish anyway
         stats = backend.finish()
     _close_outputs(outputs)
-    _write_stats(stats_path, stats)
+    _write_stats_to(stats_out, stats)
     if not quiet:
         from .summary import render_summary
 
@@ -417,6 +482,7 @@ def watch(
               help="Seconds between status lines when there is no live view.")  # fmt: skip
 @click.option("--duration", type=click.FloatRange(0), default=None,
               help="Stop after this many seconds.")  # fmt: skip
+@_privilege_options
 @click.option("-q", "--quiet", is_flag=True, help="No summary at the end.")
 def inline(
     if_a: str,
@@ -430,6 +496,8 @@ def inline(
     tui: bool | None,
     status_interval: float,
     duration: float | None,
+    run_as: str | None,
+    run_group: str | None,
     quiet: bool,
     **options: Any,
 ) -> None:
@@ -443,15 +511,23 @@ def inline(
 
     if no_inspect:
         _error("inline needs the plugins: --no-inspect does not apply")
-    plugins, policy = _load_inspection(policy_path, plugin_specs, plugin_files, False)
-    assert plugins is not None
-    outputs: list[IO[bytes]] = [_open_output(flows_path)] if flows_path else []
-    writer = _RecordWriter(outputs)
-    engine_options = Options.from_kwargs(**options)
+    # Set-up order (README, "Privileges"): the packet sockets and offloads need root, then
+    # the outputs are opened, then the drop; plugins and handlers only ever run as the user.
+    who = _identity(run_as, run_group)
     try:
         ports = open_ports((if_a, if_b), log_stderr)
     except PortError as exc:
         _error(str(exc))
+    outputs: list[IO[bytes]] = [_open_output(flows_path)] if flows_path else []
+    stats_out = _open_output(stats_path) if stats_path else None
+    if tui is None:
+        tui = sys.stdout.isatty() and sys.stdin.isatty()
+    _import_before_drop(not quiet, tui)
+    _drop(who)
+    plugins, policy = _load_inspection(policy_path, plugin_specs, plugin_files, False)
+    assert plugins is not None
+    writer = _RecordWriter(outputs)
+    engine_options = Options.from_kwargs(**options)
     bridge = Inline(ports, plugins, policy, engine_options, writer, _plugin_error)
     _prepare_run()
     started = time.perf_counter()
@@ -459,8 +535,6 @@ def inline(
     def ready() -> None:
         log_stderr(f"inline {if_a} <-> {if_b}: ready")
 
-    if tui is None:
-        tui = sys.stdout.isatty() and sys.stdin.isatty()
     view: Any = None
     if tui:
         from .tui import LiveView
@@ -488,7 +562,7 @@ def inline(
         p.close()
     writer.flush()
     _close_outputs(outputs)
-    _write_stats(stats_path, stats)
+    _write_stats_to(stats_out, stats)
     if not quiet:
         from .summary import render_summary
 

@@ -15,6 +15,13 @@ from .pcapfile import Batch, CaptureError, meta_times
 from .stack.decode import SUPPORTED_LINKTYPES
 
 BATCH = 4096
+# Never "setcap the interpreter": capabilities on a shared python are every Python program's.
+CAPABILITY_ADVICE = (
+    "run it as root with --user NAME (it drops to NAME for good once its interfaces and "
+    "outputs are open), or give the capabilities to a dedicated copy of the interpreter or "
+    "to a systemd unit (AmbientCapabilities= with a dedicated User=), never to a shared "
+    "python, where every Python program would get them"
+)
 
 
 def interfaces() -> list[str]:
@@ -94,9 +101,8 @@ class LiveCapture:
         denied = "permission" in low or "not permitted" in low or "eperm" in low
         if denied or (os.geteuid() != 0 and not _has_net_raw()):
             return (
-                f"capturing on {self.iface} needs root, or the CAP_NET_RAW and CAP_NET_ADMIN "
-                "capabilities: run as root, or grant them to the interpreter with "
-                "`setcap cap_net_raw,cap_net_admin=eip $(readlink -f .venv/bin/python)`"
+                f"capturing on {self.iface} needs root or the CAP_NET_RAW and CAP_NET_ADMIN "
+                f"capabilities: {CAPABILITY_ADVICE}"
             )
         if "no such device" in low:
             return f"no such interface: {self.iface} (interfaces here: {', '.join(interfaces())})"

@@ -10,7 +10,8 @@ import socket
 import struct
 import subprocess
 
-from .live import _is_up, interfaces
+from .live import CAPABILITY_ADVICE, _is_up, interfaces
+from .programs import HELPER_ENV, MissingProgram, system_program
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -42,11 +43,14 @@ def disable_receive_offloads(ifname: str) -> str:
     """Turn GRO and LRO off, so the frames read are the frames on the wire; say what happened."""
     try:
         r = subprocess.run(
-            ["ethtool", "-K", ifname, "gro", "off", "lro", "off"],
+            [system_program("ethtool"), "-K", ifname, "gro", "off", "lro", "off"],
             capture_output=True,
             text=True,
             timeout=10,
+            env=HELPER_ENV,
         )
+    except MissingProgram as exc:
+        return f"could not turn GRO/LRO off on {ifname}: {exc}; super-frames are resegmented"
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"could not turn GRO/LRO off on {ifname} ({exc}); super-frames are resegmented"
     if r.returncode not in (0, 80):  # 80: some feature cannot be changed (fixed off)
@@ -71,8 +75,8 @@ class Port:
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         except PermissionError:
             raise PortError(
-                "inline needs root or CAP_NET_RAW and CAP_NET_ADMIN "
-                "(sudo setcap cap_net_raw,cap_net_admin+eip $(readlink -f $(which python3)))"
+                f"inline needs root or the CAP_NET_RAW and CAP_NET_ADMIN capabilities: "
+                f"{CAPABILITY_ADVICE}"
             ) from None
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)

@@ -2,7 +2,9 @@
 
 One process, or with ``--workers N`` N capture processes joined in a PACKET_FANOUT group in
 hash mode (the kernel keeps a flow on one socket, so each worker sees whole flows), each with
-its own engine, sending records and snapshots to this process, which merges them.
+its own engine, sending records and snapshots to this process, which merges them. Every
+capture handle is opened by this process before the workers exist (:func:`open_captures`),
+so with ``--user`` the workers are forked after the drop and never hold root.
 
 Watch only listens: capture handles are opened and read; no frame is ever sent."""
 
@@ -24,6 +26,14 @@ from .live_view_data import SnapshotMaker
 from .pcapfile import CaptureError
 from .snapshot import Snapshot
 
+# What starting the workers imports, for importing before a --user drop.
+WORKER_MODULES = (
+    "multiprocessing.connection",
+    "multiprocessing.popen_fork",
+    "multiprocessing.queues",
+    "multiprocessing.synchronize",
+    "multiprocessing.util",
+)
 
 class Backend(Protocol):
     iface: str
@@ -75,20 +85,37 @@ class SingleBackend:
         return stats
 
 
+def open_captures(capture_args: dict[str, Any], workers: int) -> list[LiveCapture]:
+    """The capture handles: one, or one per worker in one PACKET_FANOUT group. Opened here,
+    where the privileges are, before any worker starts; each worker inherits its own."""
+    if workers == 1:
+        return [LiveCapture(**capture_args)]
+    group = (os.getpid() & 0x7FFF) or 1
+    captures: list[LiveCapture] = []
+    try:
+        for _ in range(workers):
+            captures.append(LiveCapture(**capture_args, fanout_group=group))
+    except CaptureError:
+        for c in captures:
+            c.close()
+        raise
+    return captures
+
+
 def _worker(
     index: int,
-    group: int,
-    capture_args: dict[str, Any],
+    captures: list[LiveCapture],
     make_engine: Callable[[int, Callable[[dict], None]], Engine],
     out: Any,
     stop: Any,
 ) -> None:
     """One capture process: its share of the flows, records and snapshots to the parent."""
-    try:
-        capture = LiveCapture(**capture_args, fanout_group=group)
-    except CaptureError as exc:
-        out.put(("error", index, str(exc)))
-        return
+    capture = captures[index]
+    for other in captures:
+        if other is not capture:
+            # The other workers' sockets are theirs to read. Closing this process's copy
+            # leaves the socket and its ring (still mapped elsewhere) alone.
+            other.close()
     engine = make_engine(capture.linktype, lambda rec: out.put(("record", index, rec)))
     backend = SingleBackend(capture, engine)
     out.put(("ready", index, None))
@@ -111,21 +138,21 @@ class WorkerPool:
     def __init__(
         self,
         iface: str,
-        workers: int,
-        capture_args: dict[str, Any],
+        captures: list[LiveCapture],
         make_engine: Callable[[int, Callable[[dict], None]], Engine],
         writer: Callable[[dict], None],
     ) -> None:
         self.iface = iface
         self.writer = writer
-        ctx = mp.get_context("fork")  # the engine factory (plugins, policy) is inherited as is
+        # fork: the capture handles and the engine factory (plugins, policy) are inherited
+        ctx = mp.get_context("fork")
         self.out = ctx.Queue()
         self.stop = ctx.Event()
-        group = (os.getpid() & 0x7FFF) or 1
+        workers = len(captures)
         self.procs = [
             ctx.Process(
                 target=_worker,
-                args=(i, group, capture_args, make_engine, self.out, self.stop),
+                args=(i, captures, make_engine, self.out, self.stop),
                 daemon=True,
             )
             for i in range(workers)
@@ -134,15 +161,14 @@ class WorkerPool:
         self.stats: dict[int, dict] = {}
         for p in self.procs:
             p.start()
+        for c in captures:
+            c.close()  # each worker has its own now; this process reads none
         ready = 0
         deadline = time.monotonic() + 15
         while ready < workers:
             kind, index, payload = self._get(max(0.1, deadline - time.monotonic()))
             if kind == "ready":
                 ready += 1
-            elif kind == "error":
-                self._abort()
-                raise CaptureError(payload)
             elif kind is None and time.monotonic() > deadline:
                 self._abort()
                 raise CaptureError(f"capture workers on {iface} did not start")
