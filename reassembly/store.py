@@ -391,7 +391,7 @@ class LinuxStore:
     def uncovered(self, s: int, e: int) -> list[tuple[int, int]]:
         out: list[tuple[int, int]] = []
         cur = s
-        node = self._first()
+        node = self._from(s)
         while node is not None and node.start < e:
             if node.end > cur:
                 if node.start > cur:
@@ -424,13 +424,43 @@ class LinuxStore:
         if nxt is None:
             self.last = node
 
+    def _from(self, s: int) -> _Node | None:
+        """The first node that may reach past ``s``: from the last one starting at or before
+        it, stepping back over earlier ones that still reach past it (a tree search, then
+        as many steps as segments overlap there)."""
+        node, floor = self.root, None
+        while node is not None:
+            if node.start <= s:
+                floor, node = node, node.right
+            else:
+                node = node.left
+        if floor is None:
+            return self._first()
+        while True:
+            prev = self._prev(floor)
+            if prev is None or prev.end <= s:
+                return floor
+            floor = prev
+
+    @staticmethod
+    def _prev(node: _Node) -> _Node | None:
+        if node.left is not None:
+            node = node.left
+            while node.right is not None:
+                node = node.right
+            return node
+        parent = node.parent
+        while parent is not None and node is parent.left:
+            node, parent = parent, parent.parent
+        return parent
+
     def _effective_overlap(self, s: int, new: bytes) -> tuple[int, int]:
         """Bytes of [s, e) already queued, judged against what draining would deliver
         (where segments overlap, the one starting first), and how many segments differ."""
         e = s + len(new)
         overlapped = conflicts = 0
         cur = s
-        node = self._first()
+        node = self._from(s)
         while node is not None and node.start < e:
             lo, hi = max(node.start, cur), min(node.end, e)
             if hi > lo:

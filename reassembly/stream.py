@@ -200,15 +200,17 @@ class ByteStream:
         store = self.store
         if self.tentative.starts:
             self.retransmitted += self.tentative.covered(off, end)  # seen before, tentatively
-        if off == nxt and self.final and (not store.pieces or store.first_start() >= end):
+        first = store.first_start() if store.pieces else None
+        if off == nxt and self.final and (first is None or first >= end):
             self._commit(data)  # in-order fast path
-            if store.pieces and store.first_start() <= self.nxt:
+            if first is not None and first <= self.nxt:
                 self._drain()
         else:
             res = store.insert(off, data)
             self.retransmitted += res.overlapped
             self.conflicts += res.conflicts
-            if store.pieces and (self.final or store.first_start() <= self.acked):
+            first = store.first_start()
+            if first is not None and (self.final or first <= self.acked):
                 self._drain()
         if self.tentative.starts and self.tentative.starts[0] < self.nxt:
             self.tentative.discard_before(self.nxt)  # an acceptable copy came first
@@ -379,14 +381,14 @@ class ByteStream:
             self.accepted_end = max(self.accepted_end, b)
             tent.discard_before(b)
         store = self.store
-        for a, d in accepted:
-            if a + len(d) <= self.nxt:
+        for start, piece in accepted:
+            if start + len(piece) <= self.nxt:
                 continue
-            if a < self.nxt:
-                d = d[self.nxt - a :]
-                a = self.nxt
-            for lo, hi in store.uncovered(a, a + len(d)):
-                store.insert(lo, d[lo - a : hi - a])
+            if start < self.nxt:
+                piece = piece[self.nxt - start :]
+                start = self.nxt
+            for lo, hi in store.uncovered(start, start + len(piece)):
+                store.insert(lo, piece[lo - start : hi - start])
         first = store.first_start()
         if first is not None and first <= self.nxt:
             self._drain()

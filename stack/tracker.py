@@ -45,7 +45,7 @@ from ..reassembly.stream import MAX_PIECES, Budget, ByteStream, StreamSink
 from .connection import TIMEOUT_CLASS, Connection, ConnState, Endpoint
 from .decode import ACK, FIN, RST, SYN, URG, Segment
 from .events import CloseReason, Direction, Event, FlowClosed, FlowOpened
-from .fastpath import UNKNOWN_SHIFT, CFastPath, window_shift
+from .fastpath import CFastPath, window_shift
 from .hostos import HostPolicies
 from .options import parse_options, timestamp
 
@@ -64,6 +64,7 @@ MAX_SEQ_JUMP = 1 << 30  # where no window is known: data further than this is no
 MIN_WINDOW = 65535  # in-flight bound before any window is known (the largest unscaled one)
 MAX_SYNACKS = 5  # competing SYN-ACKs kept per connection (Suricata's max-synack-queued)
 HALF_OPEN_SEGMENTS = 8  # segments a half-open entry defers before it becomes a connection
+EVENT_BATCH = 256  # closed connections held before the application is asked to take them
 MAX_DOUBTFUL = 64  # segments per direction held for evidence of the peer data they ACK
 PAWS_IDLE = 24 * 86400.0  # RFC 7323 §5.5: TS.Recent older than 24 days is not used
 PAWS_WINDOW = 1  # Linux's TCP_PAWS_WINDOW: a TSval one tick older still passes
@@ -145,6 +146,8 @@ class Tracker:
         self.fast: CFastPath | None = None  # set by the application to use the C fast path
         self.config_retain = 256 << 10  # bytes kept per direction for conflict checks
         self._policies = c.host_policies if c.host_policies else None
+        # Called when events pile up inside one call (the application drains them).
+        self.on_events: Callable[[], None] | None = None
 
     def use_fast_path(self, fast: CFastPath) -> None:
         self.fast = fast
@@ -270,6 +273,10 @@ class Tracker:
             reason = CloseReason.FIN
         conn.close = reason
         self.events.append(FlowClosed(conn, reason))
+        if len(self.events) >= EVENT_BATCH and self.on_events is not None:
+            # Closing many at once (timeouts after a pause, the end of input, an eviction
+            # storm): hand them over now rather than hold every closed connection.
+            self.on_events()
 
     @staticmethod
     def _end_hint(ep: Endpoint) -> int:

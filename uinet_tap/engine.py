@@ -108,6 +108,7 @@ class Engine:
         self.tracker = Tracker(
             self.options.tracker_config(defer_half_open=on_verdict is None), self._make_sink
         )
+        self.tracker.on_events = self._drain
         self.on_record = on_record
         self.export_dir = export_dir
         self.keep_streams = keep_streams
