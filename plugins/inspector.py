@@ -345,10 +345,10 @@ class Inspector:
             after = _FIELDS(view)
         except AttributeError:  # an attribute deleted
             after = ()
-        changed = next((f"flow.{name}" for name, old, new in zip(_SLOTS, before, after,
-                        strict=False) if old is not new), None)  # fmt: skip
-        if changed is None and len(after) != len(before):
-            changed = "an attribute"
+        changed = None
+        if len(after) != len(before) or not all(map(operator.is_, before, after)):
+            changed = next((f"flow.{name}" for name, old, new in zip(_SLOTS, before, after,
+                            strict=False) if old is not new), "an attribute")  # fmt: skip
         if changed is not None:
             for name, old in zip(_SLOTS, before, strict=True):
                 setattr(view, name, old)
