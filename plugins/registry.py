@@ -37,7 +37,7 @@ class PluginError(Exception):
     """A plugin that cannot be loaded: one line for the user."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # by identity: never the plugin's __eq__/__hash__
 class Loaded:
     """A plugin as the inspector uses it. Its attributes are checked when this is made
     (PluginError if wrong) and its hooks looked up once."""
