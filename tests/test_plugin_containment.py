@@ -429,3 +429,25 @@ def test_a_failing_intercept_handler_is_contained(case):
     assert [n for n, _ in errors] == ["cuts"] and words in errors[0][1], errors
     assert rec["intercept"]["result"] == f"handler error: {errors[0][1]}"
     assert rec["plugin_errors"] == ["cuts"]
+
+
+def test_the_record_writer_never_fails_on_a_record(capsys):
+    """Findings are made JSON at the record; should anything else in a record not be (a bug),
+    the writer still writes it, converted, and says so once."""
+    import io
+
+    from uinet_tap.cli import _RecordWriter
+
+    out = io.BytesIO()
+    writer = _RecordWriter([out])
+    writer({"id": 0, "c2s": {"data": b"\x00\xff"}, "odd": {1: {"x"}}, "nan": float("nan")})
+    writer({"id": 1, "odd": object()})
+    writer({"id": 2, "fine": [1, "two"]})
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines == [
+        {"id": 0, "c2s": {"data": "\x00\\xff"}, "odd": {"1": ["x"]}, "nan": "NaN"},
+        {"id": 1, "odd": "<object>"},
+        {"id": 2, "fine": [1, "two"]},
+    ]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: a flow record held a value"), err
