@@ -10,25 +10,37 @@ Order of a decision, each time data arrives while the flow is undecided:
    keeps the flow open (beyond the budget: that is how a plugin waits for a later request);
 4. nobody decides and nobody waits: the default verdict, once detection is done and both
    sides have spoken, or once the budget is spent.
+
+Containment: a call into a third-party plugin runs under the guard (guard.py: anything it
+raises, a time limit, Ctrl-C held back) and is then checked: detect() must give NEED_MORE,
+NO_MATCH or a Match whose findings are JSON within the limits as they are (findings.py),
+decide() a Verdict or None, and the view must come back as it was given (every attribute,
+and the findings' JSON text; a changed view is put back). Any failure costs the plugin its
+say on the flow: the flow gets the default verdict, the failure is counted per plugin and on
+the flow, and the first failure of each plugin is reported (``on_error``, one line). The
+built-in detectors are trusted: their calls are contained but not timed or checked.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
+import dataclasses
+import operator
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from .api import Detection, FlowView, Match, Plugin, Verdict
+import orjson
+
+from .api import Detection, FlowView, Match, Verdict
+from .findings import sanitize_findings, type_name
+from .guard import GUARD, PluginFailed, describe, one_line
 from .policy import Policy
-from .registry import Loaded
+from .registry import NAME_LIMIT, Loaded
 
-CALL_LIMIT = 1.0  # seconds one inspection step may spend in plugin code
-
-
-class PluginTimeout(Exception):
-    pass
+# Every attribute of the view, read in one call: compared by identity after each
+# third-party call, put back if changed.
+_SLOTS = tuple(f.name for f in dataclasses.fields(FlowView))
+_FIELDS = operator.attrgetter(*_SLOTS)
 
 
 class Inspection:
@@ -51,6 +63,7 @@ class Inspection:
         "complete",
         "frozen",
         "context",
+        "findings_json",
     )
 
     def __init__(self, view: FlowView, pending: list[Loaded]) -> None:
@@ -70,6 +83,9 @@ class Inspection:
         self.complete = True  # the match's findings are all in
         self.frozen = [False, False]  # a direction's early bytes stopped at a gap
         self.context: Any = None  # the application's handle on the flow
+        # The view's findings as JSON, kept while third-party plugins run: one changed in
+        # place is told by its text (None: not JSON, not compared).
+        self.findings_json: bytes | None = b"{}"
 
     @property
     def decided(self) -> bool:
@@ -88,13 +104,11 @@ class Inspector:
         self.policy = policy or Policy()
         self.on_verdict = on_verdict or (lambda insp: None)
         self.on_error = on_error or (lambda name, message: None)
-        self.deciders = [p for p in plugins if type(p.plugin).decide is not Plugin.decide]
-        self.detectors = [p for p in plugins if type(p.plugin).detect is not Plugin.detect]
+        self.deciders = [p for p in plugins if p.decide is not None]
+        self.detectors = [p for p in plugins if p.detect is not None]
         self.errors: Counter[str] = Counter()
         self._reported: set[str] = set()
-        self._current: str | None = None
-        self._timer = threading.current_thread() is threading.main_thread()
-        self._untrusted = any(p.origin != "built-in" for p in plugins)
+        self._untrusted = any(not p.trusted for p in plugins)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -103,8 +117,8 @@ class Inspector:
 
     def order(self, port: int) -> list[Loaded]:
         """The detectors in the order a flow to this server port asks them."""
-        hinted = [d for d in self.detectors if port in d.plugin.ports]
-        return hinted + [d for d in self.detectors if port not in d.plugin.ports]
+        hinted = [d for d in self.detectors if port in d.ports]
+        return hinted + [d for d in self.detectors if port not in d.ports]
 
     def started(self, insp: Inspection) -> None:
         """The flow's first packet was seen: rules on addresses and ports may act now."""
@@ -144,7 +158,10 @@ class Inspector:
         if insp.decided:
             return
         if not insp.detection_done:
-            self._finish_detection(insp)
+            try:
+                self._finish_detection(insp)
+            except _PluginFailed as failed:  # its last call failed: the default all the same
+                insp.errors.append(failed.plugin)
         self._decide(insp, self.policy.default, "default")
 
     # -- the decision --------------------------------------------------------------------------
@@ -161,21 +178,11 @@ class Inspector:
     def _step(self, insp: Inspection, now: float | None = None, direction: int = -1) -> None:
         if insp.decided:
             return
-        # Built-in detectors are trusted not to hang (and tested for it); a timer costs two
-        # system calls a step, so it is armed only where third-party code may run.
-        timer = self._timer and self._untrusted
-        if timer:
-            previous = signal.signal(signal.SIGALRM, self._alarm)
-            signal.setitimer(signal.ITIMER_REAL, CALL_LIMIT)
         try:
             self._step_inner(insp, now, direction)
         except _PluginFailed as failed:
             insp.errors.append(failed.plugin)
             self._decide(insp, self.policy.default, "default")
-        finally:
-            if timer:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous)
 
     def _step_inner(self, insp: Inspection, now: float | None, direction: int) -> None:
         view = insp.view
@@ -194,14 +201,16 @@ class Inspector:
             return
         insp.waiting = False
         for loaded in self.deciders:
-            verdict = self._call(loaded, loaded.plugin.decide, view)
+            verdict = self._call(insp, loaded, loaded.decide)  # type: ignore[arg-type]
             if verdict is None:
                 continue
+            if type(verdict) is not Verdict:
+                raise self._fail(
+                    loaded.name, f"decide() returned {_a(verdict)}, not a Verdict or None"
+                )
             if verdict is Verdict.NEED_MORE:
                 insp.waiting = True
                 return
-            if not isinstance(verdict, Verdict):
-                raise self._fail(loaded.name, f"decide() returned {verdict!r}, not a Verdict")
             self._decide(insp, verdict, loaded.name, loaded)
             return
         both_spoke = bool(view.c2s) and bool(view.s2c)
@@ -211,17 +220,14 @@ class Inspector:
             self._decide(insp, self.policy.default, "default")
 
     def _detect(self, insp: Inspection) -> None:
-        view = insp.view
         still: list[Loaded] = []
         for loaded in insp.pending:
-            result = self._call(loaded, loaded.plugin.detect, view)
-            if isinstance(result, Match):
+            result = self._detect_call(insp, loaded)
+            if type(result) is Match:
                 self._matched(insp, loaded, result)
                 return
             if result is Detection.NEED_MORE:
                 still.append(loaded)
-            elif result is not Detection.NO_MATCH:
-                raise self._fail(loaded.name, f"detect() returned {result!r}")
         insp.pending = still
         if not still:
             self._guess(insp)
@@ -235,14 +241,22 @@ class Inspector:
         view.confidence = "detected"
         view.findings = dict(match.findings)
         insp.complete = match.complete
+        self._keep_findings(insp)
 
     def _refine(self, insp: Inspection) -> None:
         """The matching detector sees the later bytes too (a ServerHello, a status line)."""
         assert insp.matched is not None
-        result = self._call(insp.matched, insp.matched.plugin.detect, insp.view)
-        if isinstance(result, Match) and result.protocol == insp.view.protocol:
+        result = self._detect_call(insp, insp.matched)
+        if type(result) is Match and result.protocol == insp.view.protocol:
             insp.view.findings.update(result.findings)
             insp.complete = result.complete
+            if not insp.matched.trusted:  # the findings together must stay within the limits
+                merged = sanitize_findings(insp.view.findings)
+                if merged.problem is not None:
+                    raise self._fail(insp.matched.name, f"detect() gave findings that, with "
+                                     f"the earlier ones, are not JSON within the limits: "
+                                     f"{merged.problem}")  # fmt: skip
+            self._keep_findings(insp)
 
     def _finish_detection(self, insp: Inspection) -> None:
         """Out of budget (or the flow ended): the detectors still waiting get a last call,
@@ -250,8 +264,8 @@ class Inspector:
         view = insp.view
         view.budget_spent = True
         for loaded in insp.pending:
-            result = self._call(loaded, loaded.plugin.detect, view)
-            if isinstance(result, Match):
+            result = self._detect_call(insp, loaded)
+            if type(result) is Match:
                 self._matched(insp, loaded, result)
                 return
         self._guess(insp)
@@ -263,8 +277,8 @@ class Inspector:
         insp.detection_done = True
         insp.pending = []
         for loaded in self.detectors:
-            if view.server_port in loaded.plugin.ports:
-                view.protocol = loaded.plugin.protocol or loaded.plugin.name
+            if view.server_port in loaded.ports:
+                view.protocol = loaded.protocol
                 view.confidence = "guessed"
                 return
         view.protocol = "unknown"
@@ -279,29 +293,101 @@ class Inspector:
 
     # -- containment ---------------------------------------------------------------------------
 
-    def _call(self, loaded: Loaded, fn: Callable[[FlowView], Any], view: FlowView) -> Any:
-        self._current = loaded.name
-        try:
-            return fn(view)
-        except PluginTimeout:
-            raise self._fail(loaded.name, f"ran longer than {CALL_LIMIT:g} s") from None
-        except _PluginFailed:
-            raise
-        except Exception as exc:  # third-party code: contained, counted, reported once
-            raise self._fail(loaded.name, f"{type(exc).__name__}: {exc}") from None
-        finally:
-            self._current = None
+    def _detect_call(self, insp: Inspection, loaded: Loaded) -> Match | Detection:
+        """detect(), its answer checked: NEED_MORE, NO_MATCH or a Match (a third party's with
+        a short protocol name and findings that are JSON within the limits as they are)."""
+        result = self._call(insp, loaded, loaded.detect)  # type: ignore[arg-type]
+        if result is Detection.NEED_MORE or result is Detection.NO_MATCH:
+            return result  # type: ignore[no-any-return]
+        if type(result) is not Match:
+            raise self._fail(loaded.name, f"detect() returned {_a(result)}, "
+                             "not a Match, NEED_MORE or NO_MATCH")  # fmt: skip
+        if loaded.trusted:
+            return result
+        protocol, complete = result.protocol, result.complete
+        if (type(protocol) is not str or not protocol or len(protocol) > NAME_LIMIT
+                or not protocol.isprintable()):  # fmt: skip
+            raise self._fail(loaded.name, f"detect() named the protocol {_a(protocol)}, not a "
+                             f"printable string of 1 to {NAME_LIMIT} characters")  # fmt: skip
+        if type(complete) is not bool:
+            raise self._fail(loaded.name, f"detect() gave complete={_a(complete)}, not a bool")
+        clean = sanitize_findings(result.findings)
+        if clean.problem is not None:
+            raise self._fail(loaded.name, "detect() gave findings that are not JSON within the "
+                             f"limits: {clean.problem}")  # fmt: skip
+        return Match(protocol, clean.value, loaded.name, complete)
 
-    def _fail(self, name: str, message: str) -> _PluginFailed:
+    def _call(self, insp: Inspection, loaded: Loaded, fn: Callable[[FlowView], Any]) -> Any:
+        view = insp.view
+        if loaded.trusted:
+            try:
+                return fn(view)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a bug in a built-in detector: contained the same way
+                raise self._fail(loaded.name, describe(exc)) from None
+        before = _FIELDS(view)
+        try:
+            result = GUARD.call(loaded.name, fn, view)
+        except PluginFailed as failed:
+            self._put_back(insp, before)  # the failure says why; the view must still be right
+            raise self._fail(loaded.name, failed.reason) from None
+        changed = self._put_back(insp, before)
+        if changed is not None:
+            raise self._fail(loaded.name, f"changed {changed} of the flow view it was given "
+                             "(the view is read-only)")  # fmt: skip
+        return result
+
+    def _put_back(self, insp: Inspection, before: tuple[Any, ...]) -> str | None:
+        """What a third-party call changed in the view (None: nothing), put back."""
+        view = insp.view
+        try:
+            after = _FIELDS(view)
+        except AttributeError:  # an attribute deleted
+            after = ()
+        changed = None
+        if len(after) != len(before) or not all(map(operator.is_, before, after)):
+            changed = next((f"flow.{name}" for name, old, new in zip(_SLOTS, before, after,
+                            strict=False) if old is not new), "an attribute")  # fmt: skip
+        if changed is not None:
+            for name, old in zip(_SLOTS, before, strict=True):
+                setattr(view, name, old)
+        kept = insp.findings_json
+        if kept is not None and _json(view.findings) != kept:
+            view.findings = orjson.loads(kept)
+            changed = changed or "flow.findings"
+        return changed
+
+    def _keep_findings(self, insp: Inspection) -> None:
+        if self._untrusted:
+            insp.findings_json = _json(insp.view.findings)
+
+    def count_failure(self, name: str, message: str) -> None:
+        """Count a plugin's failure; report the first of each plugin (one line)."""
         self.errors[name] += 1
         if name not in self._reported:
             self._reported.add(name)
-            self.on_error(name, message)
+            self.on_error(name, one_line(message))
+
+    def _fail(self, name: str, message: str) -> _PluginFailed:
+        self.count_failure(name, message)
         return _PluginFailed(name)
 
-    def _alarm(self, signum: int, frame: object) -> None:
-        if self._current is not None:
-            raise PluginTimeout()
+
+def _json(findings: Any) -> bytes | None:
+    try:
+        return orjson.dumps(findings)
+    except orjson.JSONEncodeError:
+        return None
+
+
+def _a(value: Any) -> str:
+    """A returned value in a message, without running its code."""
+    if value is None or type(value) is bool:
+        return repr(value)
+    if type(value) is str:
+        return repr(one_line(value, 40))
+    return f"a {type_name(value)}"
 
 
 class _PluginFailed(Exception):

@@ -25,8 +25,10 @@ after it. ``watch`` ends the rules and leaves the flow to the plugins.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
@@ -62,6 +64,7 @@ HANDLERS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "tee": {"dir": str},
 }
 _REQUIRED = {"rewrite": ("pattern", "replace"), "respond": (), "tee": ("dir",)}
+_MAY_BE_EMPTY = frozenset(("replace",))  # rewrite to nothing: delete the pattern
 _RULE_KEYS = frozenset(
     ("protocol", "host", "server", "client", "port", "vlan", "action", "handler", "options")
 )
@@ -153,23 +156,21 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def parse_policy(text: str, name: str = "policy") -> Policy:
+    """Every value is checked: its type, numbers finite and positive, lists and strings not
+    empty, keys that contradict each other. A bad one is one PolicyError naming the file,
+    the line and the key."""
     try:
-        doc = tomllib.loads(text)
+        doc = tomllib.loads(text)  # also refuses a key or a table given twice, with its line
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(_syntax_error(str(exc), text, name)) from exc
     where = _Locator(text, name)
-    unknown = set(doc) - {"default", "budget", "rule"}
-    for key in sorted(unknown):
-        raise where.error(key, None, f"unknown key {key!r} (default, budget, rule)")
-    default = doc.get("default", "pass")
-    if default not in ("pass", "intercept", "block"):
-        raise where.error("default", None, f"default must be pass, intercept or block: {default!r}")
-    budget = _budget(doc.get("budget", {}), where)
-    raw_rules = doc.get("rule", [])
-    if not isinstance(raw_rules, list):
-        raise where.error("rule", None, "rules are written [[rule]]")
-    rules = tuple(_rule(i + 1, r, where) for i, r in enumerate(raw_rules))
-    return Policy(Verdict(default), budget, rules)
+    fields: dict[str, Any] = {}
+    for key, raw in doc.items():
+        reader = _SECTIONS.get(key)
+        if reader is None:
+            raise where.error(key, None, f"unknown key {key!r} ({', '.join(_SECTIONS)})")
+        fields.update(reader(raw, where))
+    return Policy(**fields)
 
 
 def _syntax_error(message: str, text: str, name: str) -> str:
@@ -184,106 +185,184 @@ def _syntax_error(message: str, text: str, name: str) -> str:
     return f"{name}: {message}"
 
 
-def _budget(raw: Any, where: _Locator) -> Budget:
-    if not isinstance(raw, dict):
-        raise where.error("budget", None, "budget is a table: [budget]")
+# -- the top-level keys: each reads its value into Policy fields ----------------------------
+
+
+def _default(raw: Any, where: _Locator) -> dict[str, Any]:
+    value = _choice(raw, "default", None, where, ("pass", "intercept", "block"))
+    return {"default": Verdict(value)}
+
+
+def _budget(raw: Any, where: _Locator) -> dict[str, Any]:
+    if type(raw) is not dict:
+        raise where.error("budget", None, f"budget must be a table ([budget]), not {_kind(raw)}")
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in ("bytes", "packets", "seconds"):
             raise where.error(key, "budget", f"unknown key {key!r} (bytes, packets, seconds)")
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise where.error(key, "budget", f"budget {key} must be a positive number")
-        if key != "seconds" and not isinstance(value, int):
-            raise where.error(key, "budget", f"budget {key} must be a whole number")
-        values[key] = value
-    return Budget(**values)
+        values[key] = _positive(value, key, "budget", where, whole=key != "seconds")
+    return {"budget": Budget(**values)}
+
+
+def _rules(raw: Any, where: _Locator) -> dict[str, Any]:
+    if type(raw) is not list or not raw:
+        raise where.error("rule", None, "rules are written [[rule]], each a table of keys")
+    return {"rules": tuple(_rule(i + 1, r, where) for i, r in enumerate(raw))}
+
+
+# One entry a top-level key: a new section is a reader here and a field of Policy.
+_SECTIONS: dict[str, Callable[[Any, _Locator], dict[str, Any]]] = {
+    "default": _default,
+    "budget": _budget,
+    "rule": _rules,
+}
+
+
+# -- a rule ---------------------------------------------------------------------------------
 
 
 def _rule(index: int, raw: Any, where: _Locator) -> Rule:
-    if not isinstance(raw, dict):
-        raise where.error("rule", None, "each [[rule]] is a table")
     section = ("rule", index)
+    if type(raw) is not dict:
+        raise where.error("rule", None, "each [[rule]] is a table of keys")
     for key in raw:
         if key not in _RULE_KEYS:
             raise where.error(key, section, f"unknown rule key {key!r}")
-    action_raw = raw.get("action")
-    if action_raw is None:
+    if "action" not in raw:
         raise where.error("action", section, f"a rule needs an action: {_ACTIONS}")
-    try:
-        action = Action(action_raw)
-    except ValueError:
-        raise where.error(
-            "action", section, f"action must be {_ACTIONS}, not {action_raw!r}"
-        ) from None
+    action = Action(_choice(raw["action"], "action", section, where, tuple(Action)))
     kw: dict[str, Any] = {}
     for key in ("protocol", "host"):
         if key in raw:
-            if not isinstance(raw[key], str) or not raw[key]:
-                raise where.error(key, section, f"{key} must be a non-empty string")
-            kw[key] = raw[key]
+            kw[key] = _string(raw[key], key, section, where)
     for key in ("server", "client"):
         if key in raw:
-            values = raw[key] if isinstance(raw[key], list) else [raw[key]]
-            nets = []
-            for v in values:
-                try:
-                    nets.append(ipaddress.ip_network(str(v), strict=False))
-                except ValueError:
-                    raise where.error(
-                        key, section, f"{key} {v!r} is not an address or CIDR"
-                    ) from None
-            kw[key] = tuple(nets)
+            kw[key] = tuple(_network(v, key, section, where)
+                            for v in _one_or_more(raw[key], key, section, where))  # fmt: skip
     if "port" in raw:
-        ports = raw["port"] if isinstance(raw["port"], list) else [raw["port"]]
-        if not ports or not all(
-            isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports
-        ):
-            raise where.error("port", section, "port must be a number 1-65535 or a list of them")
-        kw["ports"] = frozenset(ports)
+        ports = _one_or_more(raw["port"], "port", section, where)
+        kw["ports"] = frozenset(_whole(v, "port", section, where, 1, 65535) for v in ports)
     if "vlan" in raw:
-        v = raw["vlan"]
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 4096:
-            raise where.error("vlan", section, "vlan must be a VLAN ID 0-4095")
-        kw["vlan"] = v
-    handler = raw.get("handler")
-    options = raw.get("options", {})
-    if handler is not None:
+        kw["vlan"] = _whole(raw["vlan"], "vlan", section, where, 0, 4095)
+    handler = None
+    if "handler" in raw:
+        handler = _choice(raw["handler"], "handler", section, where, tuple(HANDLERS))
         if action is not Action.INTERCEPT:
             raise where.error("handler", section, 'handler applies to action = "intercept" only')
-        if handler not in HANDLERS:
-            raise where.error(
-                "handler", section, f"handler must be one of {', '.join(HANDLERS)}, not {handler!r}"
-            )
-    if options:
-        if not isinstance(options, dict):
-            raise where.error("options", section, "options is a table: options = { ... }")
-        allowed = HANDLERS.get(handler or "relay", {})
-        for k, v in options.items():
-            if k not in allowed:
-                raise where.error(
-                    "options",
-                    section,
-                    f"option {k!r} does not apply to handler {handler or 'relay'!r}",
-                )
-            if not isinstance(v, allowed[k]):
-                raise where.error("options", section, f"option {k!r} must be a string")
-        if options.get("direction", "s2c") not in ("c2s", "s2c"):
-            raise where.error("options", section, 'direction must be "c2s" or "s2c"')
-        if "data_hex" in options:
-            try:
-                bytes.fromhex(options["data_hex"])
-            except ValueError:
-                raise where.error("options", section, "data_hex is not hexadecimal") from None
-    for k in _REQUIRED.get(handler or "", ()):
-        if k not in options:
+    raw_options = raw.get("options", {})
+    if "options" in raw:
+        if type(raw_options) is not dict:
+            raise where.error("options", section, "options must be a table (options = { ... }), "
+                              f"not {_kind(raw_options)}")  # fmt: skip
+        if action is not Action.INTERCEPT:
+            raise where.error("options", section, 'options apply to action = "intercept" only')
+    options: dict[str, Any] = {}
+    if action is Action.INTERCEPT:
+        options = _options(raw_options, handler or "relay", section, where)
+    return Rule(index, action, handler=handler, options=options, **kw)
+
+
+def _options(raw: dict[str, Any], handler: str, section: tuple[str, int],
+             where: _Locator) -> dict[str, Any]:  # fmt: skip
+    allowed = HANDLERS[handler]
+    for k, v in raw.items():
+        if k not in allowed:
+            raise where.error("options", section,
+                              f"option {k!r} does not apply to handler {handler!r}")  # fmt: skip
+        if type(v) is not str:
+            raise where.error("options", section, f"option {k!r} must be a string, not {_kind(v)}")
+        if not v and k not in _MAY_BE_EMPTY:
+            raise where.error("options", section, f"option {k!r} must not be empty")
+    if raw.get("direction", "s2c") not in ("c2s", "s2c"):
+        raise where.error("options", section, 'direction must be "c2s" or "s2c"')
+    if "data_hex" in raw:
+        try:
+            bytes.fromhex(raw["data_hex"])
+        except ValueError:
+            raise where.error("options", section, "data_hex is not hexadecimal") from None
+    for k in _REQUIRED.get(handler, ()):
+        if k not in raw:
             raise where.error("options", section, f"handler {handler!r} needs option {k!r}")
-    if handler == "respond" and len({"data", "data_hex"} & set(options)) != 1:
+    if handler == "respond" and len({"data", "data_hex"} & set(raw)) != 1:
         raise where.error(
             "options", section, "handler 'respond' needs option 'data' or 'data_hex' (one of them)"
         )
-    if handler == "rewrite" and not options["pattern"]:
-        raise where.error("options", section, "handler 'rewrite' needs a non-empty pattern")
-    return Rule(index, action, handler=handler, options=dict(options), **kw)
+    return dict(raw)
+
+
+# -- values ---------------------------------------------------------------------------------
+
+Section = str | tuple[str, int] | None
+
+
+def _kind(v: Any) -> str:
+    """A TOML value as the operator wrote it, for messages."""
+    if type(v) is bool:
+        return f"a boolean ({str(v).lower()})"
+    if type(v) is int:
+        return f"an integer ({v})"
+    if type(v) is float:
+        return f"a number ({v})"
+    if type(v) is str:
+        return f"a string ({v[:40]!r})"
+    if type(v) is list:
+        return "an array"
+    if type(v) is dict:
+        return "a table"
+    return "a date or time"
+
+
+def _string(raw: Any, key: str, section: Section, where: _Locator) -> str:
+    if type(raw) is not str:
+        raise where.error(key, section, f"{key} must be a string, not {_kind(raw)}")
+    if not raw.strip():
+        raise where.error(key, section, f"{key} must not be empty")
+    return raw
+
+
+def _choice(raw: Any, key: str, section: Section, where: _Locator,
+            choices: tuple[str, ...]) -> str:  # fmt: skip
+    one_of = f"{', '.join(choices[:-1])} or {choices[-1]}"
+    if type(raw) is not str or raw not in choices:
+        raise where.error(key, section, f"{key} must be {one_of}, not {_kind(raw)}")
+    return raw
+
+
+def _whole(raw: Any, key: str, section: Section, where: _Locator, low: int, high: int) -> int:
+    if type(raw) is not int or not low <= raw <= high:
+        raise where.error(key, section, f"{key} must be a whole number {low}-{high} "
+                          f"(or a list of them), not {_kind(raw)}")  # fmt: skip
+    return raw
+
+
+def _positive(raw: Any, key: str, section: Section, where: _Locator, whole: bool) -> int | float:
+    what = "a whole number" if whole else "a number"
+    if type(raw) not in (int, float) or (whole and type(raw) is not int):
+        raise where.error(key, section, f"{section} {key} must be {what}, not {_kind(raw)}")
+    if not math.isfinite(raw) or raw <= 0:
+        raise where.error(key, section, f"{section} {key} must be finite and positive, "
+                          f"not {_kind(raw)}")  # fmt: skip
+    return raw  # type: ignore[no-any-return]
+
+
+def _one_or_more(raw: Any, key: str, section: Section, where: _Locator) -> list[Any]:
+    if type(raw) is not list:
+        return [raw]
+    if not raw:
+        raise where.error(key, section, f"{key} is an empty list: give at least one value, "
+                          f"or leave {key} out to match any")  # fmt: skip
+    return raw
+
+
+def _network(raw: Any, key: str, section: Section,
+             where: _Locator) -> ipaddress.IPv4Network | ipaddress.IPv6Network:  # fmt: skip
+    if type(raw) is not str or not raw.strip():
+        raise where.error(key, section, f"{key} must be an address or CIDR string (or a list "
+                          f"of them), not {_kind(raw)}")  # fmt: skip
+    try:
+        return ipaddress.ip_network(raw.strip(), strict=False)
+    except ValueError:
+        raise where.error(key, section, f"{key} {raw!r} is not an address or CIDR") from None
 
 
 class _Locator:
@@ -293,12 +372,12 @@ class _Locator:
         self.lines = text.splitlines()
         self.name = name
 
-    def error(self, key: str, section: str | tuple[str, int] | None, message: str) -> PolicyError:
+    def error(self, key: str, section: Section, message: str) -> PolicyError:
         line = self._find(key, section)
         where = f"{self.name}:{line}" if line else self.name
         return PolicyError(f"{where}: {message}")
 
-    def _find(self, key: str, section: str | tuple[str, int] | None) -> int | None:
+    def _find(self, key: str, section: Section) -> int | None:
         start, stop = 0, len(self.lines)
         if isinstance(section, tuple):  # the n-th [[rule]]
             headers = [
@@ -313,8 +392,18 @@ class _Locator:
                 if re.match(rf"\s*\[\s*{re.escape(section)}\s*\]", ln):
                     start = i
                     break
-        pattern = re.compile(rf"\s*{re.escape(key)}\s*=")
+            else:  # written inline (budget = { ... }) or dotted (budget.bytes = ...)
+                line = self._line_of(section, 0, stop) or self._line_of(f"{section}.{key}", 0, stop)
+                if line is not None:
+                    return line
+        line = self._line_of(key, start, stop)
+        if line is not None:
+            return line
+        return start + 1 if isinstance(section, tuple) else None
+
+    def _line_of(self, key: str, start: int, stop: int) -> int | None:
+        pattern = re.compile(rf"""\s*["']?{re.escape(key)}["']?\s*=""")
         for i in range(start, stop):
             if pattern.match(self.lines[i]):
                 return i + 1
-        return start + 1 if isinstance(section, tuple) else None
+        return None

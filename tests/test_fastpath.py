@@ -204,6 +204,7 @@ ODD_HELLOS = [
     build_client_hello([0x1301], [sni_ext(b"x" * 1500)]),  # more than C keeps: handed back
     build_client_hello([0x1301], [ext(0x000D, b"\x00\x02\x0a\x0a")], version=0x0301),
     build_client_hello([0x0A0A], [ext(0x000A, b"\x00\x03\x00\x1d\x00")]),  # odd group list
+    build_client_hello([0x1301], [alpn_ext(*[b"h2"] * 1500)]),  # hostile: cut in the record
 ]
 TLS12_SERVER = bytes.fromhex("160303002a020000260303") + bytes(32) + b"\x00\xc0\x2f\x00"
 ALERT = bytes.fromhex("15030300020228")
@@ -220,6 +221,7 @@ HTTP_ODD = [
     b"GET / HTTP/1.2\r\n\r\n",
     b"FOO / HTTP/1.1\r\n\r\n",
     b"GET /long/" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",  # beyond the budget
+    b"GET /" + b"p" * 2000 + b" HTTP/1.1\r\nHost: e\r\n\r\n",  # a path cut in the record
 ]
 RESPONSES = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
@@ -297,6 +299,8 @@ def test_first_bytes_detection_in_c_agrees(inspect):
     fr = _first_bytes_frames(11)
     ref = run(_batches(fr, 1), 1, "off", inspect=inspect)
     assert {r["protocol"] for r in ref[0]} >= {"http", "tls"}
+    cut = [r for r in ref[0] if r.get("findings_truncated")]  # 1,500 ALPN names, long path...
+    assert len(cut) >= 3 and ref[1]["findings_truncated"] == len(cut)
     for mode in MODES[1:]:
         got = run(_batches(fr, 1), 1, mode, inspect=inspect)
         assert got[1] == ref[1], mode

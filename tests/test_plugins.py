@@ -103,6 +103,44 @@ options = { data_hex = "48490a" }
         ("[budget]\nbytes = -1\n", 2, "bytes"),
         ('default = "maybe"\n', 1, "default"),
         ('[[rule]]\naction = "pass"\nport = [80,\n', 3, ""),  # TOML syntax: tomllib's line
+        # every value checked: types, finite positive numbers, non-empty lists and strings
+        ('[[rule]]\naction = "intercept"\noptions = 0\n', 3, "options must be a table"),
+        ('[[rule]]\naction = "intercept"\noptions = false\n', 3, "options must be a table"),
+        ("[budget]\nseconds = nan\n", 2, "seconds must be finite and positive"),
+        ("[budget]\nbytes = 10\nseconds = inf\n", 3, "seconds must be finite"),
+        ("[budget]\nseconds = -inf\n", 2, "seconds"),
+        ("budget = { seconds = nan }\n", 1, "seconds"),
+        ("[budget]\npackets = 0\n", 2, "packets must be finite and positive"),
+        ("[budget]\nbytes = 1.5\n", 2, "bytes must be a whole number"),
+        ("budget = 5\n", 1, "budget must be a table"),
+        ('[[rule]]\nserver = []\naction = "pass"\n', 2, "server is an empty list"),
+        ('[[rule]]\naction = "pass"\nclient = []\n', 3, "client is an empty list"),
+        ('[[rule]]\naction = "pass"\nport = []\n', 3, "port is an empty list"),
+        ('[[rule]]\naction = "pass"\nserver = 5\n', 3, "server must be an address"),
+        ('[[rule]]\naction = "pass"\nserver = ["10.0.0.0/8", ""]\n', 3, "server"),
+        ('[[rule]]\naction = "pass"\nprotocol = ""\n', 3, "protocol must not be empty"),
+        ('[[rule]]\naction = "pass"\nhost = 1\n', 3, "host must be a string"),
+        ('[[rule]]\naction = ["pass"]\n', 2, "action must be pass, intercept, block or watch"),
+        ('[[rule]]\naction = "intercept"\nhandler = ["relay"]\n', 3, "handler must be"),
+        ('[[rule]]\naction = "pass"\nport = true\n', 3, "port must be a whole number"),
+        ('[[rule]]\naction = "pass"\nvlan = 1.5\n', 3, "vlan"),
+        ('[[rule]]\naction = "block"\noptions = {}\n', 3, 'options apply to action = "intercept"'),
+        (
+            '[[rule]]\naction = "intercept"\nhandler = "respond"\noptions = { data = "" }\n',
+            4,
+            "option 'data' must not be empty",
+        ),
+        (
+            '[[rule]]\naction = "intercept"\nhandler = "rewrite"\n'
+            'options = { pattern = 5, replace = "x" }\n',
+            4,
+            "option 'pattern' must be a string",
+        ),
+        ("rule = []\n", 1, "[[rule]]"),
+        ("default = 1\n", 1, "default must be pass, intercept or block"),
+        # given twice (tomllib's own check, with its line)
+        ('[[rule]]\naction = "pass"\n\n[[rule]]\nport = 80\nport = 81\naction = "pass"\n', 6, ""),
+        ("[budget]\nbytes = 1\n[budget]\npackets = 2\n", 3, ""),
     ],
 )
 def test_bad_policy_names_line_and_key(text, line, words):
@@ -114,14 +152,30 @@ def test_bad_policy_names_line_and_key(text, line, words):
     assert "\n" not in msg
 
 
-def test_bad_policy_file_is_one_error_line(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('[[rule]]\nport = 80\naction = "explode"\n', 3),
+        ('[[rule]]\naction = "intercept"\n\noptions = 0\n', 4),
+        ('[[rule]]\naction = "intercept"\noptions = false\n', 3),
+        ("[budget]\nseconds = nan\n", 2),
+        ('[[rule]]\naction = "block"\nserver = []\n', 3),
+    ],
+)
+def test_bad_policy_file_is_one_error_line(tmp_path, text, line):
     bad = tmp_path / "rules.toml"
-    bad.write_text('[[rule]]\nport = 80\naction = "explode"\n')
+    bad.write_text(text)
     records, r = replay(str(KEEPALIVE), "--policy", str(bad), check=False)
     assert r.returncode == 2 and records == []
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "rules.toml:3" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error:") and f"rules.toml:{line}:" in lines[0]
     assert "Traceback" not in r.stderr
+
+
+def test_an_empty_replacement_is_a_deletion_not_an_error():
+    p = parse_policy('[[rule]]\naction = "intercept"\nhandler = "rewrite"\n'
+                     'options = { pattern = "secret", replace = "" }\n')  # fmt: skip
+    assert p.rules[0].options == {"pattern": "secret", "replace": ""}
 
 
 # -- rules and verdicts on a real capture ------------------------------------------------------

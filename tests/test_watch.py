@@ -478,6 +478,40 @@ def test_watch_never_transmits(tmp_path):
         assert stats["capture"]["kernel_drops"] == 0
 
 
+@_need("tcpreplay", "ethtool")
+def test_watch_workers_contain_a_failing_plugin_and_report_it_once(tmp_path):
+    """A plugin that raises SystemExit on every flow, in two capture workers: each flow gets
+    the default verdict and its record, the failures are counted across the workers, and
+    the warning is one line for the whole run."""
+    plugin = tmp_path / "hostile.py"
+    plugin.write_text(
+        "from uinet_tap.plugins import Plugin\n"
+        "class Hostile(Plugin):\n    name = 'hostile'\n    ports = {7000}\n"
+        "    def detect(self, flow):\n        raise SystemExit(3)\n"
+    )
+    with NetnsSession("wp") as s:
+        quiet = s.ns("q", ipv6=False)
+        feed = s.ns("f", ipv6=False)
+        s.veth(quiet, "q0", feed, "f0")
+        w = WatchProc(s, quiet, "q0", tmp_path, "--workers", "2", "--plugin-file", str(plugin))
+        w.wait_ready()
+        time.sleep(0.5)
+        pcap = ROOT / "captures" / "many-short.pcap"
+        s.sh(feed, "tcpreplay", "-q", "--intf1=f0", "--pps=2000", str(pcap))
+        time.sleep(1.0)
+        w.signal(signal.SIGINT)
+        rc = w.wait(60)
+        err = w.stderr()
+        assert rc == 0 and "Traceback" not in err, err
+        warnings = [line for line in err.splitlines() if "plugin hostile failed" in line]
+        assert len(warnings) == 1 and "SystemExit: 3" in warnings[0], err
+        recs = w.records()
+        assert len(recs) == 40, err
+        assert all(r["plugin_errors"] == ["hostile"] and r["verdict"] == "pass" for r in recs)
+        stats = json.loads(w.stats.read_text())
+        assert stats["workers"] == 2 and stats["plugin_errors"] == {"hostile": 40}, stats
+
+
 # ---------------------------------------------------------------------------
 # --user: root only for the set-up
 # ---------------------------------------------------------------------------

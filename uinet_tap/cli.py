@@ -16,7 +16,7 @@ import orjson
 
 from .engine import Engine, Options
 from .pcapfile import CaptureError, PcapFile
-from .plugins.api import Plugin
+from .plugins.findings import Limits, sanitize
 from .plugins.policy import Policy, PolicyError, load_policy
 from .plugins.registry import Loaded, PluginError, load_all
 from .privileges import Identity, PrivilegeError, drop_privileges, resolve_identity
@@ -38,17 +38,40 @@ def _open_output(path: str) -> IO[bytes]:
         raise  # unreachable
 
 
+# A record that orjson refuses is written anyway, its odd values converted by the findings
+# rule (findings.py) without the findings' size limits.
+_RECORD_LIMITS = Limits(string=None, items=None, depth=32, size=None)
+
+
 class _RecordWriter:
     """One JSON object per line. orjson: a flow record is encoded about ten times faster
-    than with the standard json module, which matters at 20,000 records a second."""
+    than with the standard json module, which matters at 20,000 records a second.
+
+    It never fails on a record: findings are made JSON when the record is made, and should
+    anything else in one not be (a bug), it is converted, said once on stderr, and written."""
 
     def __init__(self, outputs: list[IO[bytes]]) -> None:
         self.outputs = outputs
+        self.converted = 0
 
     def __call__(self, record: dict) -> None:
-        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        try:
+            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError as exc:
+            line = self._converted(record, exc)
         for out in self.outputs:
             out.write(line)
+
+    def _converted(self, record: dict, exc: Exception) -> bytes:
+        self.converted += 1
+        if self.converted == 1:
+            click.echo(
+                f"warning: a flow record held a value that is not JSON ({exc}); it is written "
+                "converted (later ones are too, without a warning)",
+                err=True,
+            )
+        clean = sanitize(record, _RECORD_LIMITS).value
+        return orjson.dumps(clean, option=orjson.OPT_APPEND_NEWLINE)
 
     def flush(self) -> None:
         for out in self.outputs:
@@ -61,12 +84,25 @@ def main() -> None:
     """Passive TCP stream reconstruction and inspection."""
 
 
-def _plugin_error(name: str, message: str) -> None:
-    click.echo(
-        f"warning: plugin {name} failed: {message} (its flows get the default verdict; "
-        "later errors are counted in the summary)",
-        err=True,
-    )
+class _PluginErrors:
+    """The first failure of each plugin, one line on stderr; later ones are only counted.
+    Once a run: watch's capture workers report theirs here too."""
+
+    def __init__(self) -> None:
+        self.reported: set[str] = set()
+
+    def __call__(self, name: str, message: str) -> None:
+        if name in self.reported:
+            return
+        self.reported.add(name)
+        click.echo(
+            f"warning: plugin {name} failed: {message} (its flows get the default verdict; "
+            "later errors are counted in the summary)",
+            err=True,
+        )
+
+
+_plugin_error = _PluginErrors()
 
 
 def _load_inspection(
@@ -95,11 +131,9 @@ def plugins(plugin_specs: tuple[str, ...], plugin_files: tuple[str, ...]) -> Non
         _error(str(exc))
     width = max(len(p.name) for p in loaded)
     for i, p in enumerate(loaded, 1):
-        ports = ",".join(str(x) for x in sorted(p.plugin.ports)) or "-"
-        kind = "+".join(
-            k for k, base in (("detect", Plugin.detect), ("decide", Plugin.decide))
-            if getattr(type(p.plugin), k) is not base
-        ) or "-"  # fmt: skip
+        ports = ",".join(str(x) for x in sorted(p.ports)) or "-"
+        kind = "+".join(k for k, hook in (("detect", p.detect), ("decide", p.decide))
+                        if hook is not None) or "-"  # fmt: skip
         click.echo(f"{i:3d}  {p.name:<{width}}  {kind:<13}  ports {ports:<24}  {p.origin}")
 
 
@@ -425,16 +459,20 @@ def watch(
     writer = _RecordWriter(outputs)
     engine_options = Options.from_kwargs(**options)
 
-    def make_engine(linktype: int, on_record: Callable[[dict], None]) -> Engine:
+    def make_engine(
+        linktype: int,
+        on_record: Callable[[dict], None],
+        on_plugin_error: Callable[[str, str], None] = _plugin_error,
+    ) -> Engine:
         return Engine(
             linktype, engine_options, on_record, plugins=plugins, policy=policy,
-            bypass=bypass, on_plugin_error=_plugin_error,
+            bypass=bypass, on_plugin_error=on_plugin_error,
         )  # fmt: skip
 
     backend: SingleBackend | WorkerPool
     try:
         if workers > 1:
-            backend = WorkerPool(interface, captures, make_engine, writer)
+            backend = WorkerPool(interface, captures, make_engine, writer, _plugin_error)
         else:
             (capture,) = captures
             single = SingleBackend(capture, make_engine(capture.linktype, writer))
@@ -460,6 +498,8 @@ def watch(
         stats = backend.finish()
     except KeyboardInterrupt:  # a second Ctrl-C while finishing: finish anyway
         stats = backend.finish()
+    if getattr(backend, "failed", False):  # a capture worker met a bug (said on stderr)
+        exit_code = 1
     _close_outputs(outputs)
     _write_stats_to(stats_out, stats)
     if not quiet:

@@ -14,6 +14,9 @@ handler.
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
+import functools
 import signal
 import sys
 import time
@@ -98,6 +101,7 @@ class Inline:
         self.held: dict[int, dict] = {}  # records of connections whose cut-in still runs
         self.session_info: dict[int, dict] = {}  # cut-ins that ended before their record
         self.failed: dict[int, str] = {}
+        self.handler_errors: dict[int, str] = {}  # conn id -> the handler that failed on it
         self.stats = InlineStats()
         self._decided: list[tuple[Connection, Inspection]] = []
         self.on_closed_record: Callable[[dict], None] | None = None  # the live view's
@@ -117,8 +121,22 @@ class Inline:
             return
         info = self.session_info.pop(cid, None)
         if info is not None:
-            rec["intercept"] = info
+            self._attach(rec, info)
         self._emit(rec)
+
+    def _attach(self, rec: dict, info: dict | None) -> None:
+        """A cut-in's outcome on its record: the session, and a failed handler's name."""
+        if info is not None:
+            rec["intercept"] = info
+        failed = self.handler_errors.pop(rec["id"], None)
+        if failed is not None:
+            rec["plugin_errors"] = [*rec.get("plugin_errors", ()), failed]
+
+    def _handler_failed(self, cid: int, name: str, reason: str) -> None:
+        """Counted and reported with the plugins' other failures (once a plugin)."""
+        self.handler_errors[cid] = name
+        assert self.engine.inspection is not None
+        self.engine.inspection.inspector.count_failure(name, reason)
 
     def _emit(self, rec: dict) -> None:
         self._write_record(rec)
@@ -143,7 +161,7 @@ class Inline:
             self.engine._drain()
         rec = self.held.pop(cid, None)
         if rec is not None:
-            rec["intercept"] = self.session_info.pop(cid)
+            self._attach(rec, self.session_info.pop(cid))
             self._emit(rec)
 
     # -- verdicts ------------------------------------------------------------------------
@@ -358,13 +376,16 @@ class Inline:
         c = watch.sides[0]
         s = watch.sides[1]
         try:
-            handler, name = self._handler(insp)
+            handler, name, guarded = self._handler(insp)
         except ValueError as exc:
             self._fail(conn, str(exc))
             return False
+        # The handler gets its own copy of the view: what it does to it stays out of the record.
+        view = dataclasses.replace(insp.view, findings=copy.deepcopy(insp.view.findings))
         session = InterceptSession(
-            conn.id, halves, (c.iface, s.iface), self.send, insp.view, handler, name,
-            self._session_settled, self._session_gone, self.on_plugin_error,
+            conn.id, halves, (c.iface, s.iface), self.send, view, handler, name,
+            self._session_settled, self._session_gone,
+            functools.partial(self._handler_failed, conn.id), guarded,
         )  # fmt: skip
         self.watches.pop(conn.id, None)
         self.sessions[conn.id] = session
@@ -385,12 +406,14 @@ class Inline:
         self._pass(conn)
 
     def _handler(self, insp: Inspection):  # type: ignore[no-untyped-def]
+        """(handler, its name, whether it is a third party's: run under the guard)."""
         decider = insp.decider
         if isinstance(decider, Loaded):
-            return decider.plugin.intercept, decider.name
+            guarded = decider.custom_intercept and not decider.trusted
+            return decider.intercept, decider.name, guarded
         handler = getattr(decider, "handler", None) or "relay"
         options = getattr(decider, "options", None) or {}
-        return make_handler(handler, options), handler
+        return make_handler(handler, options), handler, False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -425,6 +448,7 @@ class Inline:
         self.engine.finish()
         for cid, rec in list(self.held.items()):
             self.held.pop(cid)
+            self._attach(rec, None)
             self._emit(rec)
         stats = self.engine.stats()
         st = self.stats

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from .plugins.api import FlowView, Verdict
+from .plugins.findings import record_findings
 from .plugins.inspector import Inspection, Inspector
 from .plugins.policy import Policy
 from .plugins.registry import Loaded
@@ -43,6 +44,7 @@ class InspectionGlue:
         self.protocols: Counter[str] = Counter()
         self.verdicts: Counter[str] = Counter()
         self.bypassed = 0
+        self.findings_truncated = 0  # records whose findings were cut to the limits
 
     def start(self, conn: Connection) -> Inspection:
         """At the connection's first packet, before any of its bytes."""
@@ -107,15 +109,18 @@ class InspectionGlue:
         protocol = view.protocol or "unknown"
         self.protocols[protocol] += 1
         self.verdicts[verdict] += 1
+        findings, truncated = self.record_findings(view.findings)
         rec = {
             "protocol": protocol,
             "confidence": view.confidence,
-            "findings": view.findings,
+            "findings": findings,
             "verdict": verdict,
             "decided_by": insp.decided_by,
             "verdict_offset": {"c2s": insp.offsets[0], "s2c": insp.offsets[1]},
             "bypassed": conn.bypassed,
         }
+        if truncated:
+            rec["findings_truncated"] = True
         if insp.errors:
             rec["plugin_errors"] = insp.errors
         # Connection and inspection point at each other: cut the loop so reference counting
@@ -124,10 +129,18 @@ class InspectionGlue:
         conn.user = None
         return rec
 
+    def record_findings(self, findings: dict) -> tuple[dict, bool]:
+        """A record's findings as JSON within the limits (made once a flow: findings.py),
+        and whether they had to be cut."""
+        clean, truncated = record_findings(findings)
+        self.findings_truncated += truncated
+        return clean, truncated
+
     def stats(self) -> dict:
         return {
             "protocols": dict(self.protocols.most_common()),
             "verdicts": dict(self.verdicts.most_common()),
             "bypassed": self.bypassed,
             "plugin_errors": dict(self.inspector.errors),
+            "findings_truncated": self.findings_truncated,
         }

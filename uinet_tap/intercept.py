@@ -1,14 +1,23 @@
 """An intercepted connection: the two active endpoints of a cut-in, driven on asyncio, and the
-stream-like ``conn.client`` / ``conn.server`` a plugin's ``intercept`` handler works with."""
+stream-like ``conn.client`` / ``conn.server`` a plugin's ``intercept`` handler works with.
+
+A third-party handler (``guarded``) runs step by step under the plugin guard
+(plugins/guard.py): a step that holds the event loop past the time limit, or anything it
+raises (BaseException included, only a reset is a normal end), fails the handler: both sides
+are reset, the failure is reported (``on_error``) and the record says ``handler error: ...``.
+At shutdown such a handler is not resumed again, even if it swallows the cancellation."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .plugins.api import FlowView
+from .plugins.findings import type_name
+from .plugins.guard import GUARD, GuardedCoroutine, PluginFailed, describe
 from .stack.active import Incoming, Takeover, Tcb, TcbState, parse_incoming
 from .stack.decode import ACK, RST
 from .stack.emit import PathTemplate, build
@@ -102,10 +111,12 @@ class InterceptSession:
         on_settled: Callable[[InterceptSession], None],
         on_gone: Callable[[InterceptSession], None],
         on_error: Callable[[str, str], None],
+        guarded: bool = False,
     ) -> None:
         """``on_settled``: the handler is done and both sides are closed or in TIME-WAIT (the
         record can be written); ``on_gone``: both active endpoints are CLOSED (the tuple can
-        be released)."""
+        be released); ``on_error(handler name, reason)``: the handler failed; ``guarded``:
+        the handler is a third party's (see the module doc)."""
         now = time.time()
         self.conn_id = conn_id
         self.started = now
@@ -118,6 +129,8 @@ class InterceptSession:
         self._on_gone = on_gone
         self._loop = asyncio.get_running_loop()
         self._on_error = on_error
+        self._guarded = guarded
+        self._coro: GuardedCoroutine | None = None
         self.endpoints = (ActiveEndpoint(self, 0), ActiveEndpoint(self, 1))
         self.result: str | None = None
         self.handler_done = False
@@ -133,20 +146,50 @@ class InterceptSession:
 
     async def _run(self, handler: Handler, conn: Intercepted) -> None:
         try:
-            await handler(conn)
+            if self._guarded:
+                await self._run_guarded(handler, conn)
+            else:
+                await handler(conn)
         except ConnectionResetError:
             self.result = "reset"
-        except Exception as exc:
-            self.result = f"handler error: {type(exc).__name__}: {exc}"
-            self._on_error(self.handler_name, f"{type(exc).__name__}: {exc}")
-            for ep in self.endpoints:
-                ep.abort()
+        except asyncio.CancelledError:
+            if self.task.cancelling():  # shutdown: not the handler's failure
+                raise
+            self._failed("CancelledError")
+        except KeyboardInterrupt:
+            raise
+        except PluginFailed as failed:
+            self._failed(failed.reason)
+        except BaseException as exc:  # SystemExit, GeneratorExit, ... from a handler
+            self._failed(self._describe(exc))
         self.handler_done = True
         # A handler that returned leaves no connection half-done: close what is still open.
         for ep, tcb in zip(self.endpoints, self.tcbs, strict=True):
             if tcb.state in (TcbState.ESTABLISHED, TcbState.CLOSE_WAIT):
                 ep.close()
         self._check_done()
+
+    async def _run_guarded(self, handler: Handler, conn: Intercepted) -> None:
+        coro = GUARD.call(self.handler_name, handler, conn)
+        if not inspect.iscoroutine(coro):
+            what = f"intercept() returned a {type_name(coro)}, not a coroutine"
+            raise PluginFailed(self.handler_name, what)
+        self._coro = GuardedCoroutine(self.handler_name, coro)
+        await self._coro
+
+    def _describe(self, exc: BaseException) -> str:
+        if not self._guarded:
+            return describe(exc)
+        try:  # its __str__ is the plugin's code too
+            return GUARD.call(self.handler_name, describe, exc)
+        except PluginFailed:
+            return type_name(exc)
+
+    def _failed(self, reason: str) -> None:
+        self.result = f"handler error: {reason}"
+        self._on_error(self.handler_name, reason)
+        for ep in self.endpoints:
+            ep.abort()
 
     def input(self, from_client: bool, seq: int, ack: int, flags: int, window: int,
               options: bytes, payload: bytes) -> None:  # fmt: skip
@@ -227,6 +270,8 @@ class InterceptSession:
                 aborted = True
         if aborted and not self.settled:
             self.result = "aborted at exit"
+        if self._coro is not None:
+            self._coro.stop()  # not resumed again, whatever it does with the cancellation
         if not self.task.done():
             self.task.cancel()
         self.handler_done = True

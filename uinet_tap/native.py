@@ -153,15 +153,19 @@ class NativeGlue(InspectionGlue):
         self.protocols[user.protocol] += 1
         self.verdicts[verdict] += 1
         conn.user = None
-        return {
+        findings, truncated = self.record_findings(user.findings)
+        rec = {
             "protocol": user.protocol,
             "confidence": "detected",
-            "findings": user.findings,
+            "findings": findings,
             "verdict": verdict,
             "decided_by": "default",
             "verdict_offset": {"c2s": user.offsets[0], "s2c": user.offsets[1]},
             "bypassed": conn.bypassed,
         }
+        if truncated:  # a hostile hello's 2,000 ALPN names: cut as in Python
+            rec["findings_truncated"] = True
+        return rec
 
     # -- C's side ---------------------------------------------------------------------------
 

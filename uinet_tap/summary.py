@@ -97,6 +97,8 @@ def render_summary(stats: dict, capture: str, elapsed: float, command: str = "re
     if stats.get("plugin_errors"):
         errors = ", ".join(f"{k} {v:,}" for k, v in stats["plugin_errors"].items())
         rows.append(("plugin errors", errors))
+    if stats.get("findings_truncated"):
+        rows.append(("findings cut", f"{stats['findings_truncated']:,} records (to the limits)"))
     if stats["evicted"] or stats["buffer_forced"]:
         rows.append(
             ("limits hit", f"{stats['evicted']:,} evicted, {stats['buffer_forced']:,} forced")

@@ -102,21 +102,31 @@ def open_captures(capture_args: dict[str, Any], workers: int) -> list[LiveCaptur
     return captures
 
 
+# (linktype, on_record, on_plugin_error) -> a new engine
+EngineFactory = Callable[[int, Callable[[dict], None], Callable[[str, str], None]], Engine]
+
+
 def _worker(
     index: int,
     captures: list[LiveCapture],
-    make_engine: Callable[[int, Callable[[dict], None]], Engine],
+    make_engine: EngineFactory,
     out: Any,
     stop: Any,
 ) -> None:
-    """One capture process: its share of the flows, records and snapshots to the parent."""
+    """One capture process: its share of the flows, records and snapshots to the parent,
+    and its plugin failures, which the parent reports once for the whole run. A bug here is
+    sent as one line too, and every record of this worker is still written."""
     capture = captures[index]
     for other in captures:
         if other is not capture:
             # The other workers' sockets are theirs to read. Closing this process's copy
             # leaves the socket and its ring (still mapped elsewhere) alone.
             other.close()
-    engine = make_engine(capture.linktype, lambda rec: out.put(("record", index, rec)))
+    engine = make_engine(
+        capture.linktype,
+        lambda rec: out.put(("record", index, rec)),
+        lambda name, message: out.put(("plugin_error", index, (name, message))),
+    )
     backend = SingleBackend(capture, engine)
     out.put(("ready", index, None))
     last_snapshot = 0.0
@@ -129,7 +139,14 @@ def _worker(
                 out.put(("snapshot", index, backend.snapshot()))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: end as asked
         pass
-    out.put(("stats", index, backend.finish()))
+    except Exception as exc:  # a bug must not lose this worker's records
+        out.put(("internal_error", index, f"{type(exc).__name__}: {exc}"))
+    try:
+        stats = backend.finish()
+    except Exception as exc:
+        out.put(("internal_error", index, f"{type(exc).__name__}: {exc}"))
+        stats = {}
+    out.put(("stats", index, stats))
 
 
 class WorkerPool:
@@ -139,11 +156,18 @@ class WorkerPool:
         self,
         iface: str,
         captures: list[LiveCapture],
-        make_engine: Callable[[int, Callable[[dict], None]], Engine],
+        make_engine: EngineFactory,
         writer: Callable[[dict], None],
+        on_plugin_error: Callable[[str, str], None],
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_plugin_error``: a plugin's failure in any worker (reported once a run);
+        ``on_error``: a worker's internal error, one line (default: stderr)."""
         self.iface = iface
         self.writer = writer
+        self.on_plugin_error = on_plugin_error
+        self.on_error = on_error or (lambda m: print(f"error: {m}", file=sys.stderr, flush=True))
+        self.failed = False  # a worker met a bug: the run ends with status 1
         # fork: the capture handles and the engine factory (plugins, policy) are inherited
         ctx = mp.get_context("fork")
         self.out = ctx.Queue()
@@ -186,6 +210,12 @@ class WorkerPool:
             self.snapshots[index] = payload
         elif kind == "stats":
             self.stats[index] = payload
+        elif kind == "plugin_error":
+            self.on_plugin_error(*payload)
+        elif kind == "internal_error":
+            self.failed = True
+            self.on_error(f"internal error in capture worker {index}: {payload} (its records "
+                          "are still written)")  # fmt: skip
 
     def _abort(self) -> None:
         self.stop.set()
