@@ -16,10 +16,19 @@
     handler = "rewrite"              # for intercept: relay | rewrite | respond | tee
     options = { direction = "s2c", pattern = "Hello", replace = "HELLO" }
 
+    [target-os]                      # whose receiver reads each direction (host-os-policy)
+    default = "linux"                # hosts no prefix names (else --overlap-policy)
+    windows = ["10.1.0.0/16", "2001:db8:1::/48"]
+    bsd = "192.0.2.0/24"             # linux | bsd | windows | first | last
+
 A rule is checked against what is known: address, port and VLAN keys at once (so such a rule
 can act at the SYN), protocol and host once detection has an answer. Rules are checked in
 order and the first that matches wins; a rule that cannot be told yet holds back the rules
 after it. ``watch`` ends the rules and leaves the flow to the plugins.
+
+``[target-os]`` maps address prefixes to receiver policies, the most specific prefix winning
+(Suricata's ``host-os-policy``): each direction of a connection is read as the host that
+receives it would read it (README "Receiving as the endpoint does").
 """
 
 from __future__ import annotations
@@ -35,7 +44,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from ..reassembly.policy import OverlapPolicy
 from .api import FlowView, Verdict
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class PolicyError(Exception):
@@ -131,6 +143,10 @@ class Policy:
     default: Verdict = Verdict.PASS
     budget: Budget = Budget()
     rules: tuple[Rule, ...] = ()
+    # [target-os]: (prefix, policy) pairs, and the policy of hosts none names (None: the
+    # command line's --overlap-policy).
+    target_os: tuple[tuple[Network, OverlapPolicy], ...] = ()
+    target_os_default: OverlapPolicy | None = None
 
     def evaluate(self, flow: FlowView, detection_done: bool) -> tuple[Rule | None, bool]:
         """(the rule that decides, or None; whether the rules are settled). Settled and no
@@ -211,10 +227,36 @@ def _rules(raw: Any, where: _Locator) -> dict[str, Any]:
 
 
 # One entry a top-level key: a new section is a reader here and a field of Policy.
+def _target_os(raw: Any, where: _Locator) -> dict[str, Any]:
+    section = "target-os"
+    if type(raw) is not dict:
+        raise where.error(
+            section, None, f"target-os must be a table ([target-os]), not {_kind(raw)}"
+        )
+    names = tuple(p.value for p in OverlapPolicy)
+    seen: dict[Network, str] = {}
+    pairs: list[tuple[Network, OverlapPolicy]] = []
+    default = None
+    for key, value in raw.items():
+        if key == "default":
+            default = OverlapPolicy(_choice(value, "default", section, where, names))
+            continue
+        if key not in names:
+            raise where.error(key, section, f"unknown key {key!r} (default, {', '.join(names)})")
+        for item in _one_or_more(value, key, section, where):
+            net = _network(item, key, section, where)
+            if net in seen:
+                raise where.error(key, section, f"{net} is given to both {seen[net]} and {key}")
+            seen[net] = key
+            pairs.append((net, OverlapPolicy(key)))
+    return {"target_os": tuple(pairs), "target_os_default": default}
+
+
 _SECTIONS: dict[str, Callable[[Any, _Locator], dict[str, Any]]] = {
     "default": _default,
     "budget": _budget,
     "rule": _rules,
+    "target-os": _target_os,
 }
 
 

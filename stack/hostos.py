@@ -23,9 +23,6 @@ class HostPolicies:
         self.prefixes = sorted(prefixes, key=lambda p: -p[0].prefixlen)
         self._cache: dict[bytes, OverlapPolicy] = {}
 
-    def __bool__(self) -> bool:
-        return bool(self.prefixes)
-
     def lookup(self, addr: bytes) -> OverlapPolicy:
         """The policy of the host at ``addr`` (4 or 16 packed bytes)."""
         if not self.prefixes:

@@ -145,7 +145,7 @@ class Tracker:
         self.now = 0.0
         self.fast: CFastPath | None = None  # set by the application to use the C fast path
         self.config_retain = 256 << 10  # bytes kept per direction for conflict checks
-        self._policies = c.host_policies if c.host_policies else None
+        self._policies = c.host_policies
         # Called when events pile up inside one call (the application drains them).
         self.on_events: Callable[[], None] | None = None
 
@@ -216,7 +216,8 @@ class Tracker:
     def _stream(self, receiver: bytes) -> ByteStream:
         """A direction's stream, reassembled by the policy of the host that receives it."""
         cfg = self.config
-        policy = self._policies.lookup(receiver) if self._policies else cfg.overlap_policy
+        hosts = self._policies
+        policy = hosts.lookup(receiver) if hosts is not None else cfg.overlap_policy
         return ByteStream(
             _NullSink(), policy, cfg.max_flow_buffer, self.budget, self.config_retain,
             cfg.max_pieces,

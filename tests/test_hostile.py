@@ -312,3 +312,51 @@ def test_random_overlap_floods_never_hold_more_than_the_caps():
     engine.finish()
     assert peak <= 64 << 10
     assert engine.tracker.limits["max_flow_buffer"] + engine.tracker.limits["max_pieces"] >= 1
+
+
+# -- per-host receiver policies ------------------------------------------------------------------
+
+
+def test_target_os_prefixes_choose_each_directions_receiver(tmp_path):
+    # The same overlap (a longer copy at the same start, out of order) read two ways: the
+    # server at 10.0.0.2 is named windows in the policy file, the client linux by default.
+    from uinet_tap.plugins.policy import parse_policy
+    from uinet_tap.plugins.registry import builtin_detectors
+
+    policy = parse_policy('[target-os]\nwindows = ["10.0.0.0/30"]\nlinux = "10.0.0.1/32"\n')
+    cv = Conversation()
+    segs = cv.handshake()
+    segs += [cv.c(b"AAAA", rel=8), cv.c(b"BBBBBBBB", rel=8), cv.c(b"01234567", rel=0)]
+    segs += [cv.s(b"aaaa", rel=8), cv.s(b"bbbbbbbb", rel=8), cv.s(b"01234567", rel=0)]
+    segs += [cv.ack("s"), cv.ack("c")]
+    records: list[dict] = []
+    engine = Engine(1, Options(fastpath="off"), records.append, keep_streams=True,
+                    plugins=builtin_detectors(), policy=policy)  # fmt: skip
+    from uinet_tap.api import _batches
+
+    for batch in _batches(Conversation().frames(segs), 1):
+        engine.feed_batch(batch)
+    engine.finish()
+    (rec,) = records
+    assert rec["c2s"]["data"] == b"01234567AAAABBBB"  # windows: the queued copy keeps its bytes
+    assert rec["s2c"]["data"] == b"01234567bbbbbbbb"  # linux: same start, longer replaces
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[target-os]\nsolaris = ['10.0.0.0/8']", "unknown key 'solaris'"),
+        ("[target-os]\nbsd = []", "empty list"),
+        ("[target-os]\nbsd = '10.0.0.0/8'\nlinux = ['10.0.0.0/8']", "given to both bsd and linux"),
+        ("[target-os]\ndefault = 'macos'", "default must be"),
+        ("[target-os]\nwindows = 'not-an-address'", "is not an address or CIDR"),
+        ("target-os = 3", "must be a table"),
+    ],
+)
+def test_target_os_section_errors_are_one_line_with_the_line_number(text, message):
+    from uinet_tap.plugins.policy import PolicyError, parse_policy
+
+    with pytest.raises(PolicyError) as err:
+        parse_policy(text, "rules.toml")
+    assert message in str(err.value) and str(err.value).startswith("rules.toml:")
+    assert "\n" not in str(err.value)

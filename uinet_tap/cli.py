@@ -151,6 +151,8 @@ def _options(*options: Any) -> Any:
 _reassembly_options = _options(
     click.option(
         "--overlap-policy",
+        "--target-os",
+        "overlap_policy",
         type=click.Choice([p.value for p in OverlapPolicy]),
         default="linux",
         show_default=True,

@@ -24,6 +24,7 @@ from .stack import fastpath
 from .stack.connection import Connection
 from .stack.decode import DLT_EN10MB, Decoder
 from .stack.events import Direction, FlowClosed
+from .stack.hostos import HostPolicies
 from .stack.tracker import Tracker, TrackerConfig
 
 # Ethernet type .. IPv4 total length, flags/fragment, TTL, protocol .. TCP seq, ack, offset,
@@ -105,8 +106,14 @@ class Engine:
         self.decoder = Decoder(linktype, self.options.verify_checksums)
         # Inline acts on verdicts frame by frame and a cut-in needs every handshake frame as
         # it passes: no deferred half-open connections there.
+        hosts = None
+        if policy is not None and (policy.target_os or policy.target_os_default):
+            hosts = HostPolicies(
+                policy.target_os_default or self.options.overlap_policy, policy.target_os
+            )
         self.tracker = Tracker(
-            self.options.tracker_config(defer_half_open=on_verdict is None), self._make_sink
+            self.options.tracker_config(defer_half_open=on_verdict is None, host_policies=hosts),
+            self._make_sink,
         )
         self.tracker.on_events = self._drain
         self.on_record = on_record
