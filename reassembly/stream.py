@@ -46,6 +46,8 @@ ACK_GRACE = 3
 PIECE_COST = 96
 """Bytes of Python objects per held piece (list slots, a bytearray's header, its offset): what
 a held piece costs beyond its bytes, charged against the caps."""
+MAX_GAPS_LISTED = 1024
+"""Gaps listed per direction in a record; the rest are counted (gap_count, gap_bytes)."""
 MAX_PIECES = 4096
 """Out-of-order pieces held per direction (Snort's ``queue_limit`` counts segments too)."""
 
@@ -102,6 +104,8 @@ class ByteStream:
         "hole_acks",
         "gaps",
         "gap_bytes",
+        "gap_count",
+        "gap_end",
         "acked_gaps",
         "retransmitted",
         "conflicts",
@@ -140,6 +144,8 @@ class ByteStream:
         self.hole_acks = 0
         self.gaps: list[list[int]] = []  # [delivered offset, length]
         self.gap_bytes = 0
+        self.gap_count = 0  # gaps, also those past the listed ones
+        self.gap_end = -1  # where the last gap ended (delivered offset)
         self.acked_gaps = 0  # gaps the receiver had acknowledged: capture loss, not our guess
         self.retransmitted = 0
         self.conflicts = 0
@@ -455,10 +461,16 @@ class ByteStream:
         if length:
             self.sink.gap(start, length)
             gaps = self.gaps
-            if gaps and gaps[-1][0] + gaps[-1][1] == start:
-                gaps[-1][1] += length
+            if self.gap_end == start and self.gap_count:
+                if gaps and gaps[-1][0] + gaps[-1][1] == start:
+                    gaps[-1][1] += length  # it continues the last gap listed
             else:
-                gaps.append([start, length])
+                self.gap_count += 1
+                if len(gaps) < MAX_GAPS_LISTED:
+                    gaps.append([start, length])
+                else:
+                    self._limit("max_gaps_listed")  # still in gap_count and gap_bytes
+            self.gap_end = start + length
             self.gap_bytes += length
             if self.acked > self.nxt:
                 self.acked_gaps += 1

@@ -63,6 +63,7 @@ class Endpoint:
         "ts_recent",
         "ts_recent_at",
         "doubtful",
+        "ack_claim",
     )
 
     def __init__(self, stream: ByteStream) -> None:
@@ -96,6 +97,9 @@ class Endpoint:
         # Tentative data that rode on an ACK of peer data never seen: (the peer offset its
         # ACK named, offset, bytes), confirmed once the peer is seen to have sent that much.
         self.doubtful: list[tuple[int, int, bytes]] | None = None
+        # The furthest the peer acknowledged of this stream beyond what this side was seen
+        # sending: applied as far as this side's later segments show it sent.
+        self.ack_claim = 0
 
     @property
     def claimed_end(self) -> int:

@@ -64,6 +64,11 @@ MAX_SEQ_JUMP = 1 << 30  # where no window is known: data further than this is no
 MIN_WINDOW = 65535  # in-flight bound before any window is known (the largest unscaled one)
 MAX_SYNACKS = 5  # competing SYN-ACKs kept per connection (Suricata's max-synack-queued)
 HALF_OPEN_SEGMENTS = 8  # segments a half-open entry defers before it becomes a connection
+# What a connection costs in memory, measured (tests/test_hostile.py holds these above the
+# Python heap growth, tracemalloc): a full one with its streams, sinks, SHA-256 contexts and
+# inspection state; a half-open one's table entries (its deferred segments counted apart).
+FULL_COST = 8192
+HALF_COST = 512
 EVENT_BATCH = 256  # closed connections held before the application is asked to take them
 MAX_DOUBTFUL = 64  # segments per direction held for evidence of the peer data they ACK
 PAWS_IDLE = 24 * 86400.0  # RFC 7323 §5.5: TS.Recent older than 24 days is not used
@@ -80,6 +85,9 @@ class TrackerConfig:
     ignore_vlan: bool = False
     verify_checksums: bool = False
     max_flows: int = 1_000_000
+    # What tracked connections may cost, estimated per connection (FULL_COST, HALF_COST and
+    # the bytes a half-open one defers); held bytes have caps of their own.
+    max_flow_memory: int = 1 << 30
     max_flow_buffer: int = 4 << 20
     max_buffer: int = 512 << 20
     timeout_half_open: float = 60.0
@@ -131,6 +139,7 @@ class Tracker:
         # order of last activity; and the reverse key -> the first sender's key.
         self.half: OrderedDict[bytes, list] = OrderedDict()
         self.half_rev: dict[bytes, bytes] = {}
+        self.half_bytes = 0  # what the deferred segments take
         self.timeouts = (c.timeout_half_open, c.timeout_established, c.timeout_closing)
         self.events: list[Event] = []
         self.anomalies: Counter[str] = Counter()
@@ -169,9 +178,22 @@ class Tracker:
         prefix = b"" if self.config.ignore_vlan or not seg.vlans else repr(seg.vlans).encode()
         return (prefix + seg.src + seg.dst + sp + dp, prefix + seg.dst + seg.src + dp + sp)
 
-    def _make_room(self) -> None:
-        if self.active + len(self.half) >= self.config.max_flows:
-            self._evict_stalest()
+    @property
+    def flow_memory(self) -> int:
+        """The estimated memory of the connections tracked (held bytes aside)."""
+        return self.active * FULL_COST + len(self.half) * HALF_COST + self.half_bytes
+
+    def _make_room(self, more: int = FULL_COST) -> None:
+        """Room for one more connection costing ``more``: under both caps, the count and the
+        memory, evicting (half-open ones first) until there is."""
+        cfg = self.config
+        while self.active + len(self.half):
+            if self.active + len(self.half) >= cfg.max_flows:
+                self._evict_stalest("max_flows")
+            elif self.flow_memory + more > cfg.max_flow_memory:
+                self._evict_stalest("max_flow_memory")
+            else:
+                return
 
     def _open(
         self,
@@ -245,6 +267,16 @@ class Tracker:
             del conn.lru[conn]  # type: ignore[attr-defined]
             conn.lru = None
         self.active -= 1
+        if not conn.bypassed and conn.state is not ConnState.RESET:
+            # What the peers acknowledged beyond what the capture showed (within what was
+            # in flight when they did: capture loss at the end) now stands: the trailing gap;
+            # and data that rode on such ACKs had them.
+            for ep in (conn.c, conn.s):
+                if ep.ack_claim > ep.stream.acked:
+                    self._ack_stream(ep, ep.ack_claim)
+            for ep, peer in ((conn.c, conn.s), (conn.s, conn.c)):
+                if ep.doubtful:
+                    self._confirm_doubtful(conn, ep, peer, peer.stream.acked)
         for ep, peer in ((conn.c, conn.s), (conn.s, conn.c)):
             stream = ep.stream
             if ep.syn and peer.isn is None and stream.tentative.held:
@@ -292,19 +324,19 @@ class Tracker:
             return end
         return max(end, acked)
 
-    def _evict_stalest(self) -> None:
-        """At the connection cap: a half-open entry goes first (a SYN flood must not push out
-        established connections), else the stalest connection."""
+    def _evict_stalest(self, cap: str) -> None:
+        """At a connection cap: a half-open entry goes first (a SYN flood must not push out
+        established connections), else the stalest connection. Counted by cap."""
         self.evicted += 1
         if self.half:
-            self.limits["max_flows_half_open"] += 1
+            self.limits[f"{cap}_half_open"] += 1
             conn = self._promote(next(iter(self.half)))
             if conn is not None:
                 self._finish(conn, CloseReason.EVICTED)
             return
         heads = [next(iter(lru)) for lru in self.lrus if lru]
         if heads:
-            self.limits["max_flows"] += 1
+            self.limits[cap] += 1
             victim = min(heads, key=lambda c: c.last_seen)
             self._finish(victim, CloseReason.EVICTED)
 
@@ -352,8 +384,10 @@ class Tracker:
 
     def _defer(self, ts: float, seg: Segment, keys: tuple[bytes, bytes]) -> None:
         """A SYN or SYN-ACK of an unknown tuple: a compact half-open entry, not a connection."""
-        self._make_room()
-        entry = [self.next_id, seg.vlans, _pack(ts, seg, True)]
+        blob = _pack(ts, seg, True)
+        self._make_room(HALF_COST + len(blob))
+        entry = [self.next_id, seg.vlans, blob]
+        self.half_bytes += len(blob)
         self.next_id += 1
         self.half[keys[0]] = entry
         self.half_rev[keys[1]] = keys[0]
@@ -376,11 +410,14 @@ class Tracker:
         same_kind = flags & (SYN | ACK | RST | FIN) == o_flags & (SYN | ACK | RST | FIN)
         if len(entry) < 2 + HALF_OPEN_SEGMENTS and flags & SYN and not flags & (RST | FIN):
             if first and same_kind and seg.seq == o_seq:
-                entry.append(_pack(ts, seg, True))  # the opener, retransmitted
-                self.half.move_to_end(k0)
-                return True
-            if not first and flags & ACK and not o_flags & ACK:
-                entry.append(_pack(ts, seg, False))  # a SYN-ACK to the SYN
+                blob = _pack(ts, seg, True)  # the opener, retransmitted
+            elif not first and flags & ACK and not o_flags & ACK:
+                blob = _pack(ts, seg, False)  # a SYN-ACK to the SYN
+            else:
+                blob = b""
+            if blob:
+                entry.append(blob)
+                self.half_bytes += len(blob)
                 self.half.move_to_end(k0)
                 return True
         self._promote(k0)
@@ -390,6 +427,7 @@ class Tracker:
         """Make a half-open entry a connection: its deferred segments replayed in order, as if
         they had been processed when they came (same id, times and counts)."""
         entry = self.half.pop(k0)
+        self.half_bytes -= sum(len(blob) for blob in entry[2:])
         conn_id, vlans = entry[0], entry[1]
         conn = None
         for i, blob in enumerate(entry[2:]):
@@ -724,6 +762,12 @@ class Tracker:
             self._advertise(conn, ep, peer, aoff, seg.window, bool(flags & SYN))
         if peer.doubtful:
             self._confirm_doubtful(conn, peer, ep)
+        if ep.ack_claim > ep.stream.acked:
+            # The peer acknowledged more than this side was seen sending; what its segments
+            # now show is corroborated.
+            seen = min(ep.ack_claim, self._seen_sent(ep))
+            if seen > ep.stream.acked:
+                self._ack_stream(ep, seen)
         if conn.ts_ok and not flags & SYN:
             tsval = timestamp(seg.options)
             if tsval is not None and off <= ep.stream.acked:
@@ -936,10 +980,32 @@ class Tracker:
         if conn.state is ConnState.SYN_RECEIVED and off >= 0 and ep is conn.c:
             conn.state = ConnState.ESTABLISHED
             self._place(conn)
-        stream.ack(off)
-        if stream.accepted_end > peer.seen_end:
-            peer.seen_end = stream.accepted_end  # tentative bytes the receiver took
+        seen = self._seen_sent(peer)
+        if off > seen:
+            # It acknowledges bytes the peer was not seen sending: capture loss (the peer's
+            # later segments will show it, and the gap is made then) or an ACK of data never
+            # sent. Held as a claim; it moves nothing yet, and advertises nothing.
+            if off > peer.ack_claim:
+                peer.ack_claim = off
+            if seen > stream.acked:
+                self._ack_stream(peer, seen)
+            return True, None
+        self._ack_stream(peer, off)
         return True, off
+
+    @staticmethod
+    def _seen_sent(ep: Endpoint) -> int:
+        """How far ``ep``'s own segments show it sent: its data (tentative included), and its
+        FIN's sequence number."""
+        end = ep.claimed_end
+        return end if ep.fin_off is None else max(end, ep.fin_off)
+
+    @staticmethod
+    def _ack_stream(ep: Endpoint, off: int) -> None:
+        stream = ep.stream
+        stream.ack(off)
+        if stream.accepted_end > ep.seen_end:
+            ep.seen_end = stream.accepted_end  # tentative bytes the receiver took
 
     def _advertise(
         self, conn: Connection, ep: Endpoint, peer: Endpoint, aoff: int, window: int, syn: bool
@@ -1027,13 +1093,13 @@ class Tracker:
         if payload and stream.add(off, payload):
             self._anomaly(conn, "overlap_conflict")
 
-    def _confirm_doubtful(self, conn: Connection, ep: Endpoint, peer: Endpoint) -> None:
+    def _confirm_doubtful(
+        self, conn: Connection, ep: Endpoint, peer: Endpoint, acked: int = 0
+    ) -> None:
         """``peer`` was seen sending up to what ``ep``'s held segments acknowledged: they were
         acceptable when they came (capture loss, not an evasion) and take their place now,
         among later copies as the first."""
-        sent = peer.claimed_end + 1
-        if peer.fin_off is not None:
-            sent = max(sent, peer.fin_off + 1)
+        sent = max(self._seen_sent(peer) + 1, acked)
         keep = []
         stream = ep.stream
         for needed, off, data in ep.doubtful or ():

@@ -62,6 +62,46 @@ def test_a_half_open_connection_costs_under_a_kilobyte(synack):
     grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
     assert tracker.half_open == 2000 and tracker.active == 0
     assert grown / 2000 < 1024, f"{grown / 2000:.0f} bytes per half-open connection"
+    # and the estimate the memory cap counts is no lower than what was measured
+    assert tracker.flow_memory >= grown, (tracker.flow_memory, grown)
+
+
+@pytest.mark.parametrize("inspect", [False, True])
+def test_the_full_connection_estimate_covers_what_one_costs(inspect):
+    from uinet_tap.api import _batches
+    from uinet_tap.plugins.registry import builtin_detectors
+    from uinet_tap.stack.tracker import FULL_COST
+
+    segs = []
+    for i in range(1000):
+        cv = Conversation(client=f"10.1.{i >> 8}.{i & 255}", cport=2000 + i, t0=1 + i * 1e-3)
+        segs += cv.handshake() + [cv.c(b"GET / HTTP/1.1\r\n"), cv.ack("s")]
+    engine = Engine(1, Options(fastpath="off"), lambda r: None,
+                    plugins=builtin_detectors() if inspect else None)  # fmt: skip
+    batches = list(_batches(Conversation().frames(segs), 1))
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for batch in batches:
+        engine.feed_batch(batch)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    assert engine.tracker.active == 1000
+    # Python's heap; the SHA-256 contexts (OpenSSL's, about 250 bytes each) and the C
+    # fast path's table entry (under 1 KB with its buffers) come on top
+    assert grown / 1000 + 2 * 256 + 1024 <= FULL_COST, f"{grown / 1000:.0f} bytes per connection"
+
+
+def test_the_connection_memory_cap_evicts_like_the_count_cap():
+    # 3,000 connections over a 1 MiB estimate (about 170 full ones): the stalest go, counted
+    # under the cap that bit, and every one still has its record.
+    segs = []
+    for i in range(3000):
+        cv = Conversation(client=f"10.2.{i >> 8}.{i & 255}", cport=3000 + i, t0=1 + i * 1e-3)
+        segs += cv.handshake() + [cv.c(b"x"), cv.ack("s")]
+    res = reconstruct(Conversation().frames(segs), max_flow_memory=1 << 20)
+    assert len(res.records) == 3000
+    assert res.stats["limits"]["max_flow_memory"] == res.stats["evicted"] > 2500
 
 
 def test_half_open_connections_are_records_like_any_other():
@@ -97,7 +137,7 @@ def test_a_syn_flood_evicts_half_open_connections_before_established_ones():
         assert r["close"] == "fin" and r["c2s"]["bytes"] == 18, r
     assert len(res.records) == 3010
     assert res.stats["evicted"] == 3010 - 500
-    assert res.stats["limits"]["max_flows_half_open"] == 3010 - 500
+    assert res.stats["limits"] == {"max_flows_half_open": 3010 - 500}
     evicted = [r for r in res.records if r["close"] == "evicted"]
     assert len(evicted) == 2510 and all(not r["c2s"]["packets"] > 1 for r in evicted)
 
@@ -199,8 +239,11 @@ def test_tiny_out_of_order_segments_are_capped_in_pieces_and_counted():
     assert res.stats["limits"]["max_pieces"] == rec["limits"]["max_pieces"]
     data = rec["c2s"]["data"]
     assert all(data[2 * i + 1] == 65 + i % 26 for i in range(n))
-    # the holes filled before the cap bit are exact; the rest were committed as gaps
-    assert sum(g[1] for g in rec["c2s"]["gaps"]) + data.count(b"-") == n
+    # the holes filled before the cap bit are exact; the rest were committed as gaps, more
+    # than a record lists (counted, and all in gap_count and gap_bytes)
+    assert rec["c2s"]["gap_bytes"] + data.count(b"-") == n
+    assert rec["c2s"]["gap_count"] == rec["c2s"]["gap_bytes"] > len(rec["c2s"]["gaps"]) == 1024
+    assert rec["limits"]["max_gaps_listed"] == rec["c2s"]["gap_count"] - 1024
     assert n > MAX_PIECES
 
 

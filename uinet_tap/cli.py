@@ -162,6 +162,13 @@ _reassembly_options = _options(
     click.option("--verify-checksums", is_flag=True, help="Drop TCP segments with a bad checksum."),
     click.option("--max-flows", type=click.IntRange(1), default=1_000_000, show_default=True),
     click.option(
+        "--max-flow-memory",
+        type=click.IntRange(1 << 20),
+        default=1 << 30,
+        show_default=True,
+        help="Estimated memory of the connections tracked (held bytes aside).",
+    ),
+    click.option(
         "--max-flow-buffer",
         type=click.IntRange(1024),
         default=4 << 20,

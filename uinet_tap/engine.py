@@ -38,6 +38,7 @@ class Options:
     ignore_vlan: bool = False
     verify_checksums: bool = False
     max_flows: int = 1_000_000
+    max_flow_memory: int = 1 << 30
     max_flow_buffer: int = 4 << 20
     max_buffer: int = 512 << 20
     timeout_half_open: float = 60.0
@@ -305,8 +306,8 @@ class Engine:
         t = self.totals
         t.connections += 1
         for d in ("c2s", "s2c"):
-            t.gaps += len(rec[d]["gaps"])
-            t.gap_bytes += sum(g[1] for g in rec[d]["gaps"])
+            t.gaps += rec[d]["gap_count"]
+            t.gap_bytes += rec[d]["gap_bytes"]
         size = rec["c2s"]["bytes"] + rec["s2c"]["bytes"]
         lg = t.largest
         if len(lg) < self._largest_n or size > lg[-1][0]:

@@ -154,6 +154,8 @@ def direction_record(conn: Connection, direction: Direction, export_dir: Path | 
         "bytes": stream.delivered,
         "sha256": sink.sha.hexdigest(),
         "gaps": [list(g) for g in stream.gaps],
+        "gap_count": stream.gap_count,
+        "gap_bytes": stream.gap_bytes,
         "packets": ep.packets,
         "payload_bytes": ep.payload_bytes,
         "retransmitted_bytes": stream.retransmitted,
