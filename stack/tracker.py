@@ -95,8 +95,11 @@ class TrackerConfig:
     timeout_closing: float = 60.0
     host_policies: HostPolicies | None = None  # per-receiver policies (policy file)
     # Keep handshakes in the compact half-open table (off inline, where a SYN may be blocked
-    # and a cut-in needs every handshake frame as it passes).
+    # and a cut-in needs every handshake frame as it passes) once this many half-open
+    # connections are tracked in full: a flood goes compact, everyday handshakes (which
+    # complete at once) skip the detour. 0: always compact. The records are the same.
     defer_half_open: bool = True
+    eager_half_open: int = 4096
     max_pieces: int = MAX_PIECES
 
 
@@ -328,13 +331,22 @@ class Tracker:
         """At a connection cap: a half-open entry goes first (a SYN flood must not push out
         established connections), else the stalest connection. Counted by cap."""
         self.evicted += 1
-        if self.half:
+        half, eager = self.half, self.lrus[0]
+        if half or eager:
             self.limits[f"{cap}_half_open"] += 1
-            conn = self._promote(next(iter(self.half)))
+            # The stalest half-open connection, compact or tracked in full.
+            if half and (
+                not eager
+                or _DEFERRED.unpack_from(half[next(iter(half))][-1])[0]
+                <= next(iter(eager)).last_seen
+            ):
+                conn = self._promote(next(iter(half)))
+            else:
+                conn = next(iter(eager))
             if conn is not None:
                 self._finish(conn, CloseReason.EVICTED)
             return
-        heads = [next(iter(lru)) for lru in self.lrus if lru]
+        heads = [next(iter(lru)) for lru in self.lrus[1:] if lru]
         if heads:
             self.limits[cap] += 1
             victim = min(heads, key=lambda c: c.last_seen)
@@ -405,8 +417,7 @@ class Tracker:
                 return False
             entry = self.half[k0]
         flags = seg.flags
-        opener = entry[2]
-        o_seq, o_flags = _DEFERRED.unpack_from(opener)[1], _DEFERRED.unpack_from(opener)[3]
+        _ts, o_seq, _ack, o_flags = _DEFERRED.unpack_from(entry[2])[:4]
         same_kind = flags & (SYN | ACK | RST | FIN) == o_flags & (SYN | ACK | RST | FIN)
         if len(entry) < 2 + HALF_OPEN_SEGMENTS and flags & SYN and not flags & (RST | FIN):
             if first and same_kind and seg.seq == o_seq:
@@ -435,7 +446,7 @@ class Tracker:
             keys = self._key(seg)
             if i == 0:
                 self.half_rev.pop(keys[1], None)
-            conn = self._handle(ts, seg, keys, conn_id if i == 0 else None)
+            conn = self._handle(ts, seg, keys, conn_id if i == 0 else None, attach=False)
         return conn
 
     # -- per segment ---------------------------------------------------------------------------
@@ -454,10 +465,12 @@ class Tracker:
             if self.half and self._half_segment(ts, seg, keys):
                 return
             flags = seg.flags
+            cfg = self.config
             if (
                 flags & SYN
                 and not flags & (RST | FIN)
-                and self.config.defer_half_open
+                and cfg.defer_half_open
+                and len(self.lrus[0]) >= min(cfg.eager_half_open, cfg.max_flows // 4)
                 and keys[0] not in self.table
             ):
                 self._defer(ts, seg, keys)
@@ -465,7 +478,12 @@ class Tracker:
         self._handle(ts, seg, keys)
 
     def _handle(
-        self, ts: float, seg: Segment, keys: tuple[bytes, bytes], conn_id: int | None = None
+        self,
+        ts: float,
+        seg: Segment,
+        keys: tuple[bytes, bytes],
+        conn_id: int | None = None,
+        attach: bool = True,
     ) -> Connection | None:
         flags = seg.flags
         entry = self.table.get(keys[0])
@@ -489,7 +507,7 @@ class Tracker:
         if self.budget.used > self.config.max_buffer:
             self._enforce_buffer()
         fast = self.fast
-        if fast is not None and conn.lru is not None and fast.eligible(conn):
+        if attach and fast is not None and conn.lru is not None and fast.eligible(conn):
             fast.attach(conn)
         return conn
 

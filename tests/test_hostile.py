@@ -52,7 +52,7 @@ def test_a_half_open_connection_costs_under_a_kilobyte(synack):
     frames = syn_frames(2000, synack)
     dec = Decoder(1)
     segs = [(ts, dec.decode(ts, f)) for ts, f in frames]
-    tracker = Tracker(TrackerConfig())
+    tracker = Tracker(TrackerConfig(eager_half_open=0))
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
     for ts, seg in segs:
@@ -68,9 +68,10 @@ def test_a_half_open_connection_costs_under_a_kilobyte(synack):
 
 @pytest.mark.parametrize("inspect", [False, True])
 def test_the_full_connection_estimate_covers_what_one_costs(inspect):
-    from uinet_tap.api import _batches
     from uinet_tap.plugins.registry import builtin_detectors
     from uinet_tap.stack.tracker import FULL_COST
+
+    from uinet_tap.api import _batches
 
     segs = []
     for i in range(1000):
@@ -107,7 +108,7 @@ def test_the_connection_memory_cap_evicts_like_the_count_cap():
 def test_half_open_connections_are_records_like_any_other():
     # Deferred, not forgotten: each gets its record (same id order, times, packets, options)
     # as a connection tracked from its first packet would.
-    res = reconstruct(syn_frames(50, synack=True), fastpath="off")
+    res = reconstruct(syn_frames(50, synack=True), fastpath="off", eager_half_open=0)
     assert len(res.records) == 50
     assert [r["id"] for r in res.records] == list(range(50))
     for r in res.records:
@@ -115,6 +116,37 @@ def test_half_open_connections_are_records_like_any_other():
         assert r["c2s"]["packets"] == 1 and r["s2c"]["packets"] == 1
         assert r["tcp"]["window_scaling"] is True
     assert res.stats["connections"] == 50
+
+
+CAPTURE_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "captures"
+
+
+@pytest.mark.parametrize("fastpath", ["off", "c"])
+def test_compact_half_open_connections_give_the_same_records(fastpath):
+    # Whether handshakes wait in the compact table (a flood) or are tracked in full from the
+    # first SYN (everyday traffic), every record and stat is the same: shipped captures, the
+    # evasion cases, a handshake flood with competing SYN-ACKs and SYN data.
+    from uinet_tap.pcapfile import PcapFile
+
+    inputs = []
+    paths = sorted(CAPTURE_DIR.glob("*.pcap")) + sorted((CAPTURE_DIR / "evasion").glob("*.pcap"))
+    for path in paths[:45]:
+        frames = []
+        for b in PcapFile(str(path)).batches():
+            frames += [(t, b.data[o : o + n])
+                       for t, o, n in zip(b.times, b.offsets, b.lengths, strict=True)]  # fmt: skip
+        inputs.append((path.name, frames))
+    flood = syn_frames(300, synack=True)
+    cv = Conversation(cport=777)
+    extra = [cv.syn(data=b"hello"), cv.synack()]
+    cv.isn["s"] = 4242
+    extra += [cv.synack(), cv.ack("c"), cv.c(b" world"), cv.s(b"ok"), cv.ack("c")]
+    inputs.append(("flood", flood + Conversation().frames(extra)))
+    for name, frames in inputs:
+        eager = reconstruct(frames, fastpath=fastpath, eager_half_open=1 << 30)
+        compact = reconstruct(frames, fastpath=fastpath, eager_half_open=0)
+        assert compact.stats == eager.stats, name
+        assert compact.records == eager.records, name
 
 
 def test_a_syn_flood_evicts_half_open_connections_before_established_ones():

@@ -39,6 +39,9 @@ class Options:
     verify_checksums: bool = False
     max_flows: int = 1_000_000
     max_flow_memory: int = 1 << 30
+    # Half-open connections tracked in full before handshakes go to the compact table (0:
+    # always). Not a command-line option: the records are the same either way.
+    eager_half_open: int = 4096
     max_flow_buffer: int = 4 << 20
     max_buffer: int = 512 << 20
     timeout_half_open: float = 60.0
