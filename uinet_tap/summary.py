@@ -99,7 +99,10 @@ def render_summary(stats: dict, capture: str, elapsed: float, command: str = "re
         rows.append(("plugin errors", errors))
     if stats.get("findings_truncated"):
         rows.append(("findings cut", f"{stats['findings_truncated']:,} records (to the limits)"))
-    if stats["evicted"] or stats["buffer_forced"]:
+    limits = stats.get("limits") or {}
+    if limits:
+        rows.append(("limits hit", ", ".join(f"{k} {v:,}" for k, v in limits.items())))
+    elif stats["evicted"] or stats["buffer_forced"]:
         rows.append(
             ("limits hit", f"{stats['evicted']:,} evicted, {stats['buffer_forced']:,} forced")
         )
