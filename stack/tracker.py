@@ -761,13 +761,17 @@ class Tracker:
         if flags & URG and seg.urg and nbytes and not flags & SYN and not doubtful:
             # Before the data: Linux takes the pointer (tcp_urg) before queueing the bytes.
             ep.stream.set_urgent(off + seg.urg - 1)
+        # Whether the receiver took this segment beyond doubt: only then does its timestamp
+        # become TS.Recent (Linux stores it only past tcp_sequence and tcp_ack), or a
+        # dropped segment's TSval could make later good ones look old.
+        certain = not doubtful and (aoff is not None or not flags & ACK)
         if nbytes:
             if flags & SYN:
                 # Tentative until the SYN-ACK (or any ACK of the peer) covers it.
                 if seg.payload:
                     ep.stream.add_tentative(0, seg.payload)
-            else:
-                self._on_data(conn, ep, peer, seg, off, nbytes, doubtful)
+            elif not self._on_data(conn, ep, peer, seg, off, nbytes, doubtful):
+                certain = False
         elif off == ep.sent_end - 1 and not flags & (SYN | FIN | RST):
             # RFC 9293 §3.8.4 keepalive and the Linux zero-window probe: empty, at SND.NXT-1.
             self._anomaly(conn, "zero_window_probe" if peer.window == 0 else "keepalive")
@@ -786,7 +790,7 @@ class Tracker:
             seen = min(ep.ack_claim, self._seen_sent(ep))
             if seen > ep.stream.acked:
                 self._ack_stream(ep, seen)
-        if conn.ts_ok and not flags & SYN:
+        if conn.ts_ok and certain and not flags & SYN:
             tsval = timestamp(seg.options)
             if tsval is not None and off <= ep.stream.acked:
                 # TS.Recent follows segments at or before the last ACK the receiver sent
@@ -1046,7 +1050,8 @@ class Tracker:
         off: int,
         nbytes: int,
         doubtful: bool = False,
-    ) -> None:
+    ) -> bool:
+        """Take a data segment's bytes; False when they are held tentatively or dropped."""
         stream = ep.stream
         payload = seg.payload
         if (
@@ -1060,11 +1065,11 @@ class Tracker:
             # in the stream and not compared. Unacknowledged, the same segment is a
             # retransmission and is compared like any other.
             self._anomaly(conn, "zero_window_probe" if peer.window == 0 else "keepalive")
-            return
+            return True
         if off < 0:
             if off + nbytes <= 0:
                 self._anomaly(conn, "data_before_start")
-                return
+                return False
             payload = payload[-off:]
             nbytes += off
             off = 0
@@ -1073,7 +1078,7 @@ class Tracker:
             self._anomaly(conn, "data_after_fin")
             keep = ep.fin_off - off
             if keep <= 0:
-                return
+                return False
             payload = payload[:keep]
             nbytes = keep
         edge = ep.edge
@@ -1081,10 +1086,10 @@ class Tracker:
         if beyond:
             if off - edge > max(ep.max_wnd, MIN_WINDOW):  # type: ignore[operator]
                 self._anomaly(conn, "seq_out_of_range")
-                return
+                return False
         elif edge is None and off - ep.seen_end > MAX_SEQ_JUMP:
             self._anomaly(conn, "seq_out_of_range")
-            return
+            return False
         if beyond or doubtful:
             # Beyond the window the receiver advertised, or riding on an ACK of data never
             # seen: a receiver drops this (an evasion), unless the capture missed a window
@@ -1101,7 +1106,7 @@ class Tracker:
                         held = ep.doubtful = []
                     if len(held) < MAX_DOUBTFUL:
                         held.append((peer.offset(seg.ack), off, payload))
-            return
+            return False
         end = off + nbytes
         if end > ep.seen_end:
             ep.seen_end = end
@@ -1110,6 +1115,7 @@ class Tracker:
             self._anomaly(conn, "truncated_segment")
         if payload and stream.add(off, payload):
             self._anomaly(conn, "overlap_conflict")
+        return True
 
     def _confirm_doubtful(
         self, conn: Connection, ep: Endpoint, peer: Endpoint, acked: int = 0

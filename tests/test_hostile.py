@@ -435,3 +435,23 @@ def test_target_os_section_errors_are_one_line_with_the_line_number(text, messag
         parse_policy(text, "rules.toml")
     assert message in str(err.value) and str(err.value).startswith("rules.toml:")
     assert "\n" not in str(err.value)
+
+
+def test_a_dropped_segment_cannot_move_ts_recent():
+    # A segment the receiver drops (here: its ACK acknowledges data the server never sent)
+    # carries a TSval far ahead. Had it become TS.Recent, the real data that follows, with an
+    # ordinary TSval, would look old (PAWS) and be lost. It does not: Linux stores TS.Recent
+    # only for segments it takes.
+    cv = Conversation()
+    segs = [cv.syn(ts=(5000, 0)), cv.synack(ts=(9000, 5000)),
+            cv.ack("c", options=opt_timestamps(5001, 9000))]  # fmt: skip
+    segs += [cv.c(b"a" * 1000, options=opt_timestamps(5002, 9000))]
+    segs += [cv.ack("s", options=opt_timestamps(9001, 5002))]
+    segs += [cv.data("c", b"EVIL", advance=False, ack=cv.seq_of("s", 5000),
+                     options=opt_timestamps(5002 + (1 << 30), 9001))]  # fmt: skip
+    segs += [cv.c(b"GOOD", options=opt_timestamps(5003, 9001))]
+    segs += [cv.ack("s", options=opt_timestamps(9002, 5003))]
+    for fastpath in ("off", "python", "c"):
+        rec = only(recon(segs, fastpath=fastpath))
+        assert rec["c2s"]["data"] == b"a" * 1000 + b"GOOD", fastpath
+        assert "paws_rejected" not in rec["anomalies"]
