@@ -342,3 +342,28 @@ def test_live_view_shows_what_c_found():
                         "c2s_head", "s2c_head", "bypassed"):  # fmt: skip
                 assert getattr(row, key) == getattr(ref, key), (flow_id, key)
     assert shown >= 25
+
+
+# -- hostile traffic: disagreements found by probing, each held here ------------------------
+
+
+def test_paths_agree_on_a_pcapng_with_mixed_link_types(tmp_path):
+    """A raw-IP interface first, then an Ethernet one: the Ethernet batches the fast paths
+    take are decoded as Ethernet, not with the file's first link type."""
+    from frames import DLT_EN10MB, DLT_RAW, pcapng_multi_bytes
+
+    a = Conversation(cport=1111)
+    b = Conversation(cport=2222, t0=1000.0005)
+    sa = a.handshake() + [a.c(b"hello"), a.ack("s"), a.fin("c"), a.fin("s"), a.ack("c")]
+    sb = b.handshake() + [b.c(b"world"), b.ack("s"), b.s(b"x" * 10), b.ack("c")]
+    sb += [b.fin("c"), b.fin("s"), b.ack("c")]
+    items = [(0, fr) for fr in frames(sa, DLT_RAW)] + [(1, fr) for fr in frames(sb, DLT_EN10MB)]
+    items.sort(key=lambda item: item[1][0])
+    path = tmp_path / "mixed.pcapng"
+    path.write_bytes(pcapng_multi_bytes(items, [DLT_RAW, DLT_EN10MB]))
+    records, stats = replay(path, "off")
+    assert [(r["client"], r["close"]) for r in records] == [
+        ("10.0.0.1:1111", "fin"), ("10.0.0.1:2222", "fin")
+    ]  # fmt: skip
+    assert stats["undecodable"] == {}
+    assert_same_everywhere(path)
