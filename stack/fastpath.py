@@ -43,9 +43,6 @@ class CFastPath:
         self.touched = ffi.new("ut_touch[]", OUT_CAP)
         self.changed = ffi.new("int32_t[]", OUT_CAP)
         self._n_changed = ffi.new("uint32_t *")
-        # Hand back after every payload of a flow under inspection, so that a verdict takes
-        # effect at once (needed for --bypass; otherwise it lands within the batch anyway).
-        self.prompt_verdicts = False
         # Set by the tracker: moves a connection to its state's timeout list.
         self.place: Callable[[Connection], None] = lambda conn: None
         # First-bytes detection in C (_detect.c), set up by the application (native_config):
@@ -126,9 +123,10 @@ class CFastPath:
             if lib.ut_native_begin(self.table, slot, allow) != 0:
                 raise MemoryError("first-bytes detection")
         else:
-            f.inspect = self.prompt_verdicts and any(
-                getattr(ep.stream.sink, "inspect", None) for ep in (conn.c, conn.s)
-            )
+            # Hand back after every payload of a flow under inspection: the inspector sees it
+            # at its frame's time (conn.last_seen, for the budget's seconds) and a verdict
+            # takes effect at once (--bypass).
+            f.inspect = any(getattr(ep.stream.sink, "inspect", None) for ep in (conn.c, conn.s))
         conn.fast_slot = slot
         self.conns[slot] = conn
         need = 2 * slot + 2

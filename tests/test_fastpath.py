@@ -17,6 +17,7 @@ from typing import Literal
 
 import pytest
 from frames import Conversation, frames
+from uinet_tap.plugins.policy import Budget, Policy
 from uinet_tap.plugins.registry import builtin_detectors
 from uinet_tap.stack import fastpath
 
@@ -46,20 +47,21 @@ def replay(
 
 def run(
     batches: Iterable[Batch], linktype: int, mode: str, keep: bool = False,
-    inspect: Inspect = None, **options,
+    inspect: Inspect = None, policy: Policy | None = None, **options,
 ) -> tuple[list[dict], dict]:  # fmt: skip
     """``inspect``: None (no plugins), "plugins" (the built-in detectors) or "bypass" (and
-    --bypass): with plugins, the C path also names HTTP and TLS itself (uinet_tap/native.py)."""
+    --bypass): with plugins, the C path also names HTTP and TLS itself (uinet_tap/native.py)
+    unless a ``policy`` with rules or another budget keeps it to the Python inspector."""
     records: list[dict] = []
     engine = Engine(
         linktype, Options.from_kwargs(fastpath=mode, **options), records.append,
         keep_streams=keep, plugins=builtin_detectors() if inspect else None,
-        bypass=inspect == "bypass",
+        policy=policy, bypass=inspect == "bypass",
     )  # fmt: skip
     for batch in batches:
         engine.feed_batch(batch)
     engine.finish()
-    if mode == "c" and inspect and not keep:
+    if mode == "c" and inspect and not keep and policy is None:
         assert isinstance(engine.inspection, NativeGlue)
     return sorted(records, key=lambda r: r["id"]), engine.stats()
 
@@ -367,3 +369,21 @@ def test_paths_agree_on_a_pcapng_with_mixed_link_types(tmp_path):
     ]  # fmt: skip
     assert stats["undecodable"] == {}
     assert_same_everywhere(path)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_paths_agree_on_a_short_time_budget(keep):
+    """A budget of 0.15 s: under C the inspector used to get a run's payloads after the run,
+    all at the time of the connection's last frame in it, and so found the budget unspent
+    where the other paths had spent it (and decided at another offset)."""
+    cv = Conversation(cport=3333, dt=0.1)
+    segs = cv.handshake() + [cv.c(b"GET / HTTP/1.1\r\n"), cv.ack("s"), cv.c(b"Host: x\r\n\r\n")]
+    segs += [cv.ack("s"), cv.s(b"HTTP/1.1 200 OK\r\n\r\n"), cv.ack("c")]
+    segs += [cv.fin("c"), cv.fin("s"), cv.ack("c")]
+    fr = frames(segs)
+    policy = Policy(budget=Budget(seconds=0.15))
+    ref = run(_batches(fr, 1), 1, "off", keep, "plugins", policy)
+    # Spent at the request's second segment, 0.2 s after its first: before the response.
+    assert ref[0][0]["verdict_offset"] == {"c2s": 27, "s2c": 0}
+    for mode in MODES[1:]:
+        assert run(_batches(fr, 1), 1, mode, keep, "plugins", policy) == ref, mode

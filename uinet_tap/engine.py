@@ -129,8 +129,6 @@ class Engine:
             if plugins is not None
             else None
         )
-        if self.tracker.fast is not None:
-            self.tracker.fast.prompt_verdicts = bypass
 
     def _make_sink(self, conn: Connection, direction: Direction) -> DirectionSink:
         path = None
