@@ -17,13 +17,15 @@
 
 #define UT_KEY 12
 #define UT_OPTS 40
+/* No FIN: an offset no FIN can have (one before the stream's first byte is negative). */
+#define UT_NO_FIN INT64_MIN
 
 typedef struct {
     uint32_t base;       /* sequence number of stream offset 0 */
     int64_t nxt;         /* commit point; equals seen_end while attached */
     int64_t acked;       /* highest offset the peer acknowledged */
     int64_t seen_end;
-    int64_t fin;         /* offset of the FIN, -1 if none */
+    int64_t fin;         /* offset of the FIN, UT_NO_FIN if none */
     int32_t window;      /* last raw window field, -1 until seen */
     uint32_t last_ack;
     int32_t has_last_ack;
@@ -470,15 +472,15 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             ep->last_ack = ack;
             ep->has_last_ack = 1;
             ep->window = ((int32_t)tcp[14] << 8) | tcp[15];
-            if ((flags & 0x01) && !(ep->fin >= 0 && peer->fin >= 0)) {
-                if (ep->fin < 0)
+            if ((flags & 0x01) && !(ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN)) {
+                if (ep->fin == UT_NO_FIN)
                     ep->fin = ep->seen_end; /* no stream: where reassembly stopped */
                 changed[nc++] = e->flow;
             }
             continue;
         }
         int fin = flags & 0x01;
-        int closed = ep->fin >= 0 && peer->fin >= 0;
+        int closed = ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN;
         int64_t off = unwrap(seq, ep->base, ep->nxt);
         if (n ? (off != ep->nxt || closed ||
                  (n == 1 && (off == ep->seen_end - 1 || peer->window == 0)))
@@ -492,7 +494,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             break;
         int64_t aoff = unwrap(ack, peer->base, peer->nxt);
         if (aoff > peer->acked) {
-            if (peer->fin >= 0) {
+            if (peer->fin != UT_NO_FIN) {
                 if (aoff > peer->fin)
                     aoff = peer->fin; /* the ACK of a FIN covers no byte */
             } else if (aoff > peer->seen_end) {
@@ -550,7 +552,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             tail_append(t, ep, payload, n);
         }
         if (fin) {
-            if (ep->fin < 0)
+            if (ep->fin == UT_NO_FIN)
                 ep->fin = off + n;
             if (!closed) { /* Python moves it to its new state and timeout list */
                 fl->syn_received = 0;

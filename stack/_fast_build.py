@@ -33,6 +33,7 @@ ffibuilder.cdef(
     typedef struct {
         int32_t sink; uint32_t data_off; uint32_t data_len; uint32_t pad; int64_t offset;
     } ut_out;
+    #define UT_NO_FIN ...
     typedef struct ut_table ut_table;
     ut_table *ut_new(int64_t retain);
     void ut_free(ut_table *t);

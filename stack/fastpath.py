@@ -17,6 +17,7 @@ except ImportError:  # not built (no compiler at install time): the Python path 
     ffi = lib = None
 
 AVAILABLE = lib is not None
+NO_FIN = lib.UT_NO_FIN if lib is not None else 0  # ut_dir.fin of a direction without FIN
 OUT_CAP = 8192
 _OUT = struct.Struct("=iIIIq")  # ut_out
 _TOUCH = struct.Struct("=dii")  # ut_touch
@@ -105,7 +106,7 @@ class CFastPath:
                 d,
                 _DIR.pack(
                     ep.base, st.nxt, st.acked, ep.seen_end,
-                    -1 if ep.fin_off is None else ep.fin_off, ep.window,
+                    NO_FIN if ep.fin_off is None else ep.fin_off, ep.window,
                     ep.last_ack or 0, ep.last_ack is not None, ep.packets, ep.payload_bytes,
                     ep.ttl, len(opts), opts,
                 ),
@@ -168,7 +169,7 @@ class CFastPath:
                 _base, st.nxt, st.acked, ep.seen_end, fin, ep.window, last_ack, has_last_ack,
                 ep.packets, ep.payload_bytes, ep.ttl, opts_len, opts,
             ) = _DIR.unpack(ffi.buffer(d, _DIR.size))  # fmt: skip
-            ep.fin_off = fin if fin >= 0 else None
+            ep.fin_off = None if fin == NO_FIN else fin
             ep.last_ack = last_ack if has_last_ack else None
             ep.last_opts = opts[:opts_len]
             if d.sha != ffi.NULL:
@@ -216,7 +217,7 @@ class CFastPath:
             # connection on: to its new state and that state's timeout list.
             conn = self.conns[self.changed[k]]
             f = lib.ut_flow_at(self.table, conn.fast_slot)
-            fins = (f.d[0].fin >= 0) + (f.d[1].fin >= 0)
+            fins = (f.d[0].fin != NO_FIN) + (f.d[1].fin != NO_FIN)
             if fins:
                 conn.state = ConnState.CLOSED if fins == 2 else ConnState.HALF_CLOSED
             else:
