@@ -290,7 +290,12 @@ class Tracker:
         without FIN, on an established or closing connection. Returns False, having changed
         nothing, for anything else; the caller then takes the general path (:meth:`segment`),
         which gives the same results. _fast.c does exactly this in C; the test suite runs
-        through all three (``UINET_TAP_FASTPATH``)."""
+        through all three (``UINET_TAP_FASTPATH``). Timeouts due at ``ts`` run first, as
+        segment() runs them (the frame is a TCP segment either way): they may end this very
+        connection, and then the frame is not its."""
+        if ts - self.last_expiry >= 1.0:
+            self.last_expiry = ts
+            self.expire(ts)
         entry = self.table.get(key)
         if entry is None or flags & ~_PSH_ACK_FIN or not flags & ACK:
             return False
@@ -359,9 +364,6 @@ class Tracker:
         """The bookkeeping of every segment the fast path takes (segment() does the same)."""
         self.tcp_packets += 1
         self.now = ts
-        if ts - self.last_expiry >= 1.0:
-            self.last_expiry = ts
-            self.expire(ts)
         conn.last_seen = ts
         conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
         ep.packets += 1

@@ -403,3 +403,20 @@ def test_paths_agree_on_a_fin_before_the_stream_start(before):
     for mode in MODES[1:]:
         got = reconstruct(fr, fastpath=mode)
         assert (got.records, got.stats) == (ref.records, ref.stats), mode
+
+
+@pytest.mark.parametrize("payload", [b"again", b""])
+def test_paths_agree_when_a_connection_resumes_after_its_timeout(payload):
+    """The frame after a long pause first times the idle connection out (as segment() does)
+    and only then finds its own connection: the Python fast path used to find the connection
+    first and crash moving it in a timeout list it had just left."""
+    cv = Conversation(cport=5555)
+    segs = cv.handshake() + [cv.c(b"hello"), cv.ack("s")]
+    cv.t += 10
+    segs += [cv.c(payload) if payload else cv.ack("c"), cv.ack("s"), cv.fin("c"), cv.fin("s")]
+    fr = frames(segs)
+    ref = reconstruct(fr, fastpath="off", timeout_established=5)
+    assert ref.records[0]["close"] == "timeout"
+    for mode in MODES[1:]:
+        got = reconstruct(fr, fastpath=mode, timeout_established=5)
+        assert (got.records, got.stats) == (ref.records, ref.stats), mode
