@@ -212,17 +212,6 @@ class CFastPath:
             self.changed, self._n_changed, self._handled, self._stop, self._yielded,
             self.decided, self._n_decided,
         )  # fmt: skip
-        for k in range(self._n_changed[0]):
-            # The handshake's last ACK (Tracker._on_ack) or a FIN (Tracker._on_fin) moved the
-            # connection on: to its new state and that state's timeout list.
-            conn = self.conns[self.changed[k]]
-            f = lib.ut_flow_at(self.table, conn.fast_slot)
-            fins = (f.d[0].fin != NO_FIN) + (f.d[1].fin != NO_FIN)
-            if fins:
-                conn.state = ConnState.CLOSED if fins == 2 else ConnState.HALF_CLOSED
-            else:
-                conn.state = ConnState.SYN_RECEIVED if f.syn_received else ConnState.ESTABLISHED
-            self.place(conn)
         nd = self._n_decided[0]
         if nd:
             decided = self.on_native_decided
@@ -233,19 +222,40 @@ class CFastPath:
                 decided(self.conns[slot], lib.ut_flow_at(table, slot).nat)
                 lib.ut_native_release(table, slot)
         nt = self._n_touched[0]
-        if nt:
-            conns = self.conns
-            for last_seen, slot, _pad in _TOUCH.iter_unpack(self._touched_mv[: nt * _TOUCH.size]):
-                conn = conns[slot]
-                conn.last_seen = last_seen
-                conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
+        touched = self._touched_mv[: nt * _TOUCH.size]
+        conns = self.conns
+        for last_seen, slot, _pad in _TOUCH.iter_unpack(touched):
+            conn = conns[slot]
+            conn.last_seen = last_seen
+            conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
         n = self._n_out[0]
         if n:
+            # Before the state changes below, as fast_segment() hands bytes over before its
+            # _on_fin(): a verdict on a FIN's payload finds the connection still open.
             sinks = self.sinks
             for sink_id, off, length, _pad, offset in _OUT.iter_unpack(
                 self._out_mv[: n * _OUT.size]
             ):
                 sinks[sink_id].data(offset, data[off : off + length])  # type: ignore[union-attr]
+        nc = self._n_changed[0]
+        for k in range(nc):
+            # The handshake's last ACK (Tracker._on_ack) or a FIN (Tracker._on_fin) moved the
+            # connection on: to its new state and that state's timeout list.
+            moved = conns.get(self.changed[k])
+            if moved is None:
+                continue  # a verdict hook ended it while it took its bytes
+            f = lib.ut_flow_at(self.table, moved.fast_slot)
+            fins = (f.d[0].fin != NO_FIN) + (f.d[1].fin != NO_FIN)
+            if fins:
+                moved.state = ConnState.CLOSED if fins == 2 else ConnState.HALF_CLOSED
+            else:
+                moved.state = ConnState.SYN_RECEIVED if f.syn_received else ConnState.ESTABLISHED
+            self.place(moved)
+        if nc:  # each list in last-seen order again, as the other paths keep them
+            for _last_seen, slot, _pad in _TOUCH.iter_unpack(touched):
+                moved = conns.get(slot)
+                if moved is not None:
+                    moved.lru.move_to_end(moved)  # type: ignore[attr-defined]
         full = OUT_CAP in (n, nt, self._n_changed[0], nd) and self._stop[0] < 0
         return stop, self._handled[0], full or bool(self._yielded[0])
 
