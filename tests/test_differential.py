@@ -7,7 +7,8 @@
 * shipped captures mutated packet by packet and byte by byte, through the oracle and a few
   through ``uinet-tap replay`` (exit status 0 or 2, no traceback, JSON lines);
 * a hypothesis run over the same generator for a time budget (shrinkable choices);
-* every committed crasher (tests/fuzz/crashers/) through every config;
+* every committed crasher (tests/fuzz/crashers/) through every config, and the inputs
+  reported for another branch to fix (tests/fuzz/reported/) as strict expected failures;
 * and a check that the seed set reaches what it is meant to reach, so it cannot go vacuous.
 
 Scale with UINET_TAP_FUZZ_SEEDS (seeds, default 240) and UINET_TAP_FUZZ_SECONDS (the
@@ -36,10 +37,14 @@ from uinet_tap.pcapfile import PcapFile
 SEEDS = int(os.environ.get("UINET_TAP_FUZZ_SEEDS", "240"))
 BUDGET = float(os.environ.get("UINET_TAP_FUZZ_SECONDS", "25"))
 CHUNK = 24
-CRASHERS = sorted(
-    p for p in (Path(__file__).parent / "fuzz" / "crashers").iterdir()
-    if p.suffix in (".pcap", ".pcapng")
-)  # fmt: skip
+
+def _captures(directory: str) -> list[Path]:
+    where = Path(__file__).parent / "fuzz" / directory
+    return sorted(p for p in where.iterdir() if p.suffix in (".pcap", ".pcapng"))
+
+
+CRASHERS = _captures("crashers")
+REPORTED = _captures("reported")
 
 
 @pytest.fixture(autouse=True)
@@ -104,6 +109,14 @@ def test_hypothesis_captures_agree(rng):
 @pytest.mark.parametrize("path", CRASHERS, ids=[p.name for p in CRASHERS])
 def test_committed_crashers_agree_everywhere(path):
     failures = oracle.check(path, oracle.full_configs())
+    assert not failures, _report(failures, path.name)
+
+
+@pytest.mark.xfail(strict=True, reason="reported, fixed on another branch (fuzz/reported/)")
+@pytest.mark.parametrize("path", REPORTED, ids=[p.name for p in REPORTED])
+def test_reported_inputs_still_fail(path):
+    """When one of these passes, its fix has landed: move it to fuzz/crashers/."""
+    failures = oracle.check(path, [oracle.Config(None, 0, 4096)])
     assert not failures, _report(failures, path.name)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import random
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from frames import (
@@ -450,18 +450,32 @@ class _Script:
             self.add(cv.fin(peer, payload=rng.choice([b"", b"ok"])))
             self.add(cv.ack(side))
 
+    def conflicting(self, seg: Seg) -> Seg:
+        """A copy of a data segment with other bytes, maybe reaching before or past it."""
+        rng = self.rng
+        before = rng.choice([0, 0, 1, 3])
+        after = rng.choice([0, 0, 2, 10])
+        body = bytearray(seg.payload)
+        for _ in range(rng.randrange(1, 4)):
+            body[rng.randrange(len(body))] ^= 0x20
+        extra = bytes(rng.getrandbits(8) for _ in range(before + after))
+        payload = extra[:before] + bytes(body) + extra[before:]
+        return replace(seg, seq=(seg.seq - before) % MOD, payload=payload)
+
     def perturb(self) -> None:
         """Loss, duplicates, reordering (the capture's view, not the sender's)."""
         rng = self.rng
         segs = self.segs
         out: list[Seg] = []
-        p_drop, p_dup, p_swap = (rng.choice([0, 0, 0.03, 0.1, 0.3]) for _ in range(3))
+        p_drop, p_dup, p_swap, p_conflict = (rng.choice([0, 0, 0.03, 0.1, 0.3]) for _ in range(4))
         for seg in segs:
             if rng.random() < p_drop:
                 continue
             out.append(seg)
             if rng.random() < p_dup:
                 out.append(seg)
+            if seg.payload and rng.random() < p_conflict:
+                out.append(self.conflicting(seg))
         for i in range(len(out) - 1):
             if rng.random() < p_swap:
                 j = min(len(out) - 1, i + rng.randrange(1, 4))

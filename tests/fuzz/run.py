@@ -98,6 +98,105 @@ def mutate_file(rng: random.Random, data: bytes) -> bytes:
     return bytes(b)
 
 
+def _records(data: bytes) -> list[tuple[int, int, int]]:
+    """(offset, header size, total size) of each record or block, as far as the file parses;
+    the byte order from the magic numbers."""
+    out = []
+    if data[:4] == b"\x0a\x0d\x0d\x0a":  # pcapng: type, length, body, length
+        order = "little" if data[8:12] == b"\x4d\x3c\x2b\x1a" else "big"
+        pos = 0
+        while pos + 12 <= len(data):
+            n = int.from_bytes(data[pos + 4 : pos + 8], order)
+            if n < 12 or pos + n > len(data):
+                break
+            out.append((pos, 8, n))
+            pos += n
+        return out
+    order = "little" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else "big"
+    pos = 24
+    while pos + 16 <= len(data):
+        n = int.from_bytes(data[pos + 8 : pos + 12], order)
+        out.append((pos, 16, 16 + n))
+        pos += 16 + n
+    return out
+
+
+def _u(value: int, width: int, order: str) -> bytes:
+    return (value % (1 << (8 * width))).to_bytes(width, order)
+
+
+def _block(btype: bytes, body: bytes, order: str) -> bytes:
+    n = _u(12 + len(body), 4, order)
+    return btype + n + body + n
+
+
+def mutate_structure(rng: random.Random, data: bytes) -> bytes:
+    """Damage that keeps the file parseable up to one record or block: its length fields,
+    its type, a body cut short with consistent lengths, an interface's link type or time
+    resolution, a packet's interface or captured length."""
+    records = _records(data)
+    if not records:
+        return mutate_file(rng, data)
+    ng = data[:4] == b"\x0a\x0d\x0d\x0a"
+    order = "little"
+    if ng:
+        order = "little" if data[8:12] == b"\x4d\x3c\x2b\x1a" else "big"
+    elif data[:4] not in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        order = "big"
+    b = bytearray(data)
+    pos, head, size = rng.choice(records)
+
+    def put(at: int, value: int, width: int = 4) -> None:
+        b[at : at + width] = _u(value, width, order)
+
+    k = rng.randrange(6)
+    if not ng:  # pcap: ts_sec, ts_usec, caplen, len
+        if k <= 2:
+            caplen = int.from_bytes(b[pos + 8 : pos + 12], order)
+            put(pos + 8 + 4 * (k == 2), rng.choice([0, 1, 13, 14, 53, 54, caplen - 1, caplen + 1,
+                                                   65535, 262145, 0xFFFFFFFF]))  # fmt: skip
+        elif k == 3:
+            put(pos + 4, rng.choice([1_000_000, 999_999_999, 0xFFFFFFFF]))
+        elif k == 4:
+            put(pos, rng.choice([0, 0xFFFFFFFF, 1]))
+        else:
+            del b[pos + rng.randrange(size) :]
+        return bytes(b)
+    btype = int.from_bytes(b[pos : pos + 4], order)
+    body = bytes(b[pos + 8 : pos + size - 4])
+    if k == 0:  # one or both length fields
+        n = rng.choice([12, 16, 20, 24, 28, 32, size - 4, size + 4, size + 1, 0xFFFFFFFC])
+        put(pos + 4, n)
+        if rng.random() < 0.5:
+            put(pos + size - 4, n)
+    elif k == 1:  # another block type
+        put(pos, rng.choice([1, 2, 3, 5, 6, 0x0A0D0D0A, 0x80000001, rng.getrandbits(32)]))
+    elif k == 2:  # the body cut short, lengths consistent
+        keep = rng.randrange(0, len(body) + 1) & ~3
+        n = 12 + keep
+        b[pos : pos + size] = _block(b[pos : pos + 4], body[:keep], order)
+    elif k == 3 and btype == 1 and len(body) >= 4:  # interface: link type, time resolution
+        if rng.random() < 0.5:
+            put(pos + 8, rng.choice([0, 1, 12, 101, 113, 147, 228, 229, 276, 65535]), 2)
+        else:
+            resolution = bytes([rng.choice([0, 9, 63, 0x80 | 63, 255])]) + b"\0\0\0"
+            opt = rng.choice([
+                _u(9, 2, order) + _u(1, 2, order) + resolution,  # if_tsresol
+                _u(14, 2, order) + _u(8, 2, order) + _u(rng.getrandbits(64), 8, order),
+                _u(9, 2, order) + _u(0xFFFF, 2, order),  # an option longer than the block
+            ])  # fmt: skip
+            b[pos : pos + size] = _block(b[pos : pos + 4], body[:8] + opt + body[8:], order)
+    elif k == 4 and btype in (6, 2) and len(body) >= 20:  # a packet: interface, caplen
+        if rng.random() < 0.5:
+            put(pos + 8, rng.choice([1, 2, 99, 0xFFFFFFFF]), 4 if btype == 6 else 2)
+        else:
+            at = pos + 8 + (12 if btype == 6 else 12)
+            put(at, rng.choice([0, len(body), len(body) - 19, 0xFFFFFFFF]))
+    else:
+        del b[pos + rng.randrange(size) :]
+    return bytes(b)
+
+
 def make_input(rng: random.Random, max_conns: int) -> tuple[str, Capture | None, bytes, str]:
     """(kind, the Capture when the input is one, the file's bytes, its suffix)."""
     if not SOURCES or rng.random() < 0.85:
@@ -114,7 +213,10 @@ def make_input_from_sources(rng: random.Random) -> tuple[str, Capture | None, by
     if rng.random() < 0.5:
         cap = src.with_packets(gen.mutate_packets(rng, src.packets))
         return "packets", cap, cap.to_bytes(), cap.suffix
-    return "file", None, mutate_file(rng, src.to_bytes()), src.suffix
+    data = src.to_bytes()
+    for _ in range(rng.randrange(1, 3)):
+        data = mutate_structure(rng, data) if rng.random() < 0.6 else mutate_file(rng, data)
+    return "file", None, data, src.suffix
 
 
 class Campaign:
