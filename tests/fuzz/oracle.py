@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -304,10 +305,13 @@ def check_cli(path: Path, args: tuple[str, ...] = ()) -> list[Failure]:
         proc = subprocess.run(cmd, capture_output=True, timeout=120, env=env)
         problems = []
         err = proc.stderr.decode(errors="replace")
+        where = _stderr_where(err)
         if proc.returncode not in (0, 2):
-            problems.append(("exit", f"exit status {proc.returncode}: {err.strip()[-300:]}"))
+            problems.append(
+                (f"exit{proc.returncode}:{where}", f"exit status {proc.returncode}: {err[-300:]}")
+            )
         if "Traceback" in err:
-            problems.append(("traceback", err.strip()[-600:]))
+            problems.append((f"traceback:{where}", err.strip()[-600:]))
         for line in proc.stdout.splitlines():
             try:
                 if not isinstance(json.loads(line), dict):
@@ -323,6 +327,18 @@ def check_cli(path: Path, args: tuple[str, ...] = ()) -> list[Failure]:
         elif proc.returncode == 2 and not err.startswith("error:"):
             problems.append(("exit", f"status 2 without one error line: {err[:200]!r}"))
     return [Failure("cli", " ".join(args) or "default", None, d, k) for k, d in problems]
+
+
+def _stderr_where(err: str) -> str:
+    """Where a failed run broke, from its stderr: the exception and the innermost frame of a
+    traceback, or the exception an internal-error line names."""
+    frames = re.findall(r'File "([^"]+)", line \d+, in (\S+)', err)
+    lines = err.strip().splitlines()
+    exc = lines[-1].split(":")[0].strip() if lines else ""
+    if frames:
+        return f"{exc}@{Path(frames[-1][0]).name}:{frames[-1][1]}"
+    m = re.search(r"internal error after \d+ packets: (\w+)", err)
+    return m.group(1) if m else exc[:40]
 
 
 # -- minimizing ----------------------------------------------------------------------------
