@@ -36,10 +36,16 @@ MODES = ["off", "python"] + (["c"] if fastpath.AVAILABLE else [])
 REPO = Path(__file__).resolve().parents[2]
 
 # None: no inspection; "plugins": the built-in detectors (C names HTTP/TLS itself);
-# "bypass": and --bypass; "policy": rules and a small budget, so the Python inspector runs
-# under every path (C hands each undecided payload back).
-INSPECTS: list[str | None] = [None, "plugins", "bypass", "policy"]
-POLICY = parse_policy(
+# "bypass": and --bypass; "policy": rules and a small budget, and "budget": only a short
+# time budget, so the Python inspector runs under every path (C hands each undecided payload
+# back) and the budget's seconds decide.
+INSPECTS: list[str | None] = [None, "plugins", "bypass", "policy", "budget"]
+POLICIES = {
+    "budget": parse_policy(
+        'default = "block"\n[budget]\nbytes = 4096\npackets = 12\nseconds = 0.3\n', "fuzz-budget"
+    ),
+}
+POLICIES["policy"] = parse_policy(
     """
 default = "pass"
 [budget]
@@ -182,7 +188,7 @@ def run_path(path: Path, mode: str, config: Config) -> tuple[list[dict], dict] |
         Options.from_kwargs(fastpath=mode, **OPTION_SETS[config.options]),
         records.append,
         plugins=builtin_detectors() if inspect else None,
-        policy=POLICY if inspect == "policy" else None,
+        policy=POLICIES.get(inspect or ""),
         bypass=inspect == "bypass",
     )
     with _batch_size(config.batch), _cheap_gaps():
@@ -339,6 +345,21 @@ def _stderr_where(err: str) -> str:
         return f"{exc}@{Path(frames[-1][0]).name}:{frames[-1][1]}"
     m = re.search(r"internal error after \d+ packets: (\w+)", err)
     return m.group(1) if m else exc[:40]
+
+
+def reported_inputs() -> list[Path]:
+    where = Path(__file__).parent / "reported"
+    return sorted(p for p in where.iterdir() if p.suffix in (".pcap", ".pcapng"))
+
+
+def known_signatures() -> set[str]:
+    """The failures of the inputs reported for another branch to fix (fuzz/reported/): a
+    campaign or a test counts them apart, the strict xfail tests keep them honest."""
+    return {
+        f.signature
+        for path in reported_inputs()
+        for f in check(path, [Config(None, 0, 4096)]) + check_cli(path)
+    }
 
 
 # -- minimizing ----------------------------------------------------------------------------
