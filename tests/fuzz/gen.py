@@ -596,7 +596,8 @@ def capture(rng: Rng, max_conns: int = 6) -> Capture:
     # Times: each connection starts somewhere, its segments follow with small steps and now
     # and then a pause; a connection on a reused tuple mostly starts after the others ended
     # (overlapping, the old one's numbers read in the new one's space are far-off jumps).
-    timed: list[tuple[float, int, int, bytes, int]] = []  # (ts, order, iface, frame, wirelen)
+    # (when in file order, order, iface, frame, wirelen, the time written)
+    timed: list[tuple[float, int, int, bytes, int, float]] = []
     t_start = 1_000_000.0 + rng.randrange(0, 1000)
     t_end = t_start
     order = 0
@@ -611,18 +612,18 @@ def capture(rng: Rng, max_conns: int = 6) -> Capture:
                 t += rng.choice(PAUSES)
             ts = t
             if rng.random() < 0.01:
-                ts -= rng.choice([0.001, 1.0, 100.0])  # a clock that steps back
+                ts -= rng.choice([0.001, 1.0, 100.0])  # a clock that steps back (in file order)
             lt = ifaces[conn.iface]
             vlans = conn.vlans
             if conn.s2c_vlans is not None and seg.src != conn.segs[0].src:
                 vlans = conn.s2c_vlans
             for fr in _frame(seg, lt, vlans):
-                timed.append((round(ts, 6), order, conn.iface, fr, len(fr)))
+                timed.append((t, order, conn.iface, fr, len(fr), round(ts, 6)))
                 order += 1
         t_end = max(t_end, t)
         t_start = max(t_start, t) if rng.random() < 0.3 else t_start
     timed.sort(key=lambda x: (x[0], x[1]))
-    packets = [(i, ts, fr, wl) for ts, _, i, fr, wl in timed]
+    packets = [(i, ts, fr, wl) for _, _, i, fr, wl, ts in timed]
     packets = _extras(rng, packets, ifaces)
     if rng.random() < 0.35:
         packets = mutate_packets(rng, packets)
