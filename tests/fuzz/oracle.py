@@ -65,18 +65,20 @@ action = "block"
     "fuzz-policy",
 )
 # Option sets: the defaults, then small limits and timeouts so that every limit bites, under
-# each overlap policy.
+# each overlap policy (C carries a stream only under the two final on arrival: first, windows).
 OPTION_SETS: list[dict[str, Any]] = [
     {},
-    {"overlap_policy": "last", "max_flows": 3, "max_flow_buffer": 600, "max_buffer": 2000,
-     "timeout_half_open": 2.0, "timeout_established": 5.0, "timeout_closing": 1.0},
+    {"max_flows": 3, "max_flow_buffer": 600, "max_buffer": 2000, "timeout_half_open": 2.0,
+     "timeout_established": 5.0, "timeout_closing": 1.0},
     {"overlap_policy": "bsd", "ignore_vlan": True, "max_flows": 8, "timeout_half_open": 1.0,
      "timeout_established": 20.0, "timeout_closing": 0.5},
     {"overlap_policy": "linux", "max_flow_buffer": 100, "max_buffer": 300,
      "timeout_established": 2.0},
-    {"overlap_policy": "windows", "max_flows": 1, "timeout_closing": 3.0},
+    {"overlap_policy": "windows", "ignore_vlan": True, "max_flows": 2, "timeout_closing": 3.0},
     {"max_flow_buffer": 1, "max_buffer": 1, "timeout_half_open": 0.5,
      "timeout_established": 1.0, "timeout_closing": 0.1},
+    {"overlap_policy": "last", "max_flows": 4, "max_flow_buffer": 600, "max_buffer": 2000,
+     "timeout_established": 3.0},
 ]  # fmt: skip
 BATCHES = [4096, 1, 3, 7, 64]
 
