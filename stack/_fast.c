@@ -46,6 +46,7 @@ typedef struct {
     double last_seen;
     int32_t used;
     uint32_t touched_run; /* the run that last listed it in `touched` */
+    uint32_t last_touch;  /* the frame of that run that touched it last */
     int32_t syn_received; /* the handshake's last ACK not seen yet */
     int32_t bypass;       /* passed with --bypass: count, do not reassemble */
     int32_t inspect;      /* undecided: hand back after each payload so Python decides now */
@@ -56,7 +57,7 @@ typedef struct {
 typedef struct {
     double last_seen;
     int32_t slot;
-    int32_t pad;
+    int32_t order; /* the frame that touched it last: Python moves it in this order */
 } ut_touch;
 
 typedef struct {
@@ -396,8 +397,8 @@ static void on_ack(ut_dir *d, int64_t off) {
     }
 }
 
-static int by_last_seen(const void *a, const void *b) {
-    double x = ((const ut_touch *)a)->last_seen, y = ((const ut_touch *)b)->last_seen;
+static int by_order(const void *a, const void *b) {
+    int32_t x = ((const ut_touch *)a)->order, y = ((const ut_touch *)b)->order;
     return (x > y) - (x < y);
 }
 
@@ -414,9 +415,9 @@ static inline uint32_t be32(const uint8_t *p) {
  * (count when all were). *n_out payload deliveries are written to out (at most out_cap);
  * the run also stops before a frame at or after `expiry_at` (Python runs timeouts then).
  * *stop_slot is the attached flow of the frame it stopped at, or -1. The flows it handled
- * frames of are listed in `touched` (at most out_cap), ordered by last_seen, so Python can
- * keep its timeout lists in last-seen order exactly as its own paths do. Flows whose state a
- * FIN changed are listed in `changed`, in order. */
+ * frames of are listed in `touched` (at most out_cap), in the order of each one's last frame,
+ * so Python can keep its timeout lists in the order its own paths move them in. Flows whose
+ * state a FIN changed are listed in `changed`, in order. */
 uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start, uint32_t count,
                 double expiry_at, ut_out *out, uint32_t out_cap, uint32_t *n_out,
@@ -462,6 +463,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 break;
             done++;
             fl->last_seen = times[i];
+            fl->last_touch = i;
             if (fl->touched_run != run) {
                 fl->touched_run = run;
                 touched[nt++].slot = e->flow;
@@ -520,6 +522,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         }
         done++;
         fl->last_seen = times[i];
+        fl->last_touch = i;
         if (fl->touched_run != run) {
             fl->touched_run = run;
             touched[nt++].slot = e->flow;
@@ -572,9 +575,12 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             break;
         }
     }
-    for (uint32_t k = 0; k < nt; k++)
+    for (uint32_t k = 0; k < nt; k++) {
         touched[k].last_seen = t->flows[touched[k].slot].last_seen;
-    qsort(touched, nt, sizeof(ut_touch), by_last_seen);
+        touched[k].order = (int32_t)t->flows[touched[k].slot].last_touch;
+    }
+    /* In the order the frames came, not of their times: a clock may step back. */
+    qsort(touched, nt, sizeof(ut_touch), by_order);
     *n_out = no;
     *n_touched = nt;
     *n_changed = nc;

@@ -27,9 +27,10 @@ ffibuilder.cdef(
     } ut_native;
     typedef struct {
         uint8_t key[2][12]; ut_dir d[2]; double last_seen; int32_t used; uint32_t touched_run;
+        uint32_t last_touch;
         int32_t syn_received; int32_t bypass; int32_t inspect; int32_t native; ut_native *nat;
     } ut_flow;
-    typedef struct { double last_seen; int32_t slot; int32_t pad; } ut_touch;
+    typedef struct { double last_seen; int32_t slot; int32_t order; } ut_touch;
     typedef struct {
         int32_t sink; uint32_t data_off; uint32_t data_len; uint32_t pad; int64_t offset;
     } ut_out;

@@ -224,7 +224,7 @@ class CFastPath:
         nt = self._n_touched[0]
         touched = self._touched_mv[: nt * _TOUCH.size]
         conns = self.conns
-        for last_seen, slot, _pad in _TOUCH.iter_unpack(touched):
+        for last_seen, slot, _order in _TOUCH.iter_unpack(touched):
             conn = conns[slot]
             conn.last_seen = last_seen
             conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
@@ -251,8 +251,8 @@ class CFastPath:
             else:
                 moved.state = ConnState.SYN_RECEIVED if f.syn_received else ConnState.ESTABLISHED
             self.place(moved)
-        if nc:  # each list in last-seen order again, as the other paths keep them
-            for _last_seen, slot, _pad in _TOUCH.iter_unpack(touched):
+        if nc:  # each list in the order the other paths move them in, again
+            for _last_seen, slot, _order in _TOUCH.iter_unpack(touched):
                 moved = conns.get(slot)
                 if moved is not None:
                     moved.lru.move_to_end(moved)  # type: ignore[attr-defined]
