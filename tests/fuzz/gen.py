@@ -598,7 +598,12 @@ def capture(rng: Rng, max_conns: int = 6) -> Capture:
     # (overlapping, the old one's numbers read in the new one's space are far-off jumps).
     # (when in file order, order, iface, frame, wirelen, the time written)
     timed: list[tuple[float, int, int, bytes, int, float]] = []
-    t_start = 1_000_000.0 + rng.randrange(0, 1000)
+    # Capture times: arbitrary, or just below a power of two, where a time plus one second
+    # rounds (the C run's expiry step is computed as a sum, Python's as a difference).
+    t_start = rng.choice([
+        1_000_000.0 + rng.randrange(0, 1000), 1_700_000_000.5,
+        2.0**20 - rng.choice([0.5, 1.0, 2.0]), 2.0**31 - rng.choice([0.5, 1.0]),
+    ])  # fmt: skip
     t_end = t_start
     order = 0
     for ci, (conn, reuse) in enumerate(conns):
