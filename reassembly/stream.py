@@ -63,12 +63,13 @@ class Budget:
     any (stalest first, so the cap is enforced by forcing the front, O(1) amortised), and the
     bytes retained for conflict checks (``tail``), under a cap of their own."""
 
-    __slots__ = ("used", "holders", "retained", "retain_cap")
+    __slots__ = ("used", "holders", "retained", "c_retained", "retain_cap")
 
     def __init__(self, retain_cap: int = 1 << 62) -> None:
         self.used = 0
         self.holders: OrderedDict[ByteStream, None] = OrderedDict()
         self.retained = 0
+        self.c_retained = 0  # what the C fast path retains for the connections it carries
         self.retain_cap = retain_cap
 
     def enforce(self, cap: int) -> int:
@@ -334,10 +335,14 @@ class ByteStream:
     # -- internals -----------------------------------------------------------------------------
 
     def _limit(self, kind: str) -> None:
+        self.count_limit(kind, 1)
+
+    def count_limit(self, kind: str, n: int) -> None:
+        """A limit bit ``n`` times (the C fast path reports its own this way)."""
         limits = self.limits
         if limits is None:
             limits = self.limits = {}
-        limits[kind] = limits.get(kind, 0) + 1
+        limits[kind] = limits.get(kind, 0) + n
 
     def _charge(self) -> None:
         """Bring this stream's charge against the budget up to date; enforce the per-direction
@@ -431,7 +436,7 @@ class ByteStream:
             if not tail and self.acked > nxt:
                 data = data[self.acked - nxt :]
             budget = self.budget
-            if budget.retained + len(data) > budget.retain_cap:
+            if budget.retained + budget.c_retained + len(data) > budget.retain_cap:
                 # Retained bytes over their global cap: this stream stops checking its
                 # unacknowledged bytes for conflicts until the receiver catches up.
                 if tail:

@@ -17,13 +17,15 @@
 
 #define UT_KEY 12
 #define UT_OPTS 40
+/* No FIN: an offset no FIN can have (one before the stream's first byte is negative). */
+#define UT_NO_FIN INT64_MIN
 
 typedef struct {
     uint32_t base;       /* sequence number of stream offset 0 */
     int64_t nxt;         /* commit point; equals seen_end while attached */
     int64_t acked;       /* highest offset the peer acknowledged */
     int64_t seen_end;
-    int64_t fin;         /* offset of the FIN, -1 if none */
+    int64_t fin;         /* offset of the FIN, UT_NO_FIN if none */
     int32_t window;      /* last raw window field, -1 until seen */
     uint32_t last_ack;
     int32_t has_last_ack;
@@ -44,6 +46,7 @@ typedef struct {
     int64_t tail_len;
     int64_t tail_cap;
     void *sha;           /* the sink's SHA-256 when hashing is all it does, else NULL */
+    int32_t retain_drops; /* tails dropped at the retained cap since attach */
 } ut_dir;
 
 typedef struct {
@@ -52,6 +55,7 @@ typedef struct {
     double last_seen;
     int32_t used;
     uint32_t touched_run; /* the run that last listed it in `touched` */
+    uint32_t last_touch;  /* the frame of that run that touched it last */
     int32_t syn_received; /* the handshake's last ACK not seen yet */
     int32_t bypass;       /* passed with --bypass: count, do not reassemble */
     int32_t inspect;      /* undecided: hand back after each payload so Python decides now */
@@ -63,7 +67,7 @@ typedef struct {
 typedef struct {
     double last_seen;
     int32_t slot;
-    int32_t pad;
+    int32_t order; /* the frame that touched it last: Python moves it in this order */
 } ut_touch;
 
 typedef struct {
@@ -90,6 +94,11 @@ struct ut_table {
     int32_t *free_list;
     int32_t nfree;
     int64_t retain;
+    /* Bytes retained for conflict checks, here and in Python, under one cap (the tracker's
+     * Budget.retain_cap): Python sets its own count before each run, reads this one after. */
+    int64_t retained;
+    int64_t py_retained;
+    int64_t retain_cap;
     uint32_t run_id;
     ud_config cfg;       /* first-bytes detection (ut_native_config) */
     ud_scratch *scratch;
@@ -166,6 +175,7 @@ ut_table *ut_new(int64_t retain) {
     for (int i = 0; i < 1024; i++)
         t->entries[i].flow = -1;
     t->retain = retain;
+    t->retain_cap = INT64_MAX;
     return t;
 }
 
@@ -250,6 +260,7 @@ void ut_detach(ut_table *t, int32_t slot) {
     f->used = 0;
     if (f->nat)
         ut_native_release(t, slot);
+    t->retained -= f->d[0].tail_len + f->d[1].tail_len;
     f->d[0].tail_len = f->d[1].tail_len = 0;
     f->d[0].sha = f->d[1].sha = NULL;
     t->free_list[t->nfree++] = slot;
@@ -345,13 +356,20 @@ static int tail_reserve(ut_dir *d, int64_t need) {
 
 /* Set a direction's tail (attach hands over Python's). */
 int ut_tail_set(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n) {
-    (void)t;
     if (tail_reserve(d, n) != 0)
         return -1;
     memcpy(d->tail, data, n);
+    t->retained += n - d->tail_len;
     d->tail_len = n;
     return 0;
 }
+
+void ut_set_retain(ut_table *t, int64_t py_retained, int64_t cap) {
+    t->py_retained = py_retained;
+    t->retain_cap = cap;
+}
+
+int64_t ut_retained(ut_table *t) { return t->retained; }
 
 static int tail_append(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n) {
     /* Python: _commit(): keep only what is not acknowledged, at most `retain` bytes. */
@@ -362,6 +380,15 @@ static int tail_append(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n) {
         data += d->acked - start;
         n -= d->acked - start;
     }
+    if (t->py_retained + t->retained + n > t->retain_cap) {
+        /* ByteStream._commit: over the global cap this stream stops checking its
+         * unacknowledged bytes for conflicts (counted as the "retain" limit). */
+        t->retained -= d->tail_len;
+        d->tail_len = 0;
+        d->retain_drops++;
+        return 0;
+    }
+    int64_t before = d->tail_len;
     int64_t need = d->tail_len + n;
     if (need > t->retain) {
         int64_t drop = need - t->retain;
@@ -379,15 +406,17 @@ static int tail_append(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n) {
         return -1;
     memcpy(d->tail + d->tail_len, data, n);
     d->tail_len = need;
+    t->retained += need - before;
     return 0;
 }
 
-static void on_ack(ut_dir *d, int64_t off) {
+static void on_ack(ut_table *t, ut_dir *d, int64_t off) {
     /* Python: ByteStream.ack() for an ACK at or below the commit point. */
     d->acked = off;
     if (d->tail_len) {
         int64_t drop = off - (d->nxt - d->tail_len);
         if (drop > 0) {
+            t->retained -= drop < d->tail_len ? drop : d->tail_len;
             if (drop >= d->tail_len) {
                 d->tail_len = 0;
                 if (d->tail_cap > 16384) { /* a bulk window's worth: give it back */
@@ -403,8 +432,8 @@ static void on_ack(ut_dir *d, int64_t off) {
     }
 }
 
-static int by_last_seen(const void *a, const void *b) {
-    double x = ((const ut_touch *)a)->last_seen, y = ((const ut_touch *)b)->last_seen;
+static int by_order(const void *a, const void *b) {
+    int32_t x = ((const ut_touch *)a)->order, y = ((const ut_touch *)b)->order;
     return (x > y) - (x < y);
 }
 
@@ -447,9 +476,9 @@ static int tsval_of(const uint8_t *o, uint32_t len, uint32_t *tsval) {
  * (count when all were). *n_out payload deliveries are written to out (at most out_cap);
  * the run also stops before a frame at or after `expiry_at` (Python runs timeouts then).
  * *stop_slot is the attached flow of the frame it stopped at, or -1. The flows it handled
- * frames of are listed in `touched` (at most out_cap), ordered by last_seen, so Python can
- * keep its timeout lists in last-seen order exactly as its own paths do. Flows whose state a
- * FIN changed are listed in `changed`, in order. */
+ * frames of are listed in `touched` (at most out_cap), in the order of each one's last frame,
+ * so Python can keep its timeout lists in the order its own paths move them in. Flows whose
+ * state a FIN changed are listed in `changed`, in order. */
 uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start, uint32_t count,
                 double expiry_at, ut_out *out, uint32_t out_cap, uint32_t *n_out,
@@ -495,6 +524,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 break;
             done++;
             fl->last_seen = times[i];
+            fl->last_touch = i;
             if (fl->touched_run != run) {
                 fl->touched_run = run;
                 touched[nt++].slot = e->flow;
@@ -505,15 +535,15 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             ep->last_ack = ack;
             ep->has_last_ack = 1;
             ep->window = ((int32_t)tcp[14] << 8) | tcp[15];
-            if ((flags & 0x01) && !(ep->fin >= 0 && peer->fin >= 0)) {
-                if (ep->fin < 0)
+            if ((flags & 0x01) && !(ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN)) {
+                if (ep->fin == UT_NO_FIN)
                     ep->fin = ep->seen_end; /* no stream: where reassembly stopped */
                 changed[nc++] = e->flow;
             }
             continue;
         }
         int fin = flags & 0x01;
-        int closed = ep->fin >= 0 && peer->fin >= 0;
+        int closed = ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN;
         int64_t off = unwrap(seq, ep->base, ep->nxt);
         if (n ? (off != ep->nxt || closed ||
                  (n == 1 && (off == ep->seen_end - 1 || peer->window == 0)))
@@ -522,7 +552,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             *stop_slot = e->flow;
             break;
         }
-        if (n && ((ep->has_edge && off >= ep->edge) || ep->fin >= 0)) {
+        if (n && ((ep->has_edge && off >= ep->edge) || ep->fin != UT_NO_FIN)) {
             *stop_slot = e->flow; /* beyond the window, or past its own FIN: Python */
             break;
         }
@@ -531,7 +561,11 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             break;
         int64_t aoff = unwrap(ack, peer->base, peer->nxt);
         if (aoff > peer->acked) {
-            if (peer->fin >= 0) {
+            if (peer->fin != UT_NO_FIN) {
+                if (aoff > peer->fin + 1) {
+                    *stop_slot = e->flow; /* more than the peer sent: Python counts it */
+                    break;
+                }
                 if (aoff > peer->fin)
                     aoff = peer->fin; /* the ACK of a FIN covers no byte */
             } else if (aoff > peer->seen_end) {
@@ -569,6 +603,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         }
         done++;
         fl->last_seen = times[i];
+        fl->last_touch = i;
         if (fl->touched_run != run) {
             fl->touched_run = run;
             touched[nt++].slot = e->flow;
@@ -578,7 +613,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         ep->last_ack = ack;
         ep->has_last_ack = 1;
         if (aoff > peer->acked)
-            on_ack(peer, aoff);
+            on_ack(t, peer, aoff);
         if (n) {
             const uint8_t *payload = tcp + hl;
             ep->payload_bytes += n;
@@ -601,7 +636,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             tail_append(t, ep, payload, n);
         }
         if (fin) {
-            if (ep->fin < 0)
+            if (ep->fin == UT_NO_FIN)
                 ep->fin = off + n;
             if (!closed) { /* Python moves it to its new state and timeout list */
                 fl->syn_received = 0;
@@ -636,9 +671,12 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             break;
         }
     }
-    for (uint32_t k = 0; k < nt; k++)
+    for (uint32_t k = 0; k < nt; k++) {
         touched[k].last_seen = t->flows[touched[k].slot].last_seen;
-    qsort(touched, nt, sizeof(ut_touch), by_last_seen);
+        touched[k].order = (int32_t)t->flows[touched[k].slot].last_touch;
+    }
+    /* In the order the frames came, not of their times: a clock may step back. */
+    qsort(touched, nt, sizeof(ut_touch), by_order);
     *n_out = no;
     *n_touched = nt;
     *n_changed = nc;

@@ -16,6 +16,7 @@ ffibuilder.cdef(
         uint32_t ts_recent; int32_t has_ts_recent; int32_t shift; double ts_recent_at;
         uint8_t *tail; int64_t tail_len; int64_t tail_cap;
         void *sha;
+        int32_t retain_drops;
     } ut_dir;
     typedef struct { int32_t dir; int32_t len; double ts; } ut_event;
     typedef struct {
@@ -29,13 +30,15 @@ ffibuilder.cdef(
     } ut_native;
     typedef struct {
         uint8_t key[2][12]; ut_dir d[2]; double last_seen; int32_t used; uint32_t touched_run;
+        uint32_t last_touch;
         int32_t syn_received; int32_t bypass; int32_t inspect; int32_t native; ut_native *nat;
         int32_t ts_ok;
     } ut_flow;
-    typedef struct { double last_seen; int32_t slot; int32_t pad; } ut_touch;
+    typedef struct { double last_seen; int32_t slot; int32_t order; } ut_touch;
     typedef struct {
         int32_t sink; uint32_t data_off; uint32_t data_len; uint32_t pad; int64_t offset;
     } ut_out;
+    #define UT_NO_FIN ...
     typedef struct ut_table ut_table;
     ut_table *ut_new(int64_t retain);
     void ut_free(ut_table *t);
@@ -47,6 +50,8 @@ ffibuilder.cdef(
     int ut_native_begin(ut_table *t, int32_t slot, int32_t allow);
     void ut_native_release(ut_table *t, int32_t slot);
     int ut_tail_set(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n);
+    void ut_set_retain(ut_table *t, int64_t py_retained, int64_t cap);
+    int64_t ut_retained(ut_table *t);
     void *ut_sha_new(void);
     void ut_sha_update(void *c, const uint8_t *data, size_t n);
     void ut_sha_zeros(void *c, int64_t n);

@@ -8,7 +8,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from ..reassembly.stream import StreamSink
+from ..reassembly.stream import Budget, StreamSink
 from .connection import Connection, ConnState, Endpoint
 
 UNKNOWN_SHIFT = 14  # the window scale assumed where the handshake was not seen
@@ -19,6 +19,7 @@ except ImportError:  # not built (no compiler at install time): the Python path 
     ffi = lib = None
 
 AVAILABLE = lib is not None
+NO_FIN = lib.UT_NO_FIN if lib is not None else 0  # ut_dir.fin of a direction without FIN
 OUT_CAP = 8192
 _OUT = struct.Struct("=iIIIq")  # ut_out
 _TOUCH = struct.Struct("=dii")  # ut_touch
@@ -52,9 +53,6 @@ class CFastPath:
         self.touched = ffi.new("ut_touch[]", OUT_CAP)
         self.changed = ffi.new("int32_t[]", OUT_CAP)
         self._n_changed = ffi.new("uint32_t *")
-        # Hand back after every payload of a flow under inspection, so that a verdict takes
-        # effect at once (needed for --bypass; otherwise it lands within the batch anyway).
-        self.prompt_verdicts = False
         # Set by the tracker: moves a connection to its state's timeout list.
         self.place: Callable[[Connection], None] = lambda conn: None
         # First-bytes detection in C (_detect.c), set up by the application (native_config):
@@ -76,6 +74,8 @@ class CFastPath:
         self._out_mv = memoryview(ffi.buffer(self.out))
         self._touched_mv = memoryview(ffi.buffer(self.touched))
         self._args: tuple[Any, ...] = ()
+        # The tracker's budget: retained bytes here and in Python share one cap.
+        self.budget: Budget | None = None
 
     @staticmethod
     def eligible(conn: Connection) -> bool:
@@ -83,6 +83,9 @@ class CFastPath:
         out of order, no hole, both directions seen."""
         if conn.state not in _ATTACHABLE:
             return False
+        for ep in (conn.c, conn.s):
+            if ep.doubtful or ep.ack_claim > ep.stream.acked:
+                return False  # held data or a held ACK that a segment may confirm
         if len(conn.keys[0]) != 12:
             return False
         if conn.bypassed:  # only counters move: the stream need not be plain
@@ -115,7 +118,7 @@ class CFastPath:
                 d,
                 _DIR.pack(
                     ep.base, st.nxt, st.acked, ep.seen_end,
-                    -1 if ep.fin_off is None else ep.fin_off, ep.window,
+                    NO_FIN if ep.fin_off is None else ep.fin_off, ep.window,
                     ep.last_ack or 0, ep.last_ack is not None, ep.packets, ep.payload_bytes,
                     ep.ttl, len(opts), opts,
                     ep.edge or 0, ep.edge_ack, ep.max_wnd, ep.edge is not None,
@@ -125,7 +128,11 @@ class CFastPath:
                 _DIR.size,
             )  # fmt: skip
             if st.tail:
+                # The retained bytes move to C, and out of Python's count.
                 lib.ut_tail_set(self.table, d, bytes(st.tail), len(st.tail))
+                st.budget.retained -= len(st.tail)
+                st.budget.c_retained += len(st.tail)
+                st.tail = bytearray()
             # A sink that only hashes lends its SHA-256 context: C hashes in place.
             d.sha = getattr(st.sink, "c_hash", None) or ffi.NULL
         f.last_seen = conn.last_seen
@@ -137,9 +144,10 @@ class CFastPath:
             if lib.ut_native_begin(self.table, slot, allow) != 0:
                 raise MemoryError("first-bytes detection")
         else:
-            f.inspect = self.prompt_verdicts and any(
-                getattr(ep.stream.sink, "inspect", None) for ep in (conn.c, conn.s)
-            )
+            # Hand back after every payload of a flow under inspection: the inspector sees it
+            # at its frame's time (conn.last_seen, for the budget's seconds) and a verdict
+            # takes effect at once (--bypass).
+            f.inspect = any(getattr(ep.stream.sink, "inspect", None) for ep in (conn.c, conn.s))
         conn.fast_slot = slot
         self.conns[slot] = conn
         need = 2 * slot + 2
@@ -183,7 +191,7 @@ class CFastPath:
                 edge, ep.edge_ack, ep.max_wnd, has_edge, ts_recent, has_ts_recent, _shift,
                 ep.ts_recent_at,
             ) = _DIR.unpack(ffi.buffer(d, _DIR.size))  # fmt: skip
-            ep.fin_off = fin if fin >= 0 else None
+            ep.fin_off = None if fin == NO_FIN else fin
             ep.edge = edge if has_edge else None
             ep.ts_recent = ts_recent if has_ts_recent else None
             ep.last_ack = last_ack if has_last_ack else None
@@ -191,6 +199,10 @@ class CFastPath:
             if d.sha != ffi.NULL:
                 st.sink.length = st.nxt  # type: ignore[attr-defined]
             st.tail = bytearray(ffi.buffer(d.tail, d.tail_len)) if d.tail_len else bytearray()
+            st.budget.retained += d.tail_len  # back in Python's count (ut_detach takes it off C's)
+            st.budget.c_retained -= d.tail_len
+            if d.retain_drops:
+                st.count_limit("retain", d.retain_drops)
         if f.last_seen > conn.last_seen:
             conn.last_seen = f.last_seen
         if f.native and self.on_native_detach is not None:
@@ -222,23 +234,17 @@ class CFastPath:
         stopped only to hand back: output arrays full, or a flow under inspection got
         payload, so the frame it stopped at is no slow frame)."""
         data, offsets, lengths, times = self._args
+        budget = self.budget
+        if budget is not None:
+            lib.ut_set_retain(self.table, budget.retained, budget.retain_cap)
         stop = lib.ut_run(
             self.table, data, offsets, lengths, times, start, count, expiry_at,
             self.out, OUT_CAP, self._n_out, self.touched, self._n_touched,
             self.changed, self._n_changed, self._handled, self._stop, self._yielded,
             self.decided, self._n_decided,
         )  # fmt: skip
-        for k in range(self._n_changed[0]):
-            # The handshake's last ACK (Tracker._on_ack) or a FIN (Tracker._on_fin) moved the
-            # connection on: to its new state and that state's timeout list.
-            conn = self.conns[self.changed[k]]
-            f = lib.ut_flow_at(self.table, conn.fast_slot)
-            fins = (f.d[0].fin >= 0) + (f.d[1].fin >= 0)
-            if fins:
-                conn.state = ConnState.CLOSED if fins == 2 else ConnState.HALF_CLOSED
-            else:
-                conn.state = ConnState.SYN_RECEIVED if f.syn_received else ConnState.ESTABLISHED
-            self.place(conn)
+        if budget is not None:
+            budget.c_retained = lib.ut_retained(self.table)
         nd = self._n_decided[0]
         if nd:
             decided = self.on_native_decided
@@ -249,19 +255,40 @@ class CFastPath:
                 decided(self.conns[slot], lib.ut_flow_at(table, slot).nat)
                 lib.ut_native_release(table, slot)
         nt = self._n_touched[0]
-        if nt:
-            conns = self.conns
-            for last_seen, slot, _pad in _TOUCH.iter_unpack(self._touched_mv[: nt * _TOUCH.size]):
-                conn = conns[slot]
-                conn.last_seen = last_seen
-                conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
+        touched = self._touched_mv[: nt * _TOUCH.size]
+        conns = self.conns
+        for last_seen, slot, _order in _TOUCH.iter_unpack(touched):
+            conn = conns[slot]
+            conn.last_seen = last_seen
+            conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
         n = self._n_out[0]
         if n:
+            # Before the state changes below, as fast_segment() hands bytes over before its
+            # _on_fin(): a verdict on a FIN's payload finds the connection still open.
             sinks = self.sinks
             for sink_id, off, length, _pad, offset in _OUT.iter_unpack(
                 self._out_mv[: n * _OUT.size]
             ):
                 sinks[sink_id].data(offset, data[off : off + length])  # type: ignore[union-attr]
+        nc = self._n_changed[0]
+        for k in range(nc):
+            # The handshake's last ACK (Tracker._on_ack) or a FIN (Tracker._on_fin) moved the
+            # connection on: to its new state and that state's timeout list.
+            moved = conns.get(self.changed[k])
+            if moved is None:
+                continue  # a verdict hook ended it while it took its bytes
+            f = lib.ut_flow_at(self.table, moved.fast_slot)
+            fins = (f.d[0].fin != NO_FIN) + (f.d[1].fin != NO_FIN)
+            if fins:
+                moved.state = ConnState.CLOSED if fins == 2 else ConnState.HALF_CLOSED
+            else:
+                moved.state = ConnState.SYN_RECEIVED if f.syn_received else ConnState.ESTABLISHED
+            self.place(moved)
+        if nc:  # each list in the order the other paths move them in, again
+            for _last_seen, slot, _order in _TOUCH.iter_unpack(touched):
+                moved = conns.get(slot)
+                if moved is not None:
+                    moved.lru.move_to_end(moved)  # type: ignore[attr-defined]
         full = OUT_CAP in (n, nt, self._n_changed[0], nd) and self._stop[0] < 0
         return stop, self._handled[0], full or bool(self._yielded[0])
 

@@ -164,6 +164,7 @@ class Tracker:
     def use_fast_path(self, fast: CFastPath) -> None:
         self.fast = fast
         fast.place = self._place
+        fast.budget = self.budget
 
     @property
     def half_open(self) -> int:
@@ -538,6 +539,8 @@ class Tracker:
         if conn.state not in _FAST_STATES:
             return False
         ep, peer = (conn.c, conn.s) if from_client else (conn.s, conn.c)
+        if ep.doubtful or peer.doubtful or ep.ack_claim > ep.stream.acked:
+            return False  # this segment may confirm held data or a held ACK: general path
         if conn.bypassed:
             self._fast_seen(ts, conn, ep, ttl)
             ep.payload_bytes += len(payload)
@@ -573,6 +576,8 @@ class Tracker:
         aoff = pnxt + (((ack - pbase - pnxt + _HALF) & MASK) - _HALF)
         if aoff > pstream.acked:
             if peer.fin_off is not None:
+                if aoff > peer.fin_off + 1:
+                    return False  # more than the peer sent: the general path counts it
                 if aoff > peer.fin_off:
                     aoff = peer.fin_off  # the ACK of a FIN covers no byte
             elif aoff > peer.seen_end:

@@ -926,6 +926,23 @@ def write_pcapng(
         f.write(pcapng_bytes(frames_, linktype, snaplen))
 
 
+def pcapng_multi_bytes(
+    items: Iterable[tuple[int, Frame]], linktypes: Sequence[int], snaplen: int = 262144
+) -> bytes:
+    """pcapng with one interface per link type in ``linktypes``; ``items`` are
+    ``(interface index, frame)``, in file order (libpcap refuses such files)."""
+    shb = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    out = [shb] + [_block(0x00000001, struct.pack("<HHI", lt, 0, snaplen)) for lt in linktypes]
+    for iface, fr in items:
+        ts, data, wire = _norm(fr)
+        data = data[:snaplen]
+        sec, usec = _split_ts(ts, 1_000_000)
+        t = sec * 1_000_000 + usec
+        body = struct.pack("<IIIII", iface, t >> 32, t & 0xFFFFFFFF, len(data), wire) + data
+        out.append(_block(0x00000006, body))
+    return b"".join(out)
+
+
 # --------------------------------------------------------------------------- naming
 
 

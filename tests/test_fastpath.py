@@ -17,6 +17,7 @@ from typing import Literal
 
 import pytest
 from frames import Conversation, frames
+from uinet_tap.plugins.policy import Budget, Policy
 from uinet_tap.plugins.registry import builtin_detectors
 from uinet_tap.stack import fastpath
 
@@ -46,20 +47,21 @@ def replay(
 
 def run(
     batches: Iterable[Batch], linktype: int, mode: str, keep: bool = False,
-    inspect: Inspect = None, **options,
+    inspect: Inspect = None, policy: Policy | None = None, **options,
 ) -> tuple[list[dict], dict]:  # fmt: skip
     """``inspect``: None (no plugins), "plugins" (the built-in detectors) or "bypass" (and
-    --bypass): with plugins, the C path also names HTTP and TLS itself (uinet_tap/native.py)."""
+    --bypass): with plugins, the C path also names HTTP and TLS itself (uinet_tap/native.py)
+    unless a ``policy`` with rules or another budget keeps it to the Python inspector."""
     records: list[dict] = []
     engine = Engine(
         linktype, Options.from_kwargs(fastpath=mode, **options), records.append,
         keep_streams=keep, plugins=builtin_detectors() if inspect else None,
-        bypass=inspect == "bypass",
+        policy=policy, bypass=inspect == "bypass",
     )  # fmt: skip
     for batch in batches:
         engine.feed_batch(batch)
     engine.finish()
-    if mode == "c" and inspect and not keep:
+    if mode == "c" and inspect and not keep and policy is None:
         assert isinstance(engine.inspection, NativeGlue)
     return sorted(records, key=lambda r: r["id"]), engine.stats()
 
@@ -346,3 +348,79 @@ def test_live_view_shows_what_c_found():
                         "c2s_head", "s2c_head", "bypassed"):  # fmt: skip
                 assert getattr(row, key) == getattr(ref, key), (flow_id, key)
     assert shown >= 25
+
+
+# -- hostile traffic: disagreements found by probing, each held here ------------------------
+
+
+def test_paths_agree_on_a_pcapng_with_mixed_link_types(tmp_path):
+    """A raw-IP interface first, then an Ethernet one: the Ethernet batches the fast paths
+    take are decoded as Ethernet, not with the file's first link type."""
+    from frames import DLT_EN10MB, DLT_RAW, pcapng_multi_bytes
+
+    a = Conversation(cport=1111)
+    b = Conversation(cport=2222, t0=1000.0005)
+    sa = a.handshake() + [a.c(b"hello"), a.ack("s"), a.fin("c"), a.fin("s"), a.ack("c")]
+    sb = b.handshake() + [b.c(b"world"), b.ack("s"), b.s(b"x" * 10), b.ack("c")]
+    sb += [b.fin("c"), b.fin("s"), b.ack("c")]
+    items = [(0, fr) for fr in frames(sa, DLT_RAW)] + [(1, fr) for fr in frames(sb, DLT_EN10MB)]
+    items.sort(key=lambda item: item[1][0])
+    path = tmp_path / "mixed.pcapng"
+    path.write_bytes(pcapng_multi_bytes(items, [DLT_RAW, DLT_EN10MB]))
+    records, stats = replay(path, "off")
+    assert [(r["client"], r["close"]) for r in records] == [
+        ("10.0.0.1:1111", "fin"), ("10.0.0.1:2222", "fin")
+    ]  # fmt: skip
+    assert stats["undecodable"] == {}
+    assert_same_everywhere(path)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_paths_agree_on_a_short_time_budget(keep):
+    """A budget of 0.15 s: under C the inspector used to get a run's payloads after the run,
+    all at the time of the connection's last frame in it, and so found the budget unspent
+    where the other paths had spent it (and decided at another offset)."""
+    cv = Conversation(cport=3333, dt=0.1)
+    segs = cv.handshake() + [cv.c(b"GET / HTTP/1.1\r\n"), cv.ack("s"), cv.c(b"Host: x\r\n\r\n")]
+    segs += [cv.ack("s"), cv.s(b"HTTP/1.1 200 OK\r\n\r\n"), cv.ack("c")]
+    segs += [cv.fin("c"), cv.fin("s"), cv.ack("c")]
+    fr = frames(segs)
+    policy = Policy(budget=Budget(seconds=0.15))
+    ref = run(_batches(fr, 1), 1, "off", keep, "plugins", policy)
+    # Spent at the request's second segment, 0.2 s after its first: before the response.
+    assert ref[0][0]["verdict_offset"] == {"c2s": 27, "s2c": 0}
+    for mode in MODES[1:]:
+        assert run(_batches(fr, 1), 1, mode, keep, "plugins", policy) == ref, mode
+
+
+@pytest.mark.parametrize("before", [1, 2, 11])
+def test_paths_agree_on_a_fin_before_the_stream_start(before):
+    """A FIN whose sequence number lies before the stream's first byte has a negative offset;
+    in C that offset is no FIN at all only if it is C's "no FIN" marker, which it must not be."""
+    cv = Conversation(cport=4444)
+    segs = cv.handshake() + [cv.c(b"hello"), cv.ack("s")]
+    segs.append(cv.seg("c", seq=cv.seq_of("c", -before), flags="FA"))
+    segs += [cv.s(b"world"), cv.ack("c"), cv.fin("s"), cv.ack("c")]
+    fr = frames(segs)
+    ref = reconstruct(fr, fastpath="off")
+    assert [r["close"] for r in ref.records] == ["fin"]
+    for mode in MODES[1:]:
+        got = reconstruct(fr, fastpath=mode)
+        assert (got.records, got.stats) == (ref.records, ref.stats), mode
+
+
+@pytest.mark.parametrize("payload", [b"again", b""])
+def test_paths_agree_when_a_connection_resumes_after_its_timeout(payload):
+    """The frame after a long pause first times the idle connection out (as segment() does)
+    and only then finds its own connection: the Python fast path used to find the connection
+    first and crash moving it in a timeout list it had just left."""
+    cv = Conversation(cport=5555)
+    segs = cv.handshake() + [cv.c(b"hello"), cv.ack("s")]
+    cv.t += 10
+    segs += [cv.c(payload) if payload else cv.ack("c"), cv.ack("s"), cv.fin("c"), cv.fin("s")]
+    fr = frames(segs)
+    ref = reconstruct(fr, fastpath="off", timeout_established=5)
+    assert ref.records[0]["close"] == "timeout"
+    for mode in MODES[1:]:
+        got = reconstruct(fr, fastpath=mode, timeout_established=5)
+        assert (got.records, got.stats) == (ref.records, ref.stats), mode

@@ -147,8 +147,6 @@ class Engine:
             if plugins is not None
             else None
         )
-        if self.tracker.fast is not None:
-            self.tracker.fast.prompt_verdicts = bypass
 
     def _make_sink(self, conn: Connection, direction: Direction) -> DirectionSink:
         path = None
@@ -234,7 +232,8 @@ class Engine:
                 continue
             off = offsets[stop]
             ts = times[stop]
-            seg = decode(ts, data[off : off + lengths[stop]])
+            # The batch's link type: a pcapng's first interface may be another (raw IP, SLL).
+            seg = decode(ts, data[off : off + lengths[stop]], None, DLT_EN10MB)
             if seg is not None:
                 tracker.segment(ts, seg)
                 if tracker.events:
@@ -275,7 +274,7 @@ class Engine:
                     )
                 ):
                     continue
-            seg = decode(ts, frame)
+            seg = decode(ts, frame, None, DLT_EN10MB)  # the batch's link type (see above)
             if seg is not None:
                 segment(ts, seg)
                 if tracker.events:
