@@ -153,9 +153,11 @@ def test_the_seed_set_reaches_the_hostile_cases():
                 handed_back += engine.inspection.handed_back
     assert set(closes) == {"fin", "rst", "timeout", "eof"}, closes  # evicted: option sets
     wanted = {"keepalive", "zero_window_probe", "ack_unseen", "overlap_conflict", "tuple_reuse",
-              "rst_out_of_window", "rst_inexact", "data_before_start", "data_after_close",
-              "rst_with_data", "syn_data", "simultaneous_open", "invalid_in_handshake",
-              "rst_after_fin", "seq_out_of_range", "ack_out_of_range"}  # fmt: skip
+              "rst_out_of_window", "rst_inexact", "data_before_start", "data_after_rst",
+              "data_after_fin", "rst_with_data", "syn_data", "simultaneous_open",
+              "invalid_in_handshake", "rst_after_fin", "seq_out_of_range", "ack_out_of_range",
+              "paws_rejected", "data_without_ack", "synack_switched", "synack_bad_ack",
+              "urgent_oob", "data_not_acknowledged", "fin_out_of_range"}  # fmt: skip
     assert wanted <= set(anomalies), wanted - set(anomalies)
     assert {"short_frame", "non_tcp"} <= set(undecodable), undecodable
     assert len(linktypes) >= 6 and mixed >= 3, (linktypes, mixed)
