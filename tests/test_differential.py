@@ -132,7 +132,7 @@ def test_the_seed_set_reaches_the_hostile_cases():
     linktypes: set[int] = set()
     mixed = native = handed_back = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(min(SEEDS, 96)):
+        for seed in range(min(SEEDS, 128)):
             cap = gen.seeded(seed)
             linktypes.update(cap.linktypes)
             mixed += cap.ng and len(set(cap.linktypes)) > 1

@@ -520,9 +520,12 @@ class _Script:
         self.segs = out
 
 
-def connection(rng: Rng, key: tuple[str, int, str, int] | None, ifaces: list[int]) -> Conn:
-    """One connection: on the 4-tuple ``key`` (a reused tuple) or a fresh one."""
-    plain = rng.random() < 0.45
+def connection(
+    rng: Rng, key: tuple[str, int, str, int] | None, ifaces: list[int], busy: bool = False
+) -> Conn:
+    """One connection: on the 4-tuple ``key`` (a reused tuple) or a fresh one; ``busy``: a
+    plain one (what C carries and names by itself)."""
+    plain = busy or rng.random() < 0.45
     v6 = key is not None and ":" in key[0] or key is None and not plain and rng.random() < 0.3
     usable = [
         i for i, lt in enumerate(ifaces)
@@ -579,16 +582,19 @@ def _coin(seg: Seg, modulus: int) -> bool:
 
 
 def capture(rng: Rng, max_conns: int = 6) -> Capture:
-    ng = rng.random() < 0.3
+    # Busy: plain connections at once on one Ethernet link, their frames interleaved, so that
+    # C's runs carry many connections between two frames it stops at (as on a real link).
+    busy = rng.random() < 0.2
+    ng = not busy and rng.random() < 0.3
     if ng:
         ifaces = [rng.choice(LINKTYPES) for _ in range(rng.randrange(1, 4))]
     else:
-        ifaces = [rng.choice([DLT_EN10MB] * 14 + LINKTYPES)]
+        ifaces = [DLT_EN10MB] if busy else [rng.choice([DLT_EN10MB] * 14 + LINKTYPES)]
     conns: list[tuple[Conn, bool]] = []  # and whether it reuses an earlier one's tuple
     keys: list[tuple[str, int, str, int]] = []
-    for _ in range(rng.randrange(1, max_conns + 1)):
-        reuse = bool(keys) and rng.random() < 0.2
-        conn = connection(rng, rng.choice(keys) if reuse else None, ifaces)
+    for _ in range(rng.randrange(2 if busy else 1, max(max_conns, 2) + 1)):
+        reuse = bool(keys) and not busy and rng.random() < 0.2
+        conn = connection(rng, rng.choice(keys) if reuse else None, ifaces, busy)
         if conn.segs:
             s = conn.segs[0]
             keys.append((s.src, s.sport, s.dst, s.dport))
@@ -606,18 +612,21 @@ def capture(rng: Rng, max_conns: int = 6) -> Capture:
     ])  # fmt: skip
     t_end = t_start
     order = 0
+    # Now and then a capture merged from taps whose clocks disagree: times step back often.
+    p_back = rng.choice([0.01, 0.1, 0.3] if busy else [0.01] * 9 + [0.3])
     for ci, (conn, reuse) in enumerate(conns):
         if reuse and rng.random() < 0.8:
             t = t_end + rng.choice([0.001, 0.5, 2.0])
         else:
-            t = t_start + rng.choice([0.0, 0.0001, 0.01, 0.5, 3.0]) * ci
+            steps = [0.0, 0.0001] if busy else [0.0, 0.0001, 0.01, 0.5, 3.0]
+            t = t_start + rng.choice(steps) * ci
         for seg in conn.segs:
             t += rng.choice([0.0, 0.0001, 0.001, 0.01, 0.05])
-            if rng.random() < 0.04:
+            if rng.random() < (0.01 if busy else 0.04):
                 t += rng.choice(PAUSES)
             ts = t
-            if rng.random() < 0.01:
-                ts -= rng.choice([0.001, 1.0, 100.0])  # a clock that steps back (in file order)
+            if rng.random() < p_back:  # a clock that steps back (in file order)
+                ts -= rng.choice([0.001, 0.2, 1.0, 100.0])
             lt = ifaces[conn.iface]
             vlans = conn.vlans
             if conn.s2c_vlans is not None and seg.src != conn.segs[0].src:
@@ -626,7 +635,7 @@ def capture(rng: Rng, max_conns: int = 6) -> Capture:
                 timed.append((t, order, conn.iface, fr, len(fr), round(ts, 6)))
                 order += 1
         t_end = max(t_end, t)
-        t_start = max(t_start, t) if rng.random() < 0.3 else t_start
+        t_start = max(t_start, t) if not busy and rng.random() < 0.3 else t_start
     timed.sort(key=lambda x: (x[0], x[1]))
     packets = [(i, ts, fr, wl) for _, _, i, fr, wl, ts in timed]
     packets = _extras(rng, packets, ifaces)
