@@ -396,14 +396,16 @@ def test_paths_agree_on_a_short_time_budget(keep):
 @pytest.mark.parametrize("before", [1, 2, 11])
 def test_paths_agree_on_a_fin_before_the_stream_start(before):
     """A FIN whose sequence number lies before the stream's first byte has a negative offset;
-    in C that offset is no FIN at all only if it is C's "no FIN" marker, which it must not be."""
+    in C that offset is no FIN at all only if it is C's "no FIN" marker, which it must not be.
+    The receiver has read past it, so it closes nothing (RFC 9293 3.10.7.4: not acceptable)."""
     cv = Conversation(cport=4444)
     segs = cv.handshake() + [cv.c(b"hello"), cv.ack("s")]
     segs.append(cv.seg("c", seq=cv.seq_of("c", -before), flags="FA"))
     segs += [cv.s(b"world"), cv.ack("c"), cv.fin("s"), cv.ack("c")]
     fr = frames(segs)
     ref = reconstruct(fr, fastpath="off")
-    assert [r["close"] for r in ref.records] == ["fin"]
+    assert [r["close"] for r in ref.records] == ["eof"]
+    assert ref.stats["anomalies"] == {"fin_out_of_range": 1}
     for mode in MODES[1:]:
         got = reconstruct(fr, fastpath=mode)
         assert (got.records, got.stats) == (ref.records, ref.stats), mode

@@ -505,6 +505,7 @@ async def run_inline(
     for side, port in enumerate(inline.ports):
         loop.add_reader(port.fileno(), inline.on_readable, side)
     ready()
+    started = time.monotonic()
 
     async def ticker() -> None:
         last = 0.0
@@ -514,7 +515,7 @@ async def run_inline(
 
             maker = SnapshotMaker(inline.engine, extra=inline.owned_conns.values)
             inline.on_closed_record = maker.closed_record
-        started = last_status = time.monotonic()
+        last_status = started
         while True:
             await asyncio.sleep(0.1 if view is not None else 0.5)
             now = time.monotonic()
@@ -540,6 +541,8 @@ async def run_inline(
     finally:
         inline.shutdown()
         tick_task.cancel()
+        if status is not None:  # the totals at the end, however short the run
+            status(inline.status_line(time.monotonic() - started))
         for port in inline.ports:
             loop.remove_reader(port.fileno())
         for sig in (signal.SIGINT, signal.SIGTERM):
