@@ -50,12 +50,15 @@ MAX_GAPS_LISTED = 1024
 """Gaps listed per direction in a record; the rest are counted (gap_count, gap_bytes)."""
 MAX_PIECES = 4096
 """Out-of-order pieces held per direction (Snort's ``queue_limit`` counts segments too)."""
+MAX_HASHED_GAP = 64 << 20
+"""Gap bytes per direction hashed as zeros. Past it the direction's hash is given up
+(``gap_not_hashed``): a few forged sequence numbers must not buy seconds of hashing."""
 
 
 class StreamSink(Protocol):
     def data(self, offset: int, data: bytes) -> None: ...
 
-    def gap(self, offset: int, length: int) -> None: ...
+    def gap(self, offset: int, length: int, hashed: bool = True) -> None: ...
 
 
 class Budget:
@@ -464,7 +467,10 @@ class ByteStream:
             self.urg = -1
             length -= 1
         if length:
-            self.sink.gap(start, length)
+            hashed = self.gap_bytes + length <= MAX_HASHED_GAP
+            if not hashed and self.gap_bytes <= MAX_HASHED_GAP:
+                self._limit("gap_not_hashed")
+            self.sink.gap(start, length, hashed)
             gaps = self.gaps
             if self.gap_end == start and self.gap_count:
                 if gaps and gaps[-1][0] + gaps[-1][1] == start:

@@ -64,6 +64,8 @@ class Endpoint:
         "ts_recent_at",
         "doubtful",
         "ack_claim",
+        "fin_held",
+        "fin_needed",
     )
 
     def __init__(self, stream: ByteStream) -> None:
@@ -100,6 +102,12 @@ class Endpoint:
         # The furthest the peer acknowledged of this stream beyond what this side was seen
         # sending: applied as far as this side's later segments show it sent.
         self.ack_claim = 0
+        # A FIN the receiver may have dropped (beyond its window, or on an ACK of data never
+        # seen): its offset, taken once the receiver's ACK covers it.
+        self.fin_held: int | None = None
+        # For a FIN that rode on an ACK of data never seen: the peer offset that ACK named
+        # (as for doubtful data, the peer seen sending that much confirms it too).
+        self.fin_needed: int | None = None
 
     @property
     def claimed_end(self) -> int:

@@ -84,8 +84,8 @@ class CFastPath:
         if conn.state not in _ATTACHABLE:
             return False
         for ep in (conn.c, conn.s):
-            if ep.doubtful or ep.ack_claim > ep.stream.acked:
-                return False  # held data or a held ACK that a segment may confirm
+            if ep.doubtful or ep.ack_claim > ep.stream.acked or ep.fin_held is not None:
+                return False  # held data, a held ACK or FIN that a segment may confirm
         if len(conn.keys[0]) != 12:
             return False
         if conn.bypassed:  # only counters move: the stream need not be plain

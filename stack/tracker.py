@@ -107,7 +107,7 @@ class _NullSink:
     def data(self, offset: int, data: bytes) -> None:
         pass
 
-    def gap(self, offset: int, length: int) -> None:
+    def gap(self, offset: int, length: int, hashed: bool = True) -> None:
         pass
 
 
@@ -267,9 +267,6 @@ class Tracker:
             entry = self.table.get(key)
             if entry is not None and entry[0] is conn:
                 del self.table[key]
-        if conn.lru is not None:
-            del conn.lru[conn]  # type: ignore[attr-defined]
-            conn.lru = None
         self.active -= 1
         if not conn.bypassed and conn.state is not ConnState.RESET:
             # What the peers acknowledged beyond what the capture showed (within what was
@@ -279,8 +276,11 @@ class Tracker:
                 if ep.ack_claim > ep.stream.acked:
                     self._ack_stream(ep, ep.ack_claim)
             for ep, peer in ((conn.c, conn.s), (conn.s, conn.c)):
-                if ep.doubtful:
+                if ep.doubtful or ep.fin_needed is not None:
                     self._confirm_doubtful(conn, ep, peer, peer.stream.acked)
+        if conn.lru is not None:  # after a held FIN confirmed above has moved it
+            del conn.lru[conn]  # type: ignore[attr-defined]
+            conn.lru = None
         for ep, peer in ((conn.c, conn.s), (conn.s, conn.c)):
             stream = ep.stream
             if ep.syn and peer.isn is None and stream.tentative.held:
@@ -293,6 +293,9 @@ class Tracker:
             stream.flush(0 if conn.bypassed else self._end_hint(ep))
             if stream.acked_gaps:
                 self._anomaly(conn, "ack_unseen", stream.acked_gaps)
+            if ep.fin_held is not None and ep.fin_off is None and conn.state is not ConnState.RESET:
+                # A FIN beyond the window or on an ACK of data never seen that no ACK covered.
+                self._anomaly(conn, "fin_not_acknowledged")
             if stream.discarded:
                 # Tentative bytes no ACK ever covered (beyond the window, or riding on an ACK
                 # of data never seen) and no receiver took: not what the application read.
@@ -539,8 +542,13 @@ class Tracker:
         if conn.state not in _FAST_STATES:
             return False
         ep, peer = (conn.c, conn.s) if from_client else (conn.s, conn.c)
-        if ep.doubtful or peer.doubtful or ep.ack_claim > ep.stream.acked:
-            return False  # this segment may confirm held data or a held ACK: general path
+        if (
+            ep.doubtful
+            or peer.doubtful
+            or ep.ack_claim > ep.stream.acked
+            or peer.fin_held is not None
+        ):
+            return False  # this segment may confirm held data, a held ACK or FIN: general path
         if conn.bypassed:
             self._fast_seen(ts, conn, ep, ttl)
             ep.payload_bytes += len(payload)
@@ -571,6 +579,8 @@ class Tracker:
                 return False
         elif off != ep.seen_end if fin else off == ep.seen_end - 1:
             return False  # a FIN elsewhere, or a keepalive / zero-window probe
+        elif fin and ep.edge is not None and off > ep.edge:
+            return False  # a FIN beyond the window: held
         pstream = peer.stream
         pnxt = pstream.nxt
         aoff = pnxt + (((ack - pbase - pnxt + _HALF) & MASK) - _HALF)
@@ -709,6 +719,20 @@ class Tracker:
             # RST is ignored (RFC 9293 §3.10.7.2).
             self._anomaly(conn, "invalid_in_handshake")
             return
+        if (
+            conn.state is ConnState.SYN_SENT
+            and from_client
+            and ep.syn
+            and not peer.syn
+            and flags & ACK
+            and not flags & (SYN | RST)
+        ):
+            # A client in SYN-SENT leaves it only on a SYN-ACK, and ACKs nothing before
+            # (RFC 9293 §3.10.7.3): its ACK says the capture missed the SYN-ACK. The server's
+            # segments are taken from here on, its stream starting where this ACK says.
+            self._anomaly(conn, "synack_unseen")
+            conn.state = ConnState.ESTABLISHED
+            self._place(conn)
         if conn.state is ConnState.SYN_SENT and not ep.syn and not flags & SYN:
             # The SYN's receiver has not answered yet. RFC 9293 §3.10.7.3: in SYN-SENT the
             # client drops any segment without SYN but a RST that ACKs its SYN; in LISTEN the
@@ -781,13 +805,13 @@ class Tracker:
             # RFC 9293 §3.8.4 keepalive and the Linux zero-window probe: empty, at SND.NXT-1.
             self._anomaly(conn, "zero_window_probe" if peer.window == 0 else "keepalive")
         if flags & FIN:
-            self._on_fin(conn, ep, off + nbytes)
+            self._take_fin(conn, ep, off, nbytes, aoff if doubtful else None)
         ep.window = seg.window
         if doubtful:
             aoff = None  # its ACK infers nothing, and advertises nothing
         elif aoff is not None:
             self._advertise(conn, ep, peer, aoff, seg.window, bool(flags & SYN))
-        if peer.doubtful:
+        if peer.doubtful or peer.fin_needed is not None:
             self._confirm_doubtful(conn, peer, ep)
         if ep.ack_claim > ep.stream.acked:
             # The peer acknowledged more than this side was seen sending; what its segments
@@ -812,6 +836,8 @@ class Tracker:
         off = peer.offset(ack)
         if peer.fin_off is not None:
             return off > peer.fin_off + 1
+        if peer.fin_held is not None and off == peer.fin_held + 1:
+            return False  # the ACK of a held FIN
         return off > max(peer.stream.acked, peer.claimed_end + 1)
 
     @staticmethod
@@ -996,6 +1022,12 @@ class Tracker:
             if beyond:
                 self._anomaly(conn, "ack_out_of_range")
                 return False, None
+        held = peer.fin_held
+        if held is not None and off > held:
+            # The receiver took the FIN it might have dropped.
+            peer.fin_held = peer.fin_needed = None
+            if peer.fin_off is None:
+                self._on_fin(conn, peer, held)
         # An ACK older than SND.UNA - MAX.SND.WND moves nothing; its segment's data is still
         # taken (Linux queues in-order data before tcp_ack rejects the ACK).
         ep.last_ack = ack
@@ -1143,6 +1175,37 @@ class Tracker:
             else:
                 keep.append((needed, off, data))
         ep.doubtful = keep or None
+        held = ep.fin_held
+        if held is not None and ep.fin_needed is not None and ep.fin_needed <= sent:
+            ep.fin_held = ep.fin_needed = None
+            if ep.fin_off is None:
+                self._on_fin(conn, ep, held)
+
+    def _take_fin(
+        self, conn: Connection, ep: Endpoint, off: int, nbytes: int, needed: int | None
+    ) -> None:
+        """The FIN of a segment at ``off`` with ``nbytes`` of data, judged as its data is, by
+        where the segment starts (RFC 9293 §3.10.7.4; Linux's tcp_sequence): beyond the
+        window the receiver advertised, or riding on an ACK of data never seen, the receiver
+        may have dropped it, and it is held until the receiver's ACK covers it (or, on an ACK
+        of unseen data, ``needed``, until the peer is seen to have sent that much, as for
+        doubtful data); further than a window beyond, or out of all reach, it is dropped."""
+        fin_off = off + nbytes
+        edge = ep.edge
+        held = needed is not None
+        if edge is not None and (off >= edge if nbytes else off > edge):
+            if off - edge > max(ep.max_wnd, MIN_WINDOW):
+                self._anomaly(conn, "fin_out_of_range")
+                return
+            held, needed = True, None  # only the receiver's ACK can say
+        elif edge is None and fin_off - ep.seen_end > MAX_SEQ_JUMP:
+            self._anomaly(conn, "fin_out_of_range")
+            return
+        if not held:
+            self._on_fin(conn, ep, fin_off)
+        elif ep.fin_off is None and fin_off >= ep.stream.nxt:
+            ep.fin_held = fin_off
+            ep.fin_needed = needed
 
     def _on_fin(self, conn: Connection, ep: Endpoint, fin_off: int, checked: bool = True) -> None:
         """A FIN at ``fin_off``; ``checked`` False where the stream is no longer followed

@@ -7,6 +7,7 @@ through the real command and measures peak RSS.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import tracemalloc
 
@@ -345,6 +346,42 @@ def test_a_segment_beyond_the_advertised_window_is_held_and_dropped_unless_ackno
     assert rec["c2s"]["data"] == b"a" * 1000 + b"b" * 8 + b"GOOD"
 
 
+@pytest.mark.parametrize("fastpath", ["off", "python", "c"])
+def test_forged_fins_far_ahead_make_no_gap(fastpath):
+    # Two FINs about 120 bytes in all, 2 GiB and 1 GiB ahead: once they made streams of
+    # those lengths, one long gap each, and seconds of hashing zeros. No receiver takes a FIN
+    # beyond its window; the connection goes on and ends with its real FINs.
+    cv = Conversation()
+    segs = cv.handshake() + [cv.c(b"hello"), cv.ack("s")]
+    segs += [cv.seg("c", seq=cv.seq_of("c", 2**31 - 10), flags="FA"),
+             cv.seg("c", seq=cv.seq_of("c", 2**30), flags="FA")]  # fmt: skip
+    segs += [cv.s(b"world"), cv.ack("c"), cv.fin("c"), cv.fin("s"), cv.ack("c")]
+    rec = only(recon(segs, fastpath=fastpath))
+    assert rec["c2s"]["data"] == b"hello" and rec["c2s"]["gaps"] == []
+    assert rec["close"] == "fin" and rec["anomalies"]["fin_out_of_range"] == 2
+
+
+def test_a_fin_beyond_the_window_stands_once_the_receiver_acknowledges_it():
+    # The window update that let the FIN in was lost in capture; the receiver's ACK of the
+    # FIN says it took it.
+    cv = Conversation(win=1000)
+    segs = cv.handshake() + [cv.c(b"a" * 1000), cv.ack("s", win=0)]
+    segs += [cv.fin("c", b"bye"), cv.ack("s"), cv.fin("s"), cv.ack("c")]
+    rec = only(recon(segs))
+    assert rec["c2s"]["data"] == b"a" * 1000 + b"bye" and rec["close"] == "fin"
+    assert "fin_not_acknowledged" not in rec["anomalies"]
+
+
+def test_a_fin_beyond_the_window_that_no_ack_covers_closes_nothing():
+    cv = Conversation(win=1000)
+    segs = cv.handshake() + [cv.c(b"a" * 1000), cv.ack("s", win=0)]
+    segs += [cv.seg("c", seq=cv.seq_of("c", 1010), flags="FA")]  # 10 bytes past a shut window
+    segs += [cv.s(b"reply"), cv.ack("c")]
+    rec = only(recon(segs))
+    assert rec["close"] == "eof" and rec["c2s"]["bytes"] == 1000
+    assert rec["anomalies"]["fin_not_acknowledged"] == 1
+
+
 def test_urgent_byte_is_read_out_of_band_by_a_receiver_and_in_band_by_an_observer():
     cv = Conversation()
     segs = cv.handshake() + [cv.c(b"GET /adXmin", flags="PAU", urg=8), cv.ack("s")]
@@ -455,3 +492,23 @@ def test_a_dropped_segment_cannot_move_ts_recent():
         rec = only(recon(segs, fastpath=fastpath))
         assert rec["c2s"]["data"] == b"a" * 1000 + b"GOOD", fastpath
         assert "paws_rejected" not in rec["anomalies"]
+
+
+def test_gaps_past_the_hashing_cap_give_up_the_hash_not_the_record():
+    # A one-sided capture knows no window: a FIN up to 1 GiB ahead still stands there, and
+    # its gap would be a gigabyte of zeros to hash. Past 64 MiB of gaps the hash is given up.
+    from uinet_tap.reassembly.stream import MAX_HASHED_GAP
+
+    cv = Conversation()
+    segs = [cv.c(b"hello"), cv.seg("c", seq=cv.seq_of("c", MAX_HASHED_GAP + 100), flags="FA")]
+    for fastpath in ("off", "c"):
+        res = reconstruct(Conversation().frames(segs), fastpath=fastpath)
+        rec = only(res)
+        assert rec["c2s"]["sha256"] is None and rec["c2s"]["gap_bytes"] == MAX_HASHED_GAP + 95
+        assert rec["limits"] == {"gap_not_hashed": 1}
+        assert res.stats["limits"]["gap_not_hashed"] == 1
+    cv = Conversation()
+    segs = [cv.c(b"hello"), cv.seg("c", seq=cv.seq_of("c", MAX_HASHED_GAP), flags="FA")]
+    rec = only(reconstruct(Conversation().frames(segs)))
+    assert rec["c2s"]["sha256"] == hashlib.sha256(b"hello" + bytes(MAX_HASHED_GAP - 5)).hexdigest()
+    assert rec["limits"] == {}

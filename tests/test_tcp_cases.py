@@ -375,6 +375,25 @@ def test_synack_with_data_is_first_bytes_of_s2c():
     assert anoms(rec) == {"syn_data": 1}
 
 
+@pytest.mark.parametrize("server_first", [False, True])
+def test_a_syn_ack_the_capture_missed_is_inferred_from_the_clients_ack(server_first):
+    # The client's third-handshake ACK says it took a SYN-ACK: the server's stream is
+    # followed from where that ACK puts it (once, every server segment before the SYN-ACK
+    # was dropped as invalid in the handshake, and the stream was one long gap).
+    cv = Conversation()
+    syn, _synack, ack = cv.handshake()
+    segs = [syn, ack]
+    if server_first:
+        segs += [cv.s(b"220 ready\r\n"), cv.ack("c")]
+    segs += [cv.c(b"GET / HTTP/1.1\r\n\r\n"), cv.s(b"HTTP/1.1 200 OK\r\n\r\nbody"), cv.ack("c")]
+    segs += [cv.fin("c"), cv.fin("s"), cv.ack("c")]
+    rec = only(recon(segs))
+    check_dir(rec["c2s"], b"GET / HTTP/1.1\r\n\r\n")
+    check_dir(rec["s2c"], (b"220 ready\r\n" if server_first else b"") + b"HTTP/1.1 200 OK\r\n\r\nbody")
+    assert rec["close"] == "fin" and rec["handshake"] is False
+    assert anoms(rec) == {"synack_unseen": 1}
+
+
 def test_simultaneous_open_is_one_connection():
     cv = Conversation()
     segs = [

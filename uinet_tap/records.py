@@ -81,7 +81,7 @@ class DirectionSink:
     """Receives one direction's bytes in order: hashes them (gaps as zeros), optionally keeps
     them, optionally writes them to an export file."""
 
-    __slots__ = ("sha", "length", "chunks", "path", "pool", "c_hash", "inspect")
+    __slots__ = ("sha", "hashed", "length", "chunks", "path", "pool", "c_hash", "inspect")
 
     def __init__(
         self,
@@ -106,6 +106,7 @@ class DirectionSink:
             self.sha = hashlib.sha256()
         if inspect is not None:
             self.c_hash = None
+        self.hashed = True  # False once a gap was too long to hash (MAX_HASHED_GAP)
         self.length = 0
         self.chunks: list[bytes] | None = [] if keep else None
         self.path = path
@@ -126,10 +127,14 @@ class DirectionSink:
         if isinstance(self.sha, Sha256) and self.chunks is None and self.pool is None:
             self.c_hash = self.sha.ctx
 
-    def gap(self, offset: int, length: int) -> None:
+    def gap(self, offset: int, length: int, hashed: bool = True) -> None:
         if self.inspect is not None:
             self.inspect(None)  # the inspector's early bytes stop at a hole
-        if isinstance(self.sha, Sha256):
+        if not hashed:
+            self.hashed = False
+        if not self.hashed:
+            pass  # the hash is given up: no zeros to spend time on
+        elif isinstance(self.sha, Sha256):
             self.sha.update_zeros(length)
         else:
             left = length
@@ -152,7 +157,7 @@ def direction_record(conn: Connection, direction: Direction, export_dir: Path | 
     stream = ep.stream
     rec: dict[str, Any] = {
         "bytes": stream.delivered,
-        "sha256": sink.sha.hexdigest(),
+        "sha256": sink.sha.hexdigest() if sink.hashed else None,
         "gaps": [list(g) for g in stream.gaps],
         "gap_count": stream.gap_count,
         "gap_bytes": stream.gap_bytes,

@@ -155,9 +155,9 @@ class _GapMarker:
         pass
 
 
-def _cheap_gap(self: DirectionSink, offset: int, length: int) -> None:
-    if length <= BIG_GAP:
-        _real_gap(self, offset, length)
+def _cheap_gap(self: DirectionSink, offset: int, length: int, hashed: bool = True) -> None:
+    if length <= BIG_GAP or not hashed:
+        _real_gap(self, offset, length, hashed)
         return
     sha = self.sha
     self.sha = _GapMarker(sha, length)
