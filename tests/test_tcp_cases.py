@@ -389,7 +389,8 @@ def test_a_syn_ack_the_capture_missed_is_inferred_from_the_clients_ack(server_fi
     segs += [cv.fin("c"), cv.fin("s"), cv.ack("c")]
     rec = only(recon(segs))
     check_dir(rec["c2s"], b"GET / HTTP/1.1\r\n\r\n")
-    check_dir(rec["s2c"], (b"220 ready\r\n" if server_first else b"") + b"HTTP/1.1 200 OK\r\n\r\nbody")
+    banner = b"220 ready\r\n" if server_first else b""
+    check_dir(rec["s2c"], banner + b"HTTP/1.1 200 OK\r\n\r\nbody")
     assert rec["close"] == "fin" and rec["handshake"] is False
     assert anoms(rec) == {"synack_unseen": 1}
 
