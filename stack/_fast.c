@@ -556,6 +556,10 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             *stop_slot = e->flow; /* beyond the window, or past its own FIN: Python */
             break;
         }
+        if (fin && !n && ep->has_edge && off > ep->edge) {
+            *stop_slot = e->flow; /* a bare FIN beyond the window: Python holds it */
+            break;
+        }
         if ((n && no == out_cap) || (fl->touched_run != run && nt == out_cap) ||
             nc + 2 > out_cap)
             break;
