@@ -17,8 +17,8 @@ Modes: `--no-tui` (status lines on stderr), the live view under tmux
 `uinet-tap watch --help` offers it.  A mode stops climbing after --stop-after steps with drops.
 The answer per mode is the highest rate with zero kernel drops.
 
-Workload: /work/benchdata/bench.pcap if present, else --pcap, else generated with
-/work/shared/bench/make_bench.py --connections 2000 into --workdir (cached).  Frames go out
+Workload: --pcap, else generated with ../shared/bench/make_bench.py --connections 2000 into
+--workdir (cached).  Frames go out
 as they are (watch captures promiscuously, so the MACs in the file do not matter).
 
     .venv/bin/python bench/live_rate.py
@@ -50,8 +50,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from netnslib import NetnsSession, netns_available, wait_for_file  # noqa: E402
 
-DEFAULT_PCAP = Path("/work/benchdata/bench.pcap")
-MAKE_BENCH = Path("/work/shared/bench/make_bench.py")
+MAKE_BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench" / "make_bench.py"
 DEFAULT_RATES = [
     5_000,
     10_000,
@@ -84,8 +83,6 @@ def has_workers() -> bool:
 def workload(args: argparse.Namespace) -> Path:
     if args.pcap:
         return args.pcap
-    if DEFAULT_PCAP.is_file():
-        return DEFAULT_PCAP
     out = args.workdir / "bench-2000.pcap"
     if not out.is_file():
         args.workdir.mkdir(parents=True, exist_ok=True)
@@ -282,7 +279,7 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pcap", type=Path, help="workload (default: /work/benchdata/bench.pcap)")
+    ap.add_argument("--pcap", type=Path, help="workload (default: generated)")
     ap.add_argument("--workdir", type=Path, default=Path(".bench-cache"))
     ap.add_argument("--rates", help="comma-separated pps ladder")
     ap.add_argument("--seconds", type=float, default=8.0, help="length of each step")

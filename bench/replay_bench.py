@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark `uinet-tap replay` on the standard workload and check every stream.
 
-The workload is made by /work/shared/bench/make_bench.py (seeded, deterministic: 20,000
+The workload is made by ../shared/bench/make_bench.py (seeded, deterministic: 20,000
 connections, about 1,000,000 packets, 841 MB by default) and cached in --workdir.  The script
 
 * runs `uinet-tap replay PCAP --flows OUT -q --no-inspect` (full reconstruction, no plugins), then
@@ -11,8 +11,11 @@ connections, about 1,000,000 packets, 841 MB by default) and cached in --workdir
   file per second) and MiB;
 * checks every flow record against the generator's truth manifest (per connection the 4-tuple and,
   per direction, length and sha256 of the in-order payload);
-* times the same file through `tcpflow -o DIR` (DIR on tmpfs) where tcpflow is installed, and a
-  Python floor (pcapy-ng `next_batch(4096)`, nothing else), and prints the time ratios;
+* times the same file through Suricata 7 (`--runmode single`, bench/suricata-minimal.yaml: flow
+  and stream tracking, full reassembly, HTTP and TLS parsers, EVE flow records, no rules) and
+  `tcpflow -o DIR` (DIR on tmpfs) where they are installed, and a Python floor (pcapy-ng
+  `next_batch(4096)`, nothing else), alternating with uinet-tap's runs, and prints the time
+  ratios (of the medians, and the median of paired runs);
 * with --prefix-check, also runs uinet-tap on the first half of the capture and compares peak RSS,
   to show that memory does not grow with capture length.
 
@@ -21,8 +24,8 @@ arguments.  Examples:
 
     .venv/bin/python bench/replay_bench.py                      # default workload, cached
     .venv/bin/python bench/replay_bench.py --connections 2000 --runs 3
-    .venv/bin/python bench/replay_bench.py --pcap /work/benchdata/bench.pcap \\
-        --truth /work/benchdata/bench.truth.json --prefix-check --json out.json
+    .venv/bin/python bench/replay_bench.py --pcap bench.pcap --truth bench.truth.json \\
+        --prefix-check --json out.json
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -367,6 +371,31 @@ def run_tcpflow(exe: str, pcap: Path, scratch: Path) -> Run:
         shutil.rmtree(out, ignore_errors=True)
 
 
+SURICATA_CONF = REPO / "bench" / "suricata-minimal.yaml"
+
+
+def run_suricata(exe: str, pcap: Path, scratch: Path) -> tuple[Run, Counter[str]]:
+    """One timed Suricata run and the app_proto of each EVE flow record it wrote."""
+    out = scratch / "suricata-out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    cmd = [exe, "--runmode", "single", "-c", str(SURICATA_CONF), "-k", "none", "-S", "/dev/null",
+           "-r", str(pcap), "-l", str(out)]  # fmt: skip
+    try:
+        run = timed_run(cmd)
+        protos: Counter[str] = Counter()
+        eve = out / "eve.json"
+        if eve.is_file():
+            with eve.open() as f:
+                for line in f:
+                    rec = json.loads(line)
+                    if rec.get("event_type") == "flow" and rec.get("proto") == "TCP":
+                        protos[rec.get("app_proto", "none")] += 1
+        return run, protos
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def floor_available() -> bool:
     probe = subprocess.run([sys.executable, "-c", "import pcapy"], capture_output=True)
     return probe.returncode == 0
@@ -435,7 +464,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="runs per tool: the median wall time and the largest peak RSS are reported",
     )
     ap.add_argument("--tool-cmd", help="command to run instead of uinet-tap, e.g. 'python stub.py'")
-    ap.add_argument("--no-peers", action="store_true", help="skip tcpflow and the pcapy floor")
+    ap.add_argument(
+        "--no-peers", action="store_true", help="skip Suricata, tcpflow and the pcapy floor"
+    )
     ap.add_argument(
         "--prefix-check",
         action="store_true",
@@ -476,6 +507,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     warm_cache(pcap)
 
     tcpflow = None if a.no_peers else shutil.which("tcpflow")
+    suricata = None if a.no_peers else shutil.which("suricata")
+    suri = ToolResult("suricata --runmode single", [str(suricata), "--runmode", "single", "-c",
+                      str(SURICATA_CONF), "-k", "none", "-r", str(pcap)])  # fmt: skip
+    suri_protos: Counter[str] = Counter()
     with_floor = not a.no_peers and floor_available()
     uinet = ToolResult(
         "uinet-tap replay --no-inspect",
@@ -506,6 +541,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     inspect_verification = verify_flows(checked_flows, truth)
                 checked_flows.unlink(missing_ok=True)
                 bypass.runs.append(run_uinet(base, pcap, scratch, None, BYPASS))
+            if suricata:
+                run, suri_protos = run_suricata(suricata, pcap, scratch)
+                suri.runs.append(run)
             if tcpflow:
                 tf.runs.append(run_tcpflow(tcpflow, pcap, scratch))
             if with_floor:
@@ -546,23 +584,45 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cpus = [m.cpu / u.cpu for m, u in pairs]
                 ratios[key + "_paired"] = round(statistics.median(walls), 3)
                 ratios[key + "_cpu"] = round(statistics.median(cpus), 3)
-    for peer, key in ((tf, "uinet_over_tcpflow"), (floor, "uinet_over_floor")):
+    for peer in (suri, tf, floor):
         if peer.runs:
             rows.append(rate_row(peer, packets, file_bytes))
-            ratios[key] = round(uinet.wall / peer.wall, 3)
+    # (ours, peer, key): the issue's yardsticks are replay with its default inspection against
+    # Suricata, and --bypass against the bare read.
+    versus = (
+        (inspect, suri, "plugins_over_suricata"),
+        (uinet, suri, "no_inspect_over_suricata"),
+        (uinet, tf, "uinet_over_tcpflow"),
+        (uinet, floor, "uinet_over_floor"),
+        (bypass, floor, "bypass_over_floor"),
+    )
+    for ours, peer, key in versus:
+        if ours.runs and peer.runs:
+            ratios[key] = round(ours.wall / peer.wall, 3)
             if a.runs > 1:  # median of paired ratios: robust against drifting load
-                paired = [u.wall / p.wall for u, p in zip(uinet.runs, peer.runs, strict=True)]
+                paired = [u.wall / p.wall for u, p in zip(ours.runs, peer.runs, strict=True)]
                 ratios[key + "_paired"] = round(statistics.median(paired), 3)
 
     print()
     print_table(rows)
-    if not tcpflow and not a.no_peers:
-        print("tcpflow: not installed, skipped")
-    for label, key in (("tcpflow", "uinet_over_tcpflow"), ("pcapy-ng floor", "uinet_over_floor")):
+    for name, exe in (("suricata", suricata), ("tcpflow", tcpflow)):
+        if not exe and not a.no_peers:
+            print(f"{name}: not installed, skipped")
+    if suri_protos:
+        print("suricata flows by app_proto: " + ", ".join(
+            f"{k} {v:,}" for k, v in suri_protos.most_common()))  # fmt: skip
+    labels = {
+        "plugins_over_suricata": "uinet-tap replay (plugins) / suricata single",
+        "no_inspect_over_suricata": "uinet-tap replay --no-inspect / suricata single",
+        "uinet_over_tcpflow": "uinet-tap replay --no-inspect / tcpflow",
+        "uinet_over_floor": "uinet-tap replay --no-inspect / pcapy-ng floor",
+        "bypass_over_floor": "uinet-tap replay --bypass / pcapy-ng floor",
+    }
+    for key, label in labels.items():
         if key in ratios:
             pr = ratios.get(key + "_paired")
             print(
-                f"time ratio uinet-tap / {label}: {ratios[key]:.2f}x"
+                f"time ratio {label}: {ratios[key]:.2f}x"
                 + (f" (median of paired runs {pr:.2f}x)" if pr else "")
             )
     for label, key in (("with plugins", "plugins_over_no_inspect"),
@@ -584,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + ("" if prefix["ok"] else "  [half run FAILED]")
             + ("" if uinet.ok else "  [whole run FAILED]")
         )
-    for res in (uinet, inspect, bypass, tf, floor, half_res):
+    for res in (uinet, inspect, bypass, suri, tf, floor, half_res):
         for n, bad in enumerate(res.runs, 1):
             if bad.returncode:
                 tail = bad.stderr_tail.strip()[-500:]
