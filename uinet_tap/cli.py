@@ -21,6 +21,7 @@ from .plugins.policy import Policy, PolicyError, load_policy
 from .plugins.registry import Loaded, PluginError, load_all
 from .privileges import Identity, PrivilegeError, drop_privileges, resolve_identity
 from .reassembly.policy import OverlapPolicy
+from .stack import fastpath
 
 
 def _error(message: str, code: int = 2) -> None:
@@ -78,10 +79,23 @@ class _RecordWriter:
             out.flush()
 
 
+DATA_PLANE = "C" if fastpath.AVAILABLE else "pure Python (the C data plane is not built)"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="uinet-tap")
+@click.version_option(
+    package_name="uinet-tap", message=f"%(prog)s, version %(version)s, data plane: {DATA_PLANE}"
+)
 def main() -> None:
     """Passive TCP stream reconstruction and inspection."""
+    if not fastpath.AVAILABLE:
+        # Installed without a C compiler (setup.py goes on without the extension): everything
+        # works, several times slower; said once, so nobody benchmarks the fallback unaware.
+        click.echo(
+            "uinet-tap: warning: the C data plane is not built (installed without a C compiler "
+            "or OpenSSL headers); running the pure-Python path, several times slower",
+            err=True,
+        )
 
 
 class _PluginErrors:
