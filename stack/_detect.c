@@ -13,48 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_fast.h"
+
 #define UD_EARLY 8192     /* the inspection budget's bytes (the default budget only) */
-#define UD_EVENTS 48      /* data events kept for a hand-over (the budget ends it at 39) */
-#define UD_FBUF 1024      /* room for the TLS SNI and ALPN bytes */
-#define UD_NVERS 16
 
 enum { UD_OK = 0, UD_PARTIAL = 1, UD_INVALID = 2 };
 enum { UD_HTTP = 1, UD_TLS = 2 };
 
-typedef struct {
-    int32_t dir;
-    int32_t len;
-    double ts;
-} ut_event;
 
-typedef struct {
-    int32_t state;     /* 0 no data yet, 1 matched (findings to come), 2 decided */
-    int32_t allow;     /* UD_HTTP | UD_TLS: which the port's detector order lets C name */
-    int32_t proto;     /* UD_HTTP or UD_TLS once matched */
-    int32_t complete;  /* the match's findings are all in */
-    int32_t seg[2];    /* data segments per direction (the budget's packets) */
-    int32_t early_len[2];
-    int32_t early_cap[2];
-    uint8_t *early[2]; /* the early bytes, as the inspector keeps them */
-    int64_t bytes[2];  /* payload bytes seen (FlowView.c2s_bytes / s2c_bytes) */
-    double first_data;
-    int64_t verdict_off[2];
-    int32_t nev;
-    ut_event ev[UD_EVENTS];
-    /* HTTP findings: (offset, length) into early[0]; length -1 when absent */
-    int32_t method[2], path[2], host[2], ua[2];
-    int32_t status;    /* -1 none */
-    /* TLS findings: sni and the ALPN vector body as (offset, length) into fbuf, -1 absent */
-    int32_t sni[2], alpn[2];
-    int32_t legacy;
-    int32_t nversions;
-    uint16_t versions[UD_NVERS];
-    int32_t tls_version, cipher; /* from the ServerHello, -1 until then */
-    char ja3[40];
-    char ja4[48];
-    int32_t flen;
-    uint8_t fbuf[UD_FBUF];
-} ut_native;
 
 /* Scratch space of one table: a handshake message and the fingerprint strings. */
 typedef struct {

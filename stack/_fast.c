@@ -15,75 +15,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define UT_KEY 12
-#define UT_OPTS 40
-/* No FIN: an offset no FIN can have (one before the stream's first byte is negative). */
-#define UT_NO_FIN INT64_MIN
+#include "_fast.h"
 
-typedef struct {
-    uint32_t base;       /* sequence number of stream offset 0 */
-    int64_t nxt;         /* commit point; equals seen_end while attached */
-    int64_t acked;       /* highest offset the peer acknowledged */
-    int64_t seen_end;
-    int64_t fin;         /* offset of the FIN, UT_NO_FIN if none */
-    int32_t window;      /* last raw window field, -1 until seen */
-    uint32_t last_ack;
-    int32_t has_last_ack;
-    int64_t packets;
-    int64_t payload_bytes;
-    int32_t ttl;
-    int32_t opts_len;
-    uint8_t opts[UT_OPTS];
-    int64_t edge;        /* right edge the peer last advertised for this stream */
-    int64_t edge_ack;    /* the ACK that edge came with */
-    int64_t max_wnd;     /* the largest window the peer advertised (scaled) */
-    int32_t has_edge;
-    uint32_t ts_recent;  /* TS.Recent the peer holds for this side */
-    int32_t has_ts_recent;
-    int32_t shift;       /* window scale of the windows this side advertises */
-    double ts_recent_at;
-    uint8_t *tail;       /* committed, unacknowledged bytes [nxt - tail_len, nxt) */
-    int64_t tail_len;
-    int64_t tail_cap;
-    void *sha;           /* the sink's SHA-256 when hashing is all it does, else NULL */
-    int32_t retain_drops; /* tails dropped at the retained cap since attach */
-} ut_dir;
 
-typedef struct {
-    uint8_t key[2][UT_KEY]; /* key[0]: client->server, key[1]: server->client */
-    ut_dir d[2];
-    double last_seen;
-    int32_t used;
-    uint32_t touched_run; /* the run that last listed it in `touched` */
-    uint32_t last_touch;  /* the frame of that run that touched it last */
-    int32_t syn_received; /* the handshake's last ACK not seen yet */
-    int32_t bypass;       /* passed with --bypass: count, do not reassemble */
-    int32_t inspect;      /* undecided: hand back after each payload so Python decides now */
-    int32_t native;       /* C inspects it (see _detect.c): nat holds the state */
-    ut_native *nat;       /* from the table's pool while native */
-    int32_t ts_ok;        /* timestamps in force: PAWS applies */
-} ut_flow;
 
-typedef struct {
-    double last_seen;
-    int32_t slot;
-    int32_t order; /* the frame that touched it last: Python moves it in this order */
-} ut_touch;
+
 
 typedef struct {
     int32_t flow;  /* -1 empty, -2 deleted */
     int32_t dir;
 } ut_entry;
 
-typedef struct {
-    int32_t sink;       /* flow * 2 + direction */
-    uint32_t data_off;  /* payload position in the batch buffer */
-    uint32_t data_len;
-    uint32_t pad;
-    int64_t offset;     /* stream offset */
-} ut_out;
 
-typedef struct ut_table ut_table;
 struct ut_table {
     ut_entry *entries;
     uint32_t mask;       /* capacity - 1 */
@@ -106,7 +49,6 @@ struct ut_table {
     int32_t npool, pool_cap;
 };
 
-void ut_native_release(ut_table *t, int32_t slot);
 
 static uint32_t hash_key(const uint8_t *k) {
     uint64_t a, b;

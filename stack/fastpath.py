@@ -21,12 +21,46 @@ except ImportError:  # not built (no compiler at install time): the Python path 
 AVAILABLE = lib is not None
 NO_FIN = lib.UT_NO_FIN if lib is not None else 0  # ut_dir.fin of a direction without FIN
 OUT_CAP = 8192
-_OUT = struct.Struct("=iIIIq")  # ut_out
-_TOUCH = struct.Struct("=dii")  # ut_touch
-# ut_dir up to its tail buffer, in C's own layout: one memmove per direction to attach.
-_DIR = struct.Struct("@Iqqqqi Iiqqii40s qqqiIiid")
+_CODES = {
+    "int32_t": "i", "uint32_t": "I", "int64_t": "q", "uint64_t": "Q", "double": "d",
+    "uint16_t": "H", "uint8_t": "B",
+}  # fmt: skip
+
+
+def c_view(ctype: str, names: tuple[str, ...]) -> struct.Struct:
+    """A packed view of the named fields of a C structure of _fast.h, offsets and types as
+    cffi reads them from the compiled header (padding skipped): records move between C and
+    Python in one memmove or iter_unpack, and no layout is written down here."""
+    fields = dict(ffi.typeof(ctype).fields)
+    fmt, pos = "=", 0
+    for name in names:
+        field = fields[name]
+        if field.offset < pos:
+            raise ValueError(f"{ctype}.{name}: fields must be named in their order")
+        fmt += "x" * (field.offset - pos)
+        t = field.type
+        if t.kind == "array" and t.item.cname == "uint8_t":
+            fmt += f"{t.length}s"
+        else:
+            fmt += _CODES[t.cname]
+        pos = field.offset + ffi.sizeof(t)
+    return struct.Struct(fmt)
+
+
 if lib is not None:
-    assert _DIR.size == ffi.offsetof("ut_dir", "tail"), "ut_dir layout changed"
+    _OUT = c_view("ut_out", ("sink", "data_off", "data_len", "offset"))
+    _OUT_SIZE = ffi.sizeof("ut_out")  # records are this far apart
+    _TOUCH = c_view("ut_touch", ("last_seen", "slot", "order"))
+    _TOUCH_SIZE = ffi.sizeof("ut_touch")
+    # ut_dir up to its tail buffer: one memmove per direction to attach, one read to detach.
+    _DIR_FIELDS = (
+        "base", "nxt", "acked", "seen_end", "fin", "window", "last_ack", "has_last_ack",
+        "packets", "payload_bytes", "ttl", "opts_len", "opts", "edge", "edge_ack", "max_wnd",
+        "has_edge", "ts_recent", "has_ts_recent", "shift", "ts_recent_at",
+    )  # fmt: skip
+    _DIR = c_view("ut_dir", _DIR_FIELDS)
+    assert _DIR.size == ffi.offsetof("ut_dir", "tail"), "attach writes ut_dir up to its tail"
+    assert _OUT.size == _OUT_SIZE and _TOUCH.size == _TOUCH_SIZE, "views cover whole records"
 _ATTACHABLE = (
     ConnState.SYN_RECEIVED,
     ConnState.ESTABLISHED,
@@ -266,7 +300,7 @@ class CFastPath:
             # Before the state changes below, as fast_segment() hands bytes over before its
             # _on_fin(): a verdict on a FIN's payload finds the connection still open.
             sinks = self.sinks
-            for sink_id, off, length, _pad, offset in _OUT.iter_unpack(
+            for sink_id, off, length, offset in _OUT.iter_unpack(
                 self._out_mv[: n * _OUT.size]
             ):
                 sinks[sink_id].data(offset, data[off : off + length])  # type: ignore[union-attr]

@@ -1,0 +1,145 @@
+/* uinet-tap C data plane: the one definition of every structure and function Python sees.
+ *
+ * stack/_fast_build.py hands the part below the marker to cffi (cdef) as it is written here,
+ * with array lengths and constants left for the compiler to give (cffi checks every offset),
+ * and uinet_tap's Python reads these structures by field name (stack/fastpath.py derives
+ * its packed views from cffi's offsets): no layout is written down twice. _detect.c and
+ * _fast.c include it.
+ */
+#ifndef UINET_TAP_FAST_H
+#define UINET_TAP_FAST_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- cffi interface: everything from here to the end ---------------------------------- */
+
+#define UD_EVENTS 48      /* data events kept for a hand-over (the budget ends it at 39) */
+#define UD_FBUF 1024      /* room for the TLS SNI and ALPN bytes */
+#define UD_NVERS 16
+#define UT_KEY 12
+#define UT_OPTS 40
+/* No FIN: an offset no FIN can have (one before the stream's first byte is negative). */
+#define UT_NO_FIN INT64_MIN
+
+typedef struct {
+    int32_t dir;
+    int32_t len;
+    double ts;
+} ut_event;
+
+typedef struct {
+    int32_t state;     /* 0 no data yet, 1 matched (findings to come), 2 decided */
+    int32_t allow;     /* UD_HTTP | UD_TLS: which the port's detector order lets C name */
+    int32_t proto;     /* UD_HTTP or UD_TLS once matched */
+    int32_t complete;  /* the match's findings are all in */
+    int32_t seg[2];    /* data segments per direction (the budget's packets) */
+    int32_t early_len[2];
+    int32_t early_cap[2];
+    uint8_t *early[2]; /* the early bytes, as the inspector keeps them */
+    int64_t bytes[2];  /* payload bytes seen (FlowView.c2s_bytes / s2c_bytes) */
+    double first_data;
+    int64_t verdict_off[2];
+    int32_t nev;
+    ut_event ev[UD_EVENTS];
+    /* HTTP findings: (offset, length) into early[0]; length -1 when absent */
+    int32_t method[2], path[2], host[2], ua[2];
+    int32_t status;    /* -1 none */
+    /* TLS findings: sni and the ALPN vector body as (offset, length) into fbuf, -1 absent */
+    int32_t sni[2], alpn[2];
+    int32_t legacy;
+    int32_t nversions;
+    uint16_t versions[UD_NVERS];
+    int32_t tls_version, cipher; /* from the ServerHello, -1 until then */
+    char ja3[40];
+    char ja4[48];
+    int32_t flen;
+    uint8_t fbuf[UD_FBUF];
+} ut_native;
+
+typedef struct {
+    uint32_t base;       /* sequence number of stream offset 0 */
+    int64_t nxt;         /* commit point; equals seen_end while attached */
+    int64_t acked;       /* highest offset the peer acknowledged */
+    int64_t seen_end;
+    int64_t fin;         /* offset of the FIN, UT_NO_FIN if none */
+    int32_t window;      /* last raw window field, -1 until seen */
+    uint32_t last_ack;
+    int32_t has_last_ack;
+    int64_t packets;
+    int64_t payload_bytes;
+    int32_t ttl;
+    int32_t opts_len;
+    uint8_t opts[UT_OPTS];
+    int64_t edge;        /* right edge the peer last advertised for this stream */
+    int64_t edge_ack;    /* the ACK that edge came with */
+    int64_t max_wnd;     /* the largest window the peer advertised (scaled) */
+    int32_t has_edge;
+    uint32_t ts_recent;  /* TS.Recent the peer holds for this side */
+    int32_t has_ts_recent;
+    int32_t shift;       /* window scale of the windows this side advertises */
+    double ts_recent_at;
+    uint8_t *tail;       /* committed, unacknowledged bytes [nxt - tail_len, nxt) */
+    int64_t tail_len;
+    int64_t tail_cap;
+    void *sha;           /* the sink's SHA-256 when hashing is all it does, else NULL */
+    int32_t retain_drops; /* tails dropped at the retained cap since attach */
+} ut_dir;
+
+typedef struct {
+    uint8_t key[2][UT_KEY]; /* key[0]: client->server, key[1]: server->client */
+    ut_dir d[2];
+    double last_seen;
+    int32_t used;
+    uint32_t touched_run; /* the run that last listed it in `touched` */
+    uint32_t last_touch;  /* the frame of that run that touched it last */
+    int32_t syn_received; /* the handshake's last ACK not seen yet */
+    int32_t bypass;       /* passed with --bypass: count, do not reassemble */
+    int32_t inspect;      /* undecided: hand back after each payload so Python decides now */
+    int32_t native;       /* C inspects it (see _detect.c): nat holds the state */
+    ut_native *nat;       /* from the table's pool while native */
+    int32_t ts_ok;        /* timestamps in force: PAWS applies */
+} ut_flow;
+
+typedef struct {
+    double last_seen;
+    int32_t slot;
+    int32_t order; /* the frame that touched it last: Python moves it in this order */
+} ut_touch;
+
+typedef struct {
+    int32_t sink;       /* flow * 2 + direction */
+    uint32_t data_off;  /* payload position in the batch buffer */
+    uint32_t data_len;
+    uint32_t pad;
+    int64_t offset;     /* stream offset */
+} ut_out;
+
+typedef struct ut_table ut_table;
+
+ut_table *ut_new(int64_t retain);
+void ut_free(ut_table *t);
+ut_flow *ut_flow_at(ut_table *t, int32_t i);
+int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s);
+void ut_detach(ut_table *t, int32_t slot);
+int ut_native_config(ut_table *t, const char *methods, int32_t methods_len,
+                     int32_t max_method, int32_t packets, double seconds, int32_t bypass);
+int ut_native_begin(ut_table *t, int32_t slot, int32_t allow);
+void ut_native_release(ut_table *t, int32_t slot);
+int ut_tail_set(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n);
+void ut_set_retain(ut_table *t, int64_t py_retained, int64_t cap);
+int64_t ut_retained(ut_table *t);
+void *ut_sha_new(void);
+void ut_sha_update(void *c, const uint8_t *data, size_t n);
+void ut_sha_zeros(void *c, int64_t n);
+int ut_sha_digest(void *c, uint8_t *out32);
+void ut_sha_free(void *c);
+void ut_meta_times(const uint32_t *meta, uint32_t n, double *times);
+uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
+                const uint32_t *lengths, const double *times, uint32_t start,
+                uint32_t count, double expiry_at, ut_out *out, uint32_t out_cap,
+                uint32_t *n_out, ut_touch *touched, uint32_t *n_touched,
+                int32_t *changed, uint32_t *n_changed,
+                int64_t *handled, int32_t *stop_slot, int32_t *yielded,
+                int32_t *decided_slots, uint32_t *n_decided);
+
+#endif /* UINET_TAP_FAST_H */
