@@ -4,7 +4,7 @@
  * nothing buffered out of order, no hole, first-wins policy, untagged IPv4) it lends the
  * in-order numbers of both directions to this table ("attach"). ut_run() then walks a batch
  * of frames and, for each frame that is an ACK with or without in-order data on an attached
- * connection, applies exactly what stack/tracker.py Tracker.fast_segment() would, and
+ * connection, applies exactly what stack/tracker.py Tracker.segment() would, and
  * reports the payload to deliver. It stops at the first frame it cannot take, and Python
  * handles that frame after taking the numbers back ("detach"). The two implementations are
  * kept equal by running the whole test suite through both.
@@ -461,7 +461,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         uint32_t seq = be32(tcp + 4);
         uint32_t ack = be32(tcp + 8);
         uint32_t n = total - 20 - hl;
-        if (fl->bypass) { /* Tracker.fast_segment's bypassed branch */
+        if (fl->bypass) { /* bypassed: only counters move (Tracker._counted_only) */
             if ((fl->touched_run != run && nt == out_cap) || nc + 2 > out_cap)
                 break;
             done++;
@@ -542,7 +542,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 break;
             }
         }
-        /* committed from here on: mirror of Tracker.fast_segment() */
+        /* committed from here on: what Tracker.segment() does to this segment */
         if (fl->syn_received && e->dir == 0 && aoff >= 0) {
             fl->syn_received = 0; /* the client ACKed the SYN-ACK: ESTABLISHED */
             changed[nc++] = e->flow;

@@ -1,6 +1,7 @@
 """The C fast path's Python side: which connections it may carry, and handing their numbers
-over and back (see _fast.c). Everything it does, :meth:`Tracker.fast_segment` does in Python;
-the test suite runs through both (``UINET_TAP_FASTPATH``)."""
+over and back (see _fast.c). Whatever C takes, it takes exactly as the general path
+(:meth:`Tracker.segment`) would; the test suite runs through both (``UINET_TAP_FASTPATH``)
+and tests/test_differential.py fuzzes one against the other."""
 
 from __future__ import annotations
 
@@ -297,7 +298,7 @@ class CFastPath:
             conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
         n = self._n_out[0]
         if n:
-            # Before the state changes below, as fast_segment() hands bytes over before its
+            # Before the state changes below, as Tracker.segment hands bytes over before its
             # _on_fin(): a verdict on a FIN's payload finds the connection still open.
             sinks = self.sinks
             for sink_id, off, length, offset in _OUT.iter_unpack(

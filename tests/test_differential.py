@@ -1,7 +1,7 @@
-"""Differential fuzzing in CI: hostile captures through the three paths (tests/fuzz/).
+"""Differential fuzzing in CI: hostile captures through both paths (tests/fuzz/).
 
 * a fixed seed set of generated captures (tests/fuzz/gen.py), each through the oracle
-  (tests/fuzz/oracle.py): c, python and off under no inspection, the built-in detectors,
+  (tests/fuzz/oracle.py): c and off under no inspection, the built-in detectors,
   detectors + --bypass and a rule policy with a small budget, the defaults and one other
   option set (limits and timeouts that bite), one batch size;
 * shipped captures mutated packet by packet and byte by byte, through the oracle and a few

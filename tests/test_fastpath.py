@@ -1,9 +1,10 @@
-"""The three paths (C fast path, its Python twin, general path only) give identical records
-and stats on the same input: real captures, the public corpus, a bench-style mix of thousands
-of interleaved connections, and many connections open at once (C table growth and slot reuse).
+"""The two paths (the C data plane where it takes a frame, the general path only) give
+identical records and stats on the same input: real captures, the public corpus, a
+bench-style mix of thousands of interleaved connections, and many connections open at once
+(C table growth and slot reuse).
 
-The rest of the suite can be run through one path with UINET_TAP_FASTPATH=c|python|off
-(.ci/run does all three); this file compares them directly, frame for frame.
+The rest of the suite can be run through one path with UINET_TAP_FASTPATH=c|off
+(.ci/run does both); this file compares them directly, frame for frame.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ Inspect = Literal["plugins", "bypass"] | None
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-MODES = ["off", "python"] + (["c"] if fastpath.AVAILABLE else [])
+MODES = ["off"] + (["c"] if fastpath.AVAILABLE else [])
 
 
 @pytest.fixture(autouse=True)

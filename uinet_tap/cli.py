@@ -90,10 +90,10 @@ def main() -> None:
     """Passive TCP stream reconstruction and inspection."""
     if not fastpath.AVAILABLE:
         # Installed without a C compiler (setup.py goes on without the extension): everything
-        # works, several times slower; said once, so nobody benchmarks the fallback unaware.
+        # works, about four times slower; said once, so nobody benchmarks the fallback unaware.
         click.echo(
             "uinet-tap: warning: the C data plane is not built (installed without a C compiler "
-            "or OpenSSL headers); running the pure-Python path, several times slower",
+            "or OpenSSL headers); running the pure-Python path, about four times slower",
             err=True,
         )
 

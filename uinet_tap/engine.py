@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import struct
 from array import array
 from collections import Counter
 from collections.abc import Callable
@@ -29,7 +28,6 @@ from .stack.tracker import Tracker, TrackerConfig
 
 # Ethernet type .. IPv4 total length, flags/fragment, TTL, protocol .. TCP seq, ack, offset,
 # flags, window: the fields the fast path needs, in one unpack.
-_ETH_IP4_TCP = struct.Struct("!16xH2xHBB14xIIBBH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +45,10 @@ class Options:
     timeout_half_open: float = 60.0
     timeout_established: float = 600.0
     timeout_closing: float = 60.0
-    # "c": the C fast path (built by cffi at install); "python": its Python twin; "off": the
-    # general path only; "auto": c where built. The environment's UINET_TAP_FASTPATH wins,
-    # so a whole test suite can be run through each.
+    # "c": the C data plane (built by cffi at install) where it can take a frame, the general
+    # path for the rest; "off": the general path only (the reference, and the fallback where
+    # C is not built); "auto": c where built. The environment's UINET_TAP_FASTPATH wins, so
+    # a whole test suite can be run through each.
     fastpath: str = "auto"
 
     @classmethod
@@ -64,10 +63,10 @@ class Options:
 
     def fastpath_mode(self) -> str:
         mode = os.environ.get("UINET_TAP_FASTPATH") or self.fastpath
-        if mode not in ("auto", "c", "python", "off"):
-            raise ValueError(f"unknown fast path {mode!r}: auto, c, python or off")
+        if mode not in ("auto", "c", "off"):
+            raise ValueError(f"unknown fast path {mode!r}: auto, c or off")
         if mode == "auto":
-            mode = "c" if fastpath.AVAILABLE else "python"
+            mode = "c" if fastpath.AVAILABLE else "off"
         if mode == "c" and not fastpath.AVAILABLE:
             raise RuntimeError("the C fast path is not built (reinstall with a C compiler)")
         return mode
@@ -187,8 +186,6 @@ class Engine:
         fast_ok = batch.linktype == DLT_EN10MB and batch.wirelens is None
         if fast_ok and self.fastpath == "c":
             self._feed_ethernet_c(batch)
-        elif fast_ok and self.fastpath == "python":
-            self._feed_ethernet(batch)
         else:
             decode = self.decoder.decode
             segment = self.tracker.segment
@@ -239,46 +236,6 @@ class Engine:
                 if tracker.events:
                     self._drain()
             i = stop + 1
-
-    def _feed_ethernet(self, batch: Batch) -> None:
-        """Untagged Ethernet, IPv4 without options or fragments, TCP: headers unpacked in one
-        call and the segment offered to the tracker's fast path; everything else (and whatever
-        the fast path declines) goes the general way."""
-        decode = self.decoder.decode
-        segment = self.tracker.segment
-        fast = self.tracker.fast_segment
-        tracker = self.tracker
-        unpack = _ETH_IP4_TCP.unpack_from
-        data = batch.data
-        for ts, off, n in zip(batch.times, batch.offsets, batch.lengths, strict=True):
-            frame = data[off : off + n]
-            if n >= 54 and frame[12] == 8 and frame[13] == 0 and frame[14] == 0x45:
-                total, frag, ttl, proto, seq, ack, doff, flags, win = unpack(frame)
-                hl = (doff >> 4) << 2
-                if (
-                    proto == 6
-                    and not frag & 0x3FFF
-                    and 14 + total <= n
-                    and hl >= 20
-                    and 34 + hl <= 14 + total
-                    and fast(
-                        ts,
-                        frame[26:38],
-                        seq,
-                        ack,
-                        flags,
-                        win,
-                        frame[54 : 34 + hl],
-                        frame[34 + hl : 14 + total],
-                        ttl,
-                    )
-                ):
-                    continue
-            seg = decode(ts, frame, None, DLT_EN10MB)  # the batch's link type (see above)
-            if seg is not None:
-                segment(ts, seg)
-                if tracker.events:
-                    self._drain()
 
     def expire(self, now: float) -> None:
         """Close the connections idle past their timeout at ``now`` (live capture's clock)."""

@@ -1,4 +1,4 @@
-"""Differential fuzzing of the three paths (C fast path, its Python twin, the general path):
+"""Differential fuzzing of the two paths (the C data plane, the general path):
 ``gen`` makes hostile captures, ``oracle`` runs them through every path and option set and
 reports any difference or exception, ``run`` drives long campaigns
 (``python -m tests.fuzz.run --minutes 30 --seed 1 --out DIR``); ``crashers/`` holds every

@@ -1,8 +1,9 @@
-"""The differential oracle: one capture file through the three paths (``c``, ``python``,
-``off``) under every inspection mode and a few option sets; any difference in the records or
-the stats, or any exception, is a :class:`Failure`. The general path (``off``) is the
-reference. Also: ``uinet-tap replay`` on a file (exit status 0 or 2 only, no traceback, JSON
-lines), and a minimizer for failing captures.
+"""The differential oracle: one capture file through both paths (``c``: the C data plane
+where it takes a frame; ``off``: the general path only) under every inspection mode and a few
+option sets; any difference in the records or the stats, or any exception, is a
+:class:`Failure`. The general path (``off``) is the reference. Also: ``uinet-tap replay`` on a
+file (exit status 0 or 2 only, no traceback, JSON lines), and a minimizer for failing
+captures.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from uinet_tap.records import DirectionSink
 
 from .gen import Capture
 
-MODES = ["off", "python"] + (["c"] if fastpath.AVAILABLE else [])
+MODES = ["off"] + (["c"] if fastpath.AVAILABLE else [])
 REPO = Path(__file__).resolve().parents[2]
 
 # None: no inspection; "plugins": the built-in detectors (C names HTTP/TLS itself);

@@ -3,7 +3,7 @@
 Inputs, until the time is up: mostly captures from the structured generator (gen.py), and
 now and then a shipped capture (captures/, the public corpus in ../shared/corpus) mutated
 packet by packet or byte by byte in the file itself (headers, block lengths, truncation).
-Each goes through the oracle (oracle.py: three paths, every inspection mode, the defaults
+Each goes through the oracle (oracle.py: both paths, every inspection mode, the defaults
 and one other option set, one batch size); some also through ``uinet-tap replay``.
 
 Each new failure (by signature: what differed, or where it raised) is minimized and written
