@@ -200,13 +200,11 @@ class ByteStream:
         overlaps."""
         conflicts_before = self.conflicts
         nxt = self.nxt
+        rest = self._past_committed(off, data)
+        if rest is None:
+            return self.conflicts - conflicts_before
+        off, data = rest
         end = off + len(data)
-        if off < nxt:
-            self._against_committed(off, data, min(end, nxt))
-            if end <= nxt:
-                return self.conflicts - conflicts_before
-            data = data[nxt - off :]
-            off = nxt
         store = self.store
         if self.tentative.starts:
             self.retransmitted += self.tentative.covered(off, end)  # seen before, tentatively
@@ -232,14 +230,11 @@ class ByteStream:
         data never seen): held apart until its ACK covers them. Returns the number of
         conflicting overlaps with copies seen before."""
         conflicts_before = self.conflicts
+        rest = self._past_committed(off, data)
+        if rest is None:
+            return self.conflicts - conflicts_before
+        off, data = rest
         end = off + len(data)
-        nxt = self.nxt
-        if off < nxt:
-            self._against_committed(off, data, min(end, nxt))
-            if end <= nxt:
-                return self.conflicts - conflicts_before
-            data = data[nxt - off :]
-            off = nxt
         if self.store.pieces:
             self.retransmitted += self.store.covered(off, end)
         res = self.tentative.insert(off, data)
@@ -406,6 +401,18 @@ class ByteStream:
         first = store.first_start()
         if first is not None and first <= self.nxt:
             self._drain()
+
+    def _past_committed(self, off: int, data: bytes) -> tuple[int, bytes] | None:
+        """The part of ``data`` at ``off`` not committed yet (None: all of it was); the
+        committed part is counted as a retransmission, maybe conflicting."""
+        nxt = self.nxt
+        if off >= nxt:
+            return off, data
+        end = off + len(data)
+        self._against_committed(off, data, min(end, nxt))
+        if end <= nxt:
+            return None
+        return nxt, data[nxt - off :]
 
     def _against_committed(self, off: int, data: bytes, stop: int) -> None:
         """Bytes ``[off, stop)`` were already committed: a retransmission, maybe conflicting."""
