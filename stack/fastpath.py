@@ -50,9 +50,7 @@ def c_view(ctype: str, names: tuple[str, ...]) -> struct.Struct:
 
 if lib is not None:
     _OUT = c_view("ut_out", ("sink", "data_off", "data_len", "offset"))
-    _OUT_SIZE = ffi.sizeof("ut_out")  # records are this far apart
     _TOUCH = c_view("ut_touch", ("last_seen", "slot", "order"))
-    _TOUCH_SIZE = ffi.sizeof("ut_touch")
     # ut_dir up to its tail buffer: one memmove per direction to attach, one read to detach.
     _DIR_FIELDS = (
         "base", "nxt", "acked", "seen_end", "fin", "window", "last_ack", "has_last_ack",
@@ -61,7 +59,8 @@ if lib is not None:
     )  # fmt: skip
     _DIR = c_view("ut_dir", _DIR_FIELDS)
     assert _DIR.size == ffi.offsetof("ut_dir", "tail"), "attach writes ut_dir up to its tail"
-    assert _OUT.size == _OUT_SIZE and _TOUCH.size == _TOUCH_SIZE, "views cover whole records"
+    # iter_unpack steps by the view's size: it must be the record's.
+    assert _OUT.size == ffi.sizeof("ut_out") and _TOUCH.size == ffi.sizeof("ut_touch")
 _ATTACHABLE = (
     ConnState.SYN_RECEIVED,
     ConnState.ESTABLISHED,

@@ -26,9 +26,6 @@ from .stack.events import Direction, FlowClosed
 from .stack.hostos import HostPolicies
 from .stack.tracker import Tracker, TrackerConfig
 
-# Ethernet type .. IPv4 total length, flags/fragment, TTL, protocol .. TCP seq, ack, offset,
-# flags, window: the fields the fast path needs, in one unpack.
-
 
 @dataclass(frozen=True, slots=True)
 class Options:
