@@ -105,14 +105,14 @@ def tcp_info(frame: bytes):
         if frame[p + 9] != 6:
             return None
         total = struct.unpack_from("!H", frame, p + 2)[0]
-        src, dst = frame[p + 12:p + 16], frame[p + 16:p + 20]
+        src, dst = frame[p + 12 : p + 16], frame[p + 16 : p + 20]
         t = p + ihl
         end = p + total
     elif etype == 0x86DD and len(frame) >= p + 40:
         if frame[p + 6] != 6:
             return None
         plen = struct.unpack_from("!H", frame, p + 4)[0]
-        src, dst = frame[p + 8:p + 24], frame[p + 24:p + 40]
+        src, dst = frame[p + 8 : p + 24], frame[p + 24 : p + 40]
         t = p + 40
         end = t + plen
     else:
@@ -176,9 +176,21 @@ def main() -> int:
     rng = {d: random.Random(f"{args.seed}/{d}") for d in ("ab", "ba")}
     tap_rng = {d: random.Random(f"{args.seed}/tap/{d}") for d in ("ab", "ba")}
     held: dict[str, tuple[float, bytes] | None] = {"ab": None, "ba": None}
-    stats = {d: {"read": 0, "sent": 0, "tcp": 0, "lost": 0, "dup": 0, "reordered": 0,
-                 "tag_mismatch": 0, "send_errors": 0, "tap_omitted": 0, "tap_written": 0}
-             for d in ("ab", "ba")}
+    stats = {
+        d: {
+            "read": 0,
+            "sent": 0,
+            "tcp": 0,
+            "lost": 0,
+            "dup": 0,
+            "reordered": 0,
+            "tag_mismatch": 0,
+            "send_errors": 0,
+            "tap_omitted": 0,
+            "tap_written": 0,
+        }
+        for d in ("ab", "ba")
+    }
     isn: dict[tuple, int] = {}
     tap_log: list[dict] = []
     pcap = Pcap(args.pcap) if args.pcap else None
@@ -209,10 +221,22 @@ def main() -> int:
                 if r < args.tap_drop and rel >= lo and rel + plen <= hi:
                     omit = True
         if rel is not None:
-            tap_log.append({"dir": d, "src": socket.inet_ntop(
-                socket.AF_INET if len(src) == 4 else socket.AF_INET6, src), "sport": sport,
-                "dst": socket.inet_ntop(socket.AF_INET if len(dst) == 4 else socket.AF_INET6, dst),
-                "dport": dport, "offset": rel, "length": plen, "omitted": omit})
+            tap_log.append(
+                {
+                    "dir": d,
+                    "src": socket.inet_ntop(
+                        socket.AF_INET if len(src) == 4 else socket.AF_INET6, src
+                    ),
+                    "sport": sport,
+                    "dst": socket.inet_ntop(
+                        socket.AF_INET if len(dst) == 4 else socket.AF_INET6, dst
+                    ),
+                    "dport": dport,
+                    "offset": rel,
+                    "length": plen,
+                    "omitted": omit,
+                }
+            )
         if omit:
             stats[d]["tap_omitted"] += 1
             return

@@ -63,10 +63,11 @@ class ScenarioError(RuntimeError):
 # helpers
 # ---------------------------------------------------------------------------
 
+
 class App:
     def __init__(self, session: NetnsSession, work: Path):
         self.s, self.work = session, work
-        self.cmds: list[str] = []          # commands recorded for "how"
+        self.cmds: list[str] = []  # commands recorded for "how"
 
     def direct(self, v6: bool = False, backend: bool = False):
         c = self.s.ns("c", ipv6=v6)
@@ -86,8 +87,9 @@ class App:
         self.s.addr(b, "b0", B4 + "/24")
         return c, sv, b
 
-    def server(self, ns: str, *argv: str, port: int, show: str | None = None,
-               timeout: float = 20.0, **kw) -> subprocess.Popen:
+    def server(
+        self, ns: str, *argv: str, port: int, show: str | None = None, timeout: float = 20.0, **kw
+    ) -> subprocess.Popen:
         """Start a server (tracked by the session), wait until it listens on port."""
         self.cmds.append("server: " + (show or shlex.join(argv)))
         log = open(self.work / f"srv-{len(self.cmds)}.log", "wb")  # noqa: SIM115
@@ -98,18 +100,33 @@ class App:
             wait_for_port(self.s, ns, port, timeout)
         except TimeoutError as e:
             NetnsSession.stop(p)
-            raise ScenarioError(f"{argv[0]} did not listen on {port}: "
-                                f"{(self.work / log.name).read_text(errors='replace')[-2000:]}"
-                                ) from e
+            raise ScenarioError(
+                f"{argv[0]} did not listen on {port}: "
+                f"{(self.work / log.name).read_text(errors='replace')[-2000:]}"
+            ) from e
         return p
 
-    def client(self, ns: str, *argv: str, show: str | None = None, ok_rc=(0,),
-               timeout: float = 60, input: str | None = None, env=None) -> str:
+    def client(
+        self,
+        ns: str,
+        *argv: str,
+        show: str | None = None,
+        ok_rc=(0,),
+        timeout: float = 60,
+        input: str | None = None,
+        env=None,
+    ) -> str:
         """Run a client to completion; return stdout+stderr."""
         self.cmds.append("client: " + (show or shlex.join(argv)))
-        r = subprocess.run(self.s.cmd(ns, *argv), capture_output=True, text=True,
-                           timeout=timeout, input=input, env=env,
-                           stdin=None if input is not None else subprocess.DEVNULL)
+        r = subprocess.run(
+            self.s.cmd(ns, *argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            env=env,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
         out = r.stdout + r.stderr
         if ok_rc is not None and r.returncode not in ok_rc:
             raise ScenarioError(f"{argv[0]} exited {r.returncode}: {out[-3000:]}")
@@ -120,8 +137,9 @@ class App:
             argv = ("runuser", "-u", user, "--", *argv)
         r = subprocess.run(argv, capture_output=True, text=True, timeout=120, **kw)
         if r.returncode != 0:
-            raise ScenarioError(f"{' '.join(argv)} exited {r.returncode}: "
-                                f"{(r.stdout + r.stderr)[-3000:]}")
+            raise ScenarioError(
+                f"{' '.join(argv)} exited {r.returncode}: {(r.stdout + r.stderr)[-3000:]}"
+            )
         return r.stdout
 
     def capture(self, ns: str, ifname: str, bpf: str) -> Tcpdump:
@@ -145,6 +163,7 @@ def fmt(ip: str, port: int) -> str:
 def syn_connections(pcap: Path) -> list[tuple[str, str]]:
     """(client, server) of every connection whose SYN is in the capture, in order."""
     import dpkt
+
     out = []
     with open(pcap, "rb") as f:
         for _ts, buf in dpkt.pcap.Reader(f):
@@ -163,6 +182,7 @@ def syn_connections(pcap: Path) -> list[tuple[str, str]]:
 def first_speakers(pcap: Path) -> dict[tuple[str, str], str]:
     """(client, server) -> "client" | "server": who sent the first payload byte."""
     import dpkt
+
     conns_ = syn_connections(pcap)
     out: dict[tuple[str, str], str] = {}
     with open(pcap, "rb") as f:
@@ -180,8 +200,9 @@ def first_speakers(pcap: Path) -> dict[tuple[str, str], str]:
     return out
 
 
-def tshark(pcap: Path, dfilter: str, fields: list[str] | None = None,
-           decode_as: list[str] = ()) -> list[list[str]]:
+def tshark(
+    pcap: Path, dfilter: str, fields: list[str] | None = None, decode_as: list[str] = ()
+) -> list[list[str]]:
     argv = ["tshark", "-n", "-r", str(pcap), "-Y", dfilter]
     for d in decode_as:
         argv += ["-d", d]
@@ -206,8 +227,14 @@ def require(pcap: Path, dfilter: str, want=None, field: str | None = None, decod
             raise ScenarioError(f"tshark: {field} = {vals}, expected {want!r}")
 
 
-def conns(pcap: Path, protocol: str, findings: dict, count: int = 1,
-          alternatives: dict | None = None, per_conn: list[dict] | None = None) -> list[dict]:
+def conns(
+    pcap: Path,
+    protocol: str,
+    findings: dict,
+    count: int = 1,
+    alternatives: dict | None = None,
+    per_conn: list[dict] | None = None,
+) -> list[dict]:
     got = syn_connections(pcap)
     if len(got) != count:
         raise ScenarioError(f"expected {count} connection(s) in the capture, got {got}")
@@ -235,10 +262,13 @@ def curl_http(out: str) -> dict:
     m = re.search(r"^> (\w+) (\S+) HTTP/", out, re.M)
     if not m:
         raise ScenarioError(f"no request line in curl -v output:\n{out[-2000:]}")
-    return {"method": m.group(1), "path": m.group(2),
-            "host": grab(r"(?i)^> Host: (.+?)\r?$", out, "Host"),
-            "user_agent": grab(r"(?i)^> User-Agent: (.+?)\r?$", out, "User-Agent"),
-            "status": int(grab(r"^< HTTP/[\d.]+ (\d{3})", out, "status"))}
+    return {
+        "method": m.group(1),
+        "path": m.group(2),
+        "host": grab(r"(?i)^> Host: (.+?)\r?$", out, "Host"),
+        "user_agent": grab(r"(?i)^> User-Agent: (.+?)\r?$", out, "User-Agent"),
+        "status": int(grab(r"^< HTTP/[\d.]+ (\d{3})", out, "status")),
+    }
 
 
 def www(app: App) -> Path:
@@ -252,20 +282,44 @@ def www(app: App) -> Path:
 # scenarios: each returns (intro for "how", connections); the pcap is work/cap.pcap
 # ---------------------------------------------------------------------------
 
+
 def sc_http(app: App, v6: bool = False):
     c, sv = app.direct(v6=v6)
     srv_ip = S6 if v6 else S4
     d = www(app)
-    app.server(sv, PY, "-m", "http.server", "80", "--bind", srv_ip, "-d", str(d), port=80,
-               show=f"python3 -m http.server 80 --bind {srv_ip} -d www")
+    app.server(
+        sv,
+        PY,
+        "-m",
+        "http.server",
+        "80",
+        "--bind",
+        srv_ip,
+        "-d",
+        str(d),
+        port=80,
+        show=f"python3 -m http.server 80 --bind {srv_ip} -d www",
+    )
     td = app.capture(sv, "s0", "tcp port 80")
     host = f"[{srv_ip}]" if v6 else srv_ip
-    out = app.client(c, "curl", "-sS", "-v", "--fail", "-o", "/dev/null", "--local-port",
-                     "41000", "-A", "curl/7.88.1 uinet-tap", f"http://{host}/hello.txt")
+    out = app.client(
+        c,
+        "curl",
+        "-sS",
+        "-v",
+        "--fail",
+        "-o",
+        "/dev/null",
+        "--local-port",
+        "41000",
+        "-A",
+        "curl/7.88.1 uinet-tap",
+        f"http://{host}/hello.txt",
+    )
     td.stop()
     pcap = app.work / "cap.pcap"
     f = curl_http(out)
-    require(pcap, "http.request.method == \"GET\"", f["path"], "http.request.uri")
+    require(pcap, 'http.request.method == "GET"', f["path"], "http.request.uri")
     require(pcap, "http.response.code == 200")
     return "curl (Debian 7.88.1) -> python3 http.server (HTTP/1.0)", conns(pcap, "http", f)
 
@@ -280,25 +334,44 @@ def sc_http2(app: App):
     d = www(app)
     app.server(sv, "nghttpd", "--no-tls", f"--address={S4}", "-d", str(d), "80", port=80)
     td = app.capture(sv, "s0", "tcp port 80")
-    out = app.client(c, "curl", "-sS", "-v", "--fail", "--http2-prior-knowledge", "-o",
-                     "/dev/null", "--local-port", "41001", f"http://{S4}/hello.txt")
+    out = app.client(
+        c,
+        "curl",
+        "-sS",
+        "-v",
+        "--fail",
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "--local-port",
+        "41001",
+        f"http://{S4}/hello.txt",
+    )
     td.stop()
     pcap = app.work / "cap.pcap"
     f = curl_http(out)
     if "HTTP/2" not in out:
         raise ScenarioError("curl did not use HTTP/2")
-    require(pcap, "http2.type == 1", f["path"], "http2.headers.path",
-            decode_as=["tcp.port==80,http2"])
-    require(pcap, "http2.type == 1", "200", "http2.headers.status",
-            decode_as=["tcp.port==80,http2"])
-    return ("curl --http2-prior-knowledge (7.88.1, nghttp2 1.52) -> nghttpd --no-tls "
-            "(Debian nghttp2-server 1.52.0), h2c prior knowledge"), conns(pcap, "http2", f)
+    require(
+        pcap, "http2.type == 1", f["path"], "http2.headers.path", decode_as=["tcp.port==80,http2"]
+    )
+    require(
+        pcap, "http2.type == 1", "200", "http2.headers.status", decode_as=["tcp.port==80,http2"]
+    )
+    return (
+        "curl --http2-prior-knowledge (7.88.1, nghttp2 1.52) -> nghttpd --no-tls "
+        "(Debian nghttp2-server 1.52.0), h2c prior knowledge"
+    ), conns(pcap, "http2", f)
 
 
 def iana_cipher(openssl_name: str) -> tuple[str, str]:
     """(IANA name, "0xXXXX") of an OpenSSL cipher name, from `openssl ciphers -stdname -V`."""
-    out = subprocess.run(["openssl", "ciphers", "-stdname", "-V", "ALL:@SECLEVEL=0"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["openssl", "ciphers", "-stdname", "-V", "ALL:@SECLEVEL=0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for line in out.splitlines():
         m = re.match(r"\s*0x([0-9A-F]{2}),0x([0-9A-F]{2})\s+-\s+(\S+)\s+-\s+(\S+)", line)
         if m and openssl_name in (m.group(3), m.group(4)):
@@ -309,17 +382,56 @@ def iana_cipher(openssl_name: str) -> tuple[str, str]:
 def sc_tls(app: App, tls12: bool):
     c, sv = app.direct()
     key, crt = app.work / "key.pem", app.work / "crt.pem"
-    app.run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-            "-nodes", "-keyout", str(key), "-out", str(crt), "-days", "2",
-            "-subj", "/CN=example.test")
-    app.cmds.append("cert: openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
-                    "-nodes -days 2 -subj /CN=example.test")
-    app.server(sv, "openssl", "s_server", "-accept", f"{S4}:443", "-cert", str(crt),
-               "-key", str(key), "-alpn", "http/1.1", "-naccept", "1", port=443,
-               stdin=subprocess.PIPE)   # s_server drops the client when its stdin hits EOF
+    app.run(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(crt),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=example.test",
+    )
+    app.cmds.append(
+        "cert: openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+        "-nodes -days 2 -subj /CN=example.test"
+    )
+    app.server(
+        sv,
+        "openssl",
+        "s_server",
+        "-accept",
+        f"{S4}:443",
+        "-cert",
+        str(crt),
+        "-key",
+        str(key),
+        "-alpn",
+        "http/1.1",
+        "-naccept",
+        "1",
+        port=443,
+        stdin=subprocess.PIPE,
+    )  # s_server drops the client when its stdin hits EOF
     td = app.capture(sv, "s0", "tcp port 443")
-    argv = ["openssl", "s_client", "-connect", f"{S4}:443", "-servername", "example.test",
-            "-alpn", "h2,http/1.1"] + (["-tls1_2"] if tls12 else [])
+    argv = [
+        "openssl",
+        "s_client",
+        "-connect",
+        f"{S4}:443",
+        "-servername",
+        "example.test",
+        "-alpn",
+        "h2,http/1.1",
+    ] + (["-tls1_2"] if tls12 else [])
     out = app.client(c, *argv, show=shlex.join(argv) + " </dev/null")
     td.stop()
     pcap = app.work / "cap.pcap"
@@ -329,21 +441,26 @@ def sc_tls(app: App, tls12: bool):
     if proto != want:
         raise ScenarioError(f"negotiated {proto}, wanted {want}")
     iana, code = iana_cipher(name)
-    f = {"sni": "example.test", "alpn": ["h2", "http/1.1"],
-         "tls_version": "TLS " + proto[4:], "cipher": iana}
-    require(pcap, "tls.handshake.type == 1", "example.test",
-            "tls.handshake.extensions_server_name")
+    f = {
+        "sni": "example.test",
+        "alpn": ["h2", "http/1.1"],
+        "tls_version": "TLS " + proto[4:],
+        "cipher": iana,
+    }
+    require(pcap, "tls.handshake.type == 1", "example.test", "tls.handshake.extensions_server_name")
     require(pcap, "tls.handshake.type == 1", "h2", "tls.handshake.extensions_alpn_str")
     require(pcap, "tls.handshake.type == 2", code, "tls.handshake.ciphersuite")
     if not tls12:
-        require(pcap, "tls.handshake.type == 2", "0x0304",
-                "tls.handshake.extensions.supported_version")
+        require(
+            pcap, "tls.handshake.type == 2", "0x0304", "tls.handshake.extensions.supported_version"
+        )
     else:
         require(pcap, "tls.handshake.type == 2", "0x0303", "tls.handshake.version")
-    return (f"openssl s_client -> openssl s_server (OpenSSL 3.0), {want}, self-signed P-256 "
-            f"cert made on the fly; s_client quits at EOF on stdin after the handshake; "
-            f"negotiated {name} ({code})"), conns(pcap, "tls", f,
-                                                   alternatives={"cipher": [code, name]})
+    return (
+        f"openssl s_client -> openssl s_server (OpenSSL 3.0), {want}, self-signed P-256 "
+        f"cert made on the fly; s_client quits at EOF on stdin after the handshake; "
+        f"negotiated {name} ({code})"
+    ), conns(pcap, "tls", f, alternatives={"cipher": [code, name]})
 
 
 def sc_tls13(app: App):
@@ -356,12 +473,14 @@ def sc_tls12(app: App):
 
 def sc_ssh(app: App, port: int = 22):
     c, sv = app.direct()
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)       # sshd's privsep directory
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privsep directory
     hk, ck = app.work / "hostkey", app.work / "clientkey"
     app.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hk))
     app.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ck))
     shutil.copyfile(str(ck) + ".pub", app.work / "authorized_keys")
-    cfg = app.file("sshd_config", f"""
+    cfg = app.file(
+        "sshd_config",
+        f"""
         Port {port}
         ListenAddress {S4}
         HostKey {hk}
@@ -371,15 +490,39 @@ def sc_ssh(app: App, port: int = 22):
         PasswordAuthentication no
         StrictModes no
         UsePAM no
-        """)
+        """,
+    )
     app.cmds.append("keys: ssh-keygen -t ed25519 -N '' (host and client keys, on the fly)")
-    app.server(sv, "/usr/sbin/sshd", "-D", "-e", "-f", str(cfg), port=port,
-               show=f"/usr/sbin/sshd -D -e -f sshd_config (Port {port}, ListenAddress {S4}, "
-                    f"HostKey, AuthorizedKeysFile, UsePAM no)")
+    app.server(
+        sv,
+        "/usr/sbin/sshd",
+        "-D",
+        "-e",
+        "-f",
+        str(cfg),
+        port=port,
+        show=f"/usr/sbin/sshd -D -e -f sshd_config (Port {port}, ListenAddress {S4}, "
+        f"HostKey, AuthorizedKeysFile, UsePAM no)",
+    )
     td = app.capture(sv, "s0", f"tcp port {port}")
-    out = app.client(c, "ssh", "-vv", "-p", str(port), "-i", str(ck), "-o", "BatchMode=yes",
-                     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                     f"root@{S4}", "true", ok_rc=None)
+    out = app.client(
+        c,
+        "ssh",
+        "-vv",
+        "-p",
+        str(port),
+        "-i",
+        str(ck),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        f"root@{S4}",
+        "true",
+        ok_rc=None,
+    )
     td.stop()
     pcap = app.work / "cap.pcap"
     cb = grab(r"Local version string (SSH-2\.0-\S.*?)\r?$", out, "client banner")
@@ -389,10 +532,11 @@ def sc_ssh(app: App, port: int = 22):
     require(pcap, "ssh.protocol", cb, "ssh.protocol", decode)
     require(pcap, "ssh.protocol", sb, "ssh.protocol", decode)
     ok = "Authenticated to" in out
-    return (f"OpenSSH ssh client -> OpenSSH sshd (Debian 9.2p1) on port {port}, public-key "
-            f"auth with an ed25519 key made on the fly "
-            f"({'authenticated, ran `true`' if ok else 'auth did not complete'})"), \
-        conns(pcap, "ssh", f)
+    return (
+        f"OpenSSH ssh client -> OpenSSH sshd (Debian 9.2p1) on port {port}, public-key "
+        f"auth with an ed25519 key made on the fly "
+        f"({'authenticated, ran `true`' if ok else 'auth did not complete'})"
+    ), conns(pcap, "ssh", f)
 
 
 def sc_ssh_on_443(app: App):
@@ -402,9 +546,23 @@ def sc_ssh_on_443(app: App):
 
 def sc_redis(app: App, port: int = 6379):
     c, sv = app.direct()
-    app.server(sv, "redis-server", "--bind", S4, "--port", str(port), "--save", "",
-               "--appendonly", "no", "--protected-mode", "no", "--dir", str(app.work),
-               port=port)
+    app.server(
+        sv,
+        "redis-server",
+        "--bind",
+        S4,
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+        "--dir",
+        str(app.work),
+        port=port,
+    )
     td = app.capture(sv, "s0", f"tcp port {port}")
     out = app.client(c, "redis-cli", "-h", S4, "-p", str(port), "SET", "greeting", "hello")
     out2 = app.client(c, "redis-cli", "-h", S4, "-p", str(port), "GET", "greeting")
@@ -414,8 +572,9 @@ def sc_redis(app: App, port: int = 6379):
     pcap = app.work / "cap.pcap"
     require(pcap, 'tcp.payload contains "greeting"')
     require(pcap, 'tcp.payload contains "+OK"')
-    return (f"redis-cli -> redis-server (Debian 7.0) on port {port}: one connection SET, "
-            f"one GET"), conns(pcap, "redis", {}, count=2)
+    return (
+        f"redis-cli -> redis-server (Debian 7.0) on port {port}: one connection SET, one GET"
+    ), conns(pcap, "redis", {}, count=2)
 
 
 def sc_redis_on_8080(app: App):
@@ -429,19 +588,46 @@ def postgres_up(app: App, sv: str, ssl: bool = False) -> Path:
     for d in (data, sock):
         d.mkdir(mode=0o700)
         shutil.chown(d, "postgres", "postgres")
-    bindir = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True,
-                                 text=True).stdout.strip() or "/usr/lib/postgresql/15/bin")
+    bindir = Path(
+        subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout.strip()
+        or "/usr/lib/postgresql/15/bin"
+    )
     if not (bindir / "initdb").exists():
         cands = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
         bindir = cands[-1].parent
-    app.run(str(bindir / "initdb"), "-D", str(data), "-U", "alice", "-A", "trust",
-            "--no-sync", user="postgres")
+    app.run(
+        str(bindir / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "alice",
+        "-A",
+        "trust",
+        "--no-sync",
+        user="postgres",
+    )
     app.cmds.append("initdb -D pgdata -U alice -A trust (as user postgres)")
     (data / "pg_hba.conf").write_text("local all all trust\nhost all all 10.77.0.0/16 trust\n")
-    app.server(sv, "runuser", "-u", "postgres", "--", str(bindir / "postgres"), "-D", str(data),
-               "-c", f"listen_addresses={S4}", "-c", f"unix_socket_directories={sock}",
-               "-c", "ssl=off", "-c", "fsync=off", port=5432,
-               show=f"postgres -D pgdata -c listen_addresses={S4} -c ssl=off (as user postgres)")
+    app.server(
+        sv,
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        str(bindir / "postgres"),
+        "-D",
+        str(data),
+        "-c",
+        f"listen_addresses={S4}",
+        "-c",
+        f"unix_socket_directories={sock}",
+        "-c",
+        "ssl=off",
+        "-c",
+        "fsync=off",
+        port=5432,
+        show=f"postgres -D pgdata -c listen_addresses={S4} -c ssl=off (as user postgres)",
+    )
     app.run(str(bindir / "createdb"), "-h", str(sock), "-U", "alice", "shop", user="postgres")
     app.cmds.append("createdb -U alice shop (unix socket)")
     return sock
@@ -451,9 +637,14 @@ def sc_postgresql(app: App, sslmode: str):
     c, sv = app.direct()
     postgres_up(app, sv)
     td = app.capture(sv, "s0", "tcp port 5432")
-    out = app.client(c, "psql", f"host={S4} user=alice dbname=shop sslmode={sslmode}",
-                     "-Atc", "select current_user || '@' || current_database()",
-                     env={**os.environ, "PGCONNECT_TIMEOUT": "10"})
+    out = app.client(
+        c,
+        "psql",
+        f"host={S4} user=alice dbname=shop sslmode={sslmode}",
+        "-Atc",
+        "select current_user || '@' || current_database()",
+        env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+    )
     td.stop()
     if "alice@shop" not in out:
         raise ScenarioError(f"psql: {out}")
@@ -463,11 +654,13 @@ def sc_postgresql(app: App, sslmode: str):
     require(pcap, 'pgsql.parameter_name == "database"', "shop", "pgsql.parameter_value")
     if sslmode == "prefer":
         f["ssl_request"] = True
-        require(pcap, "tcp.payload == 00:00:00:08:04:d2:16:2f")      # SSLRequest
-        require(pcap, 'tcp.srcport == 5432 && tcp.payload == "N"')    # refused
-    return (f"psql (PostgreSQL 15 client) sslmode={sslmode} -> postgres 15 (initdb'd into a "
-            f"temp dir, ssl=off so an SSLRequest is refused with 'N' and the startup follows "
-            f"in clear)"), conns(pcap, "postgresql", f)
+        require(pcap, "tcp.payload == 00:00:00:08:04:d2:16:2f")  # SSLRequest
+        require(pcap, 'tcp.srcport == 5432 && tcp.payload == "N"')  # refused
+    return (
+        f"psql (PostgreSQL 15 client) sslmode={sslmode} -> postgres 15 (initdb'd into a "
+        f"temp dir, ssl=off so an SSLRequest is refused with 'N' and the startup follows "
+        f"in clear)"
+    ), conns(pcap, "postgresql", f)
 
 
 def sc_postgresql_sslprefer(app: App):
@@ -478,25 +671,65 @@ def sc_postgresql_nossl(app: App):
     return sc_postgresql(app, "disable")
 
 
-
 def sc_mysql(app: App):
     c, sv = app.direct()
     data = app.work / "mydata"
-    app.run("mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
-            "--auth-root-authentication-method=normal", "--skip-test-db")
-    app.cmds.append("mariadb-install-db --no-defaults --datadir=mydata --user=root "
-                    "--auth-root-authentication-method=normal --skip-test-db")
-    app.server(sv, "mariadbd", "--no-defaults", f"--datadir={data}", "--user=root",
-               f"--bind-address={S4}", "--port=3306", f"--socket={app.work}/my.sock",
-               f"--pid-file={app.work}/my.pid", "--skip-log-bin", port=3306, timeout=60)
-    app.client(sv, "mariadb", "--no-defaults", f"--socket={app.work}/my.sock", "-u", "root", "-e",
-               "CREATE USER 'alice'@'%' IDENTIFIED BY 'secret'; GRANT ALL ON *.* TO 'alice'@'%'",
-               show="mariadb --socket=my.sock -u root -e \"CREATE USER 'alice'@'%' IDENTIFIED "
-                    "BY 'secret'; GRANT ALL ON *.* TO 'alice'@'%'\"")
+    app.run(
+        "mariadb-install-db",
+        "--no-defaults",
+        f"--datadir={data}",
+        "--user=root",
+        "--auth-root-authentication-method=normal",
+        "--skip-test-db",
+    )
+    app.cmds.append(
+        "mariadb-install-db --no-defaults --datadir=mydata --user=root "
+        "--auth-root-authentication-method=normal --skip-test-db"
+    )
+    app.server(
+        sv,
+        "mariadbd",
+        "--no-defaults",
+        f"--datadir={data}",
+        "--user=root",
+        f"--bind-address={S4}",
+        "--port=3306",
+        f"--socket={app.work}/my.sock",
+        f"--pid-file={app.work}/my.pid",
+        "--skip-log-bin",
+        port=3306,
+        timeout=60,
+    )
+    app.client(
+        sv,
+        "mariadb",
+        "--no-defaults",
+        f"--socket={app.work}/my.sock",
+        "-u",
+        "root",
+        "-e",
+        "CREATE USER 'alice'@'%' IDENTIFIED BY 'secret'; GRANT ALL ON *.* TO 'alice'@'%'",
+        show="mariadb --socket=my.sock -u root -e \"CREATE USER 'alice'@'%' IDENTIFIED "
+        "BY 'secret'; GRANT ALL ON *.* TO 'alice'@'%'\"",
+    )
     td = app.capture(sv, "s0", "tcp port 3306")
-    out = app.client(c, "mariadb", "--no-defaults", "-h", S4, "-P", "3306", "-u", "alice",
-                     "-psecret",
-                     "--skip-ssl", "-N", "-B", "-e", "select version()")
+    out = app.client(
+        c,
+        "mariadb",
+        "--no-defaults",
+        "-h",
+        S4,
+        "-P",
+        "3306",
+        "-u",
+        "alice",
+        "-psecret",
+        "--skip-ssl",
+        "-N",
+        "-B",
+        "-e",
+        "select version()",
+    )
     td.stop()
     version = out.strip().splitlines()[-1].strip()
     pcap = app.work / "cap.pcap"
@@ -504,36 +737,61 @@ def sc_mysql(app: App):
     if not rows:
         raise ScenarioError("tshark: no mysql.version")
     wire = rows[0][0]
-    if not wire.endswith(version):       # MariaDB 10.x sends "5.5.5-" + version()
+    if not wire.endswith(version):  # MariaDB 10.x sends "5.5.5-" + version()
         raise ScenarioError(f"handshake version {wire!r} vs select version() {version!r}")
-    return (f"mariadb client -> mariadbd {version} (temp datadir made by mariadb-install-db), "
-            f"`select version()`; the handshake carries {wire!r} (MariaDB 10 prefixes "
-            f"'5.5.5-'), either form is accepted"), \
-        conns(pcap, "mysql", {"server_version": wire},
-              alternatives={"server_version": [version]})
+    return (
+        f"mariadb client -> mariadbd {version} (temp datadir made by mariadb-install-db), "
+        f"`select version()`; the handshake carries {wire!r} (MariaDB 10 prefixes "
+        f"'5.5.5-'), either form is accepted"
+    ), conns(pcap, "mysql", {"server_version": wire}, alternatives={"server_version": [version]})
 
 
 def sc_mqtt(app: App, v5: bool = False):
     c, sv = app.direct()
-    cfg = app.file("mosquitto.conf", f"""
+    cfg = app.file(
+        "mosquitto.conf",
+        f"""
         listener 1883 {S4}
         allow_anonymous true
         persistence false
-        """)
-    app.server(sv, "mosquitto", "-c", str(cfg), port=1883,
-               show=f"mosquitto -c mosquitto.conf (listener 1883 {S4}, allow_anonymous true)")
+        """,
+    )
+    app.server(
+        sv,
+        "mosquitto",
+        "-c",
+        str(cfg),
+        port=1883,
+        show=f"mosquitto -c mosquitto.conf (listener 1883 {S4}, allow_anonymous true)",
+    )
     td = app.capture(sv, "s0", "tcp port 1883")
     cid = "sensor-42-v5" if v5 else "sensor-42"
-    app.client(c, "mosquitto_pub", "-h", S4, "-p", "1883", "-i", cid, "-V",
-               "mqttv5" if v5 else "mqttv311", "-t", "uinet/test", "-m", "hello", "-q", "1")
+    app.client(
+        c,
+        "mosquitto_pub",
+        "-h",
+        S4,
+        "-p",
+        "1883",
+        "-i",
+        cid,
+        "-V",
+        "mqttv5" if v5 else "mqttv311",
+        "-t",
+        "uinet/test",
+        "-m",
+        "hello",
+        "-q",
+        "1",
+    )
     td.stop()
     pcap = app.work / "cap.pcap"
     level = 5 if v5 else 4
     require(pcap, "mqtt.msgtype == 1", cid, "mqtt.clientid")
     require(pcap, "mqtt.msgtype == 1", str(level), "mqtt.ver")
-    return (f"mosquitto_pub -V {'mqttv5' if v5 else 'mqttv311'} -i {cid} (QoS 1) -> "
-            f"mosquitto 2.0.11"), conns(pcap, "mqtt", {"client_id": cid,
-                                                       "protocol_level": level})
+    return (
+        f"mosquitto_pub -V {'mqttv5' if v5 else 'mqttv311'} -i {cid} (QoS 1) -> mosquitto 2.0.11"
+    ), conns(pcap, "mqtt", {"client_id": cid, "protocol_level": level})
 
 
 def sc_mqtt5(app: App):
@@ -542,10 +800,22 @@ def sc_mqtt5(app: App):
 
 def sc_dns(app: App):
     c, sv = app.direct()
-    app.server(sv, "dnsmasq", "-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-               f"--listen-address={S4}", "--bind-interfaces", "--port=53", "--user=root",
-               f"--pid-file={app.work}/dnsmasq.pid", "--address=/example.test/10.77.0.99",
-               "--txt-record=example.test,uinet-tap", port=53)
+    app.server(
+        sv,
+        "dnsmasq",
+        "-k",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        f"--listen-address={S4}",
+        "--bind-interfaces",
+        "--port=53",
+        "--user=root",
+        f"--pid-file={app.work}/dnsmasq.pid",
+        "--address=/example.test/10.77.0.99",
+        "--txt-record=example.test,uinet-tap",
+        port=53,
+    )
     td = app.capture(sv, "s0", "tcp port 53")
     out = app.client(c, "dig", "+tcp", "+norecurse", f"@{S4}", "example.test", "A")
     td.stop()
@@ -554,44 +824,78 @@ def sc_dns(app: App):
     pcap = app.work / "cap.pcap"
     require(pcap, "dns.flags.response == 0", "example.test", "dns.qry.name")
     require(pcap, "dns.flags.response == 1", "10.77.0.99", "dns.a")
-    return ("dig +tcp (BIND 9.18) example.test A -> dnsmasq 2.90 "
-            "(--address=/example.test/10.77.0.99)"), \
-        conns(pcap, "dns", {"queries": ["example.test A"]})
+    return (
+        "dig +tcp (BIND 9.18) example.test A -> dnsmasq 2.90 (--address=/example.test/10.77.0.99)"
+    ), conns(pcap, "dns", {"queries": ["example.test A"]})
 
 
 def sc_smtp(app: App):
     c, sv = app.direct()
-    app.server(sv, PY, "-m", "aiosmtpd", "-n", "-l", f"{S4}:25", "-c",
-               "aiosmtpd.handlers.Sink", port=25,
-               show=f"python3 -m aiosmtpd -n -l {S4}:25 -c aiosmtpd.handlers.Sink "
-                    f"(aiosmtpd 1.4.6 from PyPI)")
+    app.server(
+        sv,
+        PY,
+        "-m",
+        "aiosmtpd",
+        "-n",
+        "-l",
+        f"{S4}:25",
+        "-c",
+        "aiosmtpd.handlers.Sink",
+        port=25,
+        show=f"python3 -m aiosmtpd -n -l {S4}:25 -c aiosmtpd.handlers.Sink "
+        f"(aiosmtpd 1.4.6 from PyPI)",
+    )
     td = app.capture(sv, "s0", "tcp port 25")
-    out = app.client(c, "swaks", "--server", f"{S4}:25", "--from", "alice@client.test",
-                     "--to", "bob@server.test", "--helo", "client.test")
+    out = app.client(
+        c,
+        "swaks",
+        "--server",
+        f"{S4}:25",
+        "--from",
+        "alice@client.test",
+        "--to",
+        "bob@server.test",
+        "--helo",
+        "client.test",
+    )
     td.stop()
     greeting = grab(r"^<-  (220 .*?)\r?$", out, "greeting")
     pcap = app.work / "cap.pcap"
     require(pcap, "smtp.response.code == 220")
-    require(pcap, "smtp.req.command == \"MAIL\"")
-    return "swaks -> aiosmtpd (Sink handler), one message", \
-        conns(pcap, "smtp", {"greeting": greeting})
+    require(pcap, 'smtp.req.command == "MAIL"')
+    return "swaks -> aiosmtpd (Sink handler), one message", conns(
+        pcap, "smtp", {"greeting": greeting}
+    )
 
 
 def sc_ftp(app: App):
     c, sv = app.direct()
     d = www(app)
-    app.server(sv, PY, "-m", "pyftpdlib", "-i", S4, "-p", "21", "-d", str(d), port=21,
-               show=f"python3 -m pyftpdlib -i {S4} -p 21 -d www (pyftpdlib 2.2.0 from PyPI)")
+    app.server(
+        sv,
+        PY,
+        "-m",
+        "pyftpdlib",
+        "-i",
+        S4,
+        "-p",
+        "21",
+        "-d",
+        str(d),
+        port=21,
+        show=f"python3 -m pyftpdlib -i {S4} -p 21 -d www (pyftpdlib 2.2.0 from PyPI)",
+    )
     td = app.capture(sv, "s0", "tcp port 21")
-    out = app.client(c, "curl", "-sS", "-v", "--fail", "-o", "/dev/null",
-                     f"ftp://{S4}/hello.txt")
+    out = app.client(c, "curl", "-sS", "-v", "--fail", "-o", "/dev/null", f"ftp://{S4}/hello.txt")
     td.stop()
     greeting = grab(r"^< (220 .*?)\r?$", out, "greeting")
     pcap = app.work / "cap.pcap"
     require(pcap, "ftp.response.code == 220")
-    require(pcap, "ftp.request.command == \"RETR\"")
-    return ("curl ftp:// (anonymous, passive RETR) -> pyftpdlib; capture filtered to the "
-            "control connection (port 21)"), conns(pcap, "ftp", {"greeting": greeting})
+    require(pcap, 'ftp.request.command == "RETR"')
+    return (
+        "curl ftp:// (anonymous, passive RETR) -> pyftpdlib; capture filtered to the "
+        "control connection (port 21)"
+    ), conns(pcap, "ftp", {"greeting": greeting})
 
 
 def dovecot_up(app: App, sv: str, proto: str, port: int):
@@ -600,7 +904,9 @@ def dovecot_up(app: App, sv: str, proto: str, port: int):
         if d != "run":
             shutil.chown(app.work / d, "nobody", "nogroup")
     os.chmod(app.work, 0o755)
-    cfg = app.file("dovecot.conf", f"""
+    cfg = app.file(
+        "dovecot.conf",
+        f"""
         protocols = {proto}
         listen = {S4}
         base_dir = {app.work}/run
@@ -619,47 +925,68 @@ def dovecot_up(app: App, sv: str, proto: str, port: int):
           driver = static
           args = uid=nobody gid=nogroup home={app.work}/home/%u
         }}
-        """)
-    app.server(sv, "dovecot", "-F", "-c", str(cfg), port=port,
-               show=f"dovecot -F -c dovecot.conf (protocols = {proto}, listen = {S4}, "
-                    f"ssl = no, static passdb password=secret)")
+        """,
+    )
+    app.server(
+        sv,
+        "dovecot",
+        "-F",
+        "-c",
+        str(cfg),
+        port=port,
+        show=f"dovecot -F -c dovecot.conf (protocols = {proto}, listen = {S4}, "
+        f"ssl = no, static passdb password=secret)",
+    )
 
 
 def sc_imap(app: App):
     c, sv = app.direct()
     dovecot_up(app, sv, "imap", 143)
     td = app.capture(sv, "s0", "tcp port 143")
-    out = app.client(c, "curl", "-sS", "-v", "--fail", "-u", "alice:secret",
-                     f"imap://{S4}/")
+    out = app.client(c, "curl", "-sS", "-v", "--fail", "-u", "alice:secret", f"imap://{S4}/")
     td.stop()
     greeting = grab(r"^< (\* OK .*?)\r?$", out, "greeting")
     pcap = app.work / "cap.pcap"
     require(pcap, "imap.isrequest == 0", decode_as=[])
-    return "curl imap:// -u alice:secret (LIST) -> dovecot-imapd 2.3.19", \
-        conns(pcap, "imap", {"greeting": greeting})
+    return "curl imap:// -u alice:secret (LIST) -> dovecot-imapd 2.3.19", conns(
+        pcap, "imap", {"greeting": greeting}
+    )
 
 
 def sc_pop3(app: App):
     c, sv = app.direct()
     dovecot_up(app, sv, "pop3", 110)
     td = app.capture(sv, "s0", "tcp port 110")
-    out = app.client(c, "curl", "-sS", "-v", "--fail", "-u", "alice:secret",
-                     f"pop3://{S4}/")
+    out = app.client(c, "curl", "-sS", "-v", "--fail", "-u", "alice:secret", f"pop3://{S4}/")
     td.stop()
     greeting = grab(r"^< (\+OK .*?)\r?$", out, "greeting")
     pcap = app.work / "cap.pcap"
-    require(pcap, "pop.response.indicator == \"+OK\"")
-    return "curl pop3:// -u alice:secret (LIST) -> dovecot-pop3d 2.3.19", \
-        conns(pcap, "pop3", {"greeting": greeting})
+    require(pcap, 'pop.response.indicator == "+OK"')
+    return "curl pop3:// -u alice:secret (LIST) -> dovecot-pop3d 2.3.19", conns(
+        pcap, "pop3", {"greeting": greeting}
+    )
 
 
 def sc_socks(app: App, version: int, hostname: bool = False):
     c, sv = app.direct()
     d = www(app)
     bind = "0.0.0.0" if hostname else S4
-    app.server(sv, PY, "-m", "http.server", "8000", "--bind", bind, "-d", str(d), port=8000,
-               show=f"python3 -m http.server 8000 --bind {bind} -d www (the target)")
-    cfg = app.file("danted.conf", f"""
+    app.server(
+        sv,
+        PY,
+        "-m",
+        "http.server",
+        "8000",
+        "--bind",
+        bind,
+        "-d",
+        str(d),
+        port=8000,
+        show=f"python3 -m http.server 8000 --bind {bind} -d www (the target)",
+    )
+    cfg = app.file(
+        "danted.conf",
+        f"""
         logoutput: stderr
         internal: {S4} port = 1080
         external: {S4}
@@ -674,16 +1001,38 @@ def sc_socks(app: App, version: int, hostname: bool = False):
           from: 0.0.0.0/0 to: 0.0.0.0/0
           protocol: tcp
         }}
-        """)
-    app.server(sv, "danted", "-f", str(cfg), "-p", str(app.work / "danted.pid"), port=1080,
-               show=f"danted -f danted.conf (Dante 1.4.2; internal {S4} port 1080, "
-                    f"socksmethod none)")
+        """,
+    )
+    app.server(
+        sv,
+        "danted",
+        "-f",
+        str(cfg),
+        "-p",
+        str(app.work / "danted.pid"),
+        port=1080,
+        show=f"danted -f danted.conf (Dante 1.4.2; internal {S4} port 1080, socksmethod none)",
+    )
     td = app.capture(sv, "s0", "tcp port 1080")
-    opt = {(5, False): "--socks5", (4, False): "--socks4", (5, True): "--socks5-hostname",
-           (4, True): "--socks4a"}[version, hostname]
-    target = "localhost" if hostname else S4      # with *-hostname danted resolves it
-    out = app.client(c, "curl", "-sS", "-v", "--fail", "-o", "/dev/null", opt,
-                     f"{S4}:1080", f"http://{target}:8000/hello.txt")
+    opt = {
+        (5, False): "--socks5",
+        (4, False): "--socks4",
+        (5, True): "--socks5-hostname",
+        (4, True): "--socks4a",
+    }[version, hostname]
+    target = "localhost" if hostname else S4  # with *-hostname danted resolves it
+    out = app.client(
+        c,
+        "curl",
+        "-sS",
+        "-v",
+        "--fail",
+        "-o",
+        "/dev/null",
+        opt,
+        f"{S4}:1080",
+        f"http://{target}:8000/hello.txt",
+    )
     td.stop()
     if "200" not in grab(r"^< (HTTP/\S+ \d+)", out, "status"):
         raise ScenarioError(out)
@@ -692,9 +1041,10 @@ def sc_socks(app: App, version: int, hostname: bool = False):
     require(pcap, "socks", "8000", "socks.dstport", decode_as=["tcp.port==1080,socks"])
     if hostname:
         require(pcap, "socks", target, "socks.remote_name", decode_as=["tcp.port==1080,socks"])
-    return (f"curl {opt} {S4}:1080 http://{target}:8000/hello.txt -> danted -> python3 "
-            f"http.server; capture on the client-facing veth, port 1080 only"), \
-        conns(pcap, f"socks{version}", {"target": f"{target}:8000"})
+    return (
+        f"curl {opt} {S4}:1080 http://{target}:8000/hello.txt -> danted -> python3 "
+        f"http.server; capture on the client-facing veth, port 1080 only"
+    ), conns(pcap, f"socks{version}", {"target": f"{target}:8000"})
 
 
 def sc_socks5(app: App):
@@ -713,10 +1063,26 @@ def sc_rdp(app: App):
     c, sv = app.direct()
     w = app.work
     key, crt = w / "rdp.key", w / "rdp.crt"
-    app.run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-            "-out", str(crt), "-days", "2", "-subj", "/CN=rdp.test")
+    app.run(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(crt),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rdp.test",
+    )
     app.cmds.append("cert: openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=rdp.test")
-    cfg = app.file("xrdp.ini", f"""
+    cfg = app.file(
+        "xrdp.ini",
+        f"""
         [Globals]
         ini_version=1
         fork=true
@@ -739,19 +1105,41 @@ def sc_rdp(app: App):
         ip=127.0.0.1
         port=-1
         code=20
-        """)
-    app.server(sv, "xrdp", "--nodaemon", "--config", str(cfg), port=3389, timeout=20,
-               show=f"xrdp --nodaemon --config xrdp.ini (xrdp 0.9.21; port=tcp://{S4}:3389, "
-                    f"security_layer=negotiate, RSA cert made on the fly)")
+        """,
+    )
+    app.server(
+        sv,
+        "xrdp",
+        "--nodaemon",
+        "--config",
+        str(cfg),
+        port=3389,
+        timeout=20,
+        show=f"xrdp --nodaemon --config xrdp.ini (xrdp 0.9.21; port=tcp://{S4}:3389, "
+        f"security_layer=negotiate, RSA cert made on the fly)",
+    )
     td = app.capture(sv, "s0", "tcp port 3389")
-    app.client(c, "xvfb-run", "-a", "xfreerdp", f"/v:{S4}:3389", "/u:alice", "/p:secret",
-               "/cert:ignore", "/auth-only", ok_rc=None, timeout=60)
+    app.client(
+        c,
+        "xvfb-run",
+        "-a",
+        "xfreerdp",
+        f"/v:{S4}:3389",
+        "/u:alice",
+        "/p:secret",
+        "/cert:ignore",
+        "/auth-only",
+        ok_rc=None,
+        timeout=60,
+    )
     td.stop()
     pcap = app.work / "cap.pcap"
     require(pcap, 'tcp.payload contains "Cookie: mstshash=alice"')
     require(pcap, "tpkt && tcp.srcport == 3389")
-    return ("xfreerdp 2.x (under xvfb-run) /auth-only -> xrdp 0.9.21: X.224 connection "
-            "request with RDP negotiation, then TLS"), conns(pcap, "rdp", {})
+    return (
+        "xfreerdp 2.x (under xvfb-run) /auth-only -> xrdp 0.9.21: X.224 connection "
+        "request with RDP negotiation, then TLS"
+    ), conns(pcap, "rdp", {})
 
 
 def sc_smb(app: App):
@@ -762,7 +1150,9 @@ def sc_smb(app: App):
     (w / "share" / "hello.txt").write_text("hello over smb\n")
     os.chmod(w, 0o755)
     os.chmod(w / "share", 0o755)
-    cfg = app.file("smb.conf", f"""
+    cfg = app.file(
+        "smb.conf",
+        f"""
         [global]
           workgroup = UTTEST
           netbios name = UTSERVER
@@ -787,26 +1177,47 @@ def sc_smb(app: App):
           path = {w}/share
           guest ok = yes
           read only = yes
-        """)
-    app.server(sv, "smbd", "-F", "--no-process-group", f"--configfile={cfg}", port=445,
-               timeout=30, show="smbd -F --no-process-group --configfile=smb.conf (Samba 4.17; "
-                                f"standalone, interfaces {S4}, smb ports 445, guest share)")
+        """,
+    )
+    app.server(
+        sv,
+        "smbd",
+        "-F",
+        "--no-process-group",
+        f"--configfile={cfg}",
+        port=445,
+        timeout=30,
+        show="smbd -F --no-process-group --configfile=smb.conf (Samba 4.17; "
+        f"standalone, interfaces {S4}, smb ports 445, guest share)",
+    )
     td = app.capture(sv, "s0", "tcp port 445")
-    out = app.client(c, "smbclient", "--configfile=/dev/null", f"//{S4}/share", "-N", "-p",
-                     "445", "-c", "get hello.txt /dev/null; ls")
+    out = app.client(
+        c,
+        "smbclient",
+        "--configfile=/dev/null",
+        f"//{S4}/share",
+        "-N",
+        "-p",
+        "445",
+        "-c",
+        "get hello.txt /dev/null; ls",
+    )
     td.stop()
     if "hello.txt" not in out:
         raise ScenarioError(f"smbclient: {out}")
     pcap = app.work / "cap.pcap"
-    require(pcap, "smb2.cmd == 0")             # NEGOTIATE
-    require(pcap, "smb2.cmd == 8")             # READ
-    return "smbclient (Samba 4.17) //server/share -N -c 'get hello.txt; ls' -> smbd", \
-        conns(pcap, "smb", {})
+    require(pcap, "smb2.cmd == 0")  # NEGOTIATE
+    require(pcap, "smb2.cmd == 8")  # READ
+    return "smbclient (Samba 4.17) //server/share -N -c 'get hello.txt; ls' -> smbd", conns(
+        pcap, "smb", {}
+    )
 
 
 def sc_proxy_protocol(app: App, v2: bool):
     c, sv, b = app.direct(backend=True)
-    back = app.file("backend.cfg", f"""
+    back = app.file(
+        "backend.cfg",
+        f"""
         defaults
           timeout connect 5s
           timeout client 10s
@@ -815,9 +1226,12 @@ def sc_proxy_protocol(app: App, v2: bool):
           mode http
           bind {B4}:8081 accept-proxy
           http-request return status 200 content-type text/plain string "ok"
-        """)
+        """,
+    )
     send = "send-proxy-v2" if v2 else "send-proxy"
-    front = app.file("front.cfg", f"""
+    front = app.file(
+        "front.cfg",
+        f"""
         defaults
           mode tcp
           timeout connect 5s
@@ -828,16 +1242,31 @@ def sc_proxy_protocol(app: App, v2: bool):
           default_backend be
         backend be
           server b1 {B4}:8081 {send}
-        """)
-    app.server(b, "haproxy", "-db", "-f", str(back), port=8081,
-               show=f"haproxy -db -f backend.cfg (bind {B4}:8081 accept-proxy, http-request "
-                    f"return status 200)")
-    app.server(sv, "haproxy", "-db", "-f", str(front), port=8080,
-               show=f"haproxy -db -f front.cfg (mode tcp, bind {S4}:8080, server "
-                    f"{B4}:8081 {send})")
+        """,
+    )
+    app.server(
+        b,
+        "haproxy",
+        "-db",
+        "-f",
+        str(back),
+        port=8081,
+        show=f"haproxy -db -f backend.cfg (bind {B4}:8081 accept-proxy, http-request "
+        f"return status 200)",
+    )
+    app.server(
+        sv,
+        "haproxy",
+        "-db",
+        "-f",
+        str(front),
+        port=8080,
+        show=f"haproxy -db -f front.cfg (mode tcp, bind {S4}:8080, server {B4}:8081 {send})",
+    )
     td = app.capture(sv, "s1", "tcp port 8081")
-    out = app.client(c, "curl", "-sS", "-v", "--fail", "--local-port", "41600",
-                     f"http://{S4}:8080/")
+    out = app.client(
+        c, "curl", "-sS", "-v", "--fail", "--local-port", "41600", f"http://{S4}:8080/"
+    )
     td.stop()
     if "ok" not in out:
         raise ScenarioError(out)
@@ -846,10 +1275,11 @@ def sc_proxy_protocol(app: App, v2: bool):
         require(pcap, "tcp.payload contains 0d:0a:0d:0a:00:0d:0a:51:55:49:54:0a:21")
     else:
         require(pcap, f'tcp.payload contains "PROXY TCP4 {C4} {S4} 41600 8080"')
-    return (f"curl --local-port 41600 http://{S4}:8080/ -> haproxy 2.6 (tcp mode, {send}) -> "
-            f"haproxy 2.6 (accept-proxy, returns 200) in a third netns; capture on the "
-            f"haproxy->backend veth"), \
-        conns(pcap, "proxy-protocol", {"src": f"{C4}:41600", "dst": f"{S4}:8080"})
+    return (
+        f"curl --local-port 41600 http://{S4}:8080/ -> haproxy 2.6 (tcp mode, {send}) -> "
+        f"haproxy 2.6 (accept-proxy, returns 200) in a third netns; capture on the "
+        f"haproxy->backend veth"
+    ), conns(pcap, "proxy-protocol", {"src": f"{C4}:41600", "dst": f"{S4}:8080"})
 
 
 def sc_proxy_v1(app: App):
@@ -894,6 +1324,7 @@ COMMON_TOOLS = ["ip", "ethtool", "tcpdump", "tshark"]
 
 def missing_tools(name: str) -> list[str]:
     import importlib.util
+
     miss = []
     for t in COMMON_TOOLS + SCENARIOS[name][1]:
         if t.startswith("py:"):
@@ -919,10 +1350,15 @@ def make(name: str, out: Path) -> Path:
         dst = out / f"{name}.pcap"
         shutil.copyfile(pcap, dst)
         fs = first_speakers(pcap)
-        spoke = "; ".join(f"{c['client']}->{c['server']}: "
-                          f"{fs.get((c['client'], c['server']), 'nobody')}" for c in connections)
-        exp = {"capture": dst.name, "how": app.how(intro) + f" | first payload from: {spoke}",
-               "connections": sorted(connections, key=lambda c: (c["client"], c["server"]))}
+        spoke = "; ".join(
+            f"{c['client']}->{c['server']}: {fs.get((c['client'], c['server']), 'nobody')}"
+            for c in connections
+        )
+        exp = {
+            "capture": dst.name,
+            "how": app.how(intro) + f" | first payload from: {spoke}",
+            "connections": sorted(connections, key=lambda c: (c["client"], c["server"])),
+        }
         (out / f"{name}.expected.json").write_text(json.dumps(exp, indent=1) + "\n")
         return dst
     except Exception:
@@ -935,12 +1371,19 @@ def make(name: str, out: Path) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", action="append", choices=sorted(SCENARIOS),
-                    help="scenario to generate (repeatable; default all)")
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(SCENARIOS),
+        help="scenario to generate (repeatable; default all)",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "app")
     ap.add_argument("--list", action="store_true", help="list scenarios and their programs")
-    ap.add_argument("--keep-going", action="store_true",
-                    help="continue after a failed scenario (exit 1 at the end)")
+    ap.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="continue after a failed scenario (exit 1 at the end)",
+    )
     a = ap.parse_args()
     if a.list:
         for n, (_f, tools) in SCENARIOS.items():

@@ -65,8 +65,12 @@ def exchange(sock: socket.socket, payload: bytes) -> tuple[bytes, dict]:
     if err:
         raise err[0]
     got = b"".join(chunks)
-    return got, {"sent_bytes": len(payload), "sent_sha256": hashlib.sha256(payload).hexdigest(),
-                 "recv_bytes": len(got), "recv_sha256": hashlib.sha256(got).hexdigest()}
+    return got, {
+        "sent_bytes": len(payload),
+        "sent_sha256": hashlib.sha256(payload).hexdigest(),
+        "recv_bytes": len(got),
+        "recv_sha256": hashlib.sha256(got).hexdigest(),
+    }
 
 
 def sizes(a, idx):
@@ -87,8 +91,11 @@ def cmd_server(a) -> int:
             idx = peer[1] - a.base_port
             c2s_n, s2c_n = sizes(a, idx)
             got, rep = exchange(conn, content(a.label, "s2c", idx, s2c_n))
-            rep.update(idx=idx, peer=fmt(peer[0], peer[1]),
-                       recv_ok=(got == content(a.label, "c2s", idx, c2s_n)))
+            rep.update(
+                idx=idx,
+                peer=fmt(peer[0], peer[1]),
+                recv_ok=(got == content(a.label, "c2s", idx, c2s_n)),
+            )
         except BaseException as e:  # noqa: BLE001
             rep = {"peer": fmt(peer[0], peer[1]), "error": repr(e)}
         finally:
@@ -122,8 +129,12 @@ def cmd_client(a) -> int:
             s.bind((a.src, a.base_port + idx))
             s.connect((a.connect, a.port))
             got, rep = exchange(s, content(a.label, "c2s", idx, c2s_n))
-            rep.update(idx=idx, client=fmt(a.src, a.base_port + idx), server=fmt(a.connect, a.port),
-                       recv_ok=(got == content(a.label, "s2c", idx, s2c_n)))
+            rep.update(
+                idx=idx,
+                client=fmt(a.src, a.base_port + idx),
+                server=fmt(a.connect, a.port),
+                recv_ok=(got == content(a.label, "s2c", idx, s2c_n)),
+            )
         except BaseException as e:  # noqa: BLE001
             rep = {"idx": idx, "error": repr(e)}
         finally:
@@ -198,8 +209,12 @@ def main() -> int:
     p.add_argument("--size", type=int, required=True)
     p.add_argument("--out", required=True)
     a = ap.parse_args()
-    return {"exchange-server": cmd_server, "exchange-client": cmd_client,
-            "http-server": cmd_http, "gen": cmd_gen}[a.cmd](a)
+    return {
+        "exchange-server": cmd_server,
+        "exchange-client": cmd_client,
+        "http-server": cmd_http,
+        "gen": cmd_gen,
+    }[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@
 #define UT_OPTS 40
 /* No FIN: an offset no FIN can have (one before the stream's first byte is negative). */
 #define UT_NO_FIN INT64_MIN
+/* ut_pcap_index(): why the index of a stretch of a pcap file ended */
+#define UT_PCAP_FULL 0
+#define UT_PCAP_MORE 1
+#define UT_PCAP_BAD 2
 
 typedef struct {
     int32_t dir;
@@ -133,6 +137,9 @@ void ut_sha_update(void *c, const uint8_t *data, size_t n);
 void ut_sha_zeros(void *c, int64_t n);
 int ut_sha_digest(void *c, uint8_t *out32);
 void ut_sha_free(void *c);
+uint32_t ut_pcap_index(const uint8_t *buf, uint64_t len, uint64_t *pos, int32_t swap,
+                       int32_t nsec, uint32_t snaplen, uint32_t max, uint32_t *offsets,
+                       uint32_t *lengths, double *times, int32_t *stop);
 void ut_meta_times(const uint32_t *meta, uint32_t n, double *times);
 uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start,

@@ -25,8 +25,9 @@ def cdef_of(header: str) -> str:
 
 ffibuilder = FFI()
 ffibuilder.cdef(cdef_of((_here / "_fast.h").read_text()))
-# _detect.c (first-bytes detection) comes first: _fast.c's run loop calls it.
-_src = (_here / "_detect.c").read_text() + (_here / "_fast.c").read_text()
+# _detect.c (first-bytes detection) comes first: _fast.c's run loop calls it. _pcap.c reads
+# pcap files for replay.
+_src = "".join((_here / name).read_text() for name in ("_detect.c", "_fast.c", "_pcap.c"))
 ffibuilder.set_source(
     "uinet_tap.stack._fast",
     _src,

@@ -300,9 +300,7 @@ class CFastPath:
             # Before the state changes below, as Tracker.segment hands bytes over before its
             # _on_fin(): a verdict on a FIN's payload finds the connection still open.
             sinks = self.sinks
-            for sink_id, off, length, offset in _OUT.iter_unpack(
-                self._out_mv[: n * _OUT.size]
-            ):
+            for sink_id, off, length, offset in _OUT.iter_unpack(self._out_mv[: n * _OUT.size]):
                 sinks[sink_id].data(offset, data[off : off + length])  # type: ignore[union-attr]
         nc = self._n_changed[0]
         for k in range(nc):

@@ -139,24 +139,69 @@ TWO = [
 
 # Three segments: A and B first (adjacent or overlapping), then C.
 THREE = [
-    ("ooo3-ab-adjacent-c-same-span", "A [8,12), B [12,16) adjacent; C exactly [8,16)",
-     (8, 4), (12, 4), (8, 8)),
-    ("ooo3-ab-adjacent-c-covers", "A [8,12), B [12,16) adjacent; C covers both [6,18)",
-     (8, 4), (12, 4), (6, 12)),
-    ("ooo3-c-straddles-boundary", "A [8,12), B [12,16) adjacent; C [10,14) over the boundary",
-     (8, 4), (12, 4), (10, 4)),
-    ("ooo3-c-from-a-start-into-b", "A [8,12), B [12,16) adjacent; C [8,14) from A's start",
-     (8, 4), (12, 4), (8, 6)),
-    ("ooo3-c-inside-a-to-b-end", "A [8,12), B [12,16) adjacent; C [10,16) to B's end",
-     (8, 4), (12, 4), (10, 6)),
-    ("ooo3-ab-overlap-c-covers-overlap", "A [8,14), B [12,18) overlapping; C [11,15)",
-     (8, 6), (12, 6), (11, 4)),
-    ("ooo3-ab-gap-c-bridges", "A [8,11), B [13,16) with a gap; C [10,14) bridges it",
-     (8, 3), (13, 3), (10, 4)),
-    ("ooo3-c-appends-to-a-over-b", "A [5,16), B [9,18) over A's end; C [16,23) starts where "
-     "A ends", (5, 11), (9, 9), (16, 7)),
-    ("ooo3-c-replaces-a-after-b", "A [11,16), then B [3,10) before it; C [11,20): A's start, "
-     "longer", (11, 5), (3, 7), (11, 9)),
+    (
+        "ooo3-ab-adjacent-c-same-span",
+        "A [8,12), B [12,16) adjacent; C exactly [8,16)",
+        (8, 4),
+        (12, 4),
+        (8, 8),
+    ),
+    (
+        "ooo3-ab-adjacent-c-covers",
+        "A [8,12), B [12,16) adjacent; C covers both [6,18)",
+        (8, 4),
+        (12, 4),
+        (6, 12),
+    ),
+    (
+        "ooo3-c-straddles-boundary",
+        "A [8,12), B [12,16) adjacent; C [10,14) over the boundary",
+        (8, 4),
+        (12, 4),
+        (10, 4),
+    ),
+    (
+        "ooo3-c-from-a-start-into-b",
+        "A [8,12), B [12,16) adjacent; C [8,14) from A's start",
+        (8, 4),
+        (12, 4),
+        (8, 6),
+    ),
+    (
+        "ooo3-c-inside-a-to-b-end",
+        "A [8,12), B [12,16) adjacent; C [10,16) to B's end",
+        (8, 4),
+        (12, 4),
+        (10, 6),
+    ),
+    (
+        "ooo3-ab-overlap-c-covers-overlap",
+        "A [8,14), B [12,18) overlapping; C [11,15)",
+        (8, 6),
+        (12, 6),
+        (11, 4),
+    ),
+    (
+        "ooo3-ab-gap-c-bridges",
+        "A [8,11), B [13,16) with a gap; C [10,14) bridges it",
+        (8, 3),
+        (13, 3),
+        (10, 4),
+    ),
+    (
+        "ooo3-c-appends-to-a-over-b",
+        "A [5,16), B [9,18) over A's end; C [16,23) starts where A ends",
+        (5, 11),
+        (9, 9),
+        (16, 7),
+    ),
+    (
+        "ooo3-c-replaces-a-after-b",
+        "A [11,16), then B [3,10) before it; C [11,20): A's start, longer",
+        (11, 5),
+        (3, 7),
+        (11, 9),
+    ),
 ]
 
 
@@ -164,46 +209,79 @@ def _overlap_cases() -> list[Case]:
     out = []
     for name, what, b_start, b_len in TWO:
         pieces = [(8, chunk("A", 8)), (b_start, chunk("B", b_len))]
-        out.append(Case(name, "overlap-ooo",
-                        f"A = [8, 16) sent first, then {what}; the hole from offset 0 is "
-                        f"filled last, so A and B meet in the out-of-order queue",
-                        overlap_script(pieces)))
+        out.append(
+            Case(
+                name,
+                "overlap-ooo",
+                f"A = [8, 16) sent first, then {what}; the hole from offset 0 is "
+                f"filled last, so A and B meet in the out-of-order queue",
+                overlap_script(pieces),
+            )
+        )
     for name, what, a, b, c in THREE:
         pieces = [(a[0], chunk("A", a[1])), (b[0], chunk("B", b[1])), (c[0], chunk("C", c[1]))]
-        out.append(Case(name, "overlap-ooo",
-                        f"{what}; sent A, B, C, then the hole from offset 0 last",
-                        overlap_script(pieces)))
+        out.append(
+            Case(
+                name,
+                "overlap-ooo",
+                f"{what}; sent A, B, C, then the hole from offset 0 last",
+                overlap_script(pieces),
+            )
+        )
     # The same shape as ooo3-c-straddles-boundary with 1000-byte A and B: too big for the
     # kernel to merge B into A's buffer (see captures/evasion/README.md, coalescing).
     pieces = [(8, chunk("A", 1000)), (1008, chunk("B", 1000)), (1000, chunk("C", 16))]
-    out.append(Case("ooo3-c-straddles-boundary-large", "overlap-ooo",
-                    "A [8,1008), B [1008,2008) adjacent, 1000 bytes each; C [1000,1016) over "
-                    "the boundary; sent A, B, C, then the hole from offset 0 last",
-                    overlap_script(pieces)))
+    out.append(
+        Case(
+            "ooo3-c-straddles-boundary-large",
+            "overlap-ooo",
+            "A [8,1008), B [1008,2008) adjacent, 1000 bytes each; C [1000,1016) over "
+            "the boundary; sent A, B, C, then the hole from offset 0 last",
+            overlap_script(pieces),
+        )
+    )
     return out
 
 
 def _inorder_cases() -> list[Case]:
     first = Send(0, chunk("A", 8), wait="ack", note="first copy, in order, ACKed")
     return [
-        Case("inorder-rexmit-same", "overlap-inorder",
-             "A = [0, 8) in order (ACKed), then a retransmission B = [0, 8) with other bytes",
-             (first, Send(0, chunk("B", 8)), fin(8))),
-        Case("inorder-rexmit-longer", "overlap-inorder",
-             "A = [0, 8) in order (ACKed), then B = [0, 12): same start, 4 new bytes",
-             (first, Send(0, chunk("B", 12)), fin(12))),
-        Case("inorder-rexmit-straddle", "overlap-inorder",
-             "A = [0, 8) in order (ACKed), then B = [4, 12) over A's end",
-             (first, Send(4, chunk("B", 8)), fin(12))),
-        Case("inorder-rexmit-unacked", "overlap-inorder",
-             "A = [0, 8) in order, B = [0, 12) sent right after without waiting for the ACK",
-             (Send(0, chunk("A", 8)), Send(0, chunk("B", 12)), fin(12))),
-        Case("ooo-covered-by-inorder", "overlap-inorder",
-             "B = [4, 8) out of order first, then in-order A = [0, 12) covering it",
-             (Send(4, chunk("B", 4)), Send(0, chunk("A", 12)), fin(12))),
-        Case("ooo-partly-covered-by-inorder", "overlap-inorder",
-             "B = [4, 16) out of order first, then in-order A = [0, 8) covering B's head",
-             (Send(4, chunk("B", 12)), Send(0, chunk("A", 8)), fin(16))),
+        Case(
+            "inorder-rexmit-same",
+            "overlap-inorder",
+            "A = [0, 8) in order (ACKed), then a retransmission B = [0, 8) with other bytes",
+            (first, Send(0, chunk("B", 8)), fin(8)),
+        ),
+        Case(
+            "inorder-rexmit-longer",
+            "overlap-inorder",
+            "A = [0, 8) in order (ACKed), then B = [0, 12): same start, 4 new bytes",
+            (first, Send(0, chunk("B", 12)), fin(12)),
+        ),
+        Case(
+            "inorder-rexmit-straddle",
+            "overlap-inorder",
+            "A = [0, 8) in order (ACKed), then B = [4, 12) over A's end",
+            (first, Send(4, chunk("B", 8)), fin(12)),
+        ),
+        Case(
+            "inorder-rexmit-unacked",
+            "overlap-inorder",
+            "A = [0, 8) in order, B = [0, 12) sent right after without waiting for the ACK",
+            (Send(0, chunk("A", 8)), Send(0, chunk("B", 12)), fin(12)),
+        ),
+        Case(
+            "ooo-covered-by-inorder",
+            "overlap-inorder",
+            "B = [4, 8) out of order first, then in-order A = [0, 12) covering it",
+            (Send(4, chunk("B", 4)), Send(0, chunk("A", 12)), fin(12)),
+        ),
+        Case(
+            "ooo-partly-covered-by-inorder",
+            "overlap-inorder",
+            "B = [4, 16) out of order first, then in-order A = [0, 8) covering B's head",
+            (Send(4, chunk("B", 12)), Send(0, chunk("A", 8)), fin(16)),
+        ),
     ]
 
 
@@ -215,101 +293,191 @@ def _control_cases() -> list[Case]:
     head = Send(0, HEAD, wait="ack")
     evil, good = b"EVIL!!", b"GOOD!!"
     return [
-        Case("rst-exact-then-data", "rst",
-             "in-order data, RST|ACK at exactly RCV.NXT (offset 6), then data at offset 6",
-             (head, Send(6, flags="RA", note="RST at RCV.NXT"), Send(6, evil), fin(12, False))),
-        Case("rst-exact-noack-then-data", "rst",
-             "in-order data, bare RST (no ACK flag) at exactly RCV.NXT, then data",
-             (head, Send(6, flags="R", note="bare RST at RCV.NXT"), Send(6, evil),
-              fin(12, False))),
-        Case("rst-inexact-then-data", "rst",
-             "in-order data, RST|ACK inside the window but 100 bytes past RCV.NXT (RFC 5961 "
-             "challenge ACK), then data at offset 6",
-             (head, Send(106, flags="RA", wait="reply", note="in-window inexact RST"),
-              Send(6, good), fin(12))),
-        Case("rst-outside-window-then-data", "rst",
-             "in-order data, RST|ACK 1000 bytes beyond the right edge of the window, then data",
-             (head, Send(1000, flags="RA", anchor="window", note="RST beyond the window"),
-              Send(6, good), fin(12))),
-        Case("rst-outside-scaled-window-then-data", "rst",
-             "window scaling negotiated (client offers 7); in-order data, RST|ACK 1000 bytes "
-             "beyond the right edge of the scaled window, then data",
-             (head, Send(1000, flags="RA", anchor="window", note="RST beyond the window"),
-              Send(6, good), fin(12)),
-             wscale=7),
-        Case("rst-inside-scaled-window-then-data", "rst",
-             "window scaling negotiated; in-order data, RST|ACK 20000 bytes past RCV.NXT: "
-             "beyond the raw window field, inside the scaled window; then data",
-             (head, Send(20006, flags="RA", wait="reply", note="inexact RST in the window"),
-              Send(6, good), fin(12)),
-             wscale=7),
-        Case("rst-before-rcvnxt-then-data", "rst",
-             "in-order data, RST|ACK 3 bytes before RCV.NXT (old sequence), then data",
-             (head, Send(3, flags="RA", note="RST below RCV.NXT"), Send(6, good), fin(12))),
-        Case("syn-data-no-cookie", "syn",
-             "SYN carrying EVIL!!EVIL!! without a TFO cookie option; after the handshake "
-             "different bytes at the same sequence numbers",
-             (Send(0, b"GOOD!!GOOD!!", wait="ack"), fin(12)),
-             syn_data=b"EVIL!!EVIL!!"),
-        Case("ack-unsent-data", "ack",
-             "in-order data, then EVIL at offset 6 whose ACK field acknowledges 1000 bytes the "
-             "server never sent, then GOOD at offset 6 with a proper ACK",
-             (head, Send(6, evil, ack=1000, note="ACK > SND.NXT"), Send(6, good), fin(12))),
-        Case("ack-too-old", "ack",
-             "in-order data, then EVIL at offset 6 whose ACK field is 100000 below SND.UNA "
-             "(older than the max window), then GOOD at offset 6",
-             (head, Send(6, evil, ack=-100000, note="ACK far below SND.UNA"),
-              Send(6, good), fin(12))),
-        Case("data-without-ack-flag", "ack",
-             "in-order data, then EVIL at offset 6 with PSH only (no ACK flag), then GOOD",
-             (head, Send(6, evil, flags="P", note="no ACK flag"), Send(6, good), fin(12))),
-        Case("paws-old-timestamp", "paws",
-             "timestamps negotiated; in-order data (TSval 1000+), then EVIL at offset 6 with "
-             "TSval 100 (older than TS.Recent), then GOOD with a current TSval",
-             (head, Send(6, evil, tsval=100, note="old TSval"), Send(6, good), fin(12)),
-             timestamps=True),
-        Case("timestamp-missing", "paws",
-             "timestamps negotiated; in-order data, then EVIL at offset 6 without the "
-             "timestamp option, then GOOD with it",
-             (head, Send(6, evil, ts=False, note="no timestamp option"), Send(6, good),
-              fin(12)),
-             timestamps=True),
-        Case("data-after-fin", "fin",
-             "in-order data, FIN at offset 6 (ACKed), then EVIL past the FIN (offset 7)",
-             (head, fin(6), Send(7, b"EVIL"))),
-        Case("data-over-fin", "fin",
-             "in-order data, FIN at offset 6 (ACKed), then EVIL at offset 6 (where the FIN "
-             "was)",
-             (head, fin(6), Send(6, b"EVIL"))),
+        Case(
+            "rst-exact-then-data",
+            "rst",
+            "in-order data, RST|ACK at exactly RCV.NXT (offset 6), then data at offset 6",
+            (head, Send(6, flags="RA", note="RST at RCV.NXT"), Send(6, evil), fin(12, False)),
+        ),
+        Case(
+            "rst-exact-noack-then-data",
+            "rst",
+            "in-order data, bare RST (no ACK flag) at exactly RCV.NXT, then data",
+            (head, Send(6, flags="R", note="bare RST at RCV.NXT"), Send(6, evil), fin(12, False)),
+        ),
+        Case(
+            "rst-inexact-then-data",
+            "rst",
+            "in-order data, RST|ACK inside the window but 100 bytes past RCV.NXT (RFC 5961 "
+            "challenge ACK), then data at offset 6",
+            (
+                head,
+                Send(106, flags="RA", wait="reply", note="in-window inexact RST"),
+                Send(6, good),
+                fin(12),
+            ),
+        ),
+        Case(
+            "rst-outside-window-then-data",
+            "rst",
+            "in-order data, RST|ACK 1000 bytes beyond the right edge of the window, then data",
+            (
+                head,
+                Send(1000, flags="RA", anchor="window", note="RST beyond the window"),
+                Send(6, good),
+                fin(12),
+            ),
+        ),
+        Case(
+            "rst-outside-scaled-window-then-data",
+            "rst",
+            "window scaling negotiated (client offers 7); in-order data, RST|ACK 1000 bytes "
+            "beyond the right edge of the scaled window, then data",
+            (
+                head,
+                Send(1000, flags="RA", anchor="window", note="RST beyond the window"),
+                Send(6, good),
+                fin(12),
+            ),
+            wscale=7,
+        ),
+        Case(
+            "rst-inside-scaled-window-then-data",
+            "rst",
+            "window scaling negotiated; in-order data, RST|ACK 20000 bytes past RCV.NXT: "
+            "beyond the raw window field, inside the scaled window; then data",
+            (
+                head,
+                Send(20006, flags="RA", wait="reply", note="inexact RST in the window"),
+                Send(6, good),
+                fin(12),
+            ),
+            wscale=7,
+        ),
+        Case(
+            "rst-before-rcvnxt-then-data",
+            "rst",
+            "in-order data, RST|ACK 3 bytes before RCV.NXT (old sequence), then data",
+            (head, Send(3, flags="RA", note="RST below RCV.NXT"), Send(6, good), fin(12)),
+        ),
+        Case(
+            "syn-data-no-cookie",
+            "syn",
+            "SYN carrying EVIL!!EVIL!! without a TFO cookie option; after the handshake "
+            "different bytes at the same sequence numbers",
+            (Send(0, b"GOOD!!GOOD!!", wait="ack"), fin(12)),
+            syn_data=b"EVIL!!EVIL!!",
+        ),
+        Case(
+            "ack-unsent-data",
+            "ack",
+            "in-order data, then EVIL at offset 6 whose ACK field acknowledges 1000 bytes the "
+            "server never sent, then GOOD at offset 6 with a proper ACK",
+            (head, Send(6, evil, ack=1000, note="ACK > SND.NXT"), Send(6, good), fin(12)),
+        ),
+        Case(
+            "ack-too-old",
+            "ack",
+            "in-order data, then EVIL at offset 6 whose ACK field is 100000 below SND.UNA "
+            "(older than the max window), then GOOD at offset 6",
+            (
+                head,
+                Send(6, evil, ack=-100000, note="ACK far below SND.UNA"),
+                Send(6, good),
+                fin(12),
+            ),
+        ),
+        Case(
+            "data-without-ack-flag",
+            "ack",
+            "in-order data, then EVIL at offset 6 with PSH only (no ACK flag), then GOOD",
+            (head, Send(6, evil, flags="P", note="no ACK flag"), Send(6, good), fin(12)),
+        ),
+        Case(
+            "paws-old-timestamp",
+            "paws",
+            "timestamps negotiated; in-order data (TSval 1000+), then EVIL at offset 6 with "
+            "TSval 100 (older than TS.Recent), then GOOD with a current TSval",
+            (head, Send(6, evil, tsval=100, note="old TSval"), Send(6, good), fin(12)),
+            timestamps=True,
+        ),
+        Case(
+            "timestamp-missing",
+            "paws",
+            "timestamps negotiated; in-order data, then EVIL at offset 6 without the "
+            "timestamp option, then GOOD with it",
+            (head, Send(6, evil, ts=False, note="no timestamp option"), Send(6, good), fin(12)),
+            timestamps=True,
+        ),
+        Case(
+            "data-after-fin",
+            "fin",
+            "in-order data, FIN at offset 6 (ACKed), then EVIL past the FIN (offset 7)",
+            (head, fin(6), Send(7, b"EVIL")),
+        ),
+        Case(
+            "data-over-fin",
+            "fin",
+            "in-order data, FIN at offset 6 (ACKed), then EVIL at offset 6 (where the FIN was)",
+            (head, fin(6), Send(6, b"EVIL")),
+        ),
     ]
 
 
 def _urgent_cases() -> list[Case]:
     return [
-        Case("urg-one-byte", "urgent",
-             "GET /adXmin in one segment, URG with urgent pointer 8 (Linux: byte seq+8-1 = X)",
-             (Send(0, b"GET /adXmin", flags="PAU", urg=8), fin(11))),
-        Case("urg-two-byte-xy", "urgent",
-             "GET_ then a 2-byte segment XY with URG, urgent pointer 2, then /x",
-             (Send(0, b"GET_", wait="ack"), Send(4, b"XY", flags="PAU", urg=2, wait="ack"),
-              Send(6, b"/x"), fin(8))),
-        Case("urg-two-segments", "urgent",
-             "aaXaa (URG, pointer 3 -> X) then bbYbb (URG, pointer 3 -> Y) before the "
-             "application reads anything",
-             (Send(0, b"aaXaa", flags="PAU", urg=3, wait="ack"),
-              Send(5, b"bbYbb", flags="PAU", urg=3, wait="ack"), fin(10))),
-        Case("urg-two-segments-read-between", "urgent",
-             "aaXaa (URG -> X), the application reads, then bbYbb (URG -> Y)",
-             (Send(0, b"aaXaa", flags="PAU", urg=3, wait="ack"),
-              Drain(note="the application reads"),
-              Send(5, b"bbYbb", flags="PAU", urg=3, wait="ack"), fin(10))),
-        Case("urg-pointer-beyond-segment", "urgent",
-             "abcd with URG and urgent pointer 8 (-> offset 7, not in this segment), then "
-             "efgZijkl at [4, 12) without URG",
-             (Send(0, b"abcd", flags="PAU", urg=8, wait="ack"), Send(4, b"efgZijkl"), fin(12))),
-        Case("urg-in-ooo-segment", "urgent",
-             "abXd at [4, 8) out of order with URG, pointer 3 (-> X); then the hole [0, 4)",
-             (Send(4, b"abXd", flags="PAU", urg=3), Send(0, digits(0, 4)), fin(8))),
+        Case(
+            "urg-one-byte",
+            "urgent",
+            "GET /adXmin in one segment, URG with urgent pointer 8 (Linux: byte seq+8-1 = X)",
+            (Send(0, b"GET /adXmin", flags="PAU", urg=8), fin(11)),
+        ),
+        Case(
+            "urg-two-byte-xy",
+            "urgent",
+            "GET_ then a 2-byte segment XY with URG, urgent pointer 2, then /x",
+            (
+                Send(0, b"GET_", wait="ack"),
+                Send(4, b"XY", flags="PAU", urg=2, wait="ack"),
+                Send(6, b"/x"),
+                fin(8),
+            ),
+        ),
+        Case(
+            "urg-two-segments",
+            "urgent",
+            "aaXaa (URG, pointer 3 -> X) then bbYbb (URG, pointer 3 -> Y) before the "
+            "application reads anything",
+            (
+                Send(0, b"aaXaa", flags="PAU", urg=3, wait="ack"),
+                Send(5, b"bbYbb", flags="PAU", urg=3, wait="ack"),
+                fin(10),
+            ),
+        ),
+        Case(
+            "urg-two-segments-read-between",
+            "urgent",
+            "aaXaa (URG -> X), the application reads, then bbYbb (URG -> Y)",
+            (
+                Send(0, b"aaXaa", flags="PAU", urg=3, wait="ack"),
+                Drain(note="the application reads"),
+                Send(5, b"bbYbb", flags="PAU", urg=3, wait="ack"),
+                fin(10),
+            ),
+        ),
+        Case(
+            "urg-pointer-beyond-segment",
+            "urgent",
+            "abcd with URG and urgent pointer 8 (-> offset 7, not in this segment), then "
+            "efgZijkl at [4, 12) without URG",
+            (Send(0, b"abcd", flags="PAU", urg=8, wait="ack"), Send(4, b"efgZijkl"), fin(12)),
+        ),
+        Case(
+            "urg-in-ooo-segment",
+            "urgent",
+            "abXd at [4, 8) out of order with URG, pointer 3 (-> X); then the hole [0, 4)",
+            (Send(4, b"abXd", flags="PAU", urg=3), Send(0, digits(0, 4)), fin(8)),
+        ),
     ]
 
 
@@ -323,11 +491,20 @@ def _window_steps(window: int, straddle: bool) -> tuple[Step, ...]:
     fill_end = min(window, at)
     for a in range(0, fill_end, MAX_PAYLOAD):
         b = min(fill_end, a + MAX_PAYLOAD)
-        steps.append(Send(a, digits(a, b), wait="ack" if b == fill_end else "",
-                          note="fills the initial window"))
+        steps.append(
+            Send(
+                a,
+                digits(a, b),
+                wait="ack" if b == fill_end else "",
+                note="fills the initial window",
+            )
+        )
     end = at + len(good)
-    steps += [Drain(note="the application reads; the window opens"), WaitWindow(end),
-              Send(at, good)]
+    steps += [
+        Drain(note="the application reads; the window opens"),
+        WaitWindow(end),
+        Send(at, good),
+    ]
     if at > window:
         steps.append(Send(window, digits(window, at), note="hole filler"))
     steps.append(fin(end))
@@ -336,21 +513,30 @@ def _window_steps(window: int, straddle: bool) -> tuple[Step, ...]:
 
 def _window_cases() -> list[Case]:
     return [
-        Case("beyond-window", "window",
-             "server SO_RCVBUF 2048 and not reading; EVIL 8 bytes past the right edge of the "
-             "window the SYN-ACK advertised (W); W bytes in order; the application reads; "
-             "GOOD at EVIL's place out of order; the hole before it filled",
-             lambda w: _window_steps(w, straddle=False), rcvbuf=2048),
-        Case("straddles-window", "window",
-             "as beyond-window, but EVILEVIL starts 4 bytes inside the window (W-4) and ends "
-             "4 bytes beyond it; GOODGOOD later at the same place",
-             lambda w: _window_steps(w, straddle=True), rcvbuf=2048),
+        Case(
+            "beyond-window",
+            "window",
+            "server SO_RCVBUF 2048 and not reading; EVIL 8 bytes past the right edge of the "
+            "window the SYN-ACK advertised (W); W bytes in order; the application reads; "
+            "GOOD at EVIL's place out of order; the hole before it filled",
+            lambda w: _window_steps(w, straddle=False),
+            rcvbuf=2048,
+        ),
+        Case(
+            "straddles-window",
+            "window",
+            "as beyond-window, but EVILEVIL starts 4 bytes inside the window (W-4) and ends "
+            "4 bytes beyond it; GOODGOOD later at the same place",
+            lambda w: _window_steps(w, straddle=True),
+            rcvbuf=2048,
+        ),
     ]
 
 
 def named_cases() -> list[Case]:
-    return (_overlap_cases() + _inorder_cases() + _control_cases() + _urgent_cases()
-            + _window_cases())
+    return (
+        _overlap_cases() + _inorder_cases() + _control_cases() + _urgent_cases() + _window_cases()
+    )
 
 
 # --------------------------------------------------------------------------- random family
@@ -373,10 +559,20 @@ def random_cases(n: int, seed: int) -> list[Case]:
             lo = 0 if (mode == "inorder" and j == 0) else 1
             start = 0 if lo == 0 else rng.randint(lo, SPAN - ln)
             pieces.append((start, chunk("ABCD"[j], ln)))
-        params = {"seed": seed, "index": i, "mode": mode,
-                  "chunks": [[s, len(d), d[:1].decode()] for s, d in pieces]}
+        params = {
+            "seed": seed,
+            "index": i,
+            "mode": mode,
+            "chunks": [[s, len(d), d[:1].decode()] for s, d in pieces],
+        }
         shape = ", ".join(f"{d[:1].decode()}=[{s},{s + len(d)})" for s, d in pieces)
-        out.append(Case(f"random-s{seed}-{i:03d}", "random",
-                        f"random ({mode}): {shape}, then the holes", overlap_script(pieces),
-                        params=params))
+        out.append(
+            Case(
+                f"random-s{seed}-{i:03d}",
+                "random",
+                f"random ({mode}): {shape}, then the holes",
+                overlap_script(pieces),
+                params=params,
+            )
+        )
     return out

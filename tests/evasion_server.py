@@ -128,9 +128,16 @@ def main() -> int:
             say({"drained": r.drain()})
         elif cmd[0] == "finish":
             r.finish(float(cmd[1]))
-            say({"peer": f"{peer[0]}:{peer[1]}", "data": r.data.hex(), "oob": r.oob,
-                 "marks": r.marks, "end": r.end,
-                 "rcvbuf": conn.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)})
+            say(
+                {
+                    "peer": f"{peer[0]}:{peer[1]}",
+                    "data": r.data.hex(),
+                    "oob": r.oob,
+                    "marks": r.marks,
+                    "end": r.end,
+                    "rcvbuf": conn.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                }
+            )
         elif cmd[0] == "exit":
             break
     conn.close()

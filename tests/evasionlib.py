@@ -159,8 +159,19 @@ def parse_frame(frame: bytes) -> Parsed | None:
     tcp = ip[ihl:total]
     sport, dport, seq, ack, off, flags, win, _c, urg = struct.unpack("!HHIIBBHHH", tcp[:20])
     doff = (off >> 4) * 4
-    return Parsed(socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20]), sport, dport,
-                  seq, ack, flags, win, urg, parse_options(tcp[20:doff]), bytes(tcp[doff:]))
+    return Parsed(
+        socket.inet_ntoa(ip[12:16]),
+        socket.inet_ntoa(ip[16:20]),
+        sport,
+        dport,
+        seq,
+        ack,
+        flags,
+        win,
+        urg,
+        parse_options(tcp[20:doff]),
+        bytes(tcp[doff:]),
+    )
 
 
 # --------------------------------------------------------------------------- topology
@@ -176,17 +187,35 @@ class Topology:
         session.veth(self.cns, "c0", self.sns, "s0")
         session.addr(self.sns, "s0", f"{SERVER_IP}/24")
         self.cmac, self.smac = mac_of(session, self.cns, "c0"), mac_of(session, self.sns, "s0")
-        session.sh(self.sns, "ip", "neigh", "replace", CLIENT_IP, "lladdr", self.cmac,
-                   "dev", "s0", "nud", "permanent")
+        session.sh(
+            self.sns,
+            "ip",
+            "neigh",
+            "replace",
+            CLIENT_IP,
+            "lladdr",
+            self.cmac,
+            "dev",
+            "s0",
+            "nud",
+            "permanent",
+        )
         with in_netns(self.cns):
-            self.client = socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
-                                        socket.htons(ETH_P_IP))
+            self.client = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
             self.client.bind(("c0", ETH_P_IP))
         with in_netns(self.sns):
             self.cap = Ring("s0")
-            self.sysctls = {k: read_sysctl(k) for k in
-                            ("tcp_stdurg", "tcp_fastopen", "tcp_timestamps", "tcp_sack",
-                             "tcp_rfc1337", "tcp_invalid_ratelimit")}
+            self.sysctls = {
+                k: read_sysctl(k)
+                for k in (
+                    "tcp_stdurg",
+                    "tcp_fastopen",
+                    "tcp_timestamps",
+                    "tcp_sack",
+                    "tcp_rfc1337",
+                    "tcp_invalid_ratelimit",
+                )
+            }
         self.client.setblocking(False)
 
     def close(self) -> None:
@@ -232,7 +261,8 @@ class Ring:
         while True:
             off = self.next * self.FRAME
             status, _len, snap, mac, _net, sec, nsec, _t, _p = TPACKET2_HDR.unpack_from(
-                self.ring, off)
+                self.ring, off
+            )
             if not status & TP_STATUS_USER:
                 break
             out.append((sec + nsec / 1e9, self.ring[off + mac : off + mac + snap]))
@@ -263,8 +293,9 @@ class App:
         argv = [sys.executable, SERVER_APP, "--bind", SERVER_IP, "--port", str(SERVER_PORT)]
         if rcvbuf:
             argv += ["--rcvbuf", str(rcvbuf)]
-        self.proc = topo.session.popen(topo.sns, *argv, stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = topo.session.popen(
+            topo.sns, *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         self.reply(10.0)  # {"listening": port}
 
     def reply(self, timeout: float) -> dict:
@@ -316,13 +347,33 @@ class Client:
     def rel(self, seq: int) -> int:
         return (seq - self.cisn - 1) % MOD
 
-    def send(self, seq: int, flags: str, payload: bytes = b"", ack: int | None = None,
-             urg: int = 0, options: bytes = b"") -> None:
-        seg = Seg(CLIENT_IP, SERVER_IP, self.cport, SERVER_PORT, seq % MOD,
-                  ack=(ack or 0) % MOD, flags=flags, win=CLIENT_WINDOW, options=options,
-                  payload=payload, urg=urg)
-        frame = ethernet(seg.l3(), src_mac=bytes.fromhex(self.topo.cmac.replace(":", "")),
-                         dst_mac=bytes.fromhex(self.topo.smac.replace(":", "")))
+    def send(
+        self,
+        seq: int,
+        flags: str,
+        payload: bytes = b"",
+        ack: int | None = None,
+        urg: int = 0,
+        options: bytes = b"",
+    ) -> None:
+        seg = Seg(
+            CLIENT_IP,
+            SERVER_IP,
+            self.cport,
+            SERVER_PORT,
+            seq % MOD,
+            ack=(ack or 0) % MOD,
+            flags=flags,
+            win=CLIENT_WINDOW,
+            options=options,
+            payload=payload,
+            urg=urg,
+        )
+        frame = ethernet(
+            seg.l3(),
+            src_mac=bytes.fromhex(self.topo.cmac.replace(":", "")),
+            dst_mac=bytes.fromhex(self.topo.smac.replace(":", "")),
+        )
         self.topo.client.send(frame)
 
     def ts_option(self, tsval: int | None) -> bytes:
@@ -434,8 +485,11 @@ def run_case(topo: Topology, case: Case, cport: int) -> tuple[list[tuple[float, 
         "sysctls": topo.sysctls,
         "client": f"{CLIENT_IP}:{cport}",
         "server": f"{SERVER_IP}:{SERVER_PORT}",
-        "server_app": {"rcvbuf_set": case.rcvbuf or None, "rcvbuf": report["rcvbuf"],
-                       "reads": "only at drain steps and after the last segment"},
+        "server_app": {
+            "rcvbuf_set": case.rcvbuf or None,
+            "rcvbuf": report["rcvbuf"],
+            "reads": "only at drain steps and after the last segment",
+        },
         "handshake": hs,
         "sent": sent,
         "server_replies": [reply_str(c, p) for p in c.replies],
@@ -465,12 +519,19 @@ def _play(c: Client, app: App, case: Case) -> tuple[list[dict], list[str], dict]
     client_opts: dict = {"mss": 1460, "sack_ok": True, "timestamps": case.timestamps}
     if case.wscale is not None:
         client_opts["wscale"] = case.wscale
-    hs = {"client_isn": c.cisn, "server_isn": synack.seq, "synack_ack_rel": c.rel(synack.ack),
-          "client_options": client_opts, "server_window": synack.win, "server_options": {
-              k: v for k, v in synack.options.items() if k in ("mss", "wscale", "sack_ok")},
-          "timestamps": "ts" in synack.options, "window_scaling": bool(
-              case.wscale is not None and "wscale" in synack.options),
-          "syn_data_hex": case.syn_data.hex()}
+    hs = {
+        "client_isn": c.cisn,
+        "server_isn": synack.seq,
+        "synack_ack_rel": c.rel(synack.ack),
+        "client_options": client_opts,
+        "server_window": synack.win,
+        "server_options": {
+            k: v for k, v in synack.options.items() if k in ("mss", "wscale", "sack_ok")
+        },
+        "timestamps": "ts" in synack.options,
+        "window_scaling": bool(case.wscale is not None and "wscale" in synack.options),
+        "syn_data_hex": case.syn_data.hex(),
+    }
     if case.timestamps and "ts" not in synack.options:
         raise CaseError(f"{case.name}: the server did not agree to timestamps")
     ts_on = "ts" in synack.options
@@ -482,8 +543,14 @@ def _play(c: Client, app: App, case: Case) -> tuple[list[dict], list[str], dict]
             sent.append({"step": i, "kind": "drain", "read": n, "note": step.note})
         elif isinstance(step, WaitWindow):
             ok = c.wait_window(step.rel_end)
-            sent.append({"step": i, "kind": "wait-window", "rel_end": step.rel_end,
-                         "seen": c.window_edge_rel()})
+            sent.append(
+                {
+                    "step": i,
+                    "kind": "wait-window",
+                    "rel_end": step.rel_end,
+                    "seen": c.window_edge_rel(),
+                }
+            )
             if not ok:
                 notes.append(f"step {i}: the window never reached {step.rel_end}")
         else:
@@ -502,8 +569,14 @@ def _send_step(c: Client, i: int, step: Send, ts_on: bool, notes: list[str]) -> 
         options = c.ts_option(step.tsval)
     before = len(c.replies)
     c.send(seq, step.flags, step.data, ack=ack, urg=step.urg, options=options)
-    rec = {"step": i, "kind": "segment", "rel": rel, "len": len(step.data),
-           "flags": step.flags, "ascii": ascii_of(step.data)}
+    rec = {
+        "step": i,
+        "kind": "segment",
+        "rel": rel,
+        "len": len(step.data),
+        "flags": step.flags,
+        "ascii": ascii_of(step.data),
+    }
     if step.ack:
         rec["ack_offset"] = step.ack
     if step.urg:

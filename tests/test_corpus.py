@@ -333,7 +333,9 @@ def replays(
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
         yield {
             (case, policy): pool.submit(
-                replay_case, case, tmp_path_factory.mktemp(case.stem),
+                replay_case,
+                case,
+                tmp_path_factory.mktemp(case.stem),
                 None if policy == "default" else policy,
             )  # fmt: skip
             for case, policy in selected

@@ -779,7 +779,7 @@ def test_pcap_corrupt_before_any_packet_is_one_error_line(tmp_path, where):
     elif where == "first caplen":
         raw[32:36] = struct.pack("<I", 0xFFFFFFF0)
     else:
-        raw = raw[:24 + 16 + 10]
+        raw = raw[: 24 + 16 + 10]
     path = tmp_path / "corrupt.pcap"
     path.write_bytes(bytes(raw))
     _one_error(cli(path, "-q"))

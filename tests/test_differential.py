@@ -38,6 +38,7 @@ SEEDS = int(os.environ.get("UINET_TAP_FUZZ_SEEDS", "240"))
 BUDGET = float(os.environ.get("UINET_TAP_FUZZ_SECONDS", "25"))
 CHUNK = 24
 
+
 def _captures(directory: str) -> list[Path]:
     where = Path(__file__).parent / "fuzz" / directory
     return sorted(p for p in where.iterdir() if p.suffix in (".pcap", ".pcapng"))

@@ -55,19 +55,24 @@ def show(b: bytes) -> str:
 
 def diff(expected: bytes, got: bytes) -> str:
     """Both streams as ASCII with the first differing offset marked."""
-    at = next((i for i, (x, y) in enumerate(zip(expected, got, strict=False)) if x != y),
-              min(len(expected), len(got)))
+    at = next(
+        (i for i, (x, y) in enumerate(zip(expected, got, strict=False)) if x != y),
+        min(len(expected), len(got)),
+    )
     lo = max(0, at - 40)
-    return (f"first difference at offset {at} (expected {len(expected)} B, got {len(got)} B)\n"
-            f"  expected [{lo}:] {show(expected[lo:lo + 100])!r}\n"
-            f"  got      [{lo}:] {show(got[lo:lo + 100])!r}")
+    return (
+        f"first difference at offset {at} (expected {len(expected)} B, got {len(got)} B)\n"
+        f"  expected [{lo}:] {show(expected[lo : lo + 100])!r}\n"
+        f"  got      [{lo}:] {show(got[lo : lo + 100])!r}"
+    )
 
 
 def tool_streams(frames: list, linktype: int, truth: dict) -> tuple[bytes, bytes, str]:
     """(c2s, s2c, remark) of the tool's first record for the case's connection."""
     res = reconstruct(frames, linktype, keep_streams=True, overlap_policy="linux")
-    mine = [r for r in res.records
-            if r["client"] == truth["client"] and r["server"] == truth["server"]]
+    mine = [
+        r for r in res.records if r["client"] == truth["client"] and r["server"] == truth["server"]
+    ]
     if not mine:
         return b"", b"", f"no record for {truth['client']} -> {truth['server']}"
     others = f"; {len(mine) - 1} more record(s) for the tuple" if len(mine) > 1 else ""
@@ -86,9 +91,10 @@ def mismatch(truth: dict, frames: list, linktype: int) -> str | None:
     if not errs:
         return None
     oob = f", OOB {truth['oob']}" if truth["oob"] else ""
-    return (f"{truth['case']}: {truth['description']}\n  Linux {truth['kernel']}: "
-            f"read {len(want_c2s)} B{oob}, ended {truth['end']}{remark}\n  "
-            + "\n  ".join(errs))
+    return (
+        f"{truth['case']}: {truth['description']}\n  Linux {truth['kernel']}: "
+        f"read {len(want_c2s)} B{oob}, ended {truth['end']}{remark}\n  " + "\n  ".join(errs)
+    )
 
 
 # --------------------------------------------------------------------------- committed cases
@@ -122,10 +128,15 @@ def test_tool_reads_what_linux_read(name: str) -> None:
     if name in TIMING_DEPENDENT:
         twin, anomaly = TIMING_DEPENDENT[name]
         twin_truth = truth_of(twin)
-        assert [(s["rel"], s["flags"], s.get("ascii"), s.get("urg")) for s in truth["sent"]
-                if s["kind"] == "segment"] == [
-            (s["rel"], s["flags"], s.get("ascii"), s.get("urg")) for s in twin_truth["sent"]
-            if s["kind"] == "segment"], f"{name} and {twin} no longer send the same segments"
+        assert [
+            (s["rel"], s["flags"], s.get("ascii"), s.get("urg"))
+            for s in truth["sent"]
+            if s["kind"] == "segment"
+        ] == [
+            (s["rel"], s["flags"], s.get("ascii"), s.get("urg"))
+            for s in twin_truth["sent"]
+            if s["kind"] == "segment"
+        ], f"{name} and {twin} no longer send the same segments"
         assert mismatch(truth, frames, linktype) is not None, f"{name} became decidable"
         truth = dict(twin_truth, client=truth["client"], server=truth["server"])
         res = reconstruct(frames, linktype, overlap_policy="linux")
@@ -135,8 +146,17 @@ def test_tool_reads_what_linux_read(name: str) -> None:
 
 
 TCP_FLAG_BITS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20}
-TSHARK_FIELDS = ("ip.src", "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.flags", "tcp.len",
-                 "tcp.urgent_pointer", "tcp.checksum.status", "ip.checksum.status")
+TSHARK_FIELDS = (
+    "ip.src",
+    "tcp.srcport",
+    "tcp.dstport",
+    "tcp.seq_raw",
+    "tcp.flags",
+    "tcp.len",
+    "tcp.urgent_pointer",
+    "tcp.checksum.status",
+    "ip.checksum.status",
+)
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +170,20 @@ def tshark_rows(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[list
         frames += read_pcap(EVASION / truth_of(name)["capture"])[0]
     merged = tmp_path_factory.mktemp("evasion") / "all.pcap"
     write_pcap(merged, frames)
-    argv = ["tshark", "-n", "-r", str(merged), "-o", "tcp.check_checksum:TRUE",
-            "-o", "ip.check_checksum:TRUE", "-T", "fields", "-E", "separator=,"]
+    argv = [
+        "tshark",
+        "-n",
+        "-r",
+        str(merged),
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-T",
+        "fields",
+        "-E",
+        "separator=,",
+    ]
     argv += [w for f in TSHARK_FIELDS for w in ("-e", f)]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -176,11 +208,19 @@ def test_capture_is_sane_for_tshark(name: str, tshark_rows: dict) -> None:
     assert [int(r[4], 16) for r in rows[:3]] == [0x02, 0x12, 0x10], rows[:3]
     assert int(rows[0][3]) == hs["client_isn"] and int(rows[1][3]) == hs["server_isn"]
     assert int(rows[0][5]) == len(bytes.fromhex(hs["syn_data_hex"]))
-    want = [((hs["client_isn"] + 1 + s["rel"]) % 2**32,
-             sum(TCP_FLAG_BITS[f] for f in s["flags"]), s["len"], s.get("urg", 0))
-            for s in truth["sent"] if s["kind"] == "segment"]
-    got = [(int(r[3]), int(r[4], 16), int(r[5]), int(r[6] or 0))
-           for r in rows[3:] if r[0] == client_ip]
+    want = [
+        (
+            (hs["client_isn"] + 1 + s["rel"]) % 2**32,
+            sum(TCP_FLAG_BITS[f] for f in s["flags"]),
+            s["len"],
+            s.get("urg", 0),
+        )
+        for s in truth["sent"]
+        if s["kind"] == "segment"
+    ]
+    got = [
+        (int(r[3]), int(r[4], 16), int(r[5]), int(r[6] or 0)) for r in rows[3:] if r[0] == client_ip
+    ]
     assert got == want, f"client segments on the wire differ from the script:\n{got}\n{want}"
 
 
@@ -212,5 +252,7 @@ def test_live_random_cases_match_linux() -> None:
         problem = mismatch(truth, frames, 1)
         if problem:
             problems.append(problem)
-    assert not problems, (f"{len(problems)} of {len(cases)} random cases differ from what "
-                          f"Linux delivered:\n" + "\n".join(problems))
+    assert not problems, (
+        f"{len(problems)} of {len(cases)} random cases differ from what "
+        f"Linux delivered:\n" + "\n".join(problems)
+    )

@@ -107,8 +107,18 @@ scalars = st.one_of(
     st.binary(min_size=4000, max_size=5000),
     st.builds(bytearray, st.binary()),
     st.builds(LoudStr, st.text()),
-    st.sampled_from([Label.A, Level.HIGH, complex(1, 2), decimal.Decimal("1.5"),
-                     datetime.date(2026, 1, 1), Opaque(), object(), Ellipsis]),  # fmt: skip
+    st.sampled_from(
+        [
+            Label.A,
+            Level.HIGH,
+            complex(1, 2),
+            decimal.Decimal("1.5"),
+            datetime.date(2026, 1, 1),
+            Opaque(),
+            object(),
+            Ellipsis,
+        ]
+    ),  # fmt: skip
 )
 hashables = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(), st.text(), st.binary(),
@@ -191,12 +201,18 @@ def test_built_in_shapes_are_not_copied() -> None:
     [
         ({"raw": b"ab\xff\xfe\x00c"}, {"raw": "ab\\xff\\xfe\x00c"}, "findings['raw'] is of type"),
         ({"raw": bytearray(b"caf\xc3\xa9")}, {"raw": "café"}, "bytearray"),
-        ({1: "a", None: "b", False: "c", 2.5: "d", b"k": "e"},
-         {"1": "a", "null": "b", "false": "c", "2.5": "d", "k": "e"}, "key of type"),
+        (
+            {1: "a", None: "b", False: "c", 2.5: "d", b"k": "e"},
+            {"1": "a", "null": "b", "false": "c", "2.5": "d", "k": "e"},
+            "key of type",
+        ),
         ({"1": "first", 1: "second"}, {"1": "first"}, "key of type int"),
         ({"s": {"b", "a", "c"}}, {"s": ["a", "b", "c"]}, "of type set"),
-        ({"n": math.nan, "i": math.inf, "m": -math.inf},
-         {"n": "NaN", "i": "Infinity", "m": "-Infinity"}, "nan"),
+        (
+            {"n": math.nan, "i": math.inf, "m": -math.inf},
+            {"n": "NaN", "i": "Infinity", "m": "-Infinity"},
+            "nan",
+        ),
         ({"big": 1 << 64}, {"big": str(1 << 64)}, "past 64 bits"),
         ({"huge": 1 << 20000}, {"huge": "<int of 20,001 bits>"}, "past 64 bits"),
         ({"o": Opaque(), "d": decimal.Decimal("1")}, {"o": "<Opaque>", "d": "<Decimal>"}, "Opaque"),

@@ -73,86 +73,146 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> dict[Path, list[dict]]
 CLASS = "class Hostile(Plugin):\n    name = 'hostile'\n    ports = {7000}\n\n"
 
 RUNTIME = {
-    "detect raises SystemExit": (MANY, """\
+    "detect raises SystemExit": (
+        MANY,
+        """\
         def detect(self, flow):
             raise SystemExit(3)
-    """, "SystemExit: 3"),
-    "detect raises GeneratorExit": (MANY, """\
+    """,
+        "SystemExit: 3",
+    ),
+    "detect raises GeneratorExit": (
+        MANY,
+        """\
         def detect(self, flow):
             raise GeneratorExit("gone")
-    """, "GeneratorExit: gone"),
-    "detect raises a custom BaseException": (MANY, """\
+    """,
+        "GeneratorExit: gone",
+    ),
+    "detect raises a custom BaseException": (
+        MANY,
+        """\
         def detect(self, flow):
             class Doom(BaseException):
                 pass
             raise Doom("the end")
-    """, "Doom: the end"),
-    "detect returns a bool": (MANY, """\
+    """,
+        "Doom: the end",
+    ),
+    "detect returns a bool": (
+        MANY,
+        """\
         def detect(self, flow):
             return True
-    """, "detect() returned True, not a Match"),
-    "decide returns a str": (MANY, """\
+    """,
+        "detect() returned True, not a Match",
+    ),
+    "decide returns a str": (
+        MANY,
+        """\
         def decide(self, flow):
             return "pass"
-    """, "decide() returned 'pass', not a Verdict"),
-    "findings with bytes": (MANY, """\
+    """,
+        "decide() returned 'pass', not a Verdict",
+    ),
+    "findings with bytes": (
+        MANY,
+        """\
         def detect(self, flow):
             return self.match("evil", raw=b"\\xff\\x00")
-    """, "findings['raw'] is of type bytes"),
-    "findings with a non-str key": (MANY, """\
+    """,
+        "findings['raw'] is of type bytes",
+    ),
+    "findings with a non-str key": (
+        MANY,
+        """\
         def detect(self, flow):
             return Match("evil", {1: "one"})
-    """, "key of type int"),
-    "findings with a set": (MANY, """\
+    """,
+        "key of type int",
+    ),
+    "findings with a set": (
+        MANY,
+        """\
         def detect(self, flow):
             return self.match("evil", ports={1, 2})
-    """, "findings['ports'] is of type set"),
-    "findings with NaN": (MANY, """\
+    """,
+        "findings['ports'] is of type set",
+    ),
+    "findings with NaN": (
+        MANY,
+        """\
         def detect(self, flow):
             return self.match("evil", score=float("nan"))
-    """, "findings['score'] is nan"),
-    "findings nested deep": (MANY, """\
+    """,
+        "findings['score'] is nan",
+    ),
+    "findings nested deep": (
+        MANY,
+        """\
         def detect(self, flow):
             deep = []
             for _ in range(50):
                 deep = [deep]
             return self.match("evil", deep=deep)
-    """, "nested too deep"),
-    "50 MB of findings": (MANY, """\
+    """,
+        "nested too deep",
+    ),
+    "50 MB of findings": (
+        MANY,
+        """\
         def detect(self, flow):
             return self.match("evil", blob="x" * 50_000_000)
-    """, "over 1,024 characters"),
-    "decide changes flow.findings to non-JSON": (KEEPALIVE, """\
+    """,
+        "over 1,024 characters",
+    ),
+    "decide changes flow.findings to non-JSON": (
+        KEEPALIVE,
+        """\
         def decide(self, flow):
             if flow.protocol is None:
                 return Verdict.NEED_MORE  # after detection: the view holds HTTP findings
             flow.findings["raw"] = b"\\x00"
             flow.findings["method"] = object()
             return None
-    """, "changed flow.findings"),
-    "decide changes flow.protocol": (KEEPALIVE, """\
+    """,
+        "changed flow.findings",
+    ),
+    "decide changes flow.protocol": (
+        KEEPALIVE,
+        """\
         def decide(self, flow):
             if flow.protocol is None:
                 return Verdict.NEED_MORE
             flow.protocol = "evil"
             return Verdict.BLOCK
-    """, "changed flow.protocol"),
-    "decide loops catching Exception": (KEEPALIVE, """\
+    """,
+        "changed flow.protocol",
+    ),
+    "decide loops catching Exception": (
+        KEEPALIVE,
+        """\
         def decide(self, flow):
             while True:
                 try:
                     sum(range(100))
                 except Exception:
                     pass
-    """, "ran longer than 1 s"),
-    "decide loops with a bare except": (KEEPALIVE, """\
+    """,
+        "ran longer than 1 s",
+    ),
+    "decide loops with a bare except": (
+        KEEPALIVE,
+        """\
         def decide(self, flow):
             while True:
                 try:
                     sum(range(100))
                 except:  # noqa: E722
                     pass
-    """, "ran longer than 1 s"),
+    """,
+        "ran longer than 1 s",
+    ),
 }
 
 
@@ -185,7 +245,9 @@ def test_ctrl_c_during_a_plugin_that_swallows_everything_still_ends_the_run(tmp_
     the plugin call ends (its time limit), then the run ends as interrupted, every record
     written."""
     marker = tmp_path / "inside"
-    f = plugin_file(tmp_path, f"""\
+    f = plugin_file(
+        tmp_path,
+        f"""\
         import time
         from pathlib import Path
 
@@ -201,7 +263,8 @@ def test_ctrl_c_during_a_plugin_that_swallows_everything_still_ends_the_run(tmp_
                         time.sleep(0.01)
                     except:  # noqa: E722
                         pass
-    """)
+    """,
+    )
     flows = tmp_path / "flows.jsonl"
     argv = [UINET_TAP, "replay", str(MANY), "--plugin-file", str(f), "--flows", str(flows), "-q"]
     p = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
@@ -310,7 +373,9 @@ def test_a_module_plugin_that_cannot_load_names_module_and_class(tmp_path):
 
 
 def test_a_class_made_with_type_loads_in_definition_order(tmp_path):
-    f = plugin_file(tmp_path, """\
+    f = plugin_file(
+        tmp_path,
+        """\
         class First(Plugin):
             name = "first"
 
@@ -321,7 +386,8 @@ def test_a_class_made_with_type_loads_in_definition_order(tmp_path):
 
         class Last(Plugin):
             name = "last"
-    """)
+    """,
+    )
     r = run("plugins", "--plugin-file", str(f))
     assert r.returncode == 0, r.stderr
     names = [line.split()[1] for line in r.stdout.splitlines()[:3]]

@@ -1,8 +1,13 @@
-"""Reading pcap and pcapng files in batches through pcapy-ng (libpcap), streaming."""
+"""Reading pcap and pcapng files in batches, streaming: a classic pcap file is indexed in place
+by C where the data plane is built (stack/_pcap.c), else read through pcapy-ng (libpcap),
+which also takes over wherever a record is not plainly well formed; pcapng is read by
+pcapng.py."""
 
 from __future__ import annotations
 
+import mmap
 import os
+import stat
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,6 +20,12 @@ from .stack.fastpath import ffi as fast_ffi
 from .stack.fastpath import lib as fast_lib
 
 BATCH = 4096
+# Classic pcap magic numbers as a little-endian read gives them: (byte swap, nanoseconds).
+_MAGIC = {
+    0xA1B2C3D4: (False, False), 0xD4C3B2A1: (True, False),
+    0xA1B23C4D: (False, True), 0x4D3CB2A1: (True, True),
+}  # fmt: skip
+MAX_SNAPLEN = 262144  # libpcap's limit for every link type read here
 
 
 def meta_times(meta: array) -> Sequence[float]:
@@ -84,10 +95,14 @@ class PcapFile:
         if self.linktype not in SUPPORTED_LINKTYPES:
             names = ", ".join(f"{k} ({v})" for k, v in sorted(SUPPORTED_LINKTYPES.items()))
             raise CaptureError(f"{path}: unsupported link type {self.linktype}; supported: {names}")
+        self._map: mmap.mmap | None = None
+        if self._ng is None and fast_lib is not None:
+            self._map = self._mapped(path)
+        self.indexed = self._map is not None  # read by stack/_pcap.c, not libpcap
         if self._ng is None:
             # Read the first batch now: a file whose first record is already corrupt has
             # nothing to show, which is an error rather than a truncated capture.
-            self._pcap = self._pcap_batches()
+            self._pcap = self._indexed_batches() if self._map else self._pcap_batches()
             self._head = next(self._pcap, None)
             if self._head is None and self.truncated is not None:
                 raise CaptureError(f"{path}: corrupt pcap ({self.truncated})")
@@ -119,6 +134,66 @@ class PcapFile:
             self.bytes_read += len(data) + 16 * len(lengths)
             yield Batch(data, times, offsets, lengths, self.linktype)
 
+    @staticmethod
+    def _mapped(path: str) -> mmap.mmap | None:
+        """The file mapped for the C index: a regular, classic pcap file only."""
+        try:
+            with open(path, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    return None
+                head = f.read(24)
+                if len(head) < 24 or int.from_bytes(head[:4], "little") not in _MAGIC:
+                    return None
+                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None  # libpcap reads it, or says what is wrong
+        m.madvise(mmap.MADV_SEQUENTIAL)
+        return m
+
+    def _indexed_batches(self) -> Iterator[Batch]:
+        """Batches indexed in place by stack/_pcap.c. Where the index stops at a record that is
+        not plainly well formed (a captured length beyond the snapshot length, the file ending
+        inside a record), libpcap goes on from that record, as it would have read it."""
+        m = self._map
+        assert m is not None and fast_lib is not None
+        swap, nsec = _MAGIC[int.from_bytes(m[:4], "little")]
+        snaplen = int.from_bytes(m[16:20], "big" if swap else "little")
+        if not 0 < snaplen <= MAX_SNAPLEN:
+            snaplen = MAX_SNAPLEN  # as libpcap takes a header's missing or huge snaplen
+        view = fast_ffi.from_buffer(m)
+        size = len(m)
+        pos = fast_ffi.new("uint64_t *", 24)
+        stop = fast_ffi.new("int32_t *")
+        while True:
+            offsets = array("I", bytes(4 * BATCH))
+            lengths = array("I", bytes(4 * BATCH))
+            times = array("d", bytes(8 * BATCH))
+            start = pos[0]
+            n = fast_lib.ut_pcap_index(
+                view, size, pos, swap, nsec, snaplen, BATCH,
+                fast_ffi.from_buffer("uint32_t[]", offsets),
+                fast_ffi.from_buffer("uint32_t[]", lengths),
+                fast_ffi.from_buffer("double[]", times), stop,
+            )  # fmt: skip
+            if n:
+                end = pos[0]
+                # One copy per batch (the offsets are counted from its start): the engine
+                # slices frames out of bytes, and nothing keeps the mapping alive past the run.
+                del offsets[n:], lengths[n:], times[n:]
+                self.packets += n
+                self.bytes_read += end - start
+                yield Batch(m[start:end], times, offsets, lengths, self.linktype)
+            if stop[0] == fast_lib.UT_PCAP_FULL and pos[0] < size:
+                continue
+            break
+        del view
+        self._map = None
+        if pos[0] < size:
+            # Not plainly well formed from here: libpcap takes over at this record.
+            for _ in range(self.packets):
+                self._reader.next()
+            yield from self._pcap_batches()
+
     def _salvage(self, error: str) -> Iterator[Batch]:
         reader = pcapy.open_offline(self.path)
         for _ in range(self.packets):
@@ -131,11 +206,13 @@ class PcapFile:
             except pcapy.PcapError as exc:
                 error = str(exc)
                 break
-            if hdr is None or (not pkt and hdr.getcaplen() == 0 and hdr.getlen() == 0):
+            if hdr is None:  # the end (an empty record has a header)
                 break
             sec, usec = hdr.getts()
             frames.append(pkt)
-            times.append(sec + usec / 1e6)
+            # pcapy gives the file's unsigned 32-bit fields as signed ints here (not in
+            # next_batch's records): read them as the file has them.
+            times.append((sec & 0xFFFFFFFF) + (usec & 0xFFFFFFFF) / 1e6)
         self.truncated = error
         if frames:
             offsets, pos = [], 0

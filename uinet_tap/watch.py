@@ -35,6 +35,7 @@ WORKER_MODULES = (
     "multiprocessing.util",
 )
 
+
 class Backend(Protocol):
     iface: str
 
