@@ -383,7 +383,9 @@ class Tcb:
         # Second: RST (RFC 5961 §3.2: exact match resets, otherwise a challenge ACK).
         if flags & RST:
             if seg.seq == self.rcv_nxt:
-                self._closed(reset=True)
+                # In TIME-WAIT both sides had closed: the RST (a stray ACK's answer from a
+                # peer already CLOSED) ends the wait, not a connection (RFC 9293 §3.10.7.4).
+                self._closed(reset=self.state is not TcbState.TIME_WAIT)
             else:
                 st.challenge_acks += 1
                 self._send_ack(now)
@@ -403,6 +405,10 @@ class Tcb:
         # Timestamps: RFC 7323 §4.3, ts_recent follows segments that cover rcv_nxt.
         if seg.tsval is not None and _le(seg.seq, self.rcv_nxt):
             self.ts_recent = seg.tsval
+        # Eighth: FIN, noted before the data so that a duplicate ACK for a data+FIN segment
+        # past a hole SACKs the FIN too (see _sack_blocks); it takes effect in _check_fin.
+        if flags & FIN:
+            self.peer_fin = (seg.seq + len(seg.payload)) & MASK
         # Seventh: the data.
         if seg.payload and self.state in (
             TcbState.ESTABLISHED,
@@ -410,9 +416,6 @@ class Tcb:
             TcbState.FIN_WAIT_2,
         ):
             self._on_data(seg.seq, seg.payload, now)
-        # Eighth: FIN.
-        if flags & FIN:
-            self.peer_fin = (seg.seq + len(seg.payload)) & MASK
         self._check_fin(now)
         self._output(now)
 
@@ -593,6 +596,8 @@ class Tcb:
             # Held bytes under the in-order copy go (it was delivered: Linux's tcp_ofo_queue).
             self.stats.ooo_overlap_bytes += self.ooo.advance(len(payload))
             self._pull_ooo()
+            if self.peer_fin == self.rcv_nxt and not self.fin_received:
+                return  # the FIN is next: its ACK (_check_fin) covers these bytes, one ACK
             if self.ooo:
                 self._send_ack(now)  # still a hole: tell the sender at once (RFC 5681 §4.2)
                 return
@@ -626,9 +631,13 @@ class Tcb:
 
     def _sack_blocks(self) -> list[tuple[int, int]]:
         """Our out-of-order data as SACK blocks, the one holding the latest segment first
-        (RFC 2018 §4)."""
+        (RFC 2018 §4). A held FIN's sequence number belongs to the block that ends at it, as
+        Linux reports it: a block stopping one short leaves the sender's FIN segment
+        un-SACKed, and its retransmission can cross our ACK of the FIN, reach a closed socket
+        and draw a RST."""
+        fin = None if self.peer_fin is None else seq_diff(self.peer_fin, self.rcv_nxt)
         return [
-            ((self.rcv_nxt + lo) & MASK, (self.rcv_nxt + hi) & MASK)
+            ((self.rcv_nxt + lo) & MASK, (self.rcv_nxt + hi + (hi == fin)) & MASK)
             for lo, hi in self.ooo.sack_blocks()
         ]
 
@@ -678,7 +687,9 @@ class Tcb:
 
     def _window_update(self, now: float, freed: int) -> None:
         before = seq_diff(self.rcv_adv, self.rcv_nxt)
-        if before < 2 * self.mss and self.state not in (TcbState.CLOSED, TcbState.TIME_WAIT):
+        # After the peer's FIN it sends nothing more: an update is useless (Linux's
+        # tcp_cleanup_rbuf checks RCV_SHUTDOWN), and may reach a socket already closed.
+        if before < 2 * self.mss and not self.fin_received and self.state is not TcbState.CLOSED:
             self._send_ack(now)
 
     def _options(self, now: float, with_sack: bool) -> bytes:

@@ -26,6 +26,7 @@ COMMON_TS_RATES = (1.0, 10.0, 100.0, 250.0, 300.0, 1000.0)
 DEFAULT_TS_RATE = 1000.0
 IPV4_HEADER, IPV6_HEADER, TCP_HEADER, TS_OPTION = 20, 40, 20, 12
 DEFAULT_MSS = 536  # RFC 9293 §3.7.1, when the SYN carried none
+HOLD_LIMIT = 2.0  # seconds an armed cut-in may drop frames that would open a hole
 
 
 class NotReady(NamedTuple):
@@ -169,10 +170,31 @@ def ip_fields(frame: bytes, l2len: int) -> tuple[int, int, int, bool, int]:
 class CutInWatch:
     """Per undecided flow in inline mode: index 0 is the client, 1 the server."""
 
-    __slots__ = ("sides",)
+    __slots__ = ("sides", "holding_since")
 
     def __init__(self) -> None:
         self.sides = (SideSeen(), SideSeen())
+        self.holding_since: float | None = None
+
+    def opens_hole(self, conn: Connection, from_client: bool, seg: Segment, now: float) -> bool:
+        """Armed (the verdict is intercept, the takeover not possible yet): would forwarding
+        ``seg`` leave a hole in its sender's bytes in flight? It starts past everything the
+        sender was seen sending, so what lies between was lost before the tool. Such a frame
+        is better dropped, as if lost with them: under steady loss a new hole opens before the
+        old ones fill, the flow never stands still, and the cut-in waits until a side closes.
+        Dropped, the sender resends it (to the tool, once it owns the flow) and the holes
+        already open fill with its retransmissions. For HOLD_LIMIT seconds at most."""
+        if seg.flags & 0x06 or not (seg.payload or seg.flags & 0x01):
+            return False  # SYN or RST, or a pure ACK: nothing that opens a hole
+        me = self.sides[0 if from_client else 1]
+        if me.nxt is None or seq_diff(seg.seq, me.nxt) <= 0:
+            return False
+        why = self.not_ready(conn)
+        if why is None or why.final:
+            return False
+        if self.holding_since is None:
+            self.holding_since = now
+        return now - self.holding_since <= HOLD_LIMIT
 
     def forwarded(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import random
 import shutil
+import socket
 import struct
 import time
 from collections.abc import Iterator
@@ -62,6 +63,29 @@ def tcp_flags(pcap: Path) -> list[int]:
         if isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6) and isinstance(ip.data, dpkt.tcp.TCP):
             out.append(ip.data.flags)
     return out
+
+
+def resets(pcap: Path, own_ip: str) -> list[str]:
+    """The RSTs in an endpoint's capture that matter to it: every one it received, and one it
+    sent before its connection had closed both ways (a RST its kernel sends after that answers
+    a stray segment reaching a socket already CLOSED, as two kernels may do under loss, and
+    no application sees it)."""
+    own = socket.inet_pton(socket.AF_INET6 if ":" in own_ip else socket.AF_INET, own_ip)
+    fins: dict[tuple[tuple[bytes, int], ...], set[bool]] = {}
+    bad = []
+    for n, buf in enumerate(frames(pcap), 1):
+        ip = dpkt.ethernet.Ethernet(buf).data
+        if not isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6) or not isinstance(ip.data, dpkt.tcp.TCP):
+            continue
+        tcp = ip.data
+        mine = ip.src == own
+        ends = ((ip.src, tcp.sport), (ip.dst, tcp.dport))
+        conn = ends if mine else ends[::-1]
+        if tcp.flags & dpkt.tcp.TH_FIN:
+            fins.setdefault(conn, set()).add(mine)
+        if tcp.flags & dpkt.tcp.TH_RST and not (mine and fins.get(conn) == {True, False}):
+            bad.append(f"frame {n}: RST {'sent' if mine else 'received'}")
+    return bad
 
 
 def settled(t: Topology, side, timeout: float = 5.0) -> list:

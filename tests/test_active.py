@@ -177,6 +177,44 @@ def test_out_of_order_data_is_acked_at_once_with_sack_and_delivered_in_order() -
     assert t.rcv_nxt == (ISS_PEER + 2000) & 0xFFFFFFFF
 
 
+def test_a_held_fin_is_inside_its_sack_block() -> None:
+    """A data+FIN segment past a hole is SACKed up to and including the FIN, as Linux does:
+    otherwise the sender retransmits it, the copy crosses our ACK of the FIN, our TIME-WAIT
+    answer reaches its closed socket and it sends a RST."""
+    t = Tcb(takeover(), now=0.0)
+    t.on_segment(seg(ISS_PEER + 1000, ISS_US, flags=ACK | FIN, payload=b"2" * 500), 0.0)
+    (dup,) = take(t)
+    assert dup.ack == ISS_PEER
+    assert parse_incoming(0, 0, 0, 0, dup.options, b"").sack == (
+        (ISS_PEER + 1000, (ISS_PEER + 1501) & 0xFFFFFFFF),
+    )
+    t.on_segment(seg(ISS_PEER, ISS_US, payload=b"1" * 1000), 0.01)
+    assert [o.ack for o in take(t)][-1] == (ISS_PEER + 1501) & 0xFFFFFFFF
+    assert t.fin_received and t.read(5000, 0.02) == b"1" * 1000 + b"2" * 500
+
+
+def test_data_with_fin_gets_one_ack_and_no_window_update_follows() -> None:
+    """Linux answers a data+FIN segment with one ACK and sends no window update once the
+    peer's FIN is in: a second ACK may cross the peer's move to CLOSED (reordered by the
+    network, or after its last ACK) and draw a RST."""
+    t = Tcb(takeover(), now=0.0)
+    t.send(b"x" * 100, 0.0)
+    t.close(0.0)
+    take(t)
+    t.on_segment(seg(ISS_PEER, ISS_US + 101, flags=ACK | FIN | PSH, payload=b"e" * 76), 0.0)
+    assert [(o.ack - ISS_PEER) & 0xFFFFFFFF for o in take(t)] == [77]
+    assert t.state is TcbState.TIME_WAIT
+    assert t.read(100, 0.001) == b"e" * 76 and take(t) == []
+    # the peer, CLOSED by that ACK, answers a stray one with a RST: the wait ends, no reset
+    t.on_segment(seg(ISS_PEER + 77, 0, flags=RST), 0.002)
+    assert t.state is TcbState.CLOSED and not t.reset
+    # the same in CLOSE-WAIT, where the window is tight
+    t = Tcb(takeover(rcv_edge=ISS_PEER + 1000), now=0.0)
+    t.on_segment(seg(ISS_PEER, ISS_US, flags=ACK | FIN | PSH, payload=b"f" * 1000), 0.0)
+    assert [(o.ack - ISS_PEER) & 0xFFFFFFFF for o in take(t)] == [1001]
+    assert t.read(1000, 0.001) == b"f" * 1000 and take(t) == []
+
+
 def test_active_close_fin_wait_to_time_wait_to_closed() -> None:
     """RFC 9293 §3.3.2: ESTABLISHED -> FIN-WAIT-1 -> FIN-WAIT-2 -> TIME-WAIT -> CLOSED."""
     t = Tcb(takeover(), now=0.0)

@@ -22,7 +22,7 @@ import dpkt
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inlinecheck import MB, blob, frames, need, settled, sha, tag_stack, tcp_flags  # noqa: E402
+from inlinecheck import MB, blob, frames, need, resets, settled, sha, tag_stack, tcp_flags  # noqa: E402
 from inlinelib import Topology  # noqa: E402
 from netnslib import process_identity, wait_for_port  # noqa: E402
 
@@ -117,11 +117,12 @@ def curl(t: Topology, url: str, out: Path, *extra: str, check: bool = True):  # 
                     check=check, timeout=150)  # fmt: skip
 
 
-def no_rst(*pcaps: Path) -> None:
-    for pcap in pcaps:
-        flags = tcp_flags(pcap)
-        assert flags, f"{pcap.name}: no TCP frames captured"
-        assert not [f for f in flags if f & RST], f"{pcap.name}: an endpoint saw a RST"
+def no_rst(t: Topology, client: Path | None = None, server: Path | None = None) -> None:
+    for pcap, ip in ((client, t.client_ip), (server, t.server_ip)):
+        if pcap is None:
+            continue
+        assert tcp_flags(pcap), f"{pcap.name}: no TCP frames captured"
+        assert not (bad := resets(pcap, ip)), f"{pcap.name}: {bad}"
 
 
 def closed_cleanly(t: Topology) -> None:
@@ -192,7 +193,7 @@ def test_pass_through_forwards_every_frame_and_nothing_else(topology, tmp_path: 
     ports = tool.stats["inline"]["ports"]
     assert ports[t.if_a]["received"] == ports[t.if_b]["sent"] > 300  # ACKs, request
     assert ports[t.if_b]["received"] == ports[t.if_a]["sent"] > 1400  # 2 MB of data
-    no_rst(pc)
+    no_rst(t, pc)
 
 
 # -- cut-in ---------------------------------------------------------------------------------
@@ -228,7 +229,7 @@ def test_cut_in_mid_stream_bulk_download(topology, tmp_path: Path, kw: dict, siz
         curl(t, f"{url}/f.bin", got)
         closed_cleanly(t)
     assert sha(got) == want
-    no_rst(pcaps["client"], pcaps["server"])
+    no_rst(t, pcaps["client"], pcaps["server"])
     assert len(t.http_log()) == 1
     tool.stop()
     rec = tool.record()
@@ -352,7 +353,7 @@ def test_cut_in_while_both_directions_are_busy(topology, tmp_path: Path, kw: dic
                      timeout=180)  # fmt: skip
         closed_cleanly(t)
     assert r.stdout.split() == [want, str(6 * MB)]
-    no_rst(pc, ps)
+    no_rst(t, pc, ps)
     tool.stop()
     rec = tool.record(9002)
     assert rec["verdict"] == "intercept" and rec["intercept"]["result"] == "closed", rec
@@ -372,7 +373,7 @@ def test_cut_in_towards_a_slow_reader(topology, tmp_path: Path):
         curl(t, f"{url}/f.bin", got, "--limit-rate", "400K")
         closed_cleanly(t)
     assert sha(got) == want
-    no_rst(pc)
+    no_rst(t, pc)
     tool.stop()
     rec = tool.record()
     assert rec["intercept"]["result"] == "closed", rec
@@ -476,7 +477,7 @@ def test_cut_in_at_the_second_request_rewrites_only_the_second_response(topology
     log = t.http_log()
     assert [line[2].split()[1] for line in log] == ["/a.html", "/b.html"]
     assert log[0][1] == log[1][1]  # the server saw both requests on one connection
-    no_rst(pc, ps)
+    no_rst(t, pc, ps)
     tool.stop()
     rec = tool.record()
     assert rec["verdict"] == "intercept" and rec["intercept"]["result"] == "closed", rec
@@ -501,7 +502,7 @@ def test_respond_answers_the_client_and_closes_both_sides(topology, tmp_path: Pa
         closed_cleanly(t)
     assert r.stdout == "403" and out.read_bytes() == b"forbidden"
     assert t.http_log() == []  # the request never reached the server
-    no_rst(pc, ps)
+    no_rst(t, pc, ps)
     tool.stop()
     rec = tool.record()
     assert rec["verdict"] == "intercept" and rec["decided_by"].startswith("rule")

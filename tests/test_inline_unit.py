@@ -185,6 +185,33 @@ def test_cut_in_continues_both_sides_numbers_macs_tags_ttl_and_timestamps() -> N
     asyncio.run(run())
 
 
+def test_an_armed_cut_in_drops_the_frame_that_would_open_a_hole() -> None:
+    """Armed (the client has acknowledged nothing yet), a segment past everything the client
+    was seen sending means the bytes before it were lost on the way: forwarded, it would
+    leave a hole the tool cannot resend, which under steady loss keeps the cut-in waiting
+    for good. It is dropped and counted; the client resends, and the tool takes over."""
+
+    async def run() -> None:
+        inline, a, b, records = make('[[rule]]\nport = 80\naction = "intercept"\n')
+        conv = Conversation()
+        feed(inline, conv.syn(), True)
+        feed(inline, conv.synack(), False)
+        late = conv.c(b"y" * 100, rel=100)
+        feed(inline, late, True)
+        assert len(b.sent) == 1 and inline.stats.cut_in_held == 1  # only the SYN went on
+        assert not inline.sessions
+        feed(inline, conv.c(b"x" * 100, rel=0), True)  # in order: forwarded, still armed
+        assert len(b.sent) == 2 and inline.stats.cut_in_held == 1 and not inline.sessions
+        feed(inline, late, True)  # resent: now it is the cut-in's frame
+        assert inline.sessions and len(b.sent) == 2
+        await asyncio.sleep(0.02)
+        inline.shutdown()
+        inline.finish()
+        assert records[0]["verdict"] == "intercept" and "intercept" in records[0]
+
+    asyncio.run(run())
+
+
 def test_a_frame_that_raises_is_counted_once_and_the_batch_goes_on(capsys) -> None:  # type: ignore[no-untyped-def]
     """A bug met on one frame must neither stop the bridge nor lose the frames after it."""
     inline, a, b, _ = make()

@@ -63,6 +63,7 @@ class InlineStats:
     intercepts: int = 0
     intercept_failed: dict[str, int] = field(default_factory=dict)
     tombstone_dropped: int = 0
+    cut_in_held: int = 0  # frames an armed cut-in dropped: they would have opened a hole
     internal_errors: int = 0
 
 
@@ -251,6 +252,9 @@ class Inline:
             self.forward(side, frame, partial)
             self._track(now, seg)
             return
+        if self.watches and self._opens_hole(key, seg, now):
+            self.stats.cut_in_held += 1  # not tracked either: for both, lost before the tool
+            return
         self._track(now, seg)
         entry = self.tracker.table.get(key)
         if entry is None:
@@ -272,6 +276,18 @@ class Inline:
             watch.forwarded(from_client, side, frame, seg, timestamp(seg.options), now)
         elif verdict is Verdict.PASS:
             self._pass(conn)
+
+    def _opens_hole(self, key: bytes, seg: Segment, now: float) -> bool:
+        """An armed cut-in's frame that would open a hole (CutInWatch.opens_hole)."""
+        entry = self.tracker.table.get(key)
+        if entry is None:
+            return False
+        conn, from_client = entry
+        insp: Inspection | None = conn.user  # type: ignore[assignment]
+        if insp is None or insp.verdict is not Verdict.INTERCEPT:
+            return False
+        watch = self.watches.get(conn.id)
+        return watch is not None and watch.opens_hole(conn, from_client, seg, now)
 
     def _track(self, now: float, seg: Segment) -> None:
         self.tracker.segment(now, seg)
@@ -472,6 +488,7 @@ class Inline:
             "blocked_frames": st.blocked_frames,
             "rst_sent": st.rst_sent,
             "tombstone_dropped": st.tombstone_dropped,
+            "cut_in_held": st.cut_in_held,
             "internal_errors": st.internal_errors,
         }
         return stats
