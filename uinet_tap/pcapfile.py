@@ -26,6 +26,9 @@ _MAGIC = {
     0xA1B23C4D: (False, True), 0x4D3CB2A1: (True, True),
 }  # fmt: skip
 MAX_SNAPLEN = 262144  # libpcap's limit for every link type read here
+# Pages of the mapping already copied out are dropped from the process every this many bytes:
+# a mapped file's pages count in its resident set until then (the page cache keeps them).
+RELEASE_EVERY = 16 << 20
 
 
 def meta_times(meta: array) -> Sequence[float]:
@@ -164,6 +167,7 @@ class PcapFile:
         size = len(m)
         pos = fast_ffi.new("uint64_t *", 24)
         stop = fast_ffi.new("int32_t *")
+        released = 0
         while True:
             offsets = array("I", bytes(4 * BATCH))
             lengths = array("I", bytes(4 * BATCH))
@@ -183,6 +187,10 @@ class PcapFile:
                 self.packets += n
                 self.bytes_read += end - start
                 yield Batch(m[start:end], times, offsets, lengths, self.linktype)
+                if end - released >= RELEASE_EVERY:
+                    upto = end - end % mmap.PAGESIZE
+                    m.madvise(mmap.MADV_DONTNEED, released, upto - released)
+                    released = upto
             if stop[0] == fast_lib.UT_PCAP_FULL and pos[0] < size:
                 continue
             break
