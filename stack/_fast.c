@@ -487,7 +487,10 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         int fin = flags & 0x01;
         int closed = ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN;
         int64_t off = unwrap(seq, ep->base, ep->nxt);
-        if (n ? (off != ep->nxt || closed ||
+        /* A copy of bytes all committed already (ByteStream._past_committed): counted,
+         * compared with what is retained, delivered again to no one. */
+        int again = n && off != ep->nxt && off >= 0 && off + n <= ep->nxt && !fin;
+        if (n ? ((off != ep->nxt && !again) || closed ||
                  (n == 1 && (off == ep->seen_end - 1 || peer->window == 0)))
               : (fin ? off != ep->seen_end : off == ep->seen_end - 1)) {
             /* out of order, data after both FINs, a keepalive or probe, a FIN elsewhere */
@@ -531,8 +534,17 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             *stop_slot = e->flow; /* PAWS (RFC 7323 5.3): Python drops it */
             break;
         }
+        if (again && ep->tail_len) {
+            int64_t tail_start = ep->nxt - ep->tail_len;
+            int64_t lo = off > tail_start ? off : tail_start;
+            if (lo < off + n && memcmp(ep->tail + (lo - tail_start), tcp + hl + (lo - off),
+                                       (size_t)(off + n - lo)) != 0) {
+                *stop_slot = e->flow; /* a conflicting copy: Python counts the anomaly */
+                break;
+            }
+        }
         int decided = 0;
-        if (n && fl->native) {
+        if (n && !again && fl->native) {
             if (nd == out_cap)
                 break;
             decided = ud_event(fl->nat, &t->cfg, t->scratch, e->dir, tcp + hl, (int32_t)n,
@@ -560,7 +572,10 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         ep->has_last_ack = 1;
         if (aoff > peer->acked)
             on_ack(t, peer, aoff);
-        if (n) {
+        if (again) {
+            ep->payload_bytes += n;
+            ep->retransmitted += n;
+        } else if (n) {
             const uint8_t *payload = tcp + hl;
             ep->payload_bytes += n;
             int64_t end = off + n;
@@ -611,7 +626,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             if (t->cfg.bypass)
                 fl->bypass = 1; /* Tracker.bypass() at the verdict: counted from the next frame */
         }
-        if (n && fl->inspect) { /* let the inspector see this before the next frame */
+        if (n && !again && fl->inspect) { /* the inspector sees this before the next frame */
             i++;
             *yielded = 1;
             break;

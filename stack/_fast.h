@@ -82,6 +82,7 @@ typedef struct {
     int32_t has_ts_recent;
     int32_t shift;       /* window scale of the windows this side advertises */
     double ts_recent_at;
+    int64_t retransmitted; /* bytes of committed data seen again (ByteStream.retransmitted) */
     uint8_t *tail;       /* committed, unacknowledged bytes [nxt - tail_len, nxt) */
     int64_t tail_len;
     int64_t tail_cap;

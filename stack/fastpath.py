@@ -55,7 +55,7 @@ if lib is not None:
     _DIR_FIELDS = (
         "base", "nxt", "acked", "seen_end", "fin", "window", "last_ack", "has_last_ack",
         "packets", "payload_bytes", "ttl", "opts_len", "opts", "edge", "edge_ack", "max_wnd",
-        "has_edge", "ts_recent", "has_ts_recent", "shift", "ts_recent_at",
+        "has_edge", "ts_recent", "has_ts_recent", "shift", "ts_recent_at", "retransmitted",
     )  # fmt: skip
     _DIR = c_view("ut_dir", _DIR_FIELDS)
     assert _DIR.size == ffi.offsetof("ut_dir", "tail"), "attach writes ut_dir up to its tail"
@@ -157,7 +157,7 @@ class CFastPath:
                     ep.ttl, len(opts), opts,
                     ep.edge or 0, ep.edge_ack, ep.max_wnd, ep.edge is not None,
                     ep.ts_recent or 0, ep.ts_recent is not None, window_shift(conn, ep),
-                    ep.ts_recent_at,
+                    ep.ts_recent_at, st.retransmitted,
                 ),
                 _DIR.size,
             )  # fmt: skip
@@ -223,7 +223,7 @@ class CFastPath:
                 _base, st.nxt, st.acked, ep.seen_end, fin, ep.window, last_ack, has_last_ack,
                 ep.packets, ep.payload_bytes, ep.ttl, opts_len, opts,
                 edge, ep.edge_ack, ep.max_wnd, has_edge, ts_recent, has_ts_recent, _shift,
-                ep.ts_recent_at,
+                ep.ts_recent_at, st.retransmitted,
             ) = _DIR.unpack(ffi.buffer(d, _DIR.size))  # fmt: skip
             ep.fin_off = None if fin == NO_FIN else fin
             ep.edge = edge if has_edge else None
