@@ -17,12 +17,17 @@ Modes: `--no-tui` (status lines on stderr), the live view under tmux
 `uinet-tap watch --help` offers it.  A mode stops climbing after --stop-after steps with drops.
 The answer per mode is the highest rate with zero kernel drops.
 
+With --topspeed there is no ladder: each mode gets one step, `tcpreplay --topspeed -K` sending
+the whole file once as fast as it can (preloaded into memory), and the answer is what watch
+received, dropped and counted at the rate tcpreplay reached.
+
 Workload: --pcap, else generated with ../shared/bench/make_bench.py --connections 2000 into
 --workdir (cached).  Frames go out
 as they are (watch captures promiscuously, so the MACs in the file do not matter).
 
     .venv/bin/python bench/live_rate.py
     .venv/bin/python bench/live_rate.py --rates 20000,40000,80000 --seconds 10 --json out.json
+    .venv/bin/python bench/live_rate.py --topspeed --pcap bench.pcap --modes no-tui,workers2
 
 Needs: iproute2, tcpreplay, tmux (Debian packages).  Exit 0, or 2 for bad arguments or a
 missing tool.
@@ -153,6 +158,8 @@ class Bench:
         return argv
 
     def replay_argv(self, pps: int) -> list[str]:
+        if self.args.topspeed:
+            return ["tcpreplay", f"--intf1={FEED}", "--topspeed", "-K", str(self.pcap)]
         limit = int(pps * self.args.seconds)
         loops = 0 if limit > self.npackets else 1  # 0: loop until --limit
         return [
@@ -295,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--modes", default="no-tui,tui,workers2")
     ap.add_argument("--watch-args", default="", help="extra arguments for uinet-tap watch")
+    ap.add_argument(
+        "--topspeed",
+        action="store_true",
+        help="one step per mode: the whole file once, as fast as tcpreplay sends (-K)",
+    )
     ap.add_argument("--json", type=Path, help="write rows and results here")
     args = ap.parse_args(argv)
     args.watch_args = shlex.split(args.watch_args)
@@ -307,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {tool} not installed (apt-get install {tool})", file=sys.stderr)
             return 2
     rates = [int(x) for x in args.rates.split(",")] if args.rates else DEFAULT_RATES
+    if args.topspeed:
+        rates = [0]  # one step: the rate is tcpreplay's
     modes = [m for m in args.modes.split(",") if m]
     notes = []
     if "workers2" in modes and not has_workers():
@@ -332,10 +346,13 @@ def main(argv: list[str] | None = None) -> int:
                     bad += 1
                     if bad >= args.stop_after:
                         break
-    print(f"workload: {pcap} ({npackets} packets), {args.seconds:g} s per step")
+    if args.topspeed:
+        print(f"workload: {pcap} ({npackets} packets), sent once with tcpreplay --topspeed -K")
+    else:
+        print(f"workload: {pcap} ({npackets} packets), {args.seconds:g} s per step")
     print_table(rows)
     print()
-    for mode in modes:
+    for mode in modes if not args.topspeed else ():
         b_ = best[mode]
         row = next((r for r in rows if r["mode"] == mode and r["target_pps"] == b_), None)
         first_bad = next((r for r in rows if r["mode"] == mode and r["kernel_drops"]), None)
@@ -358,6 +375,15 @@ def main(argv: list[str] | None = None) -> int:
             commands[mode] = {"watch": row["watch_cmd"], "replay": row["replay_cmd"]}
             print(f"           watch:  {row['watch_cmd']}")
             print(f"           replay: {row['replay_cmd']}")
+    for r in rows if args.topspeed else ():
+        lost = r["kernel_drops"] + r["interface_drops"]
+        share = lost / r["sent"] if r["sent"] else 0.0
+        print(
+            f"{r['mode']:>9}: sent {r['sent']} at {r['achieved_pps']} pps; received "
+            f"{r['received']}, dropped {lost} ({share:.1%}), counted {r['engine_packets']}"
+        )
+        print(f"           watch:  {r['watch_cmd']}")
+        print(f"           replay: {r['replay_cmd']}")
     for n in notes:
         print(f"note: {n}")
     if args.json:

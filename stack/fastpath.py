@@ -108,6 +108,7 @@ class CFastPath:
         self._out_mv = memoryview(ffi.buffer(self.out))
         self._touched_mv = memoryview(ffi.buffer(self.touched))
         self._args: tuple[Any, ...] = ()
+        self._data: bytes | memoryview = b""
         # The tracker's budget: retained bytes here and in Python share one cap.
         self.budget: Budget | None = None
 
@@ -253,10 +254,11 @@ class CFastPath:
         c, s = f.d[0], f.d[1]
         return c.packets, c.payload_bytes, s.packets, s.payload_bytes, f.last_seen
 
-    def load(self, data: bytes, offsets: Any, lengths: Any, times: Any) -> None:
+    def load(self, data: bytes | memoryview, offsets: Any, lengths: Any, times: Any) -> None:
         """Hand C one batch (buffers it may read until the next load)."""
+        self._data = data
         self._args = (
-            data,
+            data if isinstance(data, bytes) else ffi.from_buffer(data),
             ffi.from_buffer("uint32_t[]", offsets),
             ffi.from_buffer("uint32_t[]", lengths),
             ffi.from_buffer("double[]", times),
@@ -267,12 +269,12 @@ class CFastPath:
         sinks. Returns (index of the first frame not handled, frames handled, whether it
         stopped only to hand back: output arrays full, or a flow under inspection got
         payload, so the frame it stopped at is no slow frame)."""
-        data, offsets, lengths, times = self._args
+        cdata, offsets, lengths, times = self._args
         budget = self.budget
         if budget is not None:
             lib.ut_set_retain(self.table, budget.retained, budget.retain_cap)
         stop = lib.ut_run(
-            self.table, data, offsets, lengths, times, start, count, expiry_at,
+            self.table, cdata, offsets, lengths, times, start, count, expiry_at,
             self.out, OUT_CAP, self._n_out, self.touched, self._n_touched,
             self.changed, self._n_changed, self._handled, self._stop, self._yielded,
             self.decided, self._n_decided,
@@ -300,8 +302,11 @@ class CFastPath:
             # Before the state changes below, as Tracker.segment hands bytes over before its
             # _on_fin(): a verdict on a FIN's payload finds the connection still open.
             sinks = self.sinks
+            data = self._data
+            copy = type(data) is memoryview  # a sink keeps what it gets: bytes, not a view
             for sink_id, off, length, offset in _OUT.iter_unpack(self._out_mv[: n * _OUT.size]):
-                sinks[sink_id].data(offset, data[off : off + length])  # type: ignore[union-attr]
+                piece = data[off : off + length]
+                sinks[sink_id].data(offset, bytes(piece) if copy else piece)  # type: ignore[union-attr]
         nc = self._n_changed[0]
         for k in range(nc):
             # The handshake's last ACK (Tracker._on_ack) or a FIN (Tracker._on_fin) moved the

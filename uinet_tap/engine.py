@@ -193,7 +193,7 @@ class Engine:
             for ts, off, n, wl in zip(
                 batch.times, batch.offsets, batch.lengths, wirelens, strict=False
             ):
-                seg = decode(ts, data[off : off + n], wl, lt)
+                seg = decode(ts, bytes(data[off : off + n]), wl, lt)
                 if seg is not None:
                     segment(ts, seg)
                     if tracker.events:
@@ -227,7 +227,7 @@ class Engine:
             off = offsets[stop]
             ts = times[stop]
             # The batch's link type: a pcapng's first interface may be another (raw IP, SLL).
-            seg = decode(ts, data[off : off + lengths[stop]], None, DLT_EN10MB)
+            seg = decode(ts, bytes(data[off : off + lengths[stop]]), None, DLT_EN10MB)
             if seg is not None:
                 tracker.segment(ts, seg)
                 if tracker.events:

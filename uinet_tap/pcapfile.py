@@ -50,9 +50,9 @@ class CaptureError(Exception):
 @dataclass(slots=True)
 class Batch:
     """``count`` packets: packet i is ``data[offsets[i]:offsets[i]+lengths[i]]`` at
-    ``times[i]``."""
+    ``times[i]``. ``data`` may be a view of a mapped file: what is kept is copied out of it."""
 
-    data: bytes
+    data: bytes | memoryview
     times: Sequence[float]
     offsets: Sequence[int]
     lengths: Sequence[int]
@@ -164,6 +164,7 @@ class PcapFile:
         if not 0 < snaplen <= MAX_SNAPLEN:
             snaplen = MAX_SNAPLEN  # as libpcap takes a header's missing or huge snaplen
         view = fast_ffi.from_buffer(m)
+        whole = memoryview(m)
         size = len(m)
         pos = fast_ffi.new("uint64_t *", 24)
         stop = fast_ffi.new("int32_t *")
@@ -181,12 +182,12 @@ class PcapFile:
             )  # fmt: skip
             if n:
                 end = pos[0]
-                # One copy per batch (the offsets are counted from its start): the engine
-                # slices frames out of bytes, and nothing keeps the mapping alive past the run.
+                # A view of the mapping, no copy (the offsets are counted from its start):
+                # whatever keeps a frame copies it out of the view.
                 del offsets[n:], lengths[n:], times[n:]
                 self.packets += n
                 self.bytes_read += end - start
-                yield Batch(m[start:end], times, offsets, lengths, self.linktype)
+                yield Batch(whole[start:end], times, offsets, lengths, self.linktype)
                 if end - released >= RELEASE_EVERY:
                     upto = end - end % mmap.PAGESIZE
                     m.madvise(mmap.MADV_DONTNEED, released, upto - released)
@@ -194,7 +195,7 @@ class PcapFile:
             if stop[0] == fast_lib.UT_PCAP_FULL and pos[0] < size:
                 continue
             break
-        del view
+        del view, whole
         self._map = None
         if pos[0] < size:
             # Not plainly well formed from here: libpcap takes over at this record.
