@@ -264,6 +264,12 @@ class CFastPath:
             ffi.from_buffer("double[]", times),
         )
 
+    def unload(self) -> None:
+        """Let go of the batch: a C view of a memoryview must not outlive it, or the garbage
+        collector may clear the memoryview while the view still holds it (a crash)."""
+        self._args = ()
+        self._data = b""
+
     def run(self, start: int, count: int, expiry_at: float) -> tuple[int, int, bool]:
         """Run C over frames [start, count) of the loaded batch; deliver payloads to their
         sinks. Returns (index of the first frame not handled, frames handled, whether it

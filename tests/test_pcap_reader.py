@@ -121,3 +121,28 @@ def test_index_hands_over_at_an_oversized_record(tmp_path):
     # either way the first five frames are the index's, and both readers agree.
     assert got[:5] == frames_[:5]
     assert (got, truncated, packets) == read(path, False)[:3]
+
+
+def test_engine_lets_go_of_each_mapped_batch():
+    """A batch of a mapped file is a memoryview: the C view of it must be gone once the batch
+    is fed, or a garbage collection may clear the memoryview under that view (a crash seen when
+    several captures ran in one process)."""
+    import gc
+
+    from uinet_tap.engine import Engine, Options
+
+    for name in ("http-keepalive.pcap", "http-keepalive.pcap"):
+        src = PcapFile(str(ROOT / "captures" / name))
+        assert src.indexed
+        records: list[dict] = []
+        engine = Engine(src.linktype, Options(fastpath="c"), records.append, plugins=[])
+        fast = engine.tracker.fast
+        assert fast is not None
+        for batch in src.batches():
+            assert isinstance(batch.data, memoryview)
+            engine.feed_batch(batch)
+            assert fast._args == () and fast._data == b""
+        engine.finish()
+        assert records
+        del engine, src, batch, fast
+        gc.collect()

@@ -203,10 +203,8 @@ class Engine:
 
     def _feed_ethernet_c(self, batch: Batch) -> None:
         """C takes every frame it can; each frame it stops at goes the general way."""
-        tracker = self.tracker
-        fast = tracker.fast
+        fast = self.tracker.fast
         assert fast is not None
-        decode = self.decoder.decode
         data = batch.data
         times, offsets, lengths = batch.times, batch.offsets, batch.lengths
         if not isinstance(times, array):
@@ -215,6 +213,17 @@ class Engine:
             offsets, lengths = array("I", offsets), array("I", lengths)
         count = len(lengths)
         fast.load(data, offsets, lengths, times)
+        try:
+            self._run_c(fast, data, times, offsets, lengths, count)
+        finally:
+            fast.unload()
+
+    def _run_c(
+        self, fast: fastpath.CFastPath, data: Any, times: Any, offsets: Any, lengths: Any,
+        count: int,
+    ) -> None:  # fmt: skip
+        tracker = self.tracker
+        decode = self.decoder.decode
         i = 0
         while i < count:
             stop, handled, full = fast.run(i, count, tracker.last_expiry + 1.0)
