@@ -147,8 +147,14 @@ void ut_free(ut_table *t) {
 
 ut_flow *ut_flow_at(ut_table *t, int32_t i) { return &t->flows[i]; }
 
-/* Reserve a flow slot for two keys; the caller fills in ut_flow_at(t, slot)->d[]. */
-int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s) {
+/* Take a flow in one call: its two keys, both directions' numbers (`dirs`: two images of
+ * ut_dir up to its tail buffer, client's first, as stack/fastpath.py packs them), the
+ * SHA-256 contexts C may hash into (NULL: hand the bytes back) and the flow's flags.
+ * Returns its slot, or -1 (out of memory: the flow stays with Python). */
+int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s,
+                  const uint8_t *dirs, void *sha_c, void *sha_s, double last_seen,
+                  int32_t ts_ok, int32_t syn_sent, int32_t syn_received, int32_t c_wscale,
+                  int32_t c_ts, int32_t bypass, int32_t inspect) {
     int32_t slot;
     if ((uint64_t)(t->filled + 2) * 2 > (uint64_t)t->mask + 1) {
         /* Deleted entries count as filled: rebuild, doubling only if live entries need it. */
@@ -183,6 +189,18 @@ int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s) {
     }
     memcpy(f->key[0], key_c, UT_KEY);
     memcpy(f->key[1], key_s, UT_KEY);
+    for (int i = 0; i < 2; i++)
+        memcpy(&f->d[i], dirs + i * offsetof(ut_dir, tail), offsetof(ut_dir, tail));
+    f->d[0].sha = sha_c;
+    f->d[1].sha = sha_s;
+    f->last_seen = last_seen;
+    f->ts_ok = ts_ok;
+    f->syn_sent = syn_sent;
+    f->syn_received = syn_received;
+    f->c_wscale = c_wscale;
+    f->c_ts = c_ts;
+    f->bypass = bypass;
+    f->inspect = inspect;
     f->used = 1;
     insert(t, key_c, slot, 0);
     insert(t, key_s, slot, 1);
@@ -411,6 +429,44 @@ static int tsval_of(const uint8_t *o, uint32_t len, uint32_t *tsval) {
     return 0;
 }
 
+/* The options of a SYN-ACK as stack/options.py parse_options() reads them; -1 for a
+ * malformed list (Python takes that segment). Bounded by the options' length. */
+typedef struct {
+    int32_t mss, wscale, sack, ts;
+    uint32_t tsval;
+} ut_synopts;
+
+static int syn_options(const uint8_t *o, uint32_t len, ut_synopts *r) {
+    uint32_t i = 0;
+    r->mss = r->wscale = -1;
+    r->sack = r->ts = 0;
+    r->tsval = 0;
+    while (i < len) {
+        uint8_t kind = o[i];
+        if (kind == 0)
+            break;
+        if (kind == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= len || o[i + 1] < 2 || i + o[i + 1] > len)
+            return -1;
+        uint8_t n = o[i + 1];
+        if (kind == 2 && n == 4)
+            r->mss = ((int32_t)o[i + 2] << 8) | o[i + 3];
+        else if (kind == 3 && n == 3)
+            r->wscale = o[i + 2] > 14 ? 14 : o[i + 2]; /* RFC 7323 2.3 */
+        else if (kind == 4 && n == 2)
+            r->sack = 1;
+        else if (kind == 8 && n == 10) {
+            r->ts = 1;
+            r->tsval = be32(o + i + 2);
+        }
+        i += n;
+    }
+    return 0;
+}
+
 #define UT_MIN_WINDOW 65535
 #define UT_PAWS_IDLE (24 * 86400.0)
 
@@ -448,8 +504,9 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         const uint8_t *tcp = f + 34;
         uint32_t hl = (uint32_t)(tcp[12] >> 4) * 4;
         uint8_t flags = tcp[13];
-        if (hl < 20 || 20 + hl > total || (flags & ~0x19) || !(flags & 0x10))
-            break; /* only ACK, with PSH or FIN or neither */
+        int synack = flags == 0x12;
+        if (hl < 20 || 20 + hl > total || (!synack && ((flags & ~0x19) || !(flags & 0x10))))
+            break; /* only ACK, with PSH or FIN or neither, and a bare SYN-ACK */
         if (times[i] >= expiry_at)
             break;
         ut_entry *e = find(t, f + 26);
@@ -461,6 +518,59 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         uint32_t seq = be32(tcp + 4);
         uint32_t ack = be32(tcp + 8);
         uint32_t n = total - 20 - hl;
+        if (fl->syn_sent || synack) {
+            /* Tracker._on_syn/_take_syn/_on_ack for the server's first SYN-ACK, when it
+             * acknowledges the client's SYN exactly and carries no data: anything else on a
+             * flow waiting for it (or a SYN-ACK on any other) is Python's. */
+            ut_synopts o;
+            ut_dir *c = &fl->d[0];
+            if (!fl->syn_sent || !synack || e->dir != 1 || n || ack != c->base ||
+                syn_options(tcp + 20, hl - 20, &o) != 0) {
+                *stop_slot = e->flow;
+                break;
+            }
+            if ((fl->touched_run != run && nt == out_cap) || nc + 2 > out_cap)
+                break;
+            done++;
+            fl->last_seen = times[i];
+            fl->last_touch = i;
+            if (fl->touched_run != run) {
+                fl->touched_run = run;
+                touched[nt++].slot = e->flow;
+            }
+            int wscale_ok = fl->c_wscale >= 0 && o.wscale >= 0;
+            fl->ts_ok = fl->c_ts && o.ts;
+            ep->base = seq + 1;
+            ep->packets++;
+            ep->ttl = f[22];
+            ep->last_ack = ack;
+            ep->has_last_ack = 1;
+            ep->opts_len = (int32_t)(hl - 20);
+            memcpy(ep->opts, tcp + 20, hl - 20);
+            ep->ts_recent = o.tsval;
+            ep->has_ts_recent = o.ts;
+            ep->ts_recent_at = times[i];
+            ep->window = ((int32_t)tcp[14] << 8) | tcp[15];
+            ep->shift = wscale_ok ? o.wscale : 0;
+            c->shift = wscale_ok ? fl->c_wscale : 0;
+            /* Tracker._advertise for a SYN: its window is never scaled (RFC 7323 2.2) */
+            if (!c->has_edge || c->edge_ack <= 0) {
+                c->edge = ep->window;
+                c->edge_ack = 0;
+                c->has_edge = 1;
+            }
+            if (ep->window > c->max_wnd)
+                c->max_wnd = ep->window;
+            fl->s_mss = o.mss;
+            fl->s_wscale = o.wscale;
+            fl->s_sack = o.sack;
+            fl->s_ts = o.ts;
+            memcpy(fl->s_mac, f + 6, 6);
+            fl->syn_sent = 0;
+            fl->syn_received = 1;
+            changed[nc++] = e->flow; /* Python sets what the SYN-ACK told, and its state */
+            continue;
+        }
         if (fl->bypass) { /* bypassed: only counters move (Tracker._counted_only) */
             if ((fl->touched_run != run && nt == out_cap) || nc + 2 > out_cap)
                 break;

@@ -103,6 +103,14 @@ typedef struct {
     int32_t native;       /* C inspects it (see _detect.c): nat holds the state */
     ut_native *nat;       /* from the table's pool while native */
     int32_t ts_ok;        /* timestamps in force: PAWS applies */
+    /* Attached after the client's SYN: the server's SYN-ACK is the one frame C takes
+     * (Tracker._take_syn), then the flow is as one attached in SYN-RECEIVED. */
+    int32_t syn_sent;
+    int32_t c_wscale;     /* the client's SYN: its window scale (-1 none), timestamps (0/1) */
+    int32_t c_ts;
+    /* What the SYN-ACK C took said, for Python's endpoint of the server (-1: no option) */
+    int32_t s_mss, s_wscale, s_sack, s_ts;
+    uint8_t s_mac[6];
 } ut_flow;
 
 typedef struct {
@@ -124,7 +132,10 @@ typedef struct ut_table ut_table;
 ut_table *ut_new(int64_t retain);
 void ut_free(ut_table *t);
 ut_flow *ut_flow_at(ut_table *t, int32_t i);
-int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s);
+int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s,
+                  const uint8_t *dirs, void *sha_c, void *sha_s, double last_seen,
+                  int32_t ts_ok, int32_t syn_sent, int32_t syn_received, int32_t c_wscale,
+                  int32_t c_ts, int32_t bypass, int32_t inspect);
 void ut_detach(ut_table *t, int32_t slot);
 int ut_native_config(ut_table *t, const char *methods, int32_t methods_len,
                      int32_t max_method, int32_t packets, double seconds, int32_t bypass);

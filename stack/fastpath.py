@@ -42,6 +42,8 @@ def c_view(ctype: str, names: tuple[str, ...]) -> struct.Struct:
         t = field.type
         if t.kind == "array" and t.item.cname == "uint8_t":
             fmt += f"{t.length}s"
+        elif t.kind == "pointer":
+            fmt += {4: "I", 8: "Q"}[ffi.sizeof(t)]  # read as an address: NULL or not
         else:
             fmt += _CODES[t.cname]
         pos = field.offset + ffi.sizeof(t)
@@ -59,6 +61,12 @@ if lib is not None:
     )  # fmt: skip
     _DIR = c_view("ut_dir", _DIR_FIELDS)
     assert _DIR.size == ffi.offsetof("ut_dir", "tail"), "attach writes ut_dir up to its tail"
+    # Detach reads a whole flow at once: both directions to their last field, and the flow's.
+    _DIR_OUT = c_view("ut_dir", (*_DIR_FIELDS, "tail_len", "sha", "retain_drops"))
+    _FLOW_OUT = c_view("ut_flow", ("last_seen", "native", "syn_sent"))
+    _FLOW_SIZE = ffi.sizeof("ut_flow")
+    _D0 = ffi.offsetof("ut_flow", "d")
+    _D1 = _D0 + ffi.sizeof("ut_dir")
     # iter_unpack steps by the view's size: it must be the record's.
     assert _OUT.size == ffi.sizeof("ut_out") and _TOUCH.size == ffi.sizeof("ut_touch")
 _ATTACHABLE = (
@@ -115,7 +123,27 @@ class CFastPath:
     @staticmethod
     def eligible(conn: Connection) -> bool:
         """Plain enough for C: established, untagged IPv4 key, first-wins, nothing buffered
-        out of order, no hole, both directions seen."""
+        out of order, no hole, both directions seen; or a bare SYN seen, nothing else (C takes
+        the SYN-ACK that answers it)."""
+        if conn.state is ConnState.SYN_SENT:
+            c, s = conn.c, conn.s
+            return (
+                len(conn.keys[0]) == 12
+                and c.syn
+                and c.isn is not None
+                and s.isn is None
+                and s.base is None
+                and not s.packets
+                and not c.seen_end
+                and c.stream.plain
+                and c.stream.final
+                and c.fin_off is None
+                and c.fin_held is None
+                and not c.doubtful
+                and len(c.last_opts) <= 40
+                and not conn.alt_synacks
+                and not conn.bypassed
+            )
         if conn.state not in _ATTACHABLE:
             return False
         for ep in (conn.c, conn.s):
@@ -141,55 +169,42 @@ class CFastPath:
     def attach(self, conn: Connection) -> None:
         # Asked first: a connection C will not inspect gets sinks that hand bytes back.
         allow = self.native_allow(conn) if self.native_allow is not None else 0
-        slot = lib.ut_attach(self.table, conn.keys[0], conn.keys[1])
+        c, s = conn.c, conn.s
+        # A sink that only hashes lends its SHA-256 context: C hashes in place.
+        sha_c = getattr(c.stream.sink, "c_hash", None) or ffi.NULL
+        sha_s = getattr(s.stream.sink, "c_hash", None) or ffi.NULL
+        native = bool(allow) and sha_c != ffi.NULL and sha_s != ffi.NULL
+        # Unless C decides itself, hand back after every payload of a flow under inspection:
+        # the inspector sees it at its frame's time (conn.last_seen, for the budget's
+        # seconds) and a verdict takes effect at once (--bypass).
+        inspect = not native and any(getattr(ep.stream.sink, "inspect", None) for ep in (c, s))
+        state = conn.state
+        slot = lib.ut_attach(
+            self.table, conn.keys[0], conn.keys[1], _dir_image(conn, c) + _dir_image(conn, s),
+            sha_c, sha_s, conn.last_seen, conn.ts_ok, state is ConnState.SYN_SENT,
+            state is ConnState.SYN_RECEIVED, -1 if c.wscale is None else c.wscale,
+            c.ts_enabled, conn.bypassed, inspect,
+        )  # fmt: skip
         if slot < 0:
             return  # out of memory in C: the connection simply stays in Python
-        f = lib.ut_flow_at(self.table, slot)
-        for i, ep in enumerate((conn.c, conn.s)):
+        for i, ep in enumerate((c, s)):
             st = ep.stream
-            d = ffi.addressof(f.d[i])
-            opts = ep.last_opts
-            ffi.memmove(
-                d,
-                _DIR.pack(
-                    ep.base, st.nxt, st.acked, ep.seen_end,
-                    NO_FIN if ep.fin_off is None else ep.fin_off, ep.window,
-                    ep.last_ack or 0, ep.last_ack is not None, ep.packets, ep.payload_bytes,
-                    ep.ttl, len(opts), opts,
-                    ep.edge or 0, ep.edge_ack, ep.max_wnd, ep.edge is not None,
-                    ep.ts_recent or 0, ep.ts_recent is not None, window_shift(conn, ep),
-                    ep.ts_recent_at, st.retransmitted,
-                ),
-                _DIR.size,
-            )  # fmt: skip
             if st.tail:
                 # The retained bytes move to C, and out of Python's count.
+                d = ffi.addressof(lib.ut_flow_at(self.table, slot).d[i])
                 lib.ut_tail_set(self.table, d, bytes(st.tail), len(st.tail))
                 st.budget.retained -= len(st.tail)
                 st.budget.c_retained += len(st.tail)
                 st.tail = bytearray()
-            # A sink that only hashes lends its SHA-256 context: C hashes in place.
-            d.sha = getattr(st.sink, "c_hash", None) or ffi.NULL
-        f.last_seen = conn.last_seen
-        f.ts_ok = conn.ts_ok
-        f.syn_received = conn.state is ConnState.SYN_RECEIVED
-        f.bypass = conn.bypassed
-        if allow and f.d[0].sha != ffi.NULL and f.d[1].sha != ffi.NULL:
-            f.inspect = 0  # C decides itself: no hand-back per payload
-            if lib.ut_native_begin(self.table, slot, allow) != 0:
-                raise MemoryError("first-bytes detection")
-        else:
-            # Hand back after every payload of a flow under inspection: the inspector sees it
-            # at its frame's time (conn.last_seen, for the budget's seconds) and a verdict
-            # takes effect at once (--bypass).
-            f.inspect = any(getattr(ep.stream.sink, "inspect", None) for ep in (conn.c, conn.s))
+        if native and lib.ut_native_begin(self.table, slot, allow) != 0:
+            raise MemoryError("first-bytes detection")
         conn.fast_slot = slot
         self.conns[slot] = conn
         need = 2 * slot + 2
         if len(self.sinks) < need:
             self.sinks.extend([None] * (need - len(self.sinks)))
-        self.sinks[2 * slot] = conn.c.stream.sink
-        self.sinks[2 * slot + 1] = conn.s.stream.sink
+        self.sinks[2 * slot] = c.stream.sink
+        self.sinks[2 * slot + 1] = s.stream.sink
 
     def native_config(
         self, methods: list[bytes], packets: int, seconds: float, bypass: bool
@@ -217,30 +232,37 @@ class CFastPath:
     def detach(self, conn: Connection) -> None:
         slot = conn.fast_slot
         f = lib.ut_flow_at(self.table, slot)
-        for i, ep in enumerate((conn.c, conn.s)):
+        image = ffi.buffer(f, _FLOW_SIZE)[:]
+        last_seen, native, syn_sent = _FLOW_OUT.unpack_from(image)
+        # Still waiting for the SYN-ACK: C has not touched the server's side.
+        for at, ep in ((_D0, conn.c),) if syn_sent else ((_D0, conn.c), (_D1, conn.s)):
             st = ep.stream
-            d = ffi.addressof(f.d[i])
             (
-                _base, st.nxt, st.acked, ep.seen_end, fin, ep.window, last_ack, has_last_ack,
+                ep.base, st.nxt, st.acked, ep.seen_end, fin, ep.window, last_ack, has_last_ack,
                 ep.packets, ep.payload_bytes, ep.ttl, opts_len, opts,
                 edge, ep.edge_ack, ep.max_wnd, has_edge, ts_recent, has_ts_recent, _shift,
-                ep.ts_recent_at, st.retransmitted,
-            ) = _DIR.unpack(ffi.buffer(d, _DIR.size))  # fmt: skip
+                ep.ts_recent_at, st.retransmitted, tail_len, sha, retain_drops,
+            ) = _DIR_OUT.unpack_from(image, at)  # fmt: skip
             ep.fin_off = None if fin == NO_FIN else fin
             ep.edge = edge if has_edge else None
             ep.ts_recent = ts_recent if has_ts_recent else None
             ep.last_ack = last_ack if has_last_ack else None
             ep.last_opts = opts[:opts_len]
-            if d.sha != ffi.NULL:
+            if sha:
                 st.sink.length = st.nxt  # type: ignore[attr-defined]
-            st.tail = bytearray(ffi.buffer(d.tail, d.tail_len)) if d.tail_len else bytearray()
-            st.budget.retained += d.tail_len  # back in Python's count (ut_detach takes it off C's)
-            st.budget.c_retained -= d.tail_len
-            if d.retain_drops:
-                st.count_limit("retain", d.retain_drops)
-        if f.last_seen > conn.last_seen:
-            conn.last_seen = f.last_seen
-        if f.native and self.on_native_detach is not None:
+            if tail_len:
+                d = f.d[0] if at == _D0 else f.d[1]
+                st.tail = bytearray(ffi.buffer(d.tail, tail_len))
+                # Back in Python's count (ut_detach takes it off C's).
+                st.budget.retained += tail_len
+                st.budget.c_retained -= tail_len
+            elif st.tail:
+                st.tail = bytearray()
+            if retain_drops:
+                st.count_limit("retain", retain_drops)
+        if last_seen > conn.last_seen:
+            conn.last_seen = last_seen
+        if native and self.on_native_detach is not None:
             self.on_native_detach(conn, f.nat)
         lib.ut_detach(self.table, slot)
         del self.conns[slot]
@@ -321,6 +343,8 @@ class CFastPath:
             if moved is None:
                 continue  # a verdict hook ended it while it took its bytes
             f = lib.ut_flow_at(self.table, moved.fast_slot)
+            if moved.state is ConnState.SYN_SENT and not f.syn_sent:
+                _synack_taken(moved, f)
             fins = (f.d[0].fin != NO_FIN) + (f.d[1].fin != NO_FIN)
             if fins:
                 moved.state = ConnState.CLOSED if fins == 2 else ConnState.HALF_CLOSED
@@ -334,6 +358,38 @@ class CFastPath:
                     moved.lru.move_to_end(moved)  # type: ignore[attr-defined]
         full = OUT_CAP in (n, nt, self._n_changed[0], nd) and self._stop[0] < 0
         return stop, self._handled[0], full or bool(self._yielded[0])
+
+
+def _dir_image(conn: Connection, ep: Endpoint) -> bytes:
+    """A direction's numbers as C's ut_dir holds them, up to its tail buffer."""
+    st = ep.stream
+    opts = ep.last_opts
+    return _DIR.pack(
+        ep.base or 0, st.nxt, st.acked, ep.seen_end,
+        NO_FIN if ep.fin_off is None else ep.fin_off, ep.window,
+        ep.last_ack or 0, ep.last_ack is not None, ep.packets, ep.payload_bytes,
+        ep.ttl, len(opts), opts,
+        ep.edge or 0, ep.edge_ack, ep.max_wnd, ep.edge is not None,
+        ep.ts_recent or 0, ep.ts_recent is not None, window_shift(conn, ep),
+        ep.ts_recent_at, st.retransmitted,
+    )  # fmt: skip
+
+
+def _synack_taken(conn: Connection, f: Any) -> None:
+    """C took the server's SYN-ACK (see ut_run): what Tracker._take_syn learns from it that
+    only Python keeps. The numbers C keeps come back with detach."""
+    s, c = conn.s, conn.c
+    s.syn = True
+    s.base = f.d[1].base
+    s.isn = (s.base - 1) & 0xFFFFFFFF
+    s.wscale = None if f.s_wscale < 0 else f.s_wscale
+    s.mss = None if f.s_mss < 0 else f.s_mss
+    s.sack_permitted = bool(f.s_sack)
+    s.ts_enabled = bool(f.s_ts)
+    s.mac = bytes(ffi.buffer(f.s_mac))
+    conn.handshake = True  # the client's SYN was seen: it is attached only then
+    conn.wscale_ok = s.wscale is not None and c.wscale is not None
+    conn.ts_ok = s.ts_enabled and c.ts_enabled
 
 
 class Sha256:

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from frames import Conversation, frames
+from frames import Conversation, frames, opt_timestamps
 from uinet_tap.plugins.policy import Budget, Policy
 from uinet_tap.plugins.registry import builtin_detectors
 from uinet_tap.stack import fastpath
+from uinet_tap.stack.tracker import Tracker
 
 from uinet_tap.api import _batches, reconstruct
 from uinet_tap.engine import Engine, Options
@@ -427,3 +428,94 @@ def test_paths_agree_when_a_connection_resumes_after_its_timeout(payload):
     for mode in MODES[1:]:
         got = reconstruct(fr, fastpath=mode, timeout_established=5)
         assert (got.records, got.stats) == (ref.records, ref.stats), mode
+
+
+def _synack_cases() -> dict[str, list]:
+    """Handshakes whose SYN-ACK C takes (TCP options of every kind the record reports) or
+    must hand back (anything but a bare SYN-ACK that acknowledges the SYN exactly)."""
+
+    def rest(cv: Conversation) -> list:
+        return [cv.ack("c"), cv.c(b"GET / HTTP/1.0\r\n\r\n"), cv.ack("s"),
+                cv.s(b"HTTP/1.0 200 OK\r\n\r\nhi"), cv.ack("c"), cv.fin("c"), cv.fin("s"),
+                cv.ack("c")]  # fmt: skip
+
+    cases: dict[str, list] = {}
+    for port, (name, syn, sa) in enumerate([
+        ("all options", {"wscale": 7, "ts": (100, 0)}, {"wscale": 9, "ts": (900, 100)}),
+        ("no options", {"mss": None, "sack_ok": False}, {"mss": None, "sack_ok": False}),
+        ("scale one side", {"wscale": 7}, {}),
+        ("scale over 14", {"wscale": 15}, {"wscale": 30}),
+        ("timestamps one side", {"ts": (5, 0)}, {}),
+        ("timestamps server only", {}, {"ts": (5, 0)}),
+    ], start=6000):  # fmt: skip
+        cv = Conversation(cport=port)
+        cases[name] = [cv.syn(**syn), cv.synack(**sa), *rest(cv)]
+    # The server's scale where the client has none: not in force, so its small window bites.
+    cv = Conversation(cport=6100)
+    cases["scale server only"] = [
+        cv.syn(), cv.synack(wscale=9), cv.ack("c"), cv.ack("s", win=100), cv.c(b"x" * 100),
+        cv.c(b"y" * 400), cv.ack("s", ack=cv.seq_of("c", 100), win=100),
+    ]  # fmt: skip
+    # Timestamps in force: a stale TSval after the handshake is dropped (PAWS).
+    cv = Conversation(cport=6101)
+    cases["paws after handshake"] = [
+        cv.syn(ts=(100, 0)), cv.synack(ts=(900, 100)),
+        cv.ack("c", options=opt_timestamps(101, 900)),
+        cv.c(b"first", options=opt_timestamps(102, 900)),
+        cv.ack("s", options=opt_timestamps(901, 102)),
+        cv.c(b"stale", options=opt_timestamps(50, 901)),
+        cv.ack("s", options=opt_timestamps(902, 102)),
+    ]  # fmt: skip
+    cv = Conversation(cport=6200)
+    cut = cv.seg("s", seq=cv.isn["s"], flags="SA", options=b"\x02\x04\x05")  # cut short
+    cases["malformed options"] = [cv.syn(), cut, *rest(cv)]
+    cv = Conversation(cport=6201)
+    wrong = cv.seg("s", seq=cv.isn["s"], flags="SA", ack=cv.isn["c"] + 7)
+    cases["wrong ack"] = [cv.syn(), wrong, cv.synack(), *rest(cv)]
+    cv = Conversation(cport=6202)
+    cases["retransmitted"] = [cv.syn(), cv.synack(), cv.synack(), *rest(cv)]
+    cv = Conversation(cport=6203)
+    other = Conversation(cport=6203, sisn=777)
+    other.syn()
+    cases["competing"] = [cv.syn(), other.synack(), cv.synack(), *rest(cv)]
+    cv = Conversation(cport=6204)
+    cases["with data"] = [cv.syn(), cv.synack(data=b"early"), *rest(cv)]
+    cv = Conversation(cport=6205)
+    cases["syn again first"] = [cv.syn(), cv.syn(), cv.synack(), *rest(cv)]
+    cv = Conversation(cport=6206)
+    cases["syn-ack with psh"] = [cv.syn(), cv.synack(), *rest(cv)]
+    cases["syn-ack with psh"][1].flags = "SAP"
+    return cases
+
+
+# SYN-ACKs the general path gets in each case (C takes every other): those C hands back (a
+# wrong ACK, data, options cut short, another flag), and any after the first (after a wrong
+# one the server has been seen: the connection stays with Python).
+IN_PYTHON = {"malformed options": 1, "wrong ack": 2, "with data": 1, "syn-ack with psh": 1,
+             "retransmitted": 1, "competing": 1}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(_synack_cases()))
+def test_paths_agree_on_every_synack(name, monkeypatch):
+    """C takes the server's SYN-ACK of a connection it carries from its SYN; what the record
+    says of the handshake (mss, scaling, timestamps, SACK) and everything after must be what
+    the general path says, for SYN-ACKs it takes and those it hands back."""
+    fr = frames(_synack_cases()[name])
+    ref = reconstruct(fr, fastpath="off")
+    assert ref.records
+    in_python: list[int] = []
+    segment = Tracker.segment
+
+    def counting(self, ts, seg):  # the SYN-ACKs that reach the general path
+        if seg.flags & 0x12 == 0x12:
+            in_python.append(seg.seq)
+        return segment(self, ts, seg)
+
+    monkeypatch.setattr(Tracker, "segment", counting)
+    for mode in MODES[1:]:
+        got = reconstruct(fr, fastpath=mode)
+        assert (got.records, got.stats) == (ref.records, ref.stats), mode
+        # The first SYN-ACK is C's unless it is one C must hand back; a second one is
+        # Python's (a retransmission, or a competing one with another ISN).
+        assert len(in_python) == IN_PYTHON.get(name, 0), in_python
+        in_python.clear()
