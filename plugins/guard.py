@@ -23,7 +23,6 @@ signals to the handlers they replaced, and a timer someone else had set is given
 from __future__ import annotations
 
 import _signal
-import asyncio
 import contextlib
 import functools
 import signal
@@ -293,6 +292,8 @@ class GuardedCoroutine(Coroutine[Any, Any, Any]):
 
     def _step(self, method: Callable[[Any], Any], arg: Any) -> Any:
         if self._stopped:
+            import asyncio  # only intercept handlers get here: replay need not load asyncio
+
             self.close()
             raise asyncio.CancelledError(f"intercept handler {self.name} stopped")
         ok, out = GUARD.call(self.name, _resume, method, arg, limit=self._limit)
