@@ -44,6 +44,7 @@ from .store import LinuxStore, RunStore, _Store, make_store
 ACK_GRACE = 3
 """ACKs past a hole before it is declared a gap."""
 PIECE_COST = 96
+CHARGES_PER_FRAME = 1024  # ByteStream.charged_at: frame * this + the charge within the frame
 """Bytes of Python objects per held piece (list slots, a bytearray's header, its offset): what
 a held piece costs beyond its bytes, charged against the caps."""
 MAX_GAPS_LISTED = 1024
@@ -66,7 +67,10 @@ class Budget:
     any (stalest first, so the cap is enforced by forcing the front, O(1) amortised), and the
     bytes retained for conflict checks (``tail``), under a cap of their own."""
 
-    __slots__ = ("used", "holders", "retained", "c_retained", "retain_cap")
+    __slots__ = (
+        "used", "holders", "retained", "c_retained", "retain_cap", "c_used", "frame", "tick",
+        "unsorted",
+    )  # fmt: skip
 
     def __init__(self, retain_cap: int = 1 << 62) -> None:
         self.used = 0
@@ -74,11 +78,25 @@ class Budget:
         self.retained = 0
         self.c_retained = 0  # what the C fast path retains for the connections it carries
         self.retain_cap = retain_cap
+        self.c_used = 0  # what the C fast path holds out of order (bytes and piece cost)
+        # When each holder was last charged (ByteStream.charged_at): the frame the tracker is
+        # at and the charges within it, so streams the C fast path held (and charged by its
+        # own count) can take their place among the others when they come back.
+        self.frame = 0
+        self.tick = 0
+        self.unsorted = False  # a stream came back from C: holders not in charge order
+
+    def charge_stamp(self) -> int:
+        self.tick += 1
+        return self.frame * CHARGES_PER_FRAME + min(self.tick, CHARGES_PER_FRAME - 1)
 
     def enforce(self, cap: int) -> int:
         """Force the stalest holders past their holes until the total is within ``cap``;
         returns how many streams were forced."""
         forced = 0
+        if self.unsorted:
+            self.holders = OrderedDict.fromkeys(sorted(self.holders, key=_charged_at))
+            self.unsorted = False
         holders = self.holders
         while self.used > cap and holders:
             stream = next(iter(holders))
@@ -116,6 +134,7 @@ class ByteStream:
         "urgent",
         "urgent_ambiguous",
         "discarded",
+        "charged_at",
         "accepted_end",
         "limits",
     )
@@ -161,6 +180,7 @@ class ByteStream:
         self.discarded = 0  # tentative bytes discarded: the receiver never took them
         self.accepted_end = 0  # one past the last tentative byte the receiver took
         self.limits: dict[str, int] | None = None  # limits that bit: kind -> times
+        self.charged_at = 0  # Budget.charge_stamp() of the last charge while holding bytes
 
     # -- what the record reports ---------------------------------------------------------------
 
@@ -354,6 +374,7 @@ class ByteStream:
         budget = self.budget
         budget.used += cost - self.cost
         if cost:
+            self.charged_at = budget.charge_stamp()
             holders = budget.holders
             if self.cost:
                 holders.move_to_end(self)
@@ -519,6 +540,10 @@ class ByteStream:
             return
         for chunk in self.store.take(self.nxt, limit):
             self._commit(chunk)
+
+
+def _charged_at(stream: ByteStream) -> int:
+    return stream.charged_at
 
 
 def _complement(gaps: list[tuple[int, int]], s: int, e: int) -> list[tuple[int, int]]:

@@ -1,10 +1,11 @@
 /* uinet-tap C fast path: the common TCP segment, decided and applied without Python.
  *
- * The Python tracker owns every connection. When one is in a plain state (established,
- * nothing buffered out of order, no hole, first-wins policy, untagged IPv4) it lends the
- * in-order numbers of both directions to this table ("attach"). ut_run() then walks a batch
- * of frames and, for each frame that is an ACK with or without in-order data on an attached
- * connection, applies exactly what stack/tracker.py Tracker.segment() would, and
+ * The Python tracker owns every connection. When one is in a plain state (established, or
+ * just its client's bare SYN seen; nothing buffered out of order, no hole, a policy final on
+ * arrival, untagged IPv4) it lends the in-order numbers of both directions to this table
+ * ("attach"). ut_run() then walks a batch of frames and, for each frame it can take (an ACK
+ * with or without in-order data, a retransmitted copy, one segment past a hole, the SYN-ACK
+ * answering the SYN), applies exactly what stack/tracker.py Tracker.segment() would, and
  * reports the payload to deliver. It stops at the first frame it cannot take, and Python
  * handles that frame after taking the numbers back ("detach"). The two implementations are
  * kept equal by running the whole test suite through both.
@@ -42,6 +43,14 @@ struct ut_table {
     int64_t retained;
     int64_t py_retained;
     int64_t retain_cap;
+    /* Held out-of-order bytes (with their piece cost) under the tracker's caps: Python's
+     * total (Budget.used) set before each run, C's own (ut_held) read after it. */
+    int64_t held;
+    int64_t py_used;
+    int64_t max_buffer;
+    int64_t max_flow_buffer;
+    int32_t max_pieces;
+    int64_t frame;       /* frames the tracker counted before this run (TCP frames) */
     uint32_t run_id;
     ud_config cfg;       /* first-bytes detection (ut_native_config) */
     ud_scratch *scratch;
@@ -118,6 +127,7 @@ ut_table *ut_new(int64_t retain) {
         t->entries[i].flow = -1;
     t->retain = retain;
     t->retain_cap = INT64_MAX;
+    t->max_buffer = t->max_flow_buffer = 0; /* nothing held until the tracker says its caps */
     return t;
 }
 
@@ -125,8 +135,10 @@ void ut_free(ut_table *t) {
     if (!t)
         return;
     for (int32_t i = 0; i < t->nflows; i++) {
-        free(t->flows[i].d[0].tail);
-        free(t->flows[i].d[1].tail);
+        for (int k = 0; k < 2; k++) {
+            free(t->flows[i].d[k].tail);
+            free(t->flows[i].d[k].ooo);
+        }
     }
     for (int32_t i = 0; i < t->nflows; i++)
         if (t->flows[i].nat)
@@ -182,10 +194,14 @@ int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s,
     ut_flow *f = &t->flows[slot];
     uint8_t *tails[2] = {f->d[0].tail, f->d[1].tail};
     int64_t caps[2] = {f->d[0].tail_cap, f->d[1].tail_cap};
+    uint8_t *ooos[2] = {f->d[0].ooo, f->d[1].ooo};
+    int32_t ooo_caps[2] = {f->d[0].ooo_cap, f->d[1].ooo_cap};
     memset(f, 0, sizeof(ut_flow));
-    for (int i = 0; i < 2; i++) { /* keep the tail buffers of a reused slot */
+    for (int i = 0; i < 2; i++) { /* keep the buffers of a reused slot */
         f->d[i].tail = tails[i];
         f->d[i].tail_cap = caps[i];
+        f->d[i].ooo = ooos[i];
+        f->d[i].ooo_cap = ooo_caps[i];
     }
     memcpy(f->key[0], key_c, UT_KEY);
     memcpy(f->key[1], key_s, UT_KEY);
@@ -222,6 +238,11 @@ void ut_detach(ut_table *t, int32_t slot) {
         ut_native_release(t, slot);
     t->retained -= f->d[0].tail_len + f->d[1].tail_len;
     f->d[0].tail_len = f->d[1].tail_len = 0;
+    for (int i = 0; i < 2; i++) { /* Python took a held piece back (detach) */
+        if (f->d[i].ooo_len)
+            t->held -= f->d[i].ooo_len + UT_PIECE_COST;
+        f->d[i].ooo_len = 0;
+    }
     f->d[0].sha = f->d[1].sha = NULL;
     t->free_list[t->nfree++] = slot;
 }
@@ -330,6 +351,38 @@ void ut_set_retain(ut_table *t, int64_t py_retained, int64_t cap) {
 }
 
 int64_t ut_retained(ut_table *t) { return t->retained; }
+
+void ut_set_buffer(ut_table *t, int64_t py_used, int64_t max_buffer, int64_t max_flow_buffer,
+                   int32_t max_pieces, int64_t frame) {
+    t->py_used = py_used;
+    t->max_buffer = max_buffer;
+    t->max_flow_buffer = max_flow_buffer;
+    t->max_pieces = max_pieces;
+    t->frame = frame;
+}
+
+int64_t ut_held(ut_table *t) { return t->held; }
+
+/* Room to hold `n` bytes out of order, if the caps allow what ByteStream._charge and the
+ * tracker's global cap would (where a cap would bite, Python takes the segment): the buffer
+ * is reserved here, before the frame is committed to. */
+static int ooo_room(ut_table *t, ut_dir *d, uint32_t n) {
+    int64_t cost = (int64_t)n + UT_PIECE_COST;
+    if (cost > t->max_flow_buffer || t->max_pieces < 1 ||
+        t->py_used + t->held + cost > t->max_buffer)
+        return -1;
+    if ((int64_t)n > d->ooo_cap) {
+        int32_t cap = d->ooo_cap ? d->ooo_cap : 2048;
+        while (cap < (int32_t)n)
+            cap *= 2;
+        uint8_t *p = realloc(d->ooo, (size_t)cap);
+        if (!p)
+            return -1;
+        d->ooo = p;
+        d->ooo_cap = cap;
+    }
+    return 0;
+}
 
 static int tail_append(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n) {
     /* Python: _commit(): keep only what is not acknowledged, at most `retain` bytes. */
@@ -600,7 +653,15 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         /* A copy of bytes all committed already (ByteStream._past_committed): counted,
          * compared with what is retained, delivered again to no one. */
         int again = n && off != ep->nxt && off >= 0 && off + n <= ep->nxt && !fin;
-        if (n ? ((off != ep->nxt && !again) || closed ||
+        /* Data past a hole, inside the window: held in C, one segment per direction, where
+         * the sink only hashes and no inspector waits for the bytes (ByteStream.add). */
+        int ahead = n && off > ep->nxt && !fin && !ep->ooo_len && ep->sha && !fl->native &&
+                    !fl->inspect && ep->has_edge;
+        if (ep->ooo_len && (fin || (n && off == ep->nxt && off + n > ep->ooo_off))) {
+            *stop_slot = e->flow; /* a FIN or data reaching into the held piece: Python */
+            break;
+        }
+        if (n ? ((off != ep->nxt && !again && !ahead) || closed ||
                  (n == 1 && (off == ep->seen_end - 1 || peer->window == 0)))
               : (fin ? off != ep->seen_end : off == ep->seen_end - 1)) {
             /* out of order, data after both FINs, a keepalive or probe, a FIN elsewhere */
@@ -619,6 +680,10 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             nc + 2 > out_cap)
             break;
         int64_t aoff = unwrap(ack, peer->base, peer->nxt);
+        if (peer->ooo_len && aoff > peer->nxt) {
+            *stop_slot = e->flow; /* an ACK past the peer's hole (ByteStream.ack): Python */
+            break;
+        }
         if (aoff > peer->acked) {
             if (peer->fin != UT_NO_FIN) {
                 if (aoff > peer->fin + 1) {
@@ -653,6 +718,10 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 break;
             }
         }
+        if (ahead && ooo_room(t, ep, n) != 0) {
+            *stop_slot = e->flow;
+            break;
+        }
         int decided = 0;
         if (n && !again && fl->native) {
             if (nd == out_cap)
@@ -680,11 +749,30 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         ep->ttl = f[22];
         ep->last_ack = ack;
         ep->has_last_ack = 1;
-        if (aoff > peer->acked)
+        /* Budget.charge_stamp() of this frame's charges: the ACK's comes first */
+        int64_t frame = (t->frame + done) * UT_CHARGES_PER_FRAME;
+        int charges = 0; /* charges of held pieces so far in this frame */
+        if (aoff > peer->acked) {
+            if (peer->ooo_len) /* ByteStream.ack charges the held piece */
+                peer->charged_at = frame + ++charges;
             on_ack(t, peer, aoff);
+        }
         if (again) {
             ep->payload_bytes += n;
             ep->retransmitted += n;
+        } else if (ahead) {
+            int64_t end = off + n;
+            ep->payload_bytes += n;
+            if (end > ep->seen_end) {
+                ep->seen_end = end;
+                ep->opts_len = (int32_t)(hl - 20);
+                memcpy(ep->opts, tcp + 20, hl - 20);
+            }
+            memcpy(ep->ooo, tcp + hl, n);
+            ep->ooo_off = off;
+            ep->ooo_len = (int32_t)n;
+            ep->charged_at = frame + ++charges;
+            t->held += (int64_t)n + UT_PIECE_COST;
         } else if (n) {
             const uint8_t *payload = tcp + hl;
             ep->payload_bytes += n;
@@ -705,6 +793,18 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             }
             ep->nxt = end;
             tail_append(t, ep, payload, n);
+            if (ep->ooo_len) {
+                if (ep->nxt == ep->ooo_off) { /* the hole is filled: the piece follows */
+                    EVP_DigestUpdate((EVP_MD_CTX *)ep->sha, ep->ooo, (size_t)ep->ooo_len);
+                    ep->nxt += ep->ooo_len;
+                    tail_append(t, ep, ep->ooo, ep->ooo_len);
+                    t->held -= ep->ooo_len + UT_PIECE_COST;
+                    ep->ooo_len = 0;
+                } else {
+                    /* ByteStream.add charges what it still holds */
+                    ep->charged_at = frame + ++charges;
+                }
+            }
         }
         if (fin) {
             if (ep->fin == UT_NO_FIN)

@@ -18,6 +18,10 @@
 #define UD_NVERS 16
 #define UT_KEY 12
 #define UT_OPTS 40
+/* What a held piece costs beyond its bytes (reassembly/stream.py PIECE_COST) */
+#define UT_PIECE_COST 96
+/* A charge's stamp (ByteStream.charged_at): frame * this + its rank within the frame */
+#define UT_CHARGES_PER_FRAME 1024
 /* No FIN: an offset no FIN can have (one before the stream's first byte is negative). */
 #define UT_NO_FIN INT64_MIN
 /* ut_pcap_index(): why the index of a stretch of a pcap file ended */
@@ -88,6 +92,13 @@ typedef struct {
     int64_t tail_cap;
     void *sha;           /* the sink's SHA-256 when hashing is all it does, else NULL */
     int32_t retain_drops; /* tails dropped at the retained cap since attach */
+    /* One segment held out of order, the hole before it not filled yet (C's share of the
+     * out-of-order store; only where the sink only hashes): ooo_len 0 when none. */
+    uint8_t *ooo;
+    int64_t ooo_off;
+    int32_t ooo_len;
+    int32_t ooo_cap;
+    int64_t charged_at;  /* the frame that last charged the held piece (the Budget's order) */
 } ut_dir;
 
 typedef struct {
@@ -144,6 +155,9 @@ void ut_native_release(ut_table *t, int32_t slot);
 int ut_tail_set(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n);
 void ut_set_retain(ut_table *t, int64_t py_retained, int64_t cap);
 int64_t ut_retained(ut_table *t);
+void ut_set_buffer(ut_table *t, int64_t py_used, int64_t max_buffer, int64_t max_flow_buffer,
+                   int32_t max_pieces, int64_t frame);
+int64_t ut_held(ut_table *t);
 void *ut_sha_new(void);
 void ut_sha_update(void *c, const uint8_t *data, size_t n);
 void ut_sha_zeros(void *c, int64_t n);

@@ -9,7 +9,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from ..reassembly.stream import Budget, StreamSink
+from ..reassembly.stream import CHARGES_PER_FRAME, PIECE_COST, Budget, StreamSink
 from .connection import Connection, ConnState, Endpoint
 
 UNKNOWN_SHIFT = 14  # the window scale assumed where the handshake was not seen
@@ -62,11 +62,15 @@ if lib is not None:
     _DIR = c_view("ut_dir", _DIR_FIELDS)
     assert _DIR.size == ffi.offsetof("ut_dir", "tail"), "attach writes ut_dir up to its tail"
     # Detach reads a whole flow at once: both directions to their last field, and the flow's.
-    _DIR_OUT = c_view("ut_dir", (*_DIR_FIELDS, "tail_len", "sha", "retain_drops"))
+    _DIR_OUT = c_view(
+        "ut_dir",
+        (*_DIR_FIELDS, "tail_len", "sha", "retain_drops", "ooo_off", "ooo_len", "charged_at"),
+    )
     _FLOW_OUT = c_view("ut_flow", ("last_seen", "native", "syn_sent"))
     _FLOW_SIZE = ffi.sizeof("ut_flow")
     _D0 = ffi.offsetof("ut_flow", "d")
     _D1 = _D0 + ffi.sizeof("ut_dir")
+    assert lib.UT_PIECE_COST == PIECE_COST and lib.UT_CHARGES_PER_FRAME == CHARGES_PER_FRAME
     # iter_unpack steps by the view's size: it must be the record's.
     assert _OUT.size == ffi.sizeof("ut_out") and _TOUCH.size == ffi.sizeof("ut_touch")
 _ATTACHABLE = (
@@ -117,14 +121,16 @@ class CFastPath:
         self._touched_mv = memoryview(ffi.buffer(self.touched))
         self._args: tuple[Any, ...] = ()
         self._data: bytes | memoryview = b""
-        # The tracker's budget: retained bytes here and in Python share one cap.
+        # The tracker's budget: retained and held bytes here and in Python share its caps
+        # (caps: the global held-byte cap, the per-direction one and the pieces per direction).
         self.budget: Budget | None = None
+        self.caps = (0, 0, 0)  # nothing held out of order in C unless the tracker says
 
     @staticmethod
     def eligible(conn: Connection) -> bool:
-        """Plain enough for C: established, untagged IPv4 key, first-wins, nothing buffered
-        out of order, no hole, both directions seen; or a bare SYN seen, nothing else (C takes
-        the SYN-ACK that answers it)."""
+        """Plain enough for C: established, untagged IPv4 key, a policy final on arrival,
+        nothing buffered out of order, no hole, both directions seen; or a bare SYN seen,
+        nothing else (C takes the SYN-ACK that answers it)."""
         if conn.state is ConnState.SYN_SENT:
             c, s = conn.c, conn.s
             return (
@@ -153,6 +159,8 @@ class CFastPath:
             return False
         if conn.bypassed:  # only counters move: the stream need not be plain
             return all(ep.base is not None for ep in (conn.c, conn.s))
+        if conn.alt_synacks:
+            return False  # the next segment may say which SYN-ACK the client took
         for ep in (conn.c, conn.s):
             st = ep.stream
             if (
@@ -242,6 +250,7 @@ class CFastPath:
                 ep.packets, ep.payload_bytes, ep.ttl, opts_len, opts,
                 edge, ep.edge_ack, ep.max_wnd, has_edge, ts_recent, has_ts_recent, _shift,
                 ep.ts_recent_at, st.retransmitted, tail_len, sha, retain_drops,
+                ooo_off, ooo_len, charged_at,
             ) = _DIR_OUT.unpack_from(image, at)  # fmt: skip
             ep.fin_off = None if fin == NO_FIN else fin
             ep.edge = edge if has_edge else None
@@ -260,14 +269,31 @@ class CFastPath:
                 st.tail = bytearray()
             if retain_drops:
                 st.count_limit("retain", retain_drops)
+            if ooo_len:
+                # The piece C held joins Python's store as it would have when it came, and
+                # takes its place among the holders by when it was last charged.
+                d = f.d[0] if at == _D0 else f.d[1]
+                st.add(ooo_off, bytes(ffi.buffer(d.ooo, ooo_len)))
+                st.charged_at = charged_at
+                st.budget.unsorted = True
         if last_seen > conn.last_seen:
             conn.last_seen = last_seen
         if native and self.on_native_detach is not None:
             self.on_native_detach(conn, f.nat)
         lib.ut_detach(self.table, slot)
+        if self.budget is not None:
+            self.budget.c_used = lib.ut_held(self.table)
         del self.conns[slot]
         self.sinks[2 * slot] = self.sinks[2 * slot + 1] = None
         conn.fast_slot = -1
+
+    def release_held(self) -> None:
+        """Take back every connection holding a piece out of order (the global cap is about
+        to force the stalest holders, and these are among them)."""
+        for conn in [
+            c for c in self.conns.values() if _holds(lib.ut_flow_at(self.table, c.fast_slot))
+        ]:
+            self.detach(conn)
 
     def counters(self, conn: Connection) -> tuple[int, int, int, int, float]:
         """(client packets, client payload bytes, server packets, server payload bytes,
@@ -292,7 +318,9 @@ class CFastPath:
         self._args = ()
         self._data = b""
 
-    def run(self, start: int, count: int, expiry_at: float) -> tuple[int, int, bool]:
+    def run(
+        self, start: int, count: int, expiry_at: float, frame: int = 0
+    ) -> tuple[int, int, bool]:
         """Run C over frames [start, count) of the loaded batch; deliver payloads to their
         sinks. Returns (index of the first frame not handled, frames handled, whether it
         stopped only to hand back: output arrays full, or a flow under inspection got
@@ -301,6 +329,7 @@ class CFastPath:
         budget = self.budget
         if budget is not None:
             lib.ut_set_retain(self.table, budget.retained, budget.retain_cap)
+            lib.ut_set_buffer(self.table, budget.used, *self.caps, frame)
         stop = lib.ut_run(
             self.table, cdata, offsets, lengths, times, start, count, expiry_at,
             self.out, OUT_CAP, self._n_out, self.touched, self._n_touched,
@@ -309,6 +338,7 @@ class CFastPath:
         )  # fmt: skip
         if budget is not None:
             budget.c_retained = lib.ut_retained(self.table)
+            budget.c_used = lib.ut_held(self.table)
         nd = self._n_decided[0]
         if nd:
             decided = self.on_native_decided
@@ -358,6 +388,10 @@ class CFastPath:
                     moved.lru.move_to_end(moved)  # type: ignore[attr-defined]
         full = OUT_CAP in (n, nt, self._n_changed[0], nd) and self._stop[0] < 0
         return stop, self._handled[0], full or bool(self._yielded[0])
+
+
+def _holds(f: Any) -> bool:
+    return bool(f.d[0].ooo_len or f.d[1].ooo_len)
 
 
 def _dir_image(conn: Connection, ep: Endpoint) -> bytes:

@@ -157,6 +157,8 @@ class Tracker:
         self.fast = fast
         fast.place = self._place
         fast.budget = self.budget
+        c = self.config
+        fast.caps = (c.max_buffer, c.max_flow_buffer, c.max_pieces)
 
     @property
     def half_open(self) -> int:
@@ -351,6 +353,9 @@ class Tracker:
     def _enforce_buffer(self) -> None:
         """Over the global cap: the stalest streams holding bytes are forced past their holes
         (the budget keeps them in order: no scan of the connections)."""
+        if self.budget.c_used:
+            # Pieces the C fast path holds are forced like any: they come back first.
+            self.fast.release_held()  # type: ignore[union-attr]
         forced = self.budget.enforce(self.config.max_buffer)
         self.buffer_forced += forced
 
@@ -449,6 +454,9 @@ class Tracker:
 
     def segment(self, ts: float, seg: Segment) -> None:
         self.tcp_packets += 1
+        budget = self.budget
+        budget.frame = self.tcp_packets
+        budget.tick = 0
         self.now = ts
         if ts - self.last_expiry >= 1.0:
             self.last_expiry = ts
@@ -500,7 +508,7 @@ class Tracker:
             lru.move_to_end(conn)  # type: ignore[attr-defined]
         sender, peer = (conn.c, conn.s) if from_client else (conn.s, conn.c)
         self._process(conn, sender, peer, seg, from_client, ts)
-        if self.budget.used > self.config.max_buffer:
+        if self.budget.used + self.budget.c_used > self.config.max_buffer:
             self._enforce_buffer()
         fast = self.fast
         if attach and fast is not None and conn.lru is not None and fast.eligible(conn):

@@ -226,7 +226,7 @@ class Engine:
         decode = self.decoder.decode
         i = 0
         while i < count:
-            stop, handled, full = fast.run(i, count, tracker.last_expiry + 1.0)
+            stop, handled, full = fast.run(i, count, tracker.last_expiry + 1.0, tracker.tcp_packets)
             tracker.tcp_packets += handled
             if stop >= count:
                 break
