@@ -158,7 +158,7 @@ class Stats:
     rto_fired: int = 0
     fast_retransmits: int = 0
     probes: int = 0
-    bytes_in: int = 0
+    bytes_in: int = 0  # payload bytes received once each (copies of held bytes not again)
     bytes_out: int = 0
     paws_dropped: int = 0
     challenge_acks: int = 0
@@ -589,12 +589,13 @@ class Tcb:
         if not payload:
             self._send_ack(now)
             return
-        self.stats.bytes_in += len(payload)
         if off == 0:
             self.rbuf += payload
             self.rcv_nxt = (self.rcv_nxt + len(payload)) & MASK
             # Held bytes under the in-order copy go (it was delivered: Linux's tcp_ofo_queue).
-            self.stats.ooo_overlap_bytes += self.ooo.advance(len(payload))
+            again = self.ooo.advance(len(payload))
+            self.stats.ooo_overlap_bytes += again
+            self.stats.bytes_in += len(payload) - again
             self._pull_ooo()
             if self.peer_fin == self.rcv_nxt and not self.fin_received:
                 return  # the FIN is next: its ACK (_check_fin) covers these bytes, one ACK
@@ -616,6 +617,7 @@ class Tcb:
         held = self.ooo.held
         match self.ooo.add(off, data):
             case Arrival.HELD:
+                self.stats.bytes_in += self.ooo.held - held
                 self.stats.ooo_overlap_bytes += len(data) - (self.ooo.held - held)
             case Arrival.DUPLICATE:
                 self.stats.ooo_duplicates += 1
