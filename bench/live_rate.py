@@ -217,7 +217,7 @@ class Bench:
             subprocess.run(["tmux", "-L", tmux_sock, "send-keys", "q"], check=False)
             try:
                 wait_for_file(stats, 30)
-                time.sleep(0.3)
+                st = read_stats(stats, 120)  # before the server goes: watch writes it last
             finally:
                 subprocess.run(
                     ["tmux", "-L", tmux_sock, "kill-server"], check=False, capture_output=True
@@ -226,7 +226,7 @@ class Bench:
             assert proc is not None
             NetnsSession.stop(proc, signal.SIGINT, timeout=60)
             self.s.procs.remove(proc)
-        st = json.loads(stats.read_text())
+            st = read_stats(stats, 120)
         cap = st["capture"]
         sent = re.search(r"Actual: (\d+) packets", rep.stdout)
         rated = re.search(r"Rated: [\d.]+ Bps, [\d.]+ Mbps, ([\d.]+) pps", rep.stdout)
@@ -266,6 +266,19 @@ class Bench:
         if rep.returncode != 0:
             row["tcpreplay_error"] = rep.stderr.strip()[-300:]
         return row
+
+
+def read_stats(path: Path, timeout: float) -> dict:
+    """The run summary once it is whole (watch writes it at the end, after draining the
+    ring: with a large backlog that takes a while after `q`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def print_table(rows: list[dict]) -> None:

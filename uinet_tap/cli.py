@@ -15,6 +15,7 @@ import click
 import orjson
 
 from .engine import Engine, Options
+from .live import CAPTURE_BUFFER
 from .pcapfile import CaptureError, PcapFile
 from .plugins.findings import Limits, sanitize
 from .plugins.policy import Policy, PolicyError, load_policy
@@ -425,8 +426,9 @@ def replay(
     show_default=True,
     help="Stop reassembling a flow once it is passed (only its counters move).",
 )
-@click.option("--buffer-size", type=click.IntRange(1 << 16), default=32 << 20, show_default=True,
-              help="Kernel capture buffer, bytes.")  # fmt: skip
+@click.option("--buffer-size", type=click.IntRange(1 << 16), default=CAPTURE_BUFFER,
+              show_default=True,
+              help="Kernel capture ring, bytes (per worker): what absorbs a burst.")  # fmt: skip
 @click.option("--snaplen", type=click.IntRange(64), default=262144, show_default=True)
 @click.option("--tui/--no-tui", default=None,
               help="The live view (default: when stdout and stdin are a terminal).")  # fmt: skip
