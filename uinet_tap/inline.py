@@ -543,7 +543,8 @@ async def run_inline(
                 last_status = now
                 status(inline.status_line(now - started))
             if view is not None and maker is not None:
-                view.update(maker.snapshot())
+                if view.due():
+                    view.update(maker.snapshot())
                 if view.poll_keys():
                     stop.set()
 

@@ -52,7 +52,8 @@ def replay_with_view(engine: Engine, batches: Iterable[Batch], title: str, speed
                         time.sleep(min(delay, 0.05))
                         delay = (ts - first_ts) / speed - (time.monotonic() - wall0)
                 engine.feed_batch(chunk)
-                view.update(maker.snapshot())
+                if view.due():
+                    view.update(maker.snapshot())
                 if view.poll_keys():
                     return
         engine.finish()

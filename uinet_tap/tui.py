@@ -4,8 +4,9 @@ Single-threaded and driven by the caller's loop::
 
     with LiveView(title="eth0") as view:
         while True:
-            view.update(engine_snapshot())   # stored; drawn at most every ~0.2 s
-            if view.poll_keys():             # non-blocking; True once the user pressed q
+            if view.due():                       # a redraw is due (every ~0.2 s)
+                view.update(engine_snapshot())   # stored and drawn
+            if view.poll_keys():                 # non-blocking; True once the user pressed q
                 break
 
 The view only ever reads `Snapshot`s (see `uinet_tap.snapshot`). Rates (packets/s, Mbit/s and
@@ -942,6 +943,13 @@ class LiveView:
         """Draw now."""
         self._dirty = True
         self._maybe_draw(force=True)
+
+    def due(self) -> bool:
+        """Would an update be drawn now? Callers take a snapshot only then: a snapshot walks
+        the flows, and taken for every batch it cost the live view most of a busy link."""
+        if self._clock() - self._last_draw >= self.refresh_interval - 0.01:
+            return True
+        return (self.console.size.width, self.console.size.height) != self._last_size
 
     def _maybe_draw(self, force: bool) -> None:
         if not self._running:

@@ -335,7 +335,8 @@ class Watch:
                 self._last_flush = now
                 self.flush()
             if view is not None:
-                view.update(self.backend.snapshot())
+                if view.due():
+                    view.update(self.backend.snapshot())
                 if view.poll_keys():
                     return
             elif now - self._last_status >= self.status_interval:
