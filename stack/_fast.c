@@ -520,6 +520,17 @@ static int syn_options(const uint8_t *o, uint32_t len, ut_synopts *r) {
     return 0;
 }
 
+/* Frame i is taken on flow `slot`: its time, and its place in the run's `touched` list. */
+static inline void touch(ut_flow *fl, int32_t slot, uint32_t i, double ts, uint32_t run,
+                         ut_touch *touched, uint32_t *nt) {
+    fl->last_seen = ts;
+    fl->last_touch = i;
+    if (fl->touched_run != run) {
+        fl->touched_run = run;
+        touched[(*nt)++].slot = slot;
+    }
+}
+
 #define UT_MIN_WINDOW 65535
 #define UT_PAWS_IDLE (24 * 86400.0)
 
@@ -585,12 +596,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             if ((fl->touched_run != run && nt == out_cap) || nc + 2 > out_cap)
                 break;
             done++;
-            fl->last_seen = times[i];
-            fl->last_touch = i;
-            if (fl->touched_run != run) {
-                fl->touched_run = run;
-                touched[nt++].slot = e->flow;
-            }
+            touch(fl, e->flow, i, times[i], run, touched, &nt);
             int wscale_ok = fl->c_wscale >= 0 && o.wscale >= 0;
             fl->ts_ok = fl->c_ts && o.ts;
             ep->base = seq + 1;
@@ -628,12 +634,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             if ((fl->touched_run != run && nt == out_cap) || nc + 2 > out_cap)
                 break;
             done++;
-            fl->last_seen = times[i];
-            fl->last_touch = i;
-            if (fl->touched_run != run) {
-                fl->touched_run = run;
-                touched[nt++].slot = e->flow;
-            }
+            touch(fl, e->flow, i, times[i], run, touched, &nt);
             ep->packets++;
             ep->ttl = f[22];
             ep->payload_bytes += n;
@@ -739,12 +740,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             changed[nc++] = e->flow;
         }
         done++;
-        fl->last_seen = times[i];
-        fl->last_touch = i;
-        if (fl->touched_run != run) {
-            fl->touched_run = run;
-            touched[nt++].slot = e->flow;
-        }
+        touch(fl, e->flow, i, times[i], run, touched, &nt);
         ep->packets++;
         ep->ttl = f[22];
         ep->last_ack = ack;
