@@ -459,37 +459,15 @@ static inline uint32_t be32(const uint8_t *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
-/* TSval of a segment's options (stack/options.py timestamp()): 1 and *tsval set when a
- * well-formed timestamp option is there. The loop is bounded by the options' length. */
-static int tsval_of(const uint8_t *o, uint32_t len, uint32_t *tsval) {
-    uint32_t i = 0;
-    while (i < len) {
-        uint8_t kind = o[i];
-        if (kind == 0)
-            return 0;
-        if (kind == 1) {
-            i++;
-            continue;
-        }
-        if (i + 1 >= len || o[i + 1] < 2 || i + o[i + 1] > len)
-            return 0;
-        if (kind == 8 && o[i + 1] == 10) {
-            *tsval = be32(o + i + 2);
-            return 1;
-        }
-        i += o[i + 1];
-    }
-    return 0;
-}
-
-/* The options of a SYN-ACK as stack/options.py parse_options() reads them; -1 for a
- * malformed list (Python takes that segment). Bounded by the options' length. */
+/* A segment's options as stack/options.py parse_options() reads them: the last of each
+ * kind wins (as Linux's tcp_parse_options), and a malformed list stops the walk, keeping
+ * what came before it; returns -1 then. Bounded by the options' length. */
 typedef struct {
     int32_t mss, wscale, sack, ts;
     uint32_t tsval;
 } ut_synopts;
 
-static int syn_options(const uint8_t *o, uint32_t len, ut_synopts *r) {
+static int read_options(const uint8_t *o, uint32_t len, ut_synopts *r) {
     uint32_t i = 0;
     r->mss = r->wscale = -1;
     r->sack = r->ts = 0;
@@ -518,6 +496,15 @@ static int syn_options(const uint8_t *o, uint32_t len, ut_synopts *r) {
         i += n;
     }
     return 0;
+}
+
+/* TSval of a segment's options (stack/options.py timestamp()): 1 and *tsval set when a
+ * timestamp option is there. */
+static int tsval_of(const uint8_t *o, uint32_t len, uint32_t *tsval) {
+    ut_synopts r;
+    read_options(o, len, &r);
+    *tsval = r.tsval;
+    return r.ts;
 }
 
 /* Frame i is taken on flow `slot`: its time, and its place in the run's `touched` list. */
@@ -589,7 +576,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             ut_synopts o;
             ut_dir *c = &fl->d[0];
             if (!fl->syn_sent || !synack || e->dir != 1 || n || ack != c->base ||
-                syn_options(tcp + 20, hl - 20, &o) != 0) {
+                read_options(tcp + 20, hl - 20, &o) != 0) {
                 *stop_slot = e->flow;
                 break;
             }

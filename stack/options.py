@@ -47,7 +47,9 @@ def parse_options(raw: bytes) -> TcpOptions:
 
 
 def timestamp(raw: bytes) -> int | None:
-    """Just TSval, without building a TcpOptions: the common NOP NOP TS layout first."""
-    if len(raw) >= 12 and raw[0] == _NOP and raw[1] == _NOP and raw[2] == _TS and raw[3] == 10:
+    """Just TSval, without building a TcpOptions: the common NOP NOP TS list first (only when
+    that is the whole list: with more options, the last timestamp option wins, as in
+    parse_options and Linux's tcp_parse_options)."""
+    if len(raw) == 12 and raw[0] == _NOP and raw[1] == _NOP and raw[2] == _TS and raw[3] == 10:
         return int.from_bytes(raw[4:8], "big")
     return parse_options(raw).tsval if raw else None

@@ -626,3 +626,25 @@ def test_c_holds_a_segment_past_a_hole(monkeypatch):
     got = reconstruct(frames(segs), fastpath="c")
     assert got.records[0]["c2s"]["bytes"] == 2100 and got.records[0]["c2s"]["gap_count"] == 0
     assert seen == [0x02], seen
+
+
+@pytest.mark.parametrize("layout", ["nop nop first", "timestamp first"])
+def test_the_last_of_two_timestamp_options_is_the_one_paws_reads(layout):
+    """Linux's tcp_parse_options keeps the last timestamp option of a segment. Both paths read
+    the same one whatever the layout (C used to take the first, and the general path the
+    first only when the list began NOP NOP): here the last is stale, so PAWS drops it."""
+    new, old = opt_timestamps(103, 901), opt_timestamps(50, 901)
+    twice = new + b"\x01\x01" + old if layout == "nop nop first" else new + old + b"\x01" * 4
+    cv = Conversation(cport=7300)
+    segs = [cv.syn(ts=(100, 0)), cv.synack(ts=(900, 100)),
+            cv.ack("c", options=opt_timestamps(101, 900)),
+            cv.c(b"first", options=opt_timestamps(102, 900)),
+            cv.ack("s", options=opt_timestamps(901, 102)),
+            cv.c(b"twice", options=twice),
+            cv.ack("s", options=opt_timestamps(902, 102))]  # fmt: skip
+    fr = frames(segs)
+    ref = reconstruct(fr, fastpath="off")
+    assert ref.records[0]["anomalies"]["paws_rejected"] == 1
+    for mode in MODES[1:]:
+        got = reconstruct(fr, fastpath=mode)
+        assert (got.records, got.stats) == (ref.records, ref.stats), mode
