@@ -85,6 +85,18 @@ def test_missing_file_is_one_line_error(tmp_path):
     assert_one_line_error(cli(tmp_path / "does-not-exist.pcap", "-q"))
 
 
+def test_capture_ring_beyond_what_libpcap_takes_is_refused():
+    """libpcap takes the ring size as an int: a larger --buffer-size was an OverflowError
+    traceback; it is refused as a bad option before any capture opens."""
+    p = subprocess.run(
+        [str(EXE), "watch", "lo", "--no-tui", "--buffer-size", str(1 << 40)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr
+    assert "--buffer-size" in p.stderr and "2147483647" in p.stderr, p.stderr
+
+
 def test_text_file_is_not_a_capture(tmp_path):
     p = tmp_path / "notes.txt"
     p.write_text("this is not a capture file\n" * 20)

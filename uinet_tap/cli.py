@@ -426,7 +426,7 @@ def replay(
     show_default=True,
     help="Stop reassembling a flow once it is passed (only its counters move).",
 )
-@click.option("--buffer-size", type=click.IntRange(1 << 16), default=CAPTURE_BUFFER,
+@click.option("--buffer-size", type=click.IntRange(1 << 16, (1 << 31) - 1), default=CAPTURE_BUFFER,
               show_default=True,
               help="Kernel capture ring, bytes (per worker): what absorbs a burst.")  # fmt: skip
 @click.option("--snaplen", type=click.IntRange(64), default=262144, show_default=True)
