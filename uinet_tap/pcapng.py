@@ -34,12 +34,12 @@ class PcapngError(Exception):
 
 
 class _Interface:
-    __slots__ = ("linktype", "snaplen", "scale", "offset")
+    __slots__ = ("linktype", "snaplen", "units", "offset")
 
-    def __init__(self, linktype: int, snaplen: int, scale: float, offset: int) -> None:
+    def __init__(self, linktype: int, snaplen: int, units: int, offset: int) -> None:
         self.linktype = linktype
         self.snaplen = snaplen
-        self.scale = scale  # seconds per timestamp unit
+        self.units = units  # timestamp units per second
         self.offset = offset
 
 
@@ -80,7 +80,10 @@ def read_packets(f: BinaryIO) -> Iterator[tuple[float, bytes, int, int]]:
                 raise PcapngError(f"{_NAMES[btype]} block of {length} bytes holds no "
                                   f"{caplen}-byte packet")  # fmt: skip
             iface = ifaces[iface_id]
-            ts = ((hi << 32) | lo) * iface.scale + iface.offset
+            # Whole seconds and the fraction apart, as a classic pcap's (sec, usec) are read:
+            # the same packet gets the same time from either format.
+            sec, frac = divmod((hi << 32) | lo, iface.units)
+            ts = (sec + iface.offset) + frac / iface.units
             yield ts, body[20 : 20 + caplen], wirelen, iface.linktype
         elif btype == SPB:
             if not ifaces:
@@ -130,18 +133,18 @@ def _body(f: BinaryIO, btype: int, length: int, endian: str, already: int = 0) -
 
 def _interface(body: bytes, endian: str) -> _Interface:
     linktype, _res, snaplen = struct.unpack_from(endian + "HHI", body)
-    scale, offset = 1e-6, 0
+    units, offset = 1_000_000, 0
     for code, value in _options(body, 8, endian):
         if code == _OPT_TSRESOL:
             if len(value) != 1:
                 raise PcapngError(f"if_tsresol option of {len(value)} bytes (1 expected)")
             v = value[0]
-            scale = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0**-v
+            units = 2 ** (v & 0x7F) if v & 0x80 else 10**v
         elif code == _OPT_TSOFFSET:
             if len(value) != 8:
                 raise PcapngError(f"if_tsoffset option of {len(value)} bytes (8 expected)")
             offset = struct.unpack(endian + "q", value)[0]
-    return _Interface(linktype, snaplen, scale, offset)
+    return _Interface(linktype, snaplen, units, offset)
 
 
 def _options(raw: bytes, pos: int, endian: str) -> Iterator[tuple[int, bytes]]:
