@@ -202,6 +202,13 @@ _reassembly_options = _options(
         "--timeout-established", type=click.FloatRange(0), default=600.0, show_default=True
     ),
     click.option("--timeout-closing", type=click.FloatRange(0), default=60.0, show_default=True),
+    click.option(
+        "--community-id-seed",
+        type=click.IntRange(0, 65535),
+        default=0,
+        show_default=True,
+        help="Seed of the records' Community ID (as Zeek's and Suricata's own setting).",
+    ),
 )
 
 _inspection_options = _options(

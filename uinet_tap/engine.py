@@ -42,6 +42,7 @@ class Options:
     timeout_half_open: float = 60.0
     timeout_established: float = 600.0
     timeout_closing: float = 60.0
+    community_id_seed: int = 0  # the Community ID's seed (records' community_id)
     # "c": the C data plane (built by cffi at install) where it can take a frame, the general
     # path for the rest; "off": the general path only (the reference, and the fallback where
     # C is not built); "auto": c where built. The environment's UINET_TAP_FASTPATH wins, so
@@ -265,7 +266,7 @@ class Engine:
     def _closed(self, conn: Connection) -> None:
         for ep in (conn.c, conn.s):
             ep.stream.sink.finish()  # type: ignore[attr-defined]
-        rec = flow_record(conn, self.export_dir)
+        rec = flow_record(conn, self.export_dir, self.options.community_id_seed)
         if self.inspection is not None:
             rec.update(self.inspection.finish(conn))
         t = self.totals

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import socket
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .community_id import community_id
 from .stack.connection import Connection
 from .stack.events import Direction
 from .stack.fastpath import Sha256
@@ -182,13 +185,27 @@ def _limits(conn: Connection) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def flow_record(conn: Connection, export_dir: Path | None = None) -> dict:
+def iso_time(ts: float) -> str:
+    """Capture time as EVE writes it (ISO 8601, microseconds, UTC offset without a colon),
+    which Filebeat's suricata module and jq recipes parse."""
+    whole = math.floor(ts)
+    micro = round((ts - whole) * 1e6)
+    if micro == 1_000_000:
+        whole, micro = whole + 1, 0
+    t = time.gmtime(whole)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{micro:06d}+0000"
+
+
+def flow_record(conn: Connection, export_dir: Path | None = None, seed: int = 0) -> dict:
     """The JSON object of one finished connection (schema in README.md)."""
     assert conn.close is not None
+    (caddr, cport), (saddr, sport) = conn.client, conn.server
     rec: dict[str, Any] = {
         "id": conn.id,
-        "client": format_endpoint(*conn.client),
-        "server": format_endpoint(*conn.server),
+        "timestamp": iso_time(conn.start),
+        "client": format_endpoint(caddr, cport),
+        "server": format_endpoint(saddr, sport),
+        "community_id": community_id(caddr, cport, saddr, sport, seed),
         "midstream": conn.midstream,
         "vlan": list(conn.vlans),
         "start": conn.start,
