@@ -15,8 +15,9 @@ import click
 import orjson
 
 from .engine import Engine, Options
+from .inputs import Capture
 from .live import CAPTURE_BUFFER
-from .pcapfile import CaptureError, PcapFile
+from .pcapfile import CaptureError
 from .plugins.findings import Limits, sanitize
 from .plugins.policy import Policy, PolicyError, load_policy
 from .plugins.registry import Loaded, PluginError, load_all
@@ -322,7 +323,13 @@ def _drop(who: Identity | None) -> None:
 
 
 @main.command()
-@click.argument("capture", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
+@click.option(
+    "--filter",
+    "bpf",
+    metavar="BPF",
+    help="Read only the frames this capture filter keeps (as tcpdump -r FILE BPF).",
+)
 @_flows_option
 @click.option(
     "--export",
@@ -345,7 +352,8 @@ def _drop(who: Identity | None) -> None:
               help="With --tui: 1 paces by capture time, 2 twice as fast, 0 not.")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def replay(
-    capture: str,
+    captures: tuple[str, ...],
+    bpf: str | None,
     flows_path: str | None,
     export_dir: Path | None,
     stats_path: str | None,
@@ -359,12 +367,15 @@ def replay(
     quiet: bool,
     **options: Any,
 ) -> None:
-    """Rebuild both byte streams of every TCP connection in CAPTURE (pcap or pcapng),
-    detect each one's protocol and record the verdict the policy and plugins give it."""
+    """Rebuild both byte streams of every TCP connection in the captures (pcap or pcapng files,
+    directories of them, - for stdin; gzip, xz, bzip2 or zstd compressed or not), read as one
+    capture in time order; detect each connection's protocol and record the verdict the
+    policy and plugins give it."""
     try:
-        source = PcapFile(capture)
+        source = Capture(captures, bpf)
     except CaptureError as exc:
         _error(str(exc))
+    capture = source.name
     plugins, policy = _load_inspection(policy_path, plugin_specs, plugin_files, no_inspect)
     outputs: list[IO[bytes]] = []
     if flows_path:
@@ -408,6 +419,11 @@ def replay(
     engine.finish()
     _close_outputs(outputs)
     stats = engine.stats()
+    if bpf is not None:
+        stats["filter"] = bpf
+        stats["filtered_out"] = source.filtered
+    if len(source.paths) > 1:
+        stats["inputs"] = len(source.paths)
     if source.truncated:
         click.echo(
             f"warning: {capture} is truncated ({source.truncated}); "
@@ -422,7 +438,8 @@ def replay(
 
 @main.command()
 @click.argument("interface")
-@click.option("--bpf", metavar="FILTER", help="A capture filter, e.g. 'tcp port 443'.")
+@click.option("--filter", "--bpf", "bpf", metavar="BPF",
+              help="A capture filter, e.g. 'tcp port 443' (--bpf: the older name).")  # fmt: skip
 @_flows_option
 @_stats_option
 @_reassembly_options

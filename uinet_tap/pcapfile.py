@@ -5,6 +5,7 @@ pcapng.py."""
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import stat
@@ -109,6 +110,22 @@ class PcapFile:
             self._head = next(self._pcap, None)
             if self._head is None and self.truncated is not None:
                 raise CaptureError(f"{path}: corrupt pcap ({self.truncated})")
+
+    def close(self) -> None:
+        """Let go of the file now: a merge of many inputs must not wait for the collector (a
+        suspended reader and its mapping refer to each other)."""
+        pcap = getattr(self, "_pcap", None)
+        if pcap is not None:
+            pcap.close()
+        if self._map is not None:
+            # A batch still referring to it: the collector closes it.
+            with contextlib.suppress(BufferError):
+                self._map.close()
+            self._map = None
+        if self._ng is not None:
+            self._file.close()
+        elif hasattr(self, "_reader"):
+            self._reader.close()
 
     def batches(self) -> Iterator[Batch]:
         if self._ng is not None:
