@@ -148,6 +148,9 @@ class Tracker:
         self.last_expiry = float("-inf")
         self.now = 0.0
         self.fast: CFastPath | None = None  # set by the application to use the C fast path
+        # The connection the last segment() went to (None: deferred, orphaned or dropped),
+        # for an application that files frames by connection (per-flow pcaps).
+        self.last_conn: Connection | None = None
         self.config_retain = 256 << 10  # bytes kept per direction for conflict checks
         self._policies = c.host_policies
         # Called when events pile up inside one call (the application drains them).
@@ -453,6 +456,7 @@ class Tracker:
     # -- per segment ---------------------------------------------------------------------------
 
     def segment(self, ts: float, seg: Segment) -> None:
+        self.last_conn = None
         self.tcp_packets += 1
         budget = self.budget
         budget.frame = self.tcp_packets
@@ -513,6 +517,7 @@ class Tracker:
         fast = self.fast
         if attach and fast is not None and conn.lru is not None and fast.eligible(conn):
             fast.attach(conn)
+        self.last_conn = conn
         return conn
 
     def _new_connection(

@@ -15,6 +15,7 @@ import click
 import orjson
 
 from .engine import Engine, Options
+from .flowpcap import FlowPcaps, SelectorError, parse_selector
 from .inputs import Capture
 from .live import CAPTURE_BUFFER
 from .pcapfile import CaptureError
@@ -322,6 +323,22 @@ def _drop(who: Identity | None) -> None:
             _error(str(exc))
 
 
+def _flow_pcaps(directory: Path | None, selector: str | None) -> FlowPcaps | None:
+    if directory is None:
+        if selector is not None:
+            _error("--pcap-for needs --export-pcap")
+        return None
+    try:
+        keep = parse_selector(selector) if selector is not None else None
+    except SelectorError as exc:
+        _error(f"--pcap-for: {exc}")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _error(f"cannot create {directory}: {exc.strerror}")
+    return FlowPcaps(directory, keep)
+
+
 @main.command()
 @click.argument("captures", nargs=-1, required=True, metavar="CAPTURE...")
 @click.option(
@@ -337,6 +354,19 @@ def _drop(who: Identity | None) -> None:
     metavar="DIR",
     type=click.Path(file_okay=False, path_type=Path),
     help="Write each direction's stream to its own file, and DIR/flows.jsonl.",
+)
+@click.option(
+    "--export-pcap",
+    "pcap_dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each connection's frames to its own pcap file in DIR.",
+)
+@click.option(
+    "--pcap-for",
+    "pcap_for",
+    metavar="EXPR",
+    help="With --export-pcap: keep only connections matching, e.g. 'proto:tls port:443'.",
 )
 @_stats_option
 @_reassembly_options
@@ -356,6 +386,8 @@ def replay(
     bpf: str | None,
     flows_path: str | None,
     export_dir: Path | None,
+    pcap_dir: Path | None,
+    pcap_for: str | None,
     stats_path: str | None,
     policy_path: str | None,
     plugin_specs: tuple[str, ...],
@@ -389,6 +421,7 @@ def replay(
     engine = Engine(
         source.linktype, Options.from_kwargs(**options), _RecordWriter(outputs), export_dir,
         plugins=plugins, policy=policy, bypass=bypass, on_plugin_error=_plugin_error,
+        flow_pcaps=_flow_pcaps(pcap_dir, pcap_for),
     )  # fmt: skip
     exit_code = 0
     _prepare_run()

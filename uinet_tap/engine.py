@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .flowpcap import FlowPcaps
 from .inspection import InspectionGlue
 from .native import NativeGlue, native_eligible
 from .pcapfile import Batch
@@ -101,9 +102,14 @@ class Engine:
         bypass: bool = False,
         on_plugin_error: Callable[[str, str], None] | None = None,
         on_verdict: Callable[[Connection, Any], None] | None = None,
+        flow_pcaps: FlowPcaps | None = None,
     ) -> None:
-        """``plugins`` None: no inspection at all (records carry no protocol fields)."""
+        """``plugins`` None: no inspection at all (records carry no protocol fields).
+        ``flow_pcaps``: each connection's frames to its own pcap file; every frame then takes
+        the general path (C takes frames without saying whose they are) and no handshake is
+        deferred (a deferred one keeps its segments, not its frames)."""
         self.options = options or Options()
+        self.flow_pcaps = flow_pcaps
         self.decoder = Decoder(linktype, self.options.verify_checksums)
         # Inline acts on verdicts frame by frame and a cut-in needs every handshake frame as
         # it passes: no deferred half-open connections there.
@@ -113,7 +119,9 @@ class Engine:
                 policy.target_os_default or self.options.overlap_policy, policy.target_os
             )
         self.tracker = Tracker(
-            self.options.tracker_config(defer_half_open=on_verdict is None, host_policies=hosts),
+            self.options.tracker_config(
+                defer_half_open=on_verdict is None and flow_pcaps is None, host_policies=hosts
+            ),
             self._make_sink,
         )
         self.tracker.on_events = self._drain
@@ -126,7 +134,11 @@ class Engine:
         self._largest_n = largest
         self.truncated_file = False
         # The fast paths skip nothing but what checksum verification would look at.
-        self.fastpath = "off" if self.options.verify_checksums else self.options.fastpath_mode()
+        self.fastpath = (
+            "off"
+            if self.options.verify_checksums or flow_pcaps is not None
+            else self.options.fastpath_mode()
+        )
         if self.fastpath == "c":
             self.tracker.use_fast_path(fastpath.CFastPath(self.tracker.config_retain))
         # C inspects what it can itself where that cannot change a result (native.py).
@@ -176,6 +188,10 @@ class Engine:
         seg = self.decoder.decode(ts, frame, wirelen)
         if seg is not None:
             self.tracker.segment(ts, seg)
+            if self.flow_pcaps is not None and self.tracker.last_conn is not None:
+                self.flow_pcaps.write(
+                    self.tracker.last_conn, ts, frame, self.decoder.linktype, wirelen or len(frame)
+                )
             if self.tracker.events:
                 self._drain()
 
@@ -191,12 +207,16 @@ class Engine:
             data = batch.data
             lt = batch.linktype
             wirelens = batch.wirelens or itertools.repeat(None)
+            pcaps = self.flow_pcaps
             for ts, off, n, wl in zip(
                 batch.times, batch.offsets, batch.lengths, wirelens, strict=False
             ):
-                seg = decode(ts, bytes(data[off : off + n]), wl, lt)
+                frame = bytes(data[off : off + n])
+                seg = decode(ts, frame, wl, lt)
                 if seg is not None:
                     segment(ts, seg)
+                    if pcaps is not None and tracker.last_conn is not None:
+                        pcaps.write(tracker.last_conn, ts, frame, lt, wl or n)
                     if tracker.events:
                         self._drain()
         self.totals.packets += len(batch.lengths)
@@ -255,6 +275,8 @@ class Engine:
         self._drain()
         if self.pool is not None:
             self.pool.close()
+        if self.flow_pcaps is not None:
+            self.flow_pcaps.close()
 
     def _drain(self) -> None:
         for event in self.tracker.drain_events():
@@ -269,6 +291,8 @@ class Engine:
         rec = flow_record(conn, self.export_dir, self.options.community_id_seed)
         if self.inspection is not None:
             rec.update(self.inspection.finish(conn))
+        if self.flow_pcaps is not None:
+            self.flow_pcaps.finish(conn, rec)
         t = self.totals
         t.connections += 1
         for d in ("c2s", "s2c"):

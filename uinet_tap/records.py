@@ -192,8 +192,12 @@ def iso_time(ts: float) -> str:
     micro = round((ts - whole) * 1e6)
     if micro == 1_000_000:
         whole, micro = whole + 1, 0
-    t = time.gmtime(whole)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{micro:06d}+0000"
+    return f"{_iso_second(whole)}.{micro:06d}+0000"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(whole: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
 
 
 def flow_record(conn: Connection, export_dir: Path | None = None, seed: int = 0) -> dict:
