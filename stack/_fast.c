@@ -644,7 +644,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         /* Data past a hole, inside the window: held in C, one segment per direction, where
          * the sink only hashes and no inspector waits for the bytes (ByteStream.add). */
         int ahead = n && off > ep->nxt && !fin && !ep->ooo_len && ep->sha && !fl->native &&
-                    !fl->inspect && ep->has_edge;
+                    !fl->inspect && ep->has_edge && off + n <= ep->want;
         if (ep->ooo_len && (fin || (n && off == ep->nxt && off + n > ep->ooo_off))) {
             *stop_slot = e->flow; /* a FIN or data reaching into the held piece: Python */
             break;
@@ -710,6 +710,16 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             *stop_slot = e->flow;
             break;
         }
+        if (n && !again && !ahead && ep->sha && off + n > ep->want) {
+            /* bytes its reader wants (plugins/http_transactions.py): it reads them after
+             * this run, and then says from where it next wants any. A second such segment in
+             * one run waits for that: stop here and come back to this frame. */
+            if (ep->want_run == (int64_t)run) {
+                *yielded = 1;
+                break;
+            }
+            ep->want_run = run;
+        }
         int decided = 0;
         if (n && !again && fl->native) {
             if (nd == out_cap)
@@ -720,6 +730,10 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 *stop_slot = e->flow;
                 break;
             }
+            if (fl->nat->proto == UD_TLS && ep->want == 0 && peer->want == 0)
+                /* TLS records from the first byte: the HTTP transaction follower, which has
+                 * read nothing yet, would stop at that byte. Nothing more to hand it. */
+                ep->want = peer->want = UT_WANT_NEVER;
         }
         /* committed from here on: what Tracker.segment() does to this segment */
         if (fl->syn_received && e->dir == 0 && aoff >= 0) {
@@ -765,12 +779,16 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 ep->opts_len = (int32_t)(hl - 20);
                 memcpy(ep->opts, tcp + 20, hl - 20);
             }
-            if (ep->sha) { /* a hash-only sink: hash here, nothing to hand to Python */
+            if (ep->sha && end <= ep->want) {
+                /* a hash-only sink, or bytes it skips: hash here, nothing to hand to Python */
                 EVP_DigestUpdate((EVP_MD_CTX *)ep->sha, payload, n);
             } else {
+                if (ep->sha) /* its reader (want) only reads: hashed here, in order */
+                    EVP_DigestUpdate((EVP_MD_CTX *)ep->sha, payload, n);
                 out[no].sink = e->flow * 2 + e->dir;
                 out[no].data_off = (uint32_t)(payload - data);
                 out[no].data_len = n;
+                out[no].hashed = ep->sha != NULL;
                 out[no].offset = off;
                 no++;
             }

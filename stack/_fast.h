@@ -22,6 +22,8 @@
 #define UT_PIECE_COST 96
 /* A charge's stamp (ByteStream.charged_at): frame * this + its rank within the frame */
 #define UT_CHARGES_PER_FRAME 1024
+/* ut_dir.want of a sink that wants nothing handed over (2**62: past any stream) */
+#define UT_WANT_NEVER 4611686018427387904
 /* No FIN: an offset no FIN can have (one before the stream's first byte is negative). */
 #define UT_NO_FIN INT64_MIN
 /* ut_pcap_index(): why the index of a stretch of a pcap file ended */
@@ -87,6 +89,10 @@ typedef struct {
     int32_t shift;       /* window scale of the windows this side advertises */
     double ts_recent_at;
     int64_t retransmitted; /* bytes of committed data seen again (ByteStream.retransmitted) */
+    /* Where the sink again wants the bytes it is handed (plugins/http_transactions.py
+     * reads header blocks and skips bodies): C hashes in place only what ends before it. */
+    int64_t want;
+    int64_t want_run;    /* the run that last handed the sink bytes for its want */
     uint8_t *tail;       /* committed, unacknowledged bytes [nxt - tail_len, nxt) */
     int64_t tail_len;
     int64_t tail_cap;
@@ -134,7 +140,7 @@ typedef struct {
     int32_t sink;       /* flow * 2 + direction */
     uint32_t data_off;  /* payload position in the batch buffer */
     uint32_t data_len;
-    uint32_t pad;
+    uint32_t hashed;    /* C hashed it (a sink that only hashes, handing it to its reader) */
     int64_t offset;     /* stream offset */
 } ut_out;
 

@@ -51,13 +51,14 @@ def c_view(ctype: str, names: tuple[str, ...]) -> struct.Struct:
 
 
 if lib is not None:
-    _OUT = c_view("ut_out", ("sink", "data_off", "data_len", "offset"))
+    _OUT = c_view("ut_out", ("sink", "data_off", "data_len", "hashed", "offset"))
     _TOUCH = c_view("ut_touch", ("last_seen", "slot", "order"))
     # ut_dir up to its tail buffer: one memmove per direction to attach, one read to detach.
     _DIR_FIELDS = (
         "base", "nxt", "acked", "seen_end", "fin", "window", "last_ack", "has_last_ack",
         "packets", "payload_bytes", "ttl", "opts_len", "opts", "edge", "edge_ack", "max_wnd",
         "has_edge", "ts_recent", "has_ts_recent", "shift", "ts_recent_at", "retransmitted",
+        "want", "want_run",
     )  # fmt: skip
     _DIR = c_view("ut_dir", _DIR_FIELDS)
     assert _DIR.size == ffi.offsetof("ut_dir", "tail"), "attach writes ut_dir up to its tail"
@@ -249,10 +250,14 @@ class CFastPath:
                 ep.base, st.nxt, st.acked, ep.seen_end, fin, ep.window, last_ack, has_last_ack,
                 ep.packets, ep.payload_bytes, ep.ttl, opts_len, opts,
                 edge, ep.edge_ack, ep.max_wnd, has_edge, ts_recent, has_ts_recent, _shift,
-                ep.ts_recent_at, st.retransmitted, tail_len, sha, retain_drops,
+                ep.ts_recent_at, st.retransmitted, _want_now, _run, tail_len, sha, retain_drops,
                 ooo_off, ooo_len, charged_at,
             ) = _DIR_OUT.unpack_from(image, at)  # fmt: skip
             ep.fin_off = None if fin == NO_FIN else fin
+            if _want_now == NEVER:
+                follower = getattr(st.sink, "follower", None)
+                if follower is not None and follower.want(at == _D1) != NEVER:
+                    follower.stop("TLS from the first byte")  # C saw it (ut_run)
             ep.edge = edge if has_edge else None
             ep.ts_recent = ts_recent if has_ts_recent else None
             ep.last_ack = last_ack if has_last_ack else None
@@ -362,9 +367,23 @@ class CFastPath:
             sinks = self.sinks
             data = self._data
             copy = type(data) is memoryview  # a sink keeps what it gets: bytes, not a view
-            for sink_id, off, length, offset in _OUT.iter_unpack(self._out_mv[: n * _OUT.size]):
+            table = self.table
+            for sink_id, off, length, hashed, offset in _OUT.iter_unpack(
+                self._out_mv[: n * _OUT.size]
+            ):
                 piece = data[off : off + length]
-                sinks[sink_id].data(offset, bytes(piece) if copy else piece)  # type: ignore[union-attr]
+                sink = sinks[sink_id]
+                if hashed:
+                    # Hashed by C already: only the sink's reader (plugins/http_transactions)
+                    # wanted these bytes. It reads them, and C hashes in place again up to
+                    # where it next wants any (the end of the body it skips).
+                    follower = sink.follower  # type: ignore[union-attr]
+                    d = sink_id & 1
+                    follower.data(d, offset, bytes(piece) if copy else piece)
+                    if sink_id >> 1 in conns:
+                        lib.ut_flow_at(table, sink_id >> 1).d[d].want = follower.want(d)
+                else:
+                    sink.data(offset, bytes(piece) if copy else piece)  # type: ignore[union-attr]
         nc = self._n_changed[0]
         for k in range(nc):
             # The handshake's last ACK (Tracker._on_ack) or a FIN (Tracker._on_fin) moved the
@@ -390,6 +409,16 @@ class CFastPath:
         return stop, self._handled[0], full or bool(self._yielded[0])
 
 
+NEVER = 1 << 62  # ut_dir.want of a sink that wants no byte handed over once it hashes
+assert lib is None or lib.UT_WANT_NEVER == NEVER
+
+
+def _want(sink: Any, server: bool) -> int:
+    """ut_dir.want: from where the sink's transaction follower needs the bytes again."""
+    follower = getattr(sink, "follower", None)
+    return NEVER if follower is None else follower.want(int(server))  # type: ignore[no-any-return]
+
+
 def _holds(f: Any) -> bool:
     return bool(f.d[0].ooo_len or f.d[1].ooo_len)
 
@@ -405,7 +434,7 @@ def _dir_image(conn: Connection, ep: Endpoint) -> bytes:
         ep.ttl, len(opts), opts,
         ep.edge or 0, ep.edge_ack, ep.max_wnd, ep.edge is not None,
         ep.ts_recent or 0, ep.ts_recent is not None, window_shift(conn, ep),
-        ep.ts_recent_at, st.retransmitted,
+        ep.ts_recent_at, st.retransmitted, _want(st.sink, ep is conn.s), 0,
     )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from .flowpcap import FlowPcaps
 from .inspection import InspectionGlue
 from .native import NativeGlue, native_eligible
 from .pcapfile import Batch
+from .plugins.http_transactions import HttpTransactions
 from .plugins.policy import Policy
 from .plugins.registry import Loaded
 from .reassembly.policy import OverlapPolicy
@@ -110,6 +111,7 @@ class Engine:
         deferred (a deferred one keeps its segments, not its frames)."""
         self.options = options or Options()
         self.flow_pcaps = flow_pcaps
+        self._follower: HttpTransactions | None = None  # the connection whose sinks are made
         self.decoder = Decoder(linktype, self.options.verify_checksums)
         # Inline acts on verdicts frame by frame and a cut-in needs every handshake frame as
         # it passes: no deferred half-open connections there.
@@ -177,6 +179,12 @@ class Engine:
                 self.inspection.start(conn)
             inspect = functools.partial(self.inspection.data, conn, int(direction))
         sink = DirectionSink(self.keep_streams, path, self.pool, self.fastpath == "c", inspect)
+        if self.inspection is not None:
+            # Every request and response of HTTP/1.x, whatever the detector decided.
+            if direction is Direction.C2S:
+                self._follower = HttpTransactions()
+            sink.follower = self._follower
+            sink.direction = int(direction)
         if self._native:
             sink.c_hash = sink.sha.ctx  # C hashes while it inspects (NativeGlue takes it back)
         return sink
@@ -291,6 +299,13 @@ class Engine:
         rec = flow_record(conn, self.export_dir, self.options.community_id_seed)
         if self.inspection is not None:
             rec.update(self.inspection.finish(conn))
+        follower = conn.c.stream.sink.follower  # type: ignore[attr-defined]
+        if follower is not None:
+            follower.finish((rec["c2s"]["bytes"], rec["s2c"]["bytes"]))
+            if follower.transactions:
+                rec["transactions"] = follower.transactions
+                if follower.dropped:
+                    rec["transactions_dropped"] = follower.dropped
         if self.flow_pcaps is not None:
             self.flow_pcaps.finish(conn, rec)
         t = self.totals

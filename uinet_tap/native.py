@@ -137,8 +137,8 @@ class NativeGlue(InspectionGlue):
     def data(self, conn: Connection, direction: int, data: bytes | None) -> None:
         user = conn.user
         if type(user) is NativeState:
-            if user.verdict is not None:
-                return
+            if user.verdict is not None or conn.fast_slot >= 0:
+                return  # decided, or C inspects it (bytes handed over for another reader)
             self._materialize(conn)
         super().data(conn, direction, data)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .community_id import community_id
+from .plugins.http_transactions import HttpTransactions
 from .stack.connection import Connection
 from .stack.events import Direction
 from .stack.fastpath import Sha256
@@ -84,7 +85,8 @@ class DirectionSink:
     """Receives one direction's bytes in order: hashes them (gaps as zeros), optionally keeps
     them, optionally writes them to an export file."""
 
-    __slots__ = ("sha", "hashed", "length", "chunks", "path", "pool", "c_hash", "inspect")
+    __slots__ = ("sha", "hashed", "length", "chunks", "path", "pool", "c_hash", "inspect",
+                 "follower", "direction")  # fmt: skip
 
     def __init__(
         self,
@@ -114,6 +116,9 @@ class DirectionSink:
         self.chunks: list[bytes] | None = [] if keep else None
         self.path = path
         self.pool = pool
+        # The connection's HTTP transaction follower (both sinks share it), fed in order.
+        self.follower: HttpTransactions | None = None
+        self.direction = 0
 
     def data(self, offset: int, data: bytes) -> None:
         self.sha.update(data)
@@ -124,6 +129,8 @@ class DirectionSink:
             self.pool.write(self.path, offset, data)  # type: ignore[arg-type]
         if self.inspect is not None:
             self.inspect(data)
+        if self.follower is not None:
+            self.follower.data(self.direction, offset, data)
 
     def stop_inspecting(self) -> None:
         self.inspect = None
@@ -133,6 +140,8 @@ class DirectionSink:
     def gap(self, offset: int, length: int, hashed: bool = True) -> None:
         if self.inspect is not None:
             self.inspect(None)  # the inspector's early bytes stop at a hole
+        if self.follower is not None:
+            self.follower.gap(self.direction, offset, length)
         if not hashed:
             self.hashed = False
         if not self.hashed:
