@@ -15,6 +15,7 @@ import click
 import orjson
 
 from .engine import Engine, Options
+from .eve import EveWriter
 from .flowpcap import FlowPcaps, SelectorError, parse_selector
 from .inputs import Capture
 from .live import CAPTURE_BUFFER
@@ -54,8 +55,9 @@ class _RecordWriter:
     It never fails on a record: findings are made JSON when the record is made, and should
     anything else in one not be (a bug), it is converted, said once on stderr, and written."""
 
-    def __init__(self, outputs: list[IO[bytes]]) -> None:
+    def __init__(self, outputs: list[IO[bytes]], eve: list[IO[bytes]] | None = None) -> None:
         self.outputs = outputs
+        self.eve = [EveWriter(out) for out in eve or []]
         self.converted = 0
 
     def __call__(self, record: dict) -> None:
@@ -63,8 +65,11 @@ class _RecordWriter:
             line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         except orjson.JSONEncodeError as exc:
             line = self._converted(record, exc)
+            record = orjson.loads(line)  # the EVE lines are made from the converted record
         for out in self.outputs:
             out.write(line)
+        for eve in self.eve:
+            eve(record)
 
     def _converted(self, record: dict, exc: Exception) -> bytes:
         self.converted += 1
@@ -80,6 +85,8 @@ class _RecordWriter:
     def flush(self) -> None:
         for out in self.outputs:
             out.flush()
+        for eve in self.eve:
+            eve.out.flush()
 
 
 DATA_PLANE = "C" if fastpath.AVAILABLE else "pure Python (the C data plane is not built)"
@@ -234,9 +241,16 @@ _inspection_options = _options(
     ),
 )
 
-_flows_option = click.option(
-    "--flows", "flows_path", metavar="PATH", help="Write flow records (JSON lines); - for stdout."
-)
+_flows_option = _options(
+    click.option(
+        "--flows", "flows_path", metavar="PATH",
+        help="Write flow records (JSON lines); - for stdout.",
+    ),
+    click.option(
+        "--eve", "eve_path", metavar="PATH",
+        help="Write Suricata-EVE JSON lines (flow and app-layer events); - for stdout.",
+    ),
+)  # fmt: skip
 _stats_option = click.option(
     "--stats", "stats_path", metavar="PATH", help="Write the run summary as JSON; - for stdout."
 )
@@ -385,6 +399,7 @@ def replay(
     captures: tuple[str, ...],
     bpf: str | None,
     flows_path: str | None,
+    eve_path: str | None,
     export_dir: Path | None,
     pcap_dir: Path | None,
     pcap_for: str | None,
@@ -412,6 +427,7 @@ def replay(
     outputs: list[IO[bytes]] = []
     if flows_path:
         outputs.append(_open_output(flows_path))
+    eves = [_open_output(eve_path)] if eve_path else []
     if export_dir is not None:
         try:
             export_dir.mkdir(parents=True, exist_ok=True)
@@ -419,7 +435,7 @@ def replay(
             _error(f"cannot create {export_dir}: {exc.strerror}")
         outputs.append(_open_output(str(export_dir / "flows.jsonl")))
     engine = Engine(
-        source.linktype, Options.from_kwargs(**options), _RecordWriter(outputs), export_dir,
+        source.linktype, Options.from_kwargs(**options), _RecordWriter(outputs, eves), export_dir,
         plugins=plugins, policy=policy, bypass=bypass, on_plugin_error=_plugin_error,
         flow_pcaps=_flow_pcaps(pcap_dir, pcap_for),
     )  # fmt: skip
@@ -450,7 +466,7 @@ def replay(
         exit_code = 1
     engine.truncated_file = source.truncated is not None
     engine.finish()
-    _close_outputs(outputs)
+    _close_outputs(outputs + eves)
     stats = engine.stats()
     if bpf is not None:
         stats["filter"] = bpf
@@ -501,6 +517,7 @@ def watch(
     interface: str,
     bpf: str | None,
     flows_path: str | None,
+    eve_path: str | None,
     stats_path: str | None,
     policy_path: str | None,
     plugin_specs: tuple[str, ...],
@@ -532,13 +549,14 @@ def watch(
     except CaptureError as exc:
         _error(str(exc))
     outputs: list[IO[bytes]] = [_open_output(flows_path)] if flows_path else []
+    eves = [_open_output(eve_path)] if eve_path else []
     stats_out = _open_output(stats_path) if stats_path else None
     if tui is None:
         tui = sys.stdout.isatty() and sys.stdin.isatty()
     _import_before_drop(not quiet, tui, WORKER_MODULES if workers > 1 else ())
     _drop(who)
     plugins, policy = _load_inspection(policy_path, plugin_specs, plugin_files, no_inspect)
-    writer = _RecordWriter(outputs)
+    writer = _RecordWriter(outputs, eves)
     engine_options = Options.from_kwargs(**options)
 
     def make_engine(
@@ -582,7 +600,7 @@ def watch(
         stats = backend.finish()
     if getattr(backend, "failed", False):  # a capture worker met a bug (said on stderr)
         exit_code = 1
-    _close_outputs(outputs)
+    _close_outputs(outputs + eves)
     _write_stats_to(stats_out, stats)
     if not quiet:
         from .summary import render_summary
@@ -610,6 +628,7 @@ def inline(
     if_a: str,
     if_b: str,
     flows_path: str | None,
+    eve_path: str | None,
     stats_path: str | None,
     policy_path: str | None,
     plugin_specs: tuple[str, ...],
@@ -641,6 +660,7 @@ def inline(
     except PortError as exc:
         _error(str(exc))
     outputs: list[IO[bytes]] = [_open_output(flows_path)] if flows_path else []
+    eves = [_open_output(eve_path)] if eve_path else []
     stats_out = _open_output(stats_path) if stats_path else None
     if tui is None:
         tui = sys.stdout.isatty() and sys.stdin.isatty()
@@ -648,7 +668,7 @@ def inline(
     _drop(who)
     plugins, policy = _load_inspection(policy_path, plugin_specs, plugin_files, False)
     assert plugins is not None
-    writer = _RecordWriter(outputs)
+    writer = _RecordWriter(outputs, eves)
     engine_options = Options.from_kwargs(**options)
     bridge = Inline(ports, plugins, policy, engine_options, writer, _plugin_error)
     _prepare_run()
@@ -683,7 +703,7 @@ def inline(
     for p in ports:
         p.close()
     writer.flush()
-    _close_outputs(outputs)
+    _close_outputs(outputs + eves)
     _write_stats_to(stats_out, stats)
     if not quiet:
         from .summary import render_summary
