@@ -40,7 +40,7 @@ _SKIPPING = (Framing.BODY, Framing.CHUNK_DATA)
 
 class HttpTransactions:
     __slots__ = ("transactions", "dropped", "stopped", "_state", "_buf", "_next", "_skip_to",
-                 "_pending", "_body", "_response", "_close_body")  # fmt: skip
+                 "_pending", "_body", "_response", "_close_body", "_closing")  # fmt: skip
 
     def __init__(self) -> None:
         self.transactions: list[dict[str, Any]] = []
@@ -55,6 +55,7 @@ class HttpTransactions:
         self._response: dict[str, Any] | None = None  # the one whose body is being read
         # A response whose body runs to the close, and where that body began.
         self._close_body: tuple[dict[str, Any], int] | None = None
+        self._closing = [False, False]  # the other direction stopped: end this message, stop
 
     def want(self, d: int) -> int:
         """The first offset of direction ``d`` whose bytes are still needed (those before it
@@ -82,7 +83,7 @@ class HttpTransactions:
             elif at > self._next[d]:
                 # Bytes before these never came (C hashed them: it saw TLS from the first
                 # byte, where this would have stopped): nothing here can be framed.
-                self._stop(f"{'c2s' if d == 0 else 's2c'} bytes not read")
+                self._stop(f"{'c2s' if d == 0 else 's2c'} bytes not read", d)
             else:
                 self._read(d, data[at - offset :], at)
 
@@ -98,7 +99,7 @@ class HttpTransactions:
             return
         if state in _SKIPPING and offset + length <= self._skip_to[d]:
             return
-        self._stop(f"a gap where {'c2s' if d == 0 else 's2c'} framing is read")
+        self._stop(f"a gap where {'c2s' if d == 0 else 's2c'} framing is read", d)
 
     def finish(self, lengths: tuple[int, int]) -> None:
         """The streams ended at these lengths: a body delimited by the close has its length."""
@@ -143,10 +144,10 @@ class HttpTransactions:
         if end < 0:
             self._next[d] = at + len(data)
             if len(buf) > MAX_HEAD:
-                self._stop(f"a {state.value} beyond {MAX_HEAD} bytes")
+                self._stop(f"a {state.value} beyond {MAX_HEAD} bytes", d)
             elif state is Framing.HEAD and not _plausible(d, buf):
                 # Not HTTP (a TLS hello, a server's banner): stop at once, not at MAX_HEAD.
-                self._stop(f"{'c2s' if d == 0 else 's2c'} is not HTTP/1.x")
+                self._stop(f"{'c2s' if d == 0 else 's2c'} is not HTTP/1.x", d)
             return
         if had:
             block = bytes(buf[:end])
@@ -167,7 +168,7 @@ class HttpTransactions:
     def _on_request(self, block: bytes) -> None:
         _, request = parse_request_line(block)
         if request is None:
-            self._stop("c2s is not an HTTP/1.x request")
+            self._stop("c2s is not an HTTP/1.x request", 0)
             return
         method, target = request
         headers = _headers(block)
@@ -195,7 +196,7 @@ class HttpTransactions:
             or len(parts[1]) != 3
             or not parts[1].isdigit()
         ):
-            self._stop("s2c is not an HTTP/1.x response")
+            self._stop("s2c is not an HTTP/1.x response", 1)
             return
         status = int(parts[1])
         headers = _headers(block)
@@ -226,12 +227,12 @@ class HttpTransactions:
             self._state[d] = Framing.CHUNK_SIZE
         elif coding:
             if d == 0:
-                self._stop("a request body in a coding other than chunked")
+                self._stop("a request body in a coding other than chunked", 0)
             else:
                 self._to_close()
         elif length is not None:
             if not length.isdigit() or len(length) > 18:
-                self._stop("an invalid Content-Length")
+                self._stop("an invalid Content-Length", d)
                 return
             self._body[d] = int(length)
             self._skip_to[d] = self._next[d] + int(length)
@@ -251,7 +252,7 @@ class HttpTransactions:
     def _chunk_size(self, d: int, line: bytes) -> None:
         size = line.split(b";", 1)[0].strip()
         if not size or len(size) > 15 or any(c not in b"0123456789abcdefABCDEF" for c in size):
-            self._stop("an invalid chunk size")
+            self._stop("an invalid chunk size", d)
             return
         n = int(size, 16)
         if not n:
@@ -265,7 +266,7 @@ class HttpTransactions:
         if d == 1 and self._response is not None:
             self._response["length"] = self._body[1]
             self._response = None
-        self._state[d] = Framing.HEAD
+        self._state[d] = Framing.DONE if self._closing[d] else Framing.HEAD
 
     # -- bookkeeping --------------------------------------------------------------------------
 
@@ -275,10 +276,20 @@ class HttpTransactions:
         else:
             self.dropped += 1
 
-    def _stop(self, why: str) -> None:
+    def _stop(self, why: str, d: int | None = None) -> None:
+        """Read nothing more of direction ``d`` (None: of either). The other direction still
+        ends the message it is in (a body C may have hashed in place without handing it
+        over, so the general path and C agree on its length), then stops too."""
         if self.stopped is None:
             self.stopped = why
-        self._state = [Framing.DONE, Framing.DONE]
+        if d is None:
+            self._state = [Framing.DONE, Framing.DONE]
+            return
+        self._state[d] = Framing.DONE
+        o = 1 - d
+        if self._state[o] is Framing.HEAD:
+            self._state[o] = Framing.DONE
+        self._closing[o] = True
 
 
 def _plausible(d: int, buf: bytearray) -> bool:
