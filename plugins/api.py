@@ -11,7 +11,7 @@
                 return self.match("redis")
             return NEED_MORE if not flow.c2s else NO_MATCH
 
-        def decide(self, flow):            # -> Verdict or None (abstain)
+        def decide(self, flow):            # -> Verdict, self.decision(Verdict, reason) or None
             return Verdict.PASS
 
 Detection and decisions follow nDPI / Suricata probing parsers (match, need more, no match, per
@@ -45,6 +45,17 @@ NEED_MORE = Detection.NEED_MORE
 NO_MATCH = Detection.NO_MATCH
 
 
+MAX_REASON = 256  # characters of a decision's reason kept in the record
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A verdict with the plugin's reason for it (``reason`` lands in the flow record)."""
+
+    verdict: Verdict
+    reason: str
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
     """A detector's positive answer: the protocol and what it found."""
@@ -65,6 +76,17 @@ class Plugin:
     ports: ClassVar[frozenset[int] | set[int]] = frozenset()
     # The protocol a detector names; a guess by port reports it (defaults to ``name``).
     protocol: ClassVar[str | None] = None
+    # The options this plugin takes and their defaults, as strings: ``--plugin-option
+    # NAME.KEY=VALUE`` sets one (an undeclared KEY is an error), ``self.options`` reads them.
+    option_defaults: ClassVar[dict[str, str]] = {}
+
+    @property
+    def options(self) -> dict[str, str]:
+        return self.__dict__.get("_options") or dict(self.option_defaults)
+
+    def decision(self, verdict: Verdict, reason: str) -> Decision:
+        """decide()'s answer with a reason the record keeps (``reason``)."""
+        return Decision(verdict, reason)
 
     def match(self, protocol: str, complete: bool = True, **findings: Any) -> Match:
         kept = {k: v for k, v in findings.items() if v is not None}
@@ -74,8 +96,9 @@ class Plugin:
         """Look at the early bytes; say what protocol this is, or ask for more, or decline."""
         return NO_MATCH
 
-    def decide(self, flow: FlowView) -> Verdict | None:
-        """Called as data arrives while the flow is undecided; None abstains."""
+    def decide(self, flow: FlowView) -> Verdict | Decision | None:
+        """Called as data arrives while the flow is undecided; None abstains. A Decision
+        (``self.decision(verdict, reason)``) gives the record a reason too."""
         return None
 
     async def intercept(self, conn: InterceptedConnection) -> None:

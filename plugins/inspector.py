@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from .api import Detection, FlowView, Match, Verdict
+from .api import MAX_REASON, Decision, Detection, FlowView, Match, Verdict
 from .findings import sanitize_findings, type_name
 from .guard import GUARD, PluginFailed, describe, one_line
 from .policy import Policy
@@ -57,6 +57,7 @@ class Inspection:
         "verdict",
         "decided_by",
         "decider",
+        "reason",
         "offsets",
         "errors",
         "waiting",
@@ -77,6 +78,7 @@ class Inspection:
         self.verdict: Verdict | None = None
         self.decided_by: str | None = None
         self.decider: Any = None  # the Rule or Loaded plugin that decided (None: the default)
+        self.reason: str | None = None  # the deciding plugin's, when it gave one
         self.offsets = (0, 0)
         self.errors: list[str] = []
         self.waiting = False  # a plugin asked for more
@@ -201,16 +203,23 @@ class Inspector:
             return
         insp.waiting = False
         for loaded in self.deciders:
-            verdict = self._call(insp, loaded, loaded.decide)  # type: ignore[arg-type]
-            if verdict is None:
+            answer: Any = self._call(insp, loaded, loaded.decide)  # type: ignore[arg-type]
+            if answer is None:
                 continue
-            if type(verdict) is not Verdict:
+            reason = None
+            if type(answer) is Decision:
+                if type(answer.reason) is not str:
+                    raise self._fail(loaded.name, f"a Decision's reason is {_a(answer.reason)}")
+                answer, reason = answer.verdict, answer.reason[:MAX_REASON]
+            if type(answer) is not Verdict:
                 raise self._fail(
-                    loaded.name, f"decide() returned {_a(verdict)}, not a Verdict or None"
+                    loaded.name, f"decide() returned {_a(answer)}, not a Verdict, Decision or None"
                 )
+            verdict: Verdict = answer
             if verdict is Verdict.NEED_MORE:
                 insp.waiting = True
                 return
+            insp.reason = reason
             self._decide(insp, verdict, loaded.name, loaded)
             return
         both_spoke = bool(view.c2s) and bool(view.s2c)

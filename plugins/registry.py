@@ -260,15 +260,48 @@ def _defined_classes(module: ModuleType, name: str) -> list[type]:
     return seen
 
 
-def load_all(specs: list[str], files: list[str], builtins: bool = True) -> list[Loaded]:
+def load_all(
+    specs: list[str],
+    files: list[str],
+    builtins: bool = True,
+    entry_points: bool = True,
+    options: list[str] | None = None,
+) -> list[Loaded]:
     """The plugins in the order they are asked: command-line ones (in order given), then
-    entry points (by name), then the built-in detectors."""
+    entry points (by name; ``entry_points`` False: none), then the built-in detectors;
+    ``options`` (``NAME.KEY=VALUE``) given to the plugins they name."""
     loaded: list[Loaded] = []
     for spec in specs:
         loaded.append(from_spec(spec))
     for f in files:
         loaded.extend(from_file(f))
-    loaded.extend(from_entry_points())
+    if entry_points:
+        loaded.extend(from_entry_points())
     if builtins:
         loaded.extend(builtin_detectors())
+    set_options(loaded, options or [])
     return loaded
+
+
+def set_options(loaded: list[Loaded], options: list[str]) -> None:
+    """``NAME.KEY=VALUE``: the option KEY of plugin NAME (declared in its option_defaults),
+    as mitmproxy's ``--set``. Anything else is a PluginError naming the option."""
+    given: dict[str, dict[str, str]] = {}
+    for option in options:
+        target, eq, value = option.partition("=")
+        name, dot, key = target.rpartition(".")
+        if not eq or not dot or not name or not key:
+            raise PluginError(f"--plugin-option {option!r}: expected NAME.KEY=VALUE")
+        given.setdefault(name, {})[key] = value
+    by_name = {p.name: p for p in loaded}
+    for name, values in given.items():
+        plugin = by_name.get(name)
+        if plugin is None:
+            raise PluginError(f"--plugin-option: no plugin named {name!r} is loaded")
+        declared = getattr(type(plugin.plugin), "option_defaults", None) or {}
+        unknown = sorted(set(values) - set(declared))
+        if unknown:
+            known = ", ".join(sorted(declared)) or "none"
+            raise PluginError(f"--plugin-option: plugin {name!r} has no option "
+                              f"{unknown[0]!r} (it takes: {known})")  # fmt: skip
+        plugin.plugin.__dict__["_options"] = {**declared, **values}

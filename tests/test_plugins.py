@@ -368,6 +368,89 @@ def test_entry_point_plugin_is_found_and_decides(example_package):
     assert {r["verdict"] for r in many} == {"pass"}
 
 
+def test_no_entry_points_loads_only_what_the_command_line_names(example_package, tmp_path):
+    (rec,), _ = replay(str(KEEPALIVE), "--no-entry-points", "--stats", str(tmp_path / "s.json"))
+    assert rec["decided_by"] == "default"  # the installed second-request plugin not loaded
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert all(p["origin"] == "built-in" for p in stats["plugins"])
+    _, r = replay(str(KEEPALIVE), "--stats", str(tmp_path / "t.json"))
+    origins = [p["origin"] for p in json.loads((tmp_path / "t.json").read_text())["plugins"]]
+    assert "entry point second-request (uinet-tap-example-plugin)" in origins
+
+
+OPTION_PLUGIN = """
+from uinet_tap.plugins import Plugin, Verdict
+
+class Paths(Plugin):
+    name = "paths"
+    option_defaults = {"deny": "/nothing", "verdict": "block"}
+
+    def decide(self, flow):
+        if flow.protocol != "http":
+            return None
+        for path in self.options["deny"].split(","):
+            if flow.findings.get("path") == path:
+                return self.decision(Verdict(self.options["verdict"]), f"{path} is denied")
+        return Verdict.PASS
+"""
+
+
+def test_plugin_options_and_reasons(tmp_path):
+    plugin = tmp_path / "paths.py"
+    plugin.write_text(OPTION_PLUGIN)
+    cap = str(CAPTURES / "app" / "http.pcap")  # GET /hello.txt
+    (rec,), _ = replay(cap, "--plugin-file", str(plugin))
+    assert rec["verdict"] == "pass" and "reason" not in rec  # the default option
+    (rec,), _ = replay(cap, "--plugin-file", str(plugin), "--plugin-option",
+                       "paths.deny=/x,/hello.txt")  # fmt: skip
+    assert (rec["verdict"], rec["decided_by"]) == ("would-block", "paths")
+    assert rec["reason"] == "/hello.txt is denied"
+    opts = ["--plugin-option", "paths.deny=/hello.txt"]
+    opts += ["--plugin-option", "paths.verdict=intercept"]
+    (rec,), _ = replay(cap, "--plugin-file", str(plugin), *opts)
+    assert rec["verdict"] == "would-intercept"
+
+
+@pytest.mark.parametrize(
+    "option, words",
+    [
+        ("paths.color=red", "has no option 'color' (it takes: deny, verdict)"),
+        ("nope.deny=/", "no plugin named 'nope'"),
+        ("paths=1", "expected NAME.KEY=VALUE"),
+        ("http.x=1", "has no option 'x' (it takes: none)"),
+    ],
+)
+def test_bad_plugin_options_are_one_error_line(tmp_path, option, words):
+    plugin = tmp_path / "paths.py"
+    plugin.write_text(OPTION_PLUGIN)
+    records, r = replay(str(KEEPALIVE), "--plugin-file", str(plugin), "--plugin-option", option,
+                        check=False)  # fmt: skip
+    assert r.returncode == 2 and records == []
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], r.stderr
+
+
+def test_a_reason_that_is_not_a_string_is_a_plugin_failure():
+    class Odd(Plugin):
+        name = "odd"
+
+        def decide(self, flow):
+            return self.decision(Verdict.BLOCK, 42)  # type: ignore[arg-type]
+
+    r = run_bytes(Odd(), c2s=b"GET / HTTP/1.1\r\n\r\n", s2c=b"HTTP/1.1 200 OK\r\n\r\n")
+    assert r.decided_by == "default" and "odd" in r.errors
+
+
+def test_the_helper_runs_the_built_in_detectors_by_default():
+    class Quiet(Plugin):
+        name = "quiet"
+
+    r = run_bytes(Quiet(), c2s=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", s2c=b"HTTP/1.1 200 OK\r\n\r\n")
+    assert r.protocol == "http"
+    alone = run_bytes(Quiet(), c2s=b"GET / HTTP/1.1\r\n\r\n", builtins=False)
+    assert alone.protocol == "unknown"
+
+
 # -- the test helper -----------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.metadata
 import signal
 import sys
 import time
@@ -130,15 +131,25 @@ _plugin_error = _PluginErrors()
 
 
 def _load_inspection(
-    policy_path: str | None, specs: tuple[str, ...], files: tuple[str, ...], off: bool
+    policy_path: str | None,
+    specs: tuple[str, ...],
+    files: tuple[str, ...],
+    off: bool,
+    plugin_options: tuple[str, ...] = (),
+    entry_points: bool = True,
 ) -> tuple[list[Loaded] | None, Policy | None]:
     if off:
-        if policy_path or specs or files:
-            _error("--no-inspect cannot be combined with --policy, --plugin or --plugin-file")
+        if policy_path or specs or files or plugin_options:
+            _error(
+                "--no-inspect cannot be combined with --policy, --plugin, --plugin-file or "
+                "--plugin-option"
+            )
         return None, None
     try:
         policy = load_policy(policy_path) if policy_path else None
-        plugins = load_all(list(specs), list(files))
+        plugins = load_all(
+            list(specs), list(files), entry_points=entry_points, options=list(plugin_options)
+        )
     except (PolicyError, PluginError) as exc:
         _error(str(exc))
     return plugins, policy
@@ -237,6 +248,18 @@ _inspection_options = _options(
         help="Load the plugins defined in a Python file; repeatable.",
     ),
     click.option(
+        "--plugin-option",
+        "plugin_options",
+        metavar="NAME.KEY=VALUE",
+        multiple=True,
+        help="Set an option a plugin declares (its option_defaults); repeatable.",
+    ),
+    click.option(
+        "--no-entry-points",
+        is_flag=True,
+        help="Load no plugins from installed packages: only built-ins and the command line's.",
+    ),
+    click.option(
         "--no-inspect", is_flag=True, help="No protocol detection or verdicts: reconstruction only."
     ),
 )
@@ -276,6 +299,22 @@ def _close_outputs(outputs: list[IO[bytes]]) -> None:
             out.close()
         else:
             out.flush()
+
+
+def _run_context(stats: dict, plugins: list[Loaded] | None, policy_path: str | None) -> dict:
+    """What ran: the version, the policy file and every plugin loaded with where it came from
+    (--stats and the summary), so a record set can be traced to the code that made it."""
+    stats["version"] = _version()
+    stats["policy"] = policy_path
+    stats["plugins"] = [{"name": p.name, "origin": p.origin} for p in plugins or []]
+    return stats
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("uinet-tap")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _write_stats(stats_path: str | None, stats: dict) -> None:
@@ -407,6 +446,8 @@ def replay(
     policy_path: str | None,
     plugin_specs: tuple[str, ...],
     plugin_files: tuple[str, ...],
+    plugin_options: tuple[str, ...],
+    no_entry_points: bool,
     bypass: bool,
     no_inspect: bool,
     tui: bool,
@@ -423,7 +464,9 @@ def replay(
     except CaptureError as exc:
         _error(str(exc))
     capture = source.name
-    plugins, policy = _load_inspection(policy_path, plugin_specs, plugin_files, no_inspect)
+    plugins, policy = _load_inspection(
+        policy_path, plugin_specs, plugin_files, no_inspect, plugin_options, not no_entry_points
+    )
     outputs: list[IO[bytes]] = []
     if flows_path:
         outputs.append(_open_output(flows_path))
@@ -479,6 +522,7 @@ def replay(
             f"results cover the {source.packets} packets read",
             err=True,
         )
+    _run_context(stats, plugins, policy_path)
     _write_stats(stats_path, stats)
     if not quiet:
         render_summary(stats, capture, time.perf_counter() - started)
@@ -522,6 +566,8 @@ def watch(
     policy_path: str | None,
     plugin_specs: tuple[str, ...],
     plugin_files: tuple[str, ...],
+    plugin_options: tuple[str, ...],
+    no_entry_points: bool,
     no_inspect: bool,
     bypass: bool,
     buffer_size: int,
@@ -555,7 +601,9 @@ def watch(
         tui = sys.stdout.isatty() and sys.stdin.isatty()
     _import_before_drop(not quiet, tui, WORKER_MODULES if workers > 1 else ())
     _drop(who)
-    plugins, policy = _load_inspection(policy_path, plugin_specs, plugin_files, no_inspect)
+    plugins, policy = _load_inspection(
+        policy_path, plugin_specs, plugin_files, no_inspect, plugin_options, not no_entry_points
+    )
     writer = _RecordWriter(outputs, eves)
     engine_options = Options.from_kwargs(**options)
 
@@ -601,7 +649,7 @@ def watch(
     if getattr(backend, "failed", False):  # a capture worker met a bug (said on stderr)
         exit_code = 1
     _close_outputs(outputs + eves)
-    _write_stats_to(stats_out, stats)
+    _write_stats_to(stats_out, _run_context(stats, plugins, policy_path))
     if not quiet:
         from .summary import render_summary
 
@@ -633,6 +681,8 @@ def inline(
     policy_path: str | None,
     plugin_specs: tuple[str, ...],
     plugin_files: tuple[str, ...],
+    plugin_options: tuple[str, ...],
+    no_entry_points: bool,
     no_inspect: bool,
     tui: bool | None,
     status_interval: float,
@@ -666,7 +716,9 @@ def inline(
         tui = sys.stdout.isatty() and sys.stdin.isatty()
     _import_before_drop(not quiet, tui)
     _drop(who)
-    plugins, policy = _load_inspection(policy_path, plugin_specs, plugin_files, False)
+    plugins, policy = _load_inspection(
+        policy_path, plugin_specs, plugin_files, False, plugin_options, not no_entry_points
+    )
     assert plugins is not None
     writer = _RecordWriter(outputs, eves)
     engine_options = Options.from_kwargs(**options)
@@ -704,7 +756,7 @@ def inline(
         p.close()
     writer.flush()
     _close_outputs(outputs + eves)
-    _write_stats_to(stats_out, stats)
+    _write_stats_to(stats_out, _run_context(stats, plugins, policy_path))
     if not quiet:
         from .summary import render_summary
 

@@ -121,6 +121,8 @@ class InspectionGlue:
         }
         if truncated:
             rec["findings_truncated"] = True
+        if insp.reason is not None:
+            rec["reason"] = insp.reason
         if insp.errors:
             rec["plugin_errors"] = insp.errors
         # Connection and inspection point at each other: cut the loop so reference counting

@@ -94,6 +94,15 @@ def render_summary(stats: dict, capture: str, elapsed: float, command: str = "re
         rows.append(("verdicts", ", ".join(f"{k} {v:,}" for k, v in stats["verdicts"].items())))
         if stats.get("bypassed"):
             rows.append(("bypassed", f"{stats['bypassed']:,}"))
+    loaded = stats.get("plugins") or []
+    if loaded:
+        own = [f"{p['name']} ({p['origin']})" for p in loaded if p["origin"] != "built-in"]
+        builtin = len(loaded) - len(own)
+        rows.append(("plugins", ", ".join([*own, f"{builtin} built-in detectors"])))
+    if stats.get("policy"):
+        rows.append(("policy", stats["policy"]))
+    if stats.get("version"):
+        rows.append(("version", stats["version"]))
     if stats.get("plugin_errors"):
         errors = ", ".join(f"{k} {v:,}" for k, v in stats["plugin_errors"].items())
         rows.append(("plugin errors", errors))

@@ -38,6 +38,7 @@ class Result:
     errors: tuple[str, ...] = ()
     client: str = ""
     server: str = ""
+    reason: str | None = None  # the deciding plugin's (Plugin.decision)
 
 
 def _plugins(plugins: Plugin | Sequence[Plugin], builtins: bool) -> list[Loaded]:
@@ -60,7 +61,7 @@ def run_bytes(
     client_port: int = 40000,
     server_first: bool = False,
     policy: Policy | str | None = None,
-    builtins: bool = False,
+    builtins: bool = True,
 ) -> Result:
     """Feed the two directions (each one bytes object, or chunks as they would arrive) to the
     plugin(s): client chunks first unless ``server_first``, then alternating one by one."""
@@ -87,7 +88,7 @@ def run_bytes(
         view.protocol or "unknown", view.confidence, dict(view.findings),
         PASSIVE_NAMES[insp.verdict], insp.decided_by,  # type: ignore[index]
         {"c2s": insp.offsets[0], "s2c": insp.offsets[1]}, tuple(errors),
-        f"10.0.0.1:{client_port}", f"10.0.0.2:{server_port}",
+        f"10.0.0.1:{client_port}", f"10.0.0.2:{server_port}", insp.reason,
     )  # fmt: skip
 
 
@@ -96,7 +97,7 @@ def run_capture(
     capture: str | Path,
     *,
     policy: Policy | str | None = None,
-    builtins: bool = False,
+    builtins: bool = True,
     **options: Any,
 ) -> list[Result]:
     """Every connection of a pcap/pcapng file through the plugin(s), as `replay` would."""
@@ -121,6 +122,7 @@ def run_capture(
             tuple(r.get("plugin_errors", ())),
             r["client"],
             r["server"],
+            r.get("reason"),
         )  # fmt: skip
         for r in records
     ]
