@@ -77,7 +77,9 @@ class StreamCapture:
     pcap records are indexed as :class:`PcapFile` indexes a mapped file (in C where built);
     nothing in a record is trusted (a captured length past libpcap's limit ends the read)."""
 
-    def __init__(self, raw: BinaryIO, name: str, size: int = 0) -> None:
+    def __init__(self, raw: BinaryIO, name: str, size: int = 0, prefetch: bool = True) -> None:
+        """``prefetch``: read the first batch now (a file corrupt at its first record is an
+        error); a live stream (``watch -``) must not wait here for its first packet."""
         self.name = name
         self.size = size  # of the raw (compressed) input, for progress; 0: unknown
         self.packets = 0
@@ -116,7 +118,7 @@ class StreamCapture:
             names = ", ".join(f"{k} ({v})" for k, v in sorted(SUPPORTED_LINKTYPES.items()))
             raise CaptureError(f"{name}: unsupported link type {self.linktype}; supported: {names}")
         # The first batch now: a stream corrupt at its first record is an error, not a capture.
-        self._head = next(self._rest, None)
+        self._head = next(self._rest, None) if prefetch else None
         if self._head is None and self.truncated is not None:
             raise CaptureError(f"{name}: corrupt capture ({self.truncated})")
 

@@ -7,6 +7,8 @@ import contextlib
 import errno
 import os
 import select
+import sys
+import time
 from array import array
 
 import pcapy
@@ -53,6 +55,70 @@ def _is_up(iface: str) -> bool | None:
             return bool(int(f.read(), 16) & 0x1)  # IFF_UP
     except (OSError, ValueError):
         return None
+
+
+class StdinCapture:
+    """``watch -``: a live pcap stream on stdin (``tcpdump -U -w - | uinet-tap watch -``, or
+    any program writing pcap or pcapng, compressed or not), read as it arrives. Its BPF filter
+    is applied here, as libpcap would apply it to an interface."""
+
+    iface = "stdin"
+
+    def __init__(self, bpf: str | None = None) -> None:
+        from .inputs import StreamCapture, _Filter  # only for a stream: keep watch's import small
+
+        if sys.stdin.isatty():
+            raise CaptureError("-: stdin is a terminal, not a capture (pipe one in)")
+        self._stream = StreamCapture(sys.stdin.buffer, "stdin", prefetch=False)
+        self.linktype = self._stream.linktype
+        self._batches = self._stream.batches()
+        self._filter = _Filter(bpf) if bpf else None
+        if self._filter is not None:
+            self._filter.program(self.linktype)  # a bad expression is an error now
+        self._fd = sys.stdin.fileno()
+        self.packets = 0
+        self.ended = False  # the writer closed the stream: the run ends
+        self._last_ts: float | None = None  # the latest capture time read, and when
+        self._arrived = 0.0
+
+    def poll(self, timeout: float) -> Batch | None:
+        """The next batch once stdin is readable (waiting at most ``timeout`` for that)."""
+        if self.ended:
+            time.sleep(timeout)
+            return None
+        try:
+            ready, _, _ = select.select([self._fd], [], [], timeout)
+        except (InterruptedError, OSError):
+            return None
+        if not ready:
+            return None
+        batch = next(self._batches, None)
+        if batch is None:
+            self.ended = True
+            if self._stream.truncated is not None:
+                raise CaptureError(f"stdin: the stream broke off ({self._stream.truncated})")
+            return None
+        self.packets += len(batch.lengths)
+        if len(batch.times):
+            self._last_ts = max(batch.times[-1], self._last_ts or batch.times[-1])
+            self._arrived = time.monotonic()
+        if self._filter is not None:
+            batch = self._filter.apply(batch)
+        return batch
+
+    def clock(self) -> float:
+        """Now, for timeouts: the stream's capture time, running on with the wall clock while
+        nothing comes. A stream is not always live (a file piped in, a remote tcpdump's
+        clock): its own times say how long a connection was idle."""
+        if self._last_ts is None:
+            return time.time()
+        return self._last_ts + (time.monotonic() - self._arrived)
+
+    def stats(self) -> tuple[int, int, int]:
+        return self.packets, 0, 0  # nothing is dropped: the writer waits for the pipe
+
+    def close(self) -> None:
+        pass
 
 
 class LiveCapture:

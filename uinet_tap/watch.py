@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
 from .engine import Engine
-from .live import LiveCapture
+from .live import LiveCapture, StdinCapture
 from .live_view_data import SnapshotMaker
 from .pcapfile import CaptureError
 from .snapshot import Snapshot
@@ -71,7 +71,13 @@ class SingleBackend:
         if now - self._last_expiry >= 1.0:
             # Idle flows time out on the clock too, not only when packets move time on.
             self._last_expiry = now
-            self.engine.expire(time.time())
+            clock = getattr(self.capture, "clock", None)
+            self.engine.expire(clock() if clock is not None else time.time())
+
+    @property
+    def ended(self) -> bool:
+        """The capture can give nothing more (watch -: the writer closed the stream)."""
+        return bool(getattr(self.capture, "ended", False))
 
     def snapshot(self) -> Snapshot:
         _recv, drop, ifdrop = self.capture.stats()
@@ -89,6 +95,10 @@ class SingleBackend:
 def open_captures(capture_args: dict[str, Any], workers: int) -> list[LiveCapture]:
     """The capture handles: one, or one per worker in one PACKET_FANOUT group. Opened here,
     where the privileges are, before any worker starts; each worker inherits its own."""
+    if capture_args["iface"] == "-":
+        if workers != 1:
+            raise CaptureError("-: one stream on stdin cannot be shared by --workers")
+        return [StdinCapture(capture_args.get("bpf"))]  # type: ignore[list-item]
     if workers == 1:
         return [LiveCapture(**capture_args)]
     group = (os.getpid() & 0x7FFF) or 1
@@ -342,6 +352,8 @@ class Watch:
             elif now - self._last_status >= self.status_interval:
                 self._status(now, self.backend.snapshot())
             if self.duration is not None and now - self.started >= self.duration:
+                return
+            if getattr(self.backend, "ended", False):
                 return
 
     def _status(self, now: float, s: Snapshot) -> None:
