@@ -153,6 +153,7 @@ class Connection:
         "bypassed",
         "user",
         "alt_synacks",
+        "tunnel",
     )
 
     def __init__(
@@ -191,6 +192,7 @@ class Connection:
         # SYN-ACKs with another ISN, kept until the client's ACK says which one it took
         # (Suricata's max-synack-queued): (segment, time) each.
         self.alt_synacks: list | None = None
+        self.tunnel = 0  # the mirror session it came in (Segment.tunnel), 0 for none
 
     @property
     def closed(self) -> bool:

@@ -123,6 +123,9 @@ class Segment(NamedTuple):
     checksum_ok: bool | None  # None: not verified
     macs: bytes = b""  # Ethernet destination and source MAC (12 bytes), where the link has them
     urg: int = 0  # the urgent pointer field (meaningful only with the URG flag, RFC 9293 §3.1)
+    # The mirror session a tunnelled copy came in (a VXLAN network identifier, a TZSP sensor):
+    # 0 for none. Part of the flow key: two sessions' identical tuples are two connections.
+    tunnel: int = 0
 
 
 def ones_sum(data: bytes | bytearray, initial: int = 0) -> int:

@@ -176,7 +176,7 @@ class Tracker:
     def _key(self, seg: Segment) -> tuple[bytes, bytes]:
         sp = seg.sport.to_bytes(2, "big")
         dp = seg.dport.to_bytes(2, "big")
-        prefix = b"" if self.config.ignore_vlan or not seg.vlans else repr(seg.vlans).encode()
+        prefix = key_prefix(seg.vlans, seg.tunnel, self.config.ignore_vlan)
         return (prefix + seg.src + seg.dst + sp + dp, prefix + seg.dst + seg.src + dp + sp)
 
     @property
@@ -227,6 +227,7 @@ class Tracker:
         )
         if cfg.ignore_vlan and seg.vlans:
             conn.vlans = seg.vlans  # reported, not keyed
+        conn.tunnel = seg.tunnel
         conn.c.stream.sink = self.sinks(conn, Direction.C2S)
         conn.s.stream.sink = self.sinks(conn, Direction.S2C)
         self.table[ckey] = (conn, True)
@@ -402,7 +403,7 @@ class Tracker:
         """A SYN or SYN-ACK of an unknown tuple: a compact half-open entry, not a connection."""
         blob = _pack(ts, seg, True)
         self._make_room(HALF_COST + len(blob))
-        entry = [self.next_id, seg.vlans, blob]
+        entry = [self.next_id, (seg.vlans, seg.tunnel), blob]
         self.half_bytes += len(blob)
         self.next_id += 1
         self.half[keys[0]] = entry
@@ -443,10 +444,10 @@ class Tracker:
         they had been processed when they came (same id, times and counts)."""
         entry = self.half.pop(k0)
         self.half_bytes -= sum(len(blob) for blob in entry[2:])
-        conn_id, vlans = entry[0], entry[1]
+        conn_id, (vlans, tunnel) = entry[0], entry[1]
         conn = None
         for i, blob in enumerate(entry[2:]):
-            ts, seg = _unpack(blob, k0, vlans, self.config.ignore_vlan)
+            ts, seg = _unpack(blob, k0, vlans, tunnel, self.config.ignore_vlan)
             keys = self._key(seg)
             if i == 0:
                 self.half_rev.pop(keys[1], None)
@@ -1186,15 +1187,22 @@ def _pack(ts: float, seg: Segment, first: bool) -> bytes:
     )  # fmt: skip
 
 
+def key_prefix(vlans: tuple[int, ...], tunnel: int, ignore_vlan: bool) -> bytes:
+    """What a flow key holds before the addresses: the VLAN stack (unless ignored) and the
+    mirror session a tunnelled copy came in."""
+    prefix = b"" if ignore_vlan or not vlans else repr(vlans).encode()
+    return prefix + (b"t%d|" % tunnel if tunnel else b"")
+
+
 def _unpack(
-    blob: bytes, key0: bytes, vlans: tuple[int, ...], ignore_vlan: bool
+    blob: bytes, key0: bytes, vlans: tuple[int, ...], tunnel: int, ignore_vlan: bool
 ) -> tuple[float, Segment]:
     ts, seq, ack, flags, window, urg, missing, ttl, first, olen, mlen = _DEFERRED.unpack_from(blob)
     pos = _DEFERRED.size
     options = blob[pos : pos + olen]
     macs = blob[pos + olen : pos + olen + mlen]
     payload = blob[pos + olen + mlen :]
-    prefix = 0 if ignore_vlan or not vlans else len(repr(vlans).encode())
+    prefix = len(key_prefix(vlans, tunnel, ignore_vlan))
     alen = (len(key0) - prefix - 4) // 2
     a = key0[prefix : prefix + alen]
     b = key0[prefix + alen : prefix + 2 * alen]
@@ -1203,6 +1211,6 @@ def _unpack(
     src, dst, sport, dport = (a, b, pa, pb) if first else (b, a, pb, pa)
     seg = Segment(
         vlans, alen == 16, src, dst, sport, dport, seq, ack, flags, window, options, payload,
-        missing, ttl, None, macs, urg,
+        missing, ttl, None, macs, urg, tunnel,
     )  # fmt: skip
     return ts, seg

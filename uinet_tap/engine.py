@@ -205,7 +205,7 @@ class Engine:
 
     def feed_batch(self, batch: Batch) -> None:
         """The hot loop: one call per batch of frames from a driver."""
-        fast_ok = batch.linktype == DLT_EN10MB and batch.wirelens is None
+        fast_ok = batch.linktype == DLT_EN10MB and batch.wirelens is None and not batch.tunnels
         if fast_ok and self.fastpath == "c":
             self._feed_ethernet_c(batch)
         else:
@@ -216,12 +216,15 @@ class Engine:
             lt = batch.linktype
             wirelens = batch.wirelens or itertools.repeat(None)
             pcaps = self.flow_pcaps
-            for ts, off, n, wl in zip(
-                batch.times, batch.offsets, batch.lengths, wirelens, strict=False
+            tunnels = batch.tunnels or itertools.repeat(0)
+            for ts, off, n, wl, tunnel in zip(
+                batch.times, batch.offsets, batch.lengths, wirelens, tunnels, strict=False
             ):
                 frame = bytes(data[off : off + n])
                 seg = decode(ts, frame, wl, lt)
                 if seg is not None:
+                    if tunnel:
+                        seg = seg._replace(tunnel=tunnel)
                     segment(ts, seg)
                     if pcaps is not None and tracker.last_conn is not None:
                         pcaps.write(tracker.last_conn, ts, frame, lt, wl or n)

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import select
+import socket
 import sys
 import time
 from array import array
@@ -119,6 +120,134 @@ class StdinCapture:
 
     def close(self) -> None:
         pass
+
+
+VXLAN_PORT = 4789  # RFC 7348 (what cloud traffic mirroring sends)
+TZSP_PORT = 37008
+_TZSP_ETHERNET = 1
+_TZSP_TAGS = 64  # tagged fields read before the frame: a datagram cannot make it loop
+
+
+def decapsulate(datagram: bytes, sender: int) -> tuple[bytes, int] | str:
+    """(inner Ethernet frame, mirror session) of a mirrored copy, or why not (a reason to
+    count): VXLAN (RFC 7348: the I flag, the VNI as the session) or TZSP (version 1,
+    Ethernet; the session is ``sender``, the index of the address it came from)."""
+    if len(datagram) < 8 + 14:
+        return "short"
+    first = datagram[0]
+    if first & 0x08 and not first & 0xF7 and datagram[1:4] == b"\0\0\0":
+        return datagram[8:], int.from_bytes(datagram[4:7], "big") or (1 << 24)
+    if first == 1 and datagram[2:4] == _TZSP_ETHERNET.to_bytes(2, "big"):
+        pos = 4
+        for _ in range(_TZSP_TAGS):
+            if pos >= len(datagram):
+                return "tzsp_truncated"
+            tag = datagram[pos]
+            if tag == 1:  # END
+                return datagram[pos + 1 :], (1 << 25) + sender
+            if tag == 0:  # PADDING
+                pos += 1
+                continue
+            if pos + 1 >= len(datagram):
+                return "tzsp_truncated"
+            pos += 2 + datagram[pos + 1]
+        return "tzsp_too_many_tags"
+    return "unknown_encapsulation"
+
+
+class UdpCapture:
+    """``watch udp:ADDR:PORT``: mirrored traffic that arrives encapsulated over UDP (VXLAN from
+    cloud traffic mirroring or a switch, TZSP from a router), decapsulated here; each mirror
+    session (VNI, TZSP sender) keys its flows apart. Frames are timed as they arrive (the
+    encapsulations carry no capture time). A socket bound to a port: nothing is sent."""
+
+    def __init__(self, spec: str, bpf: str | None = None, buffer_size: int = CAPTURE_BUFFER):
+        from .inputs import _Filter
+
+        host, sep, port_text = spec.removeprefix("udp:").rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise CaptureError(f"{spec}: expected udp:ADDR:PORT (VXLAN is on {VXLAN_PORT})")
+        self.iface = spec
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            for opt in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
+                try:
+                    self._sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
+                    break
+                except OSError:
+                    continue  # SO_RCVBUFFORCE needs CAP_NET_ADMIN: the capped size then
+            self._sock.bind((host, int(port_text)))
+        except OSError as exc:
+            self._sock.close()
+            raise CaptureError(f"cannot receive on {spec}: {exc.strerror}") from exc
+        self._sock.setblocking(False)
+        self.linktype = 1  # the inner frames are Ethernet
+        self._filter = _Filter(bpf) if bpf else None
+        if self._filter is not None:
+            self._filter.program(self.linktype)
+        self.packets = 0
+        self.datagrams = 0
+        self.undecapsulated: dict[str, int] = {}  # datagrams that were no mirrored frame
+        self._senders: dict[str, int] = {}
+
+    def poll(self, timeout: float) -> Batch | None:
+        try:
+            ready, _, _ = select.select([self._sock], [], [], timeout)
+        except (InterruptedError, OSError):
+            return None
+        if not ready:
+            return None
+        frames: list[bytes] = []
+        tunnels: list[int] = []
+        now = time.time()
+        while len(frames) < BATCH:
+            try:
+                datagram, addr = self._sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            self.datagrams += 1
+            sender = self._senders.setdefault(addr[0], len(self._senders))
+            found = decapsulate(datagram, sender)
+            if isinstance(found, str):
+                self.undecapsulated[found] = self.undecapsulated.get(found, 0) + 1
+                continue
+            frames.append(found[0])
+            tunnels.append(found[1])
+        if not frames:
+            return None
+        offsets, pos = [], 0
+        for f in frames:
+            offsets.append(pos)
+            pos += len(f)
+        self.packets += len(frames)
+        batch = Batch(
+            b"".join(frames), array("d", [now] * len(frames)), array("I", offsets),
+            array("I", [len(f) for f in frames]), self.linktype, None, tunnels,
+        )  # fmt: skip
+        return self._filter.apply(batch) if self._filter is not None else batch
+
+    def stats(self) -> tuple[int, int, int]:
+        """(frames received, datagrams the socket dropped (its queue full), 0)."""
+        return self.packets, self._socket_drops(), 0
+
+    def _socket_drops(self) -> int:
+        """The kernel's drop count of this socket (/proc/net/udp, its last column)."""
+        inode = str(os.fstat(self._sock.fileno()).st_ino)
+        for name in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                with open(name) as f:
+                    for line in f:
+                        fields = line.split()
+                        if len(fields) > 12 and fields[9] == inode:
+                            return int(fields[-1])
+            except OSError:
+                continue
+        return 0
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 class LiveCapture:

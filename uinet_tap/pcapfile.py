@@ -59,6 +59,8 @@ class Batch:
     lengths: Sequence[int]
     linktype: int
     wirelens: list[int] | None = None
+    # Per frame, the mirror session a tunnelled copy came in (Segment.tunnel); None: none.
+    tunnels: list[int] | None = None
 
 
 class PcapFile:

@@ -237,4 +237,6 @@ def flow_record(conn: Connection, export_dir: Path | None = None, seed: int = 0)
             "sack_permitted": conn.c.sack_permitted and conn.s.sack_permitted,
         },
     }
+    if conn.tunnel:
+        rec["tunnel"] = conn.tunnel
     return rec

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
 from .engine import Engine
-from .live import LiveCapture, StdinCapture
+from .live import LiveCapture, StdinCapture, UdpCapture
 from .live_view_data import SnapshotMaker
 from .pcapfile import CaptureError
 from .snapshot import Snapshot
@@ -89,12 +89,22 @@ class SingleBackend:
         self.capture.close()
         stats = self.engine.stats()
         stats["capture"] = {"received": recv, "kernel_drops": drop, "interface_drops": ifdrop}
+        undecapsulated = getattr(self.capture, "undecapsulated", None)
+        if undecapsulated is not None:  # watch udp:: datagrams that carried no mirrored frame
+            stats["capture"]["undecapsulated"] = dict(sorted(undecapsulated.items()))
         return stats
 
 
 def open_captures(capture_args: dict[str, Any], workers: int) -> list[LiveCapture]:
     """The capture handles: one, or one per worker in one PACKET_FANOUT group. Opened here,
     where the privileges are, before any worker starts; each worker inherits its own."""
+    if capture_args["iface"].startswith("udp:"):
+        if workers != 1:
+            raise CaptureError(f"{capture_args['iface']}: one socket cannot be shared by --workers")
+        udp = UdpCapture(
+            capture_args["iface"], capture_args.get("bpf"), capture_args["buffer_size"]
+        )
+        return [udp]  # type: ignore[list-item]
     if capture_args["iface"] == "-":
         if workers != 1:
             raise CaptureError("-: one stream on stdin cannot be shared by --workers")
