@@ -117,3 +117,37 @@ def test_vxlan_mirror_gives_the_records_of_a_local_capture(tmp_path: Path):
         stats = json.loads((tmp_path / "stats.json").read_text())
         assert stats["capture"]["kernel_drops"] == 0
         assert stats["capture"]["undecapsulated"] == {}
+
+
+@pytest.mark.parametrize("eager", [0, 4096])  # handshakes deferred in the compact table, or not
+def test_two_sessions_with_one_tuple_are_two_connections(eager: int):
+    from array import array
+
+    from frames import Conversation, frames
+
+    from uinet_tap.engine import Engine, Options
+    from uinet_tap.pcapfile import Batch
+
+    def conversation(body: bytes) -> list[bytes]:
+        cv = Conversation()  # the same addresses, ports and ISNs each time
+        segs = [*cv.handshake(), cv.c(b"GET / HTTP/1.1\r\n\r\n"), cv.s(body), cv.ack("c")]
+        return [frame for _ts, frame in frames(segs)]
+
+    a, b = conversation(b"HTTP/1.1 200 OK\r\n\r\nsession one"), conversation(b"x" * 77)
+    order = [fr for pair in zip(a, b, strict=True) for fr in pair]  # interleaved
+    tunnels = [7, 9] * len(a)
+    offsets, pos = [], 0
+    for fr in order:
+        offsets.append(pos)
+        pos += len(fr)
+    recs: list[dict] = []
+    engine = Engine(1, Options(eager_half_open=eager), recs.append)
+    engine.feed_batch(Batch(
+        b"".join(order), array("d", [1000.0 + i * 1e-3 for i in range(len(order))]),
+        array("I", offsets), array("I", [len(f) for f in order]), 1, None, tunnels,
+    ))  # fmt: skip
+    engine.finish()
+    by_tunnel = {r["tunnel"]: r for r in recs}
+    assert sorted(by_tunnel) == [7, 9] and all(r["handshake"] for r in recs)
+    assert by_tunnel[7]["s2c"]["bytes"] == len(b"HTTP/1.1 200 OK\r\n\r\nsession one")
+    assert by_tunnel[9]["s2c"]["bytes"] == 77
