@@ -1,4 +1,4 @@
-"""The built-in intercept handlers a policy names: relay, rewrite, respond, tee.
+"""The built-in intercept handlers a policy names: relay, rewrite, respond, tee, forward.
 
 A handler is ``async def handler(conn)`` over an :class:`~.conn.InterceptedConnection`;
 :func:`make_handler` builds one from a policy rule's ``handler`` and ``options`` (see
@@ -9,13 +9,16 @@ so neither is left talking to a peer that is gone.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .policy import HANDLERS
 
 if TYPE_CHECKING:
+    from .api import FlowView
     from .conn import Endpoint, InterceptedConnection
 
 Handler = Callable[["InterceptedConnection"], Awaitable[None]]
@@ -210,7 +213,112 @@ async def tee(conn: InterceptedConnection, directory: str | Path) -> None:
         await relay(conn, taps=(c2s.write, s2c.write))
 
 
-def make_handler(name: str, options: Mapping[str, str]) -> Handler:
+# PROXY protocol version 2 (HAProxy's proxy-protocol.txt §2.2): signature, then version 2
+# with the PROXY command, then TCP over IPv4 (0x11) or IPv6 (0x21) and the address block.
+PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy_v2_header(src: tuple[str, int], dst: tuple[str, int]) -> bytes:
+    """The PROXY v2 header saying the connection came from ``src`` to ``dst``."""
+    a, b = ipaddress.ip_address(src[0]), ipaddress.ip_address(dst[0])
+    family = 0x11 if a.version == 4 else 0x21
+    block = a.packed + b.packed + src[1].to_bytes(2, "big") + dst[1].to_bytes(2, "big")
+    return PROXY_V2_SIGNATURE + bytes((0x21, family)) + len(block).to_bytes(2, "big") + block
+
+
+def parse_target(to: str) -> tuple[str, int] | str:
+    """``HOST:PORT`` ((host, port)) or ``unix:/path`` (the path); ValueError if neither."""
+    if to.startswith("unix:"):
+        if not to[5:]:
+            raise ValueError("to = 'unix:' needs a socket path")
+        return to[5:]
+    host, sep, port = to.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"to = {to!r}: expected HOST:PORT or unix:/path")
+    return host.strip("[]"), int(port)
+
+
+@dataclass
+class StreamEndpoint:
+    """An asyncio stream as an intercepted connection's Endpoint (the forward handler's local
+    service looks to ``relay`` like either side of the cut-in connection)."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    async def read(self, n: int = 65536) -> bytes:
+        return await self.reader.read(n)
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    def close(self) -> None:
+        if self.writer.can_write_eof() and not self.writer.is_closing():
+            self.writer.write_eof()
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+@dataclass
+class _Pair:
+    """Two endpoints to splice, as relay() takes a connection."""
+
+    client: Any
+    server: Any
+    flow: FlowView
+
+
+async def _open(target: tuple[str, int] | str) -> StreamEndpoint:
+    if isinstance(target, str):
+        return StreamEndpoint(*await asyncio.open_unix_connection(target))
+    return StreamEndpoint(*await asyncio.open_connection(*target))
+
+
+async def forward(
+    conn: InterceptedConnection,
+    to: str,
+    both: bool = False,
+    proxy_protocol: bool = True,
+    linger: float = LINGER_SECONDS,
+) -> None:
+    """Hand the cut-in connection to a local service (nginx, HAProxy, a honeypot): connect to
+    ``to``, say who the client was in a PROXY v2 header, and splice the client's half to it.
+    The server's half is closed cleanly (FIN, then its FIN awaited, reset after ``linger``),
+    or with ``both`` spliced to a second connection, whose header names the server as the
+    source. A service that cannot be reached is an error: both sides are reset."""
+    target = parse_target(to)
+    first = await _open(target)
+    try:
+        second = await _open(target) if both else None
+    except OSError:
+        first.abort()
+        raise
+    if proxy_protocol:
+        first.write(proxy_v2_header(conn.flow.client, conn.flow.server))
+        if second is not None:
+            second.write(proxy_v2_header(conn.flow.server, conn.flow.client))
+    try:
+        if second is not None:
+            await asyncio.gather(
+                relay(_Pair(conn.client, first, conn.flow)),
+                relay(_Pair(conn.server, second, conn.flow)),
+            )
+        else:
+            conn.server.close()
+            await asyncio.gather(
+                relay(_Pair(conn.client, first, conn.flow)), _discard(conn.server, linger)
+            )
+    finally:
+        for ep in (first, second):
+            if ep is not None:
+                ep.writer.close()
+
+
+def make_handler(name: str, options: Mapping[str, Any]) -> Handler:
     """The handler a policy rule names, with its options checked (ValueError if wrong)."""
     if name not in HANDLERS:
         raise ValueError(f"unknown handler {name!r} (one of {', '.join(HANDLERS)})")
@@ -240,6 +348,17 @@ def make_handler(name: str, options: Mapping[str, str]) -> Handler:
             await respond(conn, data)
 
         return respond_handler
+    if name == "forward":
+        if "to" not in options:
+            raise ValueError("forward needs to = HOST:PORT or unix:/path")
+        parse_target(options["to"])
+        to, both = options["to"], bool(options.get("both", False))
+        proxy = bool(options.get("proxy_protocol", True))
+
+        async def forward_handler(conn: InterceptedConnection) -> None:
+            await forward(conn, to, both, proxy)
+
+        return forward_handler
     if "dir" not in options:
         raise ValueError("tee needs a dir")
     directory = options["dir"]

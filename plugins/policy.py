@@ -74,8 +74,9 @@ HANDLERS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "rewrite": {"direction": str, "pattern": str, "replace": str},
     "respond": {"data": str, "data_hex": str},
     "tee": {"dir": str},
+    "forward": {"to": str, "both": bool, "proxy_protocol": bool},
 }
-_REQUIRED = {"rewrite": ("pattern", "replace"), "respond": (), "tee": ("dir",)}
+_REQUIRED = {"rewrite": ("pattern", "replace"), "respond": (), "tee": ("dir",), "forward": ("to",)}
 _MAY_BE_EMPTY = frozenset(("replace",))  # rewrite to nothing: delete the pattern
 _RULE_KEYS = frozenset(
     ("protocol", "host", "server", "client", "port", "vlan", "action", "handler", "options")
@@ -311,9 +312,11 @@ def _options(raw: dict[str, Any], handler: str, section: tuple[str, int],
         if k not in allowed:
             raise where.error("options", section,
                               f"option {k!r} does not apply to handler {handler!r}")  # fmt: skip
-        if type(v) is not str:
-            raise where.error("options", section, f"option {k!r} must be a string, not {_kind(v)}")
-        if not v and k not in _MAY_BE_EMPTY:
+        want = allowed[k]
+        if type(v) is not want:
+            what = "true or false" if want is bool else "a string"
+            raise where.error("options", section, f"option {k!r} must be {what}, not {_kind(v)}")
+        if want is str and not v and k not in _MAY_BE_EMPTY:
             raise where.error("options", section, f"option {k!r} must not be empty")
     if raw.get("direction", "s2c") not in ("c2s", "s2c"):
         raise where.error("options", section, 'direction must be "c2s" or "s2c"')
@@ -322,6 +325,13 @@ def _options(raw: dict[str, Any], handler: str, section: tuple[str, int],
             bytes.fromhex(raw["data_hex"])
         except ValueError:
             raise where.error("options", section, "data_hex is not hexadecimal") from None
+    if "to" in raw:
+        from .handlers import parse_target  # the handler's own reading of it
+
+        try:
+            parse_target(raw["to"])
+        except ValueError as exc:
+            raise where.error("options", section, str(exc)) from None
     for k in _REQUIRED.get(handler, ()):
         if k not in raw:
             raise where.error("options", section, f"handler {handler!r} needs option {k!r}")

@@ -410,3 +410,111 @@ def test_make_handler_rejects_bad_options(name, options):
 
 def test_make_handler_relay_is_relay():
     assert make_handler("relay", {}) is relay
+
+
+# --------------------------------------------------------------------------- forward
+
+
+async def _service(connections: list[tuple[bytes, bytes]], answer: bytes, unix: str | None = None):
+    """A local service (what nginx would be): records what each connection sent until its
+    FIN, answers ``answer`` and closes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readexactly(16)
+        head += await reader.readexactly(int.from_bytes(head[14:16], "big"))
+        writer.write(answer)
+        await writer.drain()
+        rest = await reader.read()
+        connections.append((head, rest))
+        writer.close()
+
+    if unix is not None:
+        return await asyncio.start_unix_server(handle, unix)
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def test_proxy_v2_header_bytes():
+    h = handlers.proxy_v2_header(("10.0.0.1", 40000), ("10.0.0.2", 80))
+    ports = (40000).to_bytes(2, "big") + (80).to_bytes(2, "big")
+    addrs = bytes([10, 0, 0, 1, 10, 0, 0, 2])
+    assert h == b"\r\n\r\n\x00\r\nQUIT\n" + b"\x21\x11\x00\x0c" + addrs + ports
+    h6 = handlers.proxy_v2_header(("fd00::1", 1), ("fd00::2", 2))
+    assert h6[12:16] == b"\x21\x21\x00\x24" and len(h6) == 16 + 36
+
+
+@pytest.mark.parametrize("unix", [False, True])
+def test_forward_splices_the_client_to_the_service_and_closes_the_server(unix, tmp_path):
+    async def body() -> None:
+        got: list[tuple[bytes, bytes]] = []
+        path = str(tmp_path / "svc.sock") if unix else None
+        server = await _service(got, b"from the service", path)
+        to = f"unix:{path}" if unix else f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        c = FakeConn()
+        c.client.feed(b"GET / HTTP/1.1\r\n\r\n")
+        c.client.eof()
+        c.server.eof()  # the server answers our FIN with its own
+        await make_handler("forward", {"to": to})(c)  # type: ignore[arg-type]
+        server.close()
+        ((head, rest),) = got
+        assert head == handlers.proxy_v2_header(("10.0.0.1", 40000), ("10.0.0.2", 80))
+        assert rest == b"GET / HTTP/1.1\r\n\r\n"
+        assert bytes(c.client.written) == b"from the service" and c.client.closed
+        assert c.server.closed and not c.server.written and not c.server.aborted
+
+    run(body)
+
+
+def test_forward_both_splices_the_server_to_a_second_connection():
+    async def body() -> None:
+        got: list[tuple[bytes, bytes]] = []
+        server = await _service(got, b"ok")
+        to = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        c = FakeConn()
+        c.client.feed(b"from client")
+        c.client.eof()
+        c.server.feed(b"from server")
+        c.server.eof()
+        await make_handler("forward", {"to": to, "both": True})(c)  # type: ignore[arg-type]
+        server.close()
+        heads = {head: rest for head, rest in got}
+        assert heads == {
+            handlers.proxy_v2_header(("10.0.0.1", 40000), ("10.0.0.2", 80)): b"from client",
+            handlers.proxy_v2_header(("10.0.0.2", 80), ("10.0.0.1", 40000)): b"from server",
+        }
+        assert bytes(c.client.written) == b"ok" and bytes(c.server.written) == b"ok"
+
+    run(body)
+
+
+def test_forward_to_nothing_raises_and_the_inline_engine_resets():
+    async def body() -> None:
+        with socket_closed_port() as port, pytest.raises(OSError):
+            await make_handler("forward", {"to": f"127.0.0.1:{port}"})(FakeConn())  # type: ignore[arg-type]
+
+    run(body)
+
+
+class socket_closed_port:
+    """A port nothing listens on (bound, then closed)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        return self.port
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [({}, "forward needs to"), ({"to": "nohost"}, "HOST:PORT or unix:/path"),
+     ({"to": "unix:"}, "socket path"), ({"to": "h:1", "color": "x"}, "no option 'color'")],
+)  # fmt: skip
+def test_forward_options(options, words):
+    with pytest.raises(ValueError, match=words):
+        make_handler("forward", options)

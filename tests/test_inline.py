@@ -510,6 +510,66 @@ def test_respond_answers_the_client_and_closes_both_sides(topology, tmp_path: Pa
     assert rec["intercept"]["result"] == "closed", rec["intercept"]
 
 
+NGINX_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    log_format pp '$proxy_protocol_addr $proxy_protocol_port $request';
+    access_log {d}/access.log pp;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:8081 proxy_protocol;
+        location / {{ return 200 "nginx answers $proxy_protocol_addr:$proxy_protocol_port\\n"; }}
+    }}
+}}
+"""
+
+
+def test_forward_hands_the_connection_to_nginx_with_the_client_address(topology, tmp_path: Path):
+    """handler = "forward": after the takeover the connection goes to a real nginx listening
+    with proxy_protocol in the bump's namespace. The client gets nginx's answer, nginx logs
+    the original client address and port (PROXY v2), the server's half is closed cleanly."""
+    need("curl", "nginx")
+    t = topology()
+    (www(tmp_path) / "index.html").write_text("the real page")
+    url = t.http_server(www(tmp_path))
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    conf = nginx_dir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(d=nginx_dir))
+    t.popen("tool", "nginx", "-c", str(conf), "-p", str(nginx_dir))
+    wait_for_port(t.session, t.tool_ns, 8081)
+    policy = tmp_path / "rules.toml"
+    policy.write_text(
+        '[[rule]]\nport = 8080\naction = "intercept"\nhandler = "forward"\n'
+        'options = { to = "127.0.0.1:8081" }\n'
+    )
+    tool = Tool(t, tmp_path, "--policy", str(policy))
+    out = tmp_path / "out"
+    with t.capture("client") as pc, t.capture("server") as ps:
+        r = curl(t, f"{url}/index.html", out, "-w", "%{http_code} %{local_port}")
+        closed_cleanly(t)
+    code, port = r.stdout.split()
+    assert code == "200"
+    assert out.read_text() == f"nginx answers {t.client_ip}:{port}\n"
+    assert t.http_log() == []  # the request never reached the server
+    (line,) = (nginx_dir / "access.log").read_text().splitlines()
+    assert line == f"{t.client_ip} {port} GET /index.html HTTP/1.1"
+    no_rst(t, pc, ps)
+    tool.stop()
+    rec = tool.record()
+    assert rec["verdict"] == "intercept" and rec["intercept"]["handler"] == "forward"
+    assert rec["intercept"]["result"] == "closed", rec["intercept"]
+
+
 def test_tee_relays_and_writes_both_directions(topology, tmp_path: Path):
     """A port rule intercepts at the SYN (armed until the handshake is done) with `tee`: the
     download is exact and the two files hold exactly what each side sent."""
