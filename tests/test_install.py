@@ -61,3 +61,28 @@ def test_install_without_a_compiler_runs_the_python_path(tmp_path: Path) -> None
         capture_output=True, timeout=120, check=True,
     )  # fmt: skip
     assert out.read_bytes() == with_c.stdout and with_c.stdout.count(b"\n") >= 1
+
+
+def test_pipx_install_gives_the_command_without_the_test_tools(tmp_path: Path) -> None:
+    """`pipx install .`, as the README says: its own environment, the C data plane where a
+    compiler is, the same records as this checkout, and none of the test extra in it."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "*.so", "__pycache__", "*.egg-info", "build", ".*cache*"))  # fmt: skip
+    env = {**os.environ, "PIPX_HOME": str(tmp_path / "pipx"), "PIPX_BIN_DIR": str(tmp_path / "bin")}
+    r = subprocess.run([sys.executable, "-m", "pipx", "install", str(src)], env=env,
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    exe = tmp_path / "bin" / "uinet-tap"
+    version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)
+    plane = "C" if shutil.which("gcc") else "pure Python"
+    assert f"data plane: {plane}" in version.stdout
+    got = subprocess.run([str(exe), "replay", "-q", "--flows", "-", str(CAPTURE)],
+                         capture_output=True, timeout=120, check=True)  # fmt: skip
+    here = subprocess.run([sys.executable, "-m", "uinet_tap", "replay", "-q", "--flows", "-",
+                           str(CAPTURE)], capture_output=True, timeout=120, check=True)  # fmt: skip
+    assert got.stdout == here.stdout and got.stdout.count(b"\n") == 1
+    venv_python = next((tmp_path / "pipx" / "venvs" / "uinet-tap" / "bin").glob("python"))
+    for tool in ("pytest", "hypothesis", "mypy"):
+        probe = subprocess.run([str(venv_python), "-c", f"import {tool}"], capture_output=True)
+        assert probe.returncode != 0, f"{tool} is in the runtime install"
