@@ -570,6 +570,30 @@ def test_forward_hands_the_connection_to_nginx_with_the_client_address(topology,
     assert rec["intercept"]["result"] == "closed", rec["intercept"]
 
 
+def test_filter_leaves_unselected_connections_untouched_and_untracked(topology, tmp_path: Path):
+    """--filter: a rule blocks port 8080, but the filter selects only port 9999, so the 8080
+    download goes through untouched, with no record; a bad expression is one error line."""
+    need("curl")
+    t = topology()
+    want = blob(www(tmp_path) / "f.bin", 1 * MB)
+    url = t.http_server(www(tmp_path))
+    policy = tmp_path / "rules.toml"
+    policy.write_text('[[rule]]\nport = 8080\naction = "block"\n')
+    tool = Tool(t, tmp_path, "--policy", str(policy), "--filter", "tcp port 9999")
+    got = tmp_path / "got.bin"
+    curl(t, f"{url}/f.bin", got)
+    assert sha(got) == want
+    tool.stop()
+    assert tool.records == []
+    # every frame of the download, each way (1 MB in at least ~20 super-frames)
+    assert tool.stats["inline"]["not_selected"] >= 20
+    assert tool.stats["inline"]["rst_sent"] == 0
+    bad = t.session.sh(t.tool_ns, sys.executable, "-m", "uinet_tap", "inline", t.if_a, t.if_b,
+                       "--no-tui", "--filter", "tcp portt 1", check=False)  # fmt: skip
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr and "--filter" in bad.stderr
+
+
 def test_tee_relays_and_writes_both_directions(topology, tmp_path: Path):
     """A port rule intercepts at the SYN (armed until the handshake is done) with `tee`: the
     download is exact and the two files hold exactly what each side sent."""

@@ -660,6 +660,9 @@ def watch(
 @main.command()
 @click.argument("if_a", metavar="IF_A")
 @click.argument("if_b", metavar="IF_B")
+@click.option("--filter", "bpf", metavar="BPF",
+              help="Inspect only connections whose frames this filter keeps; the rest are "
+                   "forwarded untouched and not tracked.")  # fmt: skip
 @_flows_option
 @_stats_option
 @_reassembly_options
@@ -675,6 +678,7 @@ def watch(
 def inline(
     if_a: str,
     if_b: str,
+    bpf: str | None,
     flows_path: str | None,
     eve_path: str | None,
     stats_path: str | None,
@@ -722,7 +726,10 @@ def inline(
     assert plugins is not None
     writer = _RecordWriter(outputs, eves)
     engine_options = Options.from_kwargs(**options)
-    bridge = Inline(ports, plugins, policy, engine_options, writer, _plugin_error)
+    try:
+        bridge = Inline(ports, plugins, policy, engine_options, writer, _plugin_error, bpf)
+    except CaptureError as exc:
+        _error(str(exc))
     _prepare_run()
     started = time.perf_counter()
 

@@ -64,6 +64,7 @@ class InlineStats:
     intercept_failed: dict[str, int] = field(default_factory=dict)
     tombstone_dropped: int = 0
     cut_in_held: int = 0  # frames an armed cut-in dropped: they would have opened a hole
+    not_selected: int = 0  # frames of connections --filter leaves out: forwarded, untracked
     internal_errors: int = 0
 
 
@@ -78,8 +79,16 @@ class Inline:
         options: Options,
         on_record: Callable[[dict], None],
         on_plugin_error: Callable[[str, str], None],
+        bpf: str | None = None,
     ) -> None:
+        """``bpf``: only connections whose first frame it keeps are tracked and inspected;
+        the others are forwarded untouched (CaptureError if libpcap cannot compile it)."""
         self.ports = ports
+        self.select: Callable[[bytes], int] | None = None
+        if bpf is not None:
+            from .inputs import _Filter
+
+            self.select = _Filter(bpf).program(DLT_EN10MB).filter
         self.on_plugin_error = on_plugin_error
         self._write_record = on_record
         # The general path only: per-frame verdicts need every segment in Python.
@@ -251,6 +260,12 @@ class Inline:
         if key in self.passed:
             self.forward(side, frame, partial)
             self._track(now, seg)
+            return
+        if self.select is not None and key not in self.tracker.table and not self.select(frame):
+            # Not a connection the operator selected: forwarded as it came, never tracked
+            # (a frame of one already tracked goes on below whatever the filter says).
+            self.stats.not_selected += 1
+            self.forward(side, frame, partial)
             return
         if self.watches and self._opens_hole(key, seg, now):
             self.stats.cut_in_held += 1  # not tracked either: for both, lost before the tool
@@ -489,6 +504,7 @@ class Inline:
             "rst_sent": st.rst_sent,
             "tombstone_dropped": st.tombstone_dropped,
             "cut_in_held": st.cut_in_held,
+            "not_selected": st.not_selected,
             "internal_errors": st.internal_errors,
         }
         return stats
