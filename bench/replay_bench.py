@@ -346,6 +346,7 @@ def scratch_root() -> Path:
 NO_INSPECT = ("--no-inspect",)
 INSPECT = ()
 BYPASS = ("--bypass",)
+NO_TX = ("--no-transactions",)  # detectors, without following every HTTP transaction
 
 
 def run_uinet(
@@ -518,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     inspect = ToolResult("uinet-tap replay (plugins)", [*uinet.command[:-1], *INSPECT])
     bypass = ToolResult("uinet-tap replay --bypass", [*uinet.command[:-1], *BYPASS])
+    notx = ToolResult("uinet-tap replay --no-transactions", [*uinet.command[:-1], *NO_TX])
     tf = ToolResult("tcpflow -o tmpfs", [str(tcpflow), "-o", "DIR", "-r", str(pcap)])
     floor = ToolResult("pcapy-ng floor", [sys.executable, "-c", "<next_batch loop>", str(pcap)])
     verification: Verification | None = None
@@ -541,6 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     inspect_verification = verify_flows(checked_flows, truth)
                 checked_flows.unlink(missing_ok=True)
                 bypass.runs.append(run_uinet(base, pcap, scratch, None, BYPASS))
+                notx.runs.append(run_uinet(base, pcap, scratch, None, NO_TX))
             if suricata:
                 run, suri_protos = run_suricata(suricata, pcap, scratch)
                 suri.runs.append(run)
@@ -574,7 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = [rate_row(uinet, packets, file_bytes)]
     ratios: dict[str, float] = {}
-    for mode, key in ((inspect, "plugins_over_no_inspect"), (bypass, "bypass_over_no_inspect")):
+    for mode, key in ((inspect, "plugins_over_no_inspect"), (bypass, "bypass_over_no_inspect"),
+                      (notx, "notx_over_no_inspect")):  # fmt: skip
         if mode.runs:
             rows.append(rate_row(mode, packets, file_bytes))
             ratios[key] = round(mode.wall / uinet.wall, 3)
@@ -591,6 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Suricata, and --bypass against the bare read.
     versus = (
         (inspect, suri, "plugins_over_suricata"),
+        (notx, suri, "notx_over_suricata"),
         (uinet, suri, "no_inspect_over_suricata"),
         (uinet, tf, "uinet_over_tcpflow"),
         (uinet, floor, "uinet_over_floor"),
@@ -613,6 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{k} {v:,}" for k, v in suri_protos.most_common()))  # fmt: skip
     labels = {
         "plugins_over_suricata": "uinet-tap replay (plugins) / suricata single",
+        "notx_over_suricata": "uinet-tap replay --no-transactions / suricata single",
         "no_inspect_over_suricata": "uinet-tap replay --no-inspect / suricata single",
         "uinet_over_tcpflow": "uinet-tap replay --no-inspect / tcpflow",
         "uinet_over_floor": "uinet-tap replay --no-inspect / pcapy-ng floor",

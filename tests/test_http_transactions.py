@@ -247,3 +247,13 @@ def test_records_carry_the_transactions(tmp_path: Path, case: str, path: str):
     assert p.returncode == 0, p.stderr
     (rec,) = [json.loads(line) for line in p.stdout.splitlines()]
     assert summary(rec["transactions"]) == expected(case)
+
+
+def test_no_transactions_leaves_them_out(tmp_path: Path):
+    p = subprocess.run(
+        [str(EXE), "replay", "-q", "--no-transactions", "--flows", "-",
+         str(capture(tmp_path, "keep-alive"))],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    (rec,) = [json.loads(line) for line in p.stdout.splitlines()]
+    assert "transactions" not in rec and rec["findings"]["path"] == "/a"

@@ -223,6 +223,12 @@ _reassembly_options = _options(
     ),
     click.option("--timeout-closing", type=click.FloatRange(0), default=60.0, show_default=True),
     click.option(
+        "--transactions/--no-transactions",
+        default=True,
+        show_default=True,
+        help="Record every HTTP/1.x request and response (off: faster, first exchange only).",
+    ),
+    click.option(
         "--community-id-seed",
         type=click.IntRange(0, 65535),
         default=0,

@@ -45,6 +45,9 @@ class Options:
     timeout_established: float = 600.0
     timeout_closing: float = 60.0
     community_id_seed: int = 0  # the Community ID's seed (records' community_id)
+    # Follow every HTTP/1.x request and response (records' transactions); off: only what
+    # the detectors find in the early bytes, and no segment handed to Python for it.
+    transactions: bool = True
     # "c": the C data plane (built by cffi at install) where it can take a frame, the general
     # path for the rest; "off": the general path only (the reference, and the fallback where
     # C is not built); "auto": c where built. The environment's UINET_TAP_FASTPATH wins, so
@@ -179,7 +182,7 @@ class Engine:
                 self.inspection.start(conn)
             inspect = functools.partial(self.inspection.data, conn, int(direction))
         sink = DirectionSink(self.keep_streams, path, self.pool, self.fastpath == "c", inspect)
-        if self.inspection is not None:
+        if self.inspection is not None and self.options.transactions:
             # Every request and response of HTTP/1.x, whatever the detector decided.
             if direction is Direction.C2S:
                 self._follower = HttpTransactions()
