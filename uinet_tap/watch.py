@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
 from .engine import Engine
-from .live import LiveCapture, StdinCapture, UdpCapture
+from .live import GreCapture, LiveCapture, StdinCapture, UdpCapture
 from .live_view_data import SnapshotMaker
 from .pcapfile import CaptureError
 from .snapshot import Snapshot
@@ -105,6 +105,11 @@ def open_captures(capture_args: dict[str, Any], workers: int) -> list[LiveCaptur
             capture_args["iface"], capture_args.get("bpf"), capture_args["buffer_size"]
         )
         return [udp]  # type: ignore[list-item]
+    if capture_args["iface"].startswith("gre:"):
+        if workers != 1:
+            raise CaptureError(f"{capture_args['iface']}: one socket cannot be shared by --workers")
+        args = capture_args
+        return [GreCapture(args["iface"], args.get("bpf"), args["buffer_size"])]  # type: ignore[list-item]
     if capture_args["iface"] == "-":
         if workers != 1:
             raise CaptureError("-: one stream on stdin cannot be shared by --workers")
