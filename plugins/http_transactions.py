@@ -133,6 +133,15 @@ class HttpTransactions:
             data = bytes(data)
         buf = self._buf[d]
         state = self._state[d]
+        if state is Framing.HEAD and not buf and data[:1] in (b"\r", b"\n"):
+            # Empty lines before a request or status line are ignored (RFC 9112 §2.2, as
+            # libhtp does for both): a body one CRLF longer than its Content-Length says.
+            rest = data.lstrip(b"\r\n")
+            at += len(data) - len(rest)
+            self._next[d] = at
+            if not rest:
+                return
+            data = rest
         had = len(buf)
         if had:
             buf += data

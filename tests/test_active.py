@@ -4,6 +4,7 @@ out-of-order store (stack/outoforder.py) delivers what a bytearray model does.""
 
 from __future__ import annotations
 
+import gc
 import random
 import sys
 from collections.abc import Callable
@@ -467,11 +468,17 @@ def opcodes(fn: Callable[[], object]) -> int:
         return tracer
 
     previous = sys.gettrace()  # a coverage tool's, say: put back afterwards
+    # No collection while counting: a gc callback in Python (hypothesis times collections
+    # with one, once imported) would add its instructions to whichever call it fell in.
+    was_enabled = gc.isenabled()
+    gc.disable()
     sys.settrace(tracer)
     try:
         fn()
     finally:
         sys.settrace(previous)
+        if was_enabled:
+            gc.enable()
     return count
 
 

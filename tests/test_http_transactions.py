@@ -95,6 +95,11 @@ CASES = {
         [resp(200, BODY[:3000], mode="close")],
         [("GET", "/old", 200, 3000)],
     ),
+    "empty lines between messages": (
+        [req("GET", "/1"), b"\r\n" + req("GET", "/2")],
+        [resp(200, b"abc") + b"\r\n", b"\n" + resp(404, b"")],
+        [("GET", "/1", 200, 3), ("GET", "/2", 404, 0)],
+    ),
     "connect tunnel": (
         [req("CONNECT", "example:443") + b"\x16\x03\x01\x00\x05hello"],
         [resp(200, mode="none") + b"\x16\x03\x03tunnel bytes"],
@@ -247,6 +252,9 @@ def test_records_carry_the_transactions(tmp_path: Path, case: str, path: str):
     assert p.returncode == 0, p.stderr
     (rec,) = [json.loads(line) for line in p.stdout.splitlines()]
     assert summary(rec["transactions"]) == expected(case)
+    # a tunnel ends what HTTP there is to read, and the record says so
+    stopped = rec.get("transactions_stopped")
+    assert stopped == ("the connection switched protocols" if case == "connect tunnel" else None)
 
 
 def test_no_transactions_leaves_them_out(tmp_path: Path):

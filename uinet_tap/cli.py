@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib
 import importlib.metadata
@@ -316,7 +317,10 @@ def _run_context(stats: dict, plugins: list[Loaded] | None, policy_path: str | N
     return stats
 
 
+@functools.lru_cache(maxsize=1)
 def _version() -> str:
+    """Read once, before any privilege drop (importlib.metadata imports more of the standard
+    library on first use, which the user dropped to may not be able to read)."""
     try:
         return importlib.metadata.version("uinet-tap")
     except importlib.metadata.PackageNotFoundError:
@@ -368,6 +372,7 @@ def _import_before_drop(summary: bool, view: bool, extra: tuple[str, ...] = ()) 
     """Import what the run would import later (the summary, the live view, ``extra``): after
     the drop the user may not be able to read the interpreter's own library (one installed
     in root's home, say), and a module failing to import then would cost the run its end."""
+    _version()  # for --stats and the summary: read now, see _version
     names = (["summary"] if summary else []) + (["live_view_data", "tui"] if view else [])
     for name in [f"{__package__}.{n}" for n in names] + list(extra):
         importlib.import_module(name)

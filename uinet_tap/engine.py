@@ -312,6 +312,8 @@ class Engine:
                 rec["transactions"] = follower.transactions
                 if follower.dropped:
                     rec["transactions_dropped"] = follower.dropped
+                if follower.stopped:  # why later exchanges, if any, are not listed
+                    rec["transactions_stopped"] = follower.stopped
         if self.flow_pcaps is not None:
             self.flow_pcaps.finish(conn, rec)
         t = self.totals
