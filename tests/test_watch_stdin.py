@@ -119,3 +119,26 @@ def test_a_stream_on_stdin_ends_the_run_at_its_end(tmp_path: Path):
     (rec,) = [json.loads(line) for line in flows.read_text().splitlines()]
     assert len(rec["transactions"]) == 3
     assert rec["s2c"]["bytes"] == 254205 and rec["s2c"]["gaps"] == []
+
+
+def test_ctrl_c_ends_a_run_started_with_sigint_ignored():
+    """A background job of a non-interactive shell starts with SIGINT ignored (CI's, a
+    script's `&`): Ctrl-C must still end the run cleanly."""
+    import signal
+
+    p = subprocess.Popen(
+        [str(EXE), "watch", "-", "--no-tui", "-q"],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    assert p.stdin is not None and p.stderr is not None
+    p.stdin.write((CAPTURES / "vlan.pcap").read_bytes()[:24])  # a header, then nothing more
+    p.stdin.flush()
+    line = p.stderr.readline().decode()
+    assert "ready" in line, line
+    p.send_signal(signal.SIGINT)
+    try:
+        rc = p.wait(timeout=20)
+    finally:
+        p.kill()
+    assert rc in (0, 130) and b"Traceback" not in p.stderr.read()

@@ -296,6 +296,10 @@ def _prepare_run() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
+    # Ctrl-C too, also when the run was started with SIGINT ignored (a background job of a
+    # non-interactive shell inherits that, and Python then leaves it ignored): the run must
+    # still end cleanly on it, as the README says.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
 
