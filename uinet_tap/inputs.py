@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 import pcapy
 
-from .pcapfile import _MAGIC, BATCH, MAX_SNAPLEN, Batch, CaptureError, PcapFile
+from .pcapfile import _MAGIC, BATCH, MAX_SNAPLEN, Batch, CaptureError, PcapFile, ng_batch
 from .pcapng import PcapngError, is_pcapng, read_packets
 from .stack.decode import SUPPORTED_LINKTYPES
 from .stack.fastpath import ffi as fast_ffi
@@ -156,19 +156,8 @@ class StreamCapture:
             yield self._batch(pending)
 
     def _batch(self, pkts: list[tuple[float, bytes, int, int]]) -> Batch:
-        offsets, pos = [], 0
-        for p in pkts:
-            offsets.append(pos)
-            pos += len(p[1])
         self.packets += len(pkts)
-        return Batch(
-            b"".join(p[1] for p in pkts),
-            [p[0] for p in pkts],
-            offsets,
-            [len(p[1]) for p in pkts],
-            pkts[0][3],
-            [p[2] for p in pkts] if any(p[2] > len(p[1]) for p in pkts) else None,
-        )
+        return ng_batch(pkts)
 
     def _pcap_batches(self) -> Iterator[Batch]:
         buf, pos = b"", 0

@@ -155,42 +155,46 @@ def decapsulate(datagram: bytes, sender: int) -> tuple[bytes, int] | str:
     return "unknown_encapsulation"
 
 
-class UdpCapture:
-    """``watch udp:ADDR:PORT``: mirrored traffic that arrives encapsulated over UDP (VXLAN from
-    cloud traffic mirroring or a switch, TZSP from a router), decapsulated here; each mirror
-    session (VNI, TZSP sender) keys its flows apart. Frames are timed as they arrive (the
-    encapsulations carry no capture time). A socket bound to a port: nothing is sent."""
+class _MirrorSocket:
+    """A socket that receives mirrored copies (watch udp:, watch gre:): bound, given its
+    receive buffer, read without blocking in batches; ``_frame`` says what each datagram
+    carries (the frame to track and its mirror session) or why it carries nothing. Frames are
+    timed as they arrive: the encapsulations carry no capture time. Nothing is ever sent."""
 
-    def __init__(self, spec: str, bpf: str | None = None, buffer_size: int = CAPTURE_BUFFER):
+    linktype = 1
+    # /proc/net files whose last column is this socket's drop count (none: not reported)
+    DROP_FILES: tuple[str, ...] = ()
+
+    def __init__(
+        self, spec: str, sock: socket.socket, address: tuple[str, int], bpf: str | None,
+        buffer_size: int,
+    ) -> None:  # fmt: skip
         from .inputs import _Filter
 
-        host, sep, port_text = spec.removeprefix("udp:").rpartition(":")
-        host = host.strip("[]")
-        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise CaptureError(f"{spec}: expected udp:ADDR:PORT (VXLAN is on {VXLAN_PORT})")
         self.iface = spec
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        self._sock = sock
         try:
             for opt in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
                 try:
-                    self._sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
+                    sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
                     break
                 except OSError:
                     continue  # SO_RCVBUFFORCE needs CAP_NET_ADMIN: the capped size then
-            self._sock.bind((host, int(port_text)))
+            sock.bind(address)
         except OSError as exc:
-            self._sock.close()
+            sock.close()
             raise CaptureError(f"cannot receive on {spec}: {exc.strerror}") from exc
-        self._sock.setblocking(False)
-        self.linktype = 1  # the inner frames are Ethernet
+        sock.setblocking(False)
         self._filter = _Filter(bpf) if bpf else None
         if self._filter is not None:
             self._filter.program(self.linktype)
         self.packets = 0
         self.datagrams = 0
-        self.undecapsulated: dict[str, int] = {}  # datagrams that were no mirrored frame
         self._senders: dict[str, int] = {}
+        self._unusable: dict[str, int] = {}  # datagrams that carried no frame, by reason
+
+    def _frame(self, datagram: bytes, sender: int) -> tuple[bytes, int] | str:
+        raise NotImplementedError
 
     def poll(self, timeout: float) -> Batch | None:
         try:
@@ -209,9 +213,9 @@ class UdpCapture:
                 break
             self.datagrams += 1
             sender = self._senders.setdefault(addr[0], len(self._senders))
-            found = decapsulate(datagram, sender)
+            found = self._frame(datagram, sender)
             if isinstance(found, str):
-                self.undecapsulated[found] = self.undecapsulated.get(found, 0) + 1
+                self._unusable[found] = self._unusable.get(found, 0) + 1
                 continue
             frames.append(found[0])
             tunnels.append(found[1])
@@ -233,9 +237,9 @@ class UdpCapture:
         return self.packets, self._socket_drops(), 0
 
     def _socket_drops(self) -> int:
-        """The kernel's drop count of this socket (/proc/net/udp, its last column)."""
+        """The kernel's drop count of this socket (the last column of its /proc/net line)."""
         inode = str(os.fstat(self._sock.fileno()).st_ino)
-        for name in ("/proc/net/udp", "/proc/net/udp6"):
+        for name in self.DROP_FILES:
             try:
                 with open(name) as f:
                     for line in f:
@@ -248,6 +252,32 @@ class UdpCapture:
 
     def close(self) -> None:
         self._sock.close()
+
+
+class UdpCapture(_MirrorSocket):
+    """``watch udp:ADDR:PORT``: mirrored traffic that arrives encapsulated over UDP (VXLAN from
+    cloud traffic mirroring or a switch, TZSP from a router), decapsulated here; each mirror
+    session (VNI, TZSP sender) keys its flows apart."""
+
+    linktype = 1  # the inner frames are Ethernet
+    DROP_FILES = ("/proc/net/udp", "/proc/net/udp6")
+
+    def __init__(self, spec: str, bpf: str | None = None, buffer_size: int = CAPTURE_BUFFER):
+        host, sep, port_text = spec.removeprefix("udp:").rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise CaptureError(f"{spec}: expected udp:ADDR:PORT (VXLAN is on {VXLAN_PORT})")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        super().__init__(spec, sock, (host, int(port_text)), bpf, buffer_size)
+
+    @property
+    def undecapsulated(self) -> dict[str, int]:
+        """Datagrams that were no mirrored frame, by reason."""
+        return self._unusable
+
+    def _frame(self, datagram: bytes, sender: int) -> tuple[bytes, int] | str:
+        return decapsulate(datagram, sender)
 
 
 _GRE_ERSPAN_1_2 = 0x88BE
@@ -279,81 +309,29 @@ def gre_session(packet: bytes, sender: int) -> int:
     return (1 << 28) + sender
 
 
-class GreCapture:
+class GreCapture(_MirrorSocket):
     """``watch gre:ADDR``: mirrored traffic arriving as GRE over IPv4 to ADDR (ERSPAN I, II,
     III from a switch, or Ethernet over GRE), received on a raw socket (root) and handed on as
     raw IP: the decoder takes the GRE and ERSPAN headers off as it does in a capture. The
     mirror session (ERSPAN session ID, else GRE key, else sender) keys the flows. It only
     receives: a raw GRE socket that is never written to."""
 
-    def __init__(self, spec: str, bpf: str | None = None, buffer_size: int = CAPTURE_BUFFER):
-        from .inputs import _Filter
+    linktype = 101  # raw IP: the outer IPv4 header, then GRE
 
+    def __init__(self, spec: str, bpf: str | None = None, buffer_size: int = CAPTURE_BUFFER):
         host = spec.removeprefix("gre:")
         try:
             socket.inet_aton(host)
         except OSError:
             raise CaptureError(f"{spec}: expected gre:IPv4-ADDRESS") from None
-        self.iface = spec
         try:
-            self._sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_GRE)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_GRE)
         except PermissionError:
             raise CaptureError(f"receiving GRE on {host} needs root or CAP_NET_RAW") from None
-        try:
-            for opt in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
-                try:
-                    self._sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
-                    break
-                except OSError:
-                    continue
-            self._sock.bind((host, 0))
-        except OSError as exc:
-            self._sock.close()
-            raise CaptureError(f"cannot receive on {spec}: {exc.strerror}") from exc
-        self._sock.setblocking(False)
-        self.linktype = 101  # raw IP: the outer IPv4 header, then GRE
-        self._filter = _Filter(bpf) if bpf else None
-        if self._filter is not None:
-            self._filter.program(self.linktype)
-        self.packets = 0
-        self._senders: dict[str, int] = {}
+        super().__init__(spec, sock, (host, 0), bpf, buffer_size)
 
-    def poll(self, timeout: float) -> Batch | None:
-        try:
-            ready, _, _ = select.select([self._sock], [], [], timeout)
-        except (InterruptedError, OSError):
-            return None
-        if not ready:
-            return None
-        frames: list[bytes] = []
-        tunnels: list[int] = []
-        now = time.time()
-        while len(frames) < BATCH:
-            try:
-                packet, addr = self._sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            sender = self._senders.setdefault(addr[0], len(self._senders))
-            frames.append(packet)
-            tunnels.append(gre_session(packet, sender))
-        if not frames:
-            return None
-        offsets, pos = [], 0
-        for f in frames:
-            offsets.append(pos)
-            pos += len(f)
-        self.packets += len(frames)
-        batch = Batch(
-            b"".join(frames), array("d", [now] * len(frames)), array("I", offsets),
-            array("I", [len(f) for f in frames]), self.linktype, None, tunnels,
-        )  # fmt: skip
-        return self._filter.apply(batch) if self._filter is not None else batch
-
-    def stats(self) -> tuple[int, int, int]:
-        return self.packets, 0, 0
-
-    def close(self) -> None:
-        self._sock.close()
+    def _frame(self, datagram: bytes, sender: int) -> tuple[bytes, int]:
+        return datagram, gre_session(datagram, sender)
 
 
 class LiveCapture:

@@ -267,18 +267,25 @@ class PcapFile:
             yield self._ng_batch(pending)
 
     def _ng_batch(self, pkts: list[tuple[float, bytes, int, int]]) -> Batch:
-        offsets, pos = [], 0
-        for p in pkts:
-            offsets.append(pos)
-            pos += len(p[1])
+        batch = ng_batch(pkts)
         self.packets += len(pkts)
-        self.bytes_read += pos + 32 * len(pkts)
-        return Batch(
-            b"".join(p[1] for p in pkts),
-            [p[0] for p in pkts],
-            offsets,
-            [len(p[1]) for p in pkts],
-            pkts[0][3],
-            # Wire lengths only matter where the snap length cut a frame.
-            [p[2] for p in pkts] if any(p[2] > len(p[1]) for p in pkts) else None,
-        )
+        self.bytes_read += len(batch.data) + 32 * len(pkts)
+        return batch
+
+
+def ng_batch(pkts: list[tuple[float, bytes, int, int]]) -> Batch:
+    """One batch of pcapng reader packets ``(ts, frame, wirelen, linktype)``, all of one
+    link type."""
+    offsets, pos = [], 0
+    for p in pkts:
+        offsets.append(pos)
+        pos += len(p[1])
+    return Batch(
+        b"".join(p[1] for p in pkts),
+        [p[0] for p in pkts],
+        offsets,
+        [len(p[1]) for p in pkts],
+        pkts[0][3],
+        # Wire lengths only matter where the snap length cut a frame.
+        [p[2] for p in pkts] if any(p[2] > len(p[1]) for p in pkts) else None,
+    )
