@@ -39,8 +39,9 @@ _SKIPPING = (Framing.BODY, Framing.CHUNK_DATA)
 
 
 class HttpTransactions:
-    __slots__ = ("transactions", "dropped", "stopped", "_state", "_buf", "_next", "_skip_to",
-                 "_pending", "_body", "_response", "_close_body", "_closing")  # fmt: skip
+    __slots__ = ("transactions", "dropped", "stopped", "unexpected", "_state", "_buf",
+                 "_next", "_skip_to", "_pending", "_body", "_response_tx", "_close_body",
+                 "_closing")  # fmt: skip
 
     def __init__(self) -> None:
         self.transactions: list[dict[str, Any]] = []
@@ -52,10 +53,11 @@ class HttpTransactions:
         self._skip_to = [0, 0]  # while skipping: where the body or chunk ends
         self._pending: list[dict[str, Any]] = []  # requests not answered yet, oldest first
         self._body = [0, 0]  # body bytes of the message being read
-        self._response: dict[str, Any] | None = None  # the one whose body is being read
+        self._response_tx: dict[str, Any] | None = None  # the one whose body is being read
         # A response whose body runs to the close, and where that body began.
         self._close_body: tuple[dict[str, Any], int] | None = None
         self._closing = [False, False]  # the other direction stopped: end this message, stop
+        self.unexpected = 0  # blocks C read where this follower was elsewhere (read_head)
 
     def want(self, d: int) -> int:
         """The first offset of direction ``d`` whose bytes are still needed (those before it
@@ -174,25 +176,50 @@ class HttpTransactions:
         elif not block.strip(b"\r\n"):  # TRAILER: an empty line ends the message
             self._message_done(d)
 
+    def read_head(self, d: int, at: int, block: bytes, fields: tuple[Any, ...]) -> None:
+        """A header block the C data plane read whole at offset ``at`` of direction ``d``
+        (stack/_follow.c): taken as reading ``block`` here would take it, from the fields C
+        found: (method, path, protocol, host, user agent, Content-Length) of a request,
+        (status, Content-Length) of a response; None where absent. Where this follower is
+        not where C was (which the tests hold never happens), it reads the block itself."""
+        self._reach(d, at)
+        if self._state[d] is not Framing.HEAD or self._next[d] != at or self._buf[d]:
+            self.unexpected += 1
+            self.data(d, at, block)
+            return
+        self._next[d] = at + len(block)
+        length = fields[-1]
+        headers = {} if length is None else {"content-length": str(length)}
+        if d == 0:
+            method, path, protocol, host, user_agent, _ = fields
+            if host is not None:
+                headers["host"] = host
+            if user_agent is not None:
+                headers["user-agent"] = user_agent
+            self._request(method, path, protocol, headers)
+        else:
+            self._response(fields[0], headers)
+
     def _on_request(self, block: bytes) -> None:
         _, request = parse_request_line(block)
         if request is None:
             self._stop("c2s is not an HTTP/1.x request", 0)
             return
         method, target = request
-        headers = _headers(block)
         version = block.split(b"\n", 1)[0].rstrip(b"\r").rsplit(b" ", 1)[-1]
-        tx: dict[str, Any] = {
-            "method": method.decode("latin-1"),
-            "path": target.decode("latin-1")[:MAX_FIELD],
-            "protocol": version.decode("latin-1"),
-        }
+        self._request(
+            method.decode("latin-1"), target.decode("latin-1"), version.decode("latin-1"),
+            _headers(block),
+        )  # fmt: skip
+
+    def _request(self, method: str, path: str, protocol: str, headers: dict[str, str]) -> None:
+        tx: dict[str, Any] = {"method": method, "path": path[:MAX_FIELD], "protocol": protocol}
         for key, name in (("host", "host"), ("user_agent", "user-agent")):
             if name in headers:
                 tx[key] = headers[name][:MAX_FIELD]
         self._add(tx)
         self._pending.append(tx)
-        if method == b"CONNECT":
+        if method == "CONNECT":
             self._state[0] = Framing.DONE  # a tunnel follows, not HTTP
             return
         self._framing(0, headers, has_body=True)
@@ -207,8 +234,9 @@ class HttpTransactions:
         ):
             self._stop("s2c is not an HTTP/1.x response", 1)
             return
-        status = int(parts[1])
-        headers = _headers(block)
+        self._response(int(parts[1]), _headers(block))
+
+    def _response(self, status: int, headers: dict[str, str]) -> None:
         if 100 <= status < 200 and status != 101:
             return  # interim (100 Continue): the final response to the same request follows
         tx = self._pending.pop(0) if self._pending else None
@@ -216,7 +244,7 @@ class HttpTransactions:
             tx = {}
             self._add(tx)
         tx["status"] = status
-        self._response = tx
+        self._response_tx = tx
         method = tx.get("method")
         if status == 101 or (method == "CONNECT" and 200 <= status < 300):
             tx["length"] = 0
@@ -224,6 +252,33 @@ class HttpTransactions:
             return
         # RFC 9112 §6.3: no body after HEAD, or with 1xx, 204 or 304.
         self._framing(1, headers, has_body=method != "HEAD" and status not in (204, 304))
+
+    def c_state(self) -> tuple[int, int, int, int] | None:
+        """What the C data plane needs to follow the framing from here (stack/_follow.c):
+        each direction's ut_dir.hstate (1 reading a header block, 2 skipping a body), the
+        requests not answered yet and which of them are HEAD (bit i: the i-th oldest); None
+        where C cannot (stopped, a partial block, chunks, a body to the close, a queue
+        longer than C's)."""
+        if (
+            self.stopped is not None
+            or self._close_body is not None
+            or self._closing[0]
+            or self._closing[1]
+            or self._buf[0]
+            or self._buf[1]
+            or len(self._pending) > 62
+        ):
+            return None
+        hstate = []
+        for state in self._state:
+            if state is Framing.HEAD:
+                hstate.append(1)
+            elif state is Framing.BODY:
+                hstate.append(2)
+            else:
+                return None
+        heads = sum(1 << i for i, tx in enumerate(self._pending) if tx.get("method") == "HEAD")
+        return hstate[0], hstate[1], len(self._pending), heads
 
     def _framing(self, d: int, headers: dict[str, str], has_body: bool) -> None:
         """How the body after this header block ends (RFC 9112 §6.3)."""
@@ -240,7 +295,8 @@ class HttpTransactions:
             else:
                 self._to_close()
         elif length is not None:
-            if not length.isdigit() or len(length) > 18:
+            # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+            if not (length.isascii() and length.isdigit()) or len(length) > 18:
                 self._stop("an invalid Content-Length", d)
                 return
             self._body[d] = int(length)
@@ -254,8 +310,8 @@ class HttpTransactions:
             self._message_done(d)  # a request with neither has no body
 
     def _to_close(self) -> None:
-        if self._response is not None:
-            self._close_body = (self._response, self._next[1])
+        if self._response_tx is not None:
+            self._close_body = (self._response_tx, self._next[1])
         self._state[1] = Framing.DONE
 
     def _chunk_size(self, d: int, line: bytes) -> None:
@@ -272,9 +328,9 @@ class HttpTransactions:
         self._state[d] = Framing.CHUNK_DATA
 
     def _message_done(self, d: int) -> None:
-        if d == 1 and self._response is not None:
-            self._response["length"] = self._body[1]
-            self._response = None
+        if d == 1 and self._response_tx is not None:
+            self._response_tx["length"] = self._body[1]
+            self._response_tx = None
         self._state[d] = Framing.DONE if self._closing[d] else Framing.HEAD
 
     # -- bookkeeping --------------------------------------------------------------------------

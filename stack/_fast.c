@@ -53,6 +53,8 @@ struct ut_table {
     int64_t frame;       /* frames the tracker counted before this run (TCP frames) */
     uint32_t run_id;
     ud_config cfg;       /* first-bytes detection (ut_native_config) */
+    char *fmethods;      /* the HTTP transaction follower's methods (ut_follow_config) */
+    int32_t fmax_method;
     ud_scratch *scratch;
     ut_native **pool;    /* inspection records not in use (a decided flow gives its back) */
     int32_t npool, pool_cap;
@@ -150,6 +152,7 @@ void ut_free(ut_table *t) {
     }
     free(t->pool);
     free(t->cfg.methods);
+    free(t->fmethods);
     free(t->scratch);
     free(t->flows);
     free(t->free_list);
@@ -291,6 +294,20 @@ int ut_native_begin(ut_table *t, int32_t slot, int32_t allow) {
 
 /* The connection's inspection ended (decided, and Python took the findings; or it left the
  * table): its record goes back to the pool, keeping small early-byte buffers for reuse. */
+/* The methods a request line of the HTTP transaction follower may start with (http.METHODS,
+ * NUL-separated): C reads header blocks for it (_follow.c) from now on. */
+int ut_follow_config(ut_table *t, const char *methods, int32_t methods_len, int32_t max_method) {
+    char *m = malloc((size_t)methods_len + 2);
+    if (!m)
+        return -1;
+    memcpy(m, methods, (size_t)methods_len);
+    m[methods_len] = m[methods_len + 1] = 0;
+    free(t->fmethods);
+    t->fmethods = m;
+    t->fmax_method = max_method;
+    return 0;
+}
+
 void ut_native_release(ut_table *t, int32_t slot) {
     ut_flow *f = &t->flows[slot];
     ut_native *nat = f->nat;
@@ -530,7 +547,7 @@ static inline void touch(ut_flow *fl, int32_t slot, uint32_t i, double ts, uint3
  * state a FIN changed are listed in `changed`, in order. */
 uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start, uint32_t count,
-                double expiry_at, ut_out *out, uint32_t out_cap, uint32_t *n_out,
+                double expiry_at, ut_out *out, ut_head *heads, uint32_t out_cap, uint32_t *n_out,
                 ut_touch *touched, uint32_t *n_touched, int32_t *changed,
                 uint32_t *n_changed, int64_t *handled, int32_t *stop_slot, int32_t *yielded,
                 int32_t *decided_slots, uint32_t *n_decided) {
@@ -710,10 +727,11 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             *stop_slot = e->flow;
             break;
         }
-        if (n && !again && !ahead && ep->sha && off + n > ep->want) {
+        if (n && !again && !ahead && ep->sha && off + n > ep->want && !ep->hstate) {
             /* bytes its reader wants (plugins/http_transactions.py): it reads them after
              * this run, and then says from where it next wants any. A second such segment in
-             * one run waits for that: stop here and come back to this frame. */
+             * one run waits for that: stop here and come back to this frame. (Where C
+             * follows the framing itself, it knows.) */
             if (ep->want_run == (int64_t)run) {
                 *yielded = 1;
                 break;
@@ -782,6 +800,21 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             if (ep->sha && end <= ep->want) {
                 /* a hash-only sink, or bytes it skips: hash here, nothing to hand to Python */
                 EVP_DigestUpdate((EVP_MD_CTX *)ep->sha, payload, n);
+            } else if (ep->sha && ep->hstate) {
+                /* hashed here, and its header blocks read here (_follow.c) */
+                EVP_DigestUpdate((EVP_MD_CTX *)ep->sha, payload, n);
+                if (uf_follow(t->fmethods, t->fmax_method, fl, e->dir, e->flow * 2 + e->dir,
+                              data, payload, (int32_t)n, off, out, heads, &no, out_cap)) {
+                    /* C stopped following: the segment goes to Python whole (its reader
+                     * skips what C read), and Python says where it next wants bytes */
+                    ep->want_run = run;
+                    out[no].sink = e->flow * 2 + e->dir;
+                    out[no].data_off = (uint32_t)(payload - data);
+                    out[no].data_len = n;
+                    out[no].hashed = 1;
+                    out[no].offset = off;
+                    no++;
+                }
             } else {
                 if (ep->sha) /* its reader (want) only reads: hashed here, in order */
                     EVP_DigestUpdate((EVP_MD_CTX *)ep->sha, payload, n);

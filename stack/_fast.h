@@ -30,6 +30,14 @@
 #define UT_PCAP_FULL 0
 #define UT_PCAP_MORE 1
 #define UT_PCAP_BAD 2
+/* ut_out.hashed: C hashed the bytes and hands them to the sink's reader (1), or C read them
+ * as a header block of the HTTP transaction follower (UT_OUT_HEAD; its ut_head beside it) */
+#define UT_OUT_HEAD 2
+/* ut_dir.hstate: C follows the HTTP framing of the direction (_follow.c), reading a header
+ * block where it next wants bytes, or skipping a body to there; or not (Python does) */
+#define UT_H_OFF 0
+#define UT_H_HEAD 1
+#define UT_H_BODY 2
 
 typedef struct {
     int32_t dir;
@@ -105,6 +113,7 @@ typedef struct {
     int32_t ooo_len;
     int32_t ooo_cap;
     int64_t charged_at;  /* the frame that last charged the held piece (the Budget's order) */
+    int32_t hstate;      /* UT_H_*: the HTTP framing C follows (want: where it next reads) */
 } ut_dir;
 
 typedef struct {
@@ -128,6 +137,10 @@ typedef struct {
     /* What the SYN-ACK C took said, for Python's endpoint of the server (-1: no option) */
     int32_t s_mss, s_wscale, s_sack, s_ts;
     uint8_t s_mac[6];
+    /* Requests C read that no response answered yet (at most 63), oldest first; bit i of
+     * hheads: the i-th is a HEAD request (its response has no body) */
+    int32_t hpend;
+    uint64_t hheads;
 } ut_flow;
 
 typedef struct {
@@ -144,6 +157,14 @@ typedef struct {
     int64_t offset;     /* stream offset */
 } ut_out;
 
+/* A header block C read (UT_OUT_HEAD): (offset, length) of each field in the batch buffer,
+ * length -1 where absent; status -1 for a request; length: its Content-Length, -1 none */
+typedef struct {
+    int32_t method[2], path[2], proto[2], host[2], ua[2];
+    int32_t status;
+    int64_t length;
+} ut_head;
+
 typedef struct ut_table ut_table;
 
 ut_table *ut_new(int64_t retain);
@@ -158,6 +179,7 @@ int ut_native_config(ut_table *t, const char *methods, int32_t methods_len,
                      int32_t max_method, int32_t packets, double seconds, int32_t bypass);
 int ut_native_begin(ut_table *t, int32_t slot, int32_t allow);
 void ut_native_release(ut_table *t, int32_t slot);
+int ut_follow_config(ut_table *t, const char *methods, int32_t methods_len, int32_t max_method);
 int ut_tail_set(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n);
 void ut_set_retain(ut_table *t, int64_t py_retained, int64_t cap);
 int64_t ut_retained(ut_table *t);
@@ -175,7 +197,7 @@ uint32_t ut_pcap_index(const uint8_t *buf, uint64_t len, uint64_t *pos, int32_t 
 void ut_meta_times(const uint32_t *meta, uint32_t n, double *times);
 uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start,
-                uint32_t count, double expiry_at, ut_out *out, uint32_t out_cap,
+                uint32_t count, double expiry_at, ut_out *out, ut_head *heads, uint32_t out_cap,
                 uint32_t *n_out, ut_touch *touched, uint32_t *n_touched,
                 int32_t *changed, uint32_t *n_changed,
                 int64_t *handled, int32_t *stop_slot, int32_t *yielded,

@@ -25,9 +25,10 @@ def cdef_of(header: str) -> str:
 
 ffibuilder = FFI()
 ffibuilder.cdef(cdef_of((_here / "_fast.h").read_text()))
-# _detect.c (first-bytes detection) comes first: _fast.c's run loop calls it. _pcap.c reads
-# pcap files for replay.
-_src = "".join((_here / name).read_text() for name in ("_detect.c", "_fast.c", "_pcap.c"))
+# _detect.c (first-bytes detection) and _follow.c (HTTP framing) come first: _fast.c's run
+# loop calls them. _pcap.c reads pcap files for replay.
+_SOURCES = ("_detect.c", "_follow.c", "_fast.c", "_pcap.c")
+_src = "".join((_here / name).read_text() for name in _SOURCES)
 ffibuilder.set_source(
     "uinet_tap.stack._fast",
     _src,

@@ -42,6 +42,8 @@ def c_view(ctype: str, names: tuple[str, ...]) -> struct.Struct:
         t = field.type
         if t.kind == "array" and t.item.cname == "uint8_t":
             fmt += f"{t.length}s"
+        elif t.kind == "array":
+            fmt += _CODES[t.item.cname] * t.length
         elif t.kind == "pointer":
             fmt += {4: "I", 8: "Q"}[ffi.sizeof(t)]  # read as an address: NULL or not
         else:
@@ -53,6 +55,8 @@ def c_view(ctype: str, names: tuple[str, ...]) -> struct.Struct:
 if lib is not None:
     _OUT = c_view("ut_out", ("sink", "data_off", "data_len", "hashed", "offset"))
     _TOUCH = c_view("ut_touch", ("last_seen", "slot", "order"))
+    _HEAD = c_view("ut_head", ("method", "path", "proto", "host", "ua", "status", "length"))
+    _HEAD_READ = lib.UT_OUT_HEAD  # ut_out.hashed of a header block C read (_follow.c)
     # ut_dir up to its tail buffer: one memmove per direction to attach, one read to detach.
     _DIR_FIELDS = (
         "base", "nxt", "acked", "seen_end", "fin", "window", "last_ack", "has_last_ack",
@@ -74,6 +78,7 @@ if lib is not None:
     assert lib.UT_PIECE_COST == PIECE_COST and lib.UT_CHARGES_PER_FRAME == CHARGES_PER_FRAME
     # iter_unpack steps by the view's size: it must be the record's.
     assert _OUT.size == ffi.sizeof("ut_out") and _TOUCH.size == ffi.sizeof("ut_touch")
+    assert _HEAD.size == ffi.sizeof("ut_head")
 _ATTACHABLE = (
     ConnState.SYN_RECEIVED,
     ConnState.ESTABLISHED,
@@ -97,6 +102,9 @@ class CFastPath:
         self.conns: dict[int, Connection] = {}
         self.sinks: list[StreamSink | None] = []
         self.out = ffi.new("ut_out[]", OUT_CAP)
+        self.heads = ffi.new("ut_head[]", OUT_CAP)  # beside out: the header blocks C read
+        self._heads_mv = memoryview(ffi.buffer(self.heads))
+        self.follows = False  # C reads the HTTP transaction follower's framing (follow_config)
         self.touched = ffi.new("ut_touch[]", OUT_CAP)
         self.changed = ffi.new("int32_t[]", OUT_CAP)
         self._n_changed = ffi.new("uint32_t *")
@@ -205,6 +213,12 @@ class CFastPath:
                 st.budget.retained -= len(st.tail)
                 st.budget.c_retained += len(st.tail)
                 st.tail = bytearray()
+        follower = getattr(c.stream.sink, "follower", None)
+        if self.follows and follower is not None and sha_c != ffi.NULL and sha_s != ffi.NULL:
+            follow = follower.c_state()
+            if follow is not None:
+                f = lib.ut_flow_at(self.table, slot)
+                f.d[0].hstate, f.d[1].hstate, f.hpend, f.hheads = follow
         if native and lib.ut_native_begin(self.table, slot, allow) != 0:
             raise MemoryError("first-bytes detection")
         conn.fast_slot = slot
@@ -225,6 +239,14 @@ class CFastPath:
             self.table, joined, len(joined), max(map(len, methods)), packets, seconds, bypass
         ):
             raise MemoryError("first-bytes detection")
+
+    def follow_config(self, methods: list[bytes]) -> None:
+        """Let C read the header blocks of HTTP transaction followers (stack/_follow.c): the
+        methods a request line may start with (http.METHODS)."""
+        joined = b"\0".join(methods)
+        if lib.ut_follow_config(self.table, joined, len(joined), max(map(len, methods))):
+            raise MemoryError("HTTP framing")
+        self.follows = True
 
     def bypass(self, conn: Connection) -> None:
         f = lib.ut_flow_at(self.table, conn.fast_slot)
@@ -337,7 +359,7 @@ class CFastPath:
             lib.ut_set_buffer(self.table, budget.used, *self.caps, frame)
         stop = lib.ut_run(
             self.table, cdata, offsets, lengths, times, start, count, expiry_at,
-            self.out, OUT_CAP, self._n_out, self.touched, self._n_touched,
+            self.out, self.heads, OUT_CAP, self._n_out, self.touched, self._n_touched,
             self.changed, self._n_changed, self._handled, self._stop, self._yielded,
             self.decided, self._n_decided,
         )  # fmt: skip
@@ -368,20 +390,26 @@ class CFastPath:
             data = self._data
             copy = type(data) is memoryview  # a sink keeps what it gets: bytes, not a view
             table = self.table
-            for sink_id, off, length, hashed, offset in _OUT.iter_unpack(
-                self._out_mv[: n * _OUT.size]
+            for k, (sink_id, off, length, hashed, offset) in enumerate(
+                _OUT.iter_unpack(self._out_mv[: n * _OUT.size])
             ):
                 piece = data[off : off + length]
                 sink = sinks[sink_id]
-                if hashed:
+                if hashed == _HEAD_READ:
+                    # A header block C read for the sink's reader: it takes C's fields.
+                    follower = sink.follower  # type: ignore[union-attr]
+                    d = sink_id & 1
+                    fields = _head_fields(data, _HEAD.unpack_from(self._heads_mv, k * _HEAD.size))
+                    follower.read_head(d, offset, bytes(piece), fields)
+                elif hashed:
                     # Hashed by C already: only the sink's reader (plugins/http_transactions)
                     # wanted these bytes. It reads them, and C hashes in place again up to
                     # where it next wants any (the end of the body it skips).
                     follower = sink.follower  # type: ignore[union-attr]
-                    d = sink_id & 1
-                    follower.data(d, offset, bytes(piece) if copy else piece)
+                    follower.data(sink_id & 1, offset, bytes(piece) if copy else piece)
                     if sink_id >> 1 in conns:
-                        lib.ut_flow_at(table, sink_id >> 1).d[d].want = follower.want(d)
+                        f = lib.ut_flow_at(table, sink_id >> 1)
+                        f.d[0].want, f.d[1].want = follower.want(0), follower.want(1)
                 else:
                     sink.data(offset, bytes(piece) if copy else piece)  # type: ignore[union-attr]
         nc = self._n_changed[0]
@@ -407,6 +435,22 @@ class CFastPath:
                     moved.lru.move_to_end(moved)  # type: ignore[attr-defined]
         full = OUT_CAP in (n, nt, self._n_changed[0], nd) and self._stop[0] < 0
         return stop, self._handled[0], full or bool(self._yielded[0])
+
+
+def _head_fields(data: Any, head: tuple[int, ...]) -> tuple[Any, ...]:
+    """A ut_head's fields as the follower takes them (HttpTransactions.read_head)."""
+    m0, m1, p0, p1, v0, v1, h0, h1, u0, u1, status, cl = head
+    length = None if cl < 0 else cl
+    if status >= 0:
+        return status, length
+    return (
+        bytes(data[m0 : m0 + m1]).decode("latin-1"),
+        bytes(data[p0 : p0 + p1]).decode("latin-1"),
+        bytes(data[v0 : v0 + v1]).decode("latin-1"),
+        None if h1 < 0 else bytes(data[h0 : h0 + h1]).decode("latin-1"),
+        None if u1 < 0 else bytes(data[u0 : u0 + u1]).decode("latin-1"),
+        length,
+    )
 
 
 NEVER = 1 << 62  # ut_dir.want of a sink that wants no byte handed over once it hashes

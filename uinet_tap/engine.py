@@ -16,6 +16,7 @@ from .flowpcap import FlowPcaps
 from .inspection import InspectionGlue
 from .native import NativeGlue, native_eligible
 from .pcapfile import Batch
+from .plugins.detectors.http import METHODS as HTTP_METHODS
 from .plugins.http_transactions import HttpTransactions
 from .plugins.policy import Policy
 from .plugins.registry import Loaded
@@ -145,7 +146,10 @@ class Engine:
             else self.options.fastpath_mode()
         )
         if self.fastpath == "c":
-            self.tracker.use_fast_path(fastpath.CFastPath(self.tracker.config_retain))
+            fast = fastpath.CFastPath(self.tracker.config_retain)
+            if plugins is not None and self.options.transactions:
+                fast.follow_config(sorted(HTTP_METHODS))  # C reads the followers' framing
+            self.tracker.use_fast_path(fast)
         # C inspects what it can itself where that cannot change a result (native.py).
         self._native = (
             plugins is not None
