@@ -129,6 +129,8 @@ def http_response(rng: Rng) -> bytes:
     return rng.choice([
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", b"HTTP/1.0 404 Not Found\r\n\r\n",
         b"HTTP/1.1 2x0 Odd\r\n\r\n", b"HTTP/1.1 200\n\n", b"HTTP/1.", b"HTTP/1.1 101 S\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nhi",  # a digit to isdigit(), not int()
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
     ])  # fmt: skip
 
 
