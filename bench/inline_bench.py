@@ -8,6 +8,13 @@ one run on this machine; plus the stall at the takeover, seen from the client's 
 Needs root (network namespaces; tests/inlinelib.py builds client -- tool -- server). For
 scale, the same download through captures/bridge.py (a plain AF_PACKET forwarder in Python,
 nothing else) is measured too: the floor of any Python bump in the wire here.
+
+With ``--iperf3`` it measures instead what the kernel's own bridge moves between the same two
+interfaces (``ip link add br0 type bridge``), ``inline`` with every flow passed, and ``inline``
+with a rule that cuts in on every iperf3 connection (``handler = "relay"``), each for
+``--seconds`` of ``iperf3 -R``, rounds alternating, and prints the ratios:
+
+    .venv/bin/python bench/inline_bench.py --iperf3 [--runs 2] [--seconds 5] [--offloads]
 """
 
 from __future__ import annotations
@@ -66,13 +73,94 @@ def data_gaps(pcap: Path, server_port: int) -> list[tuple[float, int]]:
     return out
 
 
+RELAY_POLICY = """
+[[rule]]
+port = 5201
+action = "intercept"
+handler = "relay"
+"""
+
+
+def iperf3(t, seconds: int) -> float:  # type: ignore[no-untyped-def]
+    """MB/s the client received from the server (iperf3 -R) over ``seconds``."""
+    r = t.client("iperf3", "-c", t.server_ip, "-R", "-t", str(seconds), "-J", timeout=seconds + 60)
+    end = json.loads(r.stdout)["end"]["sum_received"]
+    return float(end["bytes"]) / float(end["seconds"]) / 1e6
+
+
+def iperf3_main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="inline-bench-"))
+    (work / "relay.toml").write_text(RELAY_POLICY)
+    tool = [sys.executable, "-m", "uinet_tap", "inline"]
+    modes = ("kernel bridge", "inline, passed", "inline, cut in (relay)")
+    results: dict[str, list[float]] = {m: [] for m in modes}
+    counts: dict[str, list[dict]] = {m: [] for m in modes[1:]}
+    session = NetnsSession("inlbench")
+    try:
+        t = build_topology(session, offloads=args.offloads, workdir=work / "topo")
+        t.popen("server", "iperf3", "-s", "--bind", t.server_ip)
+        time.sleep(1.0)
+        for run in range(args.runs):
+            for mode in modes:
+                if mode == "kernel bridge":
+                    ns = t.tool_ns
+                    session.sh(ns, "ip", "link", "add", "br0", "type", "bridge")
+                    for ifn in (t.if_a, t.if_b):
+                        session.sh(ns, "ip", "link", "set", ifn, "master", "br0")
+                    session.sh(ns, "ip", "link", "set", "br0", "up")
+                    try:
+                        t.wait_path(20)
+                        results[mode].append(iperf3(t, args.seconds))
+                    finally:
+                        session.sh(ns, "ip", "link", "del", "br0")
+                    continue
+                extra = ["--policy", str(work / "relay.toml")] if "cut in" in mode else []
+                stats = work / f"stats-{run}-{len(extra)}.json"
+                proc = t.start_tool([*tool, t.if_a, t.if_b, "-q", "--flows", "/dev/null",
+                                     "--stats", str(stats), *extra])  # fmt: skip
+                t.wait_path(20, proc=proc)
+                results[mode].append(iperf3(t, args.seconds))
+                time.sleep(0.5)
+                rc, err = t.stop_tool(proc)
+                assert rc == 0, err
+                inline = json.loads(stats.read_text())["inline"]
+                counts[mode].append({
+                    "forwarded": inline["forwarded"],
+                    "forwarded_in_c": inline["forwarded_in_c"],
+                    "intercepts": inline["intercepts"],
+                    "kernel_drops": sum(p["kernel_drops"] for p in inline["ports"].values()),
+                })  # fmt: skip
+    finally:
+        teardown(session)
+    med = {m: statistics.median(v) for m, v in results.items()}
+    bridge, passed = med["kernel bridge"], med["inline, passed"]
+    report = {
+        "seconds": args.seconds,
+        "offloads": args.offloads,
+        "runs": args.runs,
+        "MB_per_s": {m: [round(v, 1) for v in vs] for m, vs in results.items()},
+        "median_MB_per_s": {m: round(v, 1) for m, v in med.items()},
+        "pass_over_bridge": round(passed / bridge, 3),
+        "cut_in_over_pass": round(med["inline, cut in (relay)"] / passed, 3),
+        "tool": counts,
+    }
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mb", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--offloads", action="store_true", help="leave endpoint offloads on")
+    ap.add_argument("--iperf3", action="store_true", help="iperf3 -R against the kernel bridge")
+    ap.add_argument("--seconds", type=int, default=5, help="of each iperf3 run")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.iperf3:
+        iperf3_main(args)
+        return
     size = args.size_mb << 20
     work = Path(tempfile.mkdtemp(prefix="inline-bench-"))
     (work / "www").mkdir()

@@ -195,6 +195,16 @@ uint32_t ut_pcap_index(const uint8_t *buf, uint64_t len, uint64_t *pos, int32_t 
                        int32_t nsec, uint32_t snaplen, uint32_t max, uint32_t *offsets,
                        uint32_t *lengths, double *times, int32_t *stop);
 void ut_meta_times(const uint32_t *meta, uint32_t n, double *times);
+
+/* Inline mode's ports (uinet_tap/_ports.c): frames in and out of AF_PACKET sockets. */
+#define UT_RX_MAX 128        /* frames per batch */
+#define UT_RX_SLOT 66048     /* a frame's room in the receive buffer: a GSO super-frame, a tag */
+#define UT_RX_PARTIAL 1      /* ut_rx flags: the checksum is left to the sender's offload */
+#define UT_RX_BIG 2          /* longer than the other port's MTU */
+int32_t ut_rx(int32_t fd, uint8_t *buf, uint32_t slots, uint32_t *offsets, uint32_t *lengths,
+              double *times, uint8_t *flags, int32_t max_l3);
+int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
+              uint32_t start, uint32_t count, int64_t *errors);
 uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start,
                 uint32_t count, double expiry_at, ut_out *out, ut_head *heads, uint32_t out_cap,

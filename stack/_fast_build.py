@@ -27,13 +27,16 @@ ffibuilder = FFI()
 ffibuilder.cdef(cdef_of((_here / "_fast.h").read_text()))
 # _detect.c (first-bytes detection) and _follow.c (HTTP framing) come first: _fast.c's run
 # loop calls them. _pcap.c reads pcap files for replay.
-_SOURCES = ("_detect.c", "_follow.c", "_fast.c", "_pcap.c")
+# uinet_tap/_ports.c moves inline mode's frames: the one part of the C that does I/O, kept
+# with the application (only uinet_tap/ does I/O).
+_SOURCES = ("_detect.c", "_follow.c", "_fast.c", "_pcap.c", "../uinet_tap/_ports.c")
 _src = "".join((_here / name).read_text() for name in _SOURCES)
 ffibuilder.set_source(
     "uinet_tap.stack._fast",
     _src,
     include_dirs=[str(_here)],
     extra_compile_args=["-O2", "-std=c99", "-Wall"],
+    define_macros=[("_GNU_SOURCE", None)],
     libraries=["crypto"],
 )
 

@@ -95,9 +95,13 @@ def window_shift(conn: Connection, ep: Endpoint) -> int:
 
 
 class CFastPath:
-    def __init__(self, retain: int) -> None:
+    def __init__(self, retain: int, bypassed_only: bool = False) -> None:
+        """``bypassed_only``: C takes only connections that are bypassed (their segments only
+        move counters): inline mode forwards those frames from C and every other frame goes
+        through Python."""
         if lib is None:
             raise RuntimeError("the C fast path is not built")
+        self.bypassed_only = bypassed_only
         self.table = ffi.gc(lib.ut_new(retain), lib.ut_free)
         self.conns: dict[int, Connection] = {}
         self.sinks: list[StreamSink | None] = []
@@ -135,11 +139,12 @@ class CFastPath:
         self.budget: Budget | None = None
         self.caps = (0, 0, 0)  # nothing held out of order in C unless the tracker says
 
-    @staticmethod
-    def eligible(conn: Connection) -> bool:
+    def eligible(self, conn: Connection) -> bool:
         """Plain enough for C: established, untagged IPv4 key, a policy final on arrival,
         nothing buffered out of order, no hole, both directions seen; or a bare SYN seen,
         nothing else (C takes the SYN-ACK that answers it)."""
+        if self.bypassed_only and not conn.bypassed:
+            return False
         if conn.state is ConnState.SYN_SENT:
             c, s = conn.c, conn.s
             return (
@@ -338,6 +343,11 @@ class CFastPath:
             ffi.from_buffer("uint32_t[]", lengths),
             ffi.from_buffer("double[]", times),
         )
+
+    def load_frames(self, batch: Any) -> None:
+        """Hand C one batch received into C's own buffers (uinet_tap/ports.py RxBatch)."""
+        self._data = batch.data
+        self._args = (batch.buf, batch.offsets, batch.lengths, batch.times)
 
     def unload(self) -> None:
         """Let go of the batch: a C view of a memoryview must not outlive it, or the garbage

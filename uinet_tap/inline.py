@@ -31,12 +31,14 @@ from .plugins.handlers import make_handler
 from .plugins.inspector import Inspection
 from .plugins.policy import Policy
 from .plugins.registry import Loaded
-from .ports import Port, disable_receive_offloads
+from .ports import Port, RxBatch, disable_receive_offloads
+from .stack import fastpath
 from .stack.connection import Connection
 from .stack.cutin import CutInWatch, NotReady, l2_header
 from .stack.decode import ACK, DLT_EN10MB, RST, SYN, Segment
 from .stack.emit import PathTemplate, complete_checksums, resegment
 from .stack.events import CloseReason
+from .stack.fastpath import lib
 from .stack.options import timestamp
 
 BATCH = 128  # frames read from one port before the other gets a turn
@@ -54,6 +56,7 @@ class Blocked:
 @dataclass(slots=True)
 class InlineStats:
     forwarded: int = 0
+    forwarded_in_c: int = 0  # of those, frames of passed flows C counted and sent on itself
     resegmented: int = 0
     checksums_completed: int = 0
     too_big: int = 0
@@ -100,6 +103,14 @@ class Inline:
         )  # fmt: skip
         self.tracker = self.engine.tracker
         self.decoder = self.engine.decoder
+        # Passed flows go to C (stack/_fast.c: counted only, as bypassed), whose frames C
+        # then sends on itself (ports.py RxBatch); every other frame is Python's, as before.
+        self.fast: fastpath.CFastPath | None = None
+        self._rx: tuple[RxBatch, RxBatch] | None = None
+        if options.fastpath_mode() == "c":
+            self.fast = fastpath.CFastPath(self.tracker.config_retain, bypassed_only=True)
+            self.tracker.use_fast_path(self.fast)
+            self._rx = (RxBatch(), RxBatch())
         self.watches: dict[int, CutInWatch] = {}  # conn id -> watch, while undecided/armed
         self.passed: set[bytes] = set()  # keys of passed flows: forwarded first
         self.passed_ids: dict[int, tuple[bytes, bytes]] = {}
@@ -183,11 +194,60 @@ class Inline:
 
     def on_readable(self, side: int) -> None:
         port = self.ports[side]
+        if self._rx is not None:
+            for _ in range(BATCH // lib.UT_RX_MAX):
+                if not self._batch(side, port, self._rx[side]):
+                    break
+            return
         for frame, partial in port.recv(BATCH):
             try:
                 self.frame(side, frame, partial)
             except Exception as exc:  # a bug must not stop the bridge or lose the batch
                 self.internal_error(exc)
+
+    def _batch(self, side: int, port: Port, batch: RxBatch) -> int:
+        """One batch read in C: C counts the frames of passed flows and sends them on from its
+        buffer, in order, between the frames Python takes (any other flow's, anything that
+        is not plain TCP, a frame whose checksum or size needs Python's forward())."""
+        n = port.recv_batch(batch, self.ports[1 - side].mtu)
+        if not n:
+            return 0
+        fast, tracker, flags = self.fast, self.tracker, batch.flags
+        assert fast is not None
+        out = self.ports[1 - side]
+        totals, st = self.engine.totals, self.stats
+        fast.load_frames(batch)
+        try:
+            i = 0
+            while i < n:
+                j = i
+                while j < n and not flags[j]:
+                    j += 1
+                if j > i:  # frames C may take: [i, j)
+                    stop, handled, full = fast.run(i, j, tracker.last_expiry + 1.0,
+                                                   tracker.tcp_packets)  # fmt: skip
+                    tracker.tcp_packets += handled
+                    if stop > i:
+                        out.send_batch(batch, i, stop)
+                        st.forwarded += stop - i
+                        st.forwarded_in_c += stop - i
+                        totals.packets += stop - i
+                        totals.bytes += out.batch_bytes
+                    if tracker.events:
+                        self.engine._drain()
+                    i = stop
+                    if full and stop < j:
+                        continue  # C's output arrays filled: run again from there
+                if i < n:
+                    frame, partial = batch.frame(i)
+                    i += 1
+                    try:
+                        self.frame(side, frame, partial)
+                    except Exception as exc:  # a bug must not stop the bridge
+                        self.internal_error(exc)
+        finally:
+            fast.unload()
+        return n
 
     def internal_error(self, exc: BaseException) -> None:
         """Count it; say it once on stderr, in one line (the stats keep the count)."""
@@ -494,6 +554,7 @@ class Inline:
                 for p in self.ports
             },
             "forwarded": st.forwarded,
+            "forwarded_in_c": st.forwarded_in_c,
             "resegmented": st.resegmented,
             "checksums_completed": st.checksums_completed,
             "too_big": st.too_big,

@@ -1,0 +1,153 @@
+/* Frames in and out of the inline bump's AF_PACKET sockets in batches (uinet_tap/ports.py
+ * opens and configures the sockets; these only move frames; stack/_fast_build.py compiles
+ * it into the data plane with _GNU_SOURCE, for recvmmsg and sendmmsg): recvmmsg() with the kernel's
+ * per-frame auxiliary data, the VLAN tag it stripped put back in place, and sendmmsg()
+ * straight from the receive buffer, so a frame C forwards is never copied. */
+#include <errno.h>
+#include <linux/if_packet.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#ifndef TP_STATUS_VLAN_TPID_VALID
+#define TP_STATUS_VLAN_TPID_VALID (1 << 6)
+#endif
+
+/* Reads up to `slots` frames waiting on fd (never blocks) into buf, frame k's slot at
+ * k * UT_RX_SLOT; offsets/lengths/times/flags describe each frame kept, in order (frames this
+ * host sent are skipped). flags: UT_RX_PARTIAL where the checksum is left to the sender's
+ * offload, UT_RX_BIG where the frame's layer 3 is longer than max_l3 (the other port's MTU).
+ * Returns the number kept, or -errno. */
+int32_t ut_rx(int32_t fd, uint8_t *buf, uint32_t slots, uint32_t *offsets, uint32_t *lengths,
+              double *times, uint8_t *flags, int32_t max_l3) {
+    struct mmsghdr msgs[UT_RX_MAX];
+    struct iovec iov[UT_RX_MAX];
+    struct sockaddr_ll addrs[UT_RX_MAX];
+    union {
+        struct cmsghdr align;
+        char space[CMSG_SPACE(sizeof(struct tpacket_auxdata))];
+    } ctrl[UT_RX_MAX];
+    if (slots > UT_RX_MAX)
+        slots = UT_RX_MAX;
+    memset(msgs, 0, sizeof(msgs[0]) * slots);
+    for (uint32_t k = 0; k < slots; k++) {
+        /* 4 bytes before each frame: room to put a stripped VLAN tag back */
+        iov[k].iov_base = buf + (size_t)k * UT_RX_SLOT + 4;
+        iov[k].iov_len = UT_RX_SLOT - 4;
+        msgs[k].msg_hdr.msg_iov = &iov[k];
+        msgs[k].msg_hdr.msg_iovlen = 1;
+        msgs[k].msg_hdr.msg_name = &addrs[k];
+        msgs[k].msg_hdr.msg_namelen = sizeof(addrs[k]);
+        msgs[k].msg_hdr.msg_control = ctrl[k].space;
+        msgs[k].msg_hdr.msg_controllen = sizeof(ctrl[k].space);
+    }
+    int n;
+    do
+        n = recvmmsg(fd, msgs, slots, MSG_DONTWAIT, NULL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    int32_t kept = 0;
+    for (int k = 0; k < n; k++) {
+        if (addrs[k].sll_pkttype == PACKET_OUTGOING)
+            continue;
+        uint8_t *f = buf + (size_t)k * UT_RX_SLOT + 4;
+        uint32_t len = msgs[k].msg_len;
+        if (len > UT_RX_SLOT - 4)
+            len = UT_RX_SLOT - 4; /* cut to the slot, as recvmsg into a buffer cuts it */
+        uint8_t fl = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[k].msg_hdr); c;
+             c = CMSG_NXTHDR(&msgs[k].msg_hdr, c)) {
+            if (c->cmsg_level != SOL_PACKET || c->cmsg_type != PACKET_AUXDATA ||
+                c->cmsg_len < CMSG_LEN(sizeof(struct tpacket_auxdata)))
+                continue;
+            struct tpacket_auxdata aux;
+            memcpy(&aux, CMSG_DATA(c), sizeof aux);
+            if (aux.tp_status & TP_STATUS_CSUMNOTREADY)
+                fl |= UT_RX_PARTIAL;
+            if (((aux.tp_status & TP_STATUS_VLAN_VALID) || aux.tp_vlan_tci) && len >= 12) {
+                /* the receiving kernel took the outer tag off; put it back (as libpcap) */
+                uint16_t tpid = (aux.tp_status & TP_STATUS_VLAN_TPID_VALID) ? aux.tp_vlan_tpid
+                                                                            : 0x8100;
+                memmove(f - 4, f, 12);
+                f -= 4;
+                f[12] = (uint8_t)(tpid >> 8);
+                f[13] = (uint8_t)tpid;
+                f[14] = (uint8_t)(aux.tp_vlan_tci >> 8);
+                f[15] = (uint8_t)aux.tp_vlan_tci;
+                len += 4;
+            }
+        }
+        /* the layer-2 header: 14 bytes and its tags (at most 8 looked at) */
+        uint32_t l2 = 14;
+        for (int tags = 0; tags < 8 && l2 + 4 <= len; tags++) {
+            uint16_t type = (uint16_t)(f[l2 - 2] << 8 | f[l2 - 1]);
+            if (type != 0x8100 && type != 0x88a8 && type != 0x9100)
+                break;
+            l2 += 4;
+        }
+        if (len > l2 && (int64_t)(len - l2) > max_l3)
+            fl |= UT_RX_BIG;
+        offsets[kept] = (uint32_t)(f - buf);
+        lengths[kept] = len;
+        times[kept] = now;
+        flags[kept] = fl;
+        kept++;
+    }
+    return kept;
+}
+
+/* Sends frames [start, count) of buf on fd, in order, in as few calls as the kernel takes.
+ * A full socket buffer is waited out (up to about half a second a frame, as Port.send); a
+ * frame the kernel refuses is counted in errors[0] (ENOBUFS/EAGAIN given up on) or
+ * errors[1] (anything else, e.g. EMSGSIZE; errors[2]: the last such errno) and skipped.
+ * Returns the frames sent; errors[3]: the bytes of the frames given, sent or not. */
+int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
+              uint32_t start, uint32_t count, int64_t *errors) {
+    errors[3] = 0;
+    for (uint32_t j = start; j < count; j++)
+        errors[3] += lengths[j];
+    struct mmsghdr msgs[UT_RX_MAX];
+    struct iovec iov[UT_RX_MAX];
+    int32_t sent = 0;
+    uint32_t i = start;
+    int waits = 0;
+    while (i < count) {
+        uint32_t k = count - i < UT_RX_MAX ? count - i : UT_RX_MAX;
+        memset(msgs, 0, sizeof(msgs[0]) * k);
+        for (uint32_t j = 0; j < k; j++) {
+            iov[j].iov_base = (void *)(buf + offsets[i + j]);
+            iov[j].iov_len = lengths[i + j];
+            msgs[j].msg_hdr.msg_iov = &iov[j];
+            msgs[j].msg_hdr.msg_iovlen = 1;
+        }
+        int n = sendmmsg(fd, msgs, k, MSG_DONTWAIT);
+        if (n > 0) {
+            sent += n;
+            i += (uint32_t)n;
+            waits = 0;
+            continue;
+        }
+        int err = n < 0 ? errno : EAGAIN;
+        if (err == EINTR)
+            continue;
+        if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
+            if (++waits <= 50) {
+                struct pollfd p = {.fd = fd, .events = POLLOUT};
+                poll(&p, 1, err == ENOBUFS ? 1 : 10);
+                continue;
+            }
+            errors[0]++;
+        } else {
+            errors[1]++;
+            errors[2] = err;
+        }
+        i++; /* this frame cannot go: counted, and the next one tried */
+        waits = 0;
+    }
+    return sent;
+}
