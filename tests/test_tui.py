@@ -296,22 +296,50 @@ def test_detail_keeps_an_ended_flow() -> None:
     assert "Flow #1" in screen(view) and "ended" in screen(view)
 
 
-def test_closed_flows_linger_then_go() -> None:
+def test_ended_flows_stay_listed_and_their_age_moves() -> None:
+    """An ended flow stays as long as the snapshots carry it (they bound the list, not the
+    view); its Seen column is now minus its last packet, its duration stops at its end."""
     clock = FakeClock()
-    view = LiveView(clock=clock, closed_linger=10.0)
+    view = LiveView(clock=clock)
     snap = snapshot_at(0)
-    ended = replace(snap.flows[0], state="RST", last_seen=T0)
-    view.update(replace(snap, flows=snap.flows[1:], closed=(ended,)))
-    assert 1 in table_ids(screen(view))
-    assert "RST" in row_line(screen(view), 1)
-    later = snapshot_at(50)  # 5 s later, and the engine no longer reports it
-    clock.t = 5.0
-    view.update(replace(later, flows=later.flows[1:]))
-    assert 1 in table_ids(screen(view))
-    later = snapshot_at(120)  # 12 s later: gone
-    clock.t = 12.0
-    view.update(replace(later, flows=later.flows[1:]))
-    assert 1 not in table_ids(screen(view))
+    ended = replace(snap.flows[0], state="RST", start=T0 - 2.0, last_seen=T0)
+    view.update(
+        replace(snap, flows=snap.flows[1:], flows_active=4, closed=(ended,), closed_dropped=3)
+    )
+    text = screen(view, 200)
+    assert 1 in table_ids(text)
+    assert "RST" in row_line(text, 1) and "0.0s" in row_line(text, 1)
+    assert "4 active · 1 ended (3 dropped from the list) / 17 total" in text
+    later = snapshot_at(450)  # 45 s on in capture time, nothing new from flow 1
+    clock.t = 45.0
+    view.update(replace(later, flows=later.flows[1:], closed=(ended,)))
+    line = row_line(screen(view), 1)
+    assert "45s" in line  # Seen moved with the clock
+    assert " 2s " in line  # Dur stopped at the flow's end
+    assert "–" in line  # an ended flow has no rate
+
+
+def test_active_count_excludes_closed_flows() -> None:
+    view, _ = make_view()
+    snap = snapshot_at(10)
+    flows = tuple(replace(r, state="CLOSED") if r.id in (1, 2) else r for r in snap.flows)
+    view.update(replace(snap, flows=flows))
+    assert "flows 3 active · 2 closed / 17 total" in screen(view, 200)
+
+
+def test_question_mark_shows_the_legend() -> None:
+    view, _ = make_view()
+    assert "? legend" in screen(view, 160)
+    press(view, "?")
+    text = screen(view, 160)
+    assert "Legend" in text
+    assert "G gaps" in text and "B bypassed" in text  # the flag column's letters
+    assert "mid-stream" in text and "a guess by port" in text
+    for header in ("ID", "State", "Client", "Server", "VLAN", "Proto", "Info", "Verdict",
+                   "Bytes→/←", "Rate→/←", "Dur", "Seen"):  # fmt: skip
+        assert re.search(rf"^ {re.escape(header)} ", text, re.M), header
+    press(view, "esc")
+    assert "Legend" not in screen(view, 160) and table_ids(screen(view, 160))
 
 
 def test_render_without_any_snapshot() -> None:

@@ -42,7 +42,6 @@ __all__ = ["LiveView", "SORT_KEYS", "parse_keys"]
 
 REFRESH_INTERVAL = 0.2  # seconds between two redraws caused by update()
 RATE_WINDOW = 3.0  # seconds of history behind every rate
-CLOSED_LINGER = 10.0  # capture seconds an ended flow stays listed (dimmed)
 
 CLIENT_STYLE = "cyan"
 SERVER_STYLE = "magenta"
@@ -62,6 +61,7 @@ SORT_KEYS: tuple[str, ...] = (
 )
 _DESCENDING_FIRST = {"bytes", "rate", "dur"}  # numbers: biggest first; "seen": most recent first
 _STATE_ORDER = {"SYN": 0, "SYN-ACK": 1, "EST": 2, "FIN": 3, "CLOSED": 4, "RST": 5}
+_CLOSED_STATES = frozenset({"CLOSED", "RST"})  # tracked still, but over: not "active"
 _VERDICT_STYLE = {"pass": "green", "would-intercept": "yellow", "would-block": "bold red"}
 
 
@@ -254,7 +254,7 @@ class _Frame:
 
     snapshot: Snapshot
     rows: tuple[FlowRow, ...]
-    closed_ids: frozenset[int]
+    closed_ids: frozenset[int]  # the ended flows (no longer tracked)
     pps: float | None = None
     mbps: float | None = None
     rates: dict[int, tuple[float, float]] = field(default_factory=dict)
@@ -266,7 +266,10 @@ class LiveView:
     Keys: 1-9/0 sort by a column (again: reverse), s next sort column, r reverse, / filter
     (Enter applies, Esc cancels; Esc later clears it), p pause, ↑↓/j k/PgUp PgDn/Home End move
     the selection, Enter opens the selected flow (Esc or Enter closes it; there ↑↓ scroll and Tab
-    shows both/client/server bytes), q quits.
+    shows both/client/server bytes), ? the legend of columns and flags, q quits.
+
+    Ended flows are listed as long as the snapshots carry them (they bound the list); ages are
+    the snapshot's ``now`` (the view's clock) minus the flow's last packet.
     """
 
     def __init__(
@@ -276,7 +279,6 @@ class LiveView:
         *,
         refresh_interval: float = REFRESH_INTERVAL,
         rate_window: float = RATE_WINDOW,
-        closed_linger: float = CLOSED_LINGER,
         clock: Callable[[], float] = time.monotonic,
         stdin_fd: int | None = None,
     ) -> None:
@@ -284,7 +286,6 @@ class LiveView:
         self.console = console if console is not None else Console()
         self.refresh_interval = refresh_interval
         self.rate_window = rate_window
-        self.closed_linger = closed_linger
         self._clock = clock
         self._stdin_fd = stdin_fd
         self._started_at = clock()
@@ -293,7 +294,7 @@ class LiveView:
         self._shown: _Frame | None = None  # == _latest unless paused
         self._totals: deque[tuple[float, int, int]] = deque()
         self._flow_hist: dict[int, deque[tuple[float, int, int]]] = {}
-        self._closed: dict[int, FlowRow] = {}
+        self._visible: tuple[object, ...] | None = None  # (frame, filter, sort, reverse, rows)
         self._held = 0  # updates received while paused
         # interaction state
         self.sort_key = "rate"
@@ -301,6 +302,7 @@ class LiveView:
         self.filter = ""
         self.filter_edit: str | None = None  # the prompt's text while typing a filter
         self.paused = False
+        self.legend = False  # the ? screen
         self.selected: int | None = None  # flow id
         self.detail: int | None = None  # flow id shown in the detail view
         self._detail_row: FlowRow | None = None
@@ -401,19 +403,10 @@ class LiveView:
         if t > t0:
             pps = max(0, snap.packets - p0) / (t - t0)
             mbps = max(0, snap.bytes - b0) * 8 / (t - t0) / 1e6
-        # closed flows linger a while
-        active_ids = {r.id for r in snap.flows}
-        for r in snap.closed:
-            if r.id not in active_ids:
-                self._closed[r.id] = r
-        for fid in list(self._closed):
-            r = self._closed[fid]
-            if fid in active_ids or r.last_seen < snap.now - self.closed_linger:
-                del self._closed[fid]
-        rows = snap.flows + tuple(self._closed.values())
-        # per-flow rates
+        rows, closed_ids = _rows_of(snap)
+        # per-flow rates: of the flows still tracked (an ended flow moves no more)
         rates: dict[int, tuple[float, float]] = {}
-        for r in rows:
+        for r in snap.flows:
             hist = self._flow_hist.get(r.id)
             if hist is None:
                 hist = self._flow_hist[r.id] = deque()
@@ -425,10 +418,10 @@ class LiveView:
                     max(0, r.c2s_bytes - hc) / (t - ht),
                     max(0, r.s2c_bytes - hs) / (t - ht),
                 )
-        listed = {r.id for r in rows}
+        listed = {r.id for r in snap.flows}
         for fid in [f for f in self._flow_hist if f not in listed]:
             del self._flow_hist[fid]
-        return _Frame(snap, rows, frozenset(self._closed), pps, mbps, rates)
+        return _Frame(snap, rows, closed_ids, pps, mbps, rates)
 
     def _frame_for(self, snapshot: Snapshot | None) -> _Frame | None:
         if snapshot is None:
@@ -436,9 +429,7 @@ class LiveView:
         for frame in (self._shown, self._latest):
             if frame is not None and frame.snapshot is snapshot:
                 return frame
-        active = {r.id for r in snapshot.flows}
-        closed = tuple(r for r in snapshot.closed if r.id not in active)
-        return _Frame(snapshot, snapshot.flows + closed, frozenset(r.id for r in closed))
+        return _Frame(snapshot, *_rows_of(snapshot))
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -473,6 +464,13 @@ class LiveView:
             return self._filter_key(key)
         if key == "q":
             return True
+        if self.legend:
+            if key in ("?", "esc", "enter"):
+                self.legend = False
+            return False
+        if key == "?":
+            self.legend = True
+            return False
         if self.detail is not None:
             self._detail_key(key)
             return False
@@ -570,7 +568,15 @@ class LiveView:
         frame = self._frame_for(snapshot)
         if frame is None:
             return []
-        return self._sorted(self._filtered(frame.rows), frame)
+        # cached: the header, the table and the keys all ask, and 100,000 ended flows are a
+        # few hundred milliseconds to filter and sort
+        key = (frame, self.filter, self.sort_key, self.sort_reverse)
+        cached = self._visible
+        if cached is not None and all(a is b or a == b for a, b in zip(cached, key, strict=False)):
+            return list(cached[4])  # type: ignore[call-overload]
+        rows = self._sorted(self._filtered(frame.rows), frame)
+        self._visible = (*key, rows)
+        return list(rows)
 
     def _filtered(self, rows: Iterable[FlowRow]) -> list[FlowRow]:
         words = self.filter.lower().split()
@@ -590,23 +596,21 @@ class LiveView:
         now = frame.snapshot.now
         rates = frame.rates
 
-        def k(r: FlowRow) -> tuple:
-            rate = rates.get(r.id, (0.0, 0.0))
-            primary: object = {
-                "id": r.id,
-                "state": (_STATE_ORDER.get(r.state, 9), r.midstream),
-                "client": _addr_key(r.client),
-                "server": _addr_key(r.server),
-                "proto": (r.protocol is None, r.protocol or "", is_guessed(r)),
-                "verdict": (r.verdict or "~", r.decided_by or ""),
-                "bytes": r.c2s_bytes + r.s2c_bytes,
-                "rate": rate[0] + rate[1],
-                "seen": r.last_seen,
-                "dur": now - r.start,
-            }[key]
-            return (primary, r.id)
-
-        return sorted(rows, key=k, reverse=self.sort_reverse)
+        closed = frame.closed_ids
+        no_rate = (0.0, 0.0)
+        primary: Callable[[FlowRow], object] = {
+            "id": lambda r: r.id,
+            "state": lambda r: (_STATE_ORDER.get(r.state, 9), r.midstream),
+            "client": lambda r: _addr_key(r.client),
+            "server": lambda r: _addr_key(r.server),
+            "proto": lambda r: (r.protocol is None, r.protocol or "", is_guessed(r)),
+            "verdict": lambda r: (r.verdict or "~", r.decided_by or ""),
+            "bytes": lambda r: r.c2s_bytes + r.s2c_bytes,
+            "rate": lambda r: sum(rates.get(r.id, no_rate)),
+            "seen": lambda r: r.last_seen,
+            "dur": lambda r: _end(r, now, closed) - r.start,
+        }[key]
+        return sorted(rows, key=lambda r: (primary(r), r.id), reverse=self.sort_reverse)
 
     # -- rendering -----------------------------------------------------------------------------
 
@@ -616,6 +620,8 @@ class LiveView:
         """The whole screen for `snapshot` (default: the one on show) at width x height."""
         frame = self._frame_for(snapshot)
         width, height = max(20, width), max(6, height)
+        if self.legend:
+            return self._render_legend(width, height)
         if self.detail is not None:
             return self._render_detail(frame, width, height)
         header = self._render_header(frame, width)
@@ -645,7 +651,15 @@ class LiveView:
         if snap is None:
             l2.append(" waiting for packets…", style="dim")
         else:
-            l2.append(f" flows {snap.flows_active:,} active / {snap.flows_total:,} total")
+            closing = sum(1 for r in snap.flows if r.state in _CLOSED_STATES)
+            l2.append(f" flows {max(0, snap.flows_active - closing):,} active")
+            if closing:
+                l2.append(f" · {closing:,} closed")
+            if snap.closed or snap.closed_dropped:
+                l2.append(f" · {len(snap.closed):,} ended")
+            if snap.closed_dropped:
+                l2.append(f" ({snap.closed_dropped:,} dropped from the list)", style="yellow")
+            l2.append(f" / {snap.flows_total:,} total")
             l2.append("  drops ")
             _count(l2, "kernel", snap.kernel_drops)
             l2.append(" ")
@@ -686,7 +700,7 @@ class LiveView:
                 self._top = sel_idx - slots + 1
         self._top = max(0, min(self._top, max(0, len(rows) - slots)))
         page = rows[self._top : self._top + slots]
-        cells = [self._cells(r, now, rates) for r in page]
+        cells = [self._cells(r, now, rates, closed) for r in page]
         columns = self._fit_columns(cells, page, width)
         table = Table(
             box=None,
@@ -733,9 +747,14 @@ class LiveView:
         return Group(*parts)
 
     def _cells(
-        self, r: FlowRow, now: float, rates: dict[int, tuple[float, float]]
+        self,
+        r: FlowRow,
+        now: float,
+        rates: dict[int, tuple[float, float]],
+        closed: frozenset[int] = frozenset(),
     ) -> dict[str, Text]:
         rate = rates.get(r.id)
+        end = _end(r, now, closed)
         return {
             "id": Text(str(r.id)),
             "state": Text(fmt_state(r), style="yellow" if r.midstream else ""),
@@ -748,7 +767,7 @@ class LiveView:
             "verdict": fmt_verdict(r),
             "bytes": Text(f"{human(r.c2s_bytes)}/{human(r.s2c_bytes)}"),
             "rate": Text(f"{human(rate[0])}/{human(rate[1])}" if rate else "–", style="bold"),
-            "dur": Text(fmt_duration(max(r.last_seen, now) - r.start), style="dim"),
+            "dur": Text(fmt_duration(end - r.start), style="dim"),
             "seen": Text(fmt_age(now - r.last_seen), style="dim"),
         }
 
@@ -798,6 +817,24 @@ class LiveView:
             spare += 1
         return [(c, widths[c.key]) for c in cols]
 
+    def _render_legend(self, width: int, height: int) -> RenderableType:
+        lines = [Text(" Legend ", style="bold reverse")]
+        for name, what in LEGEND:
+            t = Text(f" {name:<9} ", style="bold")
+            t.append(what)
+            lines.append(t)
+        for t in lines:
+            t.no_wrap = True
+            t.overflow = "ellipsis"
+        body = lines[: height - 1]
+        body.extend(Text("") for _ in range(height - 1 - len(body)))
+        help_ = Text(no_wrap=True, overflow="ellipsis", style="on grey15")
+        help_.append(" ?/Esc", style="bold")
+        help_.append(" close ")
+        help_.append(" q", style="bold")
+        help_.append(" quit ")
+        return Group(*body, help_)
+
     def _render_help(self, width: int) -> Text:
         line = Text(no_wrap=True, overflow="ellipsis", style="on grey15")
         if self.filter_edit is not None:
@@ -813,6 +850,7 @@ class LiveView:
             ("q", "quit"),
             ("↑↓/jk", "select"),
             ("Enter", "details"),
+            ("?", "legend"),
             ("/", "filter"),
             ("p", "resume" if self.paused else "pause"),
             ("1-9,0", "sort"),
@@ -879,9 +917,10 @@ class LiveView:
         rate = frame.rates.get(row.id) if frame else None
         if rate:
             kv("rate", f"c→s {human(rate[0])}B/s   s→c {human(rate[1])}B/s")
+        end = _end(row, now, None if ended or frame is None else frame.closed_ids)
         kv(
             "time",
-            f"duration {fmt_duration(max(row.last_seen, now) - row.start)}"
+            f"duration {fmt_duration(end - row.start)}"
             f"   last seen {fmt_age(now - row.last_seen)} ago",
         )
         flags = []
@@ -976,6 +1015,48 @@ class LiveView:
             self.console.print(renderable)
         self._last_draw = self._clock()
         self._dirty = self._keyed = False
+
+
+def _rows_of(snap: Snapshot) -> tuple[tuple[FlowRow, ...], frozenset[int]]:
+    """The rows listed: the tracked flows, then the ended ones (an id in both: the tracked)."""
+    if not snap.closed:
+        return snap.flows, frozenset()
+    active = {r.id for r in snap.flows}
+    closed = snap.closed
+    if active and any(r.id in active for r in closed):
+        closed = tuple(r for r in closed if r.id not in active)
+    return snap.flows + closed, frozenset(r.id for r in closed)
+
+
+def _end(r: FlowRow, now: float, closed: frozenset[int] | None) -> float:
+    """Where a flow's duration stops: its last packet once it is over, else now."""
+    if closed is None or r.id in closed or r.state in _CLOSED_STATES:
+        return r.last_seen
+    return max(r.last_seen, now)
+
+
+LEGEND: tuple[tuple[str, str], ...] = (
+    ("ID", "the flow's number, in order of its first packet"),
+    ("State", "SYN, SYN-ACK, EST (established), FIN (one side closed), CLOSED, RST; an ended "
+              "flow shows why it ended: FIN, RST, TIMEOUT, EOF (end of capture), EVICTED"),
+    ("  *", "after the state: picked up mid-stream (no handshake seen)"),
+    ("G", "flags: G gaps (bytes of a stream never seen), B bypassed (passed: only counted)"),
+    ("Client", "the side that opened the connection (ip:port), in cyan"),
+    ("Server", "the side that accepted it, in magenta"),
+    ("VLAN", "802.1Q/802.1ad tags, outer first (shown when any flow has one)"),
+    ("Proto", "the detected protocol; proto? a guess by port; … detection under way"),
+    ("Info", "the most telling finding: SNI, Host, banner, greeting, …"),
+    ("Verdict", "pass, would-intercept, would-block (intercept, block inline), and who "
+                "decided; … undecided"),
+    ("Bytes→/←", "payload bytes client→server / server→client (retransmissions included)"),
+    ("Rate→/←", f"bytes/s each way over the last {RATE_WINDOW:.0f} s; – for an ended flow"),
+    ("Dur", "first packet to last, or to now while the flow is live"),
+    ("Seen", "time since the flow's last packet (now: the clock in watch, capture time in "
+             "replay)"),
+    ("dim row", "the flow is closed or has ended"),
+    ("header", "active flows exclude closed ones; ended: flows listed after their end "
+               "(dropped: the oldest, taken off the bounded list)"),
+)  # fmt: skip
 
 
 def _trim(hist: deque[tuple[float, int, int]], cutoff: float) -> None:
