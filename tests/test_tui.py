@@ -214,6 +214,28 @@ def test_filter_prompt_apply_cancel_clear() -> None:
     assert "no flows match the filter" in screen(view)
 
 
+def test_field_filters_and_a_bad_term() -> None:
+    view, _ = make_view()
+    for query, expected in [
+        ("proto:http", [2]),
+        ("port:443", [1]),
+        ("host:*.example.com", [2]),
+        ("verdict:block", [5]),
+        ("state:EST proto:s*", [3]),
+    ]:
+        press(view, "/", *query, "enter")
+        assert table_ids(screen(view)) == expected, query
+        press(view, "esc")
+    press(view, "/", *"port:22", "enter")
+    press(view, "/", "backspace", "backspace", "backspace", "backspace", "backspace",
+          "backspace", "backspace", *"colour:red", "enter")  # fmt: skip
+    prompt = screen(view).splitlines()[-1]
+    assert "filter: colour:red" in prompt and "unknown field 'colour'" in prompt
+    assert view.filter_edit is not None  # still open, to be corrected
+    press(view, "esc")
+    assert view.filter == "port:22" and table_ids(screen(view)) == [3]
+
+
 def test_pause_freezes_the_picture() -> None:
     view, clock = make_view()
     before = screen(view)

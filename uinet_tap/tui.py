@@ -37,6 +37,7 @@ from rich.table import Table
 from rich.text import Text
 
 from uinet_tap.snapshot import FlowRow, Snapshot
+from uinet_tap.viewfilter import Filter, FilterError, parse
 
 __all__ = ["LiveView", "SORT_KEYS", "parse_keys"]
 
@@ -301,6 +302,8 @@ class LiveView:
         self.sort_reverse = True
         self.filter = ""
         self.filter_edit: str | None = None  # the prompt's text while typing a filter
+        self.filter_error = ""  # why the prompt's text was not applied (one line)
+        self._parsed: tuple[str, Filter] = ("", parse(""))
         self.paused = False
         self.legend = False  # the ? screen
         self.selected: int | None = None  # flow id
@@ -507,15 +510,25 @@ class LiveView:
     def _filter_key(self, key: str) -> bool:
         assert self.filter_edit is not None
         if key == "enter":
-            self.filter = self.filter_edit.strip()
+            text = self.filter_edit.strip()
+            try:
+                self._parsed = (text, parse(text))
+            except FilterError as exc:
+                self.filter_error = str(exc)  # the prompt stays open, saying why
+                return False
+            self.filter = text
             self.filter_edit = None
+            self.filter_error = ""
             self._top = 0
         elif key == "esc":
             self.filter_edit = None
+            self.filter_error = ""
         elif key == "backspace":
             self.filter_edit = self.filter_edit[:-1]
+            self.filter_error = ""
         elif len(key) == 1:
             self.filter_edit += key
+            self.filter_error = ""
         return False
 
     def _detail_key(self, key: str) -> None:
@@ -579,17 +592,15 @@ class LiveView:
         return list(rows)
 
     def _filtered(self, rows: Iterable[FlowRow]) -> list[FlowRow]:
-        words = self.filter.lower().split()
-        if not words:
+        if self._parsed[0] != self.filter:  # set other than by the prompt
+            try:
+                self._parsed = (self.filter, parse(self.filter))
+            except FilterError:
+                self._parsed = (self.filter, Filter(()))
+        match = self._parsed[1]
+        if not match.terms:
             return list(rows)
-        out = []
-        for r in rows:
-            hay = " ".join(
-                (r.client, r.server, r.protocol or "", r.info, r.verdict or "", r.decided_by or "")
-            ).lower()
-            if all(w in hay for w in words):
-                out.append(r)
-        return out
+        return [r for r in rows if match(r)]
 
     def _sorted(self, rows: list[FlowRow], frame: _Frame) -> list[FlowRow]:
         key = self.sort_key
@@ -841,8 +852,12 @@ class LiveView:
             line.append(" filter: ", style="bold yellow")
             line.append(self.filter_edit)
             line.append("▏", style="blink")
+            if self.filter_error:
+                line.append(f"  {self.filter_error}", style="bold red")
+                return line
             line.append(
-                "   Enter apply · Esc cancel · matches client server proto info verdict",
+                "   Enter apply · Esc cancel · words match client server proto info verdict;"
+                " fields: proto: port: host: sni: verdict: state: client: server:",
                 style="dim",
             )
             return line
