@@ -23,7 +23,7 @@ from rich.segment import Segment
 from uinet_tap.tui import LiveView, parse_keys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tui_driver import T0, snapshot_at  # noqa: E402
+from tui_driver import HTTP_REQ, HTTP_RESP, SSH_C, SSH_S, T0, snapshot_at  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "tui_driver.py"
@@ -98,12 +98,24 @@ def test_fits_the_terminal(width: int, height: int) -> None:
     assert max(len(line) for line in lines) <= width
     assert "quit" in lines[-1]  # the help line is the last line
     ids = table_ids(text)
-    if height >= 30 + 6:
+    if height >= 30 + 7:
         assert len(ids) == 30
         assert "more" not in text
     else:
         assert ids and len(ids) < 30
         assert f"… {30 - len(ids)} more" in text
+
+
+def test_totals_under_the_table_follow_the_filter() -> None:
+    view, _ = make_view(ticks=1)  # tick 0: the driver's own byte counts
+    line = next(x for x in screen(view).splitlines() if x.startswith(" total "))
+    c2s = 517 + len(HTTP_REQ) + len(SSH_C) + 0 + 60  # flows 1..5 as the driver makes them
+    s2c = 4096 + len(HTTP_RESP) + len(SSH_S) + 0 + 180
+    assert (c2s, s2c) == (670, 4366)
+    assert f"total 5 flows listed  c→s 670B  s→c 4.4KB  ({c2s:,} / {s2c:,} bytes)" in line
+    press(view, "/", *"proto:tls", "enter")
+    line = next(x for x in screen(view).splitlines() if x.startswith(" total "))
+    assert "total 1 flow listed" in line and "(517 / 4,096 bytes)" in line
 
 
 def test_header_counters_and_rates() -> None:

@@ -637,9 +637,12 @@ class LiveView:
             return self._render_detail(frame, width, height)
         header = self._render_header(frame, width)
         rows = self.visible_rows(snapshot) if frame is not None else []
-        avail = max(1, height - len(header) - 2)  # table header + help line
+        totals = height >= 10  # a line of totals under the table, where there is room
+        avail = max(1, height - len(header) - 2 - totals)  # table header + help line
         table = self._render_table(frame, rows, width, avail)
-        return Group(*header, table, self._render_help(width))
+        if not totals:
+            return Group(*header, table, self._render_help(width))
+        return Group(*header, table, _totals_line(rows), self._render_help(width))
 
     def _render_header(self, frame: _Frame | None, width: int) -> list[Text]:
         snap = frame.snapshot if frame else None
@@ -1030,6 +1033,19 @@ class LiveView:
             self.console.print(renderable)
         self._last_draw = self._clock()
         self._dirty = self._keyed = False
+
+
+def _totals_line(rows: list[FlowRow]) -> Text:
+    """What the listed (filtered) flows add up to."""
+    c2s = sum(r.c2s_bytes for r in rows)
+    s2c = sum(r.s2c_bytes for r in rows)
+    line = Text(no_wrap=True, overflow="ellipsis", style="bold")
+    line.append(f" total {len(rows):,} flow{'s' if len(rows) != 1 else ''} listed  ")
+    line.append(f"c→s {human(c2s)}B", style=CLIENT_STYLE)
+    line.append("  ")
+    line.append(f"s→c {human(s2c)}B", style=SERVER_STYLE)
+    line.append(f"  ({c2s:,} / {s2c:,} bytes)", style="dim")
+    return line
 
 
 def _rows_of(snap: Snapshot) -> tuple[tuple[FlowRow, ...], frozenset[int]]:
