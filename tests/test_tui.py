@@ -20,7 +20,7 @@ import pytest
 from rich.console import Console
 from rich.segment import Segment
 
-from uinet_tap.tui import LiveView, parse_keys
+from uinet_tap.tui import LiveView, parse_keys, sparkline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tui_driver import HTTP_REQ, HTTP_RESP, SSH_C, SSH_S, T0, snapshot_at  # noqa: E402
@@ -116,6 +116,29 @@ def test_totals_under_the_table_follow_the_filter() -> None:
     press(view, "/", *"proto:tls", "enter")
     line = next(x for x in screen(view).splitlines() if x.startswith(" total "))
     assert "total 1 flow listed" in line and "(517 / 4,096 bytes)" in line
+
+
+def test_sparkline_scales_to_its_peak() -> None:
+    hist = [(0.0, 0, 0), (1.0, 100, 0), (2.0, 300, 0), (3.0, 300, 0)]
+    assert sparkline(hist, 1, 10) == ("▅█▁", 200.0)
+    assert sparkline(hist, 2, 10) == ("▁▁▁", 0.0)
+    assert sparkline(hist, 1, 2) == ("█▁", 200.0)  # the latest that fit
+
+
+def test_detail_shows_bytes_over_time() -> None:
+    """Flow 1 sends 1,000 B/s for 5 s, then nothing for 3 s: its detail's sparkline rises,
+    then falls to the floor; the peak is said."""
+    clock = FakeClock()
+    view = LiveView(clock=clock)
+    snap = snapshot_at(0)
+    for i in range(9):
+        clock.t = float(i)
+        sent = 1000 * min(i, 5)
+        flows = (replace(snap.flows[0], c2s_bytes=sent, last_seen=T0 + min(i, 5)),)
+        view.update(replace(snap, now=T0 + i, flows=flows))
+    press(view, "enter")
+    line = next(x for x in screen(view, 120, 60).splitlines() if "bytes/s →" in x)
+    assert "█████▁▁▁" in line and "peak 1.0KB/s over 8s" in line
 
 
 def test_header_counters_and_rates() -> None:

@@ -25,7 +25,7 @@ import select
 import sys
 import termios
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -43,6 +43,10 @@ __all__ = ["LiveView", "SORT_KEYS", "parse_keys"]
 
 REFRESH_INTERVAL = 0.2  # seconds between two redraws caused by update()
 RATE_WINDOW = 3.0  # seconds of history behind every rate
+SPARK_STEP = 1.0  # seconds between two samples of a flow's bytes for the detail's sparkline
+SPARK_POINTS = 60  # samples kept a flow (a minute)
+SPARK_ENDED = 2000  # ended flows whose samples are kept (most recent)
+_SPARKS = "▁▂▃▄▅▆▇█"
 
 CLIENT_STYLE = "cyan"
 SERVER_STYLE = "magenta"
@@ -296,6 +300,8 @@ class LiveView:
         self._totals: deque[tuple[float, int, int]] = deque()
         self._flow_hist: dict[int, deque[tuple[float, int, int]]] = {}
         self._visible: tuple[object, ...] | None = None  # (frame, filter, sort, reverse, rows)
+        self._spark: dict[int, deque[tuple[float, int, int]]] = {}
+        self._spark_ended: OrderedDict[int, deque[tuple[float, int, int]]] = OrderedDict()
         self._held = 0  # updates received while paused
         # interaction state
         self.sort_key = "rate"
@@ -424,7 +430,21 @@ class LiveView:
         listed = {r.id for r in snap.flows}
         for fid in [f for f in self._flow_hist if f not in listed]:
             del self._flow_hist[fid]
+        self._sample(snap, t, listed)
         return _Frame(snap, rows, closed_ids, pps, mbps, rates)
+
+    def _sample(self, snap: Snapshot, t: float, listed: set[int]) -> None:
+        """A flow's bytes every SPARK_STEP for its sparkline; an ended flow's are kept a while."""
+        for r in snap.flows:
+            hist = self._spark.get(r.id)
+            if hist is None:
+                hist = self._spark[r.id] = deque(maxlen=SPARK_POINTS + 1)
+            if not hist or t - hist[-1][0] >= SPARK_STEP:
+                hist.append((t, r.c2s_bytes, r.s2c_bytes))
+        for fid in [f for f in self._spark if f not in listed]:
+            self._spark_ended[fid] = self._spark.pop(fid)
+            if len(self._spark_ended) > SPARK_ENDED:
+                self._spark_ended.popitem(last=False)
 
     def _frame_for(self, snapshot: Snapshot | None) -> _Frame | None:
         if snapshot is None:
@@ -935,6 +955,17 @@ class LiveView:
         rate = frame.rates.get(row.id) if frame else None
         if rate:
             kv("rate", f"c→s {human(rate[0])}B/s   s→c {human(rate[1])}B/s")
+        hist = self._spark.get(row.id) or self._spark_ended.get(row.id)
+        if hist is not None and len(hist) >= 2:
+            for label, index, style in (
+                ("bytes/s →", 1, CLIENT_STYLE),
+                ("bytes/s ←", 2, SERVER_STYLE),
+            ):
+                line, peak = sparkline(hist, index, max(8, width - 32))
+                text = Text(line, style=style)
+                span = fmt_duration(hist[-1][0] - hist[0][0])
+                text.append(f"  peak {human(peak)}B/s over {span}", style="dim")
+                kv(label, text)
         end = _end(row, now, None if ended or frame is None else frame.closed_ids)
         kv(
             "time",
@@ -1033,6 +1064,22 @@ class LiveView:
             self.console.print(renderable)
         self._last_draw = self._clock()
         self._dirty = self._keyed = False
+
+
+def sparkline(hist: Iterable[tuple[float, int, int]], side: int, width: int) -> tuple[str, float]:
+    """The bytes/s between successive samples (side 1: client→server, 2: server→client), the
+    latest ``width`` of them as block characters scaled to their peak; and that peak."""
+    points = list(hist)
+    rates = [
+        max(0, b[side] - a[side]) / (b[0] - a[0])
+        for a, b in zip(points, points[1:], strict=False)
+        if b[0] > a[0]
+    ][-width:]
+    peak = max(rates, default=0.0)
+    if peak <= 0:
+        return _SPARKS[0] * len(rates), 0.0
+    top = len(_SPARKS) - 1
+    return "".join(_SPARKS[min(top, round(r / peak * top))] for r in rates), peak
 
 
 def _totals_line(rows: list[FlowRow]) -> Text:
