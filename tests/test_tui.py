@@ -141,6 +141,27 @@ def test_detail_shows_bytes_over_time() -> None:
     assert "█████▁▁▁" in line and "peak 1.0KB/s over 8s" in line
 
 
+def test_top_names_and_servers_of_the_listed_flows() -> None:
+    view, _ = make_view(ticks=1, flows=8)  # flows 100-102: more HTTP to 10.0.0.80:80
+    press(view, "t")
+    lines = [x.strip() for x in screen(view, 120, 40).splitlines()]
+    servers = lines.index("bytes   flows  servers")
+    assert lines[servers + 1 : servers + 5] == [
+        "4.6KB       1  93.184.216.34:443",
+        "520B       4  10.0.0.80:80",  # 4 x (72 + 58)
+        "240B       1  10.0.0.25:25",
+        "53B       1  192.168.1.1:22",
+    ]
+    names = lines.index("bytes   flows  names (TLS SNI, HTTP Host)")
+    assert lines[names + 1] == "4.6KB       1  secure.example.org"
+    assert "130B       1  shop.example.com" in lines[names + 2 : servers]
+    press(view, "esc", "/", *"proto:http", "enter", "t")  # the top follows the filter
+    text = screen(view, 120, 40)
+    assert "of 4 flows listed" in text and "93.184.216.34" not in text
+    press(view, "t")
+    assert table_ids(screen(view, 120, 40))
+
+
 def test_header_counters_and_rates() -> None:
     view, _ = make_view()
     text = screen(view, 200, 50)

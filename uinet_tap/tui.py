@@ -312,6 +312,7 @@ class LiveView:
         self._parsed: tuple[str, Filter] = ("", parse(""))
         self.paused = False
         self.legend = False  # the ? screen
+        self.top = False  # the t screen: top names and servers of the listed flows
         self.selected: int | None = None  # flow id
         self.detail: int | None = None  # flow id shown in the detail view
         self._detail_row: FlowRow | None = None
@@ -491,8 +492,15 @@ class LiveView:
             if key in ("?", "esc", "enter"):
                 self.legend = False
             return False
+        if self.top:
+            if key in ("t", "esc", "enter"):
+                self.top = False
+            return False
         if key == "?":
             self.legend = True
+            return False
+        if key == "t" and self.detail is None:
+            self.top = True
             return False
         if self.detail is not None:
             self._detail_key(key)
@@ -653,6 +661,8 @@ class LiveView:
         width, height = max(20, width), max(6, height)
         if self.legend:
             return self._render_legend(width, height)
+        if self.top:
+            return self._render_top(frame, width, height)
         if self.detail is not None:
             return self._render_detail(frame, width, height)
         header = self._render_header(frame, width)
@@ -869,6 +879,34 @@ class LiveView:
         help_.append(" quit ")
         return Group(*body, help_)
 
+    def _render_top(self, frame: _Frame | None, width: int, height: int) -> RenderableType:
+        rows = self.visible_rows(frame.snapshot) if frame is not None else []
+        title = Text(" Top ", style="bold reverse")
+        title.append(f"  of {len(rows):,} flows listed", style="dim")
+        if self.filter:
+            title.append("  filter ")
+            title.append(f"“{self.filter}”", style="bold yellow")
+        lines = [title]
+        each = max(1, (height - 4) // 2)
+        for heading, key in (("names (TLS SNI, HTTP Host)", _name), ("servers", _server)):
+            top = top_counts(rows, key, each)
+            head = Text(f" {'bytes':>9} {'flows':>7}  {heading}", style="bold")
+            lines.append(head)
+            for name, flows, nbytes in top:
+                lines.append(Text(f" {human(nbytes) + 'B':>9} {flows:>7,}  {name}"))
+            if not top:
+                lines.append(Text("   none", style="dim"))
+        for t in lines:
+            t.no_wrap = True
+            t.overflow = "ellipsis"
+        body = lines[: height - 1]
+        body.extend(Text("") for _ in range(height - 1 - len(body)))
+        help_ = Text(no_wrap=True, overflow="ellipsis", style="on grey15")
+        for k, what in (("t/Esc", "close"), ("q", "quit")):
+            help_.append(f" {k}", style="bold")
+            help_.append(f" {what} ")
+        return Group(*body, help_)
+
     def _render_help(self, width: int) -> Text:
         line = Text(no_wrap=True, overflow="ellipsis", style="on grey15")
         if self.filter_edit is not None:
@@ -890,6 +928,7 @@ class LiveView:
             ("Enter", "details"),
             ("?", "legend"),
             ("/", "filter"),
+            ("t", "top"),
             ("p", "resume" if self.paused else "pause"),
             ("1-9,0", "sort"),
         ]
@@ -1082,6 +1121,34 @@ def sparkline(hist: Iterable[tuple[float, int, int]], side: int, width: int) -> 
     return "".join(_SPARKS[min(top, round(r / peak * top))] for r in rates), peak
 
 
+def _name(r: FlowRow) -> str | None:
+    for key in ("sni", "host"):
+        value = r.findings.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _server(r: FlowRow) -> str | None:
+    return r.server
+
+
+def top_counts(
+    rows: Iterable[FlowRow], key: Callable[[FlowRow], str | None], n: int
+) -> list[tuple[str, int, int]]:
+    """(name, flows, bytes both ways) of the n names with the most bytes (then flows)."""
+    acc: dict[str, list[int]] = {}
+    for r in rows:
+        name = key(r)
+        if name is None:
+            continue
+        slot = acc.setdefault(name, [0, 0])
+        slot[0] += 1
+        slot[1] += r.c2s_bytes + r.s2c_bytes
+    best = sorted(acc.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))[:n]
+    return [(name, flows, nbytes) for name, (flows, nbytes) in best]
+
+
 def _totals_line(rows: list[FlowRow]) -> Text:
     """What the listed (filtered) flows add up to."""
     c2s = sum(r.c2s_bytes for r in rows)
@@ -1132,6 +1199,7 @@ LEGEND: tuple[tuple[str, str], ...] = (
     ("Seen", "time since the flow's last packet (now: the clock in watch, capture time in "
              "replay)"),
     ("dim row", "the flow is closed or has ended"),
+    ("t", "top names (SNI, Host) and servers of the listed flows, by bytes"),
     ("header", "active flows exclude closed ones; ended: flows listed after their end "
                "(dropped: the oldest, taken off the bounded list)"),
 )  # fmt: skip
