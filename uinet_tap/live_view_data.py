@@ -61,6 +61,7 @@ class SnapshotMaker:
         self._fresh_dropped = 0
         # what a connection showed as it ended, until its record comes (same call chain)
         self._closing: dict[int, tuple[bytes, bytes, dict]] = {}
+        self._tcp_shared: dict[tuple, dict] = {}
         engine.on_closing = self.closing
 
     def row(self, conn: Connection) -> FlowRow:
@@ -108,7 +109,16 @@ class SnapshotMaker:
         k = self.keep_bytes
         c2s = bytes(view.c2s[:k]) if view is not None else b""
         s2c = bytes(view.s2c[:k]) if view is not None else b""
-        self._closing[conn.id] = (c2s, s2c, _tcp(conn))
+        tcp = _tcp(conn)
+        # Most flows' TCP facts are alike: an ended row shares one dict (the rows are frozen),
+        # a few hundred bytes less for each of the thousands listed.
+        key = tuple(tcp.values())
+        shared = self._tcp_shared.get(key)
+        if shared is None:
+            if len(self._tcp_shared) > 1024:
+                self._tcp_shared.clear()
+            shared = self._tcp_shared[key] = tcp
+        self._closing[conn.id] = (c2s, s2c, shared)
 
     def closed_record(self, rec: dict) -> None:
         """Keep a row for a flow that just ended, in the bounded list."""
