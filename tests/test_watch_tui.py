@@ -267,3 +267,27 @@ def test_replay_tui_keeps_every_flow_and_its_first_bytes(tmp_path: Path):
     finally:
         _tmux(sock, "kill-server")
     assert len(flows.read_text().splitlines()) == total
+
+
+def test_replay_tui_keep_ended_bounds_the_list_and_says_so(tmp_path: Path):
+    """--keep-ended 30 on the same 42 connections: the 30 that ended last are listed (the
+    SMTP and HTTP flows, which came after the 40 short ones) and the header counts 12 dropped."""
+    if shutil.which("tmux") is None:
+        pytest.skip("needs tmux")
+    root = Path(__file__).resolve().parents[1] / "captures"
+    files = " ".join(str(root / f"{n}.pcap") for n in ("many-short", "app/smtp", "app/http"))
+    sock = f"ut-rcap-{id(tmp_path) & 0xFFFFFF}"
+    cmd = (f"{SIZED} {BIN / 'uinet-tap'} replay {files} --tui --keep-ended 30 -q; "
+           "echo EXITED=$?; sleep 30")  # fmt: skip
+    _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
+    try:
+        screen = _wait_pane(sock, lambda t: "/ 42 total" in t and "0 active" in t, "the end")
+        assert "30 ended (12 dropped from the list) / 42 total" in screen
+        assert "listing 30 of 30" in screen
+        _tmux(sock, "send-keys", "-t", "w", "/", "proto:smtp", "Enter")
+        _wait_pane(sock, lambda t: "listing 1 of 30" in t and "10.77.0.2:25" in t, "smtp")
+        _tmux(sock, "send-keys", "-t", "w", "Escape", "q")
+        done = _wait_pane(sock, lambda t: "EXITED=" in t, "replay to exit")
+        assert "EXITED=0" in done, done
+    finally:
+        _tmux(sock, "kill-server")
