@@ -20,10 +20,10 @@ import pytest
 from rich.console import Console
 from rich.segment import Segment
 
-from uinet_tap.tui import LiveView, parse_keys
+from uinet_tap.tui import LiveView, parse_keys, sparkline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tui_driver import T0, snapshot_at  # noqa: E402
+from tui_driver import HTTP_REQ, HTTP_RESP, SSH_C, SSH_S, T0, snapshot_at  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "tui_driver.py"
@@ -98,12 +98,68 @@ def test_fits_the_terminal(width: int, height: int) -> None:
     assert max(len(line) for line in lines) <= width
     assert "quit" in lines[-1]  # the help line is the last line
     ids = table_ids(text)
-    if height >= 30 + 6:
+    if height >= 30 + 7:
         assert len(ids) == 30
         assert "more" not in text
     else:
         assert ids and len(ids) < 30
         assert f"… {30 - len(ids)} more" in text
+
+
+def test_totals_under_the_table_follow_the_filter() -> None:
+    view, _ = make_view(ticks=1)  # tick 0: the driver's own byte counts
+    line = next(x for x in screen(view).splitlines() if x.startswith(" total "))
+    c2s = 517 + len(HTTP_REQ) + len(SSH_C) + 0 + 60  # flows 1..5 as the driver makes them
+    s2c = 4096 + len(HTTP_RESP) + len(SSH_S) + 0 + 180
+    assert (c2s, s2c) == (670, 4366)
+    assert f"total 5 flows listed  c→s 670B  s→c 4.4KB  ({c2s:,} / {s2c:,} bytes)" in line
+    press(view, "/", *"proto:tls", "enter")
+    line = next(x for x in screen(view).splitlines() if x.startswith(" total "))
+    assert "total 1 flow listed" in line and "(517 / 4,096 bytes)" in line
+
+
+def test_sparkline_scales_to_its_peak() -> None:
+    hist = [(0.0, 0, 0), (1.0, 100, 0), (2.0, 300, 0), (3.0, 300, 0)]
+    assert sparkline(hist, 1, 10) == ("▅█▁", 200.0)
+    assert sparkline(hist, 2, 10) == ("▁▁▁", 0.0)
+    assert sparkline(hist, 1, 2) == ("█▁", 200.0)  # the latest that fit
+
+
+def test_detail_shows_bytes_over_time() -> None:
+    """Flow 1 sends 1,000 B/s for 5 s, then nothing for 3 s: its detail's sparkline rises,
+    then falls to the floor; the peak is said."""
+    clock = FakeClock()
+    view = LiveView(clock=clock)
+    snap = snapshot_at(0)
+    for i in range(9):
+        clock.t = float(i)
+        sent = 1000 * min(i, 5)
+        flows = (replace(snap.flows[0], c2s_bytes=sent, last_seen=T0 + min(i, 5)),)
+        view.update(replace(snap, now=T0 + i, flows=flows))
+    press(view, "enter")
+    line = next(x for x in screen(view, 120, 60).splitlines() if "bytes/s →" in x)
+    assert "█████▁▁▁" in line and "peak 1.0KB/s over 8s" in line
+
+
+def test_top_names_and_servers_of_the_listed_flows() -> None:
+    view, _ = make_view(ticks=1, flows=8)  # flows 100-102: more HTTP to 10.0.0.80:80
+    press(view, "t")
+    lines = [x.strip() for x in screen(view, 120, 40).splitlines()]
+    servers = lines.index("bytes   flows  servers")
+    assert lines[servers + 1 : servers + 5] == [
+        "4.6KB       1  93.184.216.34:443",
+        "520B       4  10.0.0.80:80",  # 4 x (72 + 58)
+        "240B       1  10.0.0.25:25",
+        "53B       1  192.168.1.1:22",
+    ]
+    names = lines.index("bytes   flows  names (TLS SNI, HTTP Host)")
+    assert lines[names + 1] == "4.6KB       1  secure.example.org"
+    assert "130B       1  shop.example.com" in lines[names + 2 : servers]
+    press(view, "esc", "/", *"proto:http", "enter", "t")  # the top follows the filter
+    text = screen(view, 120, 40)
+    assert "of 4 flows listed" in text and "93.184.216.34" not in text
+    press(view, "t")
+    assert table_ids(screen(view, 120, 40))
 
 
 def test_header_counters_and_rates() -> None:
@@ -214,6 +270,28 @@ def test_filter_prompt_apply_cancel_clear() -> None:
     assert "no flows match the filter" in screen(view)
 
 
+def test_field_filters_and_a_bad_term() -> None:
+    view, _ = make_view()
+    for query, expected in [
+        ("proto:http", [2]),
+        ("port:443", [1]),
+        ("host:*.example.com", [2]),
+        ("verdict:block", [5]),
+        ("state:EST proto:s*", [3]),
+    ]:
+        press(view, "/", *query, "enter")
+        assert table_ids(screen(view)) == expected, query
+        press(view, "esc")
+    press(view, "/", *"port:22", "enter")
+    press(view, "/", "backspace", "backspace", "backspace", "backspace", "backspace",
+          "backspace", "backspace", *"colour:red", "enter")  # fmt: skip
+    prompt = screen(view).splitlines()[-1]
+    assert "filter: colour:red" in prompt and "unknown field 'colour'" in prompt
+    assert view.filter_edit is not None  # still open, to be corrected
+    press(view, "esc")
+    assert view.filter == "port:22" and table_ids(screen(view)) == [3]
+
+
 def test_pause_freezes_the_picture() -> None:
     view, clock = make_view()
     before = screen(view)
@@ -296,22 +374,50 @@ def test_detail_keeps_an_ended_flow() -> None:
     assert "Flow #1" in screen(view) and "ended" in screen(view)
 
 
-def test_closed_flows_linger_then_go() -> None:
+def test_ended_flows_stay_listed_and_their_age_moves() -> None:
+    """An ended flow stays as long as the snapshots carry it (they bound the list, not the
+    view); its Seen column is now minus its last packet, its duration stops at its end."""
     clock = FakeClock()
-    view = LiveView(clock=clock, closed_linger=10.0)
+    view = LiveView(clock=clock)
     snap = snapshot_at(0)
-    ended = replace(snap.flows[0], state="RST", last_seen=T0)
-    view.update(replace(snap, flows=snap.flows[1:], closed=(ended,)))
-    assert 1 in table_ids(screen(view))
-    assert "RST" in row_line(screen(view), 1)
-    later = snapshot_at(50)  # 5 s later, and the engine no longer reports it
-    clock.t = 5.0
-    view.update(replace(later, flows=later.flows[1:]))
-    assert 1 in table_ids(screen(view))
-    later = snapshot_at(120)  # 12 s later: gone
-    clock.t = 12.0
-    view.update(replace(later, flows=later.flows[1:]))
-    assert 1 not in table_ids(screen(view))
+    ended = replace(snap.flows[0], state="RST", start=T0 - 2.0, last_seen=T0)
+    view.update(
+        replace(snap, flows=snap.flows[1:], flows_active=4, closed=(ended,), closed_dropped=3)
+    )
+    text = screen(view, 200)
+    assert 1 in table_ids(text)
+    assert "RST" in row_line(text, 1) and "0.0s" in row_line(text, 1)
+    assert "4 active · 1 ended (3 dropped from the list) / 17 total" in text
+    later = snapshot_at(450)  # 45 s on in capture time, nothing new from flow 1
+    clock.t = 45.0
+    view.update(replace(later, flows=later.flows[1:], closed=(ended,)))
+    line = row_line(screen(view), 1)
+    assert "45s" in line  # Seen moved with the clock
+    assert " 2s " in line  # Dur stopped at the flow's end
+    assert "–" in line  # an ended flow has no rate
+
+
+def test_active_count_excludes_closed_flows() -> None:
+    view, _ = make_view()
+    snap = snapshot_at(10)
+    flows = tuple(replace(r, state="CLOSED") if r.id in (1, 2) else r for r in snap.flows)
+    view.update(replace(snap, flows=flows))
+    assert "flows 3 active · 2 closed / 17 total" in screen(view, 200)
+
+
+def test_question_mark_shows_the_legend() -> None:
+    view, _ = make_view()
+    assert "? legend" in screen(view, 160)
+    press(view, "?")
+    text = screen(view, 160)
+    assert "Legend" in text
+    assert "G gaps" in text and "B bypassed" in text  # the flag column's letters
+    assert "mid-stream" in text and "a guess by port" in text
+    for header in ("ID", "State", "Client", "Server", "VLAN", "Proto", "Info", "Verdict",
+                   "Bytes→/←", "Rate→/←", "Dur", "Seen"):  # fmt: skip
+        assert re.search(rf"^ {re.escape(header)} ", text, re.M), header
+    press(view, "esc")
+    assert "Legend" not in screen(view, 160) and table_ids(screen(view, 160))
 
 
 def test_render_without_any_snapshot() -> None:

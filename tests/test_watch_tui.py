@@ -5,6 +5,7 @@ filtering, pause and the detail view work; q quits; the flow records are complet
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from netnslib import NetnsSession, netns_available  # noqa: E402
 
 BIN = Path(sys.executable).parent
+# pytest exports COLUMNS=80 and LINES=24, which rich would take over the tmux window's size
+SIZED = "env -u COLUMNS -u LINES"
 pytestmark = pytest.mark.netns
 
 
@@ -34,6 +37,17 @@ def _wait_pane(sock: str, pred, what: str, timeout: float = 20.0) -> str:
             return screen
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}; screen:\n{screen}")
+
+
+def _age(text: str) -> float:
+    """A Seen cell ("1.7s", "17s", "2m", "1h") in seconds."""
+    m = re.fullmatch(r"([\d.]+)([smh])", text)
+    assert m, text
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def _row(screen: str, needle: str) -> str:
+    return next((line for line in screen.splitlines() if needle in line), "")
 
 
 def test_watch_live_view_in_tmux_on_real_traffic(tmp_path: Path):
@@ -58,7 +72,7 @@ def test_watch_live_view_in_tmux_on_real_traffic(tmp_path: Path):
         s.popen(srv, sys.executable, "-m", "http.server", "8000", "--bind", "10.91.0.2",
                 "--directory", str(www), stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL)  # fmt: skip
-        cmd = (f"ip netns exec {cli} {BIN / 'uinet-tap'} watch utc0 --no-bypass "
+        cmd = (f"ip netns exec {cli} {SIZED} {BIN / 'uinet-tap'} watch utc0 --no-bypass "
                f"--flows {flows} -q; echo EXITED=$?; sleep 30")  # fmt: skip
         _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
         try:
@@ -96,6 +110,23 @@ def test_watch_live_view_in_tmux_on_real_traffic(tmp_path: Path):
                                 "the detail view")  # fmt: skip
             assert "200" in detail
             _tmux(sock, "send-keys", "-t", "w", "Escape")
+            # curl is done: the flow is over, not active; its age keeps moving with the clock
+            # while no packet comes (two screens some seconds apart)
+            screen = _wait_pane(sock, lambda t: " flows 0 active" in t and "8000" in t,
+                                "the header to count the closed flow apart")  # fmt: skip
+            first = _age(_row(screen, "10.91.0.2:8000").split()[-1])
+            later = _wait_pane(
+                sock, lambda t: _age(_row(t, "10.91.0.2:8000").split()[-1]) >= first + 2,
+                "the Seen column to move",
+            )
+            line = _row(later, "10.91.0.2:8000")
+            assert "http" in line and ("CLOSED" in line or "FIN" in line), line
+            # ? shows the legend of every column and flag; Esc goes back
+            _tmux(sock, "send-keys", "-t", "w", "?")
+            legend = _wait_pane(sock, lambda t: "Legend" in t, "the legend")
+            assert "G gaps" in legend and "B bypassed" in legend and "mid-stream" in legend
+            _tmux(sock, "send-keys", "-t", "w", "Escape")
+            _wait_pane(sock, lambda t: "10.91.0.2:8000" in t, "the table again")
             _tmux(sock, "send-keys", "-t", "w", "q")
             done = _wait_pane(sock, lambda t: "EXITED=" in t, "watch to exit")
             assert "EXITED=0" in done, done
@@ -181,3 +212,82 @@ def test_inline_live_view_shows_a_cut_in_while_it_runs(topology, tmp_path: Path)
     (rec,) = [json.loads(line) for line in flows.read_text().splitlines()
               if '"10.77.0.2:8080"' in line]  # fmt: skip
     assert rec["verdict"] == "intercept" and rec["decided_by"] == "cut-after-1mb"
+
+
+def _expected_connections(*names: str) -> int:
+    captures = Path(__file__).resolve().parents[1] / "captures"
+    return sum(len(json.loads((captures / n).read_text())["connections"]) for n in names)
+
+
+def test_replay_tui_keeps_every_flow_and_its_first_bytes(tmp_path: Path):
+    """Three captures made at different times (40 short connections, then SMTP, then HTTP)
+    replayed as one under the view: at the end every connection is listed, an ended flow's
+    detail shows the bytes it carried (the SMTP greeting and EHLO of the capture's making),
+    field filters narrow the list to the expected flows."""
+    if shutil.which("tmux") is None:
+        pytest.skip("needs tmux")
+    names = ("many-short", "app/smtp", "app/http")
+    total = _expected_connections(*(f"{n}.expected.json" for n in names))
+    assert total == 42
+    root = Path(__file__).resolve().parents[1] / "captures"
+    files = " ".join(str(root / f"{n}.pcap") for n in names)
+    flows = tmp_path / "flows.jsonl"
+    sock = f"ut-rall-{id(tmp_path) & 0xFFFFFF}"
+    cmd = (f"{SIZED} {BIN / 'uinet-tap'} replay {files} --tui --flows {flows} -q; "
+           "echo EXITED=$?; sleep 30")  # fmt: skip
+    _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
+    try:
+        screen = _wait_pane(sock, lambda t: f"listing {total} of {total}" in t, "every flow")
+        assert f"0 active · {total} ended / {total} total" in screen
+        # field filters: the SMTP flow alone, then the 40 short ones
+        _tmux(sock, "send-keys", "-t", "w", "/", "proto:smtp port:25", "Enter")
+        screen = _wait_pane(sock, lambda t: f"listing 1 of {total}" in t, "proto:smtp")
+        assert "10.77.0.2:25" in screen and "10.99.0.2:7000" not in screen
+        # the ended SMTP flow's detail: its first bytes each way, as hex and ASCII
+        _tmux(sock, "send-keys", "-t", "w", "Home", "Enter")
+        detail = _wait_pane(sock, lambda t: "Flow #" in t, "the detail view")
+        assert "ended" in detail
+        greeting = b"220 localhost Py"  # aiosmtpd 1.4.6's greeting, first 16 bytes
+        assert " ".join(f"{b:02x}" for b in greeting) in detail
+        assert greeting.decode() in detail
+        assert "EHLO client.test" in detail.replace("\n", "")  # swaks --helo client.test
+        assert re.search(r"server → client\s+first [1-9]", detail)
+        _tmux(sock, "send-keys", "-t", "w", "Escape")
+        _tmux(sock, "send-keys", "-t", "w", "Escape")  # clears the filter
+        _tmux(sock, "send-keys", "-t", "w", "/", "port:7000 state:FIN", "Enter")
+        screen = _wait_pane(sock, lambda t: f"listing 40 of {total}" in t, "port:7000")
+        assert "10.77.0.2" not in screen
+        # a bad term: a one-line error in the prompt, the view goes on
+        _tmux(sock, "send-keys", "-t", "w", "/", "C-u", " colour:red", "Enter")
+        _wait_pane(sock, lambda t: "unknown field 'colour'" in t, "the filter's error")
+        _tmux(sock, "send-keys", "-t", "w", "Escape")
+        _tmux(sock, "send-keys", "-t", "w", "q")
+        done = _wait_pane(sock, lambda t: "EXITED=" in t, "replay to exit")
+        assert "EXITED=0" in done, done
+    finally:
+        _tmux(sock, "kill-server")
+    assert len(flows.read_text().splitlines()) == total
+
+
+def test_replay_tui_keep_ended_bounds_the_list_and_says_so(tmp_path: Path):
+    """--keep-ended 30 on the same 42 connections: the 30 that ended last are listed (the
+    SMTP and HTTP flows, which came after the 40 short ones) and the header counts 12 dropped."""
+    if shutil.which("tmux") is None:
+        pytest.skip("needs tmux")
+    root = Path(__file__).resolve().parents[1] / "captures"
+    files = " ".join(str(root / f"{n}.pcap") for n in ("many-short", "app/smtp", "app/http"))
+    sock = f"ut-rcap-{id(tmp_path) & 0xFFFFFF}"
+    cmd = (f"{SIZED} {BIN / 'uinet-tap'} replay {files} --tui --keep-ended 30 -q; "
+           "echo EXITED=$?; sleep 30")  # fmt: skip
+    _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
+    try:
+        screen = _wait_pane(sock, lambda t: "/ 42 total" in t and "0 active" in t, "the end")
+        assert "30 ended (12 dropped from the list) / 42 total" in screen
+        assert "listing 30 of 30" in screen
+        _tmux(sock, "send-keys", "-t", "w", "/", "proto:smtp", "Enter")
+        _wait_pane(sock, lambda t: "listing 1 of 30" in t and "10.77.0.2:25" in t, "smtp")
+        _tmux(sock, "send-keys", "-t", "w", "Escape", "q")
+        done = _wait_pane(sock, lambda t: "EXITED=" in t, "replay to exit")
+        assert "EXITED=0" in done, done
+    finally:
+        _tmux(sock, "kill-server")

@@ -16,6 +16,7 @@ from typing import IO, Any
 import click
 import orjson
 
+from .ended import KEEP_BYTES, KEEP_ENDED_REPLAY, KEEP_ENDED_WATCH
 from .engine import Engine, Options
 from .eve import EveWriter
 from .flowpcap import FlowPcaps, SelectorError, parse_selector
@@ -448,6 +449,11 @@ def _flow_pcaps(directory: Path | None, selector: str | None) -> FlowPcaps | Non
 @click.option("--tui", is_flag=True, help="Show the flows in the live view while reading.")
 @click.option("--speed", type=click.FloatRange(0), default=0.0, show_default=True,
               help="With --tui: 1 paces by capture time, 2 twice as fast, 0 not.")  # fmt: skip
+@click.option("--keep-ended", type=click.IntRange(0), default=KEEP_ENDED_REPLAY,
+              show_default=True,
+              help="With --tui: ended flows listed (the oldest leave first).")  # fmt: skip
+@click.option("--keep-bytes", type=click.IntRange(0), default=KEEP_BYTES, show_default=True,
+              help="With --tui: early bytes kept per direction of a flow (hex view).")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def replay(
     captures: tuple[str, ...],
@@ -467,6 +473,8 @@ def replay(
     no_inspect: bool,
     tui: bool,
     speed: float,
+    keep_ended: int,
+    keep_bytes: int,
     quiet: bool,
     **options: Any,
 ) -> None:
@@ -507,7 +515,7 @@ def replay(
         if tui:
             from .replay_view import replay_with_view
 
-            replay_with_view(engine, source.batches(), capture, speed)
+            replay_with_view(engine, source.batches(), capture, speed, keep_ended, keep_bytes)
         else:
             with progress:
                 for batch in source.batches():
@@ -564,6 +572,11 @@ def replay(
 @click.option("--snaplen", type=click.IntRange(64), default=262144, show_default=True)
 @click.option("--tui/--no-tui", default=None,
               help="The live view (default: when stdout and stdin are a terminal).")  # fmt: skip
+@click.option("--keep-ended", type=click.IntRange(0), default=KEEP_ENDED_WATCH,
+              show_default=True,
+              help="Ended flows the live view lists (the oldest leave first).")  # fmt: skip
+@click.option("--keep-bytes", type=click.IntRange(0), default=KEEP_BYTES, show_default=True,
+              help="Early bytes the live view keeps per direction of each flow.")  # fmt: skip
 @click.option("--status-interval", type=click.FloatRange(0.1), default=5.0, show_default=True,
               help="Seconds between status lines when there is no live view.")  # fmt: skip
 @click.option("--duration", type=click.FloatRange(0), default=None,
@@ -588,6 +601,8 @@ def watch(
     buffer_size: int,
     snaplen: int,
     tui: bool | None,
+    keep_ended: int,
+    keep_bytes: int,
     status_interval: float,
     duration: float | None,
     workers: int,
@@ -598,7 +613,7 @@ def watch(
 ) -> None:
     """Capture on INTERFACE and show its TCP flows live: protocol, verdict, bytes and rates.
     Watch only listens: it never sends a frame."""
-    from .watch import WORKER_MODULES, SingleBackend, Watch, WorkerPool, open_captures
+    from .watch import WORKER_MODULES, SingleBackend, ViewLimits, Watch, WorkerPool, open_captures
 
     # Set-up order (README, "Privileges"): what needs root first, then the drop, then the
     # plugins, so no plugin code (not even its import) runs as root.
@@ -633,12 +648,15 @@ def watch(
         )  # fmt: skip
 
     backend: SingleBackend | WorkerPool
+    limits = ViewLimits(keep_ended, keep_bytes)
     try:
         if workers > 1:
-            backend = WorkerPool(interface, captures, make_engine, writer, _plugin_error)
+            backend = WorkerPool(
+                interface, captures, make_engine, writer, _plugin_error, limits=limits
+            )
         else:
             (capture,) = captures
-            single = SingleBackend(capture, make_engine(capture.linktype, writer))
+            single = SingleBackend(capture, make_engine(capture.linktype, writer), limits)
             single.engine.on_record = single.on_record(writer)
             backend = single
     except CaptureError as exc:

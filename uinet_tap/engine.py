@@ -132,6 +132,8 @@ class Engine:
         )
         self.tracker.on_events = self._drain
         self.on_record = on_record
+        # The live view's: called as a connection ends, before inspection lets go of its bytes.
+        self.on_closing: Callable[[Connection], None] | None = None
         self.export_dir = export_dir
         self.keep_streams = keep_streams
         self.pool = FilePool() if export_dir is not None else None
@@ -304,6 +306,8 @@ class Engine:
                 self.inspection.opened(event.conn)
 
     def _closed(self, conn: Connection) -> None:
+        if self.on_closing is not None:
+            self.on_closing(conn)
         for ep in (conn.c, conn.s):
             ep.stream.sink.finish()  # type: ignore[attr-defined]
         rec = flow_record(conn, self.export_dir, self.options.community_id_seed)

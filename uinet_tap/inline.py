@@ -607,7 +607,9 @@ async def run_inline(
         if view is not None:
             from .live_view_data import SnapshotMaker
 
-            maker = SnapshotMaker(inline.engine, extra=inline.owned_conns.values)
+            maker = SnapshotMaker(
+                inline.engine, extra=inline.owned_conns.values, clock=time.time
+            )  # ages move with the clock, not only with packets
             inline.on_closed_record = maker.closed_record
         last_status = started
         while True:

@@ -6,6 +6,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from itertools import chain, islice
 
+from .ended import BYTES_BUDGET, KEEP_BYTES, KEEP_ENDED_WATCH, EndedFlows
 from .engine import Engine
 from .inspection import PASSIVE_NAMES
 from .native import NativeGlue
@@ -28,23 +29,40 @@ def _info(findings: dict) -> str:
 
 class SnapshotMaker:
     """Rows for the most recently active flows (a live view shows a screenful: building every
-    row of 100,000 flows five times a second would cost more than the capture)."""
+    row of 100,000 flows five times a second would cost more than the capture), and for the
+    ended flows, kept in a bounded list (ended.py) with their first bytes."""
 
     def __init__(
         self,
         engine: Engine,
         max_rows: int = 2000,
-        keep_closed: int = 200,
+        keep_ended: int = KEEP_ENDED_WATCH,
+        keep_bytes: int = KEEP_BYTES,
+        bytes_budget: int = BYTES_BUDGET,
         extra: Callable[[], Iterable[Connection]] = tuple,
+        clock: Callable[[], float] | None = None,
+        incremental: bool = False,
     ) -> None:
-        """``extra``: connections the tracker no longer times (inline mode's cut-ins)."""
+        """``extra``: connections the tracker no longer times (inline mode's cut-ins).
+        ``clock``: the view's now when it runs ahead of the packets (watch: the wall clock).
+        ``incremental``: each snapshot carries only the flows ended since the one before (a
+        capture worker's, whose parent keeps the list)."""
         self.engine = engine
         self.extra = extra
+        self.clock = clock
         self.names = engine.inspection.names if engine.inspection is not None else PASSIVE_NAMES
         if isinstance(engine.inspection, NativeGlue):
             engine.inspection.keep_early = True  # C's inspection keeps the bytes the detail shows
         self.max_rows = max_rows
-        self.closed: deque[FlowRow] = deque(maxlen=keep_closed)
+        self.keep_bytes = keep_bytes
+        self.ended = EndedFlows(keep_ended, bytes_budget)
+        self.incremental = incremental
+        self._fresh: deque[FlowRow] = deque()
+        self._fresh_dropped = 0
+        # what a connection showed as it ended, until its record comes (same call chain)
+        self._closing: dict[int, tuple[bytes, bytes, dict]] = {}
+        self._tcp_shared: dict[tuple, dict] = {}
+        engine.on_closing = self.closing
 
     def row(self, conn: Connection) -> FlowRow:
         fast = self.engine.tracker.fast
@@ -78,21 +96,34 @@ class SnapshotMaker:
             gaps=bool(conn.c.stream.gaps or conn.s.stream.gaps),
             bypassed=conn.bypassed,
             findings=findings,
-            c2s_head=view.c2s if view is not None else b"",
-            s2c_head=view.s2c if view is not None else b"",
-            tcp={
-                "handshake": conn.handshake,
-                "mss": (conn.c.mss, conn.s.mss),
-                "window_scaling": conn.wscale_ok,
-                "timestamps": conn.ts_ok,
-                "sack_permitted": conn.c.sack_permitted and conn.s.sack_permitted,
-            },
+            c2s_head=bytes(view.c2s[: self.keep_bytes]) if view is not None else b"",
+            s2c_head=bytes(view.s2c[: self.keep_bytes]) if view is not None else b"",
+            tcp=_tcp(conn),
         )
 
+    def closing(self, conn: Connection) -> None:
+        """A connection ends: keep what its record will not carry (early bytes, TCP facts)."""
+        if len(self._closing) > 4096:  # records always follow at once; never let this grow
+            self._closing.clear()
+        view = getattr(conn.user, "view", None)
+        k = self.keep_bytes
+        c2s = bytes(view.c2s[:k]) if view is not None else b""
+        s2c = bytes(view.s2c[:k]) if view is not None else b""
+        tcp = _tcp(conn)
+        # Most flows' TCP facts are alike: an ended row shares one dict (the rows are frozen),
+        # a few hundred bytes less for each of the thousands listed.
+        key = tuple(tcp.values())
+        shared = self._tcp_shared.get(key)
+        if shared is None:
+            if len(self._tcp_shared) > 1024:
+                self._tcp_shared.clear()
+            shared = self._tcp_shared[key] = tcp
+        self._closing[conn.id] = (c2s, s2c, shared)
+
     def closed_record(self, rec: dict) -> None:
-        """Keep a row for a flow that just ended (the view shows them for a while)."""
-        self.closed.append(
-            FlowRow(
+        """Keep a row for a flow that just ended, in the bounded list."""
+        c2s_head, s2c_head, tcp = self._closing.pop(rec["id"], (b"", b"", {}))
+        row = FlowRow(
                 id=rec["id"], state=rec["close"].upper(), midstream=rec["midstream"],
                 client=rec["client"], server=rec["server"], vlan=tuple(rec["vlan"]),
                 protocol=rec.get("protocol"), confidence=rec.get("confidence"),
@@ -103,8 +134,15 @@ class SnapshotMaker:
                 start=rec["start"], last_seen=rec["end"],
                 gaps=bool(rec["c2s"]["gaps"] or rec["s2c"]["gaps"]),
                 bypassed=rec.get("bypassed", False), findings=rec.get("findings") or {},
-            )
+                c2s_head=c2s_head, s2c_head=s2c_head, tcp=tcp,
         )  # fmt: skip
+        if self.incremental:
+            self._fresh.append(row)
+            if len(self._fresh) > self.ended.keep:
+                self._fresh.popleft()
+                self._fresh_dropped += 1
+        else:
+            self.ended.add(row)
 
     def snapshot(self, drops: tuple[int, int] = (0, 0)) -> Snapshot:
         engine = self.engine
@@ -115,8 +153,16 @@ class SnapshotMaker:
         undecodable = engine.decoder.undecodable
         not_tcp = sum(undecodable.get(k, 0) for k in NOT_TCP_REASONS)
         inspection = engine.inspection
+        now = tracker.now if self.clock is None else max(tracker.now, self.clock())
+        if self.incremental:
+            closed, dropped, released = tuple(self._fresh), self._fresh_dropped, 0
+            self._fresh.clear()
+            self._fresh_dropped = 0
+        else:
+            closed, dropped = self.ended.rows(), self.ended.dropped
+            released = self.ended.released
         return Snapshot(
-            now=tracker.now,
+            now=now,
             packets=engine.totals.packets,
             bytes=engine.totals.bytes,
             tcp_packets=tracker.tcp_packets,
@@ -128,5 +174,17 @@ class SnapshotMaker:
             kernel_drops=drops[0],
             interface_drops=drops[1],
             flows=tuple(rows),
-            closed=tuple(self.closed),
+            closed=closed,
+            closed_dropped=dropped,
+            bytes_released=released,
         )
+
+
+def _tcp(conn: Connection) -> dict:
+    return {
+        "handshake": conn.handshake,
+        "mss": (conn.c.mss, conn.s.mss),
+        "window_scaling": conn.wscale_ok,
+        "timestamps": conn.ts_ok,
+        "sack_permitted": conn.c.sack_permitted and conn.s.sack_permitted,
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from .ended import KEEP_BYTES, KEEP_ENDED_REPLAY
 from .engine import Engine
 from .live_view_data import SnapshotMaker
 from .pcapfile import Batch
@@ -22,12 +23,20 @@ def _chunks(batch: Batch) -> Iterable[Batch]:
         )  # fmt: skip
 
 
-def replay_with_view(engine: Engine, batches: Iterable[Batch], title: str, speed: float) -> None:
+def replay_with_view(
+    engine: Engine,
+    batches: Iterable[Batch],
+    title: str,
+    speed: float,
+    keep_ended: int = KEEP_ENDED_REPLAY,
+    keep_bytes: int = KEEP_BYTES,
+) -> None:
     """Feed the file through the engine under the live view; after the end of the file the
-    view stays (flows shown as ended) until q. Returns early on q."""
+    view stays (every flow listed, as ended, up to ``keep_ended``) until q. Returns early on
+    q. The view's clock is capture time."""
     from .tui import LiveView
 
-    maker = SnapshotMaker(engine)
+    maker = SnapshotMaker(engine, keep_ended=keep_ended, keep_bytes=keep_bytes)
     record = engine.on_record
 
     def on_record(rec: dict) -> None:

@@ -36,7 +36,7 @@ class FlowRow:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    now: float  # capture time of the newest packet
+    now: float  # the view's clock: capture time in replay, the wall clock in watch
     packets: int  # frames read
     bytes: int
     tcp_packets: int
@@ -48,4 +48,6 @@ class Snapshot:
     kernel_drops: int  # pcap stats: dropped by the kernel (buffer full)
     interface_drops: int  # dropped by the interface / driver
     flows: tuple[FlowRow, ...]  # the active flows, unsorted
-    closed: tuple[FlowRow, ...] = ()  # recently ended flows (the view may keep them a while)
+    closed: tuple[FlowRow, ...] = ()  # ended flows, oldest first (bounded: ended.py)
+    closed_dropped: int = 0  # ended flows the bound took off the list
+    bytes_released: int = 0  # listed ended flows whose early bytes the byte budget released

@@ -25,7 +25,7 @@ import select
 import sys
 import termios
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -37,12 +37,19 @@ from rich.table import Table
 from rich.text import Text
 
 from uinet_tap.snapshot import FlowRow, Snapshot
+from uinet_tap.viewfilter import Filter, FilterError, parse
 
 __all__ = ["LiveView", "SORT_KEYS", "parse_keys"]
 
 REFRESH_INTERVAL = 0.2  # seconds between two redraws caused by update()
+# With many flows listed an update (sort, filter, draw) costs: the next one waits this many
+# times as long, so the view takes at most about a fifth of the loop it shares with capture.
+COST_FACTOR = 4.0
 RATE_WINDOW = 3.0  # seconds of history behind every rate
-CLOSED_LINGER = 10.0  # capture seconds an ended flow stays listed (dimmed)
+SPARK_STEP = 1.0  # seconds between two samples of a flow's bytes for the detail's sparkline
+SPARK_POINTS = 60  # samples kept a flow (a minute)
+SPARK_ENDED = 2000  # ended flows whose samples are kept (most recent)
+_SPARKS = "▁▂▃▄▅▆▇█"
 
 CLIENT_STYLE = "cyan"
 SERVER_STYLE = "magenta"
@@ -62,6 +69,7 @@ SORT_KEYS: tuple[str, ...] = (
 )
 _DESCENDING_FIRST = {"bytes", "rate", "dur"}  # numbers: biggest first; "seen": most recent first
 _STATE_ORDER = {"SYN": 0, "SYN-ACK": 1, "EST": 2, "FIN": 3, "CLOSED": 4, "RST": 5}
+_CLOSED_STATES = frozenset({"CLOSED", "RST"})  # tracked still, but over: not "active"
 _VERDICT_STYLE = {"pass": "green", "would-intercept": "yellow", "would-block": "bold red"}
 
 
@@ -254,7 +262,7 @@ class _Frame:
 
     snapshot: Snapshot
     rows: tuple[FlowRow, ...]
-    closed_ids: frozenset[int]
+    closed_ids: frozenset[int]  # the ended flows (no longer tracked)
     pps: float | None = None
     mbps: float | None = None
     rates: dict[int, tuple[float, float]] = field(default_factory=dict)
@@ -266,7 +274,10 @@ class LiveView:
     Keys: 1-9/0 sort by a column (again: reverse), s next sort column, r reverse, / filter
     (Enter applies, Esc cancels; Esc later clears it), p pause, ↑↓/j k/PgUp PgDn/Home End move
     the selection, Enter opens the selected flow (Esc or Enter closes it; there ↑↓ scroll and Tab
-    shows both/client/server bytes), q quits.
+    shows both/client/server bytes), ? the legend of columns and flags, q quits.
+
+    Ended flows are listed as long as the snapshots carry them (they bound the list); ages are
+    the snapshot's ``now`` (the view's clock) minus the flow's last packet.
     """
 
     def __init__(
@@ -276,7 +287,6 @@ class LiveView:
         *,
         refresh_interval: float = REFRESH_INTERVAL,
         rate_window: float = RATE_WINDOW,
-        closed_linger: float = CLOSED_LINGER,
         clock: Callable[[], float] = time.monotonic,
         stdin_fd: int | None = None,
     ) -> None:
@@ -284,7 +294,6 @@ class LiveView:
         self.console = console if console is not None else Console()
         self.refresh_interval = refresh_interval
         self.rate_window = rate_window
-        self.closed_linger = closed_linger
         self._clock = clock
         self._stdin_fd = stdin_fd
         self._started_at = clock()
@@ -293,14 +302,20 @@ class LiveView:
         self._shown: _Frame | None = None  # == _latest unless paused
         self._totals: deque[tuple[float, int, int]] = deque()
         self._flow_hist: dict[int, deque[tuple[float, int, int]]] = {}
-        self._closed: dict[int, FlowRow] = {}
+        self._visible: tuple[object, ...] | None = None  # (frame, filter, sort, reverse, rows)
+        self._spark: dict[int, deque[tuple[float, int, int]]] = {}
+        self._spark_ended: OrderedDict[int, deque[tuple[float, int, int]]] = OrderedDict()
         self._held = 0  # updates received while paused
         # interaction state
         self.sort_key = "rate"
         self.sort_reverse = True
         self.filter = ""
         self.filter_edit: str | None = None  # the prompt's text while typing a filter
+        self.filter_error = ""  # why the prompt's text was not applied (one line)
+        self._parsed: tuple[str, Filter] = ("", parse(""))
         self.paused = False
+        self.legend = False  # the ? screen
+        self.top = False  # the t screen: top names and servers of the listed flows
         self.selected: int | None = None  # flow id
         self.detail: int | None = None  # flow id shown in the detail view
         self._detail_row: FlowRow | None = None
@@ -316,6 +331,7 @@ class LiveView:
         self._dirty = True
         self._keyed = False  # a key changed the view since the last draw
         self._last_draw = float("-inf")
+        self._cost = 0.0  # seconds the last update took (derive, sort, draw)
         self._last_size: tuple[int, int] | None = None
 
     # -- terminal lifecycle -------------------------------------------------------------------
@@ -383,6 +399,7 @@ class LiveView:
     def update(self, snapshot: Snapshot, *, at: float | None = None, force: bool = False) -> None:
         """Store the newest snapshot (`at`: when it was taken, default: the clock). Drawn now if
         the last draw is older than the refresh interval or `force`; otherwise on a later call."""
+        started = time.perf_counter()
         t = self._clock() if at is None else at
         self._latest = self._derive(snapshot, t)
         if self.paused:
@@ -391,6 +408,7 @@ class LiveView:
             self._shown = self._latest
         self._dirty = True
         self._maybe_draw(force)
+        self._cost = time.perf_counter() - started
 
     def _derive(self, snap: Snapshot, t: float) -> _Frame:
         # totals
@@ -401,19 +419,10 @@ class LiveView:
         if t > t0:
             pps = max(0, snap.packets - p0) / (t - t0)
             mbps = max(0, snap.bytes - b0) * 8 / (t - t0) / 1e6
-        # closed flows linger a while
-        active_ids = {r.id for r in snap.flows}
-        for r in snap.closed:
-            if r.id not in active_ids:
-                self._closed[r.id] = r
-        for fid in list(self._closed):
-            r = self._closed[fid]
-            if fid in active_ids or r.last_seen < snap.now - self.closed_linger:
-                del self._closed[fid]
-        rows = snap.flows + tuple(self._closed.values())
-        # per-flow rates
+        rows, closed_ids = _rows_of(snap)
+        # per-flow rates: of the flows still tracked (an ended flow moves no more)
         rates: dict[int, tuple[float, float]] = {}
-        for r in rows:
+        for r in snap.flows:
             hist = self._flow_hist.get(r.id)
             if hist is None:
                 hist = self._flow_hist[r.id] = deque()
@@ -425,10 +434,24 @@ class LiveView:
                     max(0, r.c2s_bytes - hc) / (t - ht),
                     max(0, r.s2c_bytes - hs) / (t - ht),
                 )
-        listed = {r.id for r in rows}
+        listed = {r.id for r in snap.flows}
         for fid in [f for f in self._flow_hist if f not in listed]:
             del self._flow_hist[fid]
-        return _Frame(snap, rows, frozenset(self._closed), pps, mbps, rates)
+        self._sample(snap, t, listed)
+        return _Frame(snap, rows, closed_ids, pps, mbps, rates)
+
+    def _sample(self, snap: Snapshot, t: float, listed: set[int]) -> None:
+        """A flow's bytes every SPARK_STEP for its sparkline; an ended flow's are kept a while."""
+        for r in snap.flows:
+            hist = self._spark.get(r.id)
+            if hist is None:
+                hist = self._spark[r.id] = deque(maxlen=SPARK_POINTS + 1)
+            if not hist or t - hist[-1][0] >= SPARK_STEP:
+                hist.append((t, r.c2s_bytes, r.s2c_bytes))
+        for fid in [f for f in self._spark if f not in listed]:
+            self._spark_ended[fid] = self._spark.pop(fid)
+            if len(self._spark_ended) > SPARK_ENDED:
+                self._spark_ended.popitem(last=False)
 
     def _frame_for(self, snapshot: Snapshot | None) -> _Frame | None:
         if snapshot is None:
@@ -436,9 +459,7 @@ class LiveView:
         for frame in (self._shown, self._latest):
             if frame is not None and frame.snapshot is snapshot:
                 return frame
-        active = {r.id for r in snapshot.flows}
-        closed = tuple(r for r in snapshot.closed if r.id not in active)
-        return _Frame(snapshot, snapshot.flows + closed, frozenset(r.id for r in closed))
+        return _Frame(snapshot, *_rows_of(snapshot))
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -473,6 +494,20 @@ class LiveView:
             return self._filter_key(key)
         if key == "q":
             return True
+        if self.legend:
+            if key in ("?", "esc", "enter"):
+                self.legend = False
+            return False
+        if self.top:
+            if key in ("t", "esc", "enter"):
+                self.top = False
+            return False
+        if key == "?":
+            self.legend = True
+            return False
+        if key == "t" and self.detail is None:
+            self.top = True
+            return False
         if self.detail is not None:
             self._detail_key(key)
             return False
@@ -509,15 +544,25 @@ class LiveView:
     def _filter_key(self, key: str) -> bool:
         assert self.filter_edit is not None
         if key == "enter":
-            self.filter = self.filter_edit.strip()
+            text = self.filter_edit.strip()
+            try:
+                self._parsed = (text, parse(text))
+            except FilterError as exc:
+                self.filter_error = str(exc)  # the prompt stays open, saying why
+                return False
+            self.filter = text
             self.filter_edit = None
+            self.filter_error = ""
             self._top = 0
         elif key == "esc":
             self.filter_edit = None
+            self.filter_error = ""
         elif key == "backspace":
             self.filter_edit = self.filter_edit[:-1]
+            self.filter_error = ""
         elif len(key) == 1:
             self.filter_edit += key
+            self.filter_error = ""
         return False
 
     def _detail_key(self, key: str) -> None:
@@ -570,43 +615,56 @@ class LiveView:
         frame = self._frame_for(snapshot)
         if frame is None:
             return []
-        return self._sorted(self._filtered(frame.rows), frame)
+        # cached: the header, the table and the keys all ask, and 100,000 ended flows are a
+        # few hundred milliseconds to filter and sort
+        key = (frame, self.filter, self.sort_key, self.sort_reverse)
+        cached = self._visible
+        if cached is not None and all(a is b or a == b for a, b in zip(cached, key, strict=False)):
+            return list(cached[4])  # type: ignore[call-overload]
+        rows = self._sorted(self._filtered(frame.rows), frame)
+        self._visible = (*key, rows)
+        return list(rows)
 
     def _filtered(self, rows: Iterable[FlowRow]) -> list[FlowRow]:
-        words = self.filter.lower().split()
-        if not words:
+        if self._parsed[0] != self.filter:  # set other than by the prompt
+            try:
+                self._parsed = (self.filter, parse(self.filter))
+            except FilterError:
+                self._parsed = (self.filter, Filter(()))
+        match = self._parsed[1]
+        if not match.terms:
             return list(rows)
-        out = []
-        for r in rows:
-            hay = " ".join(
-                (r.client, r.server, r.protocol or "", r.info, r.verdict or "", r.decided_by or "")
-            ).lower()
-            if all(w in hay for w in words):
-                out.append(r)
-        return out
+        return [r for r in rows if match(r)]
 
     def _sorted(self, rows: list[FlowRow], frame: _Frame) -> list[FlowRow]:
         key = self.sort_key
         now = frame.snapshot.now
         rates = frame.rates
 
-        def k(r: FlowRow) -> tuple:
-            rate = rates.get(r.id, (0.0, 0.0))
-            primary: object = {
-                "id": r.id,
-                "state": (_STATE_ORDER.get(r.state, 9), r.midstream),
-                "client": _addr_key(r.client),
-                "server": _addr_key(r.server),
-                "proto": (r.protocol is None, r.protocol or "", is_guessed(r)),
-                "verdict": (r.verdict or "~", r.decided_by or ""),
-                "bytes": r.c2s_bytes + r.s2c_bytes,
-                "rate": rate[0] + rate[1],
-                "seen": r.last_seen,
-                "dur": now - r.start,
-            }[key]
-            return (primary, r.id)
-
-        return sorted(rows, key=k, reverse=self.sort_reverse)
+        closed = frame.closed_ids
+        no_rate = (0.0, 0.0)
+        if key == "rate":
+            # Most listed flows (the ended ones) move no bytes: sorting them by id alone, and
+            # only the moving ones by rate, keeps 100,000 ended flows cheap to list.
+            speed = {fid: a + b for fid, (a, b) in rates.items() if a + b > 0}
+            moving = [r for r in rows if r.id in speed]
+            still = [r for r in rows if r.id not in speed]
+            still.sort(key=_by_id, reverse=self.sort_reverse)
+            moving.sort(key=lambda r: (speed[r.id], r.id), reverse=self.sort_reverse)
+            return moving + still if self.sort_reverse else still + moving
+        primary: Callable[[FlowRow], object] = {
+            "id": lambda r: r.id,
+            "state": lambda r: (_STATE_ORDER.get(r.state, 9), r.midstream),
+            "client": lambda r: _addr_key(r.client),
+            "server": lambda r: _addr_key(r.server),
+            "proto": lambda r: (r.protocol is None, r.protocol or "", is_guessed(r)),
+            "verdict": lambda r: (r.verdict or "~", r.decided_by or ""),
+            "bytes": lambda r: r.c2s_bytes + r.s2c_bytes,
+            "rate": lambda r: sum(rates.get(r.id, no_rate)),
+            "seen": lambda r: r.last_seen,
+            "dur": lambda r: _end(r, now, closed) - r.start,
+        }[key]
+        return sorted(rows, key=lambda r: (primary(r), r.id), reverse=self.sort_reverse)
 
     # -- rendering -----------------------------------------------------------------------------
 
@@ -616,13 +674,20 @@ class LiveView:
         """The whole screen for `snapshot` (default: the one on show) at width x height."""
         frame = self._frame_for(snapshot)
         width, height = max(20, width), max(6, height)
+        if self.legend:
+            return self._render_legend(width, height)
+        if self.top:
+            return self._render_top(frame, width, height)
         if self.detail is not None:
             return self._render_detail(frame, width, height)
         header = self._render_header(frame, width)
         rows = self.visible_rows(snapshot) if frame is not None else []
-        avail = max(1, height - len(header) - 2)  # table header + help line
+        totals = height >= 10  # a line of totals under the table, where there is room
+        avail = max(1, height - len(header) - 2 - totals)  # table header + help line
         table = self._render_table(frame, rows, width, avail)
-        return Group(*header, table, self._render_help(width))
+        if not totals:
+            return Group(*header, table, self._render_help(width))
+        return Group(*header, table, _totals_line(rows), self._render_help(width))
 
     def _render_header(self, frame: _Frame | None, width: int) -> list[Text]:
         snap = frame.snapshot if frame else None
@@ -645,7 +710,15 @@ class LiveView:
         if snap is None:
             l2.append(" waiting for packets…", style="dim")
         else:
-            l2.append(f" flows {snap.flows_active:,} active / {snap.flows_total:,} total")
+            closing = sum(1 for r in snap.flows if r.state in _CLOSED_STATES)
+            l2.append(f" flows {max(0, snap.flows_active - closing):,} active")
+            if closing:
+                l2.append(f" · {closing:,} closed")
+            if snap.closed or snap.closed_dropped:
+                l2.append(f" · {len(snap.closed):,} ended")
+            if snap.closed_dropped:
+                l2.append(f" ({snap.closed_dropped:,} dropped from the list)", style="yellow")
+            l2.append(f" / {snap.flows_total:,} total")
             l2.append("  drops ")
             _count(l2, "kernel", snap.kernel_drops)
             l2.append(" ")
@@ -686,7 +759,7 @@ class LiveView:
                 self._top = sel_idx - slots + 1
         self._top = max(0, min(self._top, max(0, len(rows) - slots)))
         page = rows[self._top : self._top + slots]
-        cells = [self._cells(r, now, rates) for r in page]
+        cells = [self._cells(r, now, rates, closed) for r in page]
         columns = self._fit_columns(cells, page, width)
         table = Table(
             box=None,
@@ -733,9 +806,14 @@ class LiveView:
         return Group(*parts)
 
     def _cells(
-        self, r: FlowRow, now: float, rates: dict[int, tuple[float, float]]
+        self,
+        r: FlowRow,
+        now: float,
+        rates: dict[int, tuple[float, float]],
+        closed: frozenset[int] = frozenset(),
     ) -> dict[str, Text]:
         rate = rates.get(r.id)
+        end = _end(r, now, closed)
         return {
             "id": Text(str(r.id)),
             "state": Text(fmt_state(r), style="yellow" if r.midstream else ""),
@@ -748,7 +826,7 @@ class LiveView:
             "verdict": fmt_verdict(r),
             "bytes": Text(f"{human(r.c2s_bytes)}/{human(r.s2c_bytes)}"),
             "rate": Text(f"{human(rate[0])}/{human(rate[1])}" if rate else "–", style="bold"),
-            "dur": Text(fmt_duration(max(r.last_seen, now) - r.start), style="dim"),
+            "dur": Text(fmt_duration(end - r.start), style="dim"),
             "seen": Text(fmt_age(now - r.last_seen), style="dim"),
         }
 
@@ -798,14 +876,64 @@ class LiveView:
             spare += 1
         return [(c, widths[c.key]) for c in cols]
 
+    def _render_legend(self, width: int, height: int) -> RenderableType:
+        lines = [Text(" Legend ", style="bold reverse")]
+        for name, what in LEGEND:
+            t = Text(f" {name:<9} ", style="bold")
+            t.append(what)
+            lines.append(t)
+        for t in lines:
+            t.no_wrap = True
+            t.overflow = "ellipsis"
+        body = lines[: height - 1]
+        body.extend(Text("") for _ in range(height - 1 - len(body)))
+        help_ = Text(no_wrap=True, overflow="ellipsis", style="on grey15")
+        help_.append(" ?/Esc", style="bold")
+        help_.append(" close ")
+        help_.append(" q", style="bold")
+        help_.append(" quit ")
+        return Group(*body, help_)
+
+    def _render_top(self, frame: _Frame | None, width: int, height: int) -> RenderableType:
+        rows = self.visible_rows(frame.snapshot) if frame is not None else []
+        title = Text(" Top ", style="bold reverse")
+        title.append(f"  of {len(rows):,} flows listed", style="dim")
+        if self.filter:
+            title.append("  filter ")
+            title.append(f"“{self.filter}”", style="bold yellow")
+        lines = [title]
+        each = max(1, (height - 4) // 2)
+        for heading, key in (("names (TLS SNI, HTTP Host)", _name), ("servers", _server)):
+            top = top_counts(rows, key, each)
+            head = Text(f" {'bytes':>9} {'flows':>7}  {heading}", style="bold")
+            lines.append(head)
+            for name, flows, nbytes in top:
+                lines.append(Text(f" {human(nbytes) + 'B':>9} {flows:>7,}  {name}"))
+            if not top:
+                lines.append(Text("   none", style="dim"))
+        for t in lines:
+            t.no_wrap = True
+            t.overflow = "ellipsis"
+        body = lines[: height - 1]
+        body.extend(Text("") for _ in range(height - 1 - len(body)))
+        help_ = Text(no_wrap=True, overflow="ellipsis", style="on grey15")
+        for k, what in (("t/Esc", "close"), ("q", "quit")):
+            help_.append(f" {k}", style="bold")
+            help_.append(f" {what} ")
+        return Group(*body, help_)
+
     def _render_help(self, width: int) -> Text:
         line = Text(no_wrap=True, overflow="ellipsis", style="on grey15")
         if self.filter_edit is not None:
             line.append(" filter: ", style="bold yellow")
             line.append(self.filter_edit)
             line.append("▏", style="blink")
+            if self.filter_error:
+                line.append(f"  {self.filter_error}", style="bold red")
+                return line
             line.append(
-                "   Enter apply · Esc cancel · matches client server proto info verdict",
+                "   Enter apply · Esc cancel · words match client server proto info verdict;"
+                " fields: proto: port: host: sni: verdict: state: client: server:",
                 style="dim",
             )
             return line
@@ -813,7 +941,9 @@ class LiveView:
             ("q", "quit"),
             ("↑↓/jk", "select"),
             ("Enter", "details"),
+            ("?", "legend"),
             ("/", "filter"),
+            ("t", "top"),
             ("p", "resume" if self.paused else "pause"),
             ("1-9,0", "sort"),
         ]
@@ -879,9 +1009,21 @@ class LiveView:
         rate = frame.rates.get(row.id) if frame else None
         if rate:
             kv("rate", f"c→s {human(rate[0])}B/s   s→c {human(rate[1])}B/s")
+        hist = self._spark.get(row.id) or self._spark_ended.get(row.id)
+        if hist is not None and len(hist) >= 2:
+            for label, index, style in (
+                ("bytes/s →", 1, CLIENT_STYLE),
+                ("bytes/s ←", 2, SERVER_STYLE),
+            ):
+                line, peak = sparkline(hist, index, max(8, width - 32))
+                text = Text(line, style=style)
+                span = fmt_duration(hist[-1][0] - hist[0][0])
+                text.append(f"  peak {human(peak)}B/s over {span}", style="dim")
+                kv(label, text)
+        end = _end(row, now, None if ended or frame is None else frame.closed_ids)
         kv(
             "time",
-            f"duration {fmt_duration(max(row.last_seen, now) - row.start)}"
+            f"duration {fmt_duration(end - row.start)}"
             f"   last seen {fmt_age(now - row.last_seen)} ago",
         )
         flags = []
@@ -947,7 +1089,8 @@ class LiveView:
     def due(self) -> bool:
         """Would an update be drawn now? Callers take a snapshot only then: a snapshot walks
         the flows, and taken for every batch it cost the live view most of a busy link."""
-        if self._clock() - self._last_draw >= self.refresh_interval - 0.01:
+        interval = max(self.refresh_interval, COST_FACTOR * self._cost)
+        if self._clock() - self._last_draw >= interval - 0.01:
             return True
         return (self.console.size.width, self.console.size.height) != self._last_size
 
@@ -976,6 +1119,110 @@ class LiveView:
             self.console.print(renderable)
         self._last_draw = self._clock()
         self._dirty = self._keyed = False
+
+
+def sparkline(hist: Iterable[tuple[float, int, int]], side: int, width: int) -> tuple[str, float]:
+    """The bytes/s between successive samples (side 1: client→server, 2: server→client), the
+    latest ``width`` of them as block characters scaled to their peak; and that peak."""
+    points = list(hist)
+    rates = [
+        max(0, b[side] - a[side]) / (b[0] - a[0])
+        for a, b in zip(points, points[1:], strict=False)
+        if b[0] > a[0]
+    ][-width:]
+    peak = max(rates, default=0.0)
+    if peak <= 0:
+        return _SPARKS[0] * len(rates), 0.0
+    top = len(_SPARKS) - 1
+    return "".join(_SPARKS[min(top, round(r / peak * top))] for r in rates), peak
+
+
+def _name(r: FlowRow) -> str | None:
+    for key in ("sni", "host"):
+        value = r.findings.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _server(r: FlowRow) -> str | None:
+    return r.server
+
+
+def top_counts(
+    rows: Iterable[FlowRow], key: Callable[[FlowRow], str | None], n: int
+) -> list[tuple[str, int, int]]:
+    """(name, flows, bytes both ways) of the n names with the most bytes (then flows)."""
+    acc: dict[str, list[int]] = {}
+    for r in rows:
+        name = key(r)
+        if name is None:
+            continue
+        slot = acc.setdefault(name, [0, 0])
+        slot[0] += 1
+        slot[1] += r.c2s_bytes + r.s2c_bytes
+    best = sorted(acc.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))[:n]
+    return [(name, flows, nbytes) for name, (flows, nbytes) in best]
+
+
+def _totals_line(rows: list[FlowRow]) -> Text:
+    """What the listed (filtered) flows add up to."""
+    c2s = sum(r.c2s_bytes for r in rows)
+    s2c = sum(r.s2c_bytes for r in rows)
+    line = Text(no_wrap=True, overflow="ellipsis", style="bold")
+    line.append(f" total {len(rows):,} flow{'s' if len(rows) != 1 else ''} listed  ")
+    line.append(f"c→s {human(c2s)}B", style=CLIENT_STYLE)
+    line.append("  ")
+    line.append(f"s→c {human(s2c)}B", style=SERVER_STYLE)
+    line.append(f"  ({c2s:,} / {s2c:,} bytes)", style="dim")
+    return line
+
+
+def _by_id(r: FlowRow) -> int:
+    return r.id
+
+
+def _rows_of(snap: Snapshot) -> tuple[tuple[FlowRow, ...], frozenset[int]]:
+    """The rows listed: the tracked flows, then the ended ones (an id in both: the tracked)."""
+    if not snap.closed:
+        return snap.flows, frozenset()
+    active = {r.id for r in snap.flows}
+    closed = snap.closed
+    if active and any(r.id in active for r in closed):
+        closed = tuple(r for r in closed if r.id not in active)
+    return snap.flows + closed, frozenset(r.id for r in closed)
+
+
+def _end(r: FlowRow, now: float, closed: frozenset[int] | None) -> float:
+    """Where a flow's duration stops: its last packet once it is over, else now."""
+    if closed is None or r.id in closed or r.state in _CLOSED_STATES:
+        return r.last_seen
+    return max(r.last_seen, now)
+
+
+LEGEND: tuple[tuple[str, str], ...] = (
+    ("ID", "the flow's number, in order of its first packet"),
+    ("State", "SYN, SYN-ACK, EST (established), FIN (one side closed), CLOSED, RST; an ended "
+              "flow shows why it ended: FIN, RST, TIMEOUT, EOF (end of capture), EVICTED"),
+    ("  *", "after the state: picked up mid-stream (no handshake seen)"),
+    ("G", "flags: G gaps (bytes of a stream never seen), B bypassed (passed: only counted)"),
+    ("Client", "the side that opened the connection (ip:port), in cyan"),
+    ("Server", "the side that accepted it, in magenta"),
+    ("VLAN", "802.1Q/802.1ad tags, outer first (shown when any flow has one)"),
+    ("Proto", "the detected protocol; proto? a guess by port; … detection under way"),
+    ("Info", "the most telling finding: SNI, Host, banner, greeting, …"),
+    ("Verdict", "pass, would-intercept, would-block (intercept, block inline), and who "
+                "decided; … undecided"),
+    ("Bytes→/←", "payload bytes client→server / server→client (retransmissions included)"),
+    ("Rate→/←", f"bytes/s each way over the last {RATE_WINDOW:.0f} s; – for an ended flow"),
+    ("Dur", "first packet to last, or to now while the flow is live"),
+    ("Seen", "time since the flow's last packet (now: the clock in watch, capture time in "
+             "replay)"),
+    ("dim row", "the flow is closed or has ended"),
+    ("t", "top names (SNI, Host) and servers of the listed flows, by bytes"),
+    ("header", "active flows exclude closed ones; ended: flows listed after their end "
+               "(dropped: the oldest, taken off the bounded list)"),
+)  # fmt: skip
 
 
 def _trim(hist: deque[tuple[float, int, int]], cutoff: float) -> None:

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
+from .ended import BYTES_BUDGET, KEEP_BYTES, KEEP_ENDED_WATCH, EndedFlows
 from .engine import Engine
 from .live import GreCapture, LiveCapture, StdinCapture, UdpCapture
 from .live_view_data import SnapshotMaker
@@ -46,15 +47,38 @@ class Backend(Protocol):
     def finish(self) -> dict: ...  # end capture; every record written; the run's stats
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ViewLimits:
+    """What the live view keeps of ended flows (--keep-ended, --keep-bytes)."""
+
+    keep_ended: int = KEEP_ENDED_WATCH
+    keep_bytes: int = KEEP_BYTES
+    bytes_budget: int = BYTES_BUDGET
+
+
 class SingleBackend:
     """Capture and engine in this process."""
 
-    def __init__(self, capture: LiveCapture, engine: Engine) -> None:
+    def __init__(
+        self,
+        capture: LiveCapture,
+        engine: Engine,
+        limits: ViewLimits = ViewLimits(),
+        incremental: bool = False,
+    ) -> None:
         self.iface = capture.iface
         self.capture = capture
         self.engine = engine
-        self.maker = SnapshotMaker(engine)
+        self.maker = SnapshotMaker(
+            engine, keep_ended=limits.keep_ended, keep_bytes=limits.keep_bytes,
+            bytes_budget=limits.bytes_budget, clock=self._clock, incremental=incremental,
+        )  # fmt: skip
         self._last_expiry = 0.0
+
+    def _clock(self) -> float:
+        """Now, as packet times count it (a stream on stdin may carry its own)."""
+        clock = getattr(self.capture, "clock", None)
+        return clock() if clock is not None else time.time()
 
     def on_record(self, writer: Callable[[dict], None]) -> Callable[[dict], None]:
         def record(rec: dict) -> None:
@@ -71,8 +95,7 @@ class SingleBackend:
         if now - self._last_expiry >= 1.0:
             # Idle flows time out on the clock too, not only when packets move time on.
             self._last_expiry = now
-            clock = getattr(self.capture, "clock", None)
-            self.engine.expire(clock() if clock is not None else time.time())
+            self.engine.expire(self._clock())
 
     @property
     def ended(self) -> bool:
@@ -138,6 +161,7 @@ def _worker(
     make_engine: EngineFactory,
     out: Any,
     stop: Any,
+    limits: ViewLimits = ViewLimits(),
 ) -> None:
     """One capture process: its share of the flows, records and snapshots to the parent,
     and its plugin failures, which the parent reports once for the whole run. A bug here is
@@ -153,7 +177,7 @@ def _worker(
         lambda rec: out.put(("record", index, rec)),
         lambda name, message: out.put(("plugin_error", index, (name, message))),
     )
-    backend = SingleBackend(capture, engine)
+    backend = SingleBackend(capture, engine, limits, incremental=True)
     out.put(("ready", index, None))
     last_snapshot = 0.0
     try:
@@ -186,9 +210,12 @@ class WorkerPool:
         writer: Callable[[dict], None],
         on_plugin_error: Callable[[str, str], None],
         on_error: Callable[[str], None] | None = None,
+        limits: ViewLimits = ViewLimits(),
     ) -> None:
         """``on_plugin_error``: a plugin's failure in any worker (reported once a run);
-        ``on_error``: a worker's internal error, one line (default: stderr)."""
+        ``on_error``: a worker's internal error, one line (default: stderr). The workers send
+        the flows that ended since their last snapshot; the list of them is kept here."""
+        self.ended = EndedFlows(limits.keep_ended, limits.bytes_budget)
         self.iface = iface
         self.writer = writer
         self.on_plugin_error = on_plugin_error
@@ -202,7 +229,7 @@ class WorkerPool:
         self.procs = [
             ctx.Process(
                 target=_worker,
-                args=(i, captures, make_engine, self.out, self.stop),
+                args=(i, captures, make_engine, self.out, self.stop, limits),
                 daemon=True,
             )
             for i in range(workers)
@@ -233,6 +260,10 @@ class WorkerPool:
         if kind == "record":
             self.writer(payload)
         elif kind == "snapshot":
+            n = len(self.procs)
+            for row in payload.closed:  # renumbered as the active flows are (see snapshot)
+                self.ended.add(dataclasses.replace(row, id=row.id * n + index))
+            self.ended.dropped += payload.closed_dropped
             self.snapshots[index] = payload
         elif kind == "stats":
             self.stats[index] = payload
@@ -261,7 +292,8 @@ class WorkerPool:
         if not snaps:
             return Snapshot(0.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ())
         total = {f.name: 0 for f in dataclasses.fields(Snapshot)
-                 if f.name not in ("now", "flows", "closed")}  # fmt: skip
+                 if f.name not in ("now", "flows", "closed", "closed_dropped",
+                                   "bytes_released")}  # fmt: skip
         for s in snaps:
             for name in total:
                 total[name] += getattr(s, name)
@@ -271,8 +303,10 @@ class WorkerPool:
             for i, s in sorted(self.snapshots.items())
             for row in s.flows
         )
-        closed = tuple(row for s in snaps for row in s.closed)
-        return Snapshot(now=max(s.now for s in snaps), flows=flows, closed=closed, **total)
+        return Snapshot(
+            now=max(s.now for s in snaps), flows=flows, closed=self.ended.rows(),
+            closed_dropped=self.ended.dropped, bytes_released=self.ended.released, **total,
+        )  # fmt: skip
 
     def finish(self) -> dict:
         self.stop.set()
