@@ -503,19 +503,22 @@ def replay(
 
     progress = Progress(source.size, enabled=not quiet and not tui)
     started = time.perf_counter()
+    stopped: str | None = None  # why the run ended before the end of the input
+    view_run = None
     try:
         if tui:
             from .replay_view import replay_with_view
 
-            replay_with_view(engine, source.batches(), capture, speed)
+            view_run = replay_with_view(engine, source.batches(), capture, speed)
+            if view_run.quit_early:
+                stopped = "stopped at q"
         else:
             with progress:
                 for batch in source.batches():
                     engine.feed_batch(batch)
                     progress.update(source.bytes_read, source.packets)
     except KeyboardInterrupt:
-        click.echo(f"interrupted after {source.packets} packets: writing every record", err=True)
-        exit_code = 130
+        stopped = "interrupted"
     except Exception as exc:  # a bug must not lose the records of everything read so far
         click.echo(
             f"error: internal error after {source.packets} packets: {type(exc).__name__}: {exc}",
@@ -523,9 +526,15 @@ def replay(
         )
         exit_code = 1
     engine.truncated_file = source.truncated is not None
+    # Ctrl-C and q mid-file end alike: the connections still open end as at the end of the
+    # file (close "eof"), every record is written and flushed, then one line says how far
+    # the run got, and exit status 130.
     engine.finish()
     _close_outputs(outputs + eves)
     stats = engine.stats()
+    if stopped is not None:
+        click.echo(f"{stopped}: {_how_far(stats, source)}; every record written", err=True)
+        exit_code = 130
     if bpf is not None:
         stats["filter"] = bpf
         stats["filtered_out"] = source.filtered
@@ -540,8 +549,23 @@ def replay(
     _run_context(stats, plugins, policy_path)
     _write_stats(stats_path, stats)
     if not quiet:
-        render_summary(stats, capture, time.perf_counter() - started)
+        if view_run is not None:  # the user's time in the view is not reading time
+            render_summary(stats, capture, view_run.read, viewing=view_run.view)
+        else:
+            render_summary(stats, capture, time.perf_counter() - started)
     sys.exit(exit_code)
+
+
+def _how_far(stats: dict, source: Capture) -> str:
+    """``774 connections, 12,345 packets read (41% of the file)``: where a run stopped."""
+    text = f"{stats['connections']:,} connections, {stats['packets']:,} packets read"
+    if source.size and source.packets:  # size 0: not known (stdin)
+        # The reader is up to a batch (4,096 packets) ahead of the engine: the share of the
+        # bytes read that the frames fed make up, counting the frames as of equal size.
+        fed = min(stats["packets"] + source.filtered, source.packets) / source.packets
+        share = min(source.bytes_read / source.size, 1.0) * fed
+        text += f" ({share:.0%} of the {'file' if len(source.paths) == 1 else 'input'})"
+    return text
 
 
 @main.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from .engine import Engine
 from .live_view_data import SnapshotMaker
@@ -22,7 +23,21 @@ def _chunks(batch: Batch) -> Iterable[Batch]:
         )  # fmt: skip
 
 
-def replay_with_view(engine: Engine, batches: Iterable[Batch], title: str, speed: float) -> None:
+@dataclass(frozen=True, slots=True)
+class ViewRun:
+    """How a replay under the view ended. ``read``: seconds spent reading the file (from the
+    start to its end or to q, less the waits that pace it at ``--speed``), what packets/s is
+    measured on; ``view``: seconds the view was open in all, the user's time after the end
+    included."""
+
+    quit_early: bool  # q before the end of the file
+    read: float
+    view: float
+
+
+def replay_with_view(
+    engine: Engine, batches: Iterable[Batch], title: str, speed: float
+) -> ViewRun:
     """Feed the file through the engine under the live view; after the end of the file the
     view stays (flows shown as ended) until q. Returns early on q."""
     from .tui import LiveView
@@ -38,6 +53,12 @@ def replay_with_view(engine: Engine, batches: Iterable[Batch], title: str, speed
     engine.on_record = on_record
     first_ts: float | None = None
     wall0 = time.monotonic()
+    paced = 0.0  # seconds slept to keep to --speed: not reading
+
+    def ended(quit_early: bool, read_end: float) -> ViewRun:
+        now = time.monotonic()
+        return ViewRun(quit_early, max(read_end - wall0 - paced, 0.0), now - wall0)
+
     with LiveView(title=title) as view:
         for batch in batches:
             for chunk in _chunks(batch) if speed > 0 else (batch,):
@@ -48,15 +69,21 @@ def replay_with_view(engine: Engine, batches: Iterable[Batch], title: str, speed
                     delay = (ts - first_ts) / speed - (time.monotonic() - wall0)
                     while delay > 0:  # keep the view and keys alive while waiting
                         if view.poll_keys():
-                            return
+                            return ended(True, time.monotonic())
+                        if view.due():  # what was read so far, shown while pacing waits
+                            view.update(maker.snapshot())
+                        slept = time.monotonic()
                         time.sleep(min(delay, 0.05))
+                        paced += time.monotonic() - slept
                         delay = (ts - first_ts) / speed - (time.monotonic() - wall0)
                 engine.feed_batch(chunk)
                 if view.due():
                     view.update(maker.snapshot())
                 if view.poll_keys():
-                    return
+                    return ended(True, time.monotonic())
         engine.finish()
+        read_end = time.monotonic()
         view.update(maker.snapshot(), force=True)
         while not view.poll_keys():
             time.sleep(0.05)
+    return ended(False, read_end)
