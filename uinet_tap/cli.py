@@ -161,9 +161,10 @@ class _PluginErrors:
         if name in self.reported:
             return
         self.reported.add(name)
+        # message: "plugin 'foo' failed in detect (foo.py:42): KeyError: 'nope'"
         click.echo(
-            f"warning: plugin {name} failed: {message} (its flows get the default verdict; "
-            "later errors are counted in the summary)",
+            f"warning: {message} (its flows get the default verdict; later errors are counted "
+            "in the summary)",
             err=True,
         )
 

@@ -15,6 +15,8 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 
+from .plugins.guard import GUARD
+
 log = logging.getLogger("uinet_tap")
 
 LEVELS = {
@@ -75,6 +77,8 @@ log.setLevel(logging.WARNING)
 
 def set_level(level: int) -> None:
     log.setLevel(level)
+    # A plugin failure's traceback is made only when it would be shown.
+    GUARD.keep_traces = level <= logging.DEBUG
 
 
 def debug_enabled() -> bool:

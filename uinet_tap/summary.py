@@ -110,7 +110,13 @@ def render_summary(
     if stats.get("version"):
         rows.append(("version", stats["version"]))
     if stats.get("plugin_errors"):
-        errors = ", ".join(f"{k} {v:,}" for k, v in stats["plugin_errors"].items())
+        first = stats.get("plugin_failures") or {}
+
+        def where(name: str) -> str:  # the first failure's hook and place
+            f = first.get(name)
+            return f" (first in {f['hook']}{', ' + f['at'] if f['at'] else ''})" if f else ""
+
+        errors = ", ".join(f"{k} {v:,}{where(k)}" for k, v in stats["plugin_errors"].items())
         rows.append(("plugin errors", errors))
     if stats.get("findings_truncated"):
         rows.append(("findings cut", f"{stats['findings_truncated']:,} records (to the limits)"))
