@@ -84,11 +84,8 @@ class _RecordWriter:
     def _converted(self, record: dict, exc: Exception) -> bytes:
         self.converted += 1
         if self.converted == 1:
-            click.echo(
-                f"warning: a flow record held a value that is not JSON ({exc}); it is written "
-                "converted (later ones are too, without a warning)",
-                err=True,
-            )
+            log.warning("a flow record held a value that is not JSON (%s); it is written "
+                        "converted (later ones are too, without a warning)", exc)  # fmt: skip
         clean = sanitize(record, _RECORD_LIMITS).value
         return orjson.dumps(clean, option=orjson.OPT_APPEND_NEWLINE)
 
@@ -161,12 +158,10 @@ class _PluginErrors:
         if name in self.reported:
             return
         self.reported.add(name)
-        # message: "plugin 'foo' failed in detect (foo.py:42): KeyError: 'nope'"
-        click.echo(
-            f"warning: {message} (its flows get the default verdict; later errors are counted "
-            "in the summary)",
-            err=True,
-        )
+        # message: "plugin 'foo' failed in detect (foo.py:42): KeyError: 'nope'". Logged:
+        # the line is "warning: ..." as before, and held while the live view is open.
+        log.warning("%s (its flows get the default verdict; later errors are counted in the "
+                    "summary)", message)  # fmt: skip
 
 
 _plugin_error = _PluginErrors()

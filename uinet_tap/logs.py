@@ -60,7 +60,7 @@ class _Stderr(logging.Handler):
         with contextlib.suppress(OSError, ValueError):
             print(line, file=sys.stderr, flush=True)
 
-    def release(self) -> None:
+    def write_held(self) -> None:  # not release(): that is logging.Handler's lock
         if self.dropped:
             self._write(f"warning: {self.dropped:,} log lines dropped while the view was open "
                         f"(the last {HOLD:,} follow)")  # fmt: skip
@@ -101,7 +101,7 @@ def held_while_view() -> Iterator[None]:
     finally:
         _handler.holding -= 1
         if not _handler.holding:
-            _handler.release()
+            _handler.write_held()
 
 
 class _Forward(logging.Handler):
