@@ -133,10 +133,13 @@ def test_replay_tui_shows_the_file_and_quits(tmp_path: Path, speed: str):
     assert rec["protocol"] == "http" and rec["close"] == "fin"
 
 
-def test_replay_tui_q_before_the_end_of_the_file_exits_130_and_says_how_far(tmp_path: Path):
-    """q while the file is still being read (paced at 1/10,000 of capture time, the 66 ms
-    of many-short.pcap take 11 minutes): exit 130 as Ctrl-C, one line saying how far it got,
-    every record written and valid, the summary's read time apart from the view's."""
+@pytest.mark.parametrize(("key", "said"), [("q", "stopped at q"), ("C-c", "interrupted")])
+def test_replay_tui_q_before_the_end_of_the_file_exits_130_and_says_how_far(
+    tmp_path: Path, key: str, said: str
+):
+    """q (or Ctrl-C, alike) while the file is still being read (paced at 1/10,000 of capture
+    time, the 66 ms of many-short.pcap take 11 minutes): exit 130, one line saying how far it
+    got, every record written and valid, the summary's read time apart from the view's."""
     if shutil.which("tmux") is None:
         pytest.skip("needs tmux")
     flows, err = tmp_path / "flows.jsonl", tmp_path / "stderr.txt"
@@ -147,7 +150,7 @@ def test_replay_tui_q_before_the_end_of_the_file_exits_130_and_says_how_far(tmp_
     _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
     try:
         _wait_pane(sock, lambda t: "10.99.0.2:7000" in t, "the first flows")
-        _tmux(sock, "send-keys", "-t", "w", "q")
+        _tmux(sock, "send-keys", "-t", "w", key)
         done = _wait_pane(sock, lambda t: "EXITED=" in t, "replay to exit")
         assert "EXITED=130" in done, done
     finally:
@@ -155,9 +158,9 @@ def test_replay_tui_q_before_the_end_of_the_file_exits_130_and_says_how_far(tmp_
     records = [json.loads(line) for line in flows.read_text().splitlines()]
     assert 0 < len(records) < 40  # the capture has 40 connections
     lines = err.read_text().splitlines()
-    stopped = [line for line in lines if line.startswith("stopped at q: ")]
+    stopped = [line for line in lines if line.startswith(f"{said}: ")]
     assert len(stopped) == 1, lines
-    m = re.fullmatch(r"stopped at q: (\d+) connections, ([\d,]+) packets read "
+    m = re.fullmatch(rf"{said}: (\d+) connections, ([\d,]+) packets read "
                      r"\((\d+)% of the file\); every record written", stopped[0])  # fmt: skip
     assert m is not None, stopped
     assert int(m[1]) == len(records)

@@ -565,12 +565,14 @@ def replay(
     view_run = None
     try:
         if tui:
-            from .replay_view import replay_with_view
+            from .replay_view import ViewEnd, replay_with_view
 
             with logs.held_while_view():
                 view_run = replay_with_view(engine, source.batches(), capture, speed)
-            if view_run.quit_early:
+            if view_run.end is ViewEnd.QUIT:
                 stopped = "stopped at q"
+            elif view_run.end is ViewEnd.INTERRUPTED:
+                stopped = "interrupted"
         else:
             with progress:
                 for batch in source.batches():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum
 
 from .engine import Engine
 from .live_view_data import SnapshotMaker
@@ -23,14 +24,21 @@ def _chunks(batch: Batch) -> Iterable[Batch]:
         )  # fmt: skip
 
 
+class ViewEnd(Enum):
+    """How a replay under the view ended."""
+
+    END_OF_FILE = "end of file"  # read to the end, then q: the normal end
+    QUIT = "quit"  # q before the end of the file
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM, before the end or after it
+
+
 @dataclass(frozen=True, slots=True)
 class ViewRun:
-    """How a replay under the view ended. ``read``: seconds spent reading the file (from the
-    start to its end or to q, less the waits that pace it at ``--speed``), what packets/s is
-    measured on; ``view``: seconds the view was open in all, the user's time after the end
-    included."""
+    """``read``: seconds spent reading the file (from the start to its end, to q or to
+    Ctrl-C, less the waits that pace it at ``--speed``), what packets/s is measured on;
+    ``view``: seconds the view was open in all, the user's time after the end included."""
 
-    quit_early: bool  # q before the end of the file
+    end: ViewEnd
     read: float
     view: float
 
@@ -39,7 +47,8 @@ def replay_with_view(
     engine: Engine, batches: Iterable[Batch], title: str, speed: float
 ) -> ViewRun:
     """Feed the file through the engine under the live view; after the end of the file the
-    view stays (flows shown as ended) until q. Returns early on q."""
+    view stays (flows shown as ended) until q. Returns early on q, and on Ctrl-C or SIGTERM
+    (KeyboardInterrupt) with the terminal restored."""
     from .tui import LiveView
 
     maker = SnapshotMaker(engine)
@@ -54,12 +63,10 @@ def replay_with_view(
     first_ts: float | None = None
     wall0 = time.monotonic()
     paced = 0.0  # seconds slept to keep to --speed: not reading
+    read_end: float | None = None  # when the end of the file was reached
 
-    def ended(quit_early: bool, read_end: float) -> ViewRun:
-        now = time.monotonic()
-        return ViewRun(quit_early, max(read_end - wall0 - paced, 0.0), now - wall0)
-
-    with LiveView(title=title) as view:
+    def run(view: LiveView) -> ViewEnd:
+        nonlocal first_ts, paced, read_end
         for batch in batches:
             for chunk in _chunks(batch) if speed > 0 else (batch,):
                 if speed > 0 and len(chunk.times):
@@ -69,7 +76,7 @@ def replay_with_view(
                     delay = (ts - first_ts) / speed - (time.monotonic() - wall0)
                     while delay > 0:  # keep the view and keys alive while waiting
                         if view.poll_keys():
-                            return ended(True, time.monotonic())
+                            return ViewEnd.QUIT
                         if view.due():  # what was read so far, shown while pacing waits
                             view.update(maker.snapshot())
                         slept = time.monotonic()
@@ -80,10 +87,19 @@ def replay_with_view(
                 if view.due():
                     view.update(maker.snapshot())
                 if view.poll_keys():
-                    return ended(True, time.monotonic())
+                    return ViewEnd.QUIT
         engine.finish()
         read_end = time.monotonic()
         view.update(maker.snapshot(), force=True)
         while not view.poll_keys():
             time.sleep(0.05)
-    return ended(False, read_end)
+        return ViewEnd.END_OF_FILE
+
+    with LiveView(title=title) as view:
+        try:
+            end = run(view)
+        except KeyboardInterrupt:
+            end = ViewEnd.INTERRUPTED
+    now = time.monotonic()
+    read = (read_end if read_end is not None else now) - wall0 - paced
+    return ViewRun(end, max(read, 0.0), now - wall0)
