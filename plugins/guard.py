@@ -13,6 +13,9 @@ intercept handler, its import or constructor) and returns its value or raises
   whatever it returns.
 * Ctrl-C and SIGTERM that arrive while it runs are held back and delivered as soon as it
   returns, so a bare ``except:`` cannot swallow them either: the run still ends cleanly.
+* Where it failed: :class:`PluginFailed` carries the ``file:line`` of the last frame of the
+  traceback inside the plugin's own code (``home``: its files or package directories), and
+  with ``keep_traces`` the traceback as text, made without running the plugin's code.
 
 Containment of mistakes, not a sandbox: plugins are trusted code in our process (one can still
 ignore SIGALRM or call os._exit). The handlers are installed on the first timed call and
@@ -25,12 +28,14 @@ from __future__ import annotations
 import _signal
 import contextlib
 import functools
+import os
 import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Coroutine, Generator
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
 from .findings import type_name
@@ -53,21 +58,74 @@ class PluginTimeout(BaseException):
 
 
 class PluginFailed(Exception):
-    """A plugin call failed; ``reason`` is one line."""
+    """A plugin call failed; ``reason`` is one line, ``where`` the ``file:line`` it raised at
+    (None: not known, or it did not raise), ``trace`` the traceback (with ``keep_traces``)."""
 
-    def __init__(self, plugin: str, reason: str) -> None:
+    def __init__(self, plugin: str, reason: str, where: str | None = None,
+                 trace: str | None = None) -> None:  # fmt: skip
         super().__init__(f"{plugin}: {reason}")
         self.plugin = plugin
         self.reason = reason
+        self.where = where
+        self.trace = trace
 
 
 class _Raised(Exception):
     """The plugin raised: its description, made while the timer still ran (``__str__`` is
-    the plugin's code too)."""
+    the plugin's code too), and where."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, where: str | None, trace: str | None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.where = where
+        self.trace = trace
+
+
+_GUARD_FILE = os.path.abspath(__file__)
+
+
+def _inside(path: str, home: tuple[str, ...]) -> bool:
+    return any(path == h or path.startswith(h + os.sep) for h in home)
+
+
+def shown_path(path: str) -> str:
+    """A source file as a message names it: relative to the working directory when inside
+    it (``plugins/foo.py``), else absolute."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith(os.pardir) else rel
+
+
+def locate(tb: TracebackType | None, home: tuple[str, ...] = ()) -> str | None:
+    """``file:line`` of the last frame in ``tb`` inside ``home`` (absolute paths: the plugin's
+    files or package directories); without one there, of the last frame that is neither the
+    guard's nor the interpreter's own (``<frozen importlib._bootstrap>``)."""
+    in_home = anywhere = None
+    while tb is not None:
+        path = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        if _inside(path, home):
+            in_home = (path, tb.tb_lineno)
+        elif path != _GUARD_FILE and not tb.tb_frame.f_code.co_filename.startswith("<"):
+            anywhere = (path, tb.tb_lineno)
+        tb = tb.tb_next
+    found = in_home or anywhere
+    return f"{shown_path(found[0])}:{found[1]}" if found else None
+
+
+def failure_line(plugin: str, hook: str, where: str | None, reason: str) -> str:
+    """``plugin 'foo' failed in detect (plugins/foo.py:42): KeyError: 'nope'``"""
+    at = f" ({where})" if where else ""
+    return f"plugin {plugin!r} failed in {hook}{at}: {reason}"
+
+
+def trace_text(exc: BaseException, reason: str) -> str:
+    """The traceback of ``exc`` as Python prints it, its last line ``reason`` (``describe``'s:
+    ``str(exc)`` would run the plugin's code); the guard's own frames left out."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if os.path.abspath(f.filename) != _GUARD_FILE]  # fmt: skip
+    return "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + reason
 
 
 def one_line(text: str, limit: int = 200) -> str:
@@ -96,6 +154,7 @@ class Guard:
 
     def __init__(self) -> None:
         self._current: str | None = None  # the plugin whose code runs now (timed calls)
+        self.keep_traces = False  # PluginFailed.trace made (-v: the application logs it)
         self._armed = False  # our timer is set (a SIGALRM now is ours)
         self._timed_out = False
         self._enforcing = False
@@ -111,8 +170,9 @@ class Guard:
         self._enforcer_fn = self._enforcer
 
     def call(self, name: str, fn: Callable[..., T], *args: Any,
-             limit: float | None = CALL_LIMIT) -> T:  # fmt: skip
-        """``fn(*args)`` as plugin ``name``'s code: its value, or PluginFailed."""
+             limit: float | None = CALL_LIMIT, home: tuple[str, ...] = ()) -> T:  # fmt: skip
+        """``fn(*args)`` as plugin ``name``'s code: its value, or PluginFailed. ``home``: the
+        plugin's files or package directories (absolute), for where it failed."""
         if limit is None or self._current is not None or not _on_main_thread():
             # Untimed (loading), nested in a timed call, or off the main thread, where no
             # signal arrives: contained, but not timed.
@@ -121,23 +181,31 @@ class Guard:
             except (KeyboardInterrupt, PluginTimeout):
                 raise
             except BaseException as exc:
-                raise PluginFailed(name, describe(exc)) from None
+                raised = self._raised(exc, home)
+                raise PluginFailed(name, raised.reason, raised.where, raised.trace) from None
         self._arm(limit)
         reason: str | None = None
+        where = trace = None
         try:
             try:
-                result = self._invoke(name, fn, args)
+                result = self._invoke(name, fn, args, home)
             except _Raised as raised:
-                reason = raised.reason
-            except PluginTimeout:
+                reason, where, trace = raised.reason, raised.where, raised.trace
+            except PluginTimeout as timeout:
                 self._timed_out = True
+                where = locate(timeout.__traceback__, home)  # where it was when stopped
             if self._timed_out:
                 reason = f"ran longer than {limit:g} s"
         finally:
             self._disarm()  # may raise KeyboardInterrupt: a Ctrl-C held back during the call
         if reason is not None:
-            raise PluginFailed(name, reason)
+            raise PluginFailed(name, reason, where, trace)
         return result
+
+    def _raised(self, exc: BaseException, home: tuple[str, ...]) -> _Raised:
+        reason = describe(exc)
+        trace = trace_text(exc, reason) if self.keep_traces else None
+        return _Raised(reason, locate(exc.__traceback__, home), trace)
 
     def close(self, name: str, coro: Coroutine[Any, Any, Any], limit: float = CALL_LIMIT) -> None:
         """End a plugin's coroutine for good. ``close()`` first; one that ignores it (catches
@@ -158,7 +226,8 @@ class Guard:
             self._enforce(coro.cr_frame, coro.cr_code.co_filename)  # type: ignore[attr-defined]
         coro.throw(PluginTimeout(f"plugin {self._current} is being stopped"))
 
-    def _invoke(self, name: str, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _invoke(self, name: str, fn: Callable[..., T], args: tuple[Any, ...],
+                home: tuple[str, ...] = ()) -> T:  # fmt: skip
         # The frame the trace function stops at; _current is set and cleared inside it, so
         # no timeout is raised into the guard's own code.
         try:
@@ -167,7 +236,7 @@ class Guard:
         except (KeyboardInterrupt, PluginTimeout):
             raise
         except BaseException as exc:
-            raise _Raised(describe(exc)) from None
+            raise self._raised(exc, home) from None
         finally:
             self._current = None
 

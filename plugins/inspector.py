@@ -24,16 +24,28 @@ built-in detectors are trusted: their calls are contained but not timed or check
 from __future__ import annotations
 
 import dataclasses
+import logging
 import operator
+import os
 from collections import Counter
 from collections.abc import Callable
+from types import FunctionType, MethodType
 from typing import Any
 
 import orjson
 
 from .api import MAX_REASON, Decision, Detection, FlowView, Match, Verdict
 from .findings import sanitize_findings, type_name
-from .guard import GUARD, PluginFailed, describe, one_line
+from .guard import (
+    GUARD,
+    PluginFailed,
+    describe,
+    failure_line,
+    locate,
+    one_line,
+    shown_path,
+    trace_text,
+)
 from .policy import Policy
 from .registry import NAME_LIMIT, Loaded
 
@@ -41,6 +53,8 @@ from .registry import NAME_LIMIT, Loaded
 # third-party call, put back if changed.
 _SLOTS = tuple(f.name for f in dataclasses.fields(FlowView))
 _FIELDS = operator.attrgetter(*_SLOTS)
+# A failure's traceback is a log record (debug): the application decides where it goes.
+_log = logging.getLogger("uinet_tap.plugins")
 
 
 class Inspection:
@@ -60,6 +74,7 @@ class Inspection:
         "reason",
         "offsets",
         "errors",
+        "failures",
         "waiting",
         "complete",
         "frozen",
@@ -81,6 +96,7 @@ class Inspection:
         self.reason: str | None = None  # the deciding plugin's, when it gave one
         self.offsets = (0, 0)
         self.errors: list[str] = []
+        self.failures: list[dict] = []  # each failure here: plugin, hook, at (file:line), error
         self.waiting = False  # a plugin asked for more
         self.complete = True  # the match's findings are all in
         self.frozen = [False, False]  # a direction's early bytes stopped at a gap
@@ -109,7 +125,7 @@ class Inspector:
         self.deciders = [p for p in plugins if p.decide is not None]
         self.detectors = [p for p in plugins if p.detect is not None]
         self.errors: Counter[str] = Counter()
-        self._reported: set[str] = set()
+        self.first_failures: dict[str, dict] = {}  # each plugin's first failure (--stats)
         self._untrusted = any(not p.trusted for p in plugins)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -164,6 +180,7 @@ class Inspector:
                 self._finish_detection(insp)
             except _PluginFailed as failed:  # its last call failed: the default all the same
                 insp.errors.append(failed.plugin)
+                insp.failures.append(failed.failure)
         self._decide(insp, self.policy.default, "default")
 
     # -- the decision --------------------------------------------------------------------------
@@ -184,6 +201,7 @@ class Inspector:
             self._step_inner(insp, now, direction)
         except _PluginFailed as failed:
             insp.errors.append(failed.plugin)
+            insp.failures.append(failed.failure)
             self._decide(insp, self.policy.default, "default")
 
     def _step_inner(self, insp: Inspection, now: float | None, direction: int) -> None:
@@ -203,17 +221,21 @@ class Inspector:
             return
         insp.waiting = False
         for loaded in self.deciders:
-            answer: Any = self._call(insp, loaded, loaded.decide)  # type: ignore[arg-type]
+            answer: Any = self._call(insp, loaded, loaded.decide, "decide")  # type: ignore[arg-type]
             if answer is None:
                 continue
             reason = None
             if type(answer) is Decision:
                 if type(answer.reason) is not str:
-                    raise self._fail(loaded.name, f"a Decision's reason is {_a(answer.reason)}")
+                    raise self._fail(loaded.name, f"a Decision's reason is {_a(answer.reason)}",
+                                     "decide", _defined_at(loaded.decide))  # fmt: skip
                 answer, reason = answer.verdict, answer.reason[:MAX_REASON]
             if type(answer) is not Verdict:
                 raise self._fail(
-                    loaded.name, f"decide() returned {_a(answer)}, not a Verdict, Decision or None"
+                    loaded.name,
+                    f"decide() returned {_a(answer)}, not a Verdict, Decision or None",
+                    "decide",
+                    _defined_at(loaded.decide),
                 )
             verdict: Verdict = answer
             if verdict is Verdict.NEED_MORE:
@@ -264,7 +286,8 @@ class Inspector:
                 if merged.problem is not None:
                     raise self._fail(insp.matched.name, f"detect() gave findings that, with "
                                      f"the earlier ones, are not JSON within the limits: "
-                                     f"{merged.problem}")  # fmt: skip
+                                     f"{merged.problem}", "detect",
+                                     _defined_at(insp.matched.detect))  # fmt: skip
             self._keep_findings(insp)
 
     def _finish_detection(self, insp: Inspection) -> None:
@@ -305,28 +328,34 @@ class Inspector:
     def _detect_call(self, insp: Inspection, loaded: Loaded) -> Match | Detection:
         """detect(), its answer checked: NEED_MORE, NO_MATCH or a Match (a third party's with
         a short protocol name and findings that are JSON within the limits as they are)."""
-        result = self._call(insp, loaded, loaded.detect)  # type: ignore[arg-type]
+        result = self._call(insp, loaded, loaded.detect, "detect")  # type: ignore[arg-type]
         if result is Detection.NEED_MORE or result is Detection.NO_MATCH:
             return result  # type: ignore[no-any-return]
+        # A wrong answer raised nothing: the place named is the hook's definition.
         if type(result) is not Match:
             raise self._fail(loaded.name, f"detect() returned {_a(result)}, "
-                             "not a Match, NEED_MORE or NO_MATCH")  # fmt: skip
+                             "not a Match, NEED_MORE or NO_MATCH", "detect",
+                             _defined_at(loaded.detect))  # fmt: skip
         if loaded.trusted:
             return result
         protocol, complete = result.protocol, result.complete
         if (type(protocol) is not str or not protocol or len(protocol) > NAME_LIMIT
                 or not protocol.isprintable()):  # fmt: skip
             raise self._fail(loaded.name, f"detect() named the protocol {_a(protocol)}, not a "
-                             f"printable string of 1 to {NAME_LIMIT} characters")  # fmt: skip
+                             f"printable string of 1 to {NAME_LIMIT} characters", "detect",
+                             _defined_at(loaded.detect))  # fmt: skip
         if type(complete) is not bool:
-            raise self._fail(loaded.name, f"detect() gave complete={_a(complete)}, not a bool")
+            raise self._fail(loaded.name, f"detect() gave complete={_a(complete)}, not a bool",
+                             "detect", _defined_at(loaded.detect))  # fmt: skip
         clean = sanitize_findings(result.findings)
         if clean.problem is not None:
             raise self._fail(loaded.name, "detect() gave findings that are not JSON within the "
-                             f"limits: {clean.problem}")  # fmt: skip
+                             f"limits: {clean.problem}", "detect",
+                             _defined_at(loaded.detect))  # fmt: skip
         return Match(protocol, clean.value, loaded.name, complete)
 
-    def _call(self, insp: Inspection, loaded: Loaded, fn: Callable[[FlowView], Any]) -> Any:
+    def _call(self, insp: Inspection, loaded: Loaded, fn: Callable[[FlowView], Any],
+              hook: str) -> Any:  # fmt: skip
         view = insp.view
         if loaded.trusted:
             try:
@@ -334,17 +363,23 @@ class Inspector:
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # a bug in a built-in detector: contained the same way
-                raise self._fail(loaded.name, describe(exc)) from None
+                reason = describe(exc)
+                trace = trace_text(exc, reason) if GUARD.keep_traces else None
+                raise self._fail(
+                    loaded.name, reason, hook, locate(exc.__traceback__, loaded.home), trace
+                ) from None
         before = _FIELDS(view)
         try:
-            result = GUARD.call(loaded.name, fn, view)
+            result = GUARD.call(loaded.name, fn, view, home=loaded.home)
         except PluginFailed as failed:
             self._put_back(insp, before)  # the failure says why; the view must still be right
-            raise self._fail(loaded.name, failed.reason) from None
+            raise self._fail(
+                loaded.name, failed.reason, hook, failed.where or _defined_at(fn), failed.trace
+            ) from None
         changed = self._put_back(insp, before)
         if changed is not None:
             raise self._fail(loaded.name, f"changed {changed} of the flow view it was given "
-                             "(the view is read-only)")  # fmt: skip
+                             "(the view is read-only)", hook, _defined_at(fn))  # fmt: skip
         return result
 
     def _put_back(self, insp: Inspection, before: tuple[Any, ...]) -> str | None:
@@ -371,16 +406,23 @@ class Inspector:
         if self._untrusted:
             insp.findings_json = _json(insp.view.findings)
 
-    def count_failure(self, name: str, message: str) -> None:
-        """Count a plugin's failure; report the first of each plugin (one line)."""
+    def count_failure(self, name: str, failure: dict, trace: str | None = None) -> None:
+        """Count a plugin's failure (``failure``: hook, at, error); report the first of each
+        plugin: one line, and at debug level its traceback (``trace``, when there is one)."""
         self.errors[name] += 1
-        if name not in self._reported:
-            self._reported.add(name)
-            self.on_error(name, one_line(message))
+        if name not in self.first_failures:
+            self.first_failures[name] = {k: failure[k] for k in ("hook", "at", "error")}
+            self.on_error(name, failure_line(name, failure["hook"], failure["at"],
+                                             failure["error"]))  # fmt: skip
+            if trace is not None:
+                # Logged, not printed: the application puts it on stderr with -v (logs.py).
+                _log.debug("plugin %r failed in %s:\n%s", name, failure["hook"], trace)
 
-    def _fail(self, name: str, message: str) -> _PluginFailed:
-        self.count_failure(name, message)
-        return _PluginFailed(name)
+    def _fail(self, name: str, message: str, hook: str, where: str | None = None,
+              trace: str | None = None) -> _PluginFailed:  # fmt: skip
+        failure = {"plugin": name, "hook": hook, "at": where, "error": one_line(message)}
+        self.count_failure(name, failure, trace)
+        return _PluginFailed(name, failure)
 
 
 def _json(findings: Any) -> bytes | None:
@@ -400,6 +442,17 @@ def _a(value: Any) -> str:
 
 
 class _PluginFailed(Exception):
-    def __init__(self, plugin: str) -> None:
+    def __init__(self, plugin: str, failure: dict) -> None:
         super().__init__(plugin)
         self.plugin = plugin
+        self.failure = failure
+
+
+def _defined_at(fn: Any) -> str | None:
+    """``file:line`` of a hook's ``def`` (a wrong answer raises nothing to point at); read
+    off the function object, so none of the plugin's code runs. None for other callables."""
+    func = fn.__func__ if type(fn) is MethodType else fn
+    if type(func) is not FunctionType:
+        return None
+    code = func.__code__
+    return f"{shown_path(os.path.abspath(code.co_filename))}:{code.co_firstlineno}"

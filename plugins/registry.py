@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import itertools
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -51,6 +52,9 @@ class Loaded:
     decide: Callable[..., Any] | None = field(init=False)
     intercept: Callable[..., Any] = field(init=False)
     custom_intercept: bool = field(init=False)
+    # Its own code, for where a failure was (absolute paths): the file of its class's module,
+    # or the directory of the package the module is in (a plugin's helpers are its code too).
+    home: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         for key, value in _checked(self.plugin).items():
@@ -114,7 +118,24 @@ def _read(plugin: Plugin) -> dict[str, Any]:
         "decide": hooks["decide"][0] if hooks["decide"][1] else None,
         "intercept": hooks["intercept"][0],
         "custom_intercept": hooks["intercept"][1],
+        "home": _home(cls),
     }
+
+
+def _home(cls: type) -> tuple[str, ...]:
+    """The files or directories holding the plugin's code (read from dictionaries, so no
+    property or module ``__getattr__`` of the plugin's runs)."""
+    module_name = cls.__dict__.get("__module__")
+    if type(module_name) is not str:
+        return ()
+    module = sys.modules.get(module_name)
+    own = vars(module).get("__file__") if module is not None else None
+    top = module_name.partition(".")[0]
+    package = sys.modules.get(top) if top != module_name else None
+    paths = vars(package).get("__path__") if package is not None else None
+    if top != "uinet_tap" and paths is not None:  # a built-in detector's file is its own
+        return tuple(os.path.abspath(str(p)) for p in paths)
+    return (os.path.abspath(own),) if type(own) is str else ()
 
 
 def _check_name(label: str, attr: str, value: str) -> None:
@@ -162,7 +183,8 @@ def _run(origin: str, what: str, fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return GUARD.call(origin, fn, *args, limit=None)
     except PluginFailed as failed:
-        raise PluginError(f"{origin}: {what} failed: {failed.reason}") from None
+        at = f" ({failed.where})" if failed.where else ""
+        raise PluginError(f"{origin}: {what} failed{at}: {failed.reason}") from None
 
 
 def _instantiate(obj: object, origin: str) -> Loaded:

@@ -324,3 +324,48 @@ def test_linktype_recorded_in_pcap_header_is_used(tmp_path):
     assert r.returncode == 0, r.stderr
     (rec,) = json_lines(r.stdout)
     assert rec["c2s"]["sha256"] == sha(REQ)
+
+
+# -- diagnostics: -v / --log-level ------------------------------------------------------------
+
+CAPTURES = Path(__file__).resolve().parents[1] / "captures"
+
+
+@pytest.mark.parametrize("where", ["before the command", "after it"])
+def test_verbose_logs_debug_lines_on_stderr_and_changes_nothing_else(tmp_path, where):
+    """-v: info and debug lines on stderr (the input, the outputs, the plugins and where
+    from, closes by reason); the records and stdout are those of a run without it."""
+    flows, flows_v = tmp_path / "plain.jsonl", tmp_path / "verbose.jsonl"
+    capture = CAPTURES / "many-short.pcap"
+    plain = cli(capture, "--flows", flows, "-q")
+    argv = [str(EXE), "-v", "replay"] if where == "before the command" else [str(EXE), "replay"]
+    argv += [str(capture), "--flows", str(flows_v), "-q"]
+    if where == "after it":
+        argv.append("-v")
+    verbose = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL)  # fmt: skip
+    assert plain.returncode == verbose.returncode == 0, verbose.stderr
+    assert plain.stderr == "" and plain.stdout == verbose.stdout == ""
+    lines = verbose.stderr.splitlines()
+    assert lines and all(x.startswith(("debug: ", "info: ")) for x in lines), lines
+    assert f"debug: input {capture}" in lines
+    assert f"info: input {capture}: 1 file(s), link type 1, 630,080 bytes" in lines
+    assert f"info: writing flow records to {flows_v}" in lines
+    assert "info: plugins: 18 loaded (18 built-in detectors)" in lines
+    # the capture's 40 connections all end with both FINs (captures/README.md)
+    assert "info: connections closed by reason: fin 40" in lines
+    assert flows.read_bytes() == flows_v.read_bytes()
+
+
+def test_log_level_info_leaves_debug_out(tmp_path):
+    p = cli(CAPTURES / "many-short.pcap", "-q", "--log-level", "INFO")
+    assert p.returncode == 0
+    lines = p.stderr.splitlines()
+    assert lines and all(x.startswith("info: ") for x in lines), lines
+
+
+@pytest.mark.parametrize("level", ["bad", "verbose", ""])
+def test_an_unknown_log_level_is_one_line_error(level):
+    p = cli(CAPTURES / "many-short.pcap", "-q", "--log-level", level)
+    assert_one_line_error(p)
+    assert "--log-level" in p.stderr and "debug, info, warning or error" in p.stderr

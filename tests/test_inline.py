@@ -669,7 +669,8 @@ def test_a_crashing_handler_resets_both_sides_and_is_reported(topology, tmp_path
     closed_cleanly(t)
     rc, stderr = t.stop_tool(tool.proc)
     assert rc == 0 and "Traceback" not in stderr
-    assert "plugin broken-handler failed: RuntimeError: boom" in stderr
+    assert "plugin 'broken-handler' failed in intercept (" in stderr
+    assert ": RuntimeError: boom (its flows" in stderr
     rec = json.loads(tool.flows.read_text().splitlines()[0])
     assert rec["intercept"]["result"] == "handler error: RuntimeError: boom"
 

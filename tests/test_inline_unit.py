@@ -158,7 +158,7 @@ def test_c_forwards_a_passed_flow_as_python_does(monkeypatch) -> None:  # type: 
         return
     ref = _passed_download("off", monkeypatch)
     got = _passed_download("c", monkeypatch)
-    for inline, a, b, sent_c, sent_s, _ in (ref, got):
+    for _inline, a, b, sent_c, sent_s, _ in (ref, got):
         assert b.sent == sent_c and a.sent == sent_s
     assert ref[1].sent_in_c + ref[2].sent_in_c == 0
     c_frames = got[1].sent_in_c + got[2].sent_in_c

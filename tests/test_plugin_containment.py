@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -224,11 +225,33 @@ def test_a_failing_plugin_loses_its_say_and_nothing_else(case, tmp_path, baselin
     assert r.returncode == 0, r.stderr
     lines = r.stderr.splitlines()
     assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("warning: plugin hostile failed: ") and words in lines[0], lines[0]
+    # Where: the line that raised; for a wrong answer (nothing raised) the hook's def; for
+    # a timeout, a line of the hook where it was stopped. Read off the file written here.
+    source = f.read_text().splitlines()
+    hook = "detect" if "def detect" in body else "decide"
+    first = next(i for i, line in enumerate(source, 1) if f"def {hook}(" in line)
+    raising = [i for i, line in enumerate(source, 1) if line.strip().startswith("raise ")]
+    m = re.fullmatch(rf"warning: plugin 'hostile' failed in {hook} \((.+):(\d+)\): (.+) "
+                     r"\(its flows get the default verdict; later errors are counted in the "
+                     r"summary\)", lines[0])  # fmt: skip
+    assert m is not None and words in m[3], lines[0]
+    assert m[1] == str(f), lines[0]
+    at = int(m[2])
+    if raising:
+        assert at == raising[0], (lines[0], source)
+    elif "ran longer" in words:
+        assert first < at <= len(source), (lines[0], source)
+    else:
+        assert at == first, (lines[0], source)
+    failure = {"plugin": "hostile", "hook": hook, "at": f"{f}:{at}", "error": m[3]}
     ref = baseline[capture]
     assert len(records) == len(ref)
     for rec, want in zip(sorted(records, key=lambda x: x["id"]), ref, strict=True):
         assert rec["plugin_errors"] == ["hostile"], rec
+        (got,) = rec["plugin_failures"]
+        assert got["plugin"] == "hostile" and got["hook"] == hook and words in got["error"]
+        if "ran longer" not in words:  # a timeout stops each flow's call at its own line
+            assert got == failure, (got, failure)
         assert rec["decided_by"] == "default" and rec["verdict"] == "pass", rec
         for d in ("c2s", "s2c"):
             assert rec[d] == want[d]  # the streams as without the plugin
@@ -238,6 +261,35 @@ def test_a_failing_plugin_loses_its_say_and_nothing_else(case, tmp_path, baselin
             assert rec["findings"]["method"] == "GET"
             assert rec["findings"].items() <= want["findings"].items()
     assert stats["plugin_errors"] == {"hostile": len(ref)}
+    assert stats["plugin_failures"] == {"hostile": {k: failure[k] for k in ("hook", "at", "error")}}
+
+
+def test_verbose_adds_the_failures_traceback_and_says_file_and_line(tmp_path):
+    """A plugin whose helper raises: the warning names the helper's line (the last frame in
+    the plugin's code), and with -v its traceback follows on stderr, both frames in it."""
+    f = plugin_file(tmp_path, CLASS + textwrap.indent(textwrap.dedent("""\
+        def detect(self, flow):
+            return self.lookup({})
+
+        def lookup(self, table):
+            return table["nope"]
+    """), "    "))  # fmt: skip
+    source = f.read_text().splitlines()
+    call = next(i for i, x in enumerate(source, 1) if "self.lookup({})" in x)
+    raised = next(i for i, x in enumerate(source, 1) if 'table["nope"]' in x)
+    want = f"warning: plugin 'hostile' failed in detect ({f}:{raised}): KeyError: 'nope'"
+    _, stats, plain = replay(MANY, tmp_path, "--plugin-file", str(f))
+    (line,) = plain.stderr.splitlines()
+    assert line.startswith(want + " ("), line
+    assert stats["plugin_failures"]["hostile"]["at"] == f"{f}:{raised}"
+    _, _, verbose = replay(MANY, tmp_path, "--plugin-file", str(f), "-v")
+    err = verbose.stderr
+    assert verbose.returncode == 0 and want in err, err
+    trace = err[err.index("debug: plugin 'hostile' failed in detect:\nTraceback") :]
+    assert f'File "{f}", line {call}, in detect' in trace, trace
+    assert f'File "{f}", line {raised}, in lookup' in trace, trace
+    assert "guard.py" not in trace  # the guard's own frames are left out
+    assert err.count("Traceback") == 1  # the first failure's; the other 39 are counted
 
 
 def test_ctrl_c_during_a_plugin_that_swallows_everything_still_ends_the_run(tmp_path):
@@ -302,10 +354,10 @@ LOAD = {
         "class Doom(BaseException):\n    pass\nraise Doom('x')\n", "Doom: x"),
     "a constructor that raises": (
         "class P(Plugin):\n    def __init__(self):\n        raise ValueError('bad')\n",
-        "P() failed: ValueError: bad"),
+        "P() failed"),
     "a constructor that exits": (
         "class P(Plugin):\n    def __init__(self):\n        raise SystemExit(4)\n",
-        "P() failed: SystemExit: 4"),
+        "P() failed"),
     "no plugin class": ("X = 1\n", "defines no Plugin subclass"),
 }  # fmt: skip
 
@@ -361,6 +413,13 @@ def test_a_plugin_that_cannot_load_is_one_error_line(case, command, tmp_path, re
         r = run(*argv, timeout=60)
     line = one_error(r)
     assert f"--plugin-file {f}" in line and words in line, line
+    # Code that raised (at import, in the constructor) is named by its file and line.
+    lines = (HEAD + source).splitlines()
+    raising = [i for i, x in enumerate(lines, 1) if x.strip().startswith(("raise ", "sys.exit"))]
+    if raising:
+        assert f"failed ({f}:{raising[0]}): " in line, line
+        if "constructor" in case:
+            assert line.endswith(("ValueError: bad", "SystemExit: 4")), line
 
 
 def test_a_module_plugin_that_cannot_load_names_module_and_class(tmp_path):
@@ -521,8 +580,15 @@ def test_a_failing_intercept_handler_is_contained(case):
         assert errors == [] and rec["intercept"]["result"] == "aborted at exit"
         return
     assert [n for n, _ in errors] == ["cuts"] and words in errors[0][1], errors
-    assert rec["intercept"]["result"] == f"handler error: {errors[0][1]}"
+    (failure,) = rec["plugin_failures"]
+    assert failure["plugin"] == "cuts" and failure["hook"] == "intercept", failure
+    assert errors[0][1].startswith("plugin 'cuts' failed in intercept"), errors
+    assert errors[0][1].endswith(f": {failure['error']}"), (errors, failure)
+    assert rec["intercept"]["result"] == f"handler error: {failure['error']}"
     assert rec["plugin_errors"] == ["cuts"]
+    if case == "raises SystemExit":  # the handler's raise, in this file
+        line = _handler_raises.__code__.co_firstlineno + 1
+        assert failure["at"] == f"{os.path.relpath(__file__)}:{line}", failure
 
 
 def test_the_record_writer_never_fails_on_a_record(capsys):

@@ -1,17 +1,22 @@
 """Privileges: helper programs by absolute path (uinet_tap/programs.py) and dropping root for
 good (uinet_tap/privileges.py). The drop is exercised in child processes, never in the test
 process; `watch --user` and `inline --user` on real traffic are in test_watch.py and
-test_inline.py."""
+test_inline.py; here `watch --tui --user` in a real terminal, and the advice the tool gives
+when privileges are missing."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,3 +158,182 @@ def test_after_the_drop_root_cannot_come_back_not_even_through_a_set_user_id_pro
         "setresuid(0) refused",
         f"set-user-ID program runs as uid {nobody.pw_uid}",
     ], r.stdout
+
+
+# -- watch --user with the live view, in a real terminal ------------------------------------
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from netnslib import NetnsSession, netns_available  # noqa: E402
+
+
+def _tmux(sock: str, *args: str) -> str:
+    r = subprocess.run(["tmux", "-L", sock, *args], capture_output=True, text=True, timeout=10)
+    return r.stdout
+
+
+def _wait_pane(sock: str, pred: Any, what: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = _tmux(sock, "capture-pane", "-p", "-S", "-100", "-t", "w")
+        if pred(screen):
+            return screen
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; screen:\n{screen}")
+
+
+def _status(pid: int) -> dict[str, list[str]]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.split()
+    return out
+
+
+FAILS = """\
+from uinet_tap.plugins import Plugin
+
+
+class Fails(Plugin):
+    name = "fails"
+    ports = {8000}
+
+    def detect(self, flow):
+        raise LookupError("held")
+"""
+
+
+@needs_root
+def test_watch_with_the_live_view_drops_to_the_user_after_opening_capture_and_outputs(
+    tmp_path: Path,
+) -> None:
+    """`watch --tui --user nobody -v` in tmux on a veth while curl fetches from http.server:
+    the --flows, --eve and --stats files live in a directory only root can enter (so they
+    were opened before the drop), the process is nobody for good while the view runs (ids,
+    no capability, no-new-privileges), the view works, -v says the drop, and what is logged
+    while the view holds the terminal (a plugin's failure: its warning and traceback) is
+    held and written when it closes."""
+    nobody = _nobody()
+    ok, why = netns_available()
+    if not ok:
+        pytest.skip(f"needs network namespaces: {why}")
+    for prog in ("tmux", "curl"):
+        if shutil.which(prog) is None:
+            pytest.skip(f"needs {prog}")
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "page.html").write_bytes(b"<p>hello</p>\n" * 500)
+    out = tmp_path / "root-only"
+    out.mkdir(mode=0o700)
+    flows, eve, stats = out / "flows.jsonl", out / "eve.json", out / "stats.json"
+    pidfile = tmp_path / "pid"
+    # loaded after the drop: readable by nobody
+    plugin_dir = Path(tempfile.mkdtemp(prefix="uinet-tap-plugin-"))
+    plugin_dir.chmod(0o755)
+    plugin = plugin_dir / "fails.py"
+    plugin.write_text(FAILS)
+    plugin.chmod(0o644)
+    raised = next(i for i, x in enumerate(FAILS.splitlines(), 1) if "raise " in x)
+    sock = f"ut-priv-{id(tmp_path) & 0xFFFFFF}"
+    with NetnsSession("prv") as s:
+        cli = s.ns("c", ipv6=False)
+        srv = s.ns("s", ipv6=False)
+        s.veth(cli, "upc0", srv, "ups0")
+        s.addr(cli, "upc0", "10.93.0.1/24")
+        s.addr(srv, "ups0", "10.93.0.2/24")
+        s.popen(srv, sys.executable, "-m", "http.server", "8000", "--bind", "10.93.0.2",
+                "--directory", str(www), stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)  # fmt: skip
+        # `ip netns exec` execs the tool, so the shell's pid is the tool's
+        cmd = (f"sh -c 'echo $$ > {pidfile}; exec ip netns exec {cli} {EXE} watch upc0 --tui "
+               f"--no-bypass --user nobody -v -q --flows {flows} --eve {eve} --stats {stats} "
+               f"--plugin-file {plugin}'; "
+               "echo EXITED=$?; sleep 30")  # fmt: skip
+        _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
+        try:
+            # -v's lines before the view name upc0 too; the view's screen replaces them
+            _wait_pane(sock, lambda t: "upc0" in t and "info:" not in t, "the live view")
+            pid = int(pidfile.read_text())
+            ident = _status(pid)
+            uid, gid = str(nobody.pw_uid), str(nobody.pw_gid)
+            assert ident["Uid"] == [uid] * 4 and ident["Gid"] == [gid] * 4, ident
+            for caps in ("CapPrm", "CapEff", "CapAmb"):
+                assert int(ident[caps][0], 16) == 0, (caps, ident)
+            assert ident["NoNewPrivs"] == ["1"], ident
+            for _ in range(50):  # the server needs a moment
+                r = subprocess.run(
+                    s.cmd(cli, "curl", "-s", "-o", str(tmp_path / "got"),
+                          "http://10.93.0.2:8000/page.html"),
+                    capture_output=True, timeout=10,
+                )  # fmt: skip
+                if r.returncode == 0:
+                    break
+                time.sleep(0.2)
+            assert (tmp_path / "got").read_bytes() == (www / "page.html").read_bytes()
+            # closed: its data, where the plugin failed, came before
+            screen = _wait_pane(sock, lambda t: re.search(r"CLOSED .*10\.93\.0\.2:8000", t),
+                                "the flow, closed")  # fmt: skip
+            for logged in ("info:", "debug:", "warning:", "Traceback"):  # held
+                assert logged not in screen, screen
+            _tmux(sock, "send-keys", "-t", "w", "q")
+            done = _wait_pane(sock, lambda t: "EXITED=" in t, "watch to exit")
+        finally:
+            _tmux(sock, "kill-server")
+            shutil.rmtree(plugin_dir)
+    assert "EXITED=0" in done, done
+    want = f"warning: plugin 'fails' failed in detect ({plugin}:{raised}): LookupError: held"
+    assert want in done, done
+    assert "debug: plugin 'fails' failed in detect:" in done and "Traceback" in done, done
+    assert f"info: privileges dropped to nobody (uid {uid}, gid {gid}" in done, done
+    assert "info: capture on upc0: 1 handle(s)" in done, done
+    assert f"info: writing flow records to {flows}" in done, done
+    assert done.count("Traceback") == 1 and "error:" not in done, done  # the plugin's only
+    records = [json.loads(line) for line in flows.read_text().splitlines()]
+    http = [r for r in records if r["server"] == "10.93.0.2:8000"]
+    assert len(http) == 1, records
+    failure = {"plugin": "fails", "hook": "detect", "at": f"{plugin}:{raised}",
+               "error": "LookupError: held"}  # fmt: skip
+    assert http[0]["plugin_failures"] == [failure], http
+    events = [json.loads(line) for line in eve.read_text().splitlines()]
+    assert any(e.get("event_type") == "flow" for e in events), events
+    assert json.loads(stats.read_text())["connections"] >= 1
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+COPY = 'cp "$(readlink -f .venv/bin/python)" .venv/bin/python-caps'
+
+
+@needs_root
+@pytest.mark.parametrize("command", ["watch", "inline"])
+def test_missing_privileges_give_the_readmes_advice_never_a_shared_interpreter(
+    command: str,
+) -> None:
+    """Run as nobody with no capability (setpriv), watch and inline on real interfaces of a
+    namespace: one error line that advises root with --user or a dedicated copy of the
+    interpreter, with the very command the README gives, and names the shared interpreters
+    as where the capabilities must not go."""
+    nobody = _nobody()
+    ok, why = netns_available()
+    if not ok:
+        pytest.skip(f"needs network namespaces: {why}")
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("needs setpriv")
+    assert COPY in README.read_text()
+    with NetnsSession("pre") as s:
+        ns = s.ns("x", ipv6=False)
+        s.veth(ns, "pra", ns, "prb")
+        ifaces = ["pra", "prb"] if command == "inline" else ["pra"]
+        r = subprocess.run(
+            s.cmd(ns, setpriv, f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                  "--clear-groups", "--inh-caps=-all", str(EXE), command, *ifaces,
+                  "--no-tui"),
+            capture_output=True, text=True, cwd="/", timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    line = lines[0]
+    assert "CAP_NET_RAW and CAP_NET_ADMIN" in line and "as root with --user NAME" in line, line
+    assert COPY in line and "then setcap on that copy" in line, line
+    assert "never to /usr/bin/python3 or what .venv/bin/python links to" in line, line

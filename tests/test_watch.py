@@ -503,7 +503,7 @@ def test_watch_workers_contain_a_failing_plugin_and_report_it_once(tmp_path):
         rc = w.wait(60)
         err = w.stderr()
         assert rc == 0 and "Traceback" not in err, err
-        warnings = [line for line in err.splitlines() if "plugin hostile failed" in line]
+        warnings = [line for line in err.splitlines() if "plugin 'hostile' failed" in line]
         assert len(warnings) == 1 and "SystemExit: 3" in warnings[0], err
         recs = w.records()
         assert len(recs) == 40, err
@@ -622,7 +622,9 @@ def test_a_plugin_cannot_write_where_only_root_may_under_user(net: Net, user: st
         assert not target.exists()
         assert rec["plugin_errors"] == ["write-as-root"], rec
         assert stats["plugin_errors"] == {"write-as-root": 1}, stats
-        assert "warning: plugin write-as-root failed: PermissionError" in w.stderr(), w.stderr()
+        err = w.stderr()
+        assert "warning: plugin 'write-as-root' failed in " in err, err
+        assert ": PermissionError" in err, err
 
 
 # ---------------------------------------------------------------------------

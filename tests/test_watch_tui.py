@@ -116,7 +116,8 @@ def test_watch_live_view_in_tmux_on_real_traffic(tmp_path: Path):
                                 "the header to count the closed flow apart")  # fmt: skip
             first = _age(_row(screen, "10.91.0.2:8000").split()[-1])
             later = _wait_pane(
-                sock, lambda t: _age(_row(t, "10.91.0.2:8000").split()[-1]) >= first + 2,
+                sock,
+                lambda t: _age(_row(t, "10.91.0.2:8000").split()[-1]) >= first + 2,
                 "the Seen column to move",
             )
             line = _row(later, "10.91.0.2:8000")
@@ -161,6 +162,70 @@ def test_replay_tui_shows_the_file_and_quits(tmp_path: Path, speed: str):
         _tmux(sock, "kill-server")
     (rec,) = [json.loads(line) for line in flows.read_text().splitlines()]
     assert rec["protocol"] == "http" and rec["close"] == "fin"
+
+
+@pytest.mark.parametrize(("key", "said"), [("q", "stopped at q"), ("C-c", "interrupted")])
+def test_replay_tui_q_before_the_end_of_the_file_exits_130_and_says_how_far(
+    tmp_path: Path, key: str, said: str
+):
+    """q (or Ctrl-C, alike) while the file is still being read (paced at 1/10,000 of capture
+    time, the 66 ms of many-short.pcap take 11 minutes): exit 130, one line saying how far it
+    got, every record written and valid, the summary's read time apart from the view's."""
+    if shutil.which("tmux") is None:
+        pytest.skip("needs tmux")
+    flows, err = tmp_path / "flows.jsonl", tmp_path / "stderr.txt"
+    capture = Path(__file__).resolve().parents[1] / "captures" / "many-short.pcap"
+    sock = f"ut-rq-{id(tmp_path) & 0xFFFFFF}"
+    cmd = (f"{BIN / 'uinet-tap'} replay {capture} --tui --speed 0.0001 --flows {flows} "
+           f"2>{err}; echo EXITED=$?; sleep 30")  # fmt: skip
+    _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
+    try:
+        _wait_pane(sock, lambda t: "10.99.0.2:7000" in t, "the first flows")
+        _tmux(sock, "send-keys", "-t", "w", key)
+        done = _wait_pane(sock, lambda t: "EXITED=" in t, "replay to exit")
+        assert "EXITED=130" in done, done
+    finally:
+        _tmux(sock, "kill-server")
+    records = [json.loads(line) for line in flows.read_text().splitlines()]
+    assert 0 < len(records) < 40  # the capture has 40 connections
+    lines = err.read_text().splitlines()
+    stopped = [line for line in lines if line.startswith(f"{said}: ")]
+    assert len(stopped) == 1, lines
+    m = re.fullmatch(rf"{said}: (\d+) connections, ([\d,]+) packets read "
+                     r"\((\d+)% of the file\); every record written", stopped[0])  # fmt: skip
+    assert m is not None, stopped
+    assert int(m[1]) == len(records)
+    assert 0 < int(m[2].replace(",", "")) < 1068 and int(m[3]) < 100  # 1,068 in the file
+    assert "Traceback" not in err.read_text()
+    read = re.search(r"read in\s+([\d.]+) s .*; view open ([\d.]+) s", err.read_text())
+    assert read is not None, lines
+    assert float(read[1]) < float(read[2])  # the pacing waits and the user's time are apart
+
+
+def test_replay_tui_summary_leaves_the_time_after_the_end_out_of_the_rate(tmp_path: Path):
+    """q after the end of the file: exit 0, no "stopped" line, and the summary's read time is
+    the file's, the view's open time said apart."""
+    if shutil.which("tmux") is None:
+        pytest.skip("needs tmux")
+    err = tmp_path / "stderr.txt"
+    capture = Path(__file__).resolve().parents[1] / "captures" / "http-keepalive.pcap"
+    sock = f"ut-rs-{id(tmp_path) & 0xFFFFFF}"
+    cmd = f"{BIN / 'uinet-tap'} replay {capture} --tui 2>{err}; echo EXITED=$?; sleep 30"
+    _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
+    try:
+        # "0 active": the file's one connection ended, so the end of the file was read
+        _wait_pane(sock, lambda t: "10.99.0.2:8080" in t and " 0 active" in t, "the file's end")
+        _tmux(sock, "send-keys", "-t", "w", "q")
+        done = _wait_pane(sock, lambda t: "EXITED=" in t, "replay to exit")
+        assert "EXITED=0" in done, done
+    finally:
+        _tmux(sock, "kill-server")
+    text = err.read_text()
+    assert "stopped" not in text and "Traceback" not in text, text
+    read = re.search(r"read in\s+([\d.]+) s\s+\(([\d,]+) packets/s\); view open ([\d.]+) s",
+                     text)  # fmt: skip
+    assert read is not None, text
+    assert float(read[1]) < float(read[3])
 
 
 CUT_AFTER_FIRST_MB = """

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import importlib
 import importlib.metadata
+import logging
+import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -16,12 +20,14 @@ from typing import IO, Any
 import click
 import orjson
 
+from . import logs
 from .ended import KEEP_BYTES, KEEP_ENDED_REPLAY, KEEP_ENDED_WATCH
 from .engine import Engine, Options
 from .eve import EveWriter
 from .flowpcap import FlowPcaps, SelectorError, parse_selector
 from .inputs import Capture
 from .live import CAPTURE_BUFFER
+from .logs import log
 from .pcapfile import CaptureError
 from .plugins.findings import Limits, sanitize
 from .plugins.policy import Policy, PolicyError, load_policy
@@ -62,6 +68,7 @@ class _RecordWriter:
         self.outputs = outputs
         self.eve = [EveWriter(out) for out in eve or []]
         self.converted = 0
+        self.closes: Counter[str] = Counter()  # records by close reason, for the log
 
     def __call__(self, record: dict) -> None:
         try:
@@ -69,6 +76,7 @@ class _RecordWriter:
         except orjson.JSONEncodeError as exc:
             line = self._converted(record, exc)
             record = orjson.loads(line)  # the EVE lines are made from the converted record
+        self.closes[str(record.get("close"))] += 1
         for out in self.outputs:
             out.write(line)
         for eve in self.eve:
@@ -77,11 +85,8 @@ class _RecordWriter:
     def _converted(self, record: dict, exc: Exception) -> bytes:
         self.converted += 1
         if self.converted == 1:
-            click.echo(
-                f"warning: a flow record held a value that is not JSON ({exc}); it is written "
-                "converted (later ones are too, without a warning)",
-                err=True,
-            )
+            log.warning("a flow record held a value that is not JSON (%s); it is written "
+                        "converted (later ones are too, without a warning)", exc)  # fmt: skip
         clean = sanitize(record, _RECORD_LIMITS).value
         return orjson.dumps(clean, option=orjson.OPT_APPEND_NEWLINE)
 
@@ -95,10 +100,42 @@ class _RecordWriter:
 DATA_PLANE = "C" if fastpath.AVAILABLE else "pure Python (the C data plane is not built)"
 
 
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        logs.set_level(logging.DEBUG)
+
+
+def _set_log_level(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is None:
+        return
+    level = logs.LEVELS.get(value.lower())
+    if level is None:
+        _error(f"--log-level: unknown level {value!r} (debug, info, warning or error)")
+    else:
+        logs.set_level(level)
+
+
+# On the group and on every command, so before or after the command's name alike:
+# `uinet-tap -v replay X` and `uinet-tap replay X -v` (the last one given wins).
+_verbose_option = click.option(
+    "-v", "--verbose", is_flag=True, expose_value=False, is_eager=True, callback=_set_verbose,
+    help="Diagnostics on stderr: as --log-level debug.",
+)  # fmt: skip
+_log_level_option = click.option(
+    "--log-level", metavar="LEVEL", expose_value=False, is_eager=True, callback=_set_log_level,
+    help="Diagnostics on stderr from LEVEL up: debug, info, warning (default), error.",
+)  # fmt: skip
+
+
+def _log_options(fn: Any) -> Any:
+    return _verbose_option(_log_level_option(fn))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(
     package_name="uinet-tap", message=f"%(prog)s, version %(version)s, data plane: {DATA_PLANE}"
 )
+@_log_options
 def main() -> None:
     """Passive TCP stream reconstruction and inspection."""
     if not fastpath.AVAILABLE:
@@ -122,11 +159,10 @@ class _PluginErrors:
         if name in self.reported:
             return
         self.reported.add(name)
-        click.echo(
-            f"warning: plugin {name} failed: {message} (its flows get the default verdict; "
-            "later errors are counted in the summary)",
-            err=True,
-        )
+        # message: "plugin 'foo' failed in detect (foo.py:42): KeyError: 'nope'". Logged:
+        # the line is "warning: ..." as before, and held while the live view is open.
+        log.warning("%s (its flows get the default verdict; later errors are counted in the "
+                    "summary)", message)  # fmt: skip
 
 
 _plugin_error = _PluginErrors()
@@ -154,12 +190,22 @@ def _load_inspection(
         )
     except (PolicyError, PluginError) as exc:
         _error(str(exc))
+    if policy is not None:
+        log.info("policy %s: %d rules, default %s", policy_path, len(policy.rules),
+                 policy.default.value)  # fmt: skip
+    builtin = [p.name for p in plugins if p.origin == "built-in"]
+    log.info("plugins: %d loaded (%d built-in detectors)", len(plugins), len(builtin))
+    for p in plugins:
+        if p.origin != "built-in":
+            log.info("plugin %s from %s", p.name, p.origin)
+    log.debug("built-in detectors: %s", ", ".join(builtin))
     return plugins, policy
 
 
 @main.command()
 @click.option("--plugin", "plugin_specs", metavar="MODULE:CLASS", multiple=True)
 @click.option("--plugin-file", "plugin_files", metavar="FILE", multiple=True)
+@_log_options
 def plugins(plugin_specs: tuple[str, ...], plugin_files: tuple[str, ...]) -> None:
     """List the plugins that would be loaded, in the order they are asked."""
     try:
@@ -385,11 +431,15 @@ def _import_before_drop(summary: bool, view: bool, extra: tuple[str, ...] = ()) 
 
 def _drop(who: Identity | None) -> None:
     """The end of the privileged set-up: from here on nothing runs as root."""
-    if who is not None:
-        try:
-            drop_privileges(who)
-        except PrivilegeError as exc:
-            _error(str(exc))
+    if who is None:
+        log.info("no --user: running on as uid %d", os.geteuid())
+        return
+    try:
+        drop_privileges(who)
+    except PrivilegeError as exc:
+        _error(str(exc))
+    log.info("privileges dropped to %s (uid %d, gid %d, groups %s)", who.name, who.uid,
+             who.gid, ",".join(map(str, who.groups)) or "none")  # fmt: skip
 
 
 def _flow_pcaps(directory: Path | None, selector: str | None) -> FlowPcaps | None:
@@ -455,6 +505,7 @@ def _flow_pcaps(directory: Path | None, selector: str | None) -> FlowPcaps | Non
 @click.option("--keep-bytes", type=click.IntRange(0), default=KEEP_BYTES, show_default=True,
               help="With --tui: early bytes kept per direction of a flow (hex view).")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+@_log_options
 def replay(
     captures: tuple[str, ...],
     bpf: str | None,
@@ -487,6 +538,10 @@ def replay(
     except CaptureError as exc:
         _error(str(exc))
     capture = source.name
+    for path in source.paths:
+        log.debug("input %s", path)
+    log.info("input %s: %d file(s), link type %d, %s bytes", capture, len(source.paths),
+             source.linktype, f"{source.size:,}" if source.size else "unknown")  # fmt: skip
     plugins, policy = _load_inspection(
         policy_path, plugin_specs, plugin_files, no_inspect, plugin_options, not no_entry_points
     )
@@ -500,30 +555,41 @@ def replay(
         except OSError as exc:
             _error(f"cannot create {export_dir}: {exc.strerror}")
         outputs.append(_open_output(str(export_dir / "flows.jsonl")))
+    writer = _RecordWriter(outputs, eves)
     engine = Engine(
-        source.linktype, Options.from_kwargs(**options), _RecordWriter(outputs, eves), export_dir,
+        source.linktype, Options.from_kwargs(**options), writer, export_dir,
         plugins=plugins, policy=policy, bypass=bypass, on_plugin_error=_plugin_error,
         flow_pcaps=_flow_pcaps(pcap_dir, pcap_for),
     )  # fmt: skip
+    _log_outputs(flows_path, eve_path, stats_path, export_dir)
+    log.debug("data plane: %s", engine.fastpath)
     exit_code = 0
     _prepare_run()
     from .summary import Progress, render_summary  # rich costs 60 ms to import: only when shown
 
     progress = Progress(source.size, enabled=not quiet and not tui)
     started = time.perf_counter()
+    stopped: str | None = None  # why the run ended before the end of the input
+    view_run = None
     try:
         if tui:
-            from .replay_view import replay_with_view
+            from .replay_view import ViewEnd, replay_with_view
 
-            replay_with_view(engine, source.batches(), capture, speed, keep_ended, keep_bytes)
+            with logs.held_while_view():
+                view_run = replay_with_view(
+                    engine, source.batches(), capture, speed, keep_ended, keep_bytes
+                )
+            if view_run.end is ViewEnd.QUIT:
+                stopped = "stopped at q"
+            elif view_run.end is ViewEnd.INTERRUPTED:
+                stopped = "interrupted"
         else:
             with progress:
                 for batch in source.batches():
                     engine.feed_batch(batch)
                     progress.update(source.bytes_read, source.packets)
     except KeyboardInterrupt:
-        click.echo(f"interrupted after {source.packets} packets: writing every record", err=True)
-        exit_code = 130
+        stopped = "interrupted"
     except Exception as exc:  # a bug must not lose the records of everything read so far
         click.echo(
             f"error: internal error after {source.packets} packets: {type(exc).__name__}: {exc}",
@@ -531,9 +597,15 @@ def replay(
         )
         exit_code = 1
     engine.truncated_file = source.truncated is not None
+    # Ctrl-C and q mid-file end alike: the connections still open end as at the end of the
+    # file (close "eof"), every record is written and flushed, then one line says how far
+    # the run got, and exit status 130.
     engine.finish()
     _close_outputs(outputs + eves)
     stats = engine.stats()
+    if stopped is not None:
+        click.echo(f"{stopped}: {_how_far(stats, source)}; every record written", err=True)
+        exit_code = 130
     if bpf is not None:
         stats["filter"] = bpf
         stats["filtered_out"] = source.filtered
@@ -546,10 +618,45 @@ def replay(
             err=True,
         )
     _run_context(stats, plugins, policy_path)
+    _log_end(stats, writer.closes)
     _write_stats(stats_path, stats)
     if not quiet:
-        render_summary(stats, capture, time.perf_counter() - started)
+        if view_run is not None:  # the user's time in the view is not reading time
+            render_summary(stats, capture, view_run.read, viewing=view_run.view)
+        else:
+            render_summary(stats, capture, time.perf_counter() - started)
     sys.exit(exit_code)
+
+
+def _log_outputs(flows: str | None, eve: str | None, stats: str | None,
+                 export: Path | None = None) -> None:  # fmt: skip
+    for what, path in (("flow records", flows), ("EVE", eve), ("the run summary", stats),
+                       ("streams", export)):  # fmt: skip
+        if path is not None:
+            log.info("writing %s to %s", what, "stdout" if path == "-" else path)
+
+
+def _log_end(stats: dict, closes: Counter[str]) -> None:
+    """Why connections ended (timeouts, evictions) and which limits bit, at info."""
+    if closes:
+        log.info("connections closed by reason: %s",
+                 ", ".join(f"{k} {v:,}" for k, v in closes.most_common()))  # fmt: skip
+    limits = stats.get("limits") or {}
+    log.info("limits: %s evicted, %s forced past a hole%s", f"{stats['evicted']:,}",
+             f"{stats['buffer_forced']:,}",
+             "".join(f", {k} {v:,}" for k, v in limits.items()))  # fmt: skip
+
+
+def _how_far(stats: dict, source: Capture) -> str:
+    """``774 connections, 12,345 packets read (41% of the file)``: where a run stopped."""
+    text = f"{stats['connections']:,} connections, {stats['packets']:,} packets read"
+    if source.size and source.packets:  # size 0: not known (stdin)
+        # The reader is up to a batch (4,096 packets) ahead of the engine: the share of the
+        # bytes read that the frames fed make up, counting the frames as of equal size.
+        fed = min(stats["packets"] + source.filtered, source.packets) / source.packets
+        share = min(source.bytes_read / source.size, 1.0) * fed
+        text += f" ({share:.0%} of the {'file' if len(source.paths) == 1 else 'input'})"
+    return text
 
 
 @main.command()
@@ -585,6 +692,7 @@ def replay(
               help="Capture processes sharing the interface (PACKET_FANOUT hash).")  # fmt: skip
 @_privilege_options
 @click.option("-q", "--quiet", is_flag=True, help="No summary at the end.")
+@_log_options
 def watch(
     interface: str,
     bpf: str | None,
@@ -624,9 +732,13 @@ def watch(
         captures = open_captures(capture_args, workers)
     except CaptureError as exc:
         _error(str(exc))
+    log.info("capture on %s: %d handle(s), link type %d, snap length %d, buffer %s bytes",
+             interface, len(captures), captures[0].linktype, snaplen,
+             f"{buffer_size:,}")  # fmt: skip
     outputs: list[IO[bytes]] = [_open_output(flows_path)] if flows_path else []
     eves = [_open_output(eve_path)] if eve_path else []
     stats_out = _open_output(stats_path) if stats_path else None
+    _log_outputs(flows_path, eve_path, stats_path)
     if tui is None:
         tui = sys.stdout.isatty() and sys.stdin.isatty()
     _import_before_drop(not quiet, tui, WORKER_MODULES if workers > 1 else ())
@@ -666,7 +778,8 @@ def watch(
     exit_code = 0
     started = time.perf_counter()
     try:
-        runner.run()
+        with logs.held_while_view() if tui else contextlib.nullcontext():
+            runner.run()
     except KeyboardInterrupt:
         pass
     except CaptureError as exc:
@@ -682,6 +795,7 @@ def watch(
     if getattr(backend, "failed", False):  # a capture worker met a bug (said on stderr)
         exit_code = 1
     _close_outputs(outputs + eves)
+    _log_end(stats, writer.closes)
     _write_stats_to(stats_out, _run_context(stats, plugins, policy_path))
     if not quiet:
         from .summary import render_summary
@@ -708,6 +822,7 @@ def watch(
               help="Stop after this many seconds.")  # fmt: skip
 @_privilege_options
 @click.option("-q", "--quiet", is_flag=True, help="No summary at the end.")
+@_log_options
 def inline(
     if_a: str,
     if_b: str,
@@ -746,9 +861,11 @@ def inline(
         ports = open_ports((if_a, if_b), log_stderr)
     except PortError as exc:
         _error(str(exc))
+    log.info("inline ports open: %s and %s", if_a, if_b)
     outputs: list[IO[bytes]] = [_open_output(flows_path)] if flows_path else []
     eves = [_open_output(eve_path)] if eve_path else []
     stats_out = _open_output(stats_path) if stats_path else None
+    _log_outputs(flows_path, eve_path, stats_path)
     if tui is None:
         tui = sys.stdout.isatty() and sys.stdin.isatty()
     _import_before_drop(not quiet, tui)
@@ -775,19 +892,22 @@ def inline(
 
         view = LiveView(title=f"{if_a} <-> {if_b} (inline)")
     exit_code = 0
+    hold = logs.held_while_view() if view is not None else contextlib.nullcontext()
     try:
-        if view is not None:
-            view.start()
-        status = None if view is not None else log_stderr
-        asyncio.run(run_inline(bridge, duration, ready, view, status, status_interval))
+        with hold:
+            try:
+                if view is not None:
+                    view.start()
+                status = None if view is not None else log_stderr
+                asyncio.run(run_inline(bridge, duration, ready, view, status, status_interval))
+            finally:
+                if view is not None:
+                    view.stop()  # before the held log lines are written
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # a bug must not lose the records of everything seen so far
         click.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
         exit_code = 1
-    finally:
-        if view is not None:
-            view.stop()
     try:
         stats = bridge.finish()
     except KeyboardInterrupt:
@@ -796,6 +916,7 @@ def inline(
         p.close()
     writer.flush()
     _close_outputs(outputs + eves)
+    _log_end(stats, writer.closes)
     _write_stats_to(stats_out, _run_context(stats, plugins, policy_path))
     if not quiet:
         from .summary import render_summary

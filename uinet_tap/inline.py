@@ -27,6 +27,7 @@ from typing import Any
 from .engine import Engine, Options
 from .intercept import InterceptSession, rst_frame
 from .plugins.api import Verdict
+from .plugins.guard import one_line
 from .plugins.handlers import make_handler
 from .plugins.inspector import Inspection
 from .plugins.policy import Policy
@@ -122,7 +123,7 @@ class Inline:
         self.held: dict[int, dict] = {}  # records of connections whose cut-in still runs
         self.session_info: dict[int, dict] = {}  # cut-ins that ended before their record
         self.failed: dict[int, str] = {}
-        self.handler_errors: dict[int, str] = {}  # conn id -> the handler that failed on it
+        self.handler_errors: dict[int, dict] = {}  # conn id -> its handler's failure
         self.stats = InlineStats()
         self._decided: list[tuple[Connection, Inspection]] = []
         self.on_closed_record: Callable[[dict], None] | None = None  # the live view's
@@ -151,13 +152,15 @@ class Inline:
             rec["intercept"] = info
         failed = self.handler_errors.pop(rec["id"], None)
         if failed is not None:
-            rec["plugin_errors"] = [*rec.get("plugin_errors", ()), failed]
+            rec["plugin_errors"] = [*rec.get("plugin_errors", ()), failed["plugin"]]
+            rec["plugin_failures"] = [*rec.get("plugin_failures", ()), failed]
 
-    def _handler_failed(self, cid: int, name: str, reason: str) -> None:
+    def _handler_failed(self, cid: int, name: str, reason: str, where: str | None) -> None:
         """Counted and reported with the plugins' other failures (once a plugin)."""
-        self.handler_errors[cid] = name
+        failure = {"plugin": name, "hook": "intercept", "at": where, "error": one_line(reason)}
+        self.handler_errors[cid] = failure
         assert self.engine.inspection is not None
-        self.engine.inspection.inspector.count_failure(name, reason)
+        self.engine.inspection.inspector.count_failure(name, failure)
 
     def _emit(self, rec: dict) -> None:
         self._write_record(rec)

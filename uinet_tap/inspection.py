@@ -125,6 +125,7 @@ class InspectionGlue:
             rec["reason"] = insp.reason
         if insp.errors:
             rec["plugin_errors"] = insp.errors
+            rec["plugin_failures"] = insp.failures
         # Connection and inspection point at each other: cut the loop so reference counting
         # frees both now, rather than the cyclic collector later.
         insp.context = None
@@ -144,5 +145,6 @@ class InspectionGlue:
             "verdicts": dict(self.verdicts.most_common()),
             "bypassed": self.bypassed,
             "plugin_errors": dict(self.inspector.errors),
+            "plugin_failures": dict(self.inspector.first_failures),
             "findings_truncated": self.findings_truncated,
         }

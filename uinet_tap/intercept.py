@@ -17,7 +17,7 @@ from typing import Any
 
 from .plugins.api import FlowView
 from .plugins.findings import type_name
-from .plugins.guard import GUARD, GuardedCoroutine, PluginFailed, describe
+from .plugins.guard import GUARD, GuardedCoroutine, PluginFailed, describe, locate
 from .stack.active import Incoming, Takeover, Tcb, TcbState, parse_incoming
 from .stack.decode import ACK, RST
 from .stack.emit import PathTemplate, build
@@ -110,13 +110,13 @@ class InterceptSession:
         handler_name: str,
         on_settled: Callable[[InterceptSession], None],
         on_gone: Callable[[InterceptSession], None],
-        on_error: Callable[[str, str], None],
+        on_error: Callable[[str, str, str | None], None],
         guarded: bool = False,
     ) -> None:
         """``on_settled``: the handler is done and both sides are closed or in TIME-WAIT (the
         record can be written); ``on_gone``: both active endpoints are CLOSED (the tuple can
-        be released); ``on_error(handler name, reason)``: the handler failed; ``guarded``:
-        the handler is a third party's (see the module doc)."""
+        be released); ``on_error(handler name, reason, file:line or None)``: the handler
+        failed; ``guarded``: the handler is a third party's (see the module doc)."""
         now = time.time()
         self.conn_id = conn_id
         self.started = now
@@ -155,13 +155,13 @@ class InterceptSession:
         except asyncio.CancelledError:
             if self.task.cancelling():  # shutdown: not the handler's failure
                 raise
-            self._failed("CancelledError")
+            self._failed("CancelledError", None)
         except KeyboardInterrupt:
             raise
         except PluginFailed as failed:
-            self._failed(failed.reason)
+            self._failed(failed.reason, failed.where)
         except BaseException as exc:  # SystemExit, GeneratorExit, ... from a handler
-            self._failed(self._describe(exc))
+            self._failed(self._describe(exc), locate(exc.__traceback__))
         self.handler_done = True
         # A handler that returned leaves no connection half-done: close what is still open.
         for ep, tcb in zip(self.endpoints, self.tcbs, strict=True):
@@ -185,9 +185,9 @@ class InterceptSession:
         except PluginFailed:
             return type_name(exc)
 
-    def _failed(self, reason: str) -> None:
+    def _failed(self, reason: str, where: str | None) -> None:
         self.result = f"handler error: {reason}"
-        self._on_error(self.handler_name, reason)
+        self._on_error(self.handler_name, reason, where)
         for ep in self.endpoints:
             ep.abort()
 

@@ -22,12 +22,16 @@ BATCH = 4096
 # It is what absorbs a burst faster than the engine: at 32 MiB, a capture of 1,000,000 frames
 # sent at tcpreplay's top speed lost a third of them here; at 128 MiB none (README).
 CAPTURE_BUFFER = 128 << 20
-# Never "setcap the interpreter": capabilities on a shared python are every Python program's.
+# Never "setcap the interpreter": capabilities on a shared python are every Python program's
+# (a virtualenv's bin/python is a link to one; a pyenv shim is a script, where they do
+# nothing). The README's "Privileges" gives the commands.
 CAPABILITY_ADVICE = (
     "run it as root with --user NAME (it drops to NAME for good once its interfaces and "
-    "outputs are open), or give the capabilities to a dedicated copy of the interpreter or "
-    "to a systemd unit (AmbientCapabilities= with a dedicated User=), never to a shared "
-    "python, where every Python program would get them"
+    "outputs are open), or give the capabilities to a dedicated copy of the interpreter "
+    '(cp "$(readlink -f .venv/bin/python)" .venv/bin/python-caps, then setcap on that copy, '
+    "executable only by the tool's user) or to a systemd unit (AmbientCapabilities= with a "
+    "dedicated User=); never to /usr/bin/python3 or what .venv/bin/python links to, where "
+    'every Python program would get them (README, "Privileges")'
 )
 
 

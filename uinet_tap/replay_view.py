@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
 
 from .ended import KEEP_BYTES, KEEP_ENDED_REPLAY
 from .engine import Engine
@@ -23,6 +25,25 @@ def _chunks(batch: Batch) -> Iterable[Batch]:
         )  # fmt: skip
 
 
+class ViewEnd(Enum):
+    """How a replay under the view ended."""
+
+    END_OF_FILE = "end of file"  # read to the end, then q: the normal end
+    QUIT = "quit"  # q before the end of the file
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM, before the end or after it
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRun:
+    """``read``: seconds spent reading the file (from the start to its end, to q or to
+    Ctrl-C, less the waits that pace it at ``--speed``), what packets/s is measured on;
+    ``view``: seconds the view was open in all, the user's time after the end included."""
+
+    end: ViewEnd
+    read: float
+    view: float
+
+
 def replay_with_view(
     engine: Engine,
     batches: Iterable[Batch],
@@ -30,10 +51,11 @@ def replay_with_view(
     speed: float,
     keep_ended: int = KEEP_ENDED_REPLAY,
     keep_bytes: int = KEEP_BYTES,
-) -> None:
+) -> ViewRun:
     """Feed the file through the engine under the live view; after the end of the file the
-    view stays (every flow listed, as ended, up to ``keep_ended``) until q. Returns early on
-    q. The view's clock is capture time."""
+    view stays (every flow listed, as ended, up to ``keep_ended``; its clock is capture time)
+    until q. Returns early on q, and on Ctrl-C or SIGTERM
+    (KeyboardInterrupt) with the terminal restored."""
     from .tui import LiveView
 
     maker = SnapshotMaker(engine, keep_ended=keep_ended, keep_bytes=keep_bytes)
@@ -47,7 +69,11 @@ def replay_with_view(
     engine.on_record = on_record
     first_ts: float | None = None
     wall0 = time.monotonic()
-    with LiveView(title=title) as view:
+    paced = 0.0  # seconds slept to keep to --speed: not reading
+    read_end: float | None = None  # when the end of the file was reached
+
+    def run(view: LiveView) -> ViewEnd:
+        nonlocal first_ts, paced, read_end
         for batch in batches:
             for chunk in _chunks(batch) if speed > 0 else (batch,):
                 if speed > 0 and len(chunk.times):
@@ -57,15 +83,30 @@ def replay_with_view(
                     delay = (ts - first_ts) / speed - (time.monotonic() - wall0)
                     while delay > 0:  # keep the view and keys alive while waiting
                         if view.poll_keys():
-                            return
+                            return ViewEnd.QUIT
+                        if view.due():  # what was read so far, shown while pacing waits
+                            view.update(maker.snapshot())
+                        slept = time.monotonic()
                         time.sleep(min(delay, 0.05))
+                        paced += time.monotonic() - slept
                         delay = (ts - first_ts) / speed - (time.monotonic() - wall0)
                 engine.feed_batch(chunk)
                 if view.due():
                     view.update(maker.snapshot())
                 if view.poll_keys():
-                    return
+                    return ViewEnd.QUIT
         engine.finish()
+        read_end = time.monotonic()
         view.update(maker.snapshot(), force=True)
         while not view.poll_keys():
             time.sleep(0.05)
+        return ViewEnd.END_OF_FILE
+
+    with LiveView(title=title) as view:
+        try:
+            end = run(view)
+        except KeyboardInterrupt:
+            end = ViewEnd.INTERRUPTED
+    now = time.monotonic()
+    read = (read_end if read_end is not None else now) - wall0 - paced
+    return ViewRun(end, max(read, 0.0), now - wall0)

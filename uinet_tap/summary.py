@@ -70,7 +70,12 @@ def _human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def render_summary(stats: dict, capture: str, elapsed: float, command: str = "replay") -> None:
+def render_summary(
+    stats: dict, capture: str, elapsed: float, command: str = "replay",
+    viewing: float | None = None,
+) -> None:  # fmt: skip
+    """``elapsed``: seconds of reading, what packets/s is over; ``viewing``: replay --tui's
+    time with the view open in all (the user's time in it after the end of the file too)."""
     totals = Table(box=box.SIMPLE, show_header=False, title=f"{command} summary",
                    title_style="bold")  # fmt: skip
     totals.add_column(style="bold")
@@ -80,7 +85,11 @@ def render_summary(stats: dict, capture: str, elapsed: float, command: str = "re
     rate = stats["packets"] / elapsed if elapsed > 0 else 0.0
     rows = [
         ("capture", capture),
-        ("read in", f"{elapsed:.2f} s  ({rate:,.0f} packets/s)"),
+        (
+            "read in",
+            f"{elapsed:.2f} s  ({rate:,.0f} packets/s)"
+            + (f"; view open {viewing:.1f} s" if viewing is not None else ""),
+        ),
         ("packets", f"{stats['packets']:,}  ({_human(stats['bytes'])})"),
         ("TCP segments", f"{stats['tcp_packets']:,}"),
         ("connections", f"{stats['connections']:,}"),
@@ -104,7 +113,13 @@ def render_summary(stats: dict, capture: str, elapsed: float, command: str = "re
     if stats.get("version"):
         rows.append(("version", stats["version"]))
     if stats.get("plugin_errors"):
-        errors = ", ".join(f"{k} {v:,}" for k, v in stats["plugin_errors"].items())
+        first = stats.get("plugin_failures") or {}
+
+        def where(name: str) -> str:  # the first failure's hook and place
+            f = first.get(name)
+            return f" (first in {f['hook']}{', ' + f['at'] if f['at'] else ''})" if f else ""
+
+        errors = ", ".join(f"{k} {v:,}{where(k)}" for k, v in stats["plugin_errors"].items())
         rows.append(("plugin errors", errors))
     if stats.get("findings_truncated"):
         rows.append(("findings cut", f"{stats['findings_truncated']:,} records (to the limits)"))

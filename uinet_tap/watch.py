@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
+from . import logs
 from .ended import BYTES_BUDGET, KEEP_BYTES, KEEP_ENDED_WATCH, EndedFlows
 from .engine import Engine
 from .live import GreCapture, LiveCapture, StdinCapture, UdpCapture
@@ -166,6 +167,8 @@ def _worker(
     """One capture process: its share of the flows, records and snapshots to the parent,
     and its plugin failures, which the parent reports once for the whole run. A bug here is
     sent as one line too, and every record of this worker is still written."""
+    # The parent logs what a worker would: only it knows whether the view holds the terminal.
+    logs.forward_to(lambda level, message: out.put(("log", index, (level, message))))
     capture = captures[index]
     for other in captures:
         if other is not capture:
@@ -269,6 +272,9 @@ class WorkerPool:
             self.stats[index] = payload
         elif kind == "plugin_error":
             self.on_plugin_error(*payload)
+        elif kind == "log":
+            level, message = payload
+            logs.log.log(level, "worker %d: %s", index, message)
         elif kind == "internal_error":
             self.failed = True
             self.on_error(f"internal error in capture worker {index}: {payload} (its records "
