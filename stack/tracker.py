@@ -52,6 +52,7 @@ from .options import parse_options, timestamp
 SinkFactory = Callable[[Connection, Direction], StreamSink]
 
 EPHEMERAL_LOW = 32768
+CLOSED_MEMORY_CAP = 65536  # closed tuples remembered (two per connection)
 MAX_SEQ_JUMP = 1 << 30  # where no window is known: data further than this is not this stream's
 MIN_WINDOW = 65535  # in-flight bound before any window is known (the largest unscaled one)
 MAX_SYNACKS = 5  # competing SYN-ACKs kept per connection (Suricata's max-synack-queued)
@@ -85,6 +86,10 @@ class TrackerConfig:
     timeout_half_open: float = 60.0
     timeout_established: float = 600.0
     timeout_closing: float = 60.0
+    # Seconds a connection ended closed (both FINs, or an accepted RST) keeps its tuple
+    # swallowing stragglers (counted, no second record) once its record is written; 0: none
+    # (replay, where closed connections stay tracked for timeout_closing of capture time).
+    closed_memory: float = 0.0
     host_policies: HostPolicies | None = None  # per-receiver policies (policy file)
     # Keep handshakes in the compact half-open table (off inline, where a SYN may be blocked
     # and a cut-in needs every handshake frame as it passes) once this many half-open
@@ -144,6 +149,11 @@ class Tracker:
         self.evicted = 0
         self.buffer_forced = 0
         self.orphans = 0  # segments of no known connection that could not start one
+        # Tuples of connections that ended closed -> until when their stragglers are
+        # swallowed (closed_memory), oldest first, at most CLOSED_MEMORY_CAP.
+        self.closed: OrderedDict[bytes, float] = OrderedDict()
+        self.stragglers = 0  # segments those swallowed
+        self.closed_forgotten = 0  # tuples dropped from that memory at its cap
         self.tcp_packets = 0
         self.last_expiry = float("-inf")
         self.now = 0.0
@@ -265,6 +275,15 @@ class Tracker:
             entry = self.table.get(key)
             if entry is not None and entry[0] is conn:
                 del self.table[key]
+        memory = self.config.closed_memory
+        if memory > 0 and conn.state in (ConnState.CLOSED, ConnState.RESET):
+            closed = self.closed
+            for key in conn.keys:
+                closed.pop(key, None)
+                closed[key] = conn.last_seen + memory
+            while len(closed) > CLOSED_MEMORY_CAP:
+                closed.popitem(last=False)
+                self.closed_forgotten += 1
         self.active -= 1
         if not conn.bypassed and conn.state is not ConnState.RESET:
             # What the peers acknowledged beyond what the capture showed (within what was
@@ -365,6 +384,9 @@ class Tracker:
 
     def expire(self, now: float) -> None:
         """Close connections idle longer than their state's timeout (capture time)."""
+        closed = self.closed
+        while closed and next(iter(closed.values())) < now:
+            closed.popitem(last=False)
         half = self.half
         limit = now - self.timeouts[0]
         while half:
@@ -525,6 +547,16 @@ class Tracker:
         self, ts: float, seg: Segment, keys: tuple[bytes, bytes], conn_id: int | None = None
     ) -> Connection | None:
         flags = seg.flags
+        if self.closed:
+            until = self.closed.get(keys[0])
+            if until is not None:
+                if flags & SYN and not flags & ACK or until < ts:
+                    # a new connection on the tuple, or the memory of the old one ran out
+                    for key in keys:
+                        self.closed.pop(key, None)
+                else:
+                    self.stragglers += 1  # of a connection whose record is written
+                    return None
         if flags & SYN:
             # SYN: the sender is the client. SYN-ACK with the SYN missed: the sender is the server.
             conn = self._open(ts, seg, keys, not flags & ACK, conn_id)

@@ -220,6 +220,18 @@ def plugins(plugin_specs: tuple[str, ...], plugin_files: tuple[str, ...]) -> Non
         click.echo(f"{i:3d}  {p.name:<{width}}  {kind:<13}  ports {ports:<24}  {p.origin}")
 
 
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _live_timeouts(options: dict[str, Any]) -> dict[str, Any]:
+    """watch and inline: a connection closed by FIN or RST has its record within seconds of
+    its last packet (as Zeek writes), and its tuple then swallows stragglers for a minute
+    (counted as stragglers, never a second record)."""
+    return {**options, "timeout_closing": _or(options["timeout_closing"], 5.0),
+            "closed_memory": 60.0}  # fmt: skip
+
+
 def _options(*options: Any) -> Any:
     """Apply a group of click options, in the order written."""
 
@@ -269,7 +281,13 @@ _reassembly_options = _options(
     click.option(
         "--timeout-established", type=click.FloatRange(0), default=600.0, show_default=True
     ),
-    click.option("--timeout-closing", type=click.FloatRange(0), default=60.0, show_default=True),
+    click.option(
+        "--timeout-closing",
+        type=click.FloatRange(0),
+        default=None,
+        help="Seconds a connection closed by FIN or RST stays tracked before its record "
+        "[replay: 60 of capture time; watch and inline: 5, later stragglers only counted].",
+    ),
     click.option(
         "--transactions/--no-transactions",
         default=True,
@@ -557,7 +575,9 @@ def replay(
         outputs.append(_open_output(str(export_dir / "flows.jsonl")))
     writer = _RecordWriter(outputs, eves)
     engine = Engine(
-        source.linktype, Options.from_kwargs(**options), writer, export_dir,
+        source.linktype,
+        Options.from_kwargs(**{**options, "timeout_closing": _or(options["timeout_closing"], 60)}),
+        writer, export_dir,
         plugins=plugins, policy=policy, bypass=bypass, on_plugin_error=_plugin_error,
         flow_pcaps=_flow_pcaps(pcap_dir, pcap_for),
     )  # fmt: skip
@@ -747,7 +767,7 @@ def watch(
         policy_path, plugin_specs, plugin_files, no_inspect, plugin_options, not no_entry_points
     )
     writer = _RecordWriter(outputs, eves)
-    engine_options = Options.from_kwargs(**options)
+    engine_options = Options.from_kwargs(**_live_timeouts(options))
 
     def make_engine(
         linktype: int,
@@ -875,7 +895,7 @@ def inline(
     )
     assert plugins is not None
     writer = _RecordWriter(outputs, eves)
-    engine_options = Options.from_kwargs(**options)
+    engine_options = Options.from_kwargs(**_live_timeouts(options))
     try:
         bridge = Inline(ports, plugins, policy, engine_options, writer, _plugin_error, bpf)
     except CaptureError as exc:

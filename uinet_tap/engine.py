@@ -45,6 +45,7 @@ class Options:
     timeout_half_open: float = 60.0
     timeout_established: float = 600.0
     timeout_closing: float = 60.0
+    closed_memory: float = 0.0  # see TrackerConfig (watch and inline: 60)
     community_id_seed: int = 0  # the Community ID's seed (records' community_id)
     # Follow every HTTP/1.x request and response (records' transactions); off: only what
     # the detectors find in the early bytes, and no segment handed to Python for it.
@@ -352,6 +353,7 @@ class Engine:
             "anomalies": dict(sorted(tr.anomalies.items())),
             "undecodable": dict(sorted(d.undecodable.items())),
             "orphan_segments": tr.orphans,
+            "stragglers": tr.stragglers,
             "evicted": tr.evicted,
             "buffer_forced": tr.buffer_forced,
             "limits": dict(sorted(tr.limits.items())),
