@@ -124,6 +124,29 @@ static int ud_iequal(const uint8_t *p, int32_t n, const char *lower) {
     return 1;
 }
 
+/* A header line [a, b): its name [*na, *nb) and value [*va, *vb), each stripped of
+ * whitespace as bytes.strip() strips it; 0 when the line has no colon (not a field). */
+static int ud_field(const uint8_t *p, int32_t a, int32_t b, int32_t *na, int32_t *nb,
+                    int32_t *va, int32_t *vb) {
+    int32_t colon = ud_find(p, a, b, ':');
+    if (colon < 0)
+        return 0;
+    int32_t n0 = a, n1 = colon, v0 = colon + 1, v1 = b;
+    while (n0 < n1 && ud_space(p[n0]))
+        n0++;
+    while (n1 > n0 && ud_space(p[n1 - 1]))
+        n1--;
+    while (v0 < v1 && ud_space(p[v0]))
+        v0++;
+    while (v1 > v0 && ud_space(p[v1 - 1]))
+        v1--;
+    *na = n0;
+    *nb = n1;
+    *va = v0;
+    *vb = v1;
+    return 1;
+}
+
 /* Http.detect() on the first c2s bytes with s2c empty and the budget not spent: 1 when it
  * returns a match (request line and the whole header block there), 0 for anything else
  * (NEED_MORE, NO_MATCH, an odd request): then Python decides. */
@@ -165,20 +188,11 @@ static int ud_http_request(const char *methods, int max_method, const uint8_t *p
             complete = 1;
             break;
         }
-        int32_t colon = ud_find(p, a, b, ':');
-        if (colon < 0) {
+        int32_t na, nb, va, vb;
+        if (!ud_field(p, a, b, &na, &nb, &va, &vb)) {
             complete = 1;
             break;
         }
-        int32_t na = a, nb = colon, va = colon + 1, vb = b;
-        while (na < nb && ud_space(p[na]))
-            na++;
-        while (nb > na && ud_space(p[nb - 1]))
-            nb--;
-        while (va < vb && ud_space(p[va]))
-            va++;
-        while (vb > va && ud_space(p[vb - 1]))
-            vb--;
         if (host[1] < 0 && ud_iequal(p + na, nb - na, "host")) {
             host[0] = va;
             host[1] = vb - va;

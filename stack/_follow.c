@@ -45,18 +45,9 @@ static void uf_fields(const uint8_t *p, int32_t n, int32_t line, int32_t host[2]
         pos = b + 1;
         while (b > a && p[b - 1] == '\r')
             b--;
-        int32_t colon = ud_find(p, a, b, ':');
-        if (colon < 0)
+        int32_t na, nb, va, vb;
+        if (!ud_field(p, a, b, &na, &nb, &va, &vb))
             return; /* the blank line, or not a header any more */
-        int32_t na = a, nb = colon, va = colon + 1, vb = b;
-        while (na < nb && ud_space(p[na]))
-            na++;
-        while (nb > na && ud_space(p[nb - 1]))
-            nb--;
-        while (va < vb && ud_space(p[va]))
-            va++;
-        while (vb > va && ud_space(p[vb - 1]))
-            vb--;
         int32_t *slot = NULL;
         if (ud_iequal(p + na, nb - na, "host"))
             slot = host;

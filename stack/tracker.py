@@ -550,7 +550,7 @@ class Tracker:
         if self.closed:
             until = self.closed.get(keys[0])
             if until is not None:
-                if flags & SYN and not flags & ACK or until < ts:
+                if (flags & SYN and not flags & ACK) or until < ts:
                     # a new connection on the tuple, or the memory of the old one ran out
                     for key in keys:
                         self.closed.pop(key, None)

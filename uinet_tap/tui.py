@@ -882,17 +882,7 @@ class LiveView:
             t = Text(f" {name:<9} ", style="bold")
             t.append(what)
             lines.append(t)
-        for t in lines:
-            t.no_wrap = True
-            t.overflow = "ellipsis"
-        body = lines[: height - 1]
-        body.extend(Text("") for _ in range(height - 1 - len(body)))
-        help_ = Text(no_wrap=True, overflow="ellipsis", style="on grey15")
-        help_.append(" ?/Esc", style="bold")
-        help_.append(" close ")
-        help_.append(" q", style="bold")
-        help_.append(" quit ")
-        return Group(*body, help_)
+        return _panel(lines, height, "?/Esc")
 
     def _render_top(self, frame: _Frame | None, width: int, height: int) -> RenderableType:
         rows = self.visible_rows(frame.snapshot) if frame is not None else []
@@ -911,16 +901,7 @@ class LiveView:
                 lines.append(Text(f" {human(nbytes) + 'B':>9} {flows:>7,}  {name}"))
             if not top:
                 lines.append(Text("   none", style="dim"))
-        for t in lines:
-            t.no_wrap = True
-            t.overflow = "ellipsis"
-        body = lines[: height - 1]
-        body.extend(Text("") for _ in range(height - 1 - len(body)))
-        help_ = Text(no_wrap=True, overflow="ellipsis", style="on grey15")
-        for k, what in (("t/Esc", "close"), ("q", "quit")):
-            help_.append(f" {k}", style="bold")
-            help_.append(f" {what} ")
-        return Group(*body, help_)
+        return _panel(lines, height, "t/Esc")
 
     def _render_help(self, width: int) -> Text:
         line = Text(no_wrap=True, overflow="ellipsis", style="on grey15")
@@ -1223,6 +1204,21 @@ LEGEND: tuple[tuple[str, str], ...] = (
     ("header", "active flows exclude closed ones; ended: flows listed after their end "
                "(dropped: the oldest, taken off the bounded list)"),
 )  # fmt: skip
+
+
+def _panel(lines: list[Text], height: int, close: str) -> RenderableType:
+    """A full-screen overlay (legend, top): its lines cut to the screen, padded, and a help
+    line with the keys that close it and quit."""
+    for t in lines:
+        t.no_wrap = True
+        t.overflow = "ellipsis"
+    body = lines[: height - 1]
+    body.extend(Text("") for _ in range(height - 1 - len(body)))
+    help_ = Text(no_wrap=True, overflow="ellipsis", style="on grey15")
+    for k, what in ((close, "close"), ("q", "quit")):
+        help_.append(f" {k}", style="bold")
+        help_.append(f" {what} ")
+    return Group(*body, help_)
 
 
 def _trim(hist: deque[tuple[float, int, int]], cutoff: float) -> None:
