@@ -645,6 +645,11 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             ep->last_ack = ack;
             ep->has_last_ack = 1;
             ep->window = ((int32_t)tcp[14] << 8) | tcp[15];
+            if (n && !(flags & 0x02)) { /* the stream's end by sequence numbers (its length) */
+                int64_t end = unwrap(seq, ep->base, ep->seen_end) + n;
+                if (end > ep->seen_end && end - ep->seen_end <= UT_MAX_SEQ_JUMP)
+                    ep->seen_end = end;
+            }
             if ((flags & 0x01) && !(ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN)) {
                 if (ep->fin == UT_NO_FIN)
                     ep->fin = ep->seen_end; /* no stream: where reassembly stopped */

@@ -26,6 +26,7 @@
 #define UT_WANT_NEVER 4611686018427387904
 /* No FIN: an offset no FIN can have (one before the stream's first byte is negative). */
 #define UT_NO_FIN INT64_MIN
+#define UT_MAX_SEQ_JUMP 1073741824 /* 2**30: stack/tracker.py MAX_SEQ_JUMP */
 /* ut_pcap_index(): why the index of a stretch of a pcap file ended */
 #define UT_PCAP_FULL 0
 #define UT_PCAP_MORE 1

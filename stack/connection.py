@@ -200,3 +200,18 @@ class Connection:
 
     def endpoints(self) -> tuple[Endpoint, Endpoint]:
         return self.c, self.s
+
+    def length(self, ep: Endpoint) -> int:
+        """How long ``ep``'s stream is: what was delivered, or for a bypassed connection
+        (reassembly stopped at the verdict) as far as the sequence numbers tell, bounded by
+        what the receiver acknowledged when its ACKs were seen (data it never took is not
+        the stream: an injected segment far ahead does not make a connection bigger)."""
+        delivered = ep.stream.delivered
+        if not self.bypassed or ep.base is None:
+            return delivered
+        end = ep.seen_end
+        peer = self.s if ep is self.c else self.c
+        if peer.last_ack is not None:
+            acked = end + seq_diff(peer.last_ack, (ep.base + end) & MASK)
+            end = min(end, acked)
+        return max(delivered, end)

@@ -801,6 +801,15 @@ class Tracker:
         flags = seg.flags
         if flags & ACK:
             ep.last_ack = seg.ack
+        # The stream's end as the sequence numbers tell it (its true length in the record:
+        # Connection.length); no further than MAX_SEQ_JUMP ahead, as where no window is known.
+        nbytes = len(seg.payload) + seg.missing
+        if ep.base is None:
+            ep.base = (seg.seq + 1) & MASK if flags & SYN else seg.seq
+        if nbytes and not flags & SYN:
+            end = ep.seen_end + seq_diff(seg.seq, (ep.base + ep.seen_end) & MASK) + nbytes
+            if ep.seen_end < end <= ep.seen_end + MAX_SEQ_JUMP:
+                ep.seen_end = end
         # Without the byte stream no RST can be checked against it: any RST ends it.
         if flags & RST and not conn.closed:
             conn.state = ConnState.RESET

@@ -167,9 +167,13 @@ def direction_record(conn: Connection, direction: Direction, export_dir: Path | 
     ep = conn.c if direction is Direction.C2S else conn.s
     sink: DirectionSink = ep.stream.sink  # type: ignore[assignment]
     stream = ep.stream
+    length = conn.length(ep)
+    # Bypassed, the hash covers the prefix reassembled before the verdict: a digest of part
+    # of a stream would pass for the whole one's, so it is given only if nothing followed.
+    whole = length == stream.delivered
     rec: dict[str, Any] = {
-        "bytes": stream.delivered,
-        "sha256": sink.sha.hexdigest() if sink.hashed else None,
+        "bytes": length,
+        "sha256": sink.sha.hexdigest() if sink.hashed and whole else None,
         "gaps": [list(g) for g in stream.gaps],
         "gap_count": stream.gap_count,
         "gap_bytes": stream.gap_bytes,
@@ -178,6 +182,8 @@ def direction_record(conn: Connection, direction: Direction, export_dir: Path | 
         "retransmitted_bytes": stream.retransmitted,
         "overlap_conflicts": stream.conflicts,
     }
+    if conn.bypassed:
+        rec["hashed_bytes"] = stream.delivered if sink.hashed else 0
     if sink.path is not None and export_dir is not None:
         rec["file"] = str(sink.path.relative_to(export_dir))
     if sink.chunks is not None:
