@@ -129,6 +129,7 @@ def iperf3_main(args: argparse.Namespace) -> None:
                     "forwarded_in_c": inline["forwarded_in_c"],
                     "intercepts": inline["intercepts"],
                     "kernel_drops": sum(p["kernel_drops"] for p in inline["ports"].values()),
+                    "ring_cut": sum(p.get("ring_cut", 0) for p in inline["ports"].values()),
                 })  # fmt: skip
     finally:
         teardown(session)

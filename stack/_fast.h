@@ -206,6 +206,27 @@ int32_t ut_rx(int32_t fd, uint8_t *buf, uint32_t slots, uint32_t *offsets, uint3
               double *times, uint8_t *flags, int32_t max_l3);
 int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
               uint32_t start, uint32_t count, int64_t *errors);
+/* A TPACKET_V2 receive ring (ut_ring_*): frames land in memory shared with the kernel and
+ * are read in place, no system call or copy per frame; a batch's frames go back to the
+ * kernel at ut_ring_release(). V2, not V3: a V3 block reaches user space only when full or
+ * timed out, a delay no bump in a wire may add. Frames are sized for the MTU: a longer one
+ * (a GSO super-frame a veth peer hands across) arrives cut, is counted in `cut`, and the
+ * port leaves the ring for recvmmsg (uinet_tap/ports.py). */
+typedef struct {
+    uint8_t *map;
+    uint64_t size;
+    uint32_t frame_size;
+    uint32_t frame_nr;
+    uint32_t head;     /* the next frame to look at */
+    uint32_t held_at;  /* frames [held_at, held_at + held) are the last batch's, still ours */
+    uint32_t held;
+    uint32_t cut;      /* frames longer than a ring frame: not handed over */
+} ut_ring;
+int32_t ut_ring_open(int32_t fd, ut_ring *r, uint32_t frame_size, uint32_t frame_nr);
+int32_t ut_ring_rx(ut_ring *r, uint32_t slots, uint32_t *offsets, uint32_t *lengths,
+                   double *times, uint8_t *flags, int32_t max_l3);
+void ut_ring_release(ut_ring *r);
+int32_t ut_ring_close(int32_t fd, ut_ring *r);
 uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start,
                 uint32_t count, double expiry_at, ut_out *out, ut_head *heads, uint32_t out_cap,

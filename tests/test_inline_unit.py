@@ -37,6 +37,8 @@ class FakePort:
         self.inbox: list[bytes] = []  # what recv() hands out
         self.sent_in_c = 0
         self.batch_bytes = 0
+        self.ring_cut = 0
+        self.in_ring = False
 
     def send(self, frame: bytes) -> bool:
         self.sent.append(frame)
@@ -61,6 +63,12 @@ class FakePort:
         batch.count = len(frames)
         self.received += len(frames)
         return len(frames)
+
+    def use_ring(self) -> bool:
+        return False  # the frames are put in the batch's own buffer
+
+    def release_batch(self) -> None:
+        pass
 
     def send_batch(self, batch: RxBatch, start: int, stop: int) -> int:
         self.sent += [batch.frame(i)[0] for i in range(start, stop)]

@@ -1,18 +1,55 @@
 /* Frames in and out of the inline bump's AF_PACKET sockets in batches (uinet_tap/ports.py
  * opens and configures the sockets; these only move frames; stack/_fast_build.py compiles
  * it into the data plane with _GNU_SOURCE, for recvmmsg and sendmmsg): recvmmsg() with the kernel's
- * per-frame auxiliary data, the VLAN tag it stripped put back in place, and sendmmsg()
- * straight from the receive buffer, so a frame C forwards is never copied. */
+ * per-frame auxiliary data, or a TPACKET_V2 ring read in place (ut_ring_*), the VLAN tag
+ * the kernel stripped put back in place, and sendmmsg() straight from where the frame was
+ * received, so a frame C forwards is never copied in user space. */
 #include <errno.h>
 #include <linux/if_packet.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 
 #ifndef TP_STATUS_VLAN_TPID_VALID
 #define TP_STATUS_VLAN_TPID_VALID (1 << 6)
 #endif
+
+/* What the kernel said of a frame at f (len bytes, 4 bytes of room before it): the VLAN tag
+ * it stripped put back in place (as libpcap does), and the frame's ut_rx flags. */
+static uint8_t settle(uint8_t **fp, uint32_t *lenp, uint32_t status, uint32_t tci,
+                      uint32_t tpid, int32_t max_l3) {
+    uint8_t *f = *fp;
+    uint32_t len = *lenp;
+    uint8_t fl = 0;
+    if (status & TP_STATUS_CSUMNOTREADY)
+        fl |= UT_RX_PARTIAL;
+    if (((status & TP_STATUS_VLAN_VALID) || tci) && len >= 12) {
+        if (!(status & TP_STATUS_VLAN_TPID_VALID))
+            tpid = 0x8100;
+        memmove(f - 4, f, 12);
+        f -= 4;
+        f[12] = (uint8_t)(tpid >> 8);
+        f[13] = (uint8_t)tpid;
+        f[14] = (uint8_t)(tci >> 8);
+        f[15] = (uint8_t)tci;
+        len += 4;
+    }
+    /* the layer-2 header: 14 bytes and its tags (at most 8 looked at) */
+    uint32_t l2 = 14;
+    for (int tags = 0; tags < 8 && l2 + 4 <= len; tags++) {
+        uint16_t type = (uint16_t)(f[l2 - 2] << 8 | f[l2 - 1]);
+        if (type != 0x8100 && type != 0x88a8 && type != 0x9100)
+            break;
+        l2 += 4;
+    }
+    if (len > l2 && (int64_t)(len - l2) > max_l3)
+        fl |= UT_RX_BIG;
+    *fp = f;
+    *lenp = len;
+    return fl;
+}
 
 /* Reads up to `slots` frames waiting on fd (never blocks) into buf, frame k's slot at
  * k * UT_RX_SLOT; offsets/lengths/times/flags describe each frame kept, in order (frames this
@@ -59,7 +96,7 @@ int32_t ut_rx(int32_t fd, uint8_t *buf, uint32_t slots, uint32_t *offsets, uint3
         uint32_t len = msgs[k].msg_len;
         if (len > UT_RX_SLOT - 4)
             len = UT_RX_SLOT - 4; /* cut to the slot, as recvmsg into a buffer cuts it */
-        uint8_t fl = 0;
+        uint32_t status = 0, tci = 0, tpid = 0;
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[k].msg_hdr); c;
              c = CMSG_NXTHDR(&msgs[k].msg_hdr, c)) {
             if (c->cmsg_level != SOL_PACKET || c->cmsg_type != PACKET_AUXDATA ||
@@ -67,31 +104,11 @@ int32_t ut_rx(int32_t fd, uint8_t *buf, uint32_t slots, uint32_t *offsets, uint3
                 continue;
             struct tpacket_auxdata aux;
             memcpy(&aux, CMSG_DATA(c), sizeof aux);
-            if (aux.tp_status & TP_STATUS_CSUMNOTREADY)
-                fl |= UT_RX_PARTIAL;
-            if (((aux.tp_status & TP_STATUS_VLAN_VALID) || aux.tp_vlan_tci) && len >= 12) {
-                /* the receiving kernel took the outer tag off; put it back (as libpcap) */
-                uint16_t tpid = (aux.tp_status & TP_STATUS_VLAN_TPID_VALID) ? aux.tp_vlan_tpid
-                                                                            : 0x8100;
-                memmove(f - 4, f, 12);
-                f -= 4;
-                f[12] = (uint8_t)(tpid >> 8);
-                f[13] = (uint8_t)tpid;
-                f[14] = (uint8_t)(aux.tp_vlan_tci >> 8);
-                f[15] = (uint8_t)aux.tp_vlan_tci;
-                len += 4;
-            }
+            status = aux.tp_status;
+            tci = aux.tp_vlan_tci;
+            tpid = aux.tp_vlan_tpid;
         }
-        /* the layer-2 header: 14 bytes and its tags (at most 8 looked at) */
-        uint32_t l2 = 14;
-        for (int tags = 0; tags < 8 && l2 + 4 <= len; tags++) {
-            uint16_t type = (uint16_t)(f[l2 - 2] << 8 | f[l2 - 1]);
-            if (type != 0x8100 && type != 0x88a8 && type != 0x9100)
-                break;
-            l2 += 4;
-        }
-        if (len > l2 && (int64_t)(len - l2) > max_l3)
-            fl |= UT_RX_BIG;
+        uint8_t fl = settle(&f, &len, status, tci, tpid, max_l3);
         offsets[kept] = (uint32_t)(f - buf);
         lengths[kept] = len;
         times[kept] = now;
@@ -150,4 +167,89 @@ int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uin
         waits = 0;
     }
     return sent;
+}
+
+/* Puts a TPACKET_V2 receive ring of frame_nr frames on fd (bound or not) and maps it.
+ * Returns 0, or -errno (the socket is then as it was: recvmmsg reads it). */
+int32_t ut_ring_open(int32_t fd, ut_ring *r, uint32_t frame_size, uint32_t frame_nr) {
+    int version = TPACKET_V2;
+    unsigned int reserve = 4; /* room before each frame to put a stripped tag back */
+    /* one frame a block: frame_size a multiple of the page size */
+    struct tpacket_req req = {frame_size, frame_nr, frame_size, frame_nr};
+    memset(r, 0, sizeof *r);
+    if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0 ||
+        setsockopt(fd, SOL_PACKET, PACKET_RESERVE, &reserve, sizeof reserve) < 0 ||
+        setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0)
+        return -errno;
+    size_t size = (size_t)frame_size * frame_nr;
+    void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        int err = errno;
+        struct tpacket_req none = {0, 0, 0, 0};
+        setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &none, sizeof none);
+        return -err;
+    }
+    r->map = map;
+    r->size = size;
+    r->frame_size = frame_size;
+    r->frame_nr = frame_nr;
+    return 0;
+}
+
+/* As ut_rx, from the ring: up to `slots` frames the kernel handed over, in place (offsets
+ * into r->map), the kernel's own receive times. They stay ours until ut_ring_release(). */
+int32_t ut_ring_rx(ut_ring *r, uint32_t slots, uint32_t *offsets, uint32_t *lengths,
+                   double *times, uint8_t *flags, int32_t max_l3) {
+    r->held_at = r->head;
+    r->held = 0;
+    int32_t kept = 0;
+    while (r->held < slots && r->held < r->frame_nr) {
+        uint8_t *fr = r->map + (size_t)r->head * r->frame_size;
+        struct tpacket2_hdr *h = (struct tpacket2_hdr *)fr;
+        if (!(__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
+            break;
+        r->head = r->head + 1 == r->frame_nr ? 0 : r->head + 1;
+        r->held++;
+        const struct sockaddr_ll *sll =
+            (const struct sockaddr_ll *)(fr + TPACKET_ALIGN(sizeof(struct tpacket2_hdr)));
+        if (sll->sll_pkttype == PACKET_OUTGOING || h->tp_mac < 4 ||
+            (uint64_t)h->tp_mac + h->tp_snaplen > r->frame_size)
+            continue;
+        if (h->tp_len > h->tp_snaplen) { /* longer than a ring frame: it cannot go on whole */
+            r->cut++;
+            continue;
+        }
+        uint8_t *f = fr + h->tp_mac;
+        uint32_t len = h->tp_snaplen;
+        uint8_t fl = settle(&f, &len, h->tp_status, h->tp_vlan_tci, h->tp_vlan_tpid, max_l3);
+        offsets[kept] = (uint32_t)(f - r->map);
+        lengths[kept] = len;
+        times[kept] = (double)h->tp_sec + h->tp_nsec / 1e9;
+        flags[kept] = fl;
+        kept++;
+    }
+    return kept;
+}
+
+/* The last batch's frames go back to the kernel (after C sent them and Python copied the
+ * ones it took). */
+void ut_ring_release(ut_ring *r) {
+    uint32_t at = r->held_at;
+    for (uint32_t k = 0; k < r->held; k++) {
+        struct tpacket2_hdr *h = (struct tpacket2_hdr *)(r->map + (size_t)at * r->frame_size);
+        __atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+        at = at + 1 == r->frame_nr ? 0 : at + 1;
+    }
+    r->held = 0;
+}
+
+/* Unmaps the ring and takes it off fd: frames arrive on the socket's queue again (recvmmsg).
+ * Returns 0 or -errno. */
+int32_t ut_ring_close(int32_t fd, ut_ring *r) {
+    if (r->map == NULL)
+        return 0;
+    munmap(r->map, r->size);
+    r->map = NULL;
+    struct tpacket_req none = {0, 0, 0, 0};
+    return setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &none, sizeof none) < 0 ? -errno : 0;
 }

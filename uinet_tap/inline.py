@@ -111,7 +111,7 @@ class Inline:
         if options.fastpath_mode() == "c":
             self.fast = fastpath.CFastPath(self.tracker.config_retain, bypassed_only=True)
             self.tracker.use_fast_path(self.fast)
-            self._rx = (RxBatch(), RxBatch())
+            self._rx = (RxBatch(ports[0].use_ring()), RxBatch(ports[1].use_ring()))
         self.watches: dict[int, CutInWatch] = {}  # conn id -> watch, while undecided/armed
         self.passed: set[bytes] = set()  # keys of passed flows: forwarded first
         self.passed_ids: dict[int, tuple[bytes, bytes]] = {}
@@ -250,6 +250,7 @@ class Inline:
                         self.internal_error(exc)
         finally:
             fast.unload()
+            port.release_batch()
         return n
 
     def internal_error(self, exc: BaseException) -> None:
@@ -553,6 +554,8 @@ class Inline:
                     "sent": p.sent,
                     "kernel_drops": p.drops(),
                     "send_errors": p.send_errors,
+                    "ring": p.in_ring,  # reads a receive ring (to the end)
+                    "ring_cut": p.ring_cut,
                 }
                 for p in self.ports
             },
