@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from uinet_tap.replay_view import CHUNK
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from netnslib import NetnsSession, netns_available  # noqa: E402
@@ -226,6 +229,67 @@ def test_replay_tui_summary_leaves_the_time_after_the_end_out_of_the_rate(tmp_pa
                      text)  # fmt: skip
     assert read is not None, text
     assert float(read[1]) < float(read[3])
+
+
+def _paced_seconds(pcap: Path, speed: float) -> float:
+    """The least time --speed waits over the file, from its packets' times read off the
+    classic pcap headers here (not by the tool): the tool paces each run of CHUNK frames by
+    its first, so the wait lasts at least to the earliest of the last CHUNK frames."""
+    data = pcap.read_bytes()
+    order = {b"\xd4\xc3\xb2\xa1": "<", b"\x4d\x3c\xb2\xa1": "<",
+             b"\xa1\xb2\xc3\xd4": ">", b"\xa1\xb2\x3c\x4d": ">"}[data[:4]]  # fmt: skip
+    frac = 1e-9 if data[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e-6
+    times, off = [], 24
+    while off + 16 <= len(data):
+        sec, sub, incl, _ = struct.unpack(order + "IIII", data[off : off + 16])
+        times.append(sec + sub * frac)
+        off += 16 + incl
+    return (min(times[-CHUNK:]) - times[0]) / speed
+
+
+def test_replay_tui_pause_holds_the_file_and_is_view_time_not_read_time(tmp_path: Path):
+    """p mid-file (many-short.pcap paced at 1/100 of capture time: 6.6 s) for 3 s, then p
+    again: the replay stood still while paused (the end of the file comes no sooner than the
+    paced file plus the pause, by the test's own clock), and the summary's read time leaves
+    the pause out (under the pause's length) while the view's open time covers it."""
+    if shutil.which("tmux") is None:
+        pytest.skip("needs tmux")
+    err = tmp_path / "stderr.txt"
+    capture = Path(__file__).resolve().parents[1] / "captures" / "many-short.pcap"
+    speed = 0.01
+    paced = _paced_seconds(capture, speed)
+    assert paced > 5  # time enough to press p mid-file
+    sock = f"ut-rp-{id(tmp_path) & 0xFFFFFF}"
+    cmd = (f"{SIZED} {BIN / 'uinet-tap'} replay {capture} --tui --speed {speed} 2>{err}; "
+           "echo EXITED=$?; sleep 30")  # fmt: skip
+    started = time.monotonic()  # before the tool starts: its reading starts later
+    _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
+    try:
+        _wait_pane(sock, lambda t: "10.99.0.2:7000" in t, "the first flows")
+        _tmux(sock, "send-keys", "-t", "w", "p")
+        held_from = time.monotonic()
+        screen = _wait_pane(sock, lambda t: "PAUSED" in t, "PAUSED")
+        assert "/ 40 total" not in screen or " 0 active" not in screen  # mid-file
+        time.sleep(3.0)
+        _tmux(sock, "send-keys", "-t", "w", "p")
+        held = time.monotonic() - held_from  # at least the pause the tool saw, and a bit
+        _wait_pane(sock, lambda t: "PAUSED" not in t, "resume")
+        _wait_pane(sock, lambda t: "/ 40 total" in t and " 0 active" in t, "the file's end",
+                   timeout=paced + 20)  # fmt: skip
+        # the key's way to the tool (tmux, a poll every 50 ms) is the margin
+        assert time.monotonic() - started >= paced + held - 0.5
+        _tmux(sock, "send-keys", "-t", "w", "q")
+        done = _wait_pane(sock, lambda t: "EXITED=" in t, "replay to exit")
+        assert "EXITED=0" in done, done
+    finally:
+        _tmux(sock, "kill-server")
+    text = err.read_text()
+    assert "stopped" not in text and "Traceback" not in text, text
+    read = re.search(r"read in\s+([\d.]+) s\s+\(([\d,]+) packets/s\); view open ([\d.]+) s",
+                     text)  # fmt: skip
+    assert read is not None, text
+    assert float(read[1]) < 3.0 <= float(read[3])
+    assert float(read[3]) >= paced + 3.0 - 0.5
 
 
 CUT_AFTER_FIRST_MB = """
