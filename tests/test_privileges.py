@@ -14,9 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -163,23 +161,7 @@ def test_after_the_drop_root_cannot_come_back_not_even_through_a_set_user_id_pro
 # -- watch --user with the live view, in a real terminal ------------------------------------
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from netnslib import NetnsSession, netns_available  # noqa: E402
-
-
-def _tmux(sock: str, *args: str) -> str:
-    r = subprocess.run(["tmux", "-L", sock, *args], capture_output=True, text=True, timeout=10)
-    return r.stdout
-
-
-def _wait_pane(sock: str, pred: Any, what: str, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    screen = ""
-    while time.monotonic() < deadline:
-        screen = _tmux(sock, "capture-pane", "-p", "-S", "-100", "-t", "w")
-        if pred(screen):
-            return screen
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; screen:\n{screen}")
+from netnslib import NetnsSession, Tmux, netns_available, web_pair  # noqa: E402
 
 
 def _status(pid: int) -> dict[str, list[str]]:
@@ -234,25 +216,16 @@ def test_watch_with_the_live_view_drops_to_the_user_after_opening_capture_and_ou
     plugin.write_text(FAILS)
     plugin.chmod(0o644)
     raised = next(i for i, x in enumerate(FAILS.splitlines(), 1) if "raise " in x)
-    sock = f"ut-priv-{id(tmp_path) & 0xFFFFFF}"
-    with NetnsSession("prv") as s:
-        cli = s.ns("c", ipv6=False)
-        srv = s.ns("s", ipv6=False)
-        s.veth(cli, "upc0", srv, "ups0")
-        s.addr(cli, "upc0", "10.93.0.1/24")
-        s.addr(srv, "ups0", "10.93.0.2/24")
-        s.popen(srv, sys.executable, "-m", "http.server", "8000", "--bind", "10.93.0.2",
-                "--directory", str(www), stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL)  # fmt: skip
+    with NetnsSession("prv") as s, Tmux("priv") as term:
+        web = web_pair(s, "upc0", "ups0", "10.93.0", www)
         # `ip netns exec` execs the tool, so the shell's pid is the tool's
-        cmd = (f"sh -c 'echo $$ > {pidfile}; exec ip netns exec {cli} {EXE} watch upc0 --tui "
-               f"--no-bypass --user nobody -v -q --flows {flows} --eve {eve} --stats {stats} "
-               f"--plugin-file {plugin}'; "
-               "echo EXITED=$?; sleep 30")  # fmt: skip
-        _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
+        term.start(f"sh -c 'echo $$ > {pidfile}; exec ip netns exec {web.client_ns} {EXE} watch "
+                   f"upc0 --tui --no-bypass --user nobody -v -q --flows {flows} --eve {eve} "
+                   f"--stats {stats} --plugin-file {plugin}'")  # fmt: skip
         try:
             # -v's lines before the view name upc0 too; the view's screen replaces them
-            _wait_pane(sock, lambda t: "upc0" in t and "info:" not in t, "the live view")
+            term.wait(lambda t: "upc0" in t and "info:" not in t, "the live view",
+                      timeout=30, history=100)  # fmt: skip
             pid = int(pidfile.read_text())
             ident = _status(pid)
             uid, gid = str(nobody.pw_uid), str(nobody.pw_gid)
@@ -260,25 +233,16 @@ def test_watch_with_the_live_view_drops_to_the_user_after_opening_capture_and_ou
             for caps in ("CapPrm", "CapEff", "CapAmb"):
                 assert int(ident[caps][0], 16) == 0, (caps, ident)
             assert ident["NoNewPrivs"] == ["1"], ident
-            for _ in range(50):  # the server needs a moment
-                r = subprocess.run(
-                    s.cmd(cli, "curl", "-s", "-o", str(tmp_path / "got"),
-                          "http://10.93.0.2:8000/page.html"),
-                    capture_output=True, timeout=10,
-                )  # fmt: skip
-                if r.returncode == 0:
-                    break
-                time.sleep(0.2)
+            web.fetch("page.html", tmp_path / "got")
             assert (tmp_path / "got").read_bytes() == (www / "page.html").read_bytes()
             # closed: its data, where the plugin failed, came before
-            screen = _wait_pane(sock, lambda t: re.search(r"CLOSED .*10\.93\.0\.2:8000", t),
-                                "the flow, closed")  # fmt: skip
+            screen = term.wait(lambda t: re.search(r"CLOSED .*10\.93\.0\.2:8000", t),
+                               "the flow, closed", timeout=30, history=100)  # fmt: skip
             for logged in ("info:", "debug:", "warning:", "Traceback"):  # held
                 assert logged not in screen, screen
-            _tmux(sock, "send-keys", "-t", "w", "q")
-            done = _wait_pane(sock, lambda t: "EXITED=" in t, "watch to exit")
+            term.keys("q")
+            done = term.wait_exit("watch to exit", timeout=30, history=100)
         finally:
-            _tmux(sock, "kill-server")
             shutil.rmtree(plugin_dir)
     assert "EXITED=0" in done, done
     want = f"warning: plugin 'fails' failed in detect ({plugin}:{raised}): LookupError: held"
