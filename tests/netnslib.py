@@ -7,18 +7,26 @@ every process it started, by PID (SIGTERM, then SIGKILL), and deletes every name
 it created.  Namespace names carry a unique prefix (``ut-<tag>-<pid>-``) so parallel
 runs never collide and a cleanup never touches anybody else's namespaces.
 
-Needs root and iproute2 (``ip netns``).
+:func:`web_pair` sets up the usual scene of the live tests: a client and a server namespace
+on a veth, python's http.server in the server's; :class:`Tmux` is a real terminal (tmux on a
+socket of its own) to run the tool in and read its screen.
+
+Needs root and iproute2 (``ip netns``); :class:`Tmux` needs tmux.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import select
 import shutil
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -245,3 +253,116 @@ def child_pids(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 kids.append(int(entry.name))
     return sorted(kids)
+
+
+@dataclass(frozen=True)
+class WebPair:
+    """Two namespaces on one veth, python's http.server serving a directory in the server's."""
+
+    session: NetnsSession
+    client_ns: str
+    server_ns: str
+    client_if: str
+    server_if: str
+    client_ip: str
+    server_ip: str
+    port: int
+    server: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server_ip}:{self.port}"
+
+    def fetch(self, path: str, out: str | Path, tries: int = 50) -> subprocess.CompletedProcess:
+        """curl URL/path into out from the client's namespace, again while the server is
+        still starting (every 0.2 s, at most `tries` times); the last attempt's result."""
+        for _ in range(tries):
+            r = subprocess.run(
+                self.session.cmd(self.client_ns, "curl", "-s", "-o", str(out),
+                                 f"{self.url}/{path.lstrip('/')}"),
+                capture_output=True, timeout=10,
+            )  # fmt: skip
+            if r.returncode == 0:
+                break
+            time.sleep(0.2)
+        return r
+
+
+def web_pair(
+    session: NetnsSession,
+    client_if: str,
+    server_if: str,
+    subnet: str,
+    www: str | Path,
+    port: int = 8000,
+) -> WebPair:
+    """Namespaces "c" and "s" of the session (IPv6 off: no ND/RS noise) joined by a veth
+    (client_if -- server_if, offloads off), SUBNET.1/24 on the client, SUBNET.2/24 on the
+    server, and ``python -m http.server`` there serving www (stopped with the session)."""
+    cli = session.ns("c", ipv6=False)
+    srv = session.ns("s", ipv6=False)
+    session.veth(cli, client_if, srv, server_if)
+    client_ip, server_ip = f"{subnet}.1", f"{subnet}.2"
+    session.addr(cli, client_if, f"{client_ip}/24")
+    session.addr(srv, server_if, f"{server_ip}/24")
+    server = session.popen(srv, sys.executable, "-m", "http.server", str(port), "--bind",
+                           server_ip, "--directory", str(www), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)  # fmt: skip
+    return WebPair(session, cli, srv, client_if, server_if, client_ip, server_ip, port, server)
+
+
+class Tmux:
+    """One tmux window ("w") on a server of its own (socket ``ut-<tag>-<pid>-<n>``): a real
+    terminal for the tool. Leaving it (``with`` or :meth:`close`) kills that server."""
+
+    _count = itertools.count()
+
+    def __init__(self, tag: str, width: int = 160, height: int = 40) -> None:
+        self.socket = f"ut-{tag}-{os.getpid()}-{next(self._count)}"
+        self.width, self.height = width, height
+
+    def __enter__(self) -> Tmux:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def tmux(self, *args: str) -> str:
+        r = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True,
+                           timeout=10)  # fmt: skip
+        return r.stdout
+
+    def start(self, command: str) -> None:
+        """Run the shell command in the window, then ``echo EXITED=<status>`` (what
+        :meth:`wait_exit` waits for) and stay a while so the screen can still be read."""
+        self.tmux("new-session", "-d", "-s", "w", "-x", str(self.width), "-y",
+                  str(self.height), f"{command}; echo EXITED=$?; sleep 30")  # fmt: skip
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", "w", *keys)
+
+    def screen(self, history: int = 0) -> str:
+        """The window's text, with up to `history` lines scrolled off above it."""
+        return self.tmux("capture-pane", "-p", *(("-S", f"-{history}") if history else ()),
+                         "-t", "w")  # fmt: skip
+
+    def wait(
+        self, pred: Callable[[str], object], what: str, timeout: float = 20.0, history: int = 0
+    ) -> str:
+        """The screen once pred holds for it (checked every 0.2 s); AssertionError naming
+        `what`, with the last screen, after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen(history)
+            if pred(screen):
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; screen:\n{screen}")
+
+    def wait_exit(self, what: str, timeout: float = 20.0, history: int = 0) -> str:
+        """The screen once the command has ended (its EXITED= line is shown)."""
+        return self.wait(lambda t: "EXITED=" in t, what, timeout, history)
+
+    def close(self) -> None:
+        self.tmux("kill-server")

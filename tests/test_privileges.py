@@ -6,17 +6,18 @@ when privileges are missing."""
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -163,23 +164,14 @@ def test_after_the_drop_root_cannot_come_back_not_even_through_a_set_user_id_pro
 # -- watch --user with the live view, in a real terminal ------------------------------------
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from netnslib import NetnsSession, netns_available  # noqa: E402
-
-
-def _tmux(sock: str, *args: str) -> str:
-    r = subprocess.run(["tmux", "-L", sock, *args], capture_output=True, text=True, timeout=10)
-    return r.stdout
-
-
-def _wait_pane(sock: str, pred: Any, what: str, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    screen = ""
-    while time.monotonic() < deadline:
-        screen = _tmux(sock, "capture-pane", "-p", "-S", "-100", "-t", "w")
-        if pred(screen):
-            return screen
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; screen:\n{screen}")
+from netnslib import (  # noqa: E402
+    NetnsSession,
+    Tmux,
+    child_pids,
+    netns_available,
+    process_identity,
+    web_pair,
+)
 
 
 def _status(pid: int) -> dict[str, list[str]]:
@@ -234,25 +226,16 @@ def test_watch_with_the_live_view_drops_to_the_user_after_opening_capture_and_ou
     plugin.write_text(FAILS)
     plugin.chmod(0o644)
     raised = next(i for i, x in enumerate(FAILS.splitlines(), 1) if "raise " in x)
-    sock = f"ut-priv-{id(tmp_path) & 0xFFFFFF}"
-    with NetnsSession("prv") as s:
-        cli = s.ns("c", ipv6=False)
-        srv = s.ns("s", ipv6=False)
-        s.veth(cli, "upc0", srv, "ups0")
-        s.addr(cli, "upc0", "10.93.0.1/24")
-        s.addr(srv, "ups0", "10.93.0.2/24")
-        s.popen(srv, sys.executable, "-m", "http.server", "8000", "--bind", "10.93.0.2",
-                "--directory", str(www), stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL)  # fmt: skip
+    with NetnsSession("prv") as s, Tmux("priv") as term:
+        web = web_pair(s, "upc0", "ups0", "10.93.0", www)
         # `ip netns exec` execs the tool, so the shell's pid is the tool's
-        cmd = (f"sh -c 'echo $$ > {pidfile}; exec ip netns exec {cli} {EXE} watch upc0 --tui "
-               f"--no-bypass --user nobody -v -q --flows {flows} --eve {eve} --stats {stats} "
-               f"--plugin-file {plugin}'; "
-               "echo EXITED=$?; sleep 30")  # fmt: skip
-        _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
+        term.start(f"sh -c 'echo $$ > {pidfile}; exec ip netns exec {web.client_ns} {EXE} watch "
+                   f"upc0 --tui --no-bypass --user nobody -v -q --flows {flows} --eve {eve} "
+                   f"--stats {stats} --plugin-file {plugin}'")  # fmt: skip
         try:
             # -v's lines before the view name upc0 too; the view's screen replaces them
-            _wait_pane(sock, lambda t: "upc0" in t and "info:" not in t, "the live view")
+            term.wait(lambda t: "upc0" in t and "info:" not in t, "the live view",
+                      timeout=30, history=100)  # fmt: skip
             pid = int(pidfile.read_text())
             ident = _status(pid)
             uid, gid = str(nobody.pw_uid), str(nobody.pw_gid)
@@ -260,25 +243,16 @@ def test_watch_with_the_live_view_drops_to_the_user_after_opening_capture_and_ou
             for caps in ("CapPrm", "CapEff", "CapAmb"):
                 assert int(ident[caps][0], 16) == 0, (caps, ident)
             assert ident["NoNewPrivs"] == ["1"], ident
-            for _ in range(50):  # the server needs a moment
-                r = subprocess.run(
-                    s.cmd(cli, "curl", "-s", "-o", str(tmp_path / "got"),
-                          "http://10.93.0.2:8000/page.html"),
-                    capture_output=True, timeout=10,
-                )  # fmt: skip
-                if r.returncode == 0:
-                    break
-                time.sleep(0.2)
+            web.fetch("page.html", tmp_path / "got")
             assert (tmp_path / "got").read_bytes() == (www / "page.html").read_bytes()
             # closed: its data, where the plugin failed, came before
-            screen = _wait_pane(sock, lambda t: re.search(r"CLOSED .*10\.93\.0\.2:8000", t),
-                                "the flow, closed")  # fmt: skip
+            screen = term.wait(lambda t: re.search(r"CLOSED .*10\.93\.0\.2:8000", t),
+                               "the flow, closed", timeout=30, history=100)  # fmt: skip
             for logged in ("info:", "debug:", "warning:", "Traceback"):  # held
                 assert logged not in screen, screen
-            _tmux(sock, "send-keys", "-t", "w", "q")
-            done = _wait_pane(sock, lambda t: "EXITED=" in t, "watch to exit")
+            term.keys("q")
+            done = term.wait_exit("watch to exit", timeout=30, history=100)
         finally:
-            _tmux(sock, "kill-server")
             shutil.rmtree(plugin_dir)
     assert "EXITED=0" in done, done
     want = f"warning: plugin 'fails' failed in detect ({plugin}:{raised}): LookupError: held"
@@ -299,7 +273,8 @@ def test_watch_with_the_live_view_drops_to_the_user_after_opening_capture_and_ou
     assert json.loads(stats.read_text())["connections"] >= 1
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
 COPY = 'cp "$(readlink -f .venv/bin/python)" .venv/bin/python-caps'
 
 
@@ -337,3 +312,125 @@ def test_missing_privileges_give_the_readmes_advice_never_a_shared_interpreter(
     assert "CAP_NET_RAW and CAP_NET_ADMIN" in line and "as root with --user NAME" in line, line
     assert COPY in line and "then setcap on that copy" in line, line
     assert "never to /usr/bin/python3 or what .venv/bin/python links to" in line, line
+
+
+# -- the README's capability copy, as a user that is not root --------------------------------
+
+SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _readme_copy_lines() -> list[str]:
+    """The README's sh block that makes the capability copy, one command a line."""
+    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(), re.S)
+    (block,) = [b for b in blocks if "python-caps" in b]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def _name_taken(name: str) -> bool:
+    """A user or a group of that name exists."""
+    for lookup in (pwd.getpwnam, grp.getgrnam):
+        try:
+            lookup(name)
+        except KeyError:
+            continue
+        return True
+    return False
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        kids = child_pids(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+@needs_root
+def test_the_readmes_capability_copy_lets_a_plain_user_watch(tmp_path: Path) -> None:
+    """The README's commands for a dedicated interpreter copy with CAP_NET_RAW and
+    CAP_NET_ADMIN, run as they stand (a throwaway user for uinet-tap, a copy of this checkout
+    for /opt/uinet-tap, a veth for eth0): only the copy has the capabilities, the tool runs as
+    that user with exactly those two, and it captures curl's download from http.server (the
+    record against what curl got)."""
+    ok, why = netns_available()
+    if not ok:
+        pytest.skip(f"needs network namespaces: {why}")
+    for prog in ("useradd", "userdel", "setcap", "getcap", "sudo", "curl"):
+        if shutil.which(prog, path=SBIN_PATH) is None:
+            pytest.skip(f"needs {prog}" + (" (libcap2-bin)" if "cap" in prog else ""))
+    if subprocess.run(["/usr/bin/python3", "-c", "import ensurepip, venv"],
+                      capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip("needs the system's /usr/bin/python3 with venv (python3-venv)")
+    lines = _readme_copy_lines()
+    assert lines[0].startswith("useradd ") and lines[1] == "cd /opt/uinet-tap", lines
+    run_line = lines[-1]
+    assert run_line == "sudo -u uinet-tap .venv/bin/python-caps -I -m uinet_tap watch eth0"
+    names = (f"ut-caps-{os.getpid()}-{n}" for n in range(100))
+    user = next(name for name in names if not _name_taken(name))  # never one we did not make
+    # out of pytest's tmp_path, which only root may enter
+    base = Path(tempfile.mkdtemp(prefix="uinet-tap-caps-"))
+    base.chmod(0o755)
+    checkout = base / "uinet-tap"
+    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "*.so", "__pycache__", "*.egg-info", "build", ".*cache*"))  # fmt: skip
+
+    def ours(line: str) -> str:
+        held = line.replace("/opt/uinet-tap", "\0")  # the path is no user name
+        return held.replace("uinet-tap", user).replace("\0", str(checkout))
+
+    www = tmp_path / "www"
+    www.mkdir()
+    body = bytes(range(256)) * 800
+    (www / "blob.bin").write_bytes(body)
+    out, err = tmp_path / "flows.jsonl", tmp_path / "stderr.txt"
+    env = {**os.environ, "PATH": SBIN_PATH}
+    try:
+        setup = subprocess.run(
+            ["sh", "-ec", "\n".join(ours(line) for line in lines[:-1])],
+            capture_output=True, text=True, timeout=900, env=env, cwd="/",
+        )  # fmt: skip
+        assert setup.returncode == 0, setup.stderr[-3000:]
+        copy = checkout / ".venv" / "bin" / "python-caps"
+        real = (checkout / ".venv" / "bin" / "python").resolve()
+        assert real.is_relative_to("/usr"), real  # the system's interpreter, not pyenv's
+        # getcap (the README's last set-up line) names the copy alone
+        granted = [line for line in setup.stdout.splitlines() if "cap_" in line]
+        assert granted == [f"{copy.relative_to(checkout)} cap_net_admin,cap_net_raw=ep"], granted
+        assert str(real) not in setup.stdout
+        st = copy.stat()
+        assert (st.st_mode & 0o777, st.st_gid) == (0o750, grp.getgrnam(user).gr_gid)
+        pw = pwd.getpwnam(user)
+        with NetnsSession("cap") as s:
+            web = web_pair(s, "ukc0", "uks0", "10.95.0", www)
+            watch = ours(run_line).replace(" eth0", " ukc0 --no-tui --no-bypass --flows -")
+            p = s.popen(web.client_ns, "sh", "-c", f"exec {watch} >{out} 2>{err}", cwd=checkout,
+                        env=env)  # fmt: skip
+            deadline = time.monotonic() + 60
+            while not (err.exists() and "capturing on ukc0: ready" in err.read_text()):
+                assert p.poll() is None, err.read_text()
+                assert time.monotonic() < deadline, err.read_text()
+                time.sleep(0.1)
+            (tool,) = [pid for pid in _descendants(p.pid)
+                       if Path(f"/proc/{pid}/exe").resolve() == copy]  # fmt: skip
+            ident = process_identity(tool)
+            assert ident["Uid"] == [str(pw.pw_uid)] * 4, ident
+            for caps in ("CapPrm", "CapEff"):  # CAP_NET_ADMIN (12) and CAP_NET_RAW (13) alone
+                assert int(ident[caps][0], 16) == (1 << 12) | (1 << 13), (caps, ident)
+            got = tmp_path / "got"
+            assert web.fetch("blob.bin", got).returncode == 0
+            assert got.read_bytes() == body
+            time.sleep(0.5)  # the last ACK on the wire
+            os.kill(tool, signal.SIGINT)  # the tool alone: sudo would pass on a second one
+            assert p.wait(30) == 0, err.read_text()
+    finally:
+        subprocess.run(["userdel", user], capture_output=True, env=env)
+        if subprocess.run(["getent", "group", user], capture_output=True).returncode == 0:
+            subprocess.run(["groupdel", user], capture_output=True, env=env)
+        shutil.rmtree(base)
+    assert "Traceback" not in err.read_text(), err.read_text()
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    (rec,) = [r for r in records if r["server"] == "10.95.0.2:8000"]
+    assert rec["protocol"] == "http" and rec["findings"]["path"] == "/blob.bin", rec
+    assert rec["client"].startswith("10.95.0.1:") and rec["close"] == "fin", rec
+    assert rec["s2c"]["payload_bytes"] > len(body)  # headers + body

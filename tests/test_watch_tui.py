@@ -7,36 +7,22 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
+import struct
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from uinet_tap.replay_view import CHUNK
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from netnslib import NetnsSession, netns_available  # noqa: E402
+from netnslib import NetnsSession, Tmux, netns_available, web_pair  # noqa: E402
 
 BIN = Path(sys.executable).parent
 # pytest exports COLUMNS=80 and LINES=24, which rich would take over the tmux window's size
 SIZED = "env -u COLUMNS -u LINES"
 pytestmark = pytest.mark.netns
-
-
-def _tmux(sock: str, *args: str) -> str:
-    r = subprocess.run(["tmux", "-L", sock, *args], capture_output=True, text=True, timeout=10)
-    return r.stdout
-
-
-def _wait_pane(sock: str, pred, what: str, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    screen = ""
-    while time.monotonic() < deadline:
-        screen = _tmux(sock, "capture-pane", "-p", "-t", "w")
-        if pred(screen):
-            return screen
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; screen:\n{screen}")
 
 
 def _age(text: str) -> float:
@@ -62,77 +48,56 @@ def test_watch_live_view_in_tmux_on_real_traffic(tmp_path: Path):
     body = bytes(range(256)) * 800  # 204,800 bytes
     (www / "blob.bin").write_bytes(body)
     flows = tmp_path / "flows.jsonl"
-    sock = f"ut-tui-{id(tmp_path) & 0xFFFFFF}"
-    with NetnsSession("tui") as s:
-        cli = s.ns("c", ipv6=False)
-        srv = s.ns("s", ipv6=False)
-        s.veth(cli, "utc0", srv, "uts0")
-        s.addr(cli, "utc0", "10.91.0.1/24")
-        s.addr(srv, "uts0", "10.91.0.2/24")
-        s.popen(srv, sys.executable, "-m", "http.server", "8000", "--bind", "10.91.0.2",
-                "--directory", str(www), stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL)  # fmt: skip
-        cmd = (f"ip netns exec {cli} {SIZED} {BIN / 'uinet-tap'} watch utc0 --no-bypass "
-               f"--flows {flows} -q; echo EXITED=$?; sleep 30")  # fmt: skip
-        _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
-        try:
-            _wait_pane(sock, lambda t: "utc0" in t, "the live view")
-            for _ in range(50):  # the server needs a moment
-                r = subprocess.run(
-                    s.cmd(cli, "curl", "-s", "-o", str(tmp_path / "got"),
-                          "http://10.91.0.2:8000/blob.bin"),
-                    capture_output=True, timeout=10,
-                )  # fmt: skip
-                if r.returncode == 0:
-                    break
-                time.sleep(0.2)
-            assert (tmp_path / "got").read_bytes() == body
-            screen = _wait_pane(sock, lambda t: "http" in t and "10.91.0.1" in t, "the flow")
-            assert "10.91.0.2:8000" in screen
-            # sort by bytes (key 7), twice to reverse: the view stays up, the flow stays
-            _tmux(sock, "send-keys", "-t", "w", "7")
-            _tmux(sock, "send-keys", "-t", "w", "7")
-            _wait_pane(sock, lambda t: "http" in t, "the flow after sorting")
-            # a filter that matches nothing, then one that matches the flow
-            _tmux(sock, "send-keys", "-t", "w", "/", "nomatch-xyz", "Enter")
-            _wait_pane(sock, lambda t: "10.91.0.1:" not in t, "the filter to hide the flow")
-            _tmux(sock, "send-keys", "-t", "w", "Escape")
-            _tmux(sock, "send-keys", "-t", "w", "/", "8000", "Enter")
-            _wait_pane(sock, lambda t: "10.91.0.1:" in t, "the filter to show the flow")
-            # pause and resume
-            _tmux(sock, "send-keys", "-t", "w", "p")
-            _wait_pane(sock, lambda t: "PAUSED" in t, "PAUSED")
-            _tmux(sock, "send-keys", "-t", "w", "p")
-            _wait_pane(sock, lambda t: "PAUSED" not in t, "resume")
-            # the detail view: both directions' early bytes, as hex and ASCII
-            _tmux(sock, "send-keys", "-t", "w", "Home", "Enter")
-            detail = _wait_pane(sock, lambda t: "GET /blob.bin" in t or "47 45 54" in t,
-                                "the detail view")  # fmt: skip
-            assert "200" in detail
-            _tmux(sock, "send-keys", "-t", "w", "Escape")
-            # curl is done: the flow is over, not active; its age keeps moving with the clock
-            # while no packet comes (two screens some seconds apart)
-            screen = _wait_pane(sock, lambda t: " flows 0 active" in t and "8000" in t,
-                                "the header to count the closed flow apart")  # fmt: skip
-            first = _age(_row(screen, "10.91.0.2:8000").split()[-1])
-            later = _wait_pane(
-                sock,
-                lambda t: _age(_row(t, "10.91.0.2:8000").split()[-1]) >= first + 2,
-                "the Seen column to move",
-            )
-            line = _row(later, "10.91.0.2:8000")
-            assert "http" in line and ("CLOSED" in line or "FIN" in line), line
-            # ? shows the legend of every column and flag; Esc goes back
-            _tmux(sock, "send-keys", "-t", "w", "?")
-            legend = _wait_pane(sock, lambda t: "Legend" in t, "the legend")
-            assert "G gaps" in legend and "B bypassed" in legend and "mid-stream" in legend
-            _tmux(sock, "send-keys", "-t", "w", "Escape")
-            _wait_pane(sock, lambda t: "10.91.0.2:8000" in t, "the table again")
-            _tmux(sock, "send-keys", "-t", "w", "q")
-            done = _wait_pane(sock, lambda t: "EXITED=" in t, "watch to exit")
-            assert "EXITED=0" in done, done
-        finally:
-            _tmux(sock, "kill-server")
+    with NetnsSession("tui") as s, Tmux("tui") as term:
+        web = web_pair(s, "utc0", "uts0", "10.91.0", www)
+        term.start(f"ip netns exec {web.client_ns} {SIZED} {BIN / 'uinet-tap'} watch utc0 "
+                   f"--no-bypass --flows {flows} -q")  # fmt: skip
+        term.wait(lambda t: "utc0" in t, "the live view")
+        web.fetch("blob.bin", tmp_path / "got")
+        assert (tmp_path / "got").read_bytes() == body
+        screen = term.wait(lambda t: "http" in t and "10.91.0.1" in t, "the flow")
+        assert "10.91.0.2:8000" in screen
+        # sort by bytes (key 7), twice to reverse: the view stays up, the flow stays
+        term.keys("7")
+        term.keys("7")
+        term.wait(lambda t: "http" in t, "the flow after sorting")
+        # a filter that matches nothing, then one that matches the flow
+        term.keys("/", "nomatch-xyz", "Enter")
+        term.wait(lambda t: "10.91.0.1:" not in t, "the filter to hide the flow")
+        term.keys("Escape")
+        term.keys("/", "8000", "Enter")
+        term.wait(lambda t: "10.91.0.1:" in t, "the filter to show the flow")
+        # pause and resume
+        term.keys("p")
+        term.wait(lambda t: "PAUSED" in t, "PAUSED")
+        term.keys("p")
+        term.wait(lambda t: "PAUSED" not in t, "resume")
+        # the detail view: both directions' early bytes, as hex and ASCII
+        term.keys("Home", "Enter")
+        detail = term.wait(lambda t: "GET /blob.bin" in t or "47 45 54" in t,
+                           "the detail view")  # fmt: skip
+        assert "200" in detail
+        term.keys("Escape")
+        # curl is done: the flow is over, not active; its age keeps moving with the clock
+        # while no packet comes (two screens some seconds apart)
+        screen = term.wait(lambda t: " flows 0 active" in t and "8000" in t,
+                           "the header to count the closed flow apart")  # fmt: skip
+        first = _age(_row(screen, "10.91.0.2:8000").split()[-1])
+        later = term.wait(
+            lambda t: _age(_row(t, "10.91.0.2:8000").split()[-1]) >= first + 2,
+            "the Seen column to move",
+        )
+        line = _row(later, "10.91.0.2:8000")
+        assert "http" in line and ("CLOSED" in line or "FIN" in line), line
+        # ? shows the legend of every column and flag; Esc goes back
+        term.keys("?")
+        legend = term.wait(lambda t: "Legend" in t, "the legend")
+        assert "G gaps" in legend and "B bypassed" in legend and "mid-stream" in legend
+        term.keys("Escape")
+        term.wait(lambda t: "10.91.0.2:8000" in t, "the table again")
+        term.keys("q")
+        done = term.wait_exit("watch to exit")
+        assert "EXITED=0" in done, done
     records = [json.loads(line) for line in flows.read_text().splitlines()]
     http = [r for r in records if r["server"] == "10.91.0.2:8000"]
     assert len(http) == 1, records
@@ -148,18 +113,14 @@ def test_replay_tui_shows_the_file_and_quits(tmp_path: Path, speed: str):
         pytest.skip("needs tmux")
     flows = tmp_path / "flows.jsonl"
     capture = Path(__file__).resolve().parents[1] / "captures" / "http-keepalive.pcap"
-    sock = f"ut-rtui-{id(tmp_path) & 0xFFFFFF}"
-    cmd = (f"{BIN / 'uinet-tap'} replay {capture} --tui --speed {speed} --flows {flows} -q; "
-           "echo EXITED=$?; sleep 30")  # fmt: skip
-    _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
-    try:
-        screen = _wait_pane(sock, lambda t: "http" in t and "10.99.0.2:8080" in t, "the flow")
+    cmd = f"{BIN / 'uinet-tap'} replay {capture} --tui --speed {speed} --flows {flows} -q"
+    with Tmux("rtui") as term:
+        term.start(cmd)
+        screen = term.wait(lambda t: "http" in t and "10.99.0.2:8080" in t, "the flow")
         assert "10.99.0.1:41000" in screen
-        _tmux(sock, "send-keys", "-t", "w", "q")
-        done = _wait_pane(sock, lambda t: "EXITED=" in t, "replay to exit")
+        term.keys("q")
+        done = term.wait_exit("replay to exit")
         assert "EXITED=0" in done, done
-    finally:
-        _tmux(sock, "kill-server")
     (rec,) = [json.loads(line) for line in flows.read_text().splitlines()]
     assert rec["protocol"] == "http" and rec["close"] == "fin"
 
@@ -175,17 +136,14 @@ def test_replay_tui_q_before_the_end_of_the_file_exits_130_and_says_how_far(
         pytest.skip("needs tmux")
     flows, err = tmp_path / "flows.jsonl", tmp_path / "stderr.txt"
     capture = Path(__file__).resolve().parents[1] / "captures" / "many-short.pcap"
-    sock = f"ut-rq-{id(tmp_path) & 0xFFFFFF}"
     cmd = (f"{BIN / 'uinet-tap'} replay {capture} --tui --speed 0.0001 --flows {flows} "
-           f"2>{err}; echo EXITED=$?; sleep 30")  # fmt: skip
-    _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
-    try:
-        _wait_pane(sock, lambda t: "10.99.0.2:7000" in t, "the first flows")
-        _tmux(sock, "send-keys", "-t", "w", key)
-        done = _wait_pane(sock, lambda t: "EXITED=" in t, "replay to exit")
+           f"2>{err}")  # fmt: skip
+    with Tmux("rq") as term:
+        term.start(cmd)
+        term.wait(lambda t: "10.99.0.2:7000" in t, "the first flows")
+        term.keys(key)
+        done = term.wait_exit("replay to exit")
         assert "EXITED=130" in done, done
-    finally:
-        _tmux(sock, "kill-server")
     records = [json.loads(line) for line in flows.read_text().splitlines()]
     assert 0 < len(records) < 40  # the capture has 40 connections
     lines = err.read_text().splitlines()
@@ -209,23 +167,77 @@ def test_replay_tui_summary_leaves_the_time_after_the_end_out_of_the_rate(tmp_pa
         pytest.skip("needs tmux")
     err = tmp_path / "stderr.txt"
     capture = Path(__file__).resolve().parents[1] / "captures" / "http-keepalive.pcap"
-    sock = f"ut-rs-{id(tmp_path) & 0xFFFFFF}"
-    cmd = f"{BIN / 'uinet-tap'} replay {capture} --tui 2>{err}; echo EXITED=$?; sleep 30"
-    _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
-    try:
+    cmd = f"{BIN / 'uinet-tap'} replay {capture} --tui 2>{err}"
+    with Tmux("rs") as term:
+        term.start(cmd)
         # "0 active": the file's one connection ended, so the end of the file was read
-        _wait_pane(sock, lambda t: "10.99.0.2:8080" in t and " 0 active" in t, "the file's end")
-        _tmux(sock, "send-keys", "-t", "w", "q")
-        done = _wait_pane(sock, lambda t: "EXITED=" in t, "replay to exit")
+        term.wait(lambda t: "10.99.0.2:8080" in t and " 0 active" in t, "the file's end")
+        term.keys("q")
+        done = term.wait_exit("replay to exit")
         assert "EXITED=0" in done, done
-    finally:
-        _tmux(sock, "kill-server")
     text = err.read_text()
     assert "stopped" not in text and "Traceback" not in text, text
     read = re.search(r"read in\s+([\d.]+) s\s+\(([\d,]+) packets/s\); view open ([\d.]+) s",
                      text)  # fmt: skip
     assert read is not None, text
     assert float(read[1]) < float(read[3])
+
+
+def _paced_seconds(pcap: Path, speed: float) -> float:
+    """The least time --speed waits over the file, from its packets' times read off the
+    classic pcap headers here (not by the tool): the tool paces each run of CHUNK frames by
+    its first, so the wait lasts at least to the earliest of the last CHUNK frames."""
+    data = pcap.read_bytes()
+    order = {b"\xd4\xc3\xb2\xa1": "<", b"\x4d\x3c\xb2\xa1": "<",
+             b"\xa1\xb2\xc3\xd4": ">", b"\xa1\xb2\x3c\x4d": ">"}[data[:4]]  # fmt: skip
+    frac = 1e-9 if data[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e-6
+    times, off = [], 24
+    while off + 16 <= len(data):
+        sec, sub, incl, _ = struct.unpack(order + "IIII", data[off : off + 16])
+        times.append(sec + sub * frac)
+        off += 16 + incl
+    return (min(times[-CHUNK:]) - times[0]) / speed
+
+
+def test_replay_tui_pause_holds_the_file_and_is_view_time_not_read_time(tmp_path: Path):
+    """p mid-file (many-short.pcap paced at 1/100 of capture time: 6.6 s) for 3 s, then p
+    again: the replay stood still while paused (the end of the file comes no sooner than the
+    paced file plus the pause, by the test's own clock), and the summary's read time leaves
+    the pause out (under the pause's length) while the view's open time covers it."""
+    if shutil.which("tmux") is None:
+        pytest.skip("needs tmux")
+    err = tmp_path / "stderr.txt"
+    capture = Path(__file__).resolve().parents[1] / "captures" / "many-short.pcap"
+    speed = 0.01
+    paced = _paced_seconds(capture, speed)
+    assert paced > 5  # time enough to press p mid-file
+    cmd = f"{SIZED} {BIN / 'uinet-tap'} replay {capture} --tui --speed {speed} 2>{err}"
+    started = time.monotonic()  # before the tool starts: its reading starts later
+    with Tmux("rp") as term:
+        term.start(cmd)
+        term.wait(lambda t: "10.99.0.2:7000" in t, "the first flows")
+        term.keys("p")
+        held_from = time.monotonic()
+        screen = term.wait(lambda t: "PAUSED" in t, "PAUSED")
+        assert "/ 40 total" not in screen or " 0 active" not in screen  # mid-file
+        time.sleep(3.0)
+        term.keys("p")
+        held = time.monotonic() - held_from  # at least the pause the tool saw, and a bit
+        term.wait(lambda t: "PAUSED" not in t, "resume")
+        term.wait(lambda t: "/ 40 total" in t and " 0 active" in t, "the file's end",
+                  timeout=paced + 20)  # fmt: skip
+        # the key's way to the tool (tmux, a poll every 50 ms) is the margin
+        assert time.monotonic() - started >= paced + held - 0.5
+        term.keys("q")
+        done = term.wait_exit("replay to exit")
+        assert "EXITED=0" in done, done
+    text = err.read_text()
+    assert "stopped" not in text and "Traceback" not in text, text
+    read = re.search(r"read in\s+([\d.]+) s\s+\(([\d,]+) packets/s\); view open ([\d.]+) s",
+                     text)  # fmt: skip
+    assert read is not None, text
+    assert float(read[1]) < 3.0 <= float(read[3])
+    assert float(read[3]) >= paced + 3.0 - 0.5
 
 
 CUT_AFTER_FIRST_MB = """
@@ -255,24 +267,21 @@ def test_inline_live_view_shows_a_cut_in_while_it_runs(topology, tmp_path: Path)
     plugin = tmp_path / "cut.py"
     plugin.write_text(CUT_AFTER_FIRST_MB)
     flows = tmp_path / "flows.jsonl"
-    sock = f"ut-itui-{id(tmp_path) & 0xFFFFFF}"
     cmd = (f"ip netns exec {t.tool_ns} {BIN / 'uinet-tap'} inline {t.if_a} {t.if_b} --tui "
-           f"--plugin-file {plugin} --flows {flows} -q; echo EXITED=$?; sleep 30")  # fmt: skip
-    _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
-    try:
-        _wait_pane(sock, lambda s: "inline" in s, "the live view")
+           f"--plugin-file {plugin} --flows {flows} -q")  # fmt: skip
+    with Tmux("itui") as term:
+        term.start(cmd)
+        term.wait(lambda s: "inline" in s, "the live view")
         t.wait_path(10)
         got = tmp_path / "got"
         curl = t.popen("client", "curl", "-s", "--limit-rate", "1M", "-o", str(got),
                        f"{url}/big.bin")  # fmt: skip
-        screen = _wait_pane(sock, lambda s: "intercept" in s and "http" in s, "the cut-in")
+        screen = term.wait(lambda s: "intercept" in s and "http" in s, "the cut-in")
         assert "10.77.0.2:8080" in screen
         assert curl.wait(60) == 0
-        _tmux(sock, "send-keys", "-t", "w", "q")
-        done = _wait_pane(sock, lambda s: "EXITED=" in s, "inline to exit")
+        term.keys("q")
+        done = term.wait_exit("inline to exit")
         assert "EXITED=0" in done, done
-    finally:
-        _tmux(sock, "kill-server")
     assert got.read_bytes() == body
     (rec,) = [json.loads(line) for line in flows.read_text().splitlines()
               if '"10.77.0.2:8080"' in line]  # fmt: skip
@@ -297,40 +306,36 @@ def test_replay_tui_keeps_every_flow_and_its_first_bytes(tmp_path: Path):
     root = Path(__file__).resolve().parents[1] / "captures"
     files = " ".join(str(root / f"{n}.pcap") for n in names)
     flows = tmp_path / "flows.jsonl"
-    sock = f"ut-rall-{id(tmp_path) & 0xFFFFFF}"
-    cmd = (f"{SIZED} {BIN / 'uinet-tap'} replay {files} --tui --flows {flows} -q; "
-           "echo EXITED=$?; sleep 30")  # fmt: skip
-    _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
-    try:
-        screen = _wait_pane(sock, lambda t: f"listing {total} of {total}" in t, "every flow")
+    cmd = f"{SIZED} {BIN / 'uinet-tap'} replay {files} --tui --flows {flows} -q"
+    with Tmux("rall") as term:
+        term.start(cmd)
+        screen = term.wait(lambda t: f"listing {total} of {total}" in t, "every flow")
         assert f"0 active · {total} ended / {total} total" in screen
         # field filters: the SMTP flow alone, then the 40 short ones
-        _tmux(sock, "send-keys", "-t", "w", "/", "proto:smtp port:25", "Enter")
-        screen = _wait_pane(sock, lambda t: f"listing 1 of {total}" in t, "proto:smtp")
+        term.keys("/", "proto:smtp port:25", "Enter")
+        screen = term.wait(lambda t: f"listing 1 of {total}" in t, "proto:smtp")
         assert "10.77.0.2:25" in screen and "10.99.0.2:7000" not in screen
         # the ended SMTP flow's detail: its first bytes each way, as hex and ASCII
-        _tmux(sock, "send-keys", "-t", "w", "Home", "Enter")
-        detail = _wait_pane(sock, lambda t: "Flow #" in t, "the detail view")
+        term.keys("Home", "Enter")
+        detail = term.wait(lambda t: "Flow #" in t, "the detail view")
         assert "ended" in detail
         greeting = b"220 localhost Py"  # aiosmtpd 1.4.6's greeting, first 16 bytes
         assert " ".join(f"{b:02x}" for b in greeting) in detail
         assert greeting.decode() in detail
         assert "EHLO client.test" in detail.replace("\n", "")  # swaks --helo client.test
         assert re.search(r"server → client\s+first [1-9]", detail)
-        _tmux(sock, "send-keys", "-t", "w", "Escape")
-        _tmux(sock, "send-keys", "-t", "w", "Escape")  # clears the filter
-        _tmux(sock, "send-keys", "-t", "w", "/", "port:7000 state:FIN", "Enter")
-        screen = _wait_pane(sock, lambda t: f"listing 40 of {total}" in t, "port:7000")
+        term.keys("Escape")
+        term.keys("Escape")  # clears the filter
+        term.keys("/", "port:7000 state:FIN", "Enter")
+        screen = term.wait(lambda t: f"listing 40 of {total}" in t, "port:7000")
         assert "10.77.0.2" not in screen
         # a bad term: a one-line error in the prompt, the view goes on
-        _tmux(sock, "send-keys", "-t", "w", "/", "C-u", " colour:red", "Enter")
-        _wait_pane(sock, lambda t: "unknown field 'colour'" in t, "the filter's error")
-        _tmux(sock, "send-keys", "-t", "w", "Escape")
-        _tmux(sock, "send-keys", "-t", "w", "q")
-        done = _wait_pane(sock, lambda t: "EXITED=" in t, "replay to exit")
+        term.keys("/", "C-u", " colour:red", "Enter")
+        term.wait(lambda t: "unknown field 'colour'" in t, "the filter's error")
+        term.keys("Escape")
+        term.keys("q")
+        done = term.wait_exit("replay to exit")
         assert "EXITED=0" in done, done
-    finally:
-        _tmux(sock, "kill-server")
     assert len(flows.read_text().splitlines()) == total
 
 
@@ -341,18 +346,14 @@ def test_replay_tui_keep_ended_bounds_the_list_and_says_so(tmp_path: Path):
         pytest.skip("needs tmux")
     root = Path(__file__).resolve().parents[1] / "captures"
     files = " ".join(str(root / f"{n}.pcap") for n in ("many-short", "app/smtp", "app/http"))
-    sock = f"ut-rcap-{id(tmp_path) & 0xFFFFFF}"
-    cmd = (f"{SIZED} {BIN / 'uinet-tap'} replay {files} --tui --keep-ended 30 -q; "
-           "echo EXITED=$?; sleep 30")  # fmt: skip
-    _tmux(sock, "new-session", "-d", "-s", "w", "-x", "160", "-y", "40", cmd)
-    try:
-        screen = _wait_pane(sock, lambda t: "/ 42 total" in t and "0 active" in t, "the end")
+    cmd = f"{SIZED} {BIN / 'uinet-tap'} replay {files} --tui --keep-ended 30 -q"
+    with Tmux("rcap") as term:
+        term.start(cmd)
+        screen = term.wait(lambda t: "/ 42 total" in t and "0 active" in t, "the end")
         assert "30 ended (12 dropped from the list) / 42 total" in screen
         assert "listing 30 of 30" in screen
-        _tmux(sock, "send-keys", "-t", "w", "/", "proto:smtp", "Enter")
-        _wait_pane(sock, lambda t: "listing 1 of 30" in t and "10.77.0.2:25" in t, "smtp")
-        _tmux(sock, "send-keys", "-t", "w", "Escape", "q")
-        done = _wait_pane(sock, lambda t: "EXITED=" in t, "replay to exit")
+        term.keys("/", "proto:smtp", "Enter")
+        term.wait(lambda t: "listing 1 of 30" in t and "10.77.0.2:25" in t, "smtp")
+        term.keys("Escape", "q")
+        done = term.wait_exit("replay to exit")
         assert "EXITED=0" in done, done
-    finally:
-        _tmux(sock, "kill-server")

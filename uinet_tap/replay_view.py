@@ -36,8 +36,9 @@ class ViewEnd(Enum):
 @dataclass(frozen=True, slots=True)
 class ViewRun:
     """``read``: seconds spent reading the file (from the start to its end, to q or to
-    Ctrl-C, less the waits that pace it at ``--speed``), what packets/s is measured on;
-    ``view``: seconds the view was open in all, the user's time after the end included."""
+    Ctrl-C, less the waits that pace it at ``--speed`` and the time paused with p), what
+    packets/s is measured on; ``view``: seconds the view was open in all, the pauses and the
+    user's time after the end included."""
 
     end: ViewEnd
     read: float
@@ -70,26 +71,47 @@ def replay_with_view(
     first_ts: float | None = None
     wall0 = time.monotonic()
     paced = 0.0  # seconds slept to keep to --speed: not reading
+    paused = 0.0  # seconds held by p before the end of the file: the user's, not reading
+    pause_began: float | None = None  # when the pause under way began
     read_end: float | None = None  # when the end of the file was reached
+
+    def hold(view: LiveView) -> bool:
+        """While p holds the view, read nothing (the replay is paused, pacing too) and keep
+        the keys alive; True on q."""
+        nonlocal paused, pause_began
+        while view.paused:
+            if pause_began is None:
+                pause_began = time.monotonic()
+            if view.poll_keys():
+                return True
+            if view.paused:
+                time.sleep(0.05)
+        if pause_began is not None:
+            paused += time.monotonic() - pause_began
+            pause_began = None
+        return False
 
     def run(view: LiveView) -> ViewEnd:
         nonlocal first_ts, paced, read_end
         for batch in batches:
             for chunk in _chunks(batch) if speed > 0 else (batch,):
+                if hold(view):
+                    return ViewEnd.QUIT
                 if speed > 0 and len(chunk.times):
                     ts = float(chunk.times[0])
                     if first_ts is None:
                         first_ts = ts
-                    delay = (ts - first_ts) / speed - (time.monotonic() - wall0)
+                    # the file's clock stands still while paused: wall time less the pauses
+                    delay = (ts - first_ts) / speed - (time.monotonic() - wall0 - paused)
                     while delay > 0:  # keep the view and keys alive while waiting
-                        if view.poll_keys():
+                        if view.poll_keys() or hold(view):
                             return ViewEnd.QUIT
                         if view.due():  # what was read so far, shown while pacing waits
                             view.update(maker.snapshot())
                         slept = time.monotonic()
                         time.sleep(min(delay, 0.05))
                         paced += time.monotonic() - slept
-                        delay = (ts - first_ts) / speed - (time.monotonic() - wall0)
+                        delay = (ts - first_ts) / speed - (time.monotonic() - wall0 - paused)
                 engine.feed_batch(chunk)
                 if view.due():
                     view.update(maker.snapshot())
@@ -108,5 +130,7 @@ def replay_with_view(
         except KeyboardInterrupt:
             end = ViewEnd.INTERRUPTED
     now = time.monotonic()
-    read = (read_end if read_end is not None else now) - wall0 - paced
+    if pause_began is not None:  # q or Ctrl-C while paused
+        paused += now - pause_began
+    read = (read_end if read_end is not None else now) - wall0 - paced - paused
     return ViewRun(end, max(read, 0.0), now - wall0)
