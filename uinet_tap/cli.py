@@ -228,7 +228,8 @@ def _live_timeouts(options: dict[str, Any]) -> dict[str, Any]:
     """watch and inline: a connection closed by FIN or RST has its record within seconds of
     its last packet (as Zeek writes), and its tuple then swallows stragglers for a minute
     (counted as stragglers, never a second record)."""
-    return {**options, "timeout_closing": _or(options["timeout_closing"], 5.0),
+    # 3 s of quiet, then the once-a-second expiry pass and file flush: written within 5 s.
+    return {**options, "timeout_closing": _or(options["timeout_closing"], 3.0),
             "closed_memory": 60.0}  # fmt: skip
 
 
@@ -286,7 +287,8 @@ _reassembly_options = _options(
         type=click.FloatRange(0),
         default=None,
         help="Seconds a connection closed by FIN or RST stays tracked before its record "
-        "[replay: 60 of capture time; watch and inline: 5, later stragglers only counted].",
+        "[replay: 60 of capture time; watch and inline: 3 (the record within 5 s of the last "
+        "packet), later stragglers only counted].",
     ),
     click.option(
         "--transactions/--no-transactions",
