@@ -486,6 +486,10 @@ class FakePort:
         self.name, self.mtu, self.received = name, 1500, 0
         self.sent: list[bytes] = []
         self.send_errors: dict[str, int] = {}
+        self.in_ring, self.ring_cut = False, 0
+
+    def use_ring(self) -> bool:
+        return False  # frames are handed to Inline.frame() directly
 
     def send(self, frame: bytes) -> bool:
         self.sent.append(frame)
