@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from frames import Conversation, ethernet, opt_timestamps, qinq  # noqa: E402
 from uinet_tap.plugins.policy import parse_policy  # noqa: E402
 from uinet_tap.plugins.registry import builtin_detectors  # noqa: E402
+from uinet_tap.stack.bridge import FlowMode  # noqa: E402
 from uinet_tap.stack.cutin import l2_header  # noqa: E402
 from uinet_tap.stack.fastpath import lib  # noqa: E402
 
@@ -117,14 +118,15 @@ def test_passed_flow_is_forwarded_byte_for_byte_and_forgotten_when_it_ends() -> 
         (sent_c if seg.sport == 40000 else sent_s).append(feed(inline, seg, seg.sport == 40000))
     sent_c.append(feed(inline, conv.c(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), True))
     sent_s.append(feed(inline, conv.s(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), False))
-    assert inline.passed  # decided: pass, forwarded first from now on
+    # decided: pass, forwarded first from now on
+    assert inline.bridge.count(FlowMode.PASSED) == 1
     sent_c.append(feed(inline, conv.fin("c"), True))
     sent_s.append(feed(inline, conv.fin("s"), False))
     sent_c.append(feed(inline, conv.ack("c"), True))
     assert b.sent == sent_c and a.sent == sent_s  # every frame, unchanged, other port
     inline.finish()
     assert [r["verdict"] for r in records] == ["pass"] and records[0]["close"] == "fin"
-    assert not inline.passed and not inline.passed_ids
+    assert len(inline.bridge) == 0 and not inline.bridge.by_key
 
 
 def _passed_download(

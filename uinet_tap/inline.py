@@ -5,10 +5,11 @@ except for the TCP flows the tool has taken over (cut-in: their frames go to the
 endpoints, which answer with frames of their own) or blocked (dropped, answered with RSTs).
 TCP frames are also shown to the passive engine, whose plugins decide each flow's verdict.
 
-Order for a TCP frame: a flow already passed is forwarded first and counted after (the
-shortest path); an undecided flow's frame is tracked first, because the verdict may fall on
-this very frame, and a frame that triggers a cut-in is not forwarded: its bytes belong to the
-handler.
+Order for a TCP frame: a flow the bump knows is looked up once and its mode says what becomes
+of the frame (stack/bridge.py); a flow already passed is forwarded first and counted after
+(the shortest path); an undecided flow's frame is tracked first, because the verdict may fall
+on this very frame, and a frame that triggers a cut-in is not forwarded: its bytes belong to
+the handler.
 """
 
 from __future__ import annotations
@@ -34,24 +35,16 @@ from .plugins.policy import Policy
 from .plugins.registry import Loaded
 from .ports import Port, RxBatch, disable_receive_offloads
 from .stack import fastpath
+from .stack.bridge import Act, Bridge, BridgeFlow, FlowMode, Reset
 from .stack.connection import Connection
-from .stack.cutin import CutInWatch, NotReady, l2_header
-from .stack.decode import ACK, DLT_EN10MB, RST, SYN, Segment
+from .stack.cutin import NotReady, l2_header
+from .stack.decode import DLT_EN10MB, Segment
 from .stack.emit import PathTemplate, complete_checksums, resegment
 from .stack.events import CloseReason
 from .stack.fastpath import lib
 from .stack.options import timestamp
 
 BATCH = 128  # frames read from one port before the other gets a turn
-TOMBSTONE = 60.0  # seconds a finished cut-in's tuple keeps swallowing stragglers
-BLOCK_ANSWERS = 16  # RSTs sent per blocked flow at most
-
-
-@dataclass(slots=True)
-class Blocked:
-    conn: Connection
-    until: float
-    answered: int = 0
 
 
 @dataclass(slots=True)
@@ -112,13 +105,10 @@ class Inline:
             self.fast = fastpath.CFastPath(self.tracker.config_retain, bypassed_only=True)
             self.tracker.use_fast_path(self.fast)
             self._rx = (RxBatch(ports[0].use_ring()), RxBatch(ports[1].use_ring()))
-        self.watches: dict[int, CutInWatch] = {}  # conn id -> watch, while undecided/armed
-        self.passed: set[bytes] = set()  # keys of passed flows: forwarded first
-        self.passed_ids: dict[int, tuple[bytes, bytes]] = {}
-        self.owned: dict[bytes, tuple[InterceptSession, bool]] = {}  # key -> (session, client)
-        self.blocked: dict[bytes, Blocked] = {}
-        self.tombstones: dict[bytes, float] = {}
-        self.sessions: dict[int, InterceptSession] = {}
+        # Each flow's mode (inspecting, armed, passed, blocked, owned, closed) and what its
+        # frames become: stack/bridge.py. What follows is the records' bookkeeping.
+        self.bridge = Bridge()
+        self.sessions: dict[int, InterceptSession] = {}  # cut-ins whose outcome is not in yet
         self.owned_conns: dict[int, Connection] = {}
         self.held: dict[int, dict] = {}  # records of connections whose cut-in still runs
         self.session_info: dict[int, dict] = {}  # cut-ins that ended before their record
@@ -132,9 +122,7 @@ class Inline:
 
     def _record(self, rec: dict) -> None:
         cid = rec["id"]
-        self.watches.pop(cid, None)
-        for key in self.passed_ids.pop(cid, ()):
-            self.passed.discard(key)
+        self.bridge.ended(cid)
         why = self.failed.pop(cid, None)
         if why is not None:
             rec["intercept_failed"] = why
@@ -168,10 +156,9 @@ class Inline:
             self.on_closed_record(rec)
 
     def _session_gone(self, session: InterceptSession) -> None:
-        now = time.time()
-        for key in [k for k, (s, _) in self.owned.items() if s is session]:
-            del self.owned[key]
-            self.tombstones[key] = now + TOMBSTONE
+        flow = self.bridge.by_id.get(session.conn_id)
+        if flow is not None and flow.owner is session:
+            self.bridge.owner_gone(flow, time.time())
 
     def _session_settled(self, session: InterceptSession) -> None:
         cid = session.conn_id
@@ -293,45 +280,32 @@ class Inline:
             self.forward(side, frame, partial)
             return
         key = self.tracker.key(seg)[0]
-        owner = self.owned.get(key)
-        if owner is not None:
-            session, from_client = owner
-            self.stats.owned_frames_in += 1
-            conn = self.owned_conns.get(session.conn_id)
-            if conn is not None:  # counters for the live view and the record
-                ep = conn.c if from_client else conn.s
-                ep.packets += 1
-                ep.payload_bytes += len(seg.payload)
-                conn.last_seen = now
-            session.input(from_client, seg.seq, seg.ack, seg.flags, seg.window, seg.options,
-                          seg.payload)  # fmt: skip
-            return
-        if self.blocked:
-            blk = self.blocked.get(key)
-            if blk is not None:
-                if seg.flags & SYN and not seg.flags & ACK and now > blk.until - TOMBSTONE + 2:
-                    self._unblock(blk.conn)  # a new connection on the same tuple
+        flow = self.bridge.by_key.get(key)
+        if flow is not None:
+            cmd = self.bridge.frame(flow, seg, now)
+            act = cmd.act
+            if act is Act.FORWARD:  # passed: forwarded first, counted after
+                self.forward(side, frame, partial)
+                self._track(now, seg)
+                return
+            if act is Act.HAND_UP:
+                self._hand_up(flow, key == flow.keys[0], seg, now)
+                return
+            if act is Act.DROP or act is Act.RESET:
+                if cmd.reason == "blocked":
+                    self.stats.blocked_frames += 1  # not tracked: the flow's record is written
                 else:
-                    self._blocked_frame(blk, side, frame, seg, now)
-                    return
-        if self.tombstones:
-            until = self.tombstones.get(key)
-            if until is not None:
-                if now < until and not (seg.flags & SYN and not seg.flags & ACK):
                     self.stats.tombstone_dropped += 1
-                    return
-                del self.tombstones[key]
-        if key in self.passed:
-            self.forward(side, frame, partial)
-            self._track(now, seg)
-            return
+                self._send_resets(side, frame, seg, cmd.resets, None)
+                return
+            # Act.INSPECT: on to the tracker; Act.UNKNOWN: a new connection on the tuple
         if self.select is not None and key not in self.tracker.table and not self.select(frame):
             # Not a connection the operator selected: forwarded as it came, never tracked
             # (a frame of one already tracked goes on below whatever the filter says).
             self.stats.not_selected += 1
             self.forward(side, frame, partial)
             return
-        if self.watches and self._opens_hole(key, seg, now):
+        if flow is not None and flow.mode is FlowMode.ARMED and self._opens_hole(flow, seg, now):
             self.stats.cut_in_held += 1  # not tracked either: for both, lost before the tool
             return
         self._track(now, seg)
@@ -340,33 +314,42 @@ class Inline:
             self.forward(side, frame, partial)
             return
         conn, from_client = entry
+        flow = self.bridge.track(conn)
         insp: Inspection | None = conn.user  # type: ignore[assignment]
         verdict = insp.verdict if insp is not None else None
         if verdict is Verdict.BLOCK:
-            self._block(conn, from_client, side, frame, seg, now)
+            self._block(flow, from_client, side, frame, seg, now)
             return
-        if verdict is Verdict.INTERCEPT and self._cut_in(conn, insp, from_client, side, seg, now):
-            return
+        if verdict is Verdict.INTERCEPT:
+            self.bridge.arm(flow)
+            if self._cut_in(flow, insp, from_client, side, seg, now):  # type: ignore[arg-type]
+                return
         self.forward(side, frame, partial)
-        if verdict is None or verdict is Verdict.INTERCEPT:
-            watch = self.watches.get(conn.id)
-            if watch is None:
-                watch = self.watches[conn.id] = CutInWatch()
+        if flow.mode is FlowMode.INSPECTING or flow.mode is FlowMode.ARMED:
+            watch = self.bridge.watch(flow)
             watch.forwarded(from_client, side, frame, seg, timestamp(seg.options), now)
         elif verdict is Verdict.PASS:
             self._pass(conn)
 
-    def _opens_hole(self, key: bytes, seg: Segment, now: float) -> bool:
+    def _hand_up(self, flow: BridgeFlow, from_client: bool, seg: Segment, now: float) -> None:
+        """A frame of an owned flow: to the cut-in session's endpoint it is addressed to."""
+        self.stats.owned_frames_in += 1
+        conn = self.owned_conns.get(flow.conn_id)
+        if conn is not None:  # counters for the live view and the record
+            ep = conn.c if from_client else conn.s
+            ep.packets += 1
+            ep.payload_bytes += len(seg.payload)
+            conn.last_seen = now
+        flow.owner.input(from_client, seg.seq, seg.ack, seg.flags, seg.window, seg.options,
+                         seg.payload)  # fmt: skip
+
+    def _opens_hole(self, flow: BridgeFlow, seg: Segment, now: float) -> bool:
         """An armed cut-in's frame that would open a hole (CutInWatch.opens_hole)."""
-        entry = self.tracker.table.get(key)
-        if entry is None:
+        entry = self.tracker.table.get(self.tracker.key(seg)[0])
+        if entry is None or flow.watch is None:
             return False
         conn, from_client = entry
-        insp: Inspection | None = conn.user  # type: ignore[assignment]
-        if insp is None or insp.verdict is not Verdict.INTERCEPT:
-            return False
-        watch = self.watches.get(conn.id)
-        return watch is not None and watch.opens_hole(conn, from_client, seg, now)
+        return flow.watch.opens_hole(conn, from_client, seg, now)
 
     def _track(self, now: float, seg: Segment) -> None:
         self.tracker.segment(now, seg)
@@ -379,24 +362,22 @@ class Inline:
                     self._pass(conn)
 
     def _pass(self, conn: Connection) -> None:
-        self.watches.pop(conn.id, None)
         if conn.close is not None:
-            return  # decided and ended by the same frame: its record is written
-        self.passed.update(conn.keys)
-        self.passed_ids[conn.id] = conn.keys
+            self.bridge.ended(conn.id)  # decided and ended by the same frame: its record is out
+            return
+        self.bridge.pass_(self.bridge.track(conn))
 
     # -- block ---------------------------------------------------------------------------
 
-    def _templates(self, conn: Connection, from_client: bool, frame: bytes, seg: Segment):  # type: ignore[no-untyped-def]
+    def _templates(self, flow: BridgeFlow, from_client: bool, frame: bytes, seg: Segment):  # type: ignore[no-untyped-def]
         """(towards the sender of ``seg``, towards its peer): what frames impersonating the
         other side look like. Without a frame from the peer yet, its MACs are the sender's
         swapped."""
-        watch = self.watches.get(conn.id)
         l2 = l2_header(frame)
         peer_l2 = b""
         peer_ttl = 64
-        if watch is not None:
-            peer = watch.sides[1 if from_client else 0]
+        if flow.watch is not None:
+            peer = flow.watch.sides[1 if from_client else 0]
             peer_l2, peer_ttl = peer.l2, peer.ttl
         if not peer_l2:
             peer_l2 = _swap_macs(l2)
@@ -404,60 +385,39 @@ class Inline:
         to_peer = PathTemplate(l2, seg.src, seg.dst, seg.sport, seg.dport, ttl=seg.ttl)
         return to_sender, to_peer
 
-    def _block(self, conn: Connection, from_client: bool, side: int, frame: bytes,
+    def _block(self, flow: BridgeFlow, from_client: bool, side: int, frame: bytes,
                seg: Segment, now: float) -> None:  # fmt: skip
-        """Drop the flow and reset both ends (RFC 9293 §3.10.7.1; RFC 5961 §3.2: each RST
-        carries the sequence number its receiver expects)."""
-        to_sender, to_peer = self._templates(conn, from_client, frame, seg)
-        watch = self.watches.pop(conn.id, None)
-        blk = Blocked(conn, now + TOMBSTONE)
-        for key in conn.keys:
-            self.blocked[key] = blk
-        self._reset_sender(side, to_sender, seg)
-        sender = watch.sides[0 if from_client else 1] if watch is not None else None
-        if sender is not None and sender.nxt is not None and conn.handshake:
-            self._send_rst(1 - side, to_peer, sender.nxt, None)
-        elif seg.flags & ACK and conn.handshake:
-            self._send_rst(1 - side, to_peer, seg.seq, None)
+        """Drop the flow and reset both ends (RFC 9293 §3.10.7.1; the RSTs' sequence numbers:
+        stack/bridge.py)."""
+        conn = flow.conn
+        templates = self._templates(flow, from_client, frame, seg)
+        resets = self.bridge.block(flow, seg, from_client, conn.handshake, now)
+        self._send_resets(side, frame, seg, resets, templates)
         self.stats.blocked_frames += 1
         self.tracker.end(conn, CloseReason.RST)
         self.engine._drain()
 
-    def _blocked_frame(self, blk: Blocked, side: int, frame: bytes, seg: Segment,
-                       now: float) -> None:  # fmt: skip
-        """A later frame of a blocked flow: dropped; answered with a RST at the sequence number
-        its ACK field names (a challenge ACK from RFC 5961 gets the exact RST it asks for)."""
-        self.stats.blocked_frames += 1  # not tracked: the flow's record is written
-        if seg.flags & RST or blk.answered >= BLOCK_ANSWERS:
-            return
-        blk.answered += 1
-        to_sender = PathTemplate(_swap_macs(l2_header(frame)), seg.dst, seg.src, seg.dport,
-                                 seg.sport)  # fmt: skip
-        self._reset_sender(side, to_sender, seg)
-
-    def _reset_sender(self, side: int, to_sender: PathTemplate, seg: Segment) -> None:
-        """A RST back to whoever sent ``seg``: at the sequence number its ACK names, or, for
-        a SYN, a RST|ACK acknowledging it (RFC 9293 §3.10.7.1)."""
-        if seg.flags & ACK:
-            self._send_rst(side, to_sender, seg.ack, None)
-        else:
-            self._send_rst(side, to_sender, 0, (seg.seq + len(seg.payload) + 1) & 0xFFFFFFFF)
-
-    def _send_rst(self, side: int, template: PathTemplate, seq: int, ack: int | None) -> None:
-        self.ports[side].send(rst_frame(template, seq, ack))
-        self.stats.rst_sent += 1
-
-    def _unblock(self, conn: Connection) -> None:
-        for key in conn.keys:
-            self.blocked.pop(key, None)
+    def _send_resets(self, side: int, frame: bytes, seg: Segment, resets: tuple[Reset, ...],
+                     templates: tuple[PathTemplate, PathTemplate] | None) -> None:  # fmt: skip
+        """Send ``resets``: back out of ``side`` to the frame's sender, or on to its peer.
+        Without templates, one towards the sender looks like the frame, MACs swapped."""
+        for r in resets:
+            if templates is not None:
+                template = templates[0] if r.to_sender else templates[1]
+            else:
+                template = PathTemplate(_swap_macs(l2_header(frame)), seg.dst, seg.src,
+                                        seg.dport, seg.sport)  # fmt: skip
+            self.ports[side if r.to_sender else 1 - side].send(rst_frame(template, r.seq, r.ack))
+            self.stats.rst_sent += 1
 
     # -- cut-in --------------------------------------------------------------------------
 
-    def _cut_in(self, conn: Connection, insp: Inspection, from_client: bool, side: int,
+    def _cut_in(self, flow: BridgeFlow, insp: Inspection, from_client: bool, side: int,
                 seg: Segment, now: float) -> bool:  # fmt: skip
         """Take the flow over at this frame if it can be; False: forward it (armed, or the
         cut-in failed and the flow is passed)."""
-        watch = self.watches.get(conn.id)
+        conn = flow.conn
+        watch = flow.watch
         if watch is None:
             return False  # decided at its first frame: nothing seen yet
         mtus = (self.ports[0].mtu, self.ports[1].mtu)
@@ -482,12 +442,9 @@ class Inline:
             self._session_settled, self._session_gone,
             functools.partial(self._handler_failed, conn.id), guarded,
         )  # fmt: skip
-        self.watches.pop(conn.id, None)
+        self.bridge.own(flow, session)
         self.sessions[conn.id] = session
         self.owned_conns[conn.id] = conn
-        ckey, skey = conn.keys
-        self.owned[ckey] = (session, True)
-        self.owned[skey] = (session, False)
         self.tracker.bypass(conn)
         self.tracker.forget(conn)  # its frames go to the session from now on, not the tracker
         self.stats.intercepts += 1
@@ -515,10 +472,7 @@ class Inline:
     def tick(self) -> None:
         now = time.time()
         self.engine.expire(now)
-        for key in [k for k, t in self.tombstones.items() if t < now]:
-            del self.tombstones[key]
-        for key in [k for k, b in self.blocked.items() if b.until < now]:
-            del self.blocked[key]
+        self.bridge.expire(now)
 
     def status_line(self, uptime: float) -> str:
         st = self.stats
@@ -535,9 +489,9 @@ class Inline:
 
     def shutdown(self) -> None:
         """While the loop still runs: end every cut-in (see InterceptSession.shutdown)."""
-        live = {id(s): s for s, _ in self.owned.values()}
-        for session in live.values():
-            session.shutdown()
+        for flow in list(self.bridge.by_id.values()):
+            if flow.mode is FlowMode.OWNED:
+                flow.owner.shutdown()
 
     def finish(self) -> dict:
         self.engine.finish()
