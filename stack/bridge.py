@@ -113,6 +113,7 @@ class Bridge:
         self.answers = answers
         self.by_key: dict[bytes, BridgeFlow] = {}
         self.by_id: dict[int, BridgeFlow] = {}
+        self._timed: dict[int, BridgeFlow] = {}  # BLOCKED and CLOSED: expire() looks only here
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -177,6 +178,7 @@ class Bridge:
         flow.mode = FlowMode.BLOCKED
         flow.watch = None
         flow.until = now + self.tombstone
+        self._timed[flow.conn_id] = flow
         return block_resets(seg, sender_nxt, handshake)
 
     def own(self, flow: BridgeFlow, session: Any) -> None:
@@ -189,6 +191,7 @@ class Bridge:
         flow.mode = FlowMode.CLOSED
         flow.owner = None
         flow.until = now + self.tombstone
+        self._timed[flow.conn_id] = flow
 
     def ended(self, conn_id: int) -> None:
         """The connection's record is written: an inspected or passed flow is done with; a
@@ -202,16 +205,13 @@ class Bridge:
     def release(self, flow: BridgeFlow) -> None:
         if self.by_id.get(flow.conn_id) is flow:
             del self.by_id[flow.conn_id]
+        if self._timed.get(flow.conn_id) is flow:
+            del self._timed[flow.conn_id]
         for key in flow.keys:
             if self.by_key.get(key) is flow:
                 del self.by_key[key]
 
     def expire(self, now: float) -> None:
         """Blocked and closed tuples whose time is up are let go."""
-        done = [
-            f
-            for f in self.by_id.values()
-            if f.mode in (FlowMode.BLOCKED, FlowMode.CLOSED) and f.until < now
-        ]
-        for flow in done:
+        for flow in [f for f in self._timed.values() if f.until < now]:
             self.release(flow)
