@@ -186,6 +186,14 @@ class RssSampler(threading.Thread):
         return {k: round(v / 1024, 1) for k, v in self.peak_kib.items()}
 
 
+def close_tmux(term: Tmux) -> None:
+    """Kill the server, then remove its socket file (tmux 3.3 leaves it behind)."""
+    sock = term.tmux("display-message", "-p", "#{socket_path}").strip()
+    term.close()
+    if sock:
+        Path(sock).unlink(missing_ok=True)
+
+
 def wait_for(screen: Callable[[], str], pred: Callable[[str], bool], timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while not pred(text := screen()):
@@ -220,7 +228,8 @@ def watch_run(
                 proc = s.popen(rx_ns, *tool, stdout=subprocess.DEVNULL, stderr=f)
             screen_of: Callable[[], str] = err.read_text
         else:
-            term = stack.enter_context(Tmux("vmem"))
+            term = Tmux("vmem")
+            stack.callback(close_tmux, term)
             term.start(shlex.join(s.cmd(rx_ns, *tool)))
             screen_of = term.screen
         wait_for(screen_of, lambda t: ("ready" if keep is None else RX) in t, 30)
