@@ -10,7 +10,8 @@ scale, the same download through captures/bridge.py (a plain AF_PACKET forwarder
 nothing else) is measured too: the floor of any Python bump in the wire here.
 
 With ``--iperf3`` it measures instead what the kernel's own bridge moves between the same two
-interfaces (``ip link add br0 type bridge``), ``inline`` with every flow passed, and ``inline``
+interfaces (``ip link add br0 type bridge``), ``inline`` with every flow passed (its ports
+read from receive rings, and again with ``UINET_TAP_RX_RING=off``: recvmmsg), and ``inline``
 with a rule that cuts in on every iperf3 connection (``handler = "relay"``), each for
 ``--seconds`` of ``iperf3 -R``, rounds alternating, and prints the ratios:
 
@@ -92,7 +93,13 @@ def iperf3_main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="inline-bench-"))
     (work / "relay.toml").write_text(RELAY_POLICY)
     tool = [sys.executable, "-m", "uinet_tap", "inline"]
-    modes = ("kernel bridge", "inline, passed", "inline, cut in (relay)")
+    # "recvmmsg": passed again, the ports read without their receive rings (what the ring buys)
+    modes = (
+        "kernel bridge",
+        "inline, passed",
+        "inline, passed (recvmmsg)",
+        "inline, cut in (relay)",
+    )
     results: dict[str, list[float]] = {m: [] for m in modes}
     counts: dict[str, list[dict]] = {m: [] for m in modes[1:]}
     session = NetnsSession("inlbench")
@@ -115,8 +122,9 @@ def iperf3_main(args: argparse.Namespace) -> None:
                         session.sh(ns, "ip", "link", "del", "br0")
                     continue
                 extra = ["--policy", str(work / "relay.toml")] if "cut in" in mode else []
-                stats = work / f"stats-{run}-{len(extra)}.json"
-                proc = t.start_tool([*tool, t.if_a, t.if_b, "-q", "--flows", "/dev/null",
+                env = ["env", "UINET_TAP_RX_RING=off"] if "recvmmsg" in mode else []
+                stats = work / f"stats-{run}-{modes.index(mode)}.json"
+                proc = t.start_tool([*env, *tool, t.if_a, t.if_b, "-q", "--flows", "/dev/null",
                                      "--stats", str(stats), *extra])  # fmt: skip
                 t.wait_path(20, proc=proc)
                 results[mode].append(iperf3(t, args.seconds))
@@ -143,6 +151,7 @@ def iperf3_main(args: argparse.Namespace) -> None:
         "median_MB_per_s": {m: round(v, 1) for m, v in med.items()},
         "pass_over_bridge": round(passed / bridge, 3),
         "cut_in_over_pass": round(med["inline, cut in (relay)"] / passed, 3),
+        "ring_over_recvmmsg": round(passed / med["inline, passed (recvmmsg)"], 3),
         "tool": counts,
     }
     print(json.dumps(report, indent=2))
