@@ -6,6 +6,7 @@ and tests/test_differential.py fuzzes one against the other."""
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -507,6 +508,39 @@ def _synack_taken(conn: Connection, f: Any) -> None:
     conn.handshake = True  # the client's SYN was seen: it is attached only then
     conn.wscale_ok = s.wscale is not None and c.wscale is not None
     conn.ts_ok = s.ts_enabled and c.ts_enabled
+
+
+def index_pcap(
+    buf: Any, pos: int, swap: bool, nsec: bool, snaplen: int, limit: int
+) -> tuple[int, array, array, array, str, int]:
+    """Index up to ``limit`` pcap records of ``buf`` (bytes, or a mapped file) from ``pos`` in
+    C (stack/_pcap.c): (records, payload offsets from ``pos``, captured lengths, times, why
+    the index stopped: "full" at ``limit``, "more" at a record the buffer does not hold
+    whole, "bad" at one not plainly well formed; and where it stopped)."""
+    offsets = array("I", bytes(4 * limit))
+    lengths = array("I", bytes(4 * limit))
+    times = array("d", bytes(8 * limit))
+    at = ffi.new("uint64_t *", pos)
+    stop = ffi.new("int32_t *")
+    n = lib.ut_pcap_index(
+        ffi.from_buffer(buf), len(buf), at, swap, nsec, snaplen, limit,
+        ffi.from_buffer("uint32_t[]", offsets), ffi.from_buffer("uint32_t[]", lengths),
+        ffi.from_buffer("double[]", times), stop,
+    )  # fmt: skip
+    del offsets[n:], lengths[n:], times[n:]
+    why = _PCAP_STOPS.get(stop[0], "bad")
+    return n, offsets, lengths, times, why, at[0]
+
+
+_PCAP_STOPS = {lib.UT_PCAP_FULL: "full", lib.UT_PCAP_MORE: "more"} if lib is not None else {}
+
+
+def meta_times(meta: array) -> array:
+    """Capture times from libpcap's (sec, usec, offset, caplen) records, in C."""
+    n = len(meta) // 4
+    times = array("d", bytes(8 * n))
+    lib.ut_meta_times(ffi.from_buffer("uint32_t[]", meta), n, ffi.from_buffer("double[]", times))
+    return times
 
 
 class Sha256:

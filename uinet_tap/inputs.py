@@ -29,9 +29,8 @@ import pcapy
 
 from .pcapfile import _MAGIC, BATCH, MAX_SNAPLEN, Batch, CaptureError, PcapFile, ng_batch
 from .pcapng import PcapngError, is_pcapng, read_packets
+from .stack import fastpath
 from .stack.decode import SUPPORTED_LINKTYPES
-from .stack.fastpath import ffi as fast_ffi
-from .stack.fastpath import lib as fast_lib
 
 CHUNK = 1 << 20  # bytes read from a stream at a time
 # Magic bytes -> compression (RFC 1952 gzip, the xz and zstd frame formats, bzip2's "BZh").
@@ -192,21 +191,8 @@ class StreamCapture:
     ) -> tuple[int, Sequence[int], Sequence[int], Sequence[float], str, int]:
         """Index records of ``buf`` from ``pos``: ut_pcap_index's contract, and where the
         index ended."""
-        if fast_lib is not None:
-            offsets = array("I", bytes(4 * BATCH))
-            lengths = array("I", bytes(4 * BATCH))
-            times = array("d", bytes(8 * BATCH))
-            at = fast_ffi.new("uint64_t *", pos)
-            stop = fast_ffi.new("int32_t *")
-            n = fast_lib.ut_pcap_index(
-                buf, len(buf), at, self._swap, self._nsec, self._snaplen, BATCH,
-                fast_ffi.from_buffer("uint32_t[]", offsets),
-                fast_ffi.from_buffer("uint32_t[]", lengths),
-                fast_ffi.from_buffer("double[]", times), stop,
-            )  # fmt: skip
-            del offsets[n:], lengths[n:], times[n:]
-            why = {fast_lib.UT_PCAP_FULL: "full", fast_lib.UT_PCAP_MORE: "more"}.get(stop[0], "bad")
-            return n, offsets, lengths, times, why, at[0]
+        if fastpath.AVAILABLE:
+            return fastpath.index_pcap(buf, pos, self._swap, self._nsec, self._snaplen, BATCH)
         rec = struct.Struct(">IIII" if self._swap else "<IIII")
         p = pos
         offs: list[int] = []

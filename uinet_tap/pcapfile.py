@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import pcapy
 
 from .pcapng import PcapngError, is_pcapng, read_packets
+from .stack import fastpath
 from .stack.decode import SUPPORTED_LINKTYPES
-from .stack.fastpath import ffi as fast_ffi
-from .stack.fastpath import lib as fast_lib
 
 BATCH = 4096
 # Classic pcap magic numbers as a little-endian read gives them: (byte swap, nanoseconds).
@@ -34,13 +33,8 @@ RELEASE_EVERY = 16 << 20
 
 def meta_times(meta: array) -> Sequence[float]:
     """Capture times from libpcap's (sec, usec, offset, caplen) records."""
-    n = len(meta) // 4
-    if fast_lib is not None:
-        times = array("d", bytes(8 * n))
-        fast_lib.ut_meta_times(
-            fast_ffi.from_buffer("uint32_t[]", meta), n, fast_ffi.from_buffer("double[]", times)
-        )
-        return times
+    if fastpath.AVAILABLE:
+        return fastpath.meta_times(meta)
     return [s + u / 1e6 for s, u in zip(meta[0::4], meta[1::4], strict=True)]
 
 
@@ -102,7 +96,7 @@ class PcapFile:
             names = ", ".join(f"{k} ({v})" for k, v in sorted(SUPPORTED_LINKTYPES.items()))
             raise CaptureError(f"{path}: unsupported link type {self.linktype}; supported: {names}")
         self._map: mmap.mmap | None = None
-        if self._ng is None and fast_lib is not None:
+        if self._ng is None and fastpath.AVAILABLE:
             self._map = self._mapped(path)
         self.indexed = self._map is not None  # read by stack/_pcap.c, not libpcap
         if self._ng is None:
@@ -177,46 +171,36 @@ class PcapFile:
         not plainly well formed (a captured length beyond the snapshot length, the file ending
         inside a record), libpcap goes on from that record, as it would have read it."""
         m = self._map
-        assert m is not None and fast_lib is not None
+        assert m is not None
         swap, nsec = _MAGIC[int.from_bytes(m[:4], "little")]
         snaplen = int.from_bytes(m[16:20], "big" if swap else "little")
         if not 0 < snaplen <= MAX_SNAPLEN:
             snaplen = MAX_SNAPLEN  # as libpcap takes a header's missing or huge snaplen
-        view = fast_ffi.from_buffer(m)
         whole = memoryview(m)
         size = len(m)
-        pos = fast_ffi.new("uint64_t *", 24)
-        stop = fast_ffi.new("int32_t *")
+        pos = 24
         released = 0
         while True:
-            offsets = array("I", bytes(4 * BATCH))
-            lengths = array("I", bytes(4 * BATCH))
-            times = array("d", bytes(8 * BATCH))
-            start = pos[0]
-            n = fast_lib.ut_pcap_index(
-                view, size, pos, swap, nsec, snaplen, BATCH,
-                fast_ffi.from_buffer("uint32_t[]", offsets),
-                fast_ffi.from_buffer("uint32_t[]", lengths),
-                fast_ffi.from_buffer("double[]", times), stop,
-            )  # fmt: skip
+            start = pos
+            n, offsets, lengths, times, why, pos = fastpath.index_pcap(
+                m, pos, swap, nsec, snaplen, BATCH
+            )
             if n:
-                end = pos[0]
                 # A view of the mapping, no copy (the offsets are counted from its start):
                 # whatever keeps a frame copies it out of the view.
-                del offsets[n:], lengths[n:], times[n:]
                 self.packets += n
-                self.bytes_read += end - start
-                yield Batch(whole[start:end], times, offsets, lengths, self.linktype)
-                if end - released >= RELEASE_EVERY:
-                    upto = end - end % mmap.PAGESIZE
+                self.bytes_read += pos - start
+                yield Batch(whole[start:pos], times, offsets, lengths, self.linktype)
+                if pos - released >= RELEASE_EVERY:
+                    upto = pos - pos % mmap.PAGESIZE
                     m.madvise(mmap.MADV_DONTNEED, released, upto - released)
                     released = upto
-            if stop[0] == fast_lib.UT_PCAP_FULL and pos[0] < size:
+            if why == "full" and pos < size:
                 continue
             break
-        del view, whole
+        del whole
         self._map = None
-        if pos[0] < size:
+        if pos < size:
             # Not plainly well formed from here: libpcap takes over at this record.
             for _ in range(self.packets):
                 self._reader.next()
