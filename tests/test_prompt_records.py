@@ -317,3 +317,40 @@ def test_watch_writes_closed_records_within_seconds_live(
     assert r["close"] == "rst" and r["handshake"] is True and r["midstream"] is False, r
     for d in ("c2s", "s2c"):
         check_direction(r, d, *rst[d])
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", MODES)
+def test_inline_writes_closed_records_within_seconds_live(
+    mode: str, topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """inline between the client and the server (tests/inlinelib.py), curl through it: the
+    download's record is in the --flows file, inline still running, within 5 s (and SLACK)
+    of the connection's last packet as a tcpdump at the client saw it. (Its records once
+    reached the file only when the buffer filled or the run ended.)"""
+    monkeypatch.setenv("UINET_TAP_FASTPATH", mode)  # inline inherits it
+    t = topology(offloads=False)
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "f.bin").write_bytes(content("prompt", "s2c", 8080, 300_000))
+    url = t.http_server(tmp_path / "www")
+    flows = tmp_path / "flows.jsonl"
+    proc = t.start_tool([PY, "-m", "uinet_tap", "inline", t.if_a, t.if_b, "-q",
+                         "--flows", str(flows)])  # fmt: skip
+    with t.capture("client", "tcp port 8080") as wire:
+        t.client("curl", "-sS", "--fail", "-o", str(tmp_path / "got.bin"), f"{url}/f.bin")
+        deadline = time.monotonic() + CLOSING + SLACK + 10
+        while not flows.read_bytes().endswith(b"}\n"):
+            assert proc.poll() is None, t.tool_stderr(proc)
+            assert time.monotonic() < deadline, f"no record:\n{t.tool_stderr(proc)}"
+            time.sleep(0.05)
+        seen_at = time.time()
+        (rec,) = [json.loads(line) for line in flows.read_text().splitlines()]
+        frames = tcp_frames(wire, int(rec["client"].rsplit(":", 1)[1]))
+    rc, err = t.stop_tool(proc)
+    assert rc == 0 and "Traceback" not in err, err
+    assert (tmp_path / "got.bin").read_bytes() == (tmp_path / "www" / "f.bin").read_bytes()
+    assert rec["close"] == "fin" and rec["s2c"]["bytes"] > 300_000, rec
+    last = frames[-1][0]
+    assert 0 < seen_at - last <= CLOSING + SLACK, seen_at - last
+    assert abs(rec["end"] - last) < 0.05, (rec["end"], last)  # the same last packet

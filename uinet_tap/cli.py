@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import IO, Any
 
@@ -95,6 +95,24 @@ class _RecordWriter:
             out.flush()
         for eve in self.eve:
             eve.out.flush()
+
+
+async def _flushed_each_second(run: Coroutine[Any, Any, None], flush: Callable[[], None]) -> None:
+    """Await ``run`` while flushing the outputs once a second, as watch does: otherwise a
+    record sits in the file's buffer until the buffer fills or the run ends, and a closed
+    connection's record is not in the file within the 5 s promised."""
+    import asyncio
+
+    async def flusher() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            flush()
+
+    task = asyncio.get_running_loop().create_task(flusher())
+    try:
+        await run
+    finally:
+        task.cancel()
 
 
 DATA_PLANE = "C" if fastpath.AVAILABLE else "pure Python (the C data plane is not built)"
@@ -921,7 +939,8 @@ def inline(
                 if view is not None:
                     view.start()
                 status = None if view is not None else log_stderr
-                asyncio.run(run_inline(bridge, duration, ready, view, status, status_interval))
+                bridging = run_inline(bridge, duration, ready, view, status, status_interval)
+                asyncio.run(_flushed_each_second(bridging, writer.flush))
             finally:
                 if view is not None:
                     view.stop()  # before the held log lines are written
