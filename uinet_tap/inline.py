@@ -305,9 +305,15 @@ class Inline:
             self.stats.not_selected += 1
             self.forward(side, frame, partial)
             return
-        if flow is not None and flow.mode is FlowMode.ARMED and self._opens_hole(flow, seg, now):
-            self.stats.cut_in_held += 1  # not tracked either: for both, lost before the tool
-            return
+        if flow is not None and flow.mode is FlowMode.ARMED:
+            if self._opens_hole(flow, seg, now):
+                self.stats.cut_in_held += 1  # not tracked either: for both, lost before the tool
+                return
+            entry = self.tracker.table.get(key)
+            if entry is not None and self._cut_in(flow, entry[1], seg, now):
+                # Not tracked: the record's stream ends where the tool's own TCP takes over,
+                # so no byte is in both (nor is a frame past a hole the tracker would keep).
+                return
         self._track(now, seg)
         entry = self.tracker.table.get(key)
         if entry is None:
@@ -322,7 +328,7 @@ class Inline:
             return
         if verdict is Verdict.INTERCEPT:
             self.bridge.arm(flow)
-            if self._cut_in(flow, insp, from_client, side, seg, now):  # type: ignore[arg-type]
+            if self._cut_in(flow, from_client, seg, now, recorded=True):
                 return
         self.forward(side, frame, partial)
         if flow.mode is FlowMode.INSPECTING or flow.mode is FlowMode.ARMED:
@@ -331,17 +337,19 @@ class Inline:
         elif verdict is Verdict.PASS:
             self._pass(conn)
 
-    def _hand_up(self, flow: BridgeFlow, from_client: bool, seg: Segment, now: float) -> None:
-        """A frame of an owned flow: to the cut-in session's endpoint it is addressed to."""
+    def _hand_up(self, flow: BridgeFlow, from_client: bool, seg: Segment, now: float,
+                 recorded: bool = False) -> None:  # fmt: skip
+        """A frame of an owned flow: to the cut-in session's endpoint it is addressed to
+        (``recorded``: the tracker counted it already)."""
         self.stats.owned_frames_in += 1
         conn = self.owned_conns.get(flow.conn_id)
-        if conn is not None:  # counters for the live view and the record
+        if conn is not None and not recorded:  # counters for the live view and the record
             ep = conn.c if from_client else conn.s
             ep.packets += 1
             ep.payload_bytes += len(seg.payload)
             conn.last_seen = now
         flow.owner.input(from_client, seg.seq, seg.ack, seg.flags, seg.window, seg.options,
-                         seg.payload)  # fmt: skip
+                         seg.payload, recorded)  # fmt: skip
 
     def _opens_hole(self, flow: BridgeFlow, seg: Segment, now: float) -> bool:
         """An armed cut-in's frame that would open a hole (CutInWatch.opens_hole)."""
@@ -412,13 +420,15 @@ class Inline:
 
     # -- cut-in --------------------------------------------------------------------------
 
-    def _cut_in(self, flow: BridgeFlow, insp: Inspection, from_client: bool, side: int,
-                seg: Segment, now: float) -> bool:  # fmt: skip
-        """Take the flow over at this frame if it can be; False: forward it (armed, or the
-        cut-in failed and the flow is passed)."""
+    def _cut_in(self, flow: BridgeFlow, from_client: bool, seg: Segment, now: float,
+                recorded: bool = False) -> bool:  # fmt: skip
+        """Take the armed flow over at this frame if it can be; False: forward it (still
+        armed, or the cut-in failed and the flow is passed). ``recorded``: the frame was
+        tracked (the verdict came with it, so it is the handler's to see and the record's)."""
         conn = flow.conn
         watch = flow.watch
-        if watch is None:
+        insp: Inspection | None = conn.user  # type: ignore[assignment]
+        if watch is None or insp is None:
             return False  # decided at its first frame: nothing seen yet
         mtus = (self.ports[0].mtu, self.ports[1].mtu)
         if watch.not_ready(conn) is None:
@@ -448,8 +458,7 @@ class Inline:
         self.tracker.bypass(conn)
         self.tracker.forget(conn)  # its frames go to the session from now on, not the tracker
         self.stats.intercepts += 1
-        session.input(from_client, seg.seq, seg.ack, seg.flags, seg.window, seg.options,
-                      seg.payload)  # fmt: skip
+        self._hand_up(flow, from_client, seg, now, recorded)
         return True
 
     def _fail(self, conn: Connection, why: str) -> None:

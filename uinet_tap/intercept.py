@@ -192,9 +192,16 @@ class InterceptSession:
             ep.abort()
 
     def input(self, from_client: bool, seq: int, ack: int, flags: int, window: int,
-              options: bytes, payload: bytes) -> None:  # fmt: skip
+              options: bytes, payload: bytes, recorded: bool = False) -> None:  # fmt: skip
+        """A frame for one of our endpoints. ``recorded``: its bytes are in the flow's record
+        already (the frame the verdict came with), so the endpoint does not count them again:
+        the record's stream and the endpoints' ``bytes_in`` together hold each byte once."""
         seg: Incoming = parse_incoming(seq, ack, flags, window, options, payload)
-        self.tcbs[0 if from_client else 1].on_segment(seg, time.time())
+        tcb = self.tcbs[0 if from_client else 1]
+        counted = tcb.stats.bytes_in
+        tcb.on_segment(seg, time.time())
+        if recorded:
+            tcb.stats.bytes_in = counted
         self.pump()
 
     def pump(self) -> None:
