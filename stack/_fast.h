@@ -205,7 +205,21 @@ void ut_meta_times(const uint32_t *meta, uint32_t n, double *times);
 int32_t ut_rx(int32_t fd, uint8_t *buf, uint32_t slots, uint32_t *offsets, uint32_t *lengths,
               double *times, uint8_t *flags, int32_t max_l3);
 int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
-              uint32_t start, uint32_t count, int64_t *errors);
+              const uint8_t *flags, uint32_t start, uint32_t count, int32_t mtu,
+              int64_t *errors);
+/* What a sender's offloads left to the wire (stack/_offload.c, twins of stack/emit.py's
+ * complete_checksums and resegment). ut_complete_checksums: in place; 0 where the frame was
+ * left as it came. ut_complete_partial: that for each frame flagged UT_RX_PARTIAL, the flag
+ * cleared; returns how many. ut_resegment: the pieces of a TCP super-frame longer than mtu
+ * at layer 3, one after the other in out (lengths[i] each); 0: it is not one to cut (sent
+ * as it is); -1: out or max_pieces too small. */
+#define UT_TX_PIECES 256     /* pieces of one super-frame ut_tx cuts (65,535 / 256 bytes) */
+#define UT_TX_ROOM 131584    /* their room: UT_RX_SLOT, and 256 bytes of headers a piece */
+int32_t ut_complete_checksums(uint8_t *f, uint32_t n);
+uint32_t ut_complete_partial(uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
+                             uint8_t *flags, uint32_t count);
+int32_t ut_resegment(const uint8_t *f, uint32_t n, int32_t mtu, uint8_t *out, uint32_t cap,
+                     uint32_t *lengths, uint32_t max_pieces);
 /* A TPACKET_V2 receive ring (ut_ring_*): frames land in memory shared with the kernel and
  * are read in place, no system call or copy per frame; a batch's frames go back to the
  * kernel at ut_ring_release(). V2, not V3: a V3 block reaches user space only when full or

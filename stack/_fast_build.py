@@ -26,10 +26,11 @@ def cdef_of(header: str) -> str:
 ffibuilder = FFI()
 ffibuilder.cdef(cdef_of((_here / "_fast.h").read_text()))
 # _detect.c (first-bytes detection) and _follow.c (HTTP framing) come first: _fast.c's run
-# loop calls them. _pcap.c reads pcap files for replay.
+# loop calls them. _pcap.c reads pcap files for replay. _offload.c finishes what a sender's
+# offloads left undone (partial checksums, GSO super-frames) in the frames inline forwards.
 # uinet_tap/_ports.c moves inline mode's frames: the one part of the C that does I/O, kept
 # with the application (only uinet_tap/ does I/O).
-_SOURCES = ("_detect.c", "_follow.c", "_fast.c", "_pcap.c", "../uinet_tap/_ports.c")
+_SOURCES = ("_detect.c", "_follow.c", "_fast.c", "_pcap.c", "_offload.c", "../uinet_tap/_ports.c")
 _src = "".join((_here / name).read_text() for name in _SOURCES)
 ffibuilder.set_source(
     "uinet_tap.stack._fast",

@@ -543,6 +543,29 @@ def meta_times(meta: array) -> array:
     return times
 
 
+def complete_checksums(frame: bytes) -> bytes:
+    """stack/emit.py's complete_checksums, done by C (_offload.c) on a copy."""
+    out = bytearray(frame)
+    lib.ut_complete_checksums(ffi.from_buffer(out), len(out))
+    return bytes(out)
+
+
+def resegment(frame: bytes, mtu: int) -> list[bytes]:
+    """stack/emit.py's resegment, done by C (_offload.c) as ut_tx does it."""
+    cap = lib.UT_TX_ROOM
+    out = bytearray(cap)
+    lengths = ffi.new("uint32_t[]", lib.UT_TX_PIECES)
+    n = lib.ut_resegment(frame, len(frame), mtu, ffi.from_buffer(out), cap, lengths,
+                         lib.UT_TX_PIECES)  # fmt: skip
+    if n <= 0:
+        return [frame]
+    pieces, at = [], 0
+    for i in range(n):
+        pieces.append(bytes(out[at : at + lengths[i]]))
+        at += lengths[i]
+    return pieces
+
+
 class Sha256:
     """SHA-256 in a C context that the fast path can also update (hashlib's interface)."""
 

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from frames import Conversation, ethernet, opt_timestamps, qinq  # noqa: E402
 from uinet_tap.plugins.policy import parse_policy  # noqa: E402
 from uinet_tap.plugins.registry import builtin_detectors  # noqa: E402
+from uinet_tap.stack import fastpath  # noqa: E402
 from uinet_tap.stack.bridge import FlowMode  # noqa: E402
 from uinet_tap.stack.cutin import l2_header  # noqa: E402
 from uinet_tap.stack.fastpath import lib  # noqa: E402
@@ -72,8 +73,17 @@ class FakePort:
         pass
 
     def send_batch(self, batch: RxBatch, start: int, stop: int) -> int:
-        self.sent += [batch.frame(i)[0] for i in range(start, stop)]
-        self.sent_in_c += stop - start
+        """As ut_tx sends: a super-frame cut to the MTU by C (stack/_offload.c)."""
+        self.batch_cut = self.batch_whole = 0
+        for i in range(start, stop):
+            frame = batch.frame(i)[0]
+            pieces = [frame]
+            if batch.flags[i] & lib.UT_RX_BIG:
+                pieces = fastpath.resegment(frame, self.mtu)
+                self.batch_cut += len(pieces) > 1
+                self.batch_whole += len(pieces) == 1
+            self.sent += pieces
+            self.sent_in_c += len(pieces)
         self.batch_bytes = sum(batch.lengths[i] for i in range(start, stop))
         return stop - start
 
@@ -130,10 +140,11 @@ def test_passed_flow_is_forwarded_byte_for_byte_and_forgotten_when_it_ends() -> 
 
 
 def _passed_download(
-    fastpath: str, monkeypatch
+    fastpath: str, monkeypatch, piece: int = 1448
 ) -> tuple[Inline, FakePort, FakePort, list, list, list[dict]]:  # type: ignore[no-untyped-def]
     """An untagged IPv4 download, passed after its first exchange, read by on_readable in
-    batches as the ports give them (the frames of both sides interleaved as on a wire)."""
+    batches as the ports give them (the frames of both sides interleaved as on a wire).
+    ``piece``: the body's bytes a frame (over 1448: GSO super-frames, longer than the MTU)."""
     monkeypatch.setenv("UINET_TAP_FASTPATH", fastpath)
     inline, a, b, records = make()
     conv = Conversation()
@@ -141,8 +152,8 @@ def _passed_download(
     segs += [conv.c(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), conv.ack("s")]
     body = bytes(range(256)) * 400
     segs += [conv.s(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))]
-    for at in range(0, len(body), 1448):
-        segs += [conv.s(body[at : at + 1448]), conv.ack("c")]
+    for at in range(0, len(body), piece):
+        segs += [conv.s(body[at : at + piece]), conv.ack("c")]
     segs += [conv.fin("s"), conv.fin("c"), conv.ack("s")]
     sent_c, sent_s = [], []
     for seg in segs:
@@ -180,6 +191,27 @@ def test_c_forwards_a_passed_flow_as_python_does(monkeypatch) -> None:  # type: 
                 for r in recs] for recs in (ref[5], got[5])]  # fmt: skip
     assert untimed[0] == untimed[1] and [r["verdict"] for r in ref[5]] == ["pass"]
     assert ref[5][0]["close"] == "fin" and ref[5][0]["s2c"]["packets"] > 70
+
+
+def test_c_cuts_a_passed_flows_super_frames_as_python_does(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """GSO super-frames of a passed flow (four MSS each, longer than the MTU) are cut in C
+    as the general path cuts them: the same frames out, the same counts, the same record."""
+    if lib is None:
+        return
+    ref = _passed_download("off", monkeypatch, piece=4 * 1448)
+    got = _passed_download("c", monkeypatch, piece=4 * 1448)
+    assert got[1].sent == ref[1].sent and got[2].sent == ref[2].sent
+    assert got[0].stats.forwarded_in_c > 10  # the super-frames among them
+    body = b"".join(dpkt.ethernet.Ethernet(f).data.data.data for f in got[1].sent)
+    assert body.endswith(bytes(range(256)) * 400)  # the pieces carry the body whole, in order
+    assert all(len(f) <= 14 + 1500 for f in got[1].sent)
+    ref_stats, got_stats = ref[0].finish(), got[0].finish()
+    for key in ("forwarded", "resegmented", "too_big"):
+        assert ref_stats["inline"][key] == got_stats["inline"][key], key
+    assert got_stats["inline"]["resegmented"] >= 17  # 102,400 bytes in 5,792-byte frames
+    untimed = [[{k: v for k, v in r.items() if k not in ("timestamp", "start", "end")}
+                for r in recs] for recs in (ref[5], got[5])]  # fmt: skip
+    assert untimed[0] == untimed[1]
 
 
 def test_non_tcp_frames_are_forwarded_unchanged() -> None:

@@ -118,38 +118,30 @@ int32_t ut_rx(int32_t fd, uint8_t *buf, uint32_t slots, uint32_t *offsets, uint3
     return kept;
 }
 
-/* Sends frames [start, count) of buf on fd, in order, in as few calls as the kernel takes.
- * A full socket buffer is waited out (up to about half a second a frame, as Port.send); a
- * frame the kernel refuses is counted in errors[0] (ENOBUFS/EAGAIN given up on) or
- * errors[1] (anything else, e.g. EMSGSIZE; errors[2]: the last such errno) and skipped.
- * Returns the frames sent; errors[3]: the bytes of the frames given, sent or not. */
-int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
-              uint32_t start, uint32_t count, int64_t *errors) {
-    errors[3] = 0;
-    for (uint32_t j = start; j < count; j++)
-        errors[3] += lengths[j];
+/* Sends n frames on fd, in order, in as few calls as the kernel takes. A full socket buffer
+ * is waited out (up to about half a second a frame, as Port.send); a frame the kernel
+ * refuses is counted in errors[0] (ENOBUFS/EAGAIN given up on) or errors[1] (anything else,
+ * e.g. EMSGSIZE; errors[2]: the last such errno) and skipped. Returns the frames sent. */
+static int32_t tx_vec(int32_t fd, struct iovec *iov, uint32_t n, int64_t *errors) {
     struct mmsghdr msgs[UT_RX_MAX];
-    struct iovec iov[UT_RX_MAX];
     int32_t sent = 0;
-    uint32_t i = start;
+    uint32_t i = 0;
     int waits = 0;
-    while (i < count) {
-        uint32_t k = count - i < UT_RX_MAX ? count - i : UT_RX_MAX;
+    while (i < n) {
+        uint32_t k = n - i < UT_RX_MAX ? n - i : UT_RX_MAX;
         memset(msgs, 0, sizeof(msgs[0]) * k);
         for (uint32_t j = 0; j < k; j++) {
-            iov[j].iov_base = (void *)(buf + offsets[i + j]);
-            iov[j].iov_len = lengths[i + j];
-            msgs[j].msg_hdr.msg_iov = &iov[j];
+            msgs[j].msg_hdr.msg_iov = &iov[i + j];
             msgs[j].msg_hdr.msg_iovlen = 1;
         }
-        int n = sendmmsg(fd, msgs, k, MSG_DONTWAIT);
-        if (n > 0) {
-            sent += n;
-            i += (uint32_t)n;
+        int got = sendmmsg(fd, msgs, k, MSG_DONTWAIT);
+        if (got > 0) {
+            sent += got;
+            i += (uint32_t)got;
             waits = 0;
             continue;
         }
-        int err = n < 0 ? errno : EAGAIN;
+        int err = got < 0 ? errno : EAGAIN;
         if (err == EINTR)
             continue;
         if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
@@ -166,6 +158,55 @@ int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uin
         i++; /* this frame cannot go: counted, and the next one tried */
         waits = 0;
     }
+    return sent;
+}
+
+/* Sends frames [start, count) of buf on fd, in order, straight from where they are (tx_vec
+ * counts what cannot go). A frame flagged UT_RX_BIG (flags may be NULL: none is) is cut to
+ * mtu first, as the sender's GSO would have (ut_resegment), errors[4] counting the frames
+ * cut; one that cannot be cut goes as it is and is counted in errors[5] (the kernel refuses
+ * it or not). Returns the frames sent (pieces each); errors[3]: the bytes of the frames
+ * given, sent or not. */
+int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
+              const uint8_t *flags, uint32_t start, uint32_t count, int32_t mtu,
+              int64_t *errors) {
+    struct iovec iov[UT_RX_MAX];
+    static uint8_t pieces[UT_TX_ROOM]; /* one super-frame's (one thread sends) */
+    uint32_t lens[UT_TX_PIECES];
+    errors[3] = 0;
+    int32_t sent = 0;
+    uint32_t k = 0;
+    for (uint32_t j = start; j < count; j++) {
+        errors[3] += lengths[j];
+        if (flags && (flags[j] & UT_RX_BIG)) {
+            int32_t np = ut_resegment(buf + offsets[j], lengths[j], mtu, pieces, sizeof pieces,
+                                      lens, UT_TX_PIECES);
+            if (np > 0) {
+                if (k) /* what came before it goes first */
+                    sent += tx_vec(fd, iov, k, errors);
+                k = 0;
+                struct iovec piov[UT_TX_PIECES];
+                uint8_t *at = pieces;
+                for (int32_t i = 0; i < np; i++) {
+                    piov[i].iov_base = at;
+                    piov[i].iov_len = lens[i];
+                    at += lens[i];
+                }
+                sent += tx_vec(fd, piov, (uint32_t)np, errors);
+                errors[4]++;
+                continue;
+            }
+            errors[5]++;
+        }
+        iov[k].iov_base = (void *)(buf + offsets[j]);
+        iov[k].iov_len = lengths[j];
+        if (++k == UT_RX_MAX) {
+            sent += tx_vec(fd, iov, k, errors);
+            k = 0;
+        }
+    }
+    if (k)
+        sent += tx_vec(fd, iov, k, errors);
     return sent;
 }
 

@@ -196,45 +196,44 @@ class Inline:
                 self.internal_error(exc)
 
     def _batch(self, side: int, port: Port, batch: RxBatch) -> int:
-        """One batch read in C: C counts the frames of passed flows and sends them on from its
-        buffer, in order, between the frames Python takes (any other flow's, anything that
-        is not plain TCP, a frame whose checksum or size needs Python's forward())."""
+        """One batch read in C: C completes the checksums the senders' offloads left partial,
+        counts the frames of passed flows and sends them on from its buffer (a GSO
+        super-frame cut to the MTU), in order, between the frames Python takes (any other
+        flow's, anything that is not plain TCP)."""
         n = port.recv_batch(batch, self.ports[1 - side].mtu)
         if not n:
             return 0
-        fast, tracker, flags = self.fast, self.tracker, batch.flags
+        fast, tracker = self.fast, self.tracker
         assert fast is not None
         out = self.ports[1 - side]
         totals, st = self.engine.totals, self.stats
+        st.checksums_completed += batch.complete_partial()
         fast.load_frames(batch)
         try:
             i = 0
-            while i < n:
-                j = i
-                while j < n and not flags[j]:
-                    j += 1
-                if j > i:  # frames C may take: [i, j)
-                    stop, handled, full = fast.run(i, j, tracker.last_expiry + 1.0,
-                                                   tracker.tcp_packets)  # fmt: skip
-                    tracker.tcp_packets += handled
-                    if stop > i:
-                        out.send_batch(batch, i, stop)
-                        st.forwarded += stop - i
-                        st.forwarded_in_c += stop - i
-                        totals.packets += stop - i
-                        totals.bytes += out.batch_bytes
-                    if tracker.events:
-                        self.engine._drain()
-                    i = stop
-                    if full and stop < j:
-                        continue  # C's output arrays filled: run again from there
-                if i < n:
-                    frame, partial = batch.frame(i)
-                    i += 1
-                    try:
-                        self.frame(side, frame, partial)
-                    except Exception as exc:  # a bug must not stop the bridge
-                        self.internal_error(exc)
+            while i < n:  # C takes frames from i on, up to one Python must take
+                stop, handled, full = fast.run(i, n, tracker.last_expiry + 1.0,
+                                               tracker.tcp_packets)  # fmt: skip
+                tracker.tcp_packets += handled
+                if stop > i:
+                    out.send_batch(batch, i, stop)
+                    st.forwarded += stop - i
+                    st.forwarded_in_c += stop - i
+                    st.resegmented += out.batch_cut
+                    st.too_big += out.batch_whole
+                    totals.packets += stop - i
+                    totals.bytes += out.batch_bytes
+                if tracker.events:
+                    self.engine._drain()
+                i = stop
+                if full or i >= n:
+                    continue  # C's output arrays filled: run again from there
+                frame, partial = batch.frame(i)
+                i += 1
+                try:
+                    self.frame(side, frame, partial)
+                except Exception as exc:  # a bug must not stop the bridge
+                    self.internal_error(exc)
         finally:
             fast.unload()
             port.release_batch()

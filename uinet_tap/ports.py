@@ -59,6 +59,12 @@ class RxBatch:
         self.buf = self._own
         self.data = memoryview(ffi.buffer(self._own))
 
+    def complete_partial(self) -> int:
+        """Complete in place the checksums the senders' offloads left partial, in C (the
+        frames' flags lose UT_RX_PARTIAL): how many frames that was."""
+        return lib.ut_complete_partial(self.buf, self.offsets, self.lengths, self.flags,  # type: ignore[no-any-return]
+                                       self.count)  # fmt: skip
+
     def frame(self, i: int) -> tuple[bytes, bool]:
         """Frame ``i`` as Port.recv gives it: (frame, its checksum is partial)."""
         off = self.offsets[i]
@@ -143,7 +149,9 @@ class Port:
         self.send_errors: dict[str, int] = {}
         self._drops = 0
         self.batch_bytes = 0  # of the frames the last send_batch() was given
-        self._tx_errors: Any = ffi.new("int64_t[4]") if ffi is not None else None
+        self._tx_errors: Any = ffi.new("int64_t[6]") if ffi is not None else None
+        self.batch_cut = 0  # super-frames the last send_batch() cut to the MTU
+        self.batch_whole = 0  # frames longer than the MTU it could not cut: sent as they were
         self._ring: Any = None  # a receive ring (use_ring), read by recv_batch
         self.ring_cut = 0  # frames lost cut in the ring (the port then left it)
         # the longest frame the ring must hold: the MTU, its Ethernet header, two tags
@@ -252,14 +260,16 @@ class Port:
         self._ring = None
 
     def send_batch(self, batch: RxBatch, start: int, stop: int) -> int:
-        """Send frames [start, stop) of ``batch`` as they are (in C, from its buffer); what
-        cannot go is counted by reason, as send() counts it."""
+        """Send frames [start, stop) of ``batch`` (in C, from its buffer), a GSO super-frame
+        cut to this port's MTU first (batch_cut, batch_whole); what cannot go is counted by
+        reason, as send() counts it."""
         errors = self._tx_errors
-        errors[0] = errors[1] = errors[2] = 0  # [3]: the bytes of [start, stop)
-        sent = lib.ut_tx(self.sock.fileno(), batch.buf, batch.offsets, batch.lengths, start,
-                         stop, errors)  # fmt: skip
+        errors[0] = errors[1] = errors[2] = errors[4] = errors[5] = 0  # [3]: set by ut_tx
+        sent = lib.ut_tx(self.sock.fileno(), batch.buf, batch.offsets, batch.lengths,
+                         batch.flags, start, stop, self.mtu, errors)  # fmt: skip
         self.sent += sent
         self.batch_bytes = errors[3]
+        self.batch_cut, self.batch_whole = errors[4], errors[5]
         if errors[0]:
             self.send_errors["EAGAIN"] = self.send_errors.get("EAGAIN", 0) + errors[0]
         if errors[1]:

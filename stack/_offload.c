@@ -1,0 +1,236 @@
+/* What a sender's offloads leave for the wire to finish, finished in C for the frames the
+ * inline bump forwards from C: a checksum left partial (TP_STATUS_CSUMNOTREADY: the field
+ * holds only the pseudo-header's sum) completed, a GSO super-frame cut to the MTU as Linux's
+ * tcp_gso_segment cuts it. Each function is the twin of one in stack/emit.py
+ * (complete_checksums, resegment), byte for byte; tests/test_offload.py holds them to it.
+ * No length is trusted: every offset is checked against the frame before it is read. */
+#include <string.h>
+
+#define OFF_TCP 6
+#define OFF_UDP 17
+#define OFF_CWR 0x80
+#define OFF_FIN 0x01
+#define OFF_PSH 0x08
+
+typedef struct {
+    uint32_t ip, l4, end; /* offsets: IP header, transport header, end of the IP packet */
+    int v6, proto, fragment, ext;
+    const uint8_t *src, *dst; /* for the pseudo-header: the final destination (RFC 8200 §8.1) */
+    uint32_t alen;            /* address length: 4 or 16 */
+} off_packet;
+
+static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
+static void put16(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+/* The last destination an IPv6 routing header still has to visit (emit._final_destination):
+ * type 0's last address, type 2's home address, SRH's segment 0; NULL for other types. */
+static const uint8_t *final_destination(const uint8_t *rh, uint32_t len) {
+    if (len < 24)
+        return NULL;
+    if (rh[2] == 0)
+        return rh + len - 16;
+    if (rh[2] == 2 || rh[2] == 4)
+        return rh + 8;
+    return NULL;
+}
+
+/* Where things are in an Ethernet frame carrying IP (emit._parse); 0 for anything else. */
+static int parse(const uint8_t *f, uint32_t n, off_packet *p) {
+    if (n < 14)
+        return 0;
+    uint32_t off = 12;
+    uint16_t etype = be16(f + 12);
+    while (etype == 0x8100 || etype == 0x88a8 || etype == 0x9100 || etype == 0x9200) {
+        off += 4;
+        if (n < off + 2)
+            return 0;
+        etype = be16(f + off);
+    }
+    uint32_t ip = off + 2;
+    memset(p, 0, sizeof *p);
+    p->ip = ip;
+    if (etype == 0x0800) {
+        if (n < ip + 20 || f[ip] >> 4 != 4)
+            return 0;
+        uint32_t ihl = (uint32_t)(f[ip] & 0x0f) * 4;
+        uint32_t total = be16(f + ip + 2);
+        if (total == 0) /* TSO leaves it to the NIC: the capture is the packet */
+            total = n - ip;
+        if (ihl < 20 || total < ihl || ip + total > n)
+            return 0;
+        p->l4 = ip + ihl;
+        p->end = ip + total;
+        p->proto = f[ip + 9];
+        p->src = f + ip + 12;
+        p->dst = f + ip + 16;
+        p->alen = 4;
+        p->fragment = (be16(f + ip + 6) & 0x3fff) != 0; /* MF or an offset */
+        return 1;
+    }
+    if (etype == 0x86dd) {
+        if (n < ip + 40 || f[ip] >> 4 != 6)
+            return 0;
+        uint32_t plen = be16(f + ip + 4);
+        uint32_t end = plen == 0 ? n : ip + 40 + plen;
+        if (end > n)
+            return 0;
+        uint32_t nxt = f[ip + 6];
+        p->src = f + ip + 8;
+        p->dst = f + ip + 24;
+        p->alen = 16;
+        uint32_t pos = ip + 40;
+        /* hop-by-hop, routing, destination options (RFC 8200 §4.3, §4.4, §4.6): each at
+         * least 8 bytes, so the walk ends within the packet */
+        while (nxt == 0 || nxt == 43 || nxt == 60) {
+            if (end < pos + 8)
+                return 0;
+            uint32_t hlen = ((uint32_t)f[pos + 1] + 1) * 8;
+            if (pos + hlen > end)
+                return 0;
+            if (nxt == 43 && f[pos + 3]) { /* segments left: dst is not the final one */
+                const uint8_t *fin = final_destination(f + pos, hlen);
+                if (!fin)
+                    return 0;
+                p->dst = fin;
+            }
+            nxt = f[pos];
+            pos += hlen;
+        }
+        p->v6 = 1;
+        p->l4 = pos;
+        p->end = end;
+        p->proto = (int)nxt;
+        p->fragment = nxt == 44;
+        p->ext = pos != ip + 40;
+        return 1;
+    }
+    return 0;
+}
+
+/* One's-complement sum of len bytes (RFC 1071), an odd last byte padded with zero. */
+static uint64_t ones_sum(const uint8_t *d, uint32_t len, uint64_t sum) {
+    uint32_t i = 0;
+    for (; i + 1 < len; i += 2)
+        sum += (uint32_t)(d[i] << 8 | d[i + 1]);
+    if (i < len)
+        sum += (uint32_t)d[i] << 8;
+    return sum;
+}
+
+static uint16_t fold(uint64_t sum) {
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
+/* The pseudo-header's sum: RFC 9293 §3.1 (IPv4), RFC 8200 §8.1 (IPv6). */
+static uint64_t pseudo_sum(const off_packet *p, uint32_t length) {
+    uint64_t s = ones_sum(p->src, p->alen, 0);
+    s = ones_sum(p->dst, p->alen, s);
+    return s + (uint32_t)p->proto + (length & 0xffff) + (length >> 16);
+}
+
+static void ip4_checksum(uint8_t *f, const off_packet *p) {
+    put16(f + p->ip + 10, 0);
+    put16(f + p->ip + 10, fold(ones_sum(f + p->ip, p->l4 - p->ip, 0)));
+}
+
+int32_t ut_complete_checksums(uint8_t *f, uint32_t n) {
+    off_packet p;
+    if (!parse(f, n, &p) || p.fragment)
+        return 0; /* left as it came, as complete_checksums leaves it */
+    if (!p.v6)
+        ip4_checksum(f, &p);
+    uint32_t at;
+    if (p.proto == OFF_TCP && p.end - p.l4 >= 20)
+        at = p.l4 + 16;
+    else if (p.proto == OFF_UDP && p.end - p.l4 >= 8) {
+        at = p.l4 + 6;
+        if (!p.v6 && f[at] == 0 && f[at + 1] == 0)
+            return 1; /* IPv4 UDP without a checksum (RFC 768) */
+    } else
+        return 1;
+    put16(f + at, 0);
+    uint16_t c = fold(ones_sum(f + p.l4, p.end - p.l4, pseudo_sum(&p, p.end - p.l4)));
+    if (c == 0 && p.proto == OFF_UDP)
+        c = 0xffff; /* RFC 768: a computed 0 is sent as all ones */
+    put16(f + at, c);
+    return 1;
+}
+
+uint32_t ut_complete_partial(uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
+                             uint8_t *flags, uint32_t count) {
+    uint32_t done = 0;
+    for (uint32_t k = 0; k < count; k++) {
+        if (!(flags[k] & UT_RX_PARTIAL))
+            continue;
+        ut_complete_checksums(buf + offsets[k], lengths[k]);
+        flags[k] &= (uint8_t)~UT_RX_PARTIAL;
+        done++;
+    }
+    return done;
+}
+
+int32_t ut_resegment(const uint8_t *f, uint32_t n, int32_t mtu, uint8_t *out, uint32_t cap,
+                     uint32_t *lengths, uint32_t max_pieces) {
+    off_packet p;
+    if (mtu <= 0 || !parse(f, n, &p) || p.end - p.ip <= (uint32_t)mtu)
+        return 0;
+    if (p.proto != OFF_TCP || p.fragment || p.ext || p.end - p.l4 < 20)
+        return 0;
+    uint32_t thl = (uint32_t)(f[p.l4 + 12] >> 4) * 4;
+    if (thl < 20 || p.l4 + thl > p.end)
+        return 0;
+    int64_t mss = (int64_t)mtu - (p.l4 - p.ip) - thl;
+    uint32_t plen = p.end - p.l4 - thl;
+    if (mss <= 0 || plen == 0)
+        return 0;
+    uint32_t count = (uint32_t)((plen + mss - 1) / mss);
+    uint32_t head = p.l4 + thl; /* L2, IP and TCP headers: on every piece */
+    if (count > max_pieces || (uint64_t)count * head + plen > cap)
+        return -1;
+    const uint8_t *payload = f + head;
+    uint32_t seq0 = (uint32_t)f[p.l4 + 4] << 24 | (uint32_t)f[p.l4 + 5] << 16 |
+                    (uint32_t)f[p.l4 + 6] << 8 | f[p.l4 + 7];
+    uint8_t flags = f[p.l4 + 13];
+    uint16_t ip_id = p.v6 ? 0 : be16(f + p.ip + 4);
+    uint8_t *o = out;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t chunk = i + 1 < count ? (uint32_t)mss : plen - i * (uint32_t)mss;
+        memcpy(o, f, head);
+        memcpy(o + head, payload + (uint64_t)i * (uint32_t)mss, chunk);
+        uint8_t *tcp = o + p.l4;
+        uint8_t fl = flags;
+        if (i)
+            fl &= (uint8_t)~OFF_CWR; /* tcp_gso_segment: CWR on the first segment only */
+        if (i + 1 < count)
+            fl &= (uint8_t)~(OFF_FIN | OFF_PSH);
+        tcp[13] = fl;
+        uint32_t seq = seq0 + i * (uint32_t)mss;
+        tcp[4] = (uint8_t)(seq >> 24);
+        tcp[5] = (uint8_t)(seq >> 16);
+        tcp[6] = (uint8_t)(seq >> 8);
+        tcp[7] = (uint8_t)seq;
+        uint32_t tcp_len = thl + chunk;
+        off_packet q = p; /* addresses in this piece, not the super-frame */
+        q.src = o + (p.src - f);
+        q.dst = o + (p.dst - f);
+        q.end = p.l4 + tcp_len;
+        put16(tcp + 16, 0);
+        put16(tcp + 16, fold(ones_sum(tcp, tcp_len, pseudo_sum(&q, tcp_len))));
+        if (p.v6)
+            put16(o + p.ip + 4, tcp_len);
+        else {
+            put16(o + p.ip + 2, (p.l4 - p.ip) + tcp_len);
+            put16(o + p.ip + 4, (uint16_t)(ip_id + i));
+            ip4_checksum(o, &q);
+        }
+        lengths[i] = head + chunk;
+        o += head + chunk;
+    }
+    return (int32_t)count;
+}
