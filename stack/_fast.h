@@ -208,7 +208,7 @@ int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uin
               const uint8_t *flags, uint32_t start, uint32_t count, int32_t mtu,
               int64_t *errors);
 /* What a sender's offloads left to the wire (stack/_offload.c, twins of stack/emit.py's
- * complete_checksums and resegment). ut_complete_checksums: in place; 0 where the frame was
+ * complete_checksums and resegment; and build, the cut-in's frames). ut_complete_checksums: in place; 0 where the frame was
  * left as it came. ut_complete_partial: that for each frame flagged UT_RX_PARTIAL, the flag
  * cleared; returns how many. ut_resegment: the pieces of a TCP super-frame longer than mtu
  * at layer 3, one after the other in out (lengths[i] each); 0: it is not one to cut (sent
@@ -220,6 +220,11 @@ uint32_t ut_complete_partial(uint8_t *buf, const uint32_t *offsets, const uint32
                              uint8_t *flags, uint32_t count);
 int32_t ut_resegment(const uint8_t *f, uint32_t n, int32_t mtu, uint8_t *out, uint32_t cap,
                      uint32_t *lengths, uint32_t max_pieces);
+uint32_t ut_build(const uint8_t *l2, uint32_t l2len, const uint8_t *src, const uint8_t *dst,
+                  uint32_t alen, uint32_t sport, uint32_t dport, uint32_t ttl, uint32_t tos,
+                  uint32_t flow_label, uint32_t ip_id, int32_t df, uint32_t seq, uint32_t ack,
+                  uint32_t flags, uint32_t window, const uint8_t *opts, uint32_t olen,
+                  const uint8_t *payload, uint32_t plen, uint8_t *out);
 /* A TPACKET_V2 receive ring (ut_ring_*): frames land in memory shared with the kernel and
  * are read in place, no system call or copy per frame; a batch's frames go back to the
  * kernel at ut_ring_release(). V2, not V3: a V3 block reaches user space only when full or

@@ -234,3 +234,69 @@ int32_t ut_resegment(const uint8_t *f, uint32_t n, int32_t mtu, uint8_t *out, ui
     }
     return (int32_t)count;
 }
+
+/* A complete frame from an impersonated endpoint (emit.build's twin, byte for byte): l2 as
+ * given (ending in the ethertype), an IPv4 header (ip_id, DF as given) or an IPv6 one, TCP
+ * with the options (a multiple of 4, at most 40: the caller checks) and the payload, all
+ * checksums filled in. out must hold l2len + 60 + olen + plen bytes. Returns the length. */
+uint32_t ut_build(const uint8_t *l2, uint32_t l2len, const uint8_t *src, const uint8_t *dst,
+                  uint32_t alen, uint32_t sport, uint32_t dport, uint32_t ttl, uint32_t tos,
+                  uint32_t flow_label, uint32_t ip_id, int32_t df, uint32_t seq, uint32_t ack,
+                  uint32_t flags, uint32_t window, const uint8_t *opts, uint32_t olen,
+                  const uint8_t *payload, uint32_t plen, uint8_t *out) {
+    uint32_t iph = alen == 16 ? 40 : 20;
+    uint32_t hlen = 20 + olen;
+    uint32_t tcp_len = hlen + plen;
+    memcpy(out, l2, l2len);
+    uint8_t *ip = out + l2len;
+    uint8_t *tcp = ip + iph;
+    put16(tcp, sport);
+    put16(tcp + 2, dport);
+    tcp[4] = (uint8_t)(seq >> 24);
+    tcp[5] = (uint8_t)(seq >> 16);
+    tcp[6] = (uint8_t)(seq >> 8);
+    tcp[7] = (uint8_t)seq;
+    tcp[8] = (uint8_t)(ack >> 24);
+    tcp[9] = (uint8_t)(ack >> 16);
+    tcp[10] = (uint8_t)(ack >> 8);
+    tcp[11] = (uint8_t)ack;
+    tcp[12] = (uint8_t)((hlen / 4) << 4 | ((flags >> 8) & 1));
+    tcp[13] = (uint8_t)flags;
+    put16(tcp + 14, window & 0xffff);
+    put16(tcp + 16, 0);
+    put16(tcp + 18, 0);
+    memcpy(tcp + 20, opts, olen);
+    memcpy(tcp + hlen, payload, plen);
+    off_packet p;
+    memset(&p, 0, sizeof p);
+    p.src = src;
+    p.dst = dst;
+    p.alen = alen;
+    p.proto = OFF_TCP;
+    put16(tcp + 16, fold(ones_sum(tcp, tcp_len, pseudo_sum(&p, tcp_len))));
+    if (alen == 16) {
+        uint32_t first = 6u << 28 | (tos & 0xff) << 20 | (flow_label & 0xfffff);
+        ip[0] = (uint8_t)(first >> 24);
+        ip[1] = (uint8_t)(first >> 16);
+        ip[2] = (uint8_t)(first >> 8);
+        ip[3] = (uint8_t)first;
+        put16(ip + 4, tcp_len);
+        ip[6] = OFF_TCP;
+        ip[7] = (uint8_t)ttl;
+        memcpy(ip + 8, src, 16);
+        memcpy(ip + 24, dst, 16);
+    } else {
+        ip[0] = 0x45;
+        ip[1] = (uint8_t)tos;
+        put16(ip + 2, 20 + tcp_len);
+        put16(ip + 4, ip_id & 0xffff);
+        put16(ip + 6, df ? 0x4000 : 0);
+        ip[8] = (uint8_t)ttl;
+        ip[9] = OFF_TCP;
+        put16(ip + 10, 0);
+        memcpy(ip + 12, src, 4);
+        memcpy(ip + 16, dst, 4);
+        put16(ip + 10, fold(ones_sum(ip, 20, 0)));
+    }
+    return l2len + iph + tcp_len;
+}

@@ -566,6 +566,31 @@ def resegment(frame: bytes, mtu: int) -> list[bytes]:
     return pieces
 
 
+_FRAME = bytearray(lib.UT_RX_SLOT) if lib is not None else bytearray()
+_FRAME_C = ffi.from_buffer(_FRAME) if lib is not None else None
+
+
+def build(t: Any, seq: int, ack: int, flags: int, window: int, options: bytes = b"",
+          payload: bytes = b"") -> bytes:  # fmt: skip
+    """stack/emit.py's build (a frame from an impersonated endpoint), done by C."""
+    if len(options) % 4 or len(options) > 40:
+        raise ValueError(f"TCP options must be a multiple of 4 bytes, at most 40: {len(options)}")
+    v6 = len(t.src) == 16
+    if len(t.l2) < 14 or t.l2[-2:] != (b"\x86\xdd" if v6 else b"\x08\x00"):
+        raise ValueError("l2 must be an Ethernet header ending in the ethertype of the addresses")
+    if len(t.l2) + 60 + len(options) + len(payload) > len(_FRAME):
+        raise ValueError("frame longer than a receive slot")
+    ip_id = t.ip_id & 0xFFFF
+    if not v6:
+        t.ip_id = (ip_id + 1) & 0xFFFF
+    n = lib.ut_build(
+        t.l2, len(t.l2), t.src, t.dst, len(t.src), t.sport, t.dport, t.ttl, t.tos,
+        t.flow_label, ip_id, t.df, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, flags, window,
+        options, len(options), payload, len(payload), _FRAME_C,
+    )  # fmt: skip
+    return bytes(_FRAME[:n])
+
+
 class Sha256:
     """SHA-256 in a C context that the fast path can also update (hashlib's interface)."""
 

@@ -39,7 +39,7 @@ from .stack.bridge import Act, Bridge, BridgeFlow, FlowMode, Reset
 from .stack.connection import Connection
 from .stack.cutin import NotReady, l2_header
 from .stack.decode import DLT_EN10MB, Segment
-from .stack.emit import PathTemplate, complete_checksums, resegment
+from .stack.emit import PathTemplate, build, complete_checksums, resegment
 from .stack.events import CloseReason
 from .stack.fastpath import lib
 from .stack.options import timestamp
@@ -100,6 +100,9 @@ class Inline:
         # Passed flows go to C (stack/_fast.c: counted only, as bypassed), whose frames C
         # then sends on itself (ports.py RxBatch); every other frame is Python's, as before.
         self.fast: fastpath.CFastPath | None = None
+        # Cut-in sessions' frames made while a batch is read go out together after it, per
+        # port in order (one sendmmsg, not a call each); None: outside a batch, at once.
+        self._held: tuple[list[bytes], list[bytes]] | None = None
         self._rx: tuple[RxBatch, RxBatch] | None = None
         if options.fastpath_mode() == "c":
             self.fast = fastpath.CFastPath(self.tracker.config_retain, bypassed_only=True)
@@ -209,6 +212,8 @@ class Inline:
         totals, st = self.engine.totals, self.stats
         st.checksums_completed += batch.complete_partial()
         fast.load_frames(batch)
+        held: tuple[list[bytes], list[bytes]] = ([], [])
+        self._held = held
         try:
             i = 0
             while i < n:  # C takes frames from i on, up to one Python must take
@@ -237,6 +242,10 @@ class Inline:
         finally:
             fast.unload()
             port.release_batch()
+            self._held = None
+            for k in (0, 1):
+                if held[k]:
+                    self.ports[k].send_frames(held[k])
         return n
 
     def internal_error(self, exc: BaseException) -> None:
@@ -266,8 +275,12 @@ class Inline:
         if out.send(frame):
             st.forwarded += 1
 
-    def send(self, side: int, frame: bytes) -> None:
-        self.ports[side].send(frame)
+    def send(self, side: int, frames: list[bytes]) -> None:
+        """A cut-in session's frames, out of one port in order (after the batch being read)."""
+        if self._held is not None:
+            self._held[side].extend(frames)
+        else:
+            self.ports[side].send_frames(frames)
 
     def frame(self, side: int, frame: bytes, partial: bool) -> None:
         now = time.time()
@@ -450,6 +463,7 @@ class Inline:
             conn.id, halves, (c.iface, s.iface), self.send, view, handler, name,
             self._session_settled, self._session_gone,
             functools.partial(self._handler_failed, conn.id), guarded,
+            fastpath.build if self.fast is not None else build,
         )  # fmt: skip
         self.bridge.own(flow, session)
         self.sessions[conn.id] = session

@@ -26,7 +26,8 @@ HIGH_WATER = 1 << 20  # drain() waits while more than this is queued towards a p
 LOW_WATER = 256 << 10
 
 Handler = Callable[[Any], Awaitable[None]]
-Send = Callable[[int, bytes], None]  # (interface index, frame)
+Send = Callable[[int, list[bytes]], None]  # (interface index, frames to send in order)
+Build = Callable[..., bytes]  # stack/emit.py's build, or its C twin (stack/fastpath.py)
 
 
 class ActiveEndpoint:
@@ -112,11 +113,13 @@ class InterceptSession:
         on_gone: Callable[[InterceptSession], None],
         on_error: Callable[[str, str, str | None], None],
         guarded: bool = False,
+        build: Build = build,
     ) -> None:
         """``on_settled``: the handler is done and both sides are closed or in TIME-WAIT (the
         record can be written); ``on_gone``: both active endpoints are CLOSED (the tuple can
         be released); ``on_error(handler name, reason, file:line or None)``: the handler
-        failed; ``guarded``: the handler is a third party's (see the module doc)."""
+        failed; ``guarded``: the handler is a third party's (see the module doc); ``build``:
+        what makes our frames."""
         now = time.time()
         self.conn_id = conn_id
         self.started = now
@@ -124,6 +127,7 @@ class InterceptSession:
         self.templates = (halves[0][1], halves[1][1])
         self.ifaces = ifaces
         self._send = send
+        self._build = build
         self.handler_name = handler_name
         self._on_settled = on_settled
         self._on_gone = on_gone
@@ -208,11 +212,11 @@ class InterceptSession:
         """Send what the endpoints queued, wake the handler, re-arm the timer."""
         for i, tcb in enumerate(self.tcbs):
             if tcb.out:
-                template = self.templates[i]
-                iface = self.ifaces[i]
-                for o in tcb.out:
-                    self._send(iface, build(template, o.seq, o.ack, o.flags, o.window,
-                                            o.options, o.payload))  # fmt: skip
+                t, make = self.templates[i], self._build
+                # one call for the lot: a batch of segments and their ACKs goes out together
+                frames = [make(t, o.seq, o.ack, o.flags, o.window, o.options, o.payload)
+                          for o in tcb.out]  # fmt: skip
+                self._send(self.ifaces[i], frames)
                 tcb.out.clear()
                 if self.first_out is None:
                     self.first_out = time.time()
