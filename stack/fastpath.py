@@ -39,9 +39,10 @@ def c_view(ctype: str, names: tuple[str, ...]) -> struct.Struct:
         field = fields[name]
         if field.offset < pos:
             raise ValueError(f"{ctype}.{name}: fields must be named in their order")
-        fmt += "x" * (field.offset - pos)
+        if field.offset > pos:
+            fmt += f"{field.offset - pos}x"
         t = field.type
-        if t.kind == "array" and t.item.cname == "uint8_t":
+        if t.kind == "array" and t.item.cname in ("uint8_t", "char"):
             fmt += f"{t.length}s"
         elif t.kind == "array":
             fmt += _CODES[t.item.cname] * t.length

@@ -24,7 +24,6 @@ Python fast path, and the general path, and compares every record.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -37,19 +36,18 @@ from .plugins.detectors.tls import Tls, cipher_name, version_name
 from .plugins.policy import Budget, Policy
 from .plugins.registry import Loaded
 from .stack.connection import Connection
-from .stack.fastpath import ffi
+from .stack.fastpath import c_view, ffi
 from .stack.tracker import Tracker
 
 _HTTP, _TLS = 1, 2  # _detect.c UD_HTTP, UD_TLS
-# ut_native read in two unpacks (one connection's worth of cffi field reads costs more):
-# state, allow, proto, complete, seg[2], early_len[2], early_cap[2], (early[2]), bytes[2],
-# first_data, verdict_off[2]; and the findings from method[2] to flen.
-_HEAD = struct.Struct("@4i2i2i2i16x2qd2q")
-_FOUND = struct.Struct("@8ii4iii16Hii40s48si")
-_FOUND_AT = ffi.offsetof("ut_native", "method") if ffi is not None else 0
+# ut_native read in two unpacks (one connection's worth of cffi field reads costs more), the
+# layouts as cffi reads them from _fast.h (c_view): the state and counters, then the findings.
 if ffi is not None:
-    assert _HEAD.size == ffi.offsetof("ut_native", "nev"), "ut_native layout changed"
-    assert _FOUND_AT + _FOUND.size == ffi.offsetof("ut_native", "fbuf"), "ut_native changed"
+    _HEAD = c_view("ut_native", ("state", "allow", "proto", "complete", "seg", "early_len",
+                                 "early_cap", "bytes", "first_data", "verdict_off"))  # fmt: skip
+    _FOUND = c_view("ut_native", ("method", "path", "host", "ua", "status", "sni", "alpn",
+                                  "legacy", "nversions", "versions", "tls_version", "cipher",
+                                  "ja3", "ja4", "flen"))  # fmt: skip
 
 
 def native_eligible(plugins: list[Loaded], policy: Policy | None) -> bool:
@@ -203,7 +201,7 @@ class NativeGlue(InspectionGlue):
         head = _HEAD.unpack_from(raw)
         self.decided_in_c += 1
         user: NativeState = conn.user  # type: ignore[assignment]
-        user.protocol, user.findings = _findings(nat, head, _FOUND.unpack_from(raw, _FOUND_AT))
+        user.protocol, user.findings = _findings(nat, head, _FOUND.unpack_from(raw))
         user.verdict = self.default
         user.offsets = (head[13], head[14])
         if self.keep_early:
