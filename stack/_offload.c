@@ -1,5 +1,5 @@
-/* What a sender's offloads leave for the wire to finish, finished in C for the frames the
- * inline bump forwards from C: a checksum left partial (TP_STATUS_CSUMNOTREADY: the field
+/* What C does to the frames the inline bump forwards without Python: which are plainly not
+ * TCP (ut_plain_non_tcp), and what a sender's offloads left for the wire to finish: a checksum left partial (TP_STATUS_CSUMNOTREADY: the field
  * holds only the pseudo-header's sum) completed, a GSO super-frame cut to the MTU as Linux's
  * tcp_gso_segment cuts it. Each function is the twin of one in stack/emit.py
  * (complete_checksums, resegment), byte for byte; tests/test_offload.py holds them to it.
@@ -299,4 +299,58 @@ uint32_t ut_build(const uint8_t *l2, uint32_t l2len, const uint8_t *src, const u
         put16(ip + 10, fold(ones_sum(ip, 20, 0)));
     }
     return l2len + iph + tcp_len;
+}
+
+/* How many frames from `start` on are plainly not TCP, as the general path's decoder
+ * (stack/decode.py) would find them, up to the first that may be TCP or needs it (a
+ * fragment, a tunnel, anything malformed): Ethernet and its VLAN tags, then an ethertype it
+ * does not follow (counts[0] += 1, "unsupported_ethertype"), or an IPv4 header that is well
+ * formed, not a fragment, carrying neither TCP nor a tunnel, or an IPv6 header going straight
+ * on to UDP or ICMPv6 (counts[1] += 1, "non_tcp"). Inline forwards these from C untouched:
+ * ARP, neighbour discovery, UDP never cross into Python. max_layers: decode.MAX_LAYERS. */
+uint32_t ut_plain_non_tcp(const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
+                          uint32_t start, uint32_t count, int32_t max_layers, int64_t *counts) {
+    uint32_t i;
+    for (i = start; i < count; i++) {
+        const uint8_t *f = buf + offsets[i];
+        uint32_t n = lengths[i];
+        if (n < 14)
+            break;
+        uint32_t off = 14;
+        int32_t layers = 1;
+        uint16_t etype = be16(f + 12);
+        while (etype == 0x8100 || etype == 0x88a8 || etype == 0x9100 || etype == 0x9200) {
+            if (++layers > max_layers || n < off + 4)
+                goto done;
+            etype = be16(f + off + 2);
+            off += 4;
+        }
+        if (etype != 0x0800 && etype != 0x86dd && etype != 0x8847 && etype != 0x8848 &&
+            etype != 0x8864 && etype != 0x6558) {
+            counts[0]++;
+            continue;
+        }
+        if (++layers > max_layers)
+            break;
+        if (etype == 0x0800) {
+            if (n < off + 20 || f[off] >> 4 != 4)
+                break;
+            uint32_t ihl = (uint32_t)(f[off] & 0x0f) * 4;
+            uint32_t total = be16(f + off + 2);
+            uint8_t proto = f[off + 9];
+            if (ihl < 20 || n < off + ihl || total < ihl || (be16(f + off + 6) & 0x3fff) ||
+                proto == 6 || proto == 4 || proto == 41 || proto == 47)
+                break;
+            counts[1]++;
+            continue;
+        }
+        if (etype == 0x86dd && n >= off + 40 && f[off] >> 4 == 6 &&
+            (f[off + 6] == 17 || f[off + 6] == 58)) {
+            counts[1]++;
+            continue;
+        }
+        break;
+    }
+done:
+    return i - start;
 }

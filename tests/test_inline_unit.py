@@ -5,11 +5,13 @@ TTL, timestamps) and that forwarding is byte-for-byte."""
 from __future__ import annotations
 
 import asyncio
+import struct
 import sys
 import time
 from pathlib import Path
 
 import dpkt
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from frames import Conversation, ethernet, opt_timestamps, qinq  # noqa: E402
@@ -218,6 +220,60 @@ def test_c_cuts_a_passed_flows_super_frames_as_python_does(monkeypatch) -> None:
     assert untimed[0] == untimed[1]
 
 
+def _not_tcp_frames() -> list[bytes]:
+    """Frames that are not TCP, or may not be: plainly not (ARP, UDP over IPv4 and IPv6,
+    ICMPv6, tagged or not) and ones the decoder must look into (an IPv4 fragment, IPv6 with an
+    extension header, a GRE tunnel, a malformed IPv4 header, a tag stack past the layer
+    limit), interleaved, some longer than the MTU."""
+    udp = struct.pack("!HHHH", 5353, 53, 16, 0) + b"12345678"
+    v4 = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 44, 1, 0, 64, 17, 0, bytes(4), bytes(4)) + udp
+    frag = bytearray(v4)
+    frag[6] = 0x20  # more fragments
+    gre = bytearray(v4)
+    gre[9] = 47
+    bad = bytearray(v4)
+    bad[0] = 0x44  # an IHL of 16 bytes
+    big = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 2028, 2, 0, 64, 17, 0, bytes(4), bytes(4))
+    big += bytes(2008)
+    v6 = struct.pack("!IHBB", 6 << 28, len(udp), 17, 64) + bytes(32) + udp
+    icmp6 = struct.pack("!IHBB", 6 << 28, 8, 58, 255) + bytes(32) + bytes(8)
+    hop = struct.pack("!IHBB", 6 << 28, 8 + len(udp), 0, 64) + bytes(32)
+    hop += bytes([17, 0]) + bytes(6) + udp
+    arp = b"\x00\x01\x08\x00\x06\x04\x00\x01" + bytes(20)
+    deep = ethernet(v4, list(range(1, 17)))  # 16 tags: too many layers
+    return [
+        ethernet(arp, ethertype=0x0806), ethernet(v4), ethernet(v6, qinq(7, 8)),
+        ethernet(icmp6), ethernet(bytes(frag)), ethernet(arp, [5], ethertype=0x0806),
+        ethernet(hop), ethernet(bytes(gre)), ethernet(v4, [9]), ethernet(bytes(bad)), deep,
+        ethernet(big), ethernet(v4),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["off", "c"])
+def test_frames_not_tcp_are_forwarded_and_counted_alike(mode: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """C forwards what is plainly not TCP without Python, the rest goes to the decoder: the
+    same frames out, in order, and the same counts by reason as the general path."""
+    if mode == "c" and lib is None:
+        return
+    got = []
+    for path in ("off", mode):
+        monkeypatch.setenv("UINET_TAP_FASTPATH", path)
+        inline, a, b, _ = make()
+        a.mtu = 1500
+        frames = _not_tcp_frames()
+        a.inbox += frames
+        inline.on_readable(0)
+        stats = inline.finish()
+        assert b.sent[:11] == frames[:11] and b.sent[-1] == frames[-1]  # untouched, in order
+        got.append((b.sent, stats["undecodable"], stats["inline"]["forwarded"],
+                    stats["inline"]["too_big"], inline.stats.forwarded_in_c))  # fmt: skip
+    ref, c = got
+    assert c[:4] == ref[:4]
+    assert ref[1]["non_tcp"] >= 5 and ref[1]["unsupported_ethertype"] == 2, ref[1]
+    if mode == "c":
+        assert c[4] == 8  # ARP twice, UDP and ICMPv6 plainly, the long UDP frame
+
+
 def test_non_tcp_frames_are_forwarded_unchanged() -> None:
     inline, a, b, _ = make()
     arp = ethernet(b"\x00\x01\x08\x00\x06\x04\x00\x01" + bytes(20), ethertype=0x0806)
@@ -339,8 +395,10 @@ def test_an_armed_cut_in_drops_the_frame_that_would_open_a_hole() -> None:
 def test_a_frame_that_raises_is_counted_once_and_the_batch_goes_on(capsys) -> None:  # type: ignore[no-untyped-def]
     """A bug met on one frame must neither stop the bridge nor lose the frames after it."""
     inline, a, b, _ = make()
-    arp = ethernet(b"\x00\x01\x08\x00\x06\x04\x00\x01" + bytes(20), ethertype=0x0806)
-    poison = arp[:-1] + b"\xff"
+    # a UDP fragment: the decoder's to look at (C forwards only what is plainly not TCP)
+    frag = ethernet(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 1, 0x2000, 64, 17, 0, bytes(4),
+                               bytes(4)) + bytes(8))  # fmt: skip
+    poison = frag[:-1] + b"\xff"
     decode = inline.decoder.decode
 
     def flaky(ts, frame, *rest):  # type: ignore[no-untyped-def]
@@ -349,9 +407,9 @@ def test_a_frame_that_raises_is_counted_once_and_the_batch_goes_on(capsys) -> No
         return decode(ts, frame, *rest)
 
     inline.decoder.decode = flaky  # type: ignore[method-assign]
-    a.inbox = [arp, poison, arp, poison, arp]
+    a.inbox = [frag, poison, frag, poison, frag]
     inline.on_readable(0)
-    assert b.sent == [arp, arp, arp]
+    assert b.sent == [frag, frag, frag]
     assert inline.stats.internal_errors == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [

@@ -38,10 +38,10 @@ from .stack import fastpath
 from .stack.bridge import Act, Bridge, BridgeFlow, FlowMode, Reset
 from .stack.connection import Connection
 from .stack.cutin import NotReady, l2_header
-from .stack.decode import DLT_EN10MB, Segment
+from .stack.decode import DLT_EN10MB, MAX_LAYERS, Segment
 from .stack.emit import PathTemplate, build, complete_checksums, resegment
 from .stack.events import CloseReason
-from .stack.fastpath import lib
+from .stack.fastpath import ffi, lib
 from .stack.options import timestamp
 
 BATCH = 128  # frames read from one port before the other gets a turn
@@ -103,6 +103,7 @@ class Inline:
         # Cut-in sessions' frames made while a batch is read go out together after it, per
         # port in order (one sendmmsg, not a call each); None: outside a batch, at once.
         self._held: tuple[list[bytes], list[bytes]] | None = None
+        self._not_tcp: Any = ffi.new("int64_t[2]") if lib is not None else None
         self._rx: tuple[RxBatch, RxBatch] | None = None
         if options.fastpath_mode() == "c":
             self.fast = fastpath.CFastPath(self.tracker.config_retain, bypassed_only=True)
@@ -233,6 +234,22 @@ class Inline:
                 i = stop
                 if full or i >= n:
                     continue  # C's output arrays filled: run again from there
+                plain = lib.ut_plain_non_tcp(batch.buf, batch.offsets, batch.lengths, i, n,
+                                             MAX_LAYERS, self._not_tcp)  # fmt: skip
+                if plain:  # ARP, UDP, ...: on from C, counted as the decoder counts them
+                    out.send_batch(batch, i, i + plain)
+                    st.forwarded += plain
+                    st.forwarded_in_c += plain
+                    st.too_big += out.batch_whole
+                    totals.packets += plain
+                    totals.bytes += out.batch_bytes
+                    undecodable = self.decoder.undecodable
+                    for k, reason in enumerate(("unsupported_ethertype", "non_tcp")):
+                        if self._not_tcp[k]:
+                            undecodable[reason] += self._not_tcp[k]
+                            self._not_tcp[k] = 0
+                    i += plain
+                    continue
                 frame, partial = batch.frame(i)
                 i += 1
                 try:
