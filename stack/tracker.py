@@ -790,6 +790,21 @@ class Tracker:
             conn.state = ConnState.CLOSED
         self._finish(conn, reason)
 
+    def hand_over(self, conn: Connection, ends: tuple[int, int]) -> None:
+        """Inline's cut-in takes the connection over. ``ends``: (the client's, the server's)
+        sequence number after the last byte its forwarded frames carried. The receivers have
+        those bytes, or the tool's own TCP holds them and delivers them: for the record they
+        are acknowledged, so bytes held tentatively among them (beyond a window the tracker
+        saw, an ACK it did not) join the stream instead of ending as a gap the receiving
+        application never had."""
+        if conn.fast_slot >= 0:
+            return  # C's (a passed flow): nothing held tentatively
+        for ep, end in zip((conn.c, conn.s), ends, strict=True):
+            if ep.base is not None:
+                off = ep.offset(end)
+                if off > ep.stream.acked:
+                    self._ack_stream(ep, off)
+
     def bypass(self, conn: Connection) -> None:
         """Stop reassembling a connection (a PASS verdict with --bypass): from now on its
         segments only move counters and its state; what was buffered is flushed at the end."""

@@ -282,10 +282,13 @@ class Topology:
 
     # -- observation -----------------------------------------------------------
     @contextlib.contextmanager
-    def capture(self, side: Literal["client", "server", "a", "b"], bpf: str = "") -> Iterator[Path]:
+    def capture(
+        self, side: Literal["client", "server", "a", "b"], bpf: str = "", snaplen: int = 0
+    ) -> Iterator[Path]:
         """tcpdump -w on the endpoint's interface ("client"/"server") or on if_a/if_b in
-        the tool ns ("a"/"b"; libpcap puts kernel-stripped VLAN tags back).  Yields the
-        pcap path, complete once the block exits.  Raises if the kernel dropped packets."""
+        the tool ns ("a"/"b"; libpcap puts kernel-stripped VLAN tags back), ``snaplen``
+        bytes of each frame (0: all).  Yields the pcap path, complete once the block exits.
+        Raises if the kernel dropped packets."""
         ns, ifname = {
             "client": (self.client_ns, self.client_if),
             "server": (self.server_ns, self.server_if),
@@ -293,7 +296,7 @@ class Topology:
             "b": (self.tool_ns, self.if_b),
         }[side]
         path = self._next(f"cap-{side}").with_suffix(".pcap")
-        td = Tcpdump(self.session, ns, ifname, path, bpf=bpf).start()
+        td = Tcpdump(self.session, ns, ifname, path, bpf=bpf, snaplen=snaplen).start()
         ok = False
         try:
             yield path

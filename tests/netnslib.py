@@ -185,15 +185,23 @@ class Tcpdump:
     """tcpdump writing a pcap inside a namespace; start() returns once it is listening."""
 
     def __init__(
-        self, session: NetnsSession, ns: str, ifname: str, path: str | Path, bpf: str = "tcp"
+        self,
+        session: NetnsSession,
+        ns: str,
+        ifname: str,
+        path: str | Path,
+        bpf: str = "tcp",
+        snaplen: int = 0,
     ):
+        """``snaplen``: bytes kept of each frame (0: all); headers alone are far less to
+        write, so a capture of a fast transfer on a busy machine keeps up."""
         self.session, self.ns, self.ifname = session, ns, ifname
-        self.path, self.bpf = str(path), bpf
+        self.path, self.bpf, self.snaplen = str(path), bpf, snaplen
         self.proc: subprocess.Popen | None = None
         self.stderr_text = ""
 
     def start(self, timeout: float = 10.0) -> Tcpdump:
-        argv = ["tcpdump", "-i", self.ifname, "-n", "-s", "0", "-B", "65536", "-U"]
+        argv = ["tcpdump", "-i", self.ifname, "-n", "-s", str(self.snaplen), "-B", "65536", "-U"]
         argv += ["--immediate-mode", "-Z", "root", "-w", self.path]
         if self.bpf:
             argv.append(self.bpf)

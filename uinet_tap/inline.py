@@ -485,6 +485,7 @@ class Inline:
         self.bridge.own(flow, session)
         self.sessions[conn.id] = session
         self.owned_conns[conn.id] = conn
+        self.tracker.hand_over(conn, (c.nxt, s.nxt))  # type: ignore[arg-type]
         self.tracker.bypass(conn)
         self.tracker.forget(conn)  # its frames go to the session from now on, not the tracker
         self.stats.intercepts += 1
