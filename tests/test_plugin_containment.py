@@ -495,6 +495,10 @@ class FakePort:
         self.sent.append(frame)
         return True
 
+    def send_frames(self, frames: list[bytes]) -> int:
+        self.sent += frames
+        return len(frames)
+
     def drops(self) -> int:
         return 0
 
