@@ -208,18 +208,19 @@ int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uin
               const uint8_t *flags, uint32_t start, uint32_t count, int32_t mtu,
               int64_t *errors);
 /* What a sender's offloads left to the wire (stack/_offload.c, twins of stack/emit.py's
- * complete_checksums and resegment; and build, the cut-in's frames). ut_complete_checksums: in place; 0 where the frame was
- * left as it came. ut_complete_partial: that for each frame flagged UT_RX_PARTIAL, the flag
- * cleared; returns how many. ut_resegment: the pieces of a TCP super-frame longer than mtu
- * at layer 3, one after the other in out (lengths[i] each); 0: it is not one to cut (sent
- * as it is); -1: out or max_pieces too small. */
+ * complete_checksums and resegment; and build, the cut-in's frames). ut_complete_checksums:
+ * in place; 0 where the frame was left as it came. ut_complete_partial: that for each frame flagged UT_RX_PARTIAL, the flag
+ * cleared; returns how many. ut_resegment: pieces [first, first + the return value) of a
+ * TCP super-frame longer than mtu at layer 3, one after the other in out (lengths[i] each; as
+ * many as out and max_pieces hold), *total the number of pieces in all; 0: it is not one to
+ * cut (sent as it is); -1: first is past the last piece, or not one piece fits in out. */
 #define UT_TX_PIECES 256     /* pieces of one super-frame ut_tx cuts (65,535 / 256 bytes) */
 #define UT_TX_ROOM 131584    /* their room: UT_RX_SLOT, and 256 bytes of headers a piece */
 int32_t ut_complete_checksums(uint8_t *f, uint32_t n);
 uint32_t ut_complete_partial(uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
                              uint8_t *flags, uint32_t count);
-int32_t ut_resegment(const uint8_t *f, uint32_t n, int32_t mtu, uint8_t *out, uint32_t cap,
-                     uint32_t *lengths, uint32_t max_pieces);
+int32_t ut_resegment(const uint8_t *f, uint32_t n, int32_t mtu, uint32_t first, uint8_t *out,
+                     uint32_t cap, uint32_t *lengths, uint32_t max_pieces, uint32_t *total);
 uint32_t ut_plain_non_tcp(const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
                           uint32_t start, uint32_t count, int32_t max_layers, int64_t *counts);
 uint32_t ut_build(const uint8_t *l2, uint32_t l2len, const uint8_t *src, const uint8_t *dst,

@@ -175,8 +175,8 @@ uint32_t ut_complete_partial(uint8_t *buf, const uint32_t *offsets, const uint32
     return done;
 }
 
-int32_t ut_resegment(const uint8_t *f, uint32_t n, int32_t mtu, uint8_t *out, uint32_t cap,
-                     uint32_t *lengths, uint32_t max_pieces) {
+int32_t ut_resegment(const uint8_t *f, uint32_t n, int32_t mtu, uint32_t first, uint8_t *out,
+                     uint32_t cap, uint32_t *lengths, uint32_t max_pieces, uint32_t *total) {
     off_packet p;
     if (mtu <= 0 || !parse(f, n, &p) || p.end - p.ip <= (uint32_t)mtu)
         return 0;
@@ -191,15 +191,20 @@ int32_t ut_resegment(const uint8_t *f, uint32_t n, int32_t mtu, uint8_t *out, ui
         return 0;
     uint32_t count = (uint32_t)((plen + mss - 1) / mss);
     uint32_t head = p.l4 + thl; /* L2, IP and TCP headers: on every piece */
-    if (count > max_pieces || (uint64_t)count * head + plen > cap)
+    *total = count;
+    if (first >= count || head + (uint32_t)mss > cap)
         return -1;
+    /* pieces [first, last): as many as out and max_pieces hold (the caller goes on after) */
+    uint32_t last = first + max_pieces < count ? first + max_pieces : count;
+    if ((uint64_t)(last - first) * (head + (uint32_t)mss) > cap)
+        last = first + cap / (head + (uint32_t)mss);
     const uint8_t *payload = f + head;
     uint32_t seq0 = (uint32_t)f[p.l4 + 4] << 24 | (uint32_t)f[p.l4 + 5] << 16 |
                     (uint32_t)f[p.l4 + 6] << 8 | f[p.l4 + 7];
     uint8_t flags = f[p.l4 + 13];
     uint16_t ip_id = p.v6 ? 0 : be16(f + p.ip + 4);
     uint8_t *o = out;
-    for (uint32_t i = 0; i < count; i++) {
+    for (uint32_t i = first; i < last; i++) {
         uint32_t chunk = i + 1 < count ? (uint32_t)mss : plen - i * (uint32_t)mss;
         memcpy(o, f, head);
         memcpy(o + head, payload + (uint64_t)i * (uint32_t)mss, chunk);
@@ -229,10 +234,10 @@ int32_t ut_resegment(const uint8_t *f, uint32_t n, int32_t mtu, uint8_t *out, ui
             put16(o + p.ip + 4, (uint16_t)(ip_id + i));
             ip4_checksum(o, &q);
         }
-        lengths[i] = head + chunk;
+        lengths[i - first] = head + chunk;
         o += head + chunk;
     }
-    return (int32_t)count;
+    return (int32_t)(last - first);
 }
 
 /* A complete frame from an impersonated endpoint (emit.build's twin, byte for byte): l2 as

@@ -552,19 +552,25 @@ def complete_checksums(frame: bytes) -> bytes:
 
 
 def resegment(frame: bytes, mtu: int) -> list[bytes]:
-    """stack/emit.py's resegment, done by C (_offload.c) as ut_tx does it."""
+    """stack/emit.py's resegment, done by C (_offload.c) as ut_tx does it: a room of pieces
+    at a time."""
     cap = lib.UT_TX_ROOM
     out = bytearray(cap)
+    view = ffi.from_buffer(out)
     lengths = ffi.new("uint32_t[]", lib.UT_TX_PIECES)
-    n = lib.ut_resegment(frame, len(frame), mtu, ffi.from_buffer(out), cap, lengths,
-                         lib.UT_TX_PIECES)  # fmt: skip
-    if n <= 0:
-        return [frame]
-    pieces, at = [], 0
-    for i in range(n):
-        pieces.append(bytes(out[at : at + lengths[i]]))
-        at += lengths[i]
-    return pieces
+    total = ffi.new("uint32_t *")
+    pieces: list[bytes] = []
+    while True:
+        n = lib.ut_resegment(frame, len(frame), mtu, len(pieces), view, cap, lengths,
+                             lib.UT_TX_PIECES, total)  # fmt: skip
+        if n <= 0:
+            return pieces or [frame]
+        at = 0
+        for i in range(n):
+            pieces.append(bytes(out[at : at + lengths[i]]))
+            at += lengths[i]
+        if len(pieces) >= total[0]:
+            return pieces
 
 
 _FRAME = bytearray(lib.UT_RX_SLOT) if lib is not None else bytearray()

@@ -158,3 +158,15 @@ def test_c_builds_the_cut_ins_frames_as_python_does(
         twin, seq, ack, flags, window, options, payload
     )
     assert t.ip_id == twin.ip_id
+
+
+def test_a_tiny_mtu_cuts_into_more_pieces_than_one_room_holds() -> None:
+    """At IPv6's 68-byte minimum link MTU a 9 KB super-frame is 1,125 pieces of 8 bytes, more
+    than C's room for one batch of pieces (UT_TX_PIECES): C goes on a room at a time and the
+    pieces are Python's, every one (hypothesis found the first version giving up there)."""
+    tcp = struct.pack("!HHIIBBHHH", 40000, 80, 1, 2, 5 << 4, 0x10, 100, 0, 0) + bytes(9000)
+    ip = struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + SRC6 + DST6
+    frame = b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd" + ip + tcp
+    pieces = fastpath.resegment(frame, 68)
+    assert len(pieces) == 9000 // 8 > fastpath.lib.UT_TX_PIECES
+    assert pieces == emit.resegment(frame, 68)

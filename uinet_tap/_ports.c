@@ -179,20 +179,28 @@ int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uin
     for (uint32_t j = start; j < count; j++) {
         errors[3] += lengths[j];
         if (flags && (flags[j] & UT_RX_BIG)) {
-            int32_t np = ut_resegment(buf + offsets[j], lengths[j], mtu, pieces, sizeof pieces,
-                                      lens, UT_TX_PIECES);
+            uint32_t total = 0, first = 0;
+            int32_t np = ut_resegment(buf + offsets[j], lengths[j], mtu, 0, pieces,
+                                      sizeof pieces, lens, UT_TX_PIECES, &total);
             if (np > 0) {
                 if (k) /* what came before it goes first */
                     sent += tx_vec(fd, iov, k, errors);
                 k = 0;
                 struct iovec piov[UT_TX_PIECES];
-                uint8_t *at = pieces;
-                for (int32_t i = 0; i < np; i++) {
-                    piov[i].iov_base = at;
-                    piov[i].iov_len = lens[i];
-                    at += lens[i];
+                while (np > 0) { /* the pieces a room at a time (tiny MTUs: many) */
+                    uint8_t *at = pieces;
+                    for (int32_t i = 0; i < np; i++) {
+                        piov[i].iov_base = at;
+                        piov[i].iov_len = lens[i];
+                        at += lens[i];
+                    }
+                    sent += tx_vec(fd, piov, (uint32_t)np, errors);
+                    first += (uint32_t)np;
+                    np = first < total ? ut_resegment(buf + offsets[j], lengths[j], mtu, first,
+                                                      pieces, sizeof pieces, lens,
+                                                      UT_TX_PIECES, &total)
+                                       : 0;
                 }
-                sent += tx_vec(fd, piov, (uint32_t)np, errors);
                 errors[4]++;
                 continue;
             }
