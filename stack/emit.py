@@ -116,6 +116,15 @@ def encode_options(
     return bytes(out)
 
 
+def check_build(t: PathTemplate, options: bytes) -> None:
+    """What build() (and its C twin, stack/fastpath.py) refuses: options not a multiple of 4
+    bytes or over 40, a layer-2 header that does not end in the addresses' ethertype."""
+    if len(options) % 4 or len(options) > _MAX_OPTIONS:
+        raise ValueError(f"TCP options must be a multiple of 4 bytes, at most 40: {len(options)}")
+    if len(t.l2) < 14 or t.l2[-2:] != (ETH_IPV6 if t.v6 else ETH_IPV4).to_bytes(2, "big"):
+        raise ValueError("l2 must be an Ethernet header ending in the ethertype of the addresses")
+
+
 def build(
     t: PathTemplate,
     seq: int,
@@ -129,11 +138,8 @@ def build(
     (a multiple of 4 bytes, at most 40) and ``payload``, all checksums filled in. ``window``
     is the raw 16-bit field (already scaled down); ``flags`` may carry the AE/NS bit (0x100).
     IPv4 takes ``t.ip_id`` and advances it."""
-    if len(options) % 4 or len(options) > _MAX_OPTIONS:
-        raise ValueError(f"TCP options must be a multiple of 4 bytes, at most 40: {len(options)}")
+    check_build(t, options)
     v6 = t.v6
-    if len(t.l2) < 14 or t.l2[-2:] != (ETH_IPV6 if v6 else ETH_IPV4).to_bytes(2, "big"):
-        raise ValueError("l2 must be an Ethernet header ending in the ethertype of the addresses")
     hlen = 20 + len(options)
     tcp = bytearray(hlen + len(payload))
     _TCP.pack_into(

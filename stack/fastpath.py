@@ -12,6 +12,7 @@ from typing import Any
 
 from ..reassembly.stream import CHARGES_PER_FRAME, PIECE_COST, Budget, StreamSink
 from .connection import Connection, ConnState, Endpoint
+from .emit import check_build
 
 UNKNOWN_SHIFT = 14  # the window scale assumed where the handshake was not seen
 
@@ -580,11 +581,8 @@ _FRAME_C = ffi.from_buffer(_FRAME) if lib is not None else None
 def build(t: Any, seq: int, ack: int, flags: int, window: int, options: bytes = b"",
           payload: bytes = b"") -> bytes:  # fmt: skip
     """stack/emit.py's build (a frame from an impersonated endpoint), done by C."""
-    if len(options) % 4 or len(options) > 40:
-        raise ValueError(f"TCP options must be a multiple of 4 bytes, at most 40: {len(options)}")
-    v6 = len(t.src) == 16
-    if len(t.l2) < 14 or t.l2[-2:] != (b"\x86\xdd" if v6 else b"\x08\x00"):
-        raise ValueError("l2 must be an Ethernet header ending in the ethertype of the addresses")
+    check_build(t, options)
+    v6 = t.v6
     if len(t.l2) + 60 + len(options) + len(payload) > len(_FRAME):
         raise ValueError("frame longer than a receive slot")
     ip_id = t.ip_id & 0xFFFF
