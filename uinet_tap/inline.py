@@ -210,7 +210,7 @@ class Inline:
         fast, tracker = self.fast, self.tracker
         assert fast is not None
         out = self.ports[1 - side]
-        totals, st = self.engine.totals, self.stats
+        st = self.stats
         st.checksums_completed += batch.complete_partial()
         fast.load_frames(batch)
         held: tuple[list[bytes], list[bytes]] = ([], [])
@@ -222,13 +222,7 @@ class Inline:
                                                tracker.tcp_packets)  # fmt: skip
                 tracker.tcp_packets += handled
                 if stop > i:
-                    out.send_batch(batch, i, stop)
-                    st.forwarded += stop - i
-                    st.forwarded_in_c += stop - i
-                    st.resegmented += out.batch_cut
-                    st.too_big += out.batch_whole
-                    totals.packets += stop - i
-                    totals.bytes += out.batch_bytes
+                    self._send_in_c(out, batch, i, stop)
                 if tracker.events:
                     self.engine._drain()
                 i = stop
@@ -237,12 +231,7 @@ class Inline:
                 plain = lib.ut_plain_non_tcp(batch.buf, batch.offsets, batch.lengths, i, n,
                                              MAX_LAYERS, self._not_tcp)  # fmt: skip
                 if plain:  # ARP, UDP, ...: on from C, counted as the decoder counts them
-                    out.send_batch(batch, i, i + plain)
-                    st.forwarded += plain
-                    st.forwarded_in_c += plain
-                    st.too_big += out.batch_whole
-                    totals.packets += plain
-                    totals.bytes += out.batch_bytes
+                    self._send_in_c(out, batch, i, i + plain)
                     undecodable = self.decoder.undecodable
                     for k, reason in enumerate(("unsupported_ethertype", "non_tcp")):
                         if self._not_tcp[k]:
@@ -264,6 +253,17 @@ class Inline:
                 if held[k]:
                     self.ports[k].send_frames(held[k])
         return n
+
+    def _send_in_c(self, out: Port, batch: RxBatch, start: int, stop: int) -> None:
+        """Frames [start, stop) of the batch out of ``out`` from C's buffer, counted."""
+        out.send_batch(batch, start, stop)
+        st, totals = self.stats, self.engine.totals
+        st.forwarded += stop - start
+        st.forwarded_in_c += stop - start
+        st.resegmented += out.batch_cut
+        st.too_big += out.batch_whole
+        totals.packets += stop - start
+        totals.bytes += out.batch_bytes
 
     def internal_error(self, exc: BaseException) -> None:
         """Count it; say it once on stderr, in one line (the stats keep the count)."""
@@ -334,7 +334,9 @@ class Inline:
             self.stats.not_selected += 1
             self.forward(side, frame, partial)
             return
-        if flow is not None and flow.mode is FlowMode.ARMED:
+        armed = flow is not None and flow.mode is FlowMode.ARMED
+        if armed:
+            assert flow is not None
             if self._opens_hole(flow, seg, now):
                 self.stats.cut_in_held += 1  # not tracked either: for both, lost before the tool
                 return
@@ -355,7 +357,7 @@ class Inline:
         if verdict is Verdict.BLOCK:
             self._block(flow, from_client, side, frame, seg, now)
             return
-        if verdict is Verdict.INTERCEPT:
+        if verdict is Verdict.INTERCEPT and not armed:  # armed before: tried above already
             self.bridge.arm(flow)
             if self._cut_in(flow, from_client, seg, now, recorded=True):
                 return
