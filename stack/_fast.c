@@ -27,6 +27,12 @@ typedef struct {
     int32_t dir;
 } ut_entry;
 
+/* A key Python tracks itself (ut_claim): open addressing, 0 empty, 1 used, 2 deleted. */
+typedef struct {
+    uint8_t key[UT_KEY];
+    int32_t state;
+} ut_claimed;
+
 
 struct ut_table {
     ut_entry *entries;
@@ -58,6 +64,15 @@ struct ut_table {
     ud_scratch *scratch;
     ut_native **pool;    /* inspection records not in use (a decided flow gives its back) */
     int32_t npool, pool_cap;
+    /* Flows C opens itself (ut_born_config and the rest) */
+    int64_t born_left;
+    int32_t born_hash;
+    int64_t born_want[2];
+    int32_t born_hstate[2];
+    uint8_t *born_port;  /* 65,536 entries once configured */
+    ut_claimed *claims;
+    uint32_t claim_mask; /* capacity - 1, 0 before the first claim */
+    uint32_t claim_filled, claim_live;
 };
 
 
@@ -150,7 +165,14 @@ void ut_free(ut_table *t) {
         free(t->pool[i]->early[1]);
         free(t->pool[i]);
     }
+    for (int32_t i = 0; i < t->nflows; i++)
+        if (t->flows[i].born_sha) {
+            ut_sha_free(t->flows[i].d[0].sha);
+            ut_sha_free(t->flows[i].d[1].sha);
+        }
     free(t->pool);
+    free(t->born_port);
+    free(t->claims);
     free(t->cfg.methods);
     free(t->fmethods);
     free(t->scratch);
@@ -166,10 +188,8 @@ ut_flow *ut_flow_at(ut_table *t, int32_t i) { return &t->flows[i]; }
  * ut_dir up to its tail buffer, client's first, as stack/fastpath.py packs them), the
  * SHA-256 contexts C may hash into (NULL: hand the bytes back) and the flow's flags.
  * Returns its slot, or -1 (out of memory: the flow stays with Python). */
-int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s,
-                  const uint8_t *dirs, void *sha_c, void *sha_s, double last_seen,
-                  int32_t ts_ok, int32_t syn_sent, int32_t syn_received, int32_t c_wscale,
-                  int32_t c_ts, int32_t bypass, int32_t inspect) {
+/* A cleared slot for a flow with these keys, in the table under both; -1: out of memory. */
+static int32_t new_flow(ut_table *t, const uint8_t *key_c, const uint8_t *key_s) {
     int32_t slot;
     if ((uint64_t)(t->filled + 2) * 2 > (uint64_t)t->mask + 1) {
         /* Deleted entries count as filled: rebuild, doubling only if live entries need it. */
@@ -208,7 +228,22 @@ int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s,
     }
     memcpy(f->key[0], key_c, UT_KEY);
     memcpy(f->key[1], key_s, UT_KEY);
-    for (int i = 0; i < 2; i++)
+    f->used = 1;
+    insert(t, key_c, slot, 0);
+    insert(t, key_s, slot, 1);
+    t->live += 2;
+    return slot;
+}
+
+int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s,
+                  const uint8_t *dirs, void *sha_c, void *sha_s, double last_seen,
+                  int32_t ts_ok, int32_t syn_sent, int32_t syn_received, int32_t c_wscale,
+                  int32_t c_ts, int32_t bypass, int32_t inspect) {
+    int32_t slot = new_flow(t, key_c, key_s);
+    if (slot < 0)
+        return -1;
+    ut_flow *f = &t->flows[slot];
+    for (int i = 0; i < 2; i++) /* the fields before the buffers (new_flow kept those) */
         memcpy(&f->d[i], dirs + i * offsetof(ut_dir, tail), offsetof(ut_dir, tail));
     f->d[0].sha = sha_c;
     f->d[1].sha = sha_s;
@@ -220,10 +255,6 @@ int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s,
     f->c_ts = c_ts;
     f->bypass = bypass;
     f->inspect = inspect;
-    f->used = 1;
-    insert(t, key_c, slot, 0);
-    insert(t, key_s, slot, 1);
-    t->live += 2;
     return slot;
 }
 
@@ -246,9 +277,124 @@ void ut_detach(ut_table *t, int32_t slot) {
             t->held -= f->d[i].ooo_len + UT_PIECE_COST;
         f->d[i].ooo_len = 0;
     }
+    if (f->born_sha) { /* never bound to Python's sinks */
+        ut_sha_free(f->d[0].sha);
+        ut_sha_free(f->d[1].sha);
+        f->born_sha = 0;
+    }
     f->d[0].sha = f->d[1].sha = NULL;
     t->free_list[t->nfree++] = slot;
 }
+
+/* ---- flows C opens itself ------------------------------------------------------------- */
+
+int ut_born_config(ut_table *t, int32_t hash, int64_t want_c, int64_t want_s, int32_t hstate_c,
+                   int32_t hstate_s) {
+    if (!t->born_port && !(t->born_port = calloc(65536, 1)))
+        return -1;
+    t->born_hash = hash;
+    t->born_want[0] = want_c;
+    t->born_want[1] = want_s;
+    t->born_hstate[0] = hstate_c;
+    t->born_hstate[1] = hstate_s;
+    return 0;
+}
+
+void ut_born_port(ut_table *t, int32_t port, int32_t value) {
+    if (t->born_port && port < 0)
+        memset(t->born_port, value, 65536); /* every port */
+    else if (t->born_port && port < 65536)
+        t->born_port[port] = (uint8_t)value;
+}
+
+void ut_set_born(ut_table *t, int64_t left) { t->born_left = left; }
+
+static ut_claimed *claim_find(ut_table *t, const uint8_t *key, int for_insert) {
+    uint32_t i = hash_key(key) & t->claim_mask;
+    ut_claimed *tomb = NULL;
+    for (;;) {
+        ut_claimed *c = &t->claims[i];
+        if (c->state == 0)
+            return for_insert ? (tomb ? tomb : c) : NULL;
+        if (c->state == 2) {
+            if (!tomb)
+                tomb = c;
+        } else if (memcmp(c->key, key, UT_KEY) == 0) {
+            return c;
+        }
+        i = (i + 1) & t->claim_mask;
+    }
+}
+
+static int claim_grow(ut_table *t) {
+    uint32_t cap = t->claim_mask ? t->claim_mask + 1 : 1024;
+    while ((uint64_t)(t->claim_live + 1) * 2 > cap)
+        cap *= 2;
+    ut_claimed *old = t->claims;
+    uint32_t old_cap = t->claim_mask ? t->claim_mask + 1 : 0;
+    ut_claimed *fresh = calloc(cap, sizeof(ut_claimed));
+    if (!fresh)
+        return -1;
+    t->claims = fresh;
+    t->claim_mask = cap - 1;
+    t->claim_filled = t->claim_live;
+    for (uint32_t i = 0; i < old_cap; i++)
+        if (old[i].state == 1)
+            *claim_find(t, old[i].key, 1) = old[i];
+    free(old);
+    return 0;
+}
+
+/* Python tracks `key` itself (on) or no longer (off). -1: out of memory (then C opens no
+ * flow any more: a SYN on a key it does not know might be one of Python's). */
+int ut_claim(ut_table *t, const uint8_t *key, int32_t on) {
+    if (on) {
+        if ((uint64_t)(t->claim_filled + 1) * 2 > (uint64_t)t->claim_mask + 1 &&
+            claim_grow(t) != 0) {
+            t->born_port = (free(t->born_port), NULL);
+            return -1;
+        }
+        ut_claimed *c = claim_find(t, key, 1);
+        if (c->state == 1)
+            return 0;
+        if (c->state == 0)
+            t->claim_filled++;
+        memcpy(c->key, key, UT_KEY);
+        c->state = 1;
+        t->claim_live++;
+    } else if (t->claim_mask) {
+        ut_claimed *c = claim_find(t, key, 0);
+        if (c) {
+            c->state = 2;
+            t->claim_live--;
+        }
+    }
+    return 0;
+}
+
+static int claimed(ut_table *t, const uint8_t *key) {
+    return t->claim_mask && claim_find(t, key, 0) != NULL;
+}
+
+/* Python made the born flow's sinks: their SHA-256 contexts take over from C's own, with
+ * what C hashed into those so far. */
+int ut_born_bind(ut_table *t, int32_t slot, void *sha_c, void *sha_s) {
+    ut_flow *f = &t->flows[slot];
+    void *mine[2] = {sha_c, sha_s};
+    if (!f->born_sha)
+        return 0;
+    for (int i = 0; i < 2; i++) {
+        if (EVP_MD_CTX_copy_ex((EVP_MD_CTX *)mine[i], (EVP_MD_CTX *)f->d[i].sha) != 1)
+            return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        ut_sha_free(f->d[i].sha);
+        f->d[i].sha = mine[i];
+    }
+    f->born_sha = 0;
+    return 0;
+}
+
 
 /* First-bytes detection settings: http.METHODS (NUL-separated), the budget, and whether a
  * default verdict passes the connection to counting only (--bypass with default = pass). */
@@ -535,6 +681,69 @@ static inline void touch(ut_flow *fl, int32_t slot, uint32_t i, double ts, uint3
     }
 }
 
+/* The client's bare SYN on a key no one tracks: the flow Tracker._new_connection and
+ * _take_syn would make of it, attached in SYN-SENT as ut_attach would take it (the
+ * server's side untouched, windows of unknown scale). -1: left to Python. */
+static int32_t born(ut_table *t, const uint8_t *f, const uint8_t *tcp, uint32_t hl,
+                    double ts) {
+    ut_synopts o;
+    uint8_t key_s[UT_KEY];
+    uint32_t dport = ((uint32_t)tcp[2] << 8) | tcp[3];
+    if (t->born_left <= 0 || !t->born_port || !t->born_port[dport] || claimed(t, f + 26) ||
+        read_options(tcp + 20, hl - 20, &o) != 0)
+        return -1;
+    memcpy(key_s, f + 30, 4);
+    memcpy(key_s + 4, f + 26, 4);
+    memcpy(key_s + 8, tcp + 2, 2);
+    memcpy(key_s + 10, tcp, 2);
+    int32_t slot = new_flow(t, f + 26, key_s);
+    if (slot < 0)
+        return -1;
+    if (ut_claim(t, f + 26, 1) || ut_claim(t, key_s, 1)) { /* Python's from the next run */
+        ut_detach(t, slot);
+        return -1;
+    }
+    ut_flow *fl = &t->flows[slot];
+    for (int i = 0; i < 2; i++) {
+        ut_dir *d = &fl->d[i];
+        d->fin = UT_NO_FIN;
+        d->window = -1;
+        d->shift = 14; /* fastpath.UNKNOWN_SHIFT: no handshake seen yet */
+        d->want = t->born_want[i];
+        d->hstate = t->born_hstate[i];
+        if (t->born_hash && !(d->sha = ut_sha_new())) {
+            fl->born_sha = 1;
+            ut_detach(t, slot);
+            return -1;
+        }
+    }
+    fl->born_sha = t->born_hash;
+    ut_dir *c = &fl->d[0];
+    c->base = be32(tcp + 4) + 1;
+    c->window = ((int32_t)tcp[14] << 8) | tcp[15];
+    c->packets = 1;
+    c->ttl = f[22];
+    c->opts_len = (int32_t)(hl - 20);
+    memcpy(c->opts, tcp + 20, hl - 20);
+    c->ts_recent = o.tsval;
+    c->has_ts_recent = o.ts;
+    c->ts_recent_at = ts;
+    fl->last_seen = ts;
+    fl->syn_sent = 1;
+    fl->c_wscale = o.wscale;
+    fl->c_ts = o.ts;
+    fl->c_mss = o.mss;
+    fl->c_sack = o.sack;
+    memcpy(fl->c_mac, f + 6, 6);
+    int32_t allow = t->born_port[dport] - 1;
+    if (allow && ut_native_begin(t, slot, allow) != 0) {
+        ut_detach(t, slot);
+        return -1;
+    }
+    t->born_left--;
+    return slot;
+}
+
 #define UT_MIN_WINDOW 65535
 #define UT_PAWS_IDLE (24 * 86400.0)
 
@@ -550,9 +759,10 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 double expiry_at, ut_out *out, ut_head *heads, uint32_t out_cap, uint32_t *n_out,
                 ut_touch *touched, uint32_t *n_touched, int32_t *changed,
                 uint32_t *n_changed, int64_t *handled, int32_t *stop_slot, int32_t *yielded,
-                int32_t *decided_slots, uint32_t *n_decided) {
+                int32_t *decided_slots, uint32_t *n_decided, int32_t *born_slots,
+                uint32_t *n_born) {
     uint32_t i;
-    uint32_t no = 0, nt = 0, nc = 0, nd = 0;
+    uint32_t no = 0, nt = 0, nc = 0, nd = 0, nb = 0;
     int64_t done = 0;
     uint32_t run = ++t->run_id;
     if (run == 0)
@@ -573,11 +783,27 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         uint32_t hl = (uint32_t)(tcp[12] >> 4) * 4;
         uint8_t flags = tcp[13];
         int synack = flags == 0x12;
-        if (hl < 20 || 20 + hl > total || (!synack && ((flags & ~0x19) || !(flags & 0x10))))
-            break; /* only ACK, with PSH or FIN or neither, and a bare SYN-ACK */
+        int syn = (flags & 0x3F) == 0x02; /* a bare SYN, ECN's ECE and CWR allowed */
+        if (hl < 20 || 20 + hl > total ||
+            (!synack && !syn && ((flags & ~0x19) || !(flags & 0x10))))
+            break; /* only ACK, with PSH or FIN or neither, a bare SYN-ACK, a bare SYN */
         if (times[i] >= expiry_at)
             break;
         ut_entry *e = find(t, f + 26);
+        if (syn) {
+            /* A SYN without data on a key no one tracks opens a flow here; any other SYN
+             * (retransmitted, reusing a tuple, carrying data) is Python's. */
+            int32_t slot;
+            if (e || total != 20 + hl || nb == out_cap || nt == out_cap ||
+                (slot = born(t, f, tcp, hl, times[i])) < 0)
+                break;
+            born_slots[2 * nb] = slot;
+            born_slots[2 * nb + 1] = (int32_t)i;
+            nb++;
+            done++;
+            touch(&t->flows[slot], slot, i, times[i], run, touched, &nt);
+            continue;
+        }
         if (!e)
             break;
         ut_flow *fl = &t->flows[e->flow];
@@ -891,6 +1117,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
     *n_touched = nt;
     *n_changed = nc;
     *n_decided = nd;
+    *n_born = nb;
     *handled = done;
     return i;
 }

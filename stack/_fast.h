@@ -138,6 +138,12 @@ typedef struct {
     /* What the SYN-ACK C took said, for Python's endpoint of the server (-1: no option) */
     int32_t s_mss, s_wscale, s_sack, s_ts;
     uint8_t s_mac[6];
+    /* What the client's SYN said, for a flow C opened itself (ut_run, "born"): its MSS (-1
+     * none), SACK-permitted (0/1) and source MAC; and whether its SHA-256 contexts are still
+     * C's own (1 until ut_born_bind hands the hashing to the sinks Python made) */
+    int32_t c_mss, c_sack;
+    uint8_t c_mac[6];
+    int32_t born_sha;
     /* Requests C read that no response answered yet (at most 63), oldest first; bit i of
      * hheads: the i-th is a HEAD request (its response has no body) */
     int32_t hpend;
@@ -249,12 +255,26 @@ int32_t ut_ring_rx(ut_ring *r, uint32_t slots, uint32_t *offsets, uint32_t *leng
                    double *times, uint8_t *flags, int32_t max_l3);
 void ut_ring_release(ut_ring *r);
 int32_t ut_ring_close(int32_t fd, ut_ring *r);
+/* Flows C opens itself at the client's bare SYN ("born"), so a connection's first frame
+ * costs Python nothing until after the run (stack/fastpath.py takes them then). Python says
+ * how: ut_born_config (1: C makes each direction's SHA-256 context; the sinks' want and
+ * hstate of a new connection), ut_born_port (per server port, -1 for all: 0 C leaves the SYN to Python,
+ * else 1 + the protocols C may name there, as ut_native_begin's allow), ut_set_born before
+ * each run (how many C may open in it: the tracker's caps and half-open deferral say), and
+ * ut_claim (a key Python tracks itself: a SYN on it is Python's). */
+int ut_born_config(ut_table *t, int32_t hash, int64_t want_c, int64_t want_s, int32_t hstate_c,
+                   int32_t hstate_s);
+void ut_born_port(ut_table *t, int32_t port, int32_t value);
+void ut_set_born(ut_table *t, int64_t left);
+int ut_claim(ut_table *t, const uint8_t *key, int32_t on);
+int ut_born_bind(ut_table *t, int32_t slot, void *sha_c, void *sha_s);
 uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start,
                 uint32_t count, double expiry_at, ut_out *out, ut_head *heads, uint32_t out_cap,
                 uint32_t *n_out, ut_touch *touched, uint32_t *n_touched,
                 int32_t *changed, uint32_t *n_changed,
                 int64_t *handled, int32_t *stop_slot, int32_t *yielded,
-                int32_t *decided_slots, uint32_t *n_decided);
+                int32_t *decided_slots, uint32_t *n_decided, int32_t *born,
+                uint32_t *n_born);
 
 #endif /* UINET_TAP_FAST_H */

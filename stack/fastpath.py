@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..reassembly.stream import CHARGES_PER_FRAME, PIECE_COST, Budget, StreamSink
 from .connection import Connection, ConnState, Endpoint
@@ -128,6 +128,13 @@ class CFastPath:
         self.on_native_decided: Callable[[Connection, Any], None] | None = None
         self.decided = ffi.new("int32_t[]", OUT_CAP)
         self._n_decided = ffi.new("uint32_t *")
+        # Flows C opens itself at a client's bare SYN (born_config): how many it may open in
+        # a run (the tracker's caps), and who makes their connections after it.
+        self.born_room: Callable[[], int] | None = None
+        self.on_born: Callable[[float, tuple[bytes, bytes], BornSyn], Connection] | None = None
+        self.born = ffi.new("int32_t[]", 2 * OUT_CAP)
+        self._n_born = ffi.new("uint32_t *")
+        self.opened = 0  # flows C opened (for tests and profiling)
         self._n_touched = ffi.new("uint32_t *")
         self._n_out = ffi.new("uint32_t *")
         self._handled = ffi.new("int64_t *")
@@ -236,6 +243,33 @@ class CFastPath:
             self.sinks.extend([None] * (need - len(self.sinks)))
         self.sinks[2 * slot] = c.stream.sink
         self.sinks[2 * slot + 1] = s.stream.sink
+
+    def born_config(self, wants: tuple[int, int], hstates: tuple[int, int]) -> None:
+        """Let C open flows itself at a client's bare SYN (see ut_run): the sinks of a new
+        connection hash only (C makes SHA-256 contexts until they exist), and these are their
+        reader's first wants and the HTTP framing state C starts in. No port yet: born_port
+        says where (born_all_ports: everywhere)."""
+        if lib.ut_born_config(self.table, 1, wants[0], wants[1], hstates[0], hstates[1]):
+            raise MemoryError("flows opened in C")
+
+    @property
+    def opens_flows(self) -> bool:
+        return self.born_room is not None
+
+    def born_port(self, port: int, allow: int) -> None:
+        """C may open flows to this server port, and name the protocols ``allow`` says on
+        them (first-bytes detection: 0 none)."""
+        lib.ut_born_port(self.table, port, 1 + allow)
+
+    def born_all_ports(self) -> None:
+        lib.ut_born_port(self.table, -1, 1)
+
+    def claim(self, keys: tuple[bytes, bytes], on: bool) -> None:
+        """Python tracks (or no longer tracks) the connection of these keys: a SYN on one
+        is Python's to judge (a retransmission, a reused tuple)."""
+        for key in keys:
+            if lib.ut_claim(self.table, key, on):
+                self.born_room = None  # out of memory: C opens no flow any more
 
     def native_config(
         self, methods: list[bytes], packets: int, seconds: float, bypass: bool
@@ -370,15 +404,21 @@ class CFastPath:
         if budget is not None:
             lib.ut_set_retain(self.table, budget.retained, budget.retain_cap)
             lib.ut_set_buffer(self.table, budget.used, *self.caps, frame)
+        room = self.born_room
+        if room is not None:
+            lib.ut_set_born(self.table, room())
         stop = lib.ut_run(
             self.table, cdata, offsets, lengths, times, start, count, expiry_at,
             self.out, self.heads, OUT_CAP, self._n_out, self.touched, self._n_touched,
             self.changed, self._n_changed, self._handled, self._stop, self._yielded,
-            self.decided, self._n_decided,
+            self.decided, self._n_decided, self.born, self._n_born,
         )  # fmt: skip
         if budget is not None:
             budget.c_retained = lib.ut_retained(self.table)
             budget.c_used = lib.ut_held(self.table)
+        nb = self._n_born[0]
+        if nb:  # first: everything below may be about these connections
+            self._take_born(nb, times)
         nd = self._n_decided[0]
         if nd:
             decided = self.on_native_decided
@@ -448,6 +488,46 @@ class CFastPath:
                     moved.lru.move_to_end(moved)  # type: ignore[attr-defined]
         full = OUT_CAP in (n, nt, self._n_changed[0], nd) and self._stop[0] < 0
         return stop, self._handled[0], full or bool(self._yielded[0])
+
+    def _take_born(self, nb: int, times: Any) -> None:
+        """The connections of the flows C opened in the run, in the order of their SYNs
+        (the tracker numbers them so); C's SHA-256 contexts hand over to their sinks."""
+        on_born = self.on_born
+        assert on_born is not None
+        self.opened += nb
+        table, born, conns, sinks = self.table, self.born, self.conns, self.sinks
+        for k in range(nb):
+            slot = born[2 * k]
+            f = lib.ut_flow_at(table, slot)
+            c = f.d[0]
+            syn = BornSyn(
+                (c.base - 1) & 0xFFFFFFFF, None if f.c_wscale < 0 else f.c_wscale,
+                None if f.c_mss < 0 else f.c_mss, bool(f.c_sack), bool(f.c_ts),
+                bytes(ffi.buffer(f.c_mac)),
+            )  # fmt: skip
+            conn = on_born(times[born[2 * k + 1]], (bytes(f.key[0]), bytes(f.key[1])), syn)
+            c_sink, s_sink = conn.c.stream.sink, conn.s.stream.sink
+            if lib.ut_born_bind(table, slot, c_sink.c_hash, s_sink.c_hash):  # type: ignore[attr-defined]
+                raise MemoryError("SHA-256 context")
+            conn.fast_slot = slot
+            conns[slot] = conn
+            need = 2 * slot + 2
+            if len(sinks) < need:
+                sinks.extend([None] * (need - len(sinks)))
+            sinks[2 * slot] = c_sink
+            sinks[2 * slot + 1] = s_sink
+
+
+class BornSyn(NamedTuple):
+    """What a client's SYN told that only Python keeps (C keeps the rest: base, window,
+    options, TS.Recent, counts), for a flow C opened."""
+
+    isn: int
+    wscale: int | None
+    mss: int | None
+    sack_permitted: bool
+    ts_enabled: bool
+    mac: bytes
 
 
 def _head_fields(data: Any, head: tuple[int, ...]) -> tuple[Any, ...]:

@@ -45,7 +45,7 @@ from ..reassembly.stream import MAX_PIECES, Budget, ByteStream, StreamSink
 from .connection import TIMEOUT_CLASS, Connection, ConnState, Endpoint
 from .decode import ACK, FIN, RST, SYN, URG, Segment
 from .events import CloseReason, Direction, Event, FlowClosed, FlowOpened
-from .fastpath import CFastPath, window_shift
+from .fastpath import BornSyn, CFastPath, window_shift
 from .hostos import HostPolicies
 from .options import parse_options, timestamp
 
@@ -238,6 +238,15 @@ class Tracker:
         if cfg.ignore_vlan and seg.vlans:
             conn.vlans = seg.vlans  # reported, not keyed
         conn.tunnel = seg.tunnel
+        fast = self.fast
+        if fast is not None and fast.opens_flows and len(ckey) == 12:
+            fast.claim((ckey, skey), True)  # a SYN on it is no longer C's to open a flow
+        self._enter(conn)
+        return conn
+
+    def _enter(self, conn: Connection) -> None:
+        """A new connection's sinks, its place in the table and timeout lists, its event."""
+        ckey, skey = conn.keys
         conn.c.stream.sink = self.sinks(conn, Direction.C2S)
         conn.s.stream.sink = self.sinks(conn, Direction.S2C)
         self.table[ckey] = (conn, True)
@@ -245,6 +254,65 @@ class Tracker:
         self.active += 1
         self._place(conn)
         self.events.append(FlowOpened(conn))
+
+    # -- flows C opened (stack/fastpath.py, ut_run) ----------------------------------------
+
+    def born_ok(self) -> bool:
+        """Whether C may open flows itself: every stream read by one policy final on
+        arrival, as C's are (host policies may give another to some receivers)."""
+        return self._policies is None and self._stream(b"").final
+
+    def born_room(self) -> int:
+        """How many flows C may open in its next run: as many as _make_room would open
+        without evicting, and segment() without deferring the handshake (a half-open entry
+        pending, none: its SYN-ACK must find it)."""
+        if self.half:
+            return 0
+        cfg = self.config
+        room = min(
+            cfg.max_flows - self.active,
+            (cfg.max_flow_memory - self.flow_memory) // FULL_COST,
+        )
+        if cfg.defer_half_open:
+            room = min(room, min(cfg.eager_half_open, cfg.max_flows // 4) - len(self.lrus[0]))
+        return max(room, 0)
+
+    def open_born(self, ts: float, keys: tuple[bytes, bytes], syn: BornSyn) -> Connection:
+        """The connection of a flow C opened at the client's bare SYN: what _new_connection,
+        _process and _take_syn make of that SYN. C holds the numbers it keeps (base, window,
+        options, TS.Recent, counts) until detach; the rest is set here."""
+        closed = self.closed
+        if closed:  # a new connection on the tuple: the memory of the old one goes
+            for key in keys:
+                closed.pop(key, None)
+        conn_id = self.next_id
+        self.next_id += 1
+        ckey = keys[0]
+        conn = Connection(
+            conn_id,
+            keys,
+            (),
+            False,
+            (ckey[0:4], int.from_bytes(ckey[8:10], "big")),
+            (ckey[4:8], int.from_bytes(ckey[10:12], "big")),
+            Endpoint(self._stream(ckey[4:8])),
+            Endpoint(self._stream(ckey[0:4])),
+            ts,
+        )
+        c = conn.c
+        c.packets = 1
+        c.syn = True
+        c.isn = syn.isn
+        c.base = (syn.isn + 1) & MASK
+        c.wscale = syn.wscale
+        c.mss = syn.mss
+        c.sack_permitted = syn.sack_permitted
+        c.ts_enabled = syn.ts_enabled
+        c.ts_recent_at = ts
+        c.mac = syn.mac
+        self._enter(conn)
+        conn.state = ConnState.SYN_SENT
+        self._place(conn)
         return conn
 
     def _stream(self, receiver: bytes) -> ByteStream:
@@ -269,8 +337,12 @@ class Tracker:
 
     def _finish(self, conn: Connection, reason: CloseReason) -> None:
         """Take a connection out of the table, flush its streams, emit FlowClosed."""
-        if conn.fast_slot >= 0:
-            self.fast.detach(conn)  # type: ignore[union-attr]
+        fast = self.fast
+        if fast is not None:
+            if conn.fast_slot >= 0:
+                fast.detach(conn)
+            if fast.opens_flows and len(conn.keys[0]) == 12:
+                fast.claim(conn.keys, False)
         for key in conn.keys:
             entry = self.table.get(key)
             if entry is not None and entry[0] is conn:

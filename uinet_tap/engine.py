@@ -168,6 +168,34 @@ class Engine:
             if plugins is not None
             else None
         )
+        if (
+            self.fastpath == "c"
+            and (plugins is None or self._native)
+            and not keep_streams
+            and export_dir is None
+            and self.tracker.born_ok()
+        ):
+            self._let_c_open_flows(plugins is None)
+
+    def _let_c_open_flows(self, every_port: bool) -> None:
+        """C opens a flow at its client's bare SYN itself (ut_run) where every sink of a new
+        connection only hashes: without inspection, or with C's own first-bytes detection
+        (NativeGlue then names each server port C may open flows to, as it learns the port's
+        detector order)."""
+        fast = self.tracker.fast
+        assert fast is not None
+        wants, hstates = (fastpath.NEVER, fastpath.NEVER), (0, 0)
+        if self.inspection is not None and self.options.transactions:
+            fresh = HttpTransactions()  # where a new connection's follower starts
+            wants = (fresh.want(0), fresh.want(1))
+            state = fresh.c_state() if fast.follows else None
+            if state is not None:
+                hstates = (state[0], state[1])
+        fast.born_config(wants, hstates)
+        fast.born_room = self.tracker.born_room
+        fast.on_born = self.tracker.open_born
+        if every_port:
+            fast.born_all_ports()
 
     def _make_sink(self, conn: Connection, direction: Direction) -> DirectionSink:
         path = None

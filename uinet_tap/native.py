@@ -176,6 +176,8 @@ class NativeGlue(InspectionGlue):
         allow = self._allowed.get(port)
         if allow is None:
             allow = self._allowed[port] = self._port_allow(port)
+            if allow and self.tracker.fast.opens_flows:  # type: ignore[union-attr]
+                self.tracker.fast.born_port(port, allow)  # type: ignore[union-attr]
         if not allow:
             self._materialize(conn)  # the Python inspector's from the start
         return allow
