@@ -7,8 +7,10 @@
  * with or without in-order data, a retransmitted copy, one segment past a hole, the SYN-ACK
  * answering the SYN), applies exactly what stack/tracker.py Tracker.segment() would, and
  * reports the payload to deliver. It stops at the first frame it cannot take, and Python
- * handles that frame after taking the numbers back ("detach"). The two implementations are
- * kept equal by running the whole test suite through both.
+ * handles that frame after taking the numbers back ("detach"). A client's bare SYN on a
+ * tuple no one tracks opens a flow here ("born"), as the tracker would open it, within the
+ * room the tracker gives each run; the tracker makes its connection after the run. The two
+ * implementations are kept equal by running the whole test suite through both.
  */
 #include <openssl/evp.h>
 #include <stddef.h>
