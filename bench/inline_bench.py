@@ -21,13 +21,15 @@ With ``--flood`` it measures one passed flow (``iperf3 -R``) through ``inline`` 
 crosses the bump from the client's side (tests/floodlib.py: a pcap of new connections from
 spoofed sources to the server, sent by ``tcpreplay --pps R --loop`` out of the client's veth):
 none, a SYN flood, a flood of short new flows (SYN, request, FIN); with the tool's peak RSS, its
-connection cap and evictions, kernel drops per port and frames forwarded:
+connection cap and evictions, kernel drops per port, frames forwarded and frames of new
+connections shed (``--max-new-flows R`` and ``--no-shed`` pass those options on, to compare):
 
     .venv/bin/python bench/inline_bench.py --flood [--runs 1] [--seconds 8]
-        [--pps 2000,5000,20000] [--max-flows 20000]
+        [--pps 2000,5000,20000] [--max-flows 20000] [--max-new-flows R] [--no-shed]
 
 The default rates suit a 2-core machine where the tool takes 8,000 to 10,000 new connections a
-second: well under that, near it, and beyond it (the kernel then drops at the tool's socket).
+second: well under that, near it, and beyond it (without shedding, the kernel then drops at
+the tool's socket).
 """
 
 from __future__ import annotations
@@ -202,6 +204,10 @@ def flood_main(args: argparse.Namespace) -> None:
     results: dict[str, list[dict]] = {}
     secs = str(args.seconds + 1)
     cap = ["--max-flows", str(args.max_flows)] if args.max_flows else []  # 0: the default
+    if args.max_new_flows is not None:
+        cap += ["--max-new-flows", str(args.max_new_flows)]
+    if args.no_shed:
+        cap += ["--no-shed"]
     session = NetnsSession("inlbench")
     try:
         t = build_topology(session, offloads=args.offloads, workdir=work / "topo")
@@ -262,6 +268,7 @@ def flood_main(args: argparse.Namespace) -> None:
                     "kernel_drops": {n: p["kernel_drops"] for n, p in ports.items()},
                     "forwarded": inline["forwarded"],
                     "forwarded_in_c": inline["forwarded_in_c"],
+                    "shed_new": inline["shed_new"],
                     # What left the client's veth while the tool ran, against what the tool
                     # read on that side plus what the kernel dropped at its socket; and what
                     # it read there but did not send out of the other side.
@@ -298,6 +305,13 @@ def main() -> None:
     ap.add_argument("--flood", action="store_true", help="iperf3 -R under a flood of new flows")
     ap.add_argument("--pps", default="2000,5000,20000", help="flood rates, comma-separated")
     ap.add_argument("--tuples", type=int, default=100_000, help="distinct sources of a flood")
+    ap.add_argument(
+        "--max-new-flows",
+        type=float,
+        default=None,
+        help="the tool's --max-new-flows (default: its own)",
+    )
+    ap.add_argument("--no-shed", action="store_true", help="the tool with --no-shed")
     ap.add_argument("--max-flows", type=int, default=20_000, help="the tool's; 0: its default")
     ap.add_argument("--kinds", default="syn,flows", help="floods: syn, flows (comma-separated)")
     ap.add_argument("--json", type=Path)

@@ -75,6 +75,9 @@ struct ut_table {
     ut_claimed *claims;
     uint32_t claim_mask; /* capacity - 1, 0 before the first claim */
     uint32_t claim_filled, claim_live;
+    int32_t claims_broken; /* a claim failed: C cannot tell Python's keys any more */
+    uint8_t *shed_flags;   /* inline behind its traffic: the batch's flags (ut_set_shed) */
+    int64_t shed;
 };
 
 
@@ -354,6 +357,7 @@ int ut_claim(ut_table *t, const uint8_t *key, int32_t on) {
         if ((uint64_t)(t->claim_filled + 1) * 2 > (uint64_t)t->claim_mask + 1 &&
             claim_grow(t) != 0) {
             t->born_port = (free(t->born_port), NULL);
+            t->claims_broken = 1;
             return -1;
         }
         ut_claimed *c = claim_find(t, key, 1);
@@ -372,6 +376,14 @@ int ut_claim(ut_table *t, const uint8_t *key, int32_t on) {
         }
     }
     return 0;
+}
+
+void ut_set_shed(ut_table *t, uint8_t *flags) { t->shed_flags = flags; }
+
+int64_t ut_shed_taken(ut_table *t) {
+    int64_t n = t->shed;
+    t->shed = 0;
+    return n;
 }
 
 static int claimed(ut_table *t, const uint8_t *key) {
@@ -796,6 +808,11 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             /* A SYN without data on a key no one tracks opens a flow here; any other SYN
              * (retransmitted, reusing a tuple, carrying data) is Python's. */
             int32_t slot;
+            if (!e && t->shed_flags && !t->claims_broken && !claimed(t, f + 26)) {
+                t->shed_flags[i] |= UT_RX_DROP; /* shed: a new connection waits */
+                t->shed++;
+                continue;
+            }
             if (e || total != 20 + hl || nb == out_cap || nt == out_cap ||
                 (slot = born(t, f, tcp, hl, times[i])) < 0)
                 break;
@@ -806,8 +823,14 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             touch(&t->flows[slot], slot, i, times[i], run, touched, &nt);
             continue;
         }
-        if (!e)
+        if (!e) {
+            if (t->shed_flags && !t->claims_broken && !claimed(t, f + 26)) {
+                t->shed_flags[i] |= UT_RX_DROP; /* shed: a tuple no one tracks */
+                t->shed++;
+                continue;
+            }
             break;
+        }
         ut_flow *fl = &t->flows[e->flow];
         ut_dir *ep = &fl->d[e->dir];
         ut_dir *peer = &fl->d[1 - e->dir];

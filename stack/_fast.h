@@ -208,6 +208,7 @@ void ut_meta_times(const uint32_t *meta, uint32_t n, double *times);
 #define UT_RX_SLOT 66048     /* a frame's room in the receive buffer: a GSO super-frame, a tag */
 #define UT_RX_PARTIAL 1      /* ut_rx flags: the checksum is left to the sender's offload */
 #define UT_RX_BIG 2          /* longer than the other port's MTU */
+#define UT_RX_DROP 4         /* shed by ut_run (ut_set_shed): not sent on */
 int32_t ut_rx(int32_t fd, uint8_t *buf, uint32_t slots, uint32_t *offsets, uint32_t *lengths,
               double *times, uint8_t *flags, int32_t max_l3);
 int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
@@ -254,6 +255,9 @@ int32_t ut_ring_open(int32_t fd, ut_ring *r, uint32_t frame_size, uint32_t frame
 int32_t ut_ring_rx(ut_ring *r, uint32_t slots, uint32_t *offsets, uint32_t *lengths,
                    double *times, uint8_t *flags, int32_t max_l3);
 void ut_ring_release(ut_ring *r);
+/* 1 when the frame `ahead` frames past the next one to read is already there: at least that
+ * many frames wait in the ring. */
+int32_t ut_ring_waiting(ut_ring *r, uint32_t ahead);
 int32_t ut_ring_close(int32_t fd, ut_ring *r);
 /* Flows C opens itself at the client's bare SYN ("born"), so a connection's first frame
  * costs Python nothing until after the run (stack/fastpath.py takes them then). Python says
@@ -268,6 +272,13 @@ void ut_born_port(ut_table *t, int32_t port, int32_t value);
 void ut_set_born(ut_table *t, int64_t left);
 int ut_claim(ut_table *t, const uint8_t *key, int32_t on);
 int ut_born_bind(ut_table *t, int32_t slot, void *sha_c, void *sha_s);
+/* Inline mode shedding new connections (behind its traffic, or over its rate of new ones):
+ * ut_run drops a TCP frame on a key no one tracks (no flow in C, none claimed by Python),
+ * flagging it UT_RX_DROP in `flags` (the batch's, which ut_tx skips) and counting it
+ * (ut_shed_taken: the count since the last call). NULL: shed nothing. Nothing is shed once
+ * a claim failed (out of memory: C cannot tell Python's keys any more). */
+void ut_set_shed(ut_table *t, uint8_t *flags);
+int64_t ut_shed_taken(ut_table *t);
 uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start,
                 uint32_t count, double expiry_at, ut_out *out, ut_head *heads, uint32_t out_cap,

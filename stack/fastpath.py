@@ -135,6 +135,9 @@ class CFastPath:
         self.born = ffi.new("int32_t[]", 2 * OUT_CAP)
         self._n_born = ffi.new("uint32_t *")
         self.opened = 0  # flows C opened (for tests and profiling)
+        # The tracker claims every key it holds in C (a SYN on one is Python's): needed where
+        # C opens flows or sheds SYNs of new ones.
+        self.claiming = False
         self._n_touched = ffi.new("uint32_t *")
         self._n_out = ffi.new("uint32_t *")
         self._handled = ffi.new("int64_t *")
@@ -251,6 +254,7 @@ class CFastPath:
         says where (born_all_ports: everywhere)."""
         if lib.ut_born_config(self.table, 1, wants[0], wants[1], hstates[0], hstates[1]):
             raise MemoryError("flows opened in C")
+        self.claiming = True
 
     @property
     def opens_flows(self) -> bool:
@@ -269,7 +273,18 @@ class CFastPath:
         is Python's to judge (a retransmission, a reused tuple)."""
         for key in keys:
             if lib.ut_claim(self.table, key, on):
-                self.born_room = None  # out of memory: C opens no flow any more
+                # Out of memory: C opens no flow and sheds no SYN any more.
+                self.born_room = None
+                self.claiming = False
+
+    def shed(self, flags: Any) -> None:
+        """Inline mode behind its traffic: C drops the bare SYNs of new connections in the
+        batch whose ``flags`` it is given (and ut_tx skips them); None: it drops none."""
+        lib.ut_set_shed(self.table, ffi.NULL if flags is None else flags)
+
+    def shed_taken(self) -> int:
+        """SYNs C shed since the last call."""
+        return int(lib.ut_shed_taken(self.table))
 
     def native_config(
         self, methods: list[bytes], packets: int, seconds: float, bypass: bool

@@ -239,7 +239,7 @@ class Tracker:
             conn.vlans = seg.vlans  # reported, not keyed
         conn.tunnel = seg.tunnel
         fast = self.fast
-        if fast is not None and fast.opens_flows and len(ckey) == 12:
+        if fast is not None and fast.claiming and len(ckey) == 12:
             fast.claim((ckey, skey), True)  # a SYN on it is no longer C's to open a flow
         self._enter(conn)
         return conn
@@ -341,7 +341,7 @@ class Tracker:
         if fast is not None:
             if conn.fast_slot >= 0:
                 fast.detach(conn)
-            if fast.opens_flows and len(conn.keys[0]) == 12:
+            if fast.claiming and len(conn.keys[0]) == 12:
                 fast.claim(conn.keys, False)
         for key in conn.keys:
             entry = self.table.get(key)

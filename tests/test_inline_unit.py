@@ -43,6 +43,10 @@ class FakePort:
         self.batch_bytes = 0
         self.ring_cut = 0
         self.in_ring = False
+        self.lagging = False  # what behind() says
+
+    def behind(self) -> bool:
+        return self.lagging
 
     def send(self, frame: bytes) -> bool:
         self.sent.append(frame)
@@ -79,9 +83,12 @@ class FakePort:
         pass
 
     def send_batch(self, batch: RxBatch, start: int, stop: int) -> int:
-        """As ut_tx sends: a super-frame cut to the MTU by C (stack/_offload.c)."""
+        """As ut_tx sends: a super-frame cut to the MTU by C (stack/_offload.c), a frame C
+        shed left out."""
         self.batch_cut = self.batch_whole = 0
         for i in range(start, stop):
+            if batch.flags[i] & lib.UT_RX_DROP:
+                continue
             frame = batch.frame(i)[0]
             pieces = [frame]
             if batch.flags[i] & lib.UT_RX_BIG:
@@ -90,11 +97,13 @@ class FakePort:
                 self.batch_whole += len(pieces) == 1
             self.sent += pieces
             self.sent_in_c += len(pieces)
-        self.batch_bytes = sum(batch.lengths[i] for i in range(start, stop))
+        self.batch_bytes = sum(
+            batch.lengths[i] for i in range(start, stop) if not batch.flags[i] & lib.UT_RX_DROP
+        )
         return stop - start
 
 
-def make(policy: str = "") -> tuple[Inline, FakePort, FakePort, list[dict]]:
+def make(policy: str = "", **kw) -> tuple[Inline, FakePort, FakePort, list[dict]]:  # type: ignore[no-untyped-def]
     a, b = FakePort("a"), FakePort("b")
     records: list[dict] = []
     inline = Inline(
@@ -104,6 +113,7 @@ def make(policy: str = "") -> tuple[Inline, FakePort, FakePort, list[dict]]:
         Options(),
         records.append,
         lambda name, msg: None,
+        **kw,
     )
     return inline, a, b, records
 
@@ -417,3 +427,75 @@ def test_a_frame_that_raises_is_counted_once_and_the_batch_goes_on(capsys) -> No
         "counted in the stats)"
     ]
     assert inline.finish()["inline"]["internal_errors"] == 2
+
+
+@pytest.mark.parametrize("mode", ["off", "c"])
+@pytest.mark.parametrize("tags", [[], TAGS], ids=["untagged", "qinq"])
+def test_behind_the_syns_of_new_connections_are_shed_and_counted(mode, tags, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """While frames pile up unread, a bare SYN on a tuple no one tracks is dropped and
+    counted (in C where it parses the frame, untagged IPv4; in Python otherwise); every
+    other frame goes on in order: the tracked connection's data, its retransmitted SYN. Once
+    caught up, a new connection's SYN is forwarded and tracked again."""
+    if mode == "c" and lib is None:
+        return
+    monkeypatch.setenv("UINET_TAP_FASTPATH", mode)
+    inline, a, b, records = make()
+    in_python: list[bytes] = []
+    frame = inline.frame
+    monkeypatch.setattr(
+        inline, "frame", lambda side, f, p: (in_python.append(f), frame(side, f, p))
+    )
+
+    def w(seg, from_client: bool) -> bytes:  # type: ignore[no-untyped-def]
+        src, dst = (CLIENT_MAC, SERVER_MAC) if from_client else (SERVER_MAC, CLIENT_MAC)
+        return ethernet(seg.l3(), tags, src_mac=src, dst_mac=dst)
+
+    def send(port: FakePort, side: int, frames: list[bytes]) -> None:
+        port.inbox += frames
+        inline.on_readable(side)
+
+    cv = Conversation(cport=40000)
+    for seg in cv.handshake():
+        client = seg.sport == 40000
+        send(a if client else b, 0 if client else 1, [w(seg, client)])
+    # Behind: a flood of SYNs from new tuples around the connection's own frames.
+    a.lagging = True
+    ours = [w(cv.c(b"x" * 100), True), w(cv.syn(), True), w(cv.c(b"y" * 100), True)]
+    flood = [w(Conversation(client=f"10.7.0.{k + 1}", cport=2000 + k).syn(), True)
+             for k in range(40)]  # fmt: skip
+    batch = flood[:20] + ours[:2] + flood[20:] + ours[2:]
+    before, python_before = len(b.sent), len(in_python)
+    send(a, 0, batch)
+    assert b.sent[before:] == ours
+    assert inline.stats.shed_new == 40
+    if mode == "c" and not tags:  # C shed the flood itself: none of it reached Python
+        assert not any(f in flood for f in in_python[python_before:])
+    # Caught up: a new connection opens as usual.
+    a.lagging = False
+    late = w(Conversation(client="10.7.1.1", cport=3000).syn(), True)
+    send(a, 0, [late])
+    assert b.sent[-1] == late
+    stats = inline.finish()
+    assert stats["inline"]["shed_new"] == 40
+    assert stats["inline"]["forwarded"] == len(b.sent) + len(a.sent)
+    assert sorted(r["client"].split(":")[0] for r in records) == ["10.0.0.1", "10.7.1.1"]
+
+
+@pytest.mark.parametrize("mode", ["off", "c"])
+def test_new_connections_beyond_the_rate_are_shed(mode, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """--max-new-flows: of 30 new connections' SYNs at once, the first 10 (the bucket's
+    worth) are tracked and forwarded, the rest dropped and counted; with the limit off
+    (0), every one is tracked."""
+    if mode == "c" and lib is None:
+        return
+    monkeypatch.setenv("UINET_TAP_FASTPATH", mode)
+    for rate, tracked in ((10.0, 10), (0.0, 30)):
+        inline, a, b, records = make(new_flow_rate=rate)
+        syns = [ethernet(Conversation(client=f"10.8.0.{k + 1}", cport=4000 + k).syn().l3(),
+                         src_mac=CLIENT_MAC, dst_mac=SERVER_MAC) for k in range(30)]  # fmt: skip
+        a.inbox += syns
+        inline.on_readable(0)
+        assert b.sent == syns[:tracked]
+        stats = inline.finish()
+        assert stats["inline"]["shed_new"] == 30 - tracked
+        assert len(records) == tracked

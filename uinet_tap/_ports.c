@@ -177,6 +177,8 @@ int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uin
     int32_t sent = 0;
     uint32_t k = 0;
     for (uint32_t j = start; j < count; j++) {
+        if (flags && (flags[j] & UT_RX_DROP))
+            continue; /* shed (ut_set_shed) */
         errors[3] += lengths[j];
         if (flags && (flags[j] & UT_RX_BIG)) {
             uint32_t total = 0, first = 0;
@@ -216,6 +218,14 @@ int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uin
     if (k)
         sent += tx_vec(fd, iov, k, errors);
     return sent;
+}
+
+int32_t ut_ring_waiting(ut_ring *r, uint32_t ahead) {
+    if (!r->map || ahead >= r->frame_nr)
+        return 0;
+    uint32_t at = (r->head + ahead) % r->frame_nr;
+    struct tpacket2_hdr *h = (struct tpacket2_hdr *)(r->map + (size_t)at * r->frame_size);
+    return (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER) != 0;
 }
 
 /* Puts a TPACKET_V2 receive ring of frame_nr frames on fd (bound or not) and maps it.

@@ -860,6 +860,15 @@ def watch(
               help="Seconds between status lines when there is no live view.")  # fmt: skip
 @click.option("--duration", type=click.FloatRange(0), default=None,
               help="Stop after this many seconds.")  # fmt: skip
+@click.option("--max-new-flows", "new_flow_rate", type=click.FloatRange(0), default=1000.0,
+              show_default=True,
+              help="New connections a second the tool starts tracking at most (0: no "
+                   "limit); beyond, and while frames pile up unread, a new connection's "
+                   "frames are dropped and counted (shed_new): its client sends them again, "
+                   "and a flood does not starve the passed flows.")  # fmt: skip
+@click.option("--shed/--no-shed", default=True, show_default=True,
+              help="--no-shed: never drop a new connection's frames (under a flood, the "
+                   "kernel then drops frames of any flow).")  # fmt: skip
 @_privilege_options
 @click.option("-q", "--quiet", is_flag=True, help="No summary at the end.")
 @_log_options
@@ -879,6 +888,8 @@ def inline(
     tui: bool | None,
     status_interval: float,
     duration: float | None,
+    new_flow_rate: float,
+    shed: bool,
     run_as: str | None,
     run_group: str | None,
     quiet: bool,
@@ -917,7 +928,8 @@ def inline(
     writer = _RecordWriter(outputs, eves)
     engine_options = Options.from_kwargs(**_live_timeouts(options))
     try:
-        bridge = Inline(ports, plugins, policy, engine_options, writer, _plugin_error, bpf)
+        bridge = Inline(ports, plugins, policy, engine_options, writer, _plugin_error, bpf,
+                        shed, new_flow_rate)  # fmt: skip
     except CaptureError as exc:
         _error(str(exc))
     _prepare_run()

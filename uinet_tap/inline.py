@@ -47,6 +47,11 @@ from .stack.options import timestamp
 BATCH = 128  # frames read from one port before the other gets a turn
 
 
+# New tuples tracked a second at most, by default (--max-new-flows): each costs the frame
+# loop some 100 microseconds of Python, which a flood must not take from the passed flows.
+NEW_FLOW_RATE = 1000.0
+
+
 @dataclass(slots=True)
 class InlineStats:
     forwarded: int = 0
@@ -62,6 +67,10 @@ class InlineStats:
     tombstone_dropped: int = 0
     cut_in_held: int = 0  # frames an armed cut-in dropped: they would have opened a hole
     not_selected: int = 0  # frames of connections --filter leaves out: forwarded, untracked
+    # Frames of tuples not tracked yet (a new connection's SYN, mostly) dropped while frames
+    # piled up unread or over --max-new-flows (shedding): their senders send them again, and
+    # the passed flows' frames are not held up behind them.
+    shed_new: int = 0
     internal_errors: int = 0
 
 
@@ -77,9 +86,14 @@ class Inline:
         on_record: Callable[[dict], None],
         on_plugin_error: Callable[[str, str], None],
         bpf: str | None = None,
+        shed: bool = True,
+        new_flow_rate: float = NEW_FLOW_RATE,
     ) -> None:
         """``bpf``: only connections whose first frame it keeps are tracked and inspected;
-        the others are forwarded untouched (CaptureError if libpcap cannot compile it)."""
+        the others are forwarded untouched (CaptureError if libpcap cannot compile it).
+        ``shed``: drop (and count) the frames of tuples not tracked yet while frames pile up
+        unread, or beyond ``new_flow_rate`` a second (0: no such limit): a flood of new
+        connections must not starve the flows already passed."""
         self.ports = ports
         self.select: Callable[[bytes], int] | None = None
         if bpf is not None:
@@ -105,9 +119,18 @@ class Inline:
         self._held: tuple[list[bytes], list[bytes]] | None = None
         self._not_tcp: Any = ffi.new("int64_t[2]") if lib is not None else None
         self._rx: tuple[RxBatch, RxBatch] | None = None
+        self.shed = shed
+        self.new_flow_rate = new_flow_rate
+        # A token bucket of new tuples to track: new_flow_rate a second, as many at once.
+        self._tokens = new_flow_rate
+        self._refilled = time.monotonic()
+        self._behind = False  # the batch being read was read with frames piling up behind it
         if options.fastpath_mode() == "c":
             self.fast = fastpath.CFastPath(self.tracker.config_retain, bypassed_only=True)
             self.tracker.use_fast_path(self.fast)
+            # C sheds a SYN only on a key the tracker does not hold, and only where every
+            # connection is tracked (it cannot run --filter's program).
+            self.fast.claiming = shed and bpf is None
             self._rx = (RxBatch(ports[0].use_ring()), RxBatch(ports[1].use_ring()))
         # Each flow's mode (inspecting, armed, passed, blocked, owned, closed) and what its
         # frames become: stack/bridge.py. What follows is the records' bookkeeping.
@@ -193,11 +216,15 @@ class Inline:
                 if not self._batch(side, port, self._rx[side]):
                     break
             return
-        for frame, partial in port.recv(BATCH):
+        frames = port.recv(BATCH)
+        self._behind = self.shed and port.behind()
+        self._refill()
+        for frame, partial in frames:
             try:
                 self.frame(side, frame, partial)
             except Exception as exc:  # a bug must not stop the bridge or lose the batch
                 self.internal_error(exc)
+        self._behind = False
 
     def _batch(self, side: int, port: Port, batch: RxBatch) -> int:
         """One batch read in C: C completes the checksums the senders' offloads left partial,
@@ -213,16 +240,22 @@ class Inline:
         st = self.stats
         st.checksums_completed += batch.complete_partial()
         fast.load_frames(batch)
+        self._behind = self.shed and port.behind()
+        self._refill()
         held: tuple[list[bytes], list[bytes]] = ([], [])
         self._held = held
         try:
             i = 0
             while i < n:  # C takes frames from i on, up to one Python must take
+                shedding = fast.claiming and self._shedding()
+                fast.shed(batch.flags if shedding else None)
                 stop, handled, full = fast.run(i, n, tracker.last_expiry + 1.0,
                                                tracker.tcp_packets)  # fmt: skip
                 tracker.tcp_packets += handled
+                shed = fast.shed_taken() if shedding else 0
+                st.shed_new += shed
                 if stop > i:
-                    self._send_in_c(out, batch, i, stop)
+                    self._send_in_c(out, batch, i, stop, shed)
                 if tracker.events:
                     self.engine._drain()
                 i = stop
@@ -247,6 +280,8 @@ class Inline:
                     self.internal_error(exc)
         finally:
             fast.unload()
+            fast.shed(None)
+            self._behind = False
             port.release_batch()
             self._held = None
             for k in (0, 1):
@@ -254,12 +289,23 @@ class Inline:
                     self.ports[k].send_frames(held[k])
         return n
 
-    def _send_in_c(self, out: Port, batch: RxBatch, start: int, stop: int) -> None:
-        """Frames [start, stop) of the batch out of ``out`` from C's buffer, counted."""
+    def _refill(self) -> None:
+        now = time.monotonic()
+        rate = self.new_flow_rate
+        self._tokens = min(rate, self._tokens + rate * (now - self._refilled))
+        self._refilled = now
+
+    def _shedding(self) -> bool:
+        """Whether a frame of a tuple not tracked yet is dropped now."""
+        return self.shed and (self._behind or (self.new_flow_rate > 0 and self._tokens < 1))
+
+    def _send_in_c(self, out: Port, batch: RxBatch, start: int, stop: int, shed: int = 0) -> None:
+        """Frames [start, stop) of the batch out of ``out`` from C's buffer, counted; ``shed``
+        of them C dropped (flagged, not sent)."""
         out.send_batch(batch, start, stop)
         st, totals = self.stats, self.engine.totals
-        st.forwarded += stop - start
-        st.forwarded_in_c += stop - start
+        st.forwarded += stop - start - shed
+        st.forwarded_in_c += stop - start - shed
         st.resegmented += out.batch_cut
         st.too_big += out.batch_whole
         totals.packets += stop - start
@@ -334,6 +380,14 @@ class Inline:
             self.stats.not_selected += 1
             self.forward(side, frame, partial)
             return
+        if self.shed and flow is None and key not in self.tracker.table:
+            # A tuple not tracked yet: tracked only within the rate of new ones, and not while
+            # frames pile up (C sheds what it parses itself; here the rest: tagged, IPv6,
+            # what --filter selects), before the costly part.
+            if self._shedding():
+                self.stats.shed_new += 1
+                return
+            self._tokens -= 1
         armed = flow is not None and flow.mode is FlowMode.ARMED
         if armed:
             assert flow is not None
@@ -568,6 +622,7 @@ class Inline:
             "tombstone_dropped": st.tombstone_dropped,
             "cut_in_held": st.cut_in_held,
             "not_selected": st.not_selected,
+            "shed_new": st.shed_new,
             "internal_errors": st.internal_errors,
         }
         return stats

@@ -31,6 +31,10 @@ _AUX_SPACE = socket.CMSG_SPACE(_AUX.size)
 RECV_SIZE = 65536 + 512  # a GSO super-frame with its headers
 RING_BYTES = 16 << 20  # a receive ring's memory, as the socket buffer it replaces
 RING_OVERHEAD = 128  # a ring frame's header, its address, the room for a tag put back
+# Behind its traffic (Port.behind): this many frames waiting past the batch just read, or a
+# socket queue an eighth full. Kept small: a passed flow's frame waits behind the backlog.
+BEHIND_FRAMES = 512
+SO_MEMINFO = 55  # struct: rmem_alloc, rcvbuf, ... (u32 each)
 
 
 class RxBatch:
@@ -214,6 +218,19 @@ class Port:
     @property
     def in_ring(self) -> bool:
         return self._ring is not None
+
+    def behind(self) -> bool:
+        """Whether frames pile up waiting to be read (more than BEHIND_FRAMES in the ring;
+        without one, the socket's queue an eighth of its buffer)."""
+        ring = self._ring
+        if ring is not None:
+            return bool(lib.ut_ring_waiting(ring, min(BEHIND_FRAMES, ring.frame_nr // 2)))
+        try:
+            info = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 8)
+        except OSError:
+            return False
+        queued, room = struct.unpack("II", info)
+        return queued > room // 8
 
     def recv_batch(self, batch: RxBatch, max_l3: int) -> int:
         """Read up to a batch of the frames waiting now into ``batch`` (in C); frames longer
