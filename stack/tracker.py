@@ -301,13 +301,7 @@ class Tracker:
         )
         c = conn.c
         c.packets = 1
-        c.syn = True
-        c.isn = syn.isn
-        c.base = (syn.isn + 1) & MASK
-        c.wscale = syn.wscale
-        c.mss = syn.mss
-        c.sack_permitted = syn.sack_permitted
-        c.ts_enabled = syn.ts_enabled
+        _learn_syn(c, syn.isn, syn.wscale, syn.mss, syn.sack_permitted, syn.ts_enabled)
         c.ts_recent_at = ts
         c.mac = syn.mac
         self._enter(conn)
@@ -941,13 +935,7 @@ class Tracker:
         self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment, ts: float
     ) -> None:
         opts = parse_options(seg.options)
-        ep.syn = True
-        ep.isn = seg.seq
-        ep.base = (seg.seq + 1) & MASK
-        ep.wscale = opts.wscale
-        ep.mss = opts.mss
-        ep.sack_permitted = opts.sack_permitted
-        ep.ts_enabled = opts.tsval is not None
+        _learn_syn(ep, seg.seq, opts.wscale, opts.mss, opts.sack_permitted, opts.tsval is not None)
         ep.ts_recent = opts.tsval
         ep.ts_recent_at = ts
         ep.last_opts = seg.options
@@ -1342,3 +1330,17 @@ def _unpack(
         missing, ttl, None, macs, urg, tunnel,
     )  # fmt: skip
     return ts, seg
+
+
+def _learn_syn(
+    ep: Endpoint, isn: int, wscale: int | None, mss: int | None, sack: bool, ts: bool
+) -> None:
+    """What a side's SYN tells of it: its ISN (its stream starts one after), window scale,
+    MSS, SACK-permitted and whether it sent a timestamp."""
+    ep.syn = True
+    ep.isn = isn
+    ep.base = (isn + 1) & MASK
+    ep.wscale = wscale
+    ep.mss = mss
+    ep.sack_permitted = sack
+    ep.ts_enabled = ts
