@@ -6,7 +6,9 @@ In the order RFC 9293 §3.10.7.4 checks them:
 
 - PAWS (RFC 7323 §5): a segment carrying data or a FIN with a timestamp older than the one its
   receiver holds (TS.Recent, less Linux's one-tick allowance) is dropped. RSTs are exempt
-  (RFC 7323 §5.3, and Linux accepts them regardless).
+  (RFC 7323 §5.3, and Linux accepts them regardless). Its data is held tentatively (below):
+  past the capture point frames are still lost and reordered, so the receiver's TS.Recent may
+  be older than the one tracked.
 - The window (RFC 9293 §3.10.7.4): data that starts at or beyond the right edge its receiver
   advertised is held *tentatively*: it joins the stream only if the receiver's ACK later
   covers it (the capture may have missed the window update) and no acceptable copy came first.
@@ -750,6 +752,8 @@ class Tracker:
             why = self._unacceptable(conn, ep, peer, seg, ts)
             if why is not None:
                 self._anomaly(conn, why)
+                if why == "paws_rejected" and seg.payload:
+                    self._hold_stale(ep, seg, off)
                 return  # the receiver drops the whole segment, its ACK included
         aoff = None
         doubtful = False
@@ -840,6 +844,25 @@ class Tracker:
             if tsval is not None and seq_diff(tsval, ep.ts_recent) < -PAWS_WINDOW:
                 return "paws_rejected"  # RFC 7323 §5.3 R1
         return None
+
+    @staticmethod
+    def _hold_stale(ep: Endpoint, seg: Segment, off: int) -> None:
+        """A segment PAWS drops, judged by the frames in the order the capture saw them.
+        Past the capture point a frame can still be lost or overtaken: the segment that made
+        TS.Recent newer here may never have reached the receiver, or reached it later, and
+        then it took these bytes. So they are held tentatively, as beyond the window: they
+        join the stream only if the receiver's ACK later covers them and no acceptable copy
+        came first (a forged stale copy loses to the sender's own)."""
+        payload = seg.payload
+        if off < 0:
+            payload = payload[-off:]
+            off = 0
+        if ep.fin_off is not None:
+            payload = payload[: max(0, ep.fin_off - off)]
+        edge = ep.edge
+        reach = ep.seen_end + MAX_SEQ_JUMP if edge is None else edge + max(ep.max_wnd, MIN_WINDOW)
+        if payload and off <= reach:
+            ep.stream.add_tentative(off, payload)
 
     def forget(self, conn: Connection) -> None:
         """Stop timing a connection out: inline mode's cut-in owns it and will end it."""

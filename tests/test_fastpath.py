@@ -466,6 +466,18 @@ def _synack_cases() -> dict[str, list]:
         cv.c(b"stale", options=opt_timestamps(50, 901)),
         cv.ack("s", options=opt_timestamps(902, 102)),
     ]  # fmt: skip
+    # Stale by PAWS where the capture is, taken by the receiver (its ACK covers it): held
+    # tentatively, then in the stream.
+    cv = Conversation(cport=6102)
+    cases["paws stale, then acknowledged"] = [
+        cv.syn(ts=(100, 0)), cv.synack(ts=(900, 100)),
+        cv.ack("c", options=opt_timestamps(101, 900)),
+        cv.c(b"first", options=opt_timestamps(102, 900)),
+        cv.ack("s", options=opt_timestamps(901, 102)),
+        cv.data("c", b"again", rel=5, options=opt_timestamps(150, 901)),
+        cv.data("c", b"later", rel=10, options=opt_timestamps(103, 901)),
+        cv.ack("s", options=opt_timestamps(902, 103)),
+    ]  # fmt: skip
     cv = Conversation(cport=6200)
     cut = cv.seg("s", seq=cv.isn["s"], flags="SA", options=b"\x02\x04\x05")  # cut short
     cases["malformed options"] = [cv.syn(), cut, *rest(cv)]

@@ -528,6 +528,45 @@ def test_data_with_old_timestamp_is_dropped_paws():
     assert anoms(rec) == {"paws_rejected": 1}
 
 
+def test_stale_data_the_receiver_acknowledges_is_what_it_read():
+    # PAWS judged at the capture point, not at the receiver: the retransmission that made
+    # TS.Recent newer here (TSval 5050) was lost after the tap, so the server still held an
+    # older TS.Recent and took "BBBB" (TSval 5003, overtaken on the way). Its ACK says so: the
+    # bytes are in the stream, no gap.
+    cv = Conversation()
+    segs = [
+        cv.syn(ts=(5000, 0)),
+        cv.synack(ts=(9000, 5000)),
+        cv.ack("c", options=opt_timestamps(5001, 9000)),
+        cv.c(b"first-", options=opt_timestamps(5002, 9000)),
+        cv.ack("s", options=opt_timestamps(9001, 5002)),
+    ]
+    # "AAAA" at offset 6 was lost before the tap; "BBBB" was held back on the way
+    segs += [cv.data("c", b"AAAA", rel=6, options=opt_timestamps(5050, 9001))]
+    segs += [cv.data("c", b"BBBB", rel=10, options=opt_timestamps(5003, 9001))]
+    segs += [cv.ack("s", options=opt_timestamps(9002, 5003))]
+    rec = only(recon(segs))
+    check_dir(rec["c2s"], b"first-AAAABBBB")
+    assert rec["c2s"]["gaps"] == []
+    assert anoms(rec) == {"paws_rejected": 1}
+    # Not acknowledged, the same stale bytes stay out (the receiver dropped them), counted as
+    # bytes held that no ACK took.
+    cv = Conversation()
+    segs = [
+        cv.syn(ts=(5000, 0)),
+        cv.synack(ts=(9000, 5000)),
+        cv.ack("c", options=opt_timestamps(5001, 9000)),
+        cv.c(b"first-", options=opt_timestamps(5002, 9000)),
+        cv.ack("s", options=opt_timestamps(9001, 5002)),
+        cv.data("c", b"AAAA", rel=6, options=opt_timestamps(5050, 9001)),
+        cv.data("c", b"BBBB", rel=10, options=opt_timestamps(5003, 9001), advance=False),
+        cv.ack("s", ack=cv.seq_of("c", 10), options=opt_timestamps(9002, 5050)),
+    ]
+    rec = only(recon(segs))
+    check_dir(rec["c2s"], b"first-AAAA")
+    assert anoms(rec) == {"paws_rejected": 1, "data_not_acknowledged": 1}
+
+
 def test_data_after_rst_is_flagged():
     cv = Conversation()
     segs = cv.handshake() + [cv.c(b"abc"), cv.ack("s"), cv.rst("c")]
