@@ -8,7 +8,7 @@ In the order RFC 9293 §3.10.7.4 checks them:
   receiver holds (TS.Recent, less Linux's one-tick allowance) is dropped. RSTs are exempt
   (RFC 7323 §5.3, and Linux accepts them regardless). Its data is held tentatively (below):
   past the capture point frames are still lost and reordered, so the receiver's TS.Recent may
-  be older than the one tracked.
+  be older than the one tracked (a FIN on it is held the same way).
 - The window (RFC 9293 §3.10.7.4): data that starts at or beyond the right edge its receiver
   advertised is held *tentatively*: it joins the stream only if the receiver's ACK later
   covers it (the capture may have missed the window update) and no acceptable copy came first.
@@ -752,7 +752,7 @@ class Tracker:
             why = self._unacceptable(conn, ep, peer, seg, ts)
             if why is not None:
                 self._anomaly(conn, why)
-                if why == "paws_rejected" and seg.payload:
+                if why == "paws_rejected":
                     self._hold_stale(ep, seg, off)
                 return  # the receiver drops the whole segment, its ACK included
         aoff = None
@@ -852,15 +852,20 @@ class Tracker:
         TS.Recent newer here may never have reached the receiver, or reached it later, and
         then it took these bytes. So they are held tentatively, as beyond the window: they
         join the stream only if the receiver's ACK later covers them and no acceptable copy
-        came first (a forged stale copy loses to the sender's own)."""
+        came first (a forged stale copy loses to the sender's own). A FIN on it is held as one
+        beyond the window is: taken once the receiver's ACK covers it."""
         payload = seg.payload
+        edge = ep.edge
+        reach = ep.seen_end + MAX_SEQ_JUMP if edge is None else edge + max(ep.max_wnd, MIN_WINDOW)
+        fin_off = off + len(payload)
+        if seg.flags & FIN and ep.fin_off is None and ep.stream.nxt <= fin_off <= reach:
+            ep.fin_held = fin_off
+            ep.fin_needed = None
         if off < 0:
             payload = payload[-off:]
             off = 0
         if ep.fin_off is not None:
             payload = payload[: max(0, ep.fin_off - off)]
-        edge = ep.edge
-        reach = ep.seen_end + MAX_SEQ_JUMP if edge is None else edge + max(ep.max_wnd, MIN_WINDOW)
         if payload and off <= reach:
             ep.stream.add_tentative(off, payload)
 

@@ -467,7 +467,7 @@ def _synack_cases() -> dict[str, list]:
         cv.ack("s", options=opt_timestamps(902, 102)),
     ]  # fmt: skip
     # Stale by PAWS where the capture is, taken by the receiver (its ACK covers it): held
-    # tentatively, then in the stream.
+    # tentatively, then in the stream; then a stale FIN, taken the same way.
     cv = Conversation(cport=6102)
     cases["paws stale, then acknowledged"] = [
         cv.syn(ts=(100, 0)), cv.synack(ts=(900, 100)),
@@ -477,6 +477,8 @@ def _synack_cases() -> dict[str, list]:
         cv.data("c", b"again", rel=5, options=opt_timestamps(150, 901)),
         cv.data("c", b"later", rel=10, options=opt_timestamps(103, 901)),
         cv.ack("s", options=opt_timestamps(902, 103)),
+        cv.fin("c", options=opt_timestamps(104, 902)),
+        cv.ack("s", options=opt_timestamps(903, 104)),
     ]  # fmt: skip
     cv = Conversation(cport=6200)
     cut = cv.seg("s", seq=cv.isn["s"], flags="SA", options=b"\x02\x04\x05")  # cut short

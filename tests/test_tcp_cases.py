@@ -567,6 +567,28 @@ def test_stale_data_the_receiver_acknowledges_is_what_it_read():
     assert anoms(rec) == {"paws_rejected": 1, "data_not_acknowledged": 1}
 
 
+def test_a_stale_fin_the_receiver_acknowledges_closes():
+    # The same at the close: the FIN came stale by PAWS where the capture is, and the
+    # server's ACK covers it, so the server took it and the connection closes as FIN.
+    cv = Conversation()
+    segs = [
+        cv.syn(ts=(5000, 0)),
+        cv.synack(ts=(9000, 5000)),
+        cv.ack("c", options=opt_timestamps(5001, 9000)),
+        cv.c(b"first-", options=opt_timestamps(5002, 9000)),
+        cv.ack("s", options=opt_timestamps(9001, 5002)),
+        cv.data("c", b"AAAA", rel=6, options=opt_timestamps(5050, 9001)),
+        cv.fin("c", options=opt_timestamps(5003, 9001)),
+        cv.ack("s", options=opt_timestamps(9002, 5003)),
+        cv.fin("s", options=opt_timestamps(9003, 5003)),
+        cv.ack("c", options=opt_timestamps(5051, 9003)),
+    ]
+    rec = only(recon(segs))
+    check_dir(rec["c2s"], b"first-AAAA")
+    assert rec["close"] == "fin"
+    assert anoms(rec) == {"paws_rejected": 1}
+
+
 def test_data_after_rst_is_flagged():
     cv = Conversation()
     segs = cv.handshake() + [cv.c(b"abc"), cv.ack("s"), cv.rst("c")]
