@@ -509,17 +509,23 @@ def test_rst_with_old_timestamp_still_resets():
     assert anoms(rec) == {"data_after_rst": 1}
 
 
+def ts_opening(cv: Conversation) -> list:
+    """A handshake with timestamps, the client's "first-" and the server's ACK of it: the
+    server's TS.Recent for the client is 5002."""
+    return [
+        cv.syn(ts=(5000, 0)),
+        cv.synack(ts=(9000, 5000)),
+        cv.ack("c", options=opt_timestamps(5001, 9000)),
+        cv.c(b"first-", options=opt_timestamps(5002, 9000)),
+        cv.ack("s", options=opt_timestamps(9001, 5002)),
+    ]
+
+
 def test_data_with_old_timestamp_is_dropped_paws():
     # RFC 7323 §5.3 R1: a data segment whose TSval is older than TS.Recent is not acceptable;
     # the copy that follows with a current TSval is what the server reads.
     cv = Conversation()
-    segs = [
-        cv.syn(ts=(5000, 0)),
-        cv.synack(ts=(9000, 5000)),
-        cv.ack("c", options=opt_timestamps(5001, 9000)),
-    ]
-    segs += [cv.c(b"first-", options=opt_timestamps(5002, 9000))]
-    segs += [cv.ack("s", options=opt_timestamps(9001, 5002))]
+    segs = ts_opening(cv)
     segs += [cv.data("c", b"EVIL", options=opt_timestamps(4000, 9001), advance=False)]
     segs += [cv.c(b"GOOD", options=opt_timestamps(5003, 9001))]
     segs += [cv.ack("s", options=opt_timestamps(9002, 5003))]
@@ -529,19 +535,13 @@ def test_data_with_old_timestamp_is_dropped_paws():
 
 
 def test_stale_data_the_receiver_acknowledges_is_what_it_read():
-    # PAWS judged at the capture point, not at the receiver: the retransmission that made
-    # TS.Recent newer here (TSval 5050) was lost after the tap, so the server still held an
-    # older TS.Recent and took "BBBB" (TSval 5003, overtaken on the way). Its ACK says so: the
-    # bytes are in the stream, no gap.
+    # PAWS judged at the capture point, not at the receiver: the tap saw the retransmission
+    # of "AAAA" (TSval 5050; its first copy was lost before the tap) before "BBBB" (TSval
+    # 5003, held back on the way), so "BBBB" looked stale here. Reordered after the tap, the
+    # server got "BBBB" first, while its TS.Recent was still 5002, and took it out of order,
+    # then "AAAA". Its ACK says so: the bytes are in the stream, no gap.
     cv = Conversation()
-    segs = [
-        cv.syn(ts=(5000, 0)),
-        cv.synack(ts=(9000, 5000)),
-        cv.ack("c", options=opt_timestamps(5001, 9000)),
-        cv.c(b"first-", options=opt_timestamps(5002, 9000)),
-        cv.ack("s", options=opt_timestamps(9001, 5002)),
-    ]
-    # "AAAA" at offset 6 was lost before the tap; "BBBB" was held back on the way
+    segs = ts_opening(cv)
     segs += [cv.data("c", b"AAAA", rel=6, options=opt_timestamps(5050, 9001))]
     segs += [cv.data("c", b"BBBB", rel=10, options=opt_timestamps(5003, 9001))]
     segs += [cv.ack("s", options=opt_timestamps(9002, 5003))]
@@ -552,12 +552,7 @@ def test_stale_data_the_receiver_acknowledges_is_what_it_read():
     # Not acknowledged, the same stale bytes stay out (the receiver dropped them), counted as
     # bytes held that no ACK took.
     cv = Conversation()
-    segs = [
-        cv.syn(ts=(5000, 0)),
-        cv.synack(ts=(9000, 5000)),
-        cv.ack("c", options=opt_timestamps(5001, 9000)),
-        cv.c(b"first-", options=opt_timestamps(5002, 9000)),
-        cv.ack("s", options=opt_timestamps(9001, 5002)),
+    segs = ts_opening(cv) + [
         cv.data("c", b"AAAA", rel=6, options=opt_timestamps(5050, 9001)),
         cv.data("c", b"BBBB", rel=10, options=opt_timestamps(5003, 9001), advance=False),
         cv.ack("s", ack=cv.seq_of("c", 10), options=opt_timestamps(9002, 5050)),
@@ -571,12 +566,7 @@ def test_a_stale_fin_the_receiver_acknowledges_closes():
     # The same at the close: the FIN came stale by PAWS where the capture is, and the
     # server's ACK covers it, so the server took it and the connection closes as FIN.
     cv = Conversation()
-    segs = [
-        cv.syn(ts=(5000, 0)),
-        cv.synack(ts=(9000, 5000)),
-        cv.ack("c", options=opt_timestamps(5001, 9000)),
-        cv.c(b"first-", options=opt_timestamps(5002, 9000)),
-        cv.ack("s", options=opt_timestamps(9001, 5002)),
+    segs = ts_opening(cv) + [
         cv.data("c", b"AAAA", rel=6, options=opt_timestamps(5050, 9001)),
         cv.fin("c", options=opt_timestamps(5003, 9001)),
         cv.ack("s", options=opt_timestamps(9002, 5003)),
