@@ -106,6 +106,7 @@ class CFastPath:
             raise RuntimeError("the C fast path is not built")
         self.bypassed_only = bypassed_only
         self.table = ffi.gc(lib.ut_new(retain), lib.ut_free)
+        self._not_tcp: Any = None  # plain_non_tcp's counts
         self.conns: dict[int, Connection] = {}
         self.sinks: list[StreamSink | None] = []
         self.out = ffi.new("ut_out[]", OUT_CAP)
@@ -400,6 +401,19 @@ class CFastPath:
         """Hand C one batch received into C's own buffers (uinet_tap/ports.py RxBatch)."""
         self._data = batch.data
         self._args = (batch.buf, batch.offsets, batch.lengths, batch.times)
+
+    def plain_non_tcp(self, start: int, count: int, layers: int) -> tuple[int, int, int]:
+        """Inline: how many frames of the loaded batch from ``start`` on are plainly not TCP
+        (ARP, UDP, ...: sent on from C as they are, up to ``layers`` encapsulations deep), and
+        of those how many the decoder counts as unsupported_ethertype and as non_tcp."""
+        counts = self._not_tcp
+        if counts is None:
+            counts = self._not_tcp = ffi.new("int64_t[2]")
+        buf, offsets, lengths = self._args[:3]
+        n = lib.ut_plain_non_tcp(buf, offsets, lengths, start, count, layers, counts)
+        found = (n, counts[0], counts[1])
+        counts[0] = counts[1] = 0
+        return found  # type: ignore[return-value]
 
     def unload(self) -> None:
         """Let go of the batch: a C view of a memoryview must not outlive it, or the garbage

@@ -41,7 +41,6 @@ from .stack.cutin import NotReady, l2_header
 from .stack.decode import DLT_EN10MB, MAX_LAYERS, Segment
 from .stack.emit import PathTemplate, build, complete_checksums, resegment
 from .stack.events import CloseReason
-from .stack.fastpath import ffi, lib
 from .stack.options import timestamp
 
 BATCH = 128  # frames read from one port before the other gets a turn
@@ -117,7 +116,6 @@ class Inline:
         # Cut-in sessions' frames made while a batch is read go out together after it, per
         # port in order (one sendmmsg, not a call each); None: outside a batch, at once.
         self._held: tuple[list[bytes], list[bytes]] | None = None
-        self._not_tcp: Any = ffi.new("int64_t[2]") if lib is not None else None
         self._rx: tuple[RxBatch, RxBatch] | None = None
         self.shed = shed
         self.new_flow_rate = new_flow_rate
@@ -212,7 +210,7 @@ class Inline:
     def on_readable(self, side: int) -> None:
         port = self.ports[side]
         if self._rx is not None:
-            for _ in range(BATCH // lib.UT_RX_MAX):
+            for _ in range(BATCH // RxBatch.SLOTS):
                 if not self._batch(side, port, self._rx[side]):
                     break
             return
@@ -261,15 +259,14 @@ class Inline:
                 i = stop
                 if full or i >= n:
                     continue  # C's output arrays filled: run again from there
-                plain = lib.ut_plain_non_tcp(batch.buf, batch.offsets, batch.lengths, i, n,
-                                             MAX_LAYERS, self._not_tcp)  # fmt: skip
+                plain, unsupported, not_tcp = fast.plain_non_tcp(i, n, MAX_LAYERS)
                 if plain:  # ARP, UDP, ...: on from C, counted as the decoder counts them
                     self._send_in_c(out, batch, i, i + plain)
                     undecodable = self.decoder.undecodable
-                    for k, reason in enumerate(("unsupported_ethertype", "non_tcp")):
-                        if self._not_tcp[k]:
-                            undecodable[reason] += self._not_tcp[k]
-                            self._not_tcp[k] = 0
+                    if unsupported:
+                        undecodable["unsupported_ethertype"] += unsupported
+                    if not_tcp:
+                        undecodable["non_tcp"] += not_tcp
                     i += plain
                     continue
                 frame, partial = batch.frame(i)

@@ -41,10 +41,12 @@ class RxBatch:
     """Frames read by C (uinet_tap/_ports.c ut_rx) into C's buffer, where they stay until the
     next read: C runs the data plane over them and sends the ones it forwards from there."""
 
+    SLOTS = lib.UT_RX_MAX if lib is not None else 0  # frames a batch holds
+
     def __init__(self, in_ring: bool = False) -> None:
         """``in_ring``: its port reads into a ring, which recv_batch() points it at (the
         batch's own buffer is made only if the port leaves the ring)."""
-        slots = lib.UT_RX_MAX
+        slots = self.SLOTS
         self.buf: Any = ffi.NULL
         self.data = memoryview(b"")
         self._own: Any = None
