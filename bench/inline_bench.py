@@ -151,6 +151,8 @@ def iperf3_main(args: argparse.Namespace) -> None:
                 counts[mode].append({
                     "forwarded": inline["forwarded"],
                     "forwarded_in_c": inline["forwarded_in_c"],
+                    "owned_frames_in": inline["owned_frames_in"],
+                    "merged": inline.get("merged", 0),
                     "intercepts": inline["intercepts"],
                     "kernel_drops": sum(p["kernel_drops"] for p in inline["ports"].values()),
                     "ring_cut": sum(p.get("ring_cut", 0) for p in inline["ports"].values()),

@@ -230,6 +230,11 @@ int32_t ut_resegment(const uint8_t *f, uint32_t n, int32_t mtu, uint32_t first, 
                      uint32_t cap, uint32_t *lengths, uint32_t max_pieces, uint32_t *total);
 uint32_t ut_plain_non_tcp(const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
                           uint32_t start, uint32_t count, int32_t max_layers, int64_t *counts);
+uint32_t ut_follow_on(const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
+                      const uint8_t *flags, uint32_t first, uint32_t count, uint32_t max_bytes,
+                      uint32_t *hdr, uint32_t *last_flags);
+uint32_t ut_ack_run(const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
+                    const uint8_t *flags, uint32_t first, uint32_t count, uint32_t *out);
 uint32_t ut_build(const uint8_t *l2, uint32_t l2len, const uint8_t *src, const uint8_t *dst,
                   uint32_t alen, uint32_t sport, uint32_t dport, uint32_t ttl, uint32_t tos,
                   uint32_t flow_label, uint32_t ip_id, int32_t df, uint32_t seq, uint32_t ack,

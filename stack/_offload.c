@@ -359,3 +359,160 @@ uint32_t ut_plain_non_tcp(const uint8_t *buf, const uint32_t *offsets, const uin
 done:
     return i - start;
 }
+
+/* How many frames after `first` (before `count`) continue its TCP segment as Linux's receive
+ * offload would merge them (tcp_gro_receive): the same layer-2 header (tags included), the
+ * same IP header but for its length, ID and checksum, no fragment, no IP options or IPv6
+ * extension headers, the same ports, ACK, window and options (so the same timestamps), the
+ * sequence number following on; `first` ACK alone, each next one ACK alone or, as the last,
+ * ACK and PSH; every payload as long as the first's but a shorter last one; no frame flagged
+ * (partial checksum, too big, shed) or carrying bytes past its IP length; `max_bytes` of
+ * payload at most in all. *hdr is the payload's offset in each, *last_flags the TCP flags of
+ * the last frame counted (the first's where none is). A cut-in's TCP then takes them as the
+ * one segment a receive offload would have made: one pass for many frames. */
+static int32_t follow_shape(const uint8_t *f, uint32_t n, uint32_t *l3, uint32_t *tcp,
+                            uint32_t *hdr, int empty) {
+    uint32_t off = 14;
+    int32_t tags = 0;
+    if (n < 14)
+        return -1;
+    uint16_t etype = be16(f + 12);
+    while (etype == 0x8100 || etype == 0x88a8 || etype == 0x9100) {
+        if (++tags > 2 || n < off + 4)
+            return -1;
+        etype = be16(f + off + 2);
+        off += 4;
+    }
+    *l3 = off;
+    if (etype == 0x0800) {
+        if (n < off + 20 || f[off] != 0x45 || f[off + 9] != OFF_TCP ||
+            (be16(f + off + 6) & 0x3fff) || off + be16(f + off + 2) != n)
+            return -1;
+        *tcp = off + 20;
+    } else if (etype == 0x86dd) {
+        if (n < off + 40 || f[off] >> 4 != 6 || f[off + 6] != OFF_TCP ||
+            off + 40 + be16(f + off + 4) != n)
+            return -1;
+        *tcp = off + 40;
+    } else {
+        return -1;
+    }
+    if (n < *tcp + 20)
+        return -1;
+    uint32_t hl = (uint32_t)(f[*tcp + 12] >> 4) * 4;
+    if (hl < 20 || (empty ? n != *tcp + hl : n <= *tcp + hl))
+        return -1; /* a payload where none may be, or none to merge */
+    *hdr = *tcp + hl;
+    return 0;
+}
+
+uint32_t ut_follow_on(const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
+                      const uint8_t *flags, uint32_t first, uint32_t count, uint32_t max_bytes,
+                      uint32_t *hdr, uint32_t *last_flags) {
+    const uint8_t *f0 = buf + offsets[first];
+    uint32_t n0 = lengths[first], l3, tcp, h;
+    *hdr = 0;
+    *last_flags = 0;
+    if (flags[first] || follow_shape(f0, n0, &l3, &tcp, &h, 0) < 0 || f0[tcp + 13] != 0x10 ||
+        (f0[tcp + 12] & 0x0f))
+        return 0; /* ACK alone: no other flag, no AE or reserved bit */
+    *hdr = h;
+    *last_flags = f0[tcp + 13];
+    uint32_t size = n0 - h, total = size;
+    uint32_t seq = ((uint32_t)f0[tcp + 4] << 24 | (uint32_t)f0[tcp + 5] << 16 |
+                    (uint32_t)f0[tcp + 6] << 8 | f0[tcp + 7]) + size;
+    int v6 = l3 + 40 == tcp;
+    uint32_t j;
+    for (j = first + 1; j < count; j++) {
+        const uint8_t *f = buf + offsets[j];
+        uint32_t n = lengths[j], jl3, jtcp, jh;
+        if (flags[j] || follow_shape(f, n, &jl3, &jtcp, &jh, 0) < 0 || jl3 != l3 || jtcp != tcp ||
+            jh != h || memcmp(f, f0, l3) != 0)
+            break;
+        if (v6 ? memcmp(f + l3, f0 + l3, 4) || memcmp(f + l3 + 6, f0 + l3 + 6, 34)
+               : memcmp(f + l3, f0 + l3, 2) || memcmp(f + l3 + 6, f0 + l3 + 6, 4) ||
+                     memcmp(f + l3 + 12, f0 + l3 + 12, 8))
+            break; /* another IP header: version, TOS, flags, TTL, protocol, addresses */
+        uint32_t jseq = (uint32_t)f[tcp + 4] << 24 | (uint32_t)f[tcp + 5] << 16 |
+                        (uint32_t)f[tcp + 6] << 8 | f[tcp + 7];
+        uint8_t fl = f[tcp + 13];
+        uint32_t len = n - h;
+        if (jseq != seq || memcmp(f + tcp, f0 + tcp, 4) || memcmp(f + tcp + 8, f0 + tcp + 8, 5) ||
+            memcmp(f + tcp + 14, f0 + tcp + 14, 2) || memcmp(f + tcp + 20, f0 + tcp + 20, h - tcp - 20) ||
+            (fl != 0x10 && fl != 0x18) || len > size || total + len > max_bytes)
+            break; /* not the next segment, or ports, ACK, offset, window or options differ */
+        total += len;
+        seq += len;
+        *last_flags = fl;
+        if (fl != 0x10 || len < size) {
+            j++;
+            break; /* PSH, or a shorter one: the last of the run */
+        }
+    }
+    return j - first - 1;
+}
+
+static uint32_t be32_at(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Options a pure ACK of a run may carry: NOPs, the end, timestamps; not SACK blocks (each
+ * ACK's would be news) nor anything else. */
+static int plain_ack_options(const uint8_t *o, uint32_t len) {
+    uint32_t i = 0;
+    while (i < len) {
+        if (o[i] == 0)
+            return 1;
+        if (o[i] == 1) {
+            i++;
+            continue;
+        }
+        if (o[i] != 8 || i + 10 > len || o[i + 1] != 10)
+            return 0;
+        i += 10;
+    }
+    return 1;
+}
+
+/* How many frames after `first` (before `count`) are, with it, a run of pure ACKs of one
+ * connection that only move it on: each ACK alone (no data, no other flag), the same headers
+ * as `first` but for the IP length, ID and checksum, the same sequence number, the ACK number
+ * further each time, options no more than timestamps. Only the last of such a run tells a
+ * sender anything the others did not (its ACK and window supersede theirs, as a stretch ACK's
+ * would: RFC 5681 §4.2), so a cut-in's TCP takes just that one. out: the last's ACK number,
+ * window, and where its options start and end in the frame. */
+uint32_t ut_ack_run(const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
+                    const uint8_t *flags, uint32_t first, uint32_t count, uint32_t *out) {
+    const uint8_t *f0 = buf + offsets[first];
+    uint32_t l3, tcp, h;
+    if (flags[first] || follow_shape(f0, lengths[first], &l3, &tcp, &h, 1) < 0 ||
+        f0[tcp + 13] != 0x10 || (f0[tcp + 12] & 0x0f) || !plain_ack_options(f0 + tcp + 20, h - tcp - 20))
+        return 0;
+    int v6 = l3 + 40 == tcp;
+    uint32_t ack = be32_at(f0 + tcp + 8), j, last = first;
+    for (j = first + 1; j < count; j++) {
+        const uint8_t *f = buf + offsets[j];
+        uint32_t jl3, jtcp, jh;
+        if (flags[j] || follow_shape(f, lengths[j], &jl3, &jtcp, &jh, 1) < 0 || jl3 != l3 ||
+            jtcp != tcp || memcmp(f, f0, l3) != 0)
+            break;
+        if (v6 ? memcmp(f + l3, f0 + l3, 4) || memcmp(f + l3 + 6, f0 + l3 + 6, 34)
+               : memcmp(f + l3, f0 + l3, 2) || memcmp(f + l3 + 6, f0 + l3 + 6, 4) ||
+                     memcmp(f + l3 + 12, f0 + l3 + 12, 8))
+            break;
+        uint32_t jack = be32_at(f + tcp + 8);
+        if (memcmp(f + tcp, f0 + tcp, 8) || f[tcp + 12] != f0[tcp + 12] || f[tcp + 13] != 0x10 ||
+            (int32_t)(jack - ack) <= 0 || !plain_ack_options(f + tcp + 20, jh - tcp - 20))
+            break; /* ports or sequence number differ, another flag, no news, SACK blocks */
+        ack = jack;
+        last = j;
+    }
+    if (last == first)
+        return 0;
+    const uint8_t *fl = buf + offsets[last];
+    out[0] = ack;
+    out[1] = be16(fl + tcp + 14);
+    out[2] = tcp + 20;
+    out[3] = h;
+    return last - first;
+}

@@ -602,7 +602,9 @@ class Tcb:
             if self.ooo:
                 self._send_ack(now)  # still a hole: tell the sender at once (RFC 5681 §4.2)
                 return
-            self.unacked_segments += 1
+            # A segment made of several (a receive offload's, or inline's merged frames)
+            # counts for each full one it holds, as Linux counts bytes since its last ACK.
+            self.unacked_segments += max(1, len(payload) // self.mss)
             if self.unacked_segments >= 2 or len(payload) < self.mss // 2:
                 # Every second segment (RFC 5681 §4.2), and at once for a short one, which
                 # is usually the end of a message (a request waiting for its answer).

@@ -49,6 +49,7 @@ BATCH = 128  # frames read from one port before the other gets a turn
 # New tuples tracked a second at most, by default (--max-new-flows): each costs the frame
 # loop some 100 microseconds of Python, which a flood must not take from the passed flows.
 NEW_FLOW_RATE = 1000.0
+MERGE_BYTES = 65_000  # payload of frames merged into one segment, as a receive offload's
 
 
 @dataclass(slots=True)
@@ -70,6 +71,10 @@ class InlineStats:
     # piled up unread or over --max-new-flows (shedding): their senders send them again, and
     # the passed flows' frames are not held up behind them.
     shed_new: int = 0
+    # Frames of owned flows taken with the one before them: data merged into one segment, as
+    # a receive offload merges it (RxBatch.follow_on), or pure ACKs the last of a run
+    # supersedes (RxBatch.ack_run): one pass of the cut-in's TCP for many frames.
+    merged: int = 0
     internal_errors: int = 0
 
 
@@ -117,6 +122,10 @@ class Inline:
         # port in order (one sendmmsg, not a call each); None: outside a batch, at once.
         self._held: tuple[list[bytes], list[bytes]] | None = None
         self._rx: tuple[RxBatch, RxBatch] | None = None
+        # The batch and index of the frame being handled, whose owned flow's frames after it
+        # may merge with it, and how many did.
+        self._ahead: tuple[RxBatch, int] | None = None
+        self._merged = 0
         self.shed = shed
         self.new_flow_rate = new_flow_rate
         # A token bucket of new tuples to track: new_flow_rate a second, as many at once.
@@ -270,11 +279,16 @@ class Inline:
                     i += plain
                     continue
                 frame, partial = batch.frame(i)
+                self._ahead = (batch, i)
                 i += 1
                 try:
                     self.frame(side, frame, partial)
                 except Exception as exc:  # a bug must not stop the bridge
                     self.internal_error(exc)
+                finally:
+                    self._ahead = None
+                i += self._merged  # frames the one before took with it
+                self._merged = 0
         finally:
             fast.unload()
             fast.shed(None)
@@ -361,7 +375,11 @@ class Inline:
                 self._track(now, seg)
                 return
             if act is Act.HAND_UP:
-                self._hand_up(flow, key == flow.keys[0], seg, now)
+                merged = 0
+                ahead = self._ahead
+                if ahead is not None and not partial:
+                    seg, merged = self._merge(seg, *ahead)
+                self._hand_up(flow, key == flow.keys[0], seg, now, frames=1 + merged)
                 return
             if act is Act.DROP or act is Act.RESET:
                 if cmd.reason == "blocked":
@@ -419,15 +437,37 @@ class Inline:
         elif verdict is Verdict.PASS:
             self._pass(conn)
 
+    def _merge(self, seg: Segment, batch: RxBatch, i: int) -> tuple[Segment, int]:
+        """An owned flow's frame ``i`` of the batch, with the frames after it that a receive
+        offload would merge into one segment, or with the run of pure ACKs it starts, of which
+        only the last tells its TCP anything: (the segment to hand up, frames taken with it)."""
+        if seg.payload:
+            more, merged, size, flags = batch.follow_on(i, MERGE_BYTES)
+            if merged:
+                seg = seg._replace(payload=seg.payload + more, flags=flags)
+        else:
+            merged, ack, window, options = batch.ack_run(i)
+            if merged:
+                lengths = batch.lengths
+                size = sum([lengths[j] for j in range(i + 1, i + 1 + merged)])
+                seg = seg._replace(ack=ack, window=window, options=options)
+        if merged:
+            self._merged = merged
+            self.stats.merged += merged
+            totals = self.engine.totals
+            totals.packets += merged
+            totals.bytes += size
+        return seg, merged
+
     def _hand_up(self, flow: BridgeFlow, from_client: bool, seg: Segment, now: float,
-                 recorded: bool = False) -> None:  # fmt: skip
-        """A frame of an owned flow: to the cut-in session's endpoint it is addressed to
-        (``recorded``: the tracker counted it already)."""
-        self.stats.owned_frames_in += 1
+                 recorded: bool = False, frames: int = 1) -> None:  # fmt: skip
+        """A frame of an owned flow (or ``frames`` of them, merged): to the cut-in session's
+        endpoint it is addressed to (``recorded``: the tracker counted it already)."""
+        self.stats.owned_frames_in += frames
         conn = self.owned_conns.get(flow.conn_id)
         if conn is not None and not recorded:  # counters for the live view and the record
             ep = conn.c if from_client else conn.s
-            ep.packets += 1
+            ep.packets += frames
             ep.payload_bytes += len(seg.payload)
             conn.last_seen = now
         flow.owner.input(from_client, seg.seq, seg.ack, seg.flags, seg.window, seg.options,
@@ -614,6 +654,7 @@ class Inline:
             "intercepts": st.intercepts,
             "intercept_failed": st.intercept_failed,
             "owned_frames_in": st.owned_frames_in,
+            "merged": st.merged,
             "blocked_frames": st.blocked_frames,
             "rst_sent": st.rst_sent,
             "tombstone_dropped": st.tombstone_dropped,

@@ -57,6 +57,7 @@ class RxBatch:
         self.times = ffi.new("double[]", slots)
         self.flags = ffi.new("uint8_t[]", slots)
         self.count = 0
+        self._follow = ffi.new("uint32_t[4]")
 
     def own_buffer(self) -> None:
         """Read into the batch's own buffer (where recvmmsg puts frames)."""
@@ -70,6 +71,33 @@ class RxBatch:
         frames' flags lose UT_RX_PARTIAL): how many frames that was."""
         return lib.ut_complete_partial(self.buf, self.offsets, self.lengths, self.flags,  # type: ignore[no-any-return]
                                        self.count)  # fmt: skip
+
+    def follow_on(self, first: int, max_bytes: int) -> tuple[bytes, int, int, int]:
+        """The payloads of the frames after ``first`` that continue its TCP segment as a
+        receive offload would merge them (stack/_offload.c ut_follow_on; at most
+        ``max_bytes`` with the first's), joined; how many frames that is, and their length
+        in all; the last one's TCP flags."""
+        out = self._follow
+        k = lib.ut_follow_on(self.buf, self.offsets, self.lengths, self.flags, first,
+                             self.count, max_bytes, out, out + 1)  # fmt: skip
+        if not k:
+            return b"", 0, 0, 0
+        data, offsets, lengths, hdr = self.data, self.offsets, self.lengths, out[0]
+        span = range(first + 1, first + 1 + k)
+        payload = b"".join([data[offsets[j] + hdr : offsets[j] + lengths[j]] for j in span])
+        return payload, k, len(payload) + k * hdr, out[1]
+
+    def ack_run(self, first: int) -> tuple[int, int, int, bytes]:
+        """How many frames after ``first`` are, with it, pure ACKs of one connection that only
+        move it on (stack/_offload.c ut_ack_run), and the last one's ACK number, window and
+        options: all a TCP needs of the run. (0, 0, 0, b"") where none is."""
+        out = self._follow
+        k = lib.ut_ack_run(self.buf, self.offsets, self.lengths, self.flags, first, self.count,
+                           out)  # fmt: skip
+        if not k:
+            return 0, 0, 0, b""
+        at = self.offsets[first + k]
+        return k, out[0], out[1], bytes(self.data[at + out[2] : at + out[3]])
 
     def frame(self, i: int) -> tuple[bytes, bool]:
         """Frame ``i`` as Port.recv gives it: (frame, its checksum is partial)."""
