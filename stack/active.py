@@ -108,6 +108,9 @@ class Outgoing(NamedTuple):
     window: int
     options: bytes
     payload: bytes
+    # Segments of this size are what the payload is to be cut into on the wire (a burst,
+    # Tcb(burst=...), cut as TSO cuts one); 0: the payload is one segment.
+    size: int = 0
 
 
 def parse_incoming(
@@ -177,8 +180,13 @@ class Tcb:
     plain ints relative to ``snd_una``.
     """
 
-    def __init__(self, t: Takeover, now: float, ooo_pieces: int = MAX_PIECES) -> None:
+    def __init__(self, t: Takeover, now: float, ooo_pieces: int = MAX_PIECES,
+                 burst: int = 0) -> None:  # fmt: skip
+        """``burst``: new data goes out in Outgoing segments of up to this many bytes, whole
+        MSS-sized segments each (Outgoing.size), for the frame layer to cut as a NIC's TSO
+        cuts a super-segment; 0: a segment each."""
         self.state = TcbState.ESTABLISHED
+        self.burst = burst
         # send side
         self.snd_una = t.snd_una
         self.snd_max = t.snd_nxt  # highest sequence number sent, +1
@@ -703,12 +711,12 @@ class Tcb:
         blocks = self._sack_blocks() if with_sack and self.sack_ok and self.ooo else ()
         return encode_options(timestamps=ts, sack_blocks=blocks)
 
-    def _emit(self, seq: int, ack: int, flags: int, payload: bytes, now: float) -> None:
+    def _emit(self, seq: int, ack: int, flags: int, payload: bytes, now: float,
+              size: int = 0) -> None:  # fmt: skip
         window = 0 if flags & RST else self._window_field()
-        self.out.append(
-            Outgoing(seq & MASK, ack, flags, window, self._options(now, not flags & RST), payload)
-        )
-        self.stats.segments_out += 1
+        options = self._options(now, not flags & RST)
+        self.out.append(Outgoing(seq & MASK, ack, flags, window, options, payload, size))
+        self.stats.segments_out += -(-len(payload) // size) if size else 1
         if flags & ACK:
             self.delack_at = None
             self.unacked_segments = 0
@@ -777,13 +785,16 @@ class Tcb:
             cwnd_room = self.cwnd - (sent_off - self._sacked_bytes())
             room = min(wnd_room, cwnd_room)
             if unsent > 0:
-                n = min(unsent, self.mss, room)
+                mss = self.mss
+                n = min(unsent, max(mss, self.burst // mss * mss), room)
                 if n <= 0:
                     break
                 # Sender SWS avoidance (RFC 9293 §3.8.6.2.1): no runts when more is queued,
                 # unless the window will never be larger.
-                if n < self.mss and n < unsent and n < self.max_wnd // 2:
+                if n < mss and n < unsent and n < self.max_wnd // 2:
                     break
+                if n > mss and n < unsent:
+                    n -= n % mss  # a burst is whole segments, but for the queue's last bytes
                 payload = bytes(self.sbuf[sent_off : sent_off + n])
                 last = n == unsent
                 flags = ACK | (PSH if last else 0)
@@ -792,7 +803,8 @@ class Tcb:
                     self.fin_sent = True
                 if self.timed is None and self.recovery is Recovery.NONE:
                     self.timed = ((self.snd_max + n) & MASK, now)
-                self._emit(self.snd_max, self.rcv_nxt, flags, payload, now)
+                self._emit(self.snd_max, self.rcv_nxt, flags, payload, now,
+                           mss if n > mss else 0)  # fmt: skip
                 self.stats.bytes_out += n
                 self.snd_max = (self.snd_max + n) & MASK
                 sent_any = True

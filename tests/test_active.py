@@ -651,3 +651,57 @@ def test_out_of_order_store_delivers_what_a_bytearray_model_does(
                 assert blocks[0][0] <= max(lo, model.nxt) < blocks[0][1]
     assert bytes(got) == stream
     assert len(t.ooo) == 0 and t.ooo.held == 0
+
+
+def on_wire(tcb: Tcb, tmpl: Any, build: Callable[..., bytes], cut: Any) -> tuple[list[bytes], int]:
+    """The frames of what ``tcb`` queued, bursts cut (uinet_tap/intercept.py cut_bursts), and
+    how many bursts there were."""
+    from uinet_tap.intercept import cut_bursts
+
+    out = take(tcb)
+    made = [build(tmpl, o.seq, o.ack, o.flags, o.window, o.options, o.payload) for o in out]
+    bursts = sum(1 for o in out if o.size and len(o.payload) > o.size)
+    return (cut_bursts(cut, tmpl, out, made) if tcb.burst else made), bursts
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_a_burst_cut_as_tso_cuts_it_is_what_segments_one_at_a_time_are(v6: bool) -> None:
+    """Tcb(burst=...) sends new data in bursts of whole segments, which the frame layer cuts
+    as a NIC's TSO cuts a super-segment (with stack/emit.py's resegment and its C twin): on
+    the wire, frame for frame and byte for byte, that is what the same endpoint sends a
+    segment at a time, through windows that open, close partly (a runt held back, RFC 9293
+    §3.8.6.2.1) and the FIN."""
+    from uinet_tap.stack import emit, fastpath
+
+    v4 = (b"\x0a\0\0\x01", b"\x0a\0\0\x02")
+    src, dst = (bytes(range(16)), bytes(range(16, 32))) if v6 else v4
+    l2 = b"\x02" * 6 + b"\x04" * 6 + b"\x81\x00\x00\x07" + (b"\x86\xdd" if v6 else b"\x08\x00")
+    data = random.Random(5).randbytes(300_000)
+    makers = [(emit.build, emit.resegment)]
+    if fastpath.lib is not None:
+        makers.append((fastpath.build, fastpath.resegment))
+    for build, cut in makers:
+        wires, bursts = [], 0
+        for burst in (0, 60_000):
+            t = Tcb(takeover(clock=TsClock(500, 0.0, 1000.0), ts_recent=77, peer_wscale=5),
+                    now=0.0, burst=burst)  # fmt: skip
+            tmpl = emit.PathTemplate(l2, src, dst, 80, 40000, ip_id=65530)
+            frames: list[bytes] = []
+            t.send(data[:200_000], 0.0)
+            steps = [(ISS_US + upto, window) for upto, window in
+                     ((30_000, 4000), (61_000, 1000), (90_500, 300))]  # fmt: skip
+            for k in range(len(steps) + 41):
+                got, n = on_wire(t, tmpl, build, cut)
+                frames += got
+                bursts += n
+                if k < len(steps):
+                    acked, window = steps[k]
+                else:
+                    if k == len(steps):
+                        t.send(data[200_000:], 0.05)
+                        t.close(0.05)
+                    acked, window = t.snd_max, 8000
+                t.on_segment(seg(ISS_PEER, acked, window=window), 0.01 * (k + 1))
+            wires.append(frames)
+        assert len(wires[0]) > 100 and bursts > 10 and wires[0] == wires[1]
+        assert sum(1 for f in wires[0] if f.endswith(data[-100:])) == 1  # the tail, once

@@ -574,6 +574,7 @@ class Inline:
             self._session_settled, self._session_gone,
             functools.partial(self._handler_failed, conn.id), guarded,
             fastpath.build if self.fast is not None else build,
+            fastpath.resegment if self.fast is not None else None,
         )  # fmt: skip
         self.bridge.own(flow, session)
         self.sessions[conn.id] = session

@@ -18,7 +18,7 @@ from typing import Any
 from .plugins.api import FlowView
 from .plugins.findings import type_name
 from .plugins.guard import GUARD, GuardedCoroutine, PluginFailed, describe, locate
-from .stack.active import Incoming, Takeover, Tcb, TcbState, parse_incoming
+from .stack.active import Incoming, Outgoing, Takeover, Tcb, TcbState, parse_incoming
 from .stack.decode import ACK, RST
 from .stack.emit import PathTemplate, build
 
@@ -28,6 +28,10 @@ LOW_WATER = 256 << 10
 Handler = Callable[[Any], Awaitable[None]]
 Send = Callable[[int, list[bytes]], None]  # (interface index, frames to send in order)
 Build = Callable[..., bytes]  # stack/emit.py's build, or its C twin (stack/fastpath.py)
+Cut = Callable[[bytes, int], list[bytes]]  # stack/emit.py's resegment, or its C twin
+# New data a cut-in's endpoint sends in one pass, cut into MSS-sized frames as TSO cuts a
+# super-segment (what a Linux sender hands its NIC, 64 KiB, less room for the headers).
+BURST = 60_000
 
 
 class ActiveEndpoint:
@@ -114,16 +118,21 @@ class InterceptSession:
         on_error: Callable[[str, str, str | None], None],
         guarded: bool = False,
         build: Build = build,
+        cut: Cut | None = None,
     ) -> None:
         """``on_settled``: the handler is done and both sides are closed or in TIME-WAIT (the
         record can be written); ``on_gone``: both active endpoints are CLOSED (the tuple can
         be released); ``on_error(handler name, reason, file:line or None)``: the handler
         failed; ``guarded``: the handler is a third party's (see the module doc); ``build``:
-        what makes our frames."""
+        what makes our frames; ``cut``: what cuts a burst of segments into frames as TSO
+        would (stack/emit.py's resegment or its C twin): with it, the endpoints send new
+        data in bursts of up to BURST bytes, one pass of their TCP for many frames."""
         now = time.time()
         self.conn_id = conn_id
         self.started = now
-        self.tcbs = (Tcb(halves[0][0], now), Tcb(halves[1][0], now))
+        burst = BURST if cut is not None else 0
+        self.tcbs = (Tcb(halves[0][0], now, burst=burst), Tcb(halves[1][0], now, burst=burst))
+        self._cut = cut
         self.templates = (halves[0][1], halves[1][1])
         self.ifaces = ifaces
         self._send = send
@@ -216,6 +225,8 @@ class InterceptSession:
                 # one call for the lot: a batch of segments and their ACKs goes out together
                 frames = [make(t, o.seq, o.ack, o.flags, o.window, o.options, o.payload)
                           for o in tcb.out]  # fmt: skip
+                if self._cut is not None and tcb.burst:
+                    frames = cut_bursts(self._cut, t, tcb.out, frames)
                 self._send(self.ifaces[i], frames)
                 tcb.out.clear()
                 if self.first_out is None:
@@ -301,6 +312,24 @@ class InterceptSession:
             "to_server": {"state": str(s.state), **s.stats.as_dict()},
             "takeover_ms": round(((self.first_out or self.started) - self.started) * 1000, 3),
         }
+
+
+def cut_bursts(cut: Cut, t: PathTemplate, out: list[Outgoing], frames: list[bytes]) -> list[bytes]:
+    """``frames`` (built from ``out`` with ``t``) with each burst cut into its segments, as a
+    NIC's TSO cuts a super-segment: the same headers and timestamps on each, sequence numbers
+    and IPv4 IDs counting up, PSH and FIN on the last; ``t``'s next IPv4 ID goes past the
+    pieces'. On the wire that is what the endpoint sends a segment at a time."""
+    header = (40 if t.v6 else 20) + 20
+    wire: list[bytes] = []
+    for o, frame in zip(out, frames, strict=True):
+        if not o.size or len(o.payload) <= o.size:
+            wire.append(frame)
+            continue
+        pieces = cut(frame, o.size + header + len(o.options))
+        wire += pieces
+        if not t.v6:
+            t.ip_id = (t.ip_id + len(pieces) - 1) & 0xFFFF
+    return wire
 
 
 def rst_frame(template: PathTemplate, seq: int, ack: int | None) -> bytes:
