@@ -29,10 +29,13 @@ typedef struct {
     int32_t dir;
 } ut_entry;
 
-/* A key Python tracks itself (ut_claim): open addressing, 0 empty, 1 used, 2 deleted. */
+/* A key Python tracks itself (ut_claim), or whose frames C drops (ut_drop_key): open
+ * addressing, state 0 empty, 1 claimed, 2 deleted, 3 dropped until `until` for `reason`. */
 typedef struct {
     uint8_t key[UT_KEY];
     int32_t state;
+    int32_t reason;
+    double until;
 } ut_claimed;
 
 
@@ -78,6 +81,8 @@ struct ut_table {
     int32_t claims_broken; /* a claim failed: C cannot tell Python's keys any more */
     uint8_t *shed_flags;   /* inline behind its traffic: the batch's flags (ut_set_shed) */
     int64_t shed;
+    uint8_t *rx_flags;     /* inline: the batch's flags (ut_set_rx_flags), for drops */
+    int64_t dropped[UT_DROP_REASONS];
 };
 
 
@@ -344,7 +349,7 @@ static int claim_grow(ut_table *t) {
     t->claim_mask = cap - 1;
     t->claim_filled = t->claim_live;
     for (uint32_t i = 0; i < old_cap; i++)
-        if (old[i].state == 1)
+        if (old[i].state == 1 || old[i].state == 3)
             *claim_find(t, old[i].key, 1) = old[i];
     free(old);
     return 0;
@@ -365,17 +370,55 @@ int ut_claim(ut_table *t, const uint8_t *key, int32_t on) {
             return 0;
         if (c->state == 0)
             t->claim_filled++;
+        if (c->state != 3) /* a dropped key Python tracks again: one entry still */
+            t->claim_live++;
         memcpy(c->key, key, UT_KEY);
         c->state = 1;
-        t->claim_live++;
     } else if (t->claim_mask) {
         ut_claimed *c = claim_find(t, key, 0);
-        if (c) {
+        if (c && c->state == 1) { /* a dropped key stays dropped (ut_drop_key) */
             c->state = 2;
             t->claim_live--;
         }
     }
     return 0;
+}
+
+/* C drops the frames on `key` until `until` (a frame's capture time), counting them under
+ * `reason`, but for a bare SYN (a new connection may take the tuple: Python's to judge);
+ * until < 0: no longer. -1: out of memory (nothing is dropped then that was not before). */
+int ut_drop_key(ut_table *t, const uint8_t *key, double until, int32_t reason) {
+    if (reason < 0 || reason >= UT_DROP_REASONS)
+        return -1;
+    if (until < 0) {
+        ut_claimed *c = t->claim_mask ? claim_find(t, key, 0) : NULL;
+        if (c && c->state == 3) {
+            c->state = 2;
+            t->claim_live--;
+        }
+        return 0;
+    }
+    if ((uint64_t)(t->claim_filled + 1) * 2 > (uint64_t)t->claim_mask + 1 && claim_grow(t) != 0)
+        return -1;
+    ut_claimed *c = claim_find(t, key, 1);
+    if (c->state == 0)
+        t->claim_filled++;
+    if (c->state != 1 && c->state != 3)
+        t->claim_live++;
+    memcpy(c->key, key, UT_KEY);
+    c->state = 3;
+    c->reason = reason;
+    c->until = until;
+    return 0;
+}
+
+void ut_set_rx_flags(ut_table *t, uint8_t *flags) { t->rx_flags = flags; }
+
+void ut_dropped_taken(ut_table *t, int64_t *out) {
+    for (int k = 0; k < UT_DROP_REASONS; k++) {
+        out[k] = t->dropped[k];
+        t->dropped[k] = 0;
+    }
 }
 
 void ut_set_shed(ut_table *t, uint8_t *flags) { t->shed_flags = flags; }
@@ -388,6 +431,19 @@ int64_t ut_shed_taken(ut_table *t) {
 
 static int claimed(ut_table *t, const uint8_t *key) {
     return t->claim_mask && claim_find(t, key, 0) != NULL;
+}
+
+/* The frame at `i` is on a key whose frames C drops (ut_drop_key) and is not a bare SYN, and
+ * its time is not up: flagged, counted. */
+static int dropped_here(ut_table *t, const uint8_t *key, uint32_t i, double time, int syn) {
+    if (!t->rx_flags || !t->claim_mask || syn)
+        return 0;
+    ut_claimed *c = claim_find(t, key, 0);
+    if (!c || c->state != 3 || time >= c->until)
+        return 0;
+    t->rx_flags[i] |= UT_RX_DROP;
+    t->dropped[c->reason]++;
+    return 1;
 }
 
 /* Python made the born flow's sinks: their SHA-256 contexts take over from C's own, with
@@ -804,6 +860,8 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         if (times[i] >= expiry_at)
             break;
         ut_entry *e = find(t, f + 26);
+        if (!e && dropped_here(t, f + 26, i, times[i], syn && total == 20 + hl))
+            continue; /* a blocked or finished flow's: nothing goes on */
         if (syn) {
             /* A SYN without data on a key no one tracks opens a flow here; any other SYN
              * (retransmitted, reusing a tuple, carrying data) is Python's. */

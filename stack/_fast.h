@@ -284,6 +284,15 @@ int ut_born_bind(ut_table *t, int32_t slot, void *sha_c, void *sha_s);
  * a claim failed (out of memory: C cannot tell Python's keys any more). */
 void ut_set_shed(ut_table *t, uint8_t *flags);
 int64_t ut_shed_taken(ut_table *t);
+/* Inline mode's tuples whose frames are dropped (a blocked flow past its RST answers, a
+ * finished cut-in's tuple swallowing stragglers): ut_run flags each frame on such a key
+ * UT_RX_DROP in the batch's flags (ut_set_rx_flags; NULL: none) and counts it by reason
+ * (ut_dropped_taken: the counts since the last call), but a bare SYN, which is Python's,
+ * and a frame at or past the key's `until`. */
+#define UT_DROP_REASONS 2
+int ut_drop_key(ut_table *t, const uint8_t *key, double until, int32_t reason);
+void ut_set_rx_flags(ut_table *t, uint8_t *flags);
+void ut_dropped_taken(ut_table *t, int64_t *out);
 uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start,
                 uint32_t count, double expiry_at, ut_out *out, ut_head *heads, uint32_t out_cap,

@@ -16,6 +16,7 @@ at exactly the next sequence number its receiver expects).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any
@@ -108,9 +109,17 @@ def _bare_syn(seg: Segment) -> bool:
 class Bridge:
     """Every flow the bump knows, by both its keys and by connection id."""
 
-    def __init__(self, tombstone: float = TOMBSTONE, answers: int = BLOCK_ANSWERS) -> None:
+    def __init__(
+        self,
+        tombstone: float = TOMBSTONE,
+        answers: int = BLOCK_ANSWERS,
+        on_release: Callable[[BridgeFlow], None] | None = None,
+    ) -> None:
+        """``on_release``: told of each flow let go (a data plane that drops its frames
+        stops)."""
         self.tombstone = tombstone
         self.answers = answers
+        self.on_release = on_release
         self.by_key: dict[bytes, BridgeFlow] = {}
         self.by_id: dict[int, BridgeFlow] = {}
         self._timed: dict[int, BridgeFlow] = {}  # BLOCKED and CLOSED: expire() looks only here
@@ -203,6 +212,8 @@ class Bridge:
             self.release(flow)
 
     def release(self, flow: BridgeFlow) -> None:
+        if self.on_release is not None and flow.mode in (FlowMode.BLOCKED, FlowMode.CLOSED):
+            self.on_release(flow)
         if self.by_id.get(flow.conn_id) is flow:
             del self.by_id[flow.conn_id]
         if self._timed.get(flow.conn_id) is flow:

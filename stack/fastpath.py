@@ -97,6 +97,9 @@ def window_shift(conn: Connection, ep: Endpoint) -> int:
     return UNKNOWN_SHIFT
 
 
+DROP_BLOCKED, DROP_TOMBSTONE = 0, 1  # why C drops a tuple's frames (ut_drop_key)
+
+
 class CFastPath:
     def __init__(self, retain: int, bypassed_only: bool = False) -> None:
         """``bypassed_only``: C takes only connections that are bypassed (their segments only
@@ -107,6 +110,7 @@ class CFastPath:
         self.bypassed_only = bypassed_only
         self.table = ffi.gc(lib.ut_new(retain), lib.ut_free)
         self._not_tcp: Any = None  # plain_non_tcp's counts
+        self._dropped = ffi.new("int64_t[]", lib.UT_DROP_REASONS)
         self.conns: dict[int, Connection] = {}
         self.sinks: list[StreamSink | None] = []
         self.out = ffi.new("ut_out[]", OUT_CAP)
@@ -283,6 +287,23 @@ class CFastPath:
         batch whose ``flags`` it is given (and ut_tx skips them); None: it drops none."""
         lib.ut_set_shed(self.table, ffi.NULL if flags is None else flags)
 
+    def drop(self, keys: tuple[bytes, ...], until: float, reason: int) -> None:
+        """Inline: C drops the frames on these keys (but a bare SYN, and those at or past
+        ``until``), counted under ``reason`` (DROP_BLOCKED, DROP_TOMBSTONE). Out of memory, it
+        drops nothing more than before: Python does, as it did."""
+        for key in keys:
+            lib.ut_drop_key(self.table, key, until, reason)
+
+    def undrop(self, keys: tuple[bytes, ...]) -> None:
+        for key in keys:
+            lib.ut_drop_key(self.table, key, -1.0, 0)
+
+    def dropped_taken(self) -> tuple[int, int]:
+        """Frames C dropped since the last call: (a blocked flow's, a finished cut-in's)."""
+        out = self._dropped
+        lib.ut_dropped_taken(self.table, out)
+        return int(out[DROP_BLOCKED]), int(out[DROP_TOMBSTONE])
+
     def shed_taken(self) -> int:
         """SYNs C shed since the last call."""
         return int(lib.ut_shed_taken(self.table))
@@ -401,6 +422,8 @@ class CFastPath:
         """Hand C one batch received into C's own buffers (uinet_tap/ports.py RxBatch)."""
         self._data = batch.data
         self._args = (batch.buf, batch.offsets, batch.lengths, batch.times)
+        if self.bypassed_only:  # inline: the frames C drops are flagged in the batch
+            lib.ut_set_rx_flags(self.table, batch.flags)
 
     def plain_non_tcp(self, start: int, count: int, layers: int) -> tuple[int, int, int]:
         """Inline: how many frames of the loaded batch from ``start`` on are plainly not TCP
@@ -420,6 +443,8 @@ class CFastPath:
         collector may clear the memoryview while the view still holds it (a crash)."""
         self._args = ()
         self._data = b""
+        if self.bypassed_only:
+            lib.ut_set_rx_flags(self.table, ffi.NULL)
 
     def run(
         self, start: int, count: int, expiry_at: float, frame: int = 0

@@ -499,3 +499,59 @@ def test_new_connections_beyond_the_rate_are_shed(mode, monkeypatch) -> None:  #
         stats = inline.finish()
         assert stats["inline"]["shed_new"] == 30 - tracked
         assert len(records) == tracked
+
+
+@pytest.mark.parametrize("mode", ["off", "c"])
+@pytest.mark.parametrize("tags", [[], TAGS], ids=["untagged", "qinq"])
+def test_a_blocked_flows_frames_past_its_answers_are_dropped_and_counted(
+    mode, tags, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A blocked flow's sender that goes on sending gets a RST for each of its next frames, up
+    to BLOCK_ANSWERS; its frames after that are dropped and counted, in C where C parses the
+    frame (untagged IPv4: none reaches Python), in Python otherwise; nothing of it reaches
+    the server, and another connection's frames among them go on in order."""
+    from uinet_tap.stack.bridge import BLOCK_ANSWERS
+
+    if mode == "c" and lib is None:
+        return
+    monkeypatch.setenv("UINET_TAP_FASTPATH", mode)
+    inline, a, b, records = make('[[rule]]\nprotocol = "http"\naction = "block"\n')
+    in_python: list[bytes] = []
+    frame = inline.frame
+    monkeypatch.setattr(
+        inline, "frame", lambda side, f, p: (in_python.append(f), frame(side, f, p))
+    )
+
+    def w(seg, from_client: bool) -> bytes:  # type: ignore[no-untyped-def]
+        src, dst = (CLIENT_MAC, SERVER_MAC) if from_client else (SERVER_MAC, CLIENT_MAC)
+        return ethernet(seg.l3(), tags, src_mac=src, dst_mac=dst)
+
+    def send(port: FakePort, side: int, frames: list[bytes]) -> None:
+        port.inbox += frames
+        inline.on_readable(side)
+
+    cv, other = Conversation(cport=40000), Conversation(client="10.0.0.9", cport=41000, sport=22)
+    for conv in (cv, other):
+        for seg in conv.handshake():
+            client = seg.dport == conv.port["s"]
+            send(a if client else b, 0 if client else 1, [w(seg, client)])
+    request = b"GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n"
+    send(a, 0, [w(cv.c(request), True)])
+    assert [r["verdict"] for r in records] == ["block"]
+    to_server = len(b.sent)
+    answers = len(a.sent)
+    again = [w(cv.c(request, rel=0), True) for _ in range(BLOCK_ANSWERS)]
+    send(a, 0, again)
+    assert len(a.sent) == answers + BLOCK_ANSWERS  # a RST each
+    python_before = len(in_python)
+    later = [w(cv.c(request, rel=0), True) for _ in range(30)]
+    theirs = [w(other.c(b"ssh-%d" % k), True) for k in range(3)]
+    send(a, 0, later[:10] + theirs[:2] + later[10:] + theirs[2:])
+    assert b.sent[to_server:] == theirs  # only the other connection's, in order
+    assert len(a.sent) == answers + BLOCK_ANSWERS  # no more answers
+    assert inline.stats.blocked_frames == 1 + BLOCK_ANSWERS + 30
+    if mode == "c" and not tags:
+        assert not any(f in later for f in in_python[python_before:])
+    stats = inline.finish()
+    assert stats["inline"]["blocked_frames"] == 1 + BLOCK_ANSWERS + 30
+    assert stats["inline"]["forwarded"] == len(b.sent) + len(a.sent) - stats["inline"]["rst_sent"]

@@ -141,7 +141,7 @@ class Inline:
             self._rx = (RxBatch(ports[0].use_ring()), RxBatch(ports[1].use_ring()))
         # Each flow's mode (inspecting, armed, passed, blocked, owned, closed) and what its
         # frames become: stack/bridge.py. What follows is the records' bookkeeping.
-        self.bridge = Bridge()
+        self.bridge = Bridge(on_release=self._undrop_in_c)
         self.sessions: dict[int, InterceptSession] = {}  # cut-ins whose outcome is not in yet
         self.owned_conns: dict[int, Connection] = {}
         self.held: dict[int, dict] = {}  # records of connections whose cut-in still runs
@@ -193,6 +193,17 @@ class Inline:
         flow = self.bridge.by_id.get(session.conn_id)
         if flow is not None and flow.owner is session:
             self.bridge.owner_gone(flow, time.time())
+            self._drop_in_c(flow, fastpath.DROP_TOMBSTONE)  # its stragglers: C swallows them
+
+    def _drop_in_c(self, flow: BridgeFlow, reason: int) -> None:
+        """C drops (and counts) the flow's frames from now on, until its tuple is let go,
+        where C parses them itself (untagged IPv4)."""
+        if self.fast is not None and len(flow.keys[0]) == 12:
+            self.fast.drop(flow.keys, flow.until, reason)
+
+    def _undrop_in_c(self, flow: BridgeFlow) -> None:
+        if self.fast is not None and len(flow.keys[0]) == 12:
+            self.fast.undrop(flow.keys)
 
     def _session_settled(self, session: InterceptSession) -> None:
         cid = session.conn_id
@@ -261,8 +272,11 @@ class Inline:
                 tracker.tcp_packets += handled
                 shed = fast.shed_taken() if shedding else 0
                 st.shed_new += shed
+                blocked, tombstone = fast.dropped_taken()
+                st.blocked_frames += blocked
+                st.tombstone_dropped += tombstone
                 if stop > i:
-                    self._send_in_c(out, batch, i, stop, shed)
+                    self._send_in_c(out, batch, i, stop, shed + blocked + tombstone)
                 if tracker.events:
                     self.engine._drain()
                 i = stop
@@ -384,6 +398,9 @@ class Inline:
             if act is Act.DROP or act is Act.RESET:
                 if cmd.reason == "blocked":
                     self.stats.blocked_frames += 1  # not tracked: the flow's record is written
+                    if flow.answered >= self.bridge.answers:
+                        # Its RST answers are spent: C drops its later frames itself.
+                        self._drop_in_c(flow, fastpath.DROP_BLOCKED)
                 else:
                     self.stats.tombstone_dropped += 1
                 self._send_resets(side, frame, seg, cmd.resets, None)
