@@ -554,7 +554,10 @@ class Inline:
             else:
                 template = PathTemplate(_swap_macs(l2_header(frame)), seg.dst, seg.src,
                                         seg.dport, seg.sport)  # fmt: skip
-            self.ports[side if r.to_sender else 1 - side].send(rst_frame(template, r.seq, r.ack))
+            make = fastpath.build if self.fast is not None else build
+            self.ports[side if r.to_sender else 1 - side].send(
+                rst_frame(template, r.seq, r.ack, make)
+            )
             self.stats.rst_sent += 1
 
     # -- cut-in --------------------------------------------------------------------------

@@ -332,8 +332,9 @@ def cut_bursts(cut: Cut, t: PathTemplate, out: list[Outgoing], frames: list[byte
     return wire
 
 
-def rst_frame(template: PathTemplate, seq: int, ack: int | None) -> bytes:
+def rst_frame(template: PathTemplate, seq: int, ack: int | None, make: Build = build) -> bytes:
     """A RST (RFC 9293 §3.10.7.1 / RFC 5961 §3.2: its sequence number is the one the receiver
-    expects next); with an ACK when answering a segment that had none (a SYN)."""
+    expects next); with an ACK when answering a segment that had none (a SYN). ``make``:
+    stack/emit.py's build or its C twin."""
     flags = RST | (ACK if ack is not None else 0)
-    return build(template, seq, ack or 0, flags, 0)
+    return make(template, seq, ack or 0, flags, 0)
