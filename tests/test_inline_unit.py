@@ -429,17 +429,12 @@ def test_a_frame_that_raises_is_counted_once_and_the_batch_goes_on(capsys) -> No
     assert inline.finish()["inline"]["internal_errors"] == 2
 
 
-@pytest.mark.parametrize("mode", ["off", "c"])
-@pytest.mark.parametrize("tags", [[], TAGS], ids=["untagged", "qinq"])
-def test_behind_the_syns_of_new_connections_are_shed_and_counted(mode, tags, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """While frames pile up unread, a bare SYN on a tuple no one tracks is dropped and
-    counted (in C where it parses the frame, untagged IPv4; in Python otherwise); every
-    other frame goes on in order: the tracked connection's data, its retransmitted SYN. Once
-    caught up, a new connection's SYN is forwarded and tracked again."""
-    if mode == "c" and lib is None:
-        return
+def rig(monkeypatch, mode: str, tags: list, policy: str = ""):  # type: ignore[no-untyped-def]
+    """An Inline read in batches (through C where ``mode`` is "c"): it, its ports, its
+    records, the frames Python handled, a wire(seg, from_client) for ``tags``, and
+    send(port, side, frames)."""
     monkeypatch.setenv("UINET_TAP_FASTPATH", mode)
-    inline, a, b, records = make()
+    inline, a, b, records = make(policy)
     in_python: list[bytes] = []
     frame = inline.frame
     monkeypatch.setattr(
@@ -453,6 +448,20 @@ def test_behind_the_syns_of_new_connections_are_shed_and_counted(mode, tags, mon
     def send(port: FakePort, side: int, frames: list[bytes]) -> None:
         port.inbox += frames
         inline.on_readable(side)
+
+    return inline, a, b, records, in_python, w, send
+
+
+@pytest.mark.parametrize("mode", ["off", "c"])
+@pytest.mark.parametrize("tags", [[], TAGS], ids=["untagged", "qinq"])
+def test_behind_the_syns_of_new_connections_are_shed_and_counted(mode, tags, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """While frames pile up unread, a bare SYN on a tuple no one tracks is dropped and
+    counted (in C where it parses the frame, untagged IPv4; in Python otherwise); every
+    other frame goes on in order: the tracked connection's data, its retransmitted SYN. Once
+    caught up, a new connection's SYN is forwarded and tracked again."""
+    if mode == "c" and lib is None:
+        return
+    inline, a, b, records, in_python, w, send = rig(monkeypatch, mode, tags)
 
     cv = Conversation(cport=40000)
     for seg in cv.handshake():
@@ -514,21 +523,8 @@ def test_a_blocked_flows_frames_past_its_answers_are_dropped_and_counted(
 
     if mode == "c" and lib is None:
         return
-    monkeypatch.setenv("UINET_TAP_FASTPATH", mode)
-    inline, a, b, records = make('[[rule]]\nprotocol = "http"\naction = "block"\n')
-    in_python: list[bytes] = []
-    frame = inline.frame
-    monkeypatch.setattr(
-        inline, "frame", lambda side, f, p: (in_python.append(f), frame(side, f, p))
-    )
-
-    def w(seg, from_client: bool) -> bytes:  # type: ignore[no-untyped-def]
-        src, dst = (CLIENT_MAC, SERVER_MAC) if from_client else (SERVER_MAC, CLIENT_MAC)
-        return ethernet(seg.l3(), tags, src_mac=src, dst_mac=dst)
-
-    def send(port: FakePort, side: int, frames: list[bytes]) -> None:
-        port.inbox += frames
-        inline.on_readable(side)
+    block = '[[rule]]\nprotocol = "http"\naction = "block"\n'
+    inline, a, b, records, in_python, w, send = rig(monkeypatch, mode, tags, block)
 
     cv, other = Conversation(cport=40000), Conversation(client="10.0.0.9", cport=41000, sport=22)
     for conv in (cv, other):
