@@ -360,16 +360,13 @@ done:
     return i - start;
 }
 
-/* How many frames after `first` (before `count`) continue its TCP segment as Linux's receive
- * offload would merge them (tcp_gro_receive): the same layer-2 header (tags included), the
- * same IP header but for its length, ID and checksum, no fragment, no IP options or IPv6
- * extension headers, the same ports, ACK, window and options (so the same timestamps), the
- * sequence number following on; `first` ACK alone, each next one ACK alone or, as the last,
- * ACK and PSH; every payload as long as the first's but a shorter last one; no frame flagged
- * (partial checksum, too big, shed) or carrying bytes past its IP length; `max_bytes` of
- * payload at most in all. *hdr is the payload's offset in each, *last_flags the TCP flags of
- * the last frame counted (the first's where none is). A cut-in's TCP then takes them as the
- * one segment a receive offload would have made: one pass for many frames. */
+static uint32_t be32_at(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Where a frame a run may hold has its IP header, TCP header and payload: at most two tags,
+ * IPv4 without options or IPv6 without extension headers, not a fragment, TCP, nothing past
+ * the IP length; a payload (none where `empty`). -1: not such a frame. */
 static int32_t follow_shape(const uint8_t *f, uint32_t n, uint32_t *l3, uint32_t *tcp,
                             uint32_t *hdr, int empty) {
     uint32_t off = 14;
@@ -406,6 +403,35 @@ static int32_t follow_shape(const uint8_t *f, uint32_t n, uint32_t *l3, uint32_t
     return 0;
 }
 
+/* Frame `j` of the batch if it is of follow_shape's shape with `f0`'s layout (l3, tcp, hdr),
+ * not flagged, with its layer-2 header (tags included) and its IP header but for the length,
+ * ID and checksum; NULL otherwise. */
+static const uint8_t *same_path(const uint8_t *buf, const uint32_t *offsets,
+                                const uint32_t *lengths, const uint8_t *flags, uint32_t j,
+                                const uint8_t *f0, uint32_t l3, uint32_t tcp, uint32_t h,
+                                int empty) {
+    const uint8_t *f = buf + offsets[j];
+    uint32_t jl3, jtcp, jh;
+    if (flags[j] || follow_shape(f, lengths[j], &jl3, &jtcp, &jh, empty) < 0 || jl3 != l3 ||
+        jtcp != tcp || jh != h || memcmp(f, f0, l3) != 0)
+        return NULL;
+    if (l3 + 40 == tcp ? memcmp(f + l3, f0 + l3, 4) || memcmp(f + l3 + 6, f0 + l3 + 6, 34)
+                       : memcmp(f + l3, f0 + l3, 2) || memcmp(f + l3 + 6, f0 + l3 + 6, 4) ||
+                             memcmp(f + l3 + 12, f0 + l3 + 12, 8))
+        return NULL; /* another IP header: version, TOS, flags, TTL, protocol, addresses */
+    return f;
+}
+
+/* How many frames after `first` (before `count`) continue its TCP segment as Linux's receive
+ * offload would merge them (tcp_gro_receive): the same layer-2 header (tags included), the
+ * same IP header but for its length, ID and checksum, no fragment, no IP options or IPv6
+ * extension headers, the same ports, ACK, window and options (so the same timestamps), the
+ * sequence number following on; `first` ACK alone, each next one ACK alone or, as the last,
+ * ACK and PSH; every payload as long as the first's but a shorter last one; no frame flagged
+ * (partial checksum, too big, shed) or carrying bytes past its IP length; `max_bytes` of
+ * payload at most in all. *hdr is the payload's offset in each, *last_flags the TCP flags of
+ * the last frame counted (the first's where none is). A cut-in's TCP then takes them as the
+ * one segment a receive offload would have made: one pass for many frames. */
 uint32_t ut_follow_on(const uint8_t *buf, const uint32_t *offsets, const uint32_t *lengths,
                       const uint8_t *flags, uint32_t first, uint32_t count, uint32_t max_bytes,
                       uint32_t *hdr, uint32_t *last_flags) {
@@ -419,27 +445,18 @@ uint32_t ut_follow_on(const uint8_t *buf, const uint32_t *offsets, const uint32_
     *hdr = h;
     *last_flags = f0[tcp + 13];
     uint32_t size = n0 - h, total = size;
-    uint32_t seq = ((uint32_t)f0[tcp + 4] << 24 | (uint32_t)f0[tcp + 5] << 16 |
-                    (uint32_t)f0[tcp + 6] << 8 | f0[tcp + 7]) + size;
-    int v6 = l3 + 40 == tcp;
+    uint32_t seq = be32_at(f0 + tcp + 4) + size;
     uint32_t j;
     for (j = first + 1; j < count; j++) {
-        const uint8_t *f = buf + offsets[j];
-        uint32_t n = lengths[j], jl3, jtcp, jh;
-        if (flags[j] || follow_shape(f, n, &jl3, &jtcp, &jh, 0) < 0 || jl3 != l3 || jtcp != tcp ||
-            jh != h || memcmp(f, f0, l3) != 0)
+        const uint8_t *f = same_path(buf, offsets, lengths, flags, j, f0, l3, tcp, h, 0);
+        if (!f)
             break;
-        if (v6 ? memcmp(f + l3, f0 + l3, 4) || memcmp(f + l3 + 6, f0 + l3 + 6, 34)
-               : memcmp(f + l3, f0 + l3, 2) || memcmp(f + l3 + 6, f0 + l3 + 6, 4) ||
-                     memcmp(f + l3 + 12, f0 + l3 + 12, 8))
-            break; /* another IP header: version, TOS, flags, TTL, protocol, addresses */
-        uint32_t jseq = (uint32_t)f[tcp + 4] << 24 | (uint32_t)f[tcp + 5] << 16 |
-                        (uint32_t)f[tcp + 6] << 8 | f[tcp + 7];
         uint8_t fl = f[tcp + 13];
-        uint32_t len = n - h;
-        if (jseq != seq || memcmp(f + tcp, f0 + tcp, 4) || memcmp(f + tcp + 8, f0 + tcp + 8, 5) ||
-            memcmp(f + tcp + 14, f0 + tcp + 14, 2) || memcmp(f + tcp + 20, f0 + tcp + 20, h - tcp - 20) ||
-            (fl != 0x10 && fl != 0x18) || len > size || total + len > max_bytes)
+        uint32_t len = lengths[j] - h;
+        if (be32_at(f + tcp + 4) != seq || memcmp(f + tcp, f0 + tcp, 4) ||
+            memcmp(f + tcp + 8, f0 + tcp + 8, 5) || memcmp(f + tcp + 14, f0 + tcp + 14, 2) ||
+            memcmp(f + tcp + 20, f0 + tcp + 20, h - tcp - 20) || (fl != 0x10 && fl != 0x18) ||
+            len > size || total + len > max_bytes)
             break; /* not the next segment, or ports, ACK, offset, window or options differ */
         total += len;
         seq += len;
@@ -450,10 +467,6 @@ uint32_t ut_follow_on(const uint8_t *buf, const uint32_t *offsets, const uint32_
         }
     }
     return j - first - 1;
-}
-
-static uint32_t be32_at(const uint8_t *p) {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 /* Options a pure ACK of a run may carry: NOPs, the end, timestamps; not SACK blocks (each
@@ -488,21 +501,14 @@ uint32_t ut_ack_run(const uint8_t *buf, const uint32_t *offsets, const uint32_t 
     if (flags[first] || follow_shape(f0, lengths[first], &l3, &tcp, &h, 1) < 0 ||
         f0[tcp + 13] != 0x10 || (f0[tcp + 12] & 0x0f) || !plain_ack_options(f0 + tcp + 20, h - tcp - 20))
         return 0;
-    int v6 = l3 + 40 == tcp;
     uint32_t ack = be32_at(f0 + tcp + 8), j, last = first;
     for (j = first + 1; j < count; j++) {
-        const uint8_t *f = buf + offsets[j];
-        uint32_t jl3, jtcp, jh;
-        if (flags[j] || follow_shape(f, lengths[j], &jl3, &jtcp, &jh, 1) < 0 || jl3 != l3 ||
-            jtcp != tcp || memcmp(f, f0, l3) != 0)
-            break;
-        if (v6 ? memcmp(f + l3, f0 + l3, 4) || memcmp(f + l3 + 6, f0 + l3 + 6, 34)
-               : memcmp(f + l3, f0 + l3, 2) || memcmp(f + l3 + 6, f0 + l3 + 6, 4) ||
-                     memcmp(f + l3 + 12, f0 + l3 + 12, 8))
+        const uint8_t *f = same_path(buf, offsets, lengths, flags, j, f0, l3, tcp, h, 1);
+        if (!f)
             break;
         uint32_t jack = be32_at(f + tcp + 8);
         if (memcmp(f + tcp, f0 + tcp, 8) || f[tcp + 12] != f0[tcp + 12] || f[tcp + 13] != 0x10 ||
-            (int32_t)(jack - ack) <= 0 || !plain_ack_options(f + tcp + 20, jh - tcp - 20))
+            (int32_t)(jack - ack) <= 0 || !plain_ack_options(f + tcp + 20, h - tcp - 20))
             break; /* ports or sequence number differ, another flag, no news, SACK blocks */
         ack = jack;
         last = j;

@@ -98,6 +98,13 @@ def window_shift(conn: Connection, ep: Endpoint) -> int:
 
 
 DROP_BLOCKED, DROP_TOMBSTONE = 0, 1  # why C drops a tuple's frames (ut_drop_key)
+# The flow keys C's tables hold (_fast.h UT_KEY): untagged IPv4 tuples.
+KEY_BYTES = lib.UT_KEY if lib is not None else 12
+
+
+def keyed_in_c(key: bytes) -> bool:
+    """Whether C's tables can hold this flow key (C parses untagged IPv4 frames only)."""
+    return len(key) == KEY_BYTES
 
 
 class CFastPath:
@@ -109,7 +116,7 @@ class CFastPath:
             raise RuntimeError("the C fast path is not built")
         self.bypassed_only = bypassed_only
         self.table = ffi.gc(lib.ut_new(retain), lib.ut_free)
-        self._not_tcp: Any = None  # plain_non_tcp's counts
+        self._not_tcp = ffi.new("int64_t[2]")  # plain_non_tcp's counts
         self._dropped = ffi.new("int64_t[]", lib.UT_DROP_REASONS)
         self.conns: dict[int, Connection] = {}
         self.sinks: list[StreamSink | None] = []
@@ -166,7 +173,7 @@ class CFastPath:
         if conn.state is ConnState.SYN_SENT:
             c, s = conn.c, conn.s
             return (
-                len(conn.keys[0]) == 12
+                keyed_in_c(conn.keys[0])
                 and c.syn
                 and c.isn is not None
                 and s.isn is None
@@ -430,8 +437,6 @@ class CFastPath:
         (ARP, UDP, ...: sent on from C as they are, up to ``layers`` encapsulations deep), and
         of those how many the decoder counts as unsupported_ethertype and as non_tcp."""
         counts = self._not_tcp
-        if counts is None:
-            counts = self._not_tcp = ffi.new("int64_t[2]")
         buf, offsets, lengths = self._args[:3]
         n = lib.ut_plain_non_tcp(buf, offsets, lengths, start, count, layers, counts)
         found = (n, counts[0], counts[1])

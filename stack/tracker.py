@@ -47,7 +47,7 @@ from ..reassembly.stream import MAX_PIECES, Budget, ByteStream, StreamSink
 from .connection import TIMEOUT_CLASS, Connection, ConnState, Endpoint
 from .decode import ACK, FIN, RST, SYN, URG, Segment
 from .events import CloseReason, Direction, Event, FlowClosed, FlowOpened
-from .fastpath import BornSyn, CFastPath, window_shift
+from .fastpath import BornSyn, CFastPath, keyed_in_c, window_shift
 from .hostos import HostPolicies
 from .options import parse_options, timestamp
 
@@ -241,7 +241,7 @@ class Tracker:
             conn.vlans = seg.vlans  # reported, not keyed
         conn.tunnel = seg.tunnel
         fast = self.fast
-        if fast is not None and fast.claiming and len(ckey) == 12:
+        if fast is not None and fast.claiming and keyed_in_c(ckey):
             fast.claim((ckey, skey), True)  # a SYN on it is no longer C's to open a flow
         self._enter(conn)
         return conn
@@ -337,7 +337,7 @@ class Tracker:
         if fast is not None:
             if conn.fast_slot >= 0:
                 fast.detach(conn)
-            if fast.claiming and len(conn.keys[0]) == 12:
+            if fast.claiming and keyed_in_c(conn.keys[0]):
                 fast.claim(conn.keys, False)
         for key in conn.keys:
             entry = self.table.get(key)

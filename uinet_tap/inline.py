@@ -198,11 +198,11 @@ class Inline:
     def _drop_in_c(self, flow: BridgeFlow, reason: int) -> None:
         """C drops (and counts) the flow's frames from now on, until its tuple is let go,
         where C parses them itself (untagged IPv4)."""
-        if self.fast is not None and len(flow.keys[0]) == 12:
+        if self.fast is not None and fastpath.keyed_in_c(flow.keys[0]):
             self.fast.drop(flow.keys, flow.until, reason)
 
     def _undrop_in_c(self, flow: BridgeFlow) -> None:
-        if self.fast is not None and len(flow.keys[0]) == 12:
+        if self.fast is not None and fastpath.keyed_in_c(flow.keys[0]):
             self.fast.undrop(flow.keys)
 
     def _session_settled(self, session: InterceptSession) -> None:
