@@ -83,16 +83,21 @@ struct ut_table {
     int64_t shed;
     uint8_t *rx_flags;     /* inline: the batch's flags (ut_set_rx_flags), for drops */
     int64_t dropped[UT_DROP_REASONS];
+    int32_t vlans_ignored; /* --ignore-vlan: Python's keys hold no tags; C takes no tagged frame */
 };
 
 
 static uint32_t hash_key(const uint8_t *k) {
-    uint64_t a, b;
-    uint32_t c;
-    memcpy(&a, k, 8);
-    memcpy(&c, k + 8, 4);
-    b = (a ^ ((uint64_t)c << 17) ^ c) * 0x9E3779B97F4A7C15ull;
-    return (uint32_t)(b >> 32) ^ (uint32_t)b;
+    uint64_t h = 0, w;
+    for (int i = 0; i + 8 <= UT_KEY; i += 8) {
+        memcpy(&w, k + i, 8);
+        h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+        h ^= h >> 29;
+    }
+    uint32_t last;
+    memcpy(&last, k + UT_KEY - 4, 4); /* UT_KEY is not a multiple of 8: its last word */
+    h = (h ^ last) * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(h >> 32) ^ (uint32_t)h;
 }
 
 static ut_entry *find(ut_table *t, const uint8_t *key) {
@@ -157,6 +162,8 @@ ut_table *ut_new(int64_t retain) {
     t->max_buffer = t->max_flow_buffer = 0; /* nothing held until the tracker says its caps */
     return t;
 }
+
+void ut_key_config(ut_table *t, int32_t vlans_keyed) { t->vlans_ignored = !vlans_keyed; }
 
 void ut_free(ut_table *t) {
     if (!t)
@@ -751,25 +758,109 @@ static inline void touch(ut_flow *fl, int32_t slot, uint32_t i, double ts, uint3
     }
 }
 
+/* A frame as ut_run takes it: the flow key of its direction, where its TCP header starts
+ * and how long the TCP segment is by the IP header, its TTL or hop limit. */
+typedef struct {
+    uint8_t key[UT_KEY];
+    const uint8_t *tcp;
+    uint32_t tcp_len;
+    uint32_t alen; /* address length: 4 or 16 */
+    uint8_t ttl;
+} ut_frame;
+
+static inline int vlan_tpid(uint32_t type) { /* stack/encap.py VLAN_TPIDS */
+    return type == 0x8100 || type == 0x88A8 || type == 0x9100 || type == 0x9200;
+}
+
+/* What stack/decode.py makes of an Ethernet frame carrying TCP, where the frame is plain: at
+ * most UT_KEY_TAGS VLAN tags (none when --ignore-vlan: then the tags are not in the key),
+ * IPv4 without options or fragments, or IPv6 with TCP as the next header and a length;
+ * the whole IP datagram captured; a TCP header whose length fits. 0: Python decodes it
+ * (every other shape, and anything malformed, is counted there). The key is built as
+ * Tracker._key builds it: tag count and IDs, source, destination, ports. */
+static int parse_frame(const ut_table *t, const uint8_t *f, uint32_t len, ut_frame *p) {
+    uint32_t off = 12, ntags = 0;
+    uint16_t tags[UT_KEY_TAGS];
+    if (len < 54)
+        return 0;
+    uint32_t type = ((uint32_t)f[12] << 8) | f[13];
+    while (vlan_tpid(type)) {
+        if (ntags == UT_KEY_TAGS || t->vlans_ignored || len < off + 6)
+            return 0;
+        tags[ntags++] = (uint16_t)((((uint32_t)f[off + 2] << 8) | f[off + 3]) & 0x0FFF);
+        type = ((uint32_t)f[off + 4] << 8) | f[off + 5];
+        off += 4;
+    }
+    off += 2;
+    const uint8_t *ip = f + off;
+    const uint8_t *src;
+    if (type == 0x0800) {
+        if (len < off + 40 || ip[0] != 0x45 || ip[9] != 6 ||
+            ((((uint32_t)ip[6] << 8) | ip[7]) & 0x3FFF))
+            return 0;
+        uint32_t total = ((uint32_t)ip[2] << 8) | ip[3];
+        if (total < 40 || off + total > len)
+            return 0;
+        p->tcp_len = total - 20;
+        p->ttl = ip[8];
+        p->alen = 4;
+        src = ip + 12;
+    } else if (type == 0x86DD) {
+        if (len < off + 60 || (ip[0] >> 4) != 6 || ip[6] != 6)
+            return 0;
+        uint32_t plen = ((uint32_t)ip[4] << 8) | ip[5];
+        if (plen < 20 || off + 40 + plen > len)
+            return 0; /* a jumbogram or TSO frame's zero, a short or cut datagram */
+        p->tcp_len = plen;
+        p->ttl = ip[7];
+        p->alen = 16;
+        src = ip + 8;
+    } else {
+        return 0;
+    }
+    p->tcp = src + 2 * p->alen;
+    uint8_t *k = p->key;
+    uint32_t at = 1;
+    memset(k, 0, UT_KEY);
+    if (ntags) {
+        k[at++] = (uint8_t)ntags;
+        for (uint32_t i = 0; i < ntags; i++) {
+            k[at++] = (uint8_t)(tags[i] >> 8);
+            k[at++] = (uint8_t)tags[i];
+        }
+    }
+    memcpy(k + at, src, 2 * p->alen + 4); /* source, destination, then the TCP ports */
+    k[0] = (uint8_t)(at - 1 + 2 * p->alen + 4);
+    return 1;
+}
+
+/* The key of the other direction: the same tags, addresses and ports swapped. */
+static void reverse_key(const uint8_t *k, uint32_t alen, uint8_t *r) {
+    uint32_t at = 1 + k[0] - (2 * alen + 4); /* past the length and the tags */
+    memcpy(r, k, UT_KEY);
+    memcpy(r + at, k + at + alen, alen);
+    memcpy(r + at + alen, k + at, alen);
+    memcpy(r + at + 2 * alen, k + at + 2 * alen + 2, 2);
+    memcpy(r + at + 2 * alen + 2, k + at + 2 * alen, 2);
+}
+
 /* The client's bare SYN on a key no one tracks: the flow Tracker._new_connection and
  * _take_syn would make of it, attached in SYN-SENT as ut_attach would take it (the
  * server's side untouched, windows of unknown scale). -1: left to Python. */
-static int32_t born(ut_table *t, const uint8_t *f, const uint8_t *tcp, uint32_t hl,
+static int32_t born(ut_table *t, const uint8_t *f, const ut_frame *p, uint32_t hl,
                     double ts) {
     ut_synopts o;
     uint8_t key_s[UT_KEY];
+    const uint8_t *tcp = p->tcp;
     uint32_t dport = ((uint32_t)tcp[2] << 8) | tcp[3];
-    if (t->born_left <= 0 || !t->born_port || !t->born_port[dport] || claimed(t, f + 26) ||
+    if (t->born_left <= 0 || !t->born_port || !t->born_port[dport] || claimed(t, p->key) ||
         read_options(tcp + 20, hl - 20, &o) != 0)
         return -1;
-    memcpy(key_s, f + 30, 4);
-    memcpy(key_s + 4, f + 26, 4);
-    memcpy(key_s + 8, tcp + 2, 2);
-    memcpy(key_s + 10, tcp, 2);
-    int32_t slot = new_flow(t, f + 26, key_s);
+    reverse_key(p->key, p->alen, key_s);
+    int32_t slot = new_flow(t, p->key, key_s);
     if (slot < 0)
         return -1;
-    if (ut_claim(t, f + 26, 1) || ut_claim(t, key_s, 1)) { /* Python's from the next run */
+    if (ut_claim(t, p->key, 1) || ut_claim(t, key_s, 1)) { /* Python's from the next run */
         ut_detach(t, slot);
         return -1;
     }
@@ -792,7 +883,7 @@ static int32_t born(ut_table *t, const uint8_t *f, const uint8_t *tcp, uint32_t 
     c->base = be32(tcp + 4) + 1;
     c->window = ((int32_t)tcp[14] << 8) | tcp[15];
     c->packets = 1;
-    c->ttl = f[22];
+    c->ttl = p->ttl;
     c->opts_len = (int32_t)(hl - 20);
     memcpy(c->opts, tcp + 20, hl - 20);
     c->ts_recent = o.tsval;
@@ -841,38 +932,34 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
     *yielded = 0;
     for (i = start; i < count; i++) {
         const uint8_t *f = data + offsets[i];
-        uint32_t len = lengths[i];
-        if (len < 54 || f[12] != 0x08 || f[13] != 0x00 || (f[14] >> 4) != 4)
+        ut_frame p;
+        if (!parse_frame(t, f, lengths[i], &p))
             break;
-        uint32_t ihl = (uint32_t)(f[14] & 0x0F) * 4;
-        uint32_t total = ((uint32_t)f[16] << 8) | f[17];
-        uint32_t frag = ((uint32_t)f[20] << 8) | f[21];
-        if (ihl != 20 || f[23] != 6 || (frag & 0x3FFF) || 14 + total > len)
-            break;
-        const uint8_t *tcp = f + 34;
+        const uint8_t *tcp = p.tcp;
+        const uint8_t *key = p.key;
         uint32_t hl = (uint32_t)(tcp[12] >> 4) * 4;
         uint8_t flags = tcp[13];
         int synack = flags == 0x12;
         int syn = (flags & 0x3F) == 0x02; /* a bare SYN, ECN's ECE and CWR allowed */
-        if (hl < 20 || 20 + hl > total ||
+        if (hl < 20 || hl > p.tcp_len ||
             (!synack && !syn && ((flags & ~0x19) || !(flags & 0x10))))
             break; /* only ACK, with PSH or FIN or neither, a bare SYN-ACK, a bare SYN */
         if (times[i] >= expiry_at)
             break;
-        ut_entry *e = find(t, f + 26);
-        if (!e && dropped_here(t, f + 26, i, times[i], syn && total == 20 + hl))
+        ut_entry *e = find(t, key);
+        if (!e && dropped_here(t, key, i, times[i], syn && p.tcp_len == hl))
             continue; /* a blocked or finished flow's: nothing goes on */
         if (syn) {
             /* A SYN without data on a key no one tracks opens a flow here; any other SYN
              * (retransmitted, reusing a tuple, carrying data) is Python's. */
             int32_t slot;
-            if (!e && t->shed_flags && !t->claims_broken && !claimed(t, f + 26)) {
+            if (!e && t->shed_flags && !t->claims_broken && !claimed(t, key)) {
                 t->shed_flags[i] |= UT_RX_DROP; /* shed: a new connection waits */
                 t->shed++;
                 continue;
             }
-            if (e || total != 20 + hl || nb == out_cap || nt == out_cap ||
-                (slot = born(t, f, tcp, hl, times[i])) < 0)
+            if (e || p.tcp_len != hl || nb == out_cap || nt == out_cap ||
+                (slot = born(t, f, &p, hl, times[i])) < 0)
                 break;
             born_slots[2 * nb] = slot;
             born_slots[2 * nb + 1] = (int32_t)i;
@@ -882,7 +969,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             continue;
         }
         if (!e) {
-            if (t->shed_flags && !t->claims_broken && !claimed(t, f + 26)) {
+            if (t->shed_flags && !t->claims_broken && !claimed(t, key)) {
                 t->shed_flags[i] |= UT_RX_DROP; /* shed: a tuple no one tracks */
                 t->shed++;
                 continue;
@@ -894,7 +981,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         ut_dir *peer = &fl->d[1 - e->dir];
         uint32_t seq = be32(tcp + 4);
         uint32_t ack = be32(tcp + 8);
-        uint32_t n = total - 20 - hl;
+        uint32_t n = p.tcp_len - hl;
         if (fl->syn_sent || synack) {
             /* Tracker._on_syn/_take_syn/_on_ack for the server's first SYN-ACK, when it
              * acknowledges the client's SYN exactly and carries no data: anything else on a
@@ -914,7 +1001,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             fl->ts_ok = fl->c_ts && o.ts;
             ep->base = seq + 1;
             ep->packets++;
-            ep->ttl = f[22];
+            ep->ttl = p.ttl;
             ep->last_ack = ack;
             ep->has_last_ack = 1;
             ep->opts_len = (int32_t)(hl - 20);
@@ -949,7 +1036,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             done++;
             touch(fl, e->flow, i, times[i], run, touched, &nt);
             ep->packets++;
-            ep->ttl = f[22];
+            ep->ttl = p.ttl;
             ep->payload_bytes += n;
             ep->last_ack = ack;
             ep->has_last_ack = 1;
@@ -1075,7 +1162,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         done++;
         touch(fl, e->flow, i, times[i], run, touched, &nt);
         ep->packets++;
-        ep->ttl = f[22];
+        ep->ttl = p.ttl;
         ep->last_ack = ack;
         ep->has_last_ack = 1;
         /* Budget.charge_stamp() of this frame's charges: the ACK's comes first */

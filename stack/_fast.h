@@ -16,7 +16,11 @@
 #define UD_EVENTS 48      /* data events kept for a hand-over (the budget ends it at 39) */
 #define UD_FBUF 1024      /* room for the TLS SNI and ALPN bytes */
 #define UD_NVERS 16
-#define UT_KEY 12
+/* A flow key as C holds it: its length, then stack/tracker.py Tracker._key's bytes (the VLAN
+ * stack, if keyed, as a count and 12-bit IDs; the addresses; the ports), zeros to the end:
+ * compared whole, so keys of different lengths never match. Up to two tags, IPv4 or IPv6. */
+#define UT_KEY 44
+#define UT_KEY_TAGS 2
 #define UT_OPTS 40
 /* What a held piece costs beyond its bytes (reassembly/stream.py PIECE_COST) */
 #define UT_PIECE_COST 96
@@ -175,6 +179,7 @@ typedef struct {
 typedef struct ut_table ut_table;
 
 ut_table *ut_new(int64_t retain);
+void ut_key_config(ut_table *t, int32_t vlans_keyed);
 void ut_free(ut_table *t);
 ut_flow *ut_flow_at(ut_table *t, int32_t i);
 int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s,

@@ -98,13 +98,32 @@ def window_shift(conn: Connection, ep: Endpoint) -> int:
 
 
 DROP_BLOCKED, DROP_TOMBSTONE = 0, 1  # why C drops a tuple's frames (ut_drop_key)
-# The flow keys C's tables hold (_fast.h UT_KEY): untagged IPv4 tuples.
-KEY_BYTES = lib.UT_KEY if lib is not None else 12
+# The flow keys C's tables hold (_fast.h UT_KEY): a length byte, then the tracker's key.
+KEY_BYTES = lib.UT_KEY if lib is not None else 44
+KEY_TAGS = lib.UT_KEY_TAGS if lib is not None else 2
+# The lengths of the keys C makes (stack/tracker.py key_prefix): no tags, or a count and two
+# bytes a tag, before two IPv4 or IPv6 addresses and two ports.
+_C_KEY_LENGTHS = frozenset(
+    (1 if tags else 0) + 2 * tags + 2 * alen + 4 for tags in range(KEY_TAGS + 1) for alen in (4, 16)
+)
 
 
 def keyed_in_c(key: bytes) -> bool:
-    """Whether C's tables can hold this flow key (C parses untagged IPv4 frames only)."""
-    return len(key) == KEY_BYTES
+    """Whether C parses the frames of this flow key: an Ethernet frame with up to KEY_TAGS
+    VLAN tags (keyed or ignored), IPv4 or IPv6 (parse_frame in _fast.c); no tunnel."""
+    n = len(key)
+    return n in _C_KEY_LENGTHS and (n in (12, 36) or 2 * key[0] + 1 + 12 in (n, n - 24))
+
+
+def c_key(key: bytes) -> bytes:
+    """The tracker's key as C's tables hold it (its length, it, zeros to UT_KEY)."""
+    return bytes((len(key),)) + key + bytes(KEY_BYTES - 1 - len(key))
+
+
+def py_key(c: Any) -> bytes:
+    """The tracker's key of a key C holds."""
+    raw = bytes(c)
+    return raw[1 : 1 + raw[0]]
 
 
 class CFastPath:
@@ -165,7 +184,7 @@ class CFastPath:
         self.caps = (0, 0, 0)  # nothing held out of order in C unless the tracker says
 
     def eligible(self, conn: Connection) -> bool:
-        """Plain enough for C: established, untagged IPv4 key, a policy final on arrival,
+        """Plain enough for C: established, a key C makes (keyed_in_c), a policy final on arrival,
         nothing buffered out of order, no hole, both directions seen; or a bare SYN seen,
         nothing else (C takes the SYN-ACK that answers it)."""
         if self.bypassed_only and not conn.bypassed:
@@ -194,7 +213,7 @@ class CFastPath:
         for ep in (conn.c, conn.s):
             if ep.doubtful or ep.ack_claim > ep.stream.acked or ep.fin_held is not None:
                 return False  # held data, a held ACK or FIN that a segment may confirm
-        if len(conn.keys[0]) != 12:
+        if not keyed_in_c(conn.keys[0]):
             return False
         if conn.bypassed:  # only counters move: the stream need not be plain
             return all(ep.base is not None for ep in (conn.c, conn.s))
@@ -227,7 +246,8 @@ class CFastPath:
         inspect = not native and any(getattr(ep.stream.sink, "inspect", None) for ep in (c, s))
         state = conn.state
         slot = lib.ut_attach(
-            self.table, conn.keys[0], conn.keys[1], _dir_image(conn, c) + _dir_image(conn, s),
+            self.table, c_key(conn.keys[0]), c_key(conn.keys[1]),
+            _dir_image(conn, c) + _dir_image(conn, s),
             sha_c, sha_s, conn.last_seen, conn.ts_ok, state is ConnState.SYN_SENT,
             state is ConnState.SYN_RECEIVED, -1 if c.wscale is None else c.wscale,
             c.ts_enabled, conn.bypassed, inspect,
@@ -259,6 +279,11 @@ class CFastPath:
         self.sinks[2 * slot] = c.stream.sink
         self.sinks[2 * slot + 1] = s.stream.sink
 
+    def key_config(self, vlans_keyed: bool) -> None:
+        """Whether the tracker keys flows by their VLAN tags (not with --ignore-vlan): if
+        not, C takes no tagged frame (its key would hold the tags)."""
+        lib.ut_key_config(self.table, vlans_keyed)
+
     def born_config(self, wants: tuple[int, int], hstates: tuple[int, int]) -> None:
         """Let C open flows itself at a client's bare SYN (see ut_run): the sinks of a new
         connection hash only (C makes SHA-256 contexts until they exist), and these are their
@@ -284,7 +309,7 @@ class CFastPath:
         """Python tracks (or no longer tracks) the connection of these keys: a SYN on one
         is Python's to judge (a retransmission, a reused tuple)."""
         for key in keys:
-            if lib.ut_claim(self.table, key, on):
+            if lib.ut_claim(self.table, c_key(key), on):
                 # Out of memory: C opens no flow and sheds no SYN any more.
                 self.born_room = None
                 self.claiming = False
@@ -299,11 +324,11 @@ class CFastPath:
         ``until``), counted under ``reason`` (DROP_BLOCKED, DROP_TOMBSTONE). Out of memory, it
         drops nothing more than before: Python does, as it did."""
         for key in keys:
-            lib.ut_drop_key(self.table, key, until, reason)
+            lib.ut_drop_key(self.table, c_key(key), until, reason)
 
     def undrop(self, keys: tuple[bytes, ...]) -> None:
         for key in keys:
-            lib.ut_drop_key(self.table, key, -1.0, 0)
+            lib.ut_drop_key(self.table, c_key(key), -1.0, 0)
 
     def dropped_taken(self) -> tuple[int, int]:
         """Frames C dropped since the last call: (a blocked flow's, a finished cut-in's)."""
@@ -564,7 +589,7 @@ class CFastPath:
                 None if f.c_mss < 0 else f.c_mss, bool(f.c_sack), bool(f.c_ts),
                 bytes(ffi.buffer(f.c_mac)),
             )  # fmt: skip
-            conn = on_born(times[born[2 * k + 1]], (bytes(f.key[0]), bytes(f.key[1])), syn)
+            conn = on_born(times[born[2 * k + 1]], (py_key(f.key[0]), py_key(f.key[1])), syn)
             c_sink, s_sink = conn.c.stream.sink, conn.s.stream.sink
             if lib.ut_born_bind(table, slot, c_sink.c_hash, s_sink.c_hash):  # type: ignore[attr-defined]
                 raise MemoryError("SHA-256 context")

@@ -174,6 +174,7 @@ class Tracker:
         fast.budget = self.budget
         c = self.config
         fast.caps = (c.max_buffer, c.max_flow_buffer, c.max_pieces)
+        fast.key_config(not c.ignore_vlan)
 
     @property
     def half_open(self) -> int:
@@ -289,16 +290,16 @@ class Tracker:
                 closed.pop(key, None)
         conn_id = self.next_id
         self.next_id += 1
-        ckey = keys[0]
+        vlans, caddr, cport, saddr, sport = split_key(keys[0])
         conn = Connection(
             conn_id,
             keys,
-            (),
-            False,
-            (ckey[0:4], int.from_bytes(ckey[8:10], "big")),
-            (ckey[4:8], int.from_bytes(ckey[10:12], "big")),
-            Endpoint(self._stream(ckey[4:8])),
-            Endpoint(self._stream(ckey[0:4])),
+            vlans,
+            len(caddr) == 16,
+            (caddr, cport),
+            (saddr, sport),
+            Endpoint(self._stream(saddr)),
+            Endpoint(self._stream(caddr)),
             ts,
         )
         c = conn.c
@@ -1332,10 +1333,30 @@ def _pack(ts: float, seg: Segment, first: bool) -> bytes:
 
 
 def key_prefix(vlans: tuple[int, ...], tunnel: int, ignore_vlan: bool) -> bytes:
-    """What a flow key holds before the addresses: the VLAN stack (unless ignored) and the
-    mirror session a tunnelled copy came in."""
-    prefix = b"" if ignore_vlan or not vlans else repr(vlans).encode()
+    """What a flow key holds before the addresses: the VLAN stack (unless ignored) as its
+    depth and each 12-bit ID in two bytes, and the mirror session a tunnelled copy came in.
+    C's parse_frame (stack/_fast.c) builds the same bytes."""
+    prefix = b""
+    if vlans and not ignore_vlan:
+        prefix = bytes((len(vlans),)) + b"".join(v.to_bytes(2, "big") for v in vlans)
     return prefix + (b"t%d|" % tunnel if tunnel else b"")
+
+
+def split_key(key: bytes) -> tuple[tuple[int, ...], bytes, int, bytes, int]:
+    """A key C made (no tunnel; see key_prefix): (its VLAN IDs, source address and port,
+    destination address and port)."""
+    tags = key[0] if len(key) not in (12, 36) else 0
+    at = 1 + 2 * tags if tags else 0
+    vlans = tuple(int.from_bytes(key[1 + 2 * i : 3 + 2 * i], "big") for i in range(tags))
+    alen = (len(key) - at - 4) // 2
+    ports = key[at + 2 * alen :]
+    return (
+        vlans,
+        key[at : at + alen],
+        int.from_bytes(ports[:2], "big"),
+        key[at + alen : at + 2 * alen],
+        int.from_bytes(ports[2:], "big"),
+    )
 
 
 def _unpack(

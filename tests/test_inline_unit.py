@@ -155,15 +155,26 @@ def test_passed_flow_is_forwarded_byte_for_byte_and_forgotten_when_it_ends() -> 
     assert len(inline.bridge) == 0 and not inline.bridge.by_key
 
 
+# Frame layouts for the passed-flow tests: what C parses (up to two tags, IPv4 or IPv6)
+# and a tag stack it leaves to Python.
+THREE_TAGS = [(0x88A8, 300), (0x8100, 200), (0x8100, 100)]
+LAYOUTS = {"v4": (False, []), "v4-qinq": (False, TAGS), "v6": (True, []),
+           "v6-qinq": (True, TAGS), "v4-three-tags": (False, THREE_TAGS)}  # fmt: skip
+
+
 def _passed_download(
-    fastpath: str, monkeypatch, piece: int = 1448
+    fastpath: str, monkeypatch, piece: int = 1448, layout: str = "v4"
 ) -> tuple[Inline, FakePort, FakePort, list, list, list[dict]]:  # type: ignore[no-untyped-def]
-    """An untagged IPv4 download, passed after its first exchange, read by on_readable in
-    batches as the ports give them (the frames of both sides interleaved as on a wire).
-    ``piece``: the body's bytes a frame (over 1448: GSO super-frames, longer than the MTU)."""
+    """A download (untagged IPv4 unless ``layout`` says), passed after its first exchange,
+    read by on_readable in batches as the ports give them (the frames of both sides
+    interleaved as on a wire). ``piece``: the body's bytes a frame (over 1448: GSO
+    super-frames, longer than the MTU)."""
     monkeypatch.setenv("UINET_TAP_FASTPATH", fastpath)
     inline, a, b, records = make()
-    conv = Conversation()
+    v6, tags = LAYOUTS[layout]
+    conv = Conversation(client="fd00::1", server="fd00::2") if v6 else Conversation()
+    if v6:
+        piece -= 20  # IPv6's longer header: the same frames, within the MTU
     segs = conv.handshake()
     segs += [conv.c(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), conv.ack("s")]
     body = bytes(range(256)) * 400
@@ -175,7 +186,7 @@ def _passed_download(
     for seg in segs:
         side = 0 if seg.sport == 40000 else 1
         src, dst = (CLIENT_MAC, SERVER_MAC) if side == 0 else (SERVER_MAC, CLIENT_MAC)
-        frame = ethernet(seg.l3(), (), src_mac=src, dst_mac=dst)
+        frame = ethernet(seg.l3(), tags, src_mac=src, dst_mac=dst)
         (sent_c if side == 0 else sent_s).append(frame)
         (a if side == 0 else b).inbox.append(frame)
         # a few frames of one side at a time, as each port's batch reads them
@@ -187,18 +198,22 @@ def _passed_download(
     return inline, a, b, sent_c, sent_s, records
 
 
-def test_c_forwards_a_passed_flow_as_python_does(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Once a flow is passed, C counts its frames and sends them on from its own buffer:
-    every frame, unchanged, in order, out of the other port; the record is the general
-    path's."""
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_c_forwards_a_passed_flow_as_python_does(layout, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Once a flow is passed, C counts its frames and sends them on from its own buffer
+    (where it parses them: up to two VLAN tags, IPv4 or IPv6): every frame, unchanged, in
+    order, out of the other port; the record is the general path's."""
     if lib is None:
         return
-    ref = _passed_download("off", monkeypatch)
-    got = _passed_download("c", monkeypatch)
+    ref = _passed_download("off", monkeypatch, layout=layout)
+    got = _passed_download("c", monkeypatch, layout=layout)
     for _inline, a, b, sent_c, sent_s, _ in (ref, got):
         assert b.sent == sent_c and a.sent == sent_s
     assert ref[1].sent_in_c + ref[2].sent_in_c == 0
     c_frames = got[1].sent_in_c + got[2].sent_in_c
+    if layout == "v4-three-tags":  # deeper than C parses: Python forwards every frame
+        assert c_frames == 0
+        return
     assert c_frames >= 100, c_frames  # most of the download's 145 frames
     assert got[0].stats.forwarded_in_c == c_frames
     ref_stats, got_stats = ref[0].finish(), got[0].finish()
@@ -453,10 +468,10 @@ def rig(monkeypatch, mode: str, tags: list, policy: str = ""):  # type: ignore[n
 
 
 @pytest.mark.parametrize("mode", ["off", "c"])
-@pytest.mark.parametrize("tags", [[], TAGS], ids=["untagged", "qinq"])
+@pytest.mark.parametrize("tags", [[], TAGS, THREE_TAGS], ids=["untagged", "qinq", "three-tags"])
 def test_behind_the_syns_of_new_connections_are_shed_and_counted(mode, tags, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """While frames pile up unread, a bare SYN on a tuple no one tracks is dropped and
-    counted (in C where it parses the frame, untagged IPv4; in Python otherwise); every
+    counted (in C where it parses the frame, up to two tags; in Python otherwise); every
     other frame goes on in order: the tracked connection's data, its retransmitted SYN. Once
     caught up, a new connection's SYN is forwarded and tracked again."""
     if mode == "c" and lib is None:
@@ -477,7 +492,7 @@ def test_behind_the_syns_of_new_connections_are_shed_and_counted(mode, tags, mon
     send(a, 0, batch)
     assert b.sent[before:] == ours
     assert inline.stats.shed_new == 40
-    if mode == "c" and not tags:  # C shed the flood itself: none of it reached Python
+    if mode == "c" and len(tags) <= 2:  # C shed the flood itself: none of it reached Python
         assert not any(f in flood for f in in_python[python_before:])
     # Caught up: a new connection opens as usual.
     a.lagging = False
@@ -511,13 +526,13 @@ def test_new_connections_beyond_the_rate_are_shed(mode, monkeypatch) -> None:  #
 
 
 @pytest.mark.parametrize("mode", ["off", "c"])
-@pytest.mark.parametrize("tags", [[], TAGS], ids=["untagged", "qinq"])
+@pytest.mark.parametrize("tags", [[], TAGS, THREE_TAGS], ids=["untagged", "qinq", "three-tags"])
 def test_a_blocked_flows_frames_past_its_answers_are_dropped_and_counted(
     mode, tags, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     """A blocked flow's sender that goes on sending gets a RST for each of its next frames, up
     to BLOCK_ANSWERS; its frames after that are dropped and counted, in C where C parses the
-    frame (untagged IPv4: none reaches Python), in Python otherwise; nothing of it reaches
+    frame (up to two tags: none reaches Python), in Python otherwise; nothing of it reaches
     the server, and another connection's frames among them go on in order."""
     from uinet_tap.stack.bridge import BLOCK_ANSWERS
 
@@ -546,7 +561,7 @@ def test_a_blocked_flows_frames_past_its_answers_are_dropped_and_counted(
     assert b.sent[to_server:] == theirs  # only the other connection's, in order
     assert len(a.sent) == answers + BLOCK_ANSWERS  # no more answers
     assert inline.stats.blocked_frames == 1 + BLOCK_ANSWERS + 30
-    if mode == "c" and not tags:
+    if mode == "c" and len(tags) <= 2:
         assert not any(f in later for f in in_python[python_before:])
     stats = inline.finish()
     assert stats["inline"]["blocked_frames"] == 1 + BLOCK_ANSWERS + 30
