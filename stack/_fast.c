@@ -2,9 +2,9 @@
  *
  * The Python tracker owns every connection. When one is in a plain state (established, or
  * just its client's bare SYN seen; nothing buffered out of order, no hole, a policy final on
- * arrival, untagged IPv4) it lends the in-order numbers of both directions to this table
- * ("attach"). ut_run() then walks a batch of frames and, for each frame it can take (an ACK
- * with or without in-order data, a retransmitted copy, one segment past a hole, the SYN-ACK
+ * arrival, frames parse_frame takes: up to two VLAN tags, IPv4 or IPv6) it lends the in-order
+ * numbers of both directions to this table ("attach"). ut_run() then walks a batch of frames
+ * and, for each frame it can take (an ACK with or without in-order data, a retransmitted copy, one segment past a hole, the SYN-ACK
  * answering the SYN), applies exactly what stack/tracker.py Tracker.segment() would, and
  * reports the payload to deliver. It stops at the first frame it cannot take, and Python
  * handles that frame after taking the numbers back ("detach"). A client's bare SYN on a

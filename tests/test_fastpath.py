@@ -815,3 +815,18 @@ def test_paths_agree_on_flows_c_opens(name, layout, inspect):
         assert (0 < opened < 3060) if layout != "v4-three-tags" else opened == 0, opened
         if "cap" in name and "no caps" not in name:
             assert ref_stats["evicted"] > 0
+
+
+@pytest.mark.parametrize("layout", ["v4-qinq", "v6-qinq"])
+def test_paths_agree_on_tagged_flows_with_ignore_vlan(layout):
+    """--ignore-vlan: the tracker's keys hold no tags, so C takes no tagged frame (its key
+    would hold them) and opens no flow; records and counts are the general path's, the tags
+    reported."""
+    if not fastpath.AVAILABLE:
+        pytest.skip("the C fast path is not built")
+    segs, _ = _born_cases(LAYOUTS[layout][0])["plain"]
+    fr = _layout_frames(segs, layout)
+    ref, ref_stats, _ = _run_counting(fr, "off", None, ignore_vlan=True)
+    got, stats, opened = _run_counting(fr, "c", None, ignore_vlan=True)
+    assert (got, stats) == (ref, ref_stats)
+    assert opened == 0 and ref[-1]["vlan"] == [vid for _, vid in LAYOUTS[layout][1]]

@@ -197,7 +197,7 @@ class Inline:
 
     def _drop_in_c(self, flow: BridgeFlow, reason: int) -> None:
         """C drops (and counts) the flow's frames from now on, until its tuple is let go,
-        where C parses them itself (untagged IPv4)."""
+        where C parses them itself (fastpath.keyed_in_c)."""
         if self.fast is not None and fastpath.keyed_in_c(flow.keys[0]):
             self.fast.drop(flow.keys, flow.until, reason)
 
