@@ -16,6 +16,7 @@ with a rule that cuts in on every iperf3 connection (``handler = "relay"``), eac
 ``--seconds`` of ``iperf3 -R``, rounds alternating, and prints the ratios:
 
     .venv/bin/python bench/inline_bench.py --iperf3 [--runs 2] [--seconds 5] [--offloads]
+        [--ipv6]
 
 With ``--flood`` it measures one passed flow (``iperf3 -R``) through ``inline`` while a flood
 crosses the bump from the client's side (tests/floodlib.py: a pcap of new connections from
@@ -120,7 +121,9 @@ def iperf3_main(args: argparse.Namespace) -> None:
     counts: dict[str, list[dict]] = {m: [] for m in modes[1:]}
     session = NetnsSession("inlbench")
     try:
-        t = build_topology(session, offloads=args.offloads, workdir=work / "topo")
+        t = build_topology(
+            session, ipv6=args.ipv6, offloads=args.offloads, workdir=work / "topo"
+        )
         t.popen("server", "iperf3", "-s", "--bind", t.server_ip)
         time.sleep(1.0)
         for run in range(args.runs):
@@ -164,6 +167,7 @@ def iperf3_main(args: argparse.Namespace) -> None:
     report = {
         "seconds": args.seconds,
         "offloads": args.offloads,
+        "ipv6": args.ipv6,
         "runs": args.runs,
         "MB_per_s": {m: [round(v, 1) for v in vs] for m, vs in results.items()},
         "median_MB_per_s": {m: round(v, 1) for m, v in med.items()},
@@ -304,6 +308,7 @@ def main() -> None:
     ap.add_argument("--offloads", action="store_true", help="leave endpoint offloads on")
     ap.add_argument("--iperf3", action="store_true", help="iperf3 -R against the kernel bridge")
     ap.add_argument("--seconds", type=int, default=5, help="of each iperf3 run")
+    ap.add_argument("--ipv6", action="store_true", help="iperf3 over IPv6 (--iperf3)")
     ap.add_argument("--flood", action="store_true", help="iperf3 -R under a flood of new flows")
     ap.add_argument("--pps", default="2000,5000,20000", help="flood rates, comma-separated")
     ap.add_argument("--tuples", type=int, default=100_000, help="distinct sources of a flood")
