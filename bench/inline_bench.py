@@ -121,9 +121,7 @@ def iperf3_main(args: argparse.Namespace) -> None:
     counts: dict[str, list[dict]] = {m: [] for m in modes[1:]}
     session = NetnsSession("inlbench")
     try:
-        t = build_topology(
-            session, ipv6=args.ipv6, offloads=args.offloads, workdir=work / "topo"
-        )
+        t = build_topology(session, ipv6=args.ipv6, offloads=args.offloads, workdir=work / "topo")
         t.popen("server", "iperf3", "-s", "--bind", t.server_ip)
         time.sleep(1.0)
         for run in range(args.runs):

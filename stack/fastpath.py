@@ -122,7 +122,7 @@ def c_key(key: bytes) -> bytes:
 
 def py_key(c: Any) -> bytes:
     """The tracker's key of a key C holds."""
-    raw = bytes(c)
+    raw = ffi.buffer(c)[:]  # bytes() of a uint8_t array goes element by element
     return raw[1 : 1 + raw[0]]
 
 

@@ -1345,7 +1345,10 @@ def key_prefix(vlans: tuple[int, ...], tunnel: int, ignore_vlan: bool) -> bytes:
 def split_key(key: bytes) -> tuple[tuple[int, ...], bytes, int, bytes, int]:
     """A key C made (no tunnel; see key_prefix): (its VLAN IDs, source address and port,
     destination address and port)."""
-    tags = key[0] if len(key) not in (12, 36) else 0
+    if len(key) == 12:  # untagged IPv4, the common case
+        k = key
+        return (), k[0:4], int.from_bytes(k[8:10], "big"), k[4:8], int.from_bytes(k[10:12], "big")
+    tags = key[0] if len(key) != 36 else 0
     at = 1 + 2 * tags if tags else 0
     vlans = tuple(int.from_bytes(key[1 + 2 * i : 3 + 2 * i], "big") for i in range(tags))
     alen = (len(key) - at - 4) // 2

@@ -19,6 +19,8 @@ from typing import Literal
 import pytest
 from frames import Conversation, frames, opt_timestamps
 from frames import Conversation as _Conversation
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from uinet_tap.plugins.policy import Budget, Policy
 from uinet_tap.plugins.registry import builtin_detectors
 from uinet_tap.stack import fastpath
@@ -830,3 +832,46 @@ def test_paths_agree_on_tagged_flows_with_ignore_vlan(layout):
     got, stats, opened = _run_counting(fr, "c", None, ignore_vlan=True)
     assert (got, stats) == (ref, ref_stats)
     assert opened == 0 and ref[-1]["vlan"] == [vid for _, vid in LAYOUTS[layout][1]]
+
+
+@st.composite
+def _mutated_layouts(draw):  # type: ignore[no-untyped-def]
+    """A short connection in one of the layouts C parses, some of its frames' headers
+    mutated where parse_frame reads (tags and their TPIDs, the ethertype, the IP version,
+    header length, protocol, lengths, fragment bits, addresses, the TCP header length) or
+    cut short: whatever C makes of them must be what the decoder makes."""
+    layout = draw(st.sampled_from(sorted(LAYOUTS)))
+    segs, _ = _born_cases(LAYOUTS[layout][0])["plain"]
+    fr = _layout_frames(segs, layout)
+    v6, tags = LAYOUTS[layout]
+    l3 = 14 + 4 * len(tags)
+    tcp = l3 + (40 if v6 else 20)
+    # the bytes parse_frame reads: TPIDs and tags, the ethertype, the IP header's version,
+    # lengths, fragment bits, protocol or next header, the TCP header's length
+    fields = [*range(12, l3), l3, *(range(l3 + 4, l3 + 8) if v6 else range(l3 + 2, l3 + 10)),
+              tcp + 12]  # fmt: skip
+    for _ in range(draw(st.integers(1, 6))):
+        k = draw(st.integers(1, len(fr) - 1))  # the stray first frame stays whole
+        ts, f = fr[k]
+        how = draw(st.sampled_from(["bit", "byte", "cut"]))
+        if how == "cut":
+            f = f[: draw(st.integers(14, len(f)))]
+        else:
+            at = draw(st.sampled_from([a for a in fields if a < len(f)]))
+            value = (
+                f[at] ^ (1 << draw(st.integers(0, 7)))
+                if how == "bit"
+                else draw(st.integers(0, 255))
+            )
+            f = f[:at] + bytes((value,)) + f[at + 1 :]
+        fr[k] = (ts, f)
+    return fr
+
+
+@settings(max_examples=300)
+@given(_mutated_layouts())
+def test_paths_agree_on_mutated_headers_of_every_layout(fr):
+    if not fastpath.AVAILABLE:
+        pytest.skip("the C fast path is not built")
+    ref = _run_counting(fr, "off", None)[:2]
+    assert _run_counting(fr, "c", None)[:2] == ref
