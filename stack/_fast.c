@@ -457,15 +457,19 @@ static int dropped_here(ut_table *t, const uint8_t *key, uint32_t i, double time
  * what C hashed into those so far. */
 int ut_born_bind(ut_table *t, int32_t slot, void *sha_c, void *sha_s) {
     ut_flow *f = &t->flows[slot];
-    void *mine[2] = {sha_c, sha_s};
+    ut_sha *mine[2] = {sha_c, sha_s};
     if (!f->born_sha)
         return 0;
     for (int i = 0; i < 2; i++) {
-        if (EVP_MD_CTX_copy_ex((EVP_MD_CTX *)mine[i], (EVP_MD_CTX *)f->d[i].sha) != 1)
-            return -1;
-    }
-    for (int i = 0; i < 2; i++) {
-        ut_sha_free(f->d[i].sha);
+        /* The sink's context becomes C's, pieces still queued and all; C's own takes the
+         * sink's fresh one, nothing queued on it, and goes. */
+        ut_sha *own = f->d[i].sha;
+        void *md = mine[i]->md;
+        mine[i]->md = own->md;
+        mine[i]->seq = own->seq;
+        own->md = md;
+        own->seq = 0;
+        ut_sha_free(own);
         f->d[i].sha = mine[i];
     }
     f->born_sha = 0;
@@ -1200,10 +1204,10 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             }
             if (ep->sha && end <= ep->want) {
                 /* a hash-only sink, or bytes it skips: hash here, nothing to hand to Python */
-                EVP_DigestUpdate((EVP_MD_CTX *)ep->sha, payload, n);
+                uh_put(ep->sha, payload, n);
             } else if (ep->sha && ep->hstate) {
                 /* hashed here, and its header blocks read here (_follow.c) */
-                EVP_DigestUpdate((EVP_MD_CTX *)ep->sha, payload, n);
+                uh_put(ep->sha, payload, n);
                 if (uf_follow(t->fmethods, t->fmax_method, fl, e->dir, e->flow * 2 + e->dir,
                               data, payload, (int32_t)n, off, out, heads, &no, out_cap)) {
                     /* C stopped following: the segment goes to Python whole (its reader
@@ -1218,7 +1222,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 }
             } else {
                 if (ep->sha) /* its reader (want) only reads: hashed here, in order */
-                    EVP_DigestUpdate((EVP_MD_CTX *)ep->sha, payload, n);
+                    uh_put(ep->sha, payload, n);
                 out[no].sink = e->flow * 2 + e->dir;
                 out[no].data_off = (uint32_t)(payload - data);
                 out[no].data_len = n;
@@ -1230,7 +1234,8 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             tail_append(t, ep, payload, n);
             if (ep->ooo_len) {
                 if (ep->nxt == ep->ooo_off) { /* the hole is filled: the piece follows */
-                    EVP_DigestUpdate((EVP_MD_CTX *)ep->sha, ep->ooo, (size_t)ep->ooo_len);
+                    /* ooo is reused by the next piece held: the queue takes a copy */
+                    uh_put_copy(ep->sha, ep->ooo, (size_t)ep->ooo_len);
                     ep->nxt += ep->ooo_len;
                     tail_append(t, ep, ep->ooo, ep->ooo_len);
                     t->held -= ep->ooo_len + UT_PIECE_COST;
@@ -1312,37 +1317,54 @@ void *ut_sha_new(void) {
             return NULL;
         }
     }
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    if (c && EVP_MD_CTX_copy_ex(c, proto) != 1) {
+    ut_sha *s = calloc(1, sizeof(ut_sha));
+    EVP_MD_CTX *c = s ? EVP_MD_CTX_new() : NULL;
+    if (!c || EVP_MD_CTX_copy_ex(c, proto) != 1) {
         EVP_MD_CTX_free(c);
+        free(s);
         return NULL;
     }
-    return c;
+    s->md = c;
+    return s;
 }
 
+/* Every direct use of a context waits for its pieces queued to the hashing thread. */
 void ut_sha_update(void *c, const uint8_t *data, size_t n) {
-    EVP_DigestUpdate((EVP_MD_CTX *)c, data, n);
+    ut_sha *s = c;
+    uh_wait_for(s);
+    EVP_DigestUpdate((EVP_MD_CTX *)s->md, data, n);
 }
 
 void ut_sha_zeros(void *c, int64_t n) {
     static const uint8_t zeros[65536];
+    ut_sha *s = c;
+    uh_wait_for(s);
     while (n > 0) {
         size_t k = n > (int64_t)sizeof(zeros) ? sizeof(zeros) : (size_t)n;
-        EVP_DigestUpdate((EVP_MD_CTX *)c, zeros, k);
+        EVP_DigestUpdate((EVP_MD_CTX *)s->md, zeros, k);
         n -= (int64_t)k;
     }
 }
 
 /* The digest so far, leaving the context usable (like hashlib's hexdigest()). */
 int ut_sha_digest(void *c, uint8_t *out32) {
+    ut_sha *s = c;
     unsigned int len = 0;
+    uh_wait_for(s);
     EVP_MD_CTX *copy = EVP_MD_CTX_new();
     if (!copy)
         return -1;
-    int ok = EVP_MD_CTX_copy_ex(copy, (EVP_MD_CTX *)c) == 1 &&
+    int ok = EVP_MD_CTX_copy_ex(copy, (EVP_MD_CTX *)s->md) == 1 &&
              EVP_DigestFinal_ex(copy, out32, &len) == 1;
     EVP_MD_CTX_free(copy);
     return ok ? 0 : -1;
 }
 
-void ut_sha_free(void *c) { EVP_MD_CTX_free((EVP_MD_CTX *)c); }
+void ut_sha_free(void *c) {
+    ut_sha *s = c;
+    if (!s)
+        return;
+    uh_wait_for(s);
+    EVP_MD_CTX_free((EVP_MD_CTX *)s->md);
+    free(s);
+}

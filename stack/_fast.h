@@ -11,6 +11,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Internal to the C. A stream's SHA-256 (Python holds it as a void *): OpenSSL's context,
+ * and the number of the last piece of it queued for the hashing thread (_hashq.c), so that
+ * using it waits only for its own pieces. */
+typedef struct {
+    void *md; /* EVP_MD_CTX */
+    uint64_t seq;
+} ut_sha;
+void uh_put(ut_sha *s, const uint8_t *data, size_t n);
+void uh_put_copy(ut_sha *s, const uint8_t *data, size_t n);
+void uh_wait_for(ut_sha *s);
+
 /* ---- cffi interface: everything from here to the end ---------------------------------- */
 
 #define UD_EVENTS 48      /* data events kept for a hand-over (the budget ends it at 39) */
@@ -199,6 +210,7 @@ void ut_set_buffer(ut_table *t, int64_t py_used, int64_t max_buffer, int64_t max
                    int32_t max_pieces, int64_t frame);
 int64_t ut_held(ut_table *t);
 void *ut_sha_new(void);
+void ut_hash_wait(void);
 void ut_sha_update(void *c, const uint8_t *data, size_t n);
 void ut_sha_zeros(void *c, int64_t n);
 int ut_sha_digest(void *c, uint8_t *out32);

@@ -470,7 +470,9 @@ class CFastPath:
 
     def unload(self) -> None:
         """Let go of the batch: a C view of a memoryview must not outlive it, or the garbage
-        collector may clear the memoryview while the view still holds it (a crash)."""
+        collector may clear the memoryview while the view still holds it (a crash). First,
+        the hashing thread (_hashq.c) finishes the batch's bytes C handed it."""
+        lib.ut_hash_wait()
         self._args = ()
         self._data = b""
         if self.bypassed_only:

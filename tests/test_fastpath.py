@@ -875,3 +875,29 @@ def test_paths_agree_on_mutated_headers_of_every_layout(fr):
         pytest.skip("the C fast path is not built")
     ref = _run_counting(fr, "off", None)[:2]
     assert _run_counting(fr, "c", None)[:2] == ref
+
+
+def _c_hashes(path: Path) -> list[tuple[str, str]]:
+    records, _ = replay(path, "c")
+    return [(r["c2s"]["sha256"], r["s2c"]["sha256"]) for r in records]
+
+
+def test_hashing_thread_survives_fork(tmp_path):
+    """C hashes the streams on a second thread (_hashq.c). A process that forks after using
+    it (watch --workers forks its workers) gets a child that hashes alike, and the parent
+    goes on hashing: every digest the general path's."""
+    if not fastpath.AVAILABLE:
+        pytest.skip("the C fast path is not built")
+    import os
+
+    path = CAPTURES[0]
+    ref = [(r["c2s"]["sha256"], r["s2c"]["sha256"]) for r in replay(path, "off")[0]]
+    assert _c_hashes(path) == ref  # the worker runs in this process now
+    pid = os.fork()
+    if pid == 0:  # the child: hashes, then says whether they were right
+        ok = _c_hashes(path) == ref
+        os._exit(0 if ok else 1)
+    again = _c_hashes(path)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0 and os.WIFEXITED(status)
+    assert again == ref
