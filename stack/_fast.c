@@ -4,9 +4,9 @@
  * just its client's bare SYN seen; nothing buffered out of order, no hole, a policy final on
  * arrival, frames parse_frame takes: up to two VLAN tags, IPv4 or IPv6) it lends the in-order
  * numbers of both directions to this table ("attach"). ut_run() then walks a batch of frames
- * and, for each frame it can take (an ACK with or without in-order data, a retransmitted copy, one segment past a hole, the SYN-ACK
- * answering the SYN), applies exactly what stack/tracker.py Tracker.segment() would, and
- * reports the payload to deliver. It stops at the first frame it cannot take, and Python
+ * and, for each frame it can take (an ACK with or without in-order data, a retransmitted
+ * copy, one segment past a hole, the SYN-ACK answering the SYN), applies exactly what
+ * stack/tracker.py Tracker.segment() would, and reports the payload to deliver. It stops at the first frame it cannot take, and Python
  * handles that frame after taking the numbers back ("detach"). A client's bare SYN on a
  * tuple no one tracks opens a flow here ("born"), as the tracker would open it, within the
  * room the tracker gives each run; the tracker makes its connection after the run. The two
@@ -83,7 +83,7 @@ struct ut_table {
     int64_t shed;
     uint8_t *rx_flags;     /* inline: the batch's flags (ut_set_rx_flags), for drops */
     int64_t dropped[UT_DROP_REASONS];
-    int32_t vlans_ignored; /* --ignore-vlan: Python's keys hold no tags; C takes no tagged frame */
+    int32_t vlans_ignored; /* --ignore-vlan: keys hold no tags, C takes no tagged frame */
 };
 
 
@@ -453,8 +453,8 @@ static int dropped_here(ut_table *t, const uint8_t *key, uint32_t i, double time
     return 1;
 }
 
-/* Python made the born flow's sinks: their SHA-256 contexts take over from C's own, with
- * what C hashed into those so far. */
+/* Python made the born flow's sinks: their SHA-256 wrappers take over C's own contexts,
+ * with what C hashed (or queued) into those so far. */
 int ut_born_bind(ut_table *t, int32_t slot, void *sha_c, void *sha_s) {
     ut_flow *f = &t->flows[slot];
     ut_sha *mine[2] = {sha_c, sha_s};

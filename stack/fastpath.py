@@ -101,18 +101,17 @@ DROP_BLOCKED, DROP_TOMBSTONE = 0, 1  # why C drops a tuple's frames (ut_drop_key
 # The flow keys C's tables hold (_fast.h UT_KEY): a length byte, then the tracker's key.
 KEY_BYTES = lib.UT_KEY if lib is not None else 44
 KEY_TAGS = lib.UT_KEY_TAGS if lib is not None else 2
-# The lengths of the keys C makes (stack/tracker.py key_prefix): no tags, or a count and two
-# bytes a tag, before two IPv4 or IPv6 addresses and two ports.
-_C_KEY_LENGTHS = frozenset(
-    (1 if tags else 0) + 2 * tags + 2 * alen + 4 for tags in range(KEY_TAGS + 1) for alen in (4, 16)
-)
 
 
 def keyed_in_c(key: bytes) -> bool:
-    """Whether C parses the frames of this flow key: an Ethernet frame with up to KEY_TAGS
-    VLAN tags (keyed or ignored), IPv4 or IPv6 (parse_frame in _fast.c); no tunnel."""
+    """Whether C parses the frames of this flow key (parse_frame in _fast.c; the key's shape
+    in stack/tracker.py key_prefix): an Ethernet frame with up to KEY_TAGS VLAN tags (keyed,
+    or ignored and left out of the key), IPv4 or IPv6, no tunnel."""
     n = len(key)
-    return n in _C_KEY_LENGTHS and (n in (12, 36) or 2 * key[0] + 1 + 12 in (n, n - 24))
+    if n in (12, 36):  # two IPv4 or IPv6 addresses and two ports
+        return True
+    tags = key[0] if n else 0  # a tunnel's prefix starts with b"t": no count C makes
+    return 1 <= tags <= KEY_TAGS and n - 1 - 2 * tags in (12, 36)
 
 
 def c_key(key: bytes) -> bytes:
