@@ -26,16 +26,16 @@ pytestmark = pytest.mark.skipif(not fastpath.AVAILABLE, reason="the C data plane
 
 def read(path: Path, indexed: bool) -> tuple[list[tuple[float, bytes]], object, int, int]:
     """(frames with times, truncation message, packets, link type) read one way."""
-    original = PcapFile.__dict__["_mapped"]
+    original = PcapFile.__dict__["_opened"]
     if not indexed:
-        PcapFile._mapped = staticmethod(lambda p: None)  # type: ignore[method-assign]
+        PcapFile._opened = staticmethod(lambda p: None)  # type: ignore[method-assign]
     try:
         try:
             src = PcapFile(str(path))
         except CaptureError as exc:
             return [], f"error: {exc}", 0, 0
     finally:
-        PcapFile._mapped = original  # type: ignore[method-assign]
+        PcapFile._opened = original  # type: ignore[method-assign]
     assert src.indexed is indexed
     out = []
     for b in src.batches():
@@ -123,10 +123,10 @@ def test_index_hands_over_at_an_oversized_record(tmp_path):
     assert (got, truncated, packets) == read(path, False)[:3]
 
 
-def test_engine_lets_go_of_each_mapped_batch():
-    """A batch of a mapped file is a memoryview: the C view of it must be gone once the batch
-    is fed, or a garbage collection may clear the memoryview under that view (a crash seen when
-    several captures ran in one process)."""
+def test_engine_lets_go_of_each_batch_it_reads_in_place():
+    """A batch of an indexed file is a memoryview of the reader's buffer: the C view of it must
+    be gone once the batch is fed, or a garbage collection may clear the memoryview under that
+    view (a crash seen when several captures ran in one process, then mapped)."""
     import gc
 
     from uinet_tap.engine import Engine, Options
@@ -146,3 +146,22 @@ def test_engine_lets_go_of_each_mapped_batch():
         assert records
         del engine, src, batch, fast
         gc.collect()
+
+
+@pytest.mark.parametrize("chunk", [17, 700, 5000])
+def test_records_cut_by_a_chunks_end_are_read_whole(chunk, monkeypatch):
+    """The file is read CHUNK bytes at a time: with chunks far smaller than the records, every
+    record header and body is cut somewhere, and the frames, times and counts are still
+    libpcap's; a batch's bytes stay as they were while the next batch is read."""
+    import uinet_tap.pcapfile as pcapfile
+
+    monkeypatch.setattr(pcapfile, "CHUNK", chunk)
+    path = ROOT / "captures" / "http-keepalive.pcap"
+    assert path.stat().st_size > 20 * chunk
+    assert assert_same(path) > 100
+    src = PcapFile(str(path))
+    before: tuple[memoryview, bytes] | None = None
+    for b in src.batches():
+        if before is not None:  # the batch before this one, unchanged
+            assert bytes(before[0]) == before[1]
+        before = (b.data, bytes(b.data))

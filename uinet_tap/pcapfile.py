@@ -1,12 +1,11 @@
-"""Reading pcap and pcapng files in batches, streaming: a classic pcap file is indexed in place
-by C where the data plane is built (stack/_pcap.c), else read through pcapy-ng (libpcap),
-which also takes over wherever a record is not plainly well formed; pcapng is read by
-pcapng.py."""
+"""Reading pcap and pcapng files in batches, streaming: a classic pcap file is read in chunks
+and indexed in place by C where the data plane is built (stack/_pcap.c), else read through
+pcapy-ng (libpcap), which also takes over wherever a record is not plainly well formed;
+pcapng is read by pcapng.py."""
 
 from __future__ import annotations
 
-import contextlib
-import mmap
+import io
 import os
 import stat
 from array import array
@@ -26,9 +25,10 @@ _MAGIC = {
     0xA1B23C4D: (False, True), 0x4D3CB2A1: (True, True),
 }  # fmt: skip
 MAX_SNAPLEN = 262144  # libpcap's limit for every link type read here
-# Pages of the mapping already copied out are dropped from the process every this many bytes:
-# a mapped file's pages count in its resident set until then (the page cache keeps them).
-RELEASE_EVERY = 16 << 20
+# A classic pcap file is read this much at a time into one of two buffers used in turn: a
+# read into a buffer that stays mapped and fits the cache costs less than mapping the file
+# (a page fault per few pages: 0.20 s against 0.08 s for the 841 MB bench capture here).
+CHUNK = 4 << 20
 
 
 def meta_times(meta: array) -> Sequence[float]:
@@ -45,7 +45,8 @@ class CaptureError(Exception):
 @dataclass(slots=True)
 class Batch:
     """``count`` packets: packet i is ``data[offsets[i]:offsets[i]+lengths[i]]`` at
-    ``times[i]``. ``data`` may be a view of a mapped file: what is kept is copied out of it."""
+    ``times[i]``. ``data`` may be a view of a reader's buffer, good until the reader is asked
+    for the batch after next: what is kept is copied out of it."""
 
     data: bytes | memoryview
     times: Sequence[float]
@@ -95,14 +96,14 @@ class PcapFile:
         if self.linktype not in SUPPORTED_LINKTYPES:
             names = ", ".join(f"{k} ({v})" for k, v in sorted(SUPPORTED_LINKTYPES.items()))
             raise CaptureError(f"{path}: unsupported link type {self.linktype}; supported: {names}")
-        self._map: mmap.mmap | None = None
+        self._raw: io.FileIO | None = None
         if self._ng is None and fastpath.AVAILABLE:
-            self._map = self._mapped(path)
-        self.indexed = self._map is not None  # read by stack/_pcap.c, not libpcap
+            self._raw = self._opened(path)
+        self.indexed = self._raw is not None  # read by stack/_pcap.c, not libpcap
         if self._ng is None:
             # Read the first batch now: a file whose first record is already corrupt has
             # nothing to show, which is an error rather than a truncated capture.
-            self._pcap = self._indexed_batches() if self._map else self._pcap_batches()
+            self._pcap = self._indexed_batches() if self._raw else self._pcap_batches()
             self._head = next(self._pcap, None)
             if self._head is None and self.truncated is not None:
                 raise CaptureError(f"{path}: corrupt pcap ({self.truncated})")
@@ -113,11 +114,9 @@ class PcapFile:
         pcap = getattr(self, "_pcap", None)
         if pcap is not None:
             pcap.close()
-        if self._map is not None:
-            # A batch still referring to it: the collector closes it.
-            with contextlib.suppress(BufferError):
-                self._map.close()
-            self._map = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         if self._ng is not None:
             self._file.close()
         elif hasattr(self, "_reader"):
@@ -151,56 +150,72 @@ class PcapFile:
             yield Batch(data, times, offsets, lengths, self.linktype)
 
     @staticmethod
-    def _mapped(path: str) -> mmap.mmap | None:
-        """The file mapped for the C index: a regular, classic pcap file only."""
+    def _opened(path: str) -> io.FileIO | None:
+        """The file opened for the C index: a regular, classic pcap file only."""
         try:
-            with open(path, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    return None
-                head = f.read(24)
-                if len(head) < 24 or int.from_bytes(head[:4], "little") not in _MAGIC:
-                    return None
-                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):
+            f = io.FileIO(path, "rb")
+        except OSError:
             return None  # libpcap reads it, or says what is wrong
-        m.madvise(mmap.MADV_SEQUENTIAL)
-        return m
+        try:
+            head = f.read(24)
+            if (
+                not stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+                or len(head) < 24
+                or int.from_bytes(head[:4], "little") not in _MAGIC
+            ):
+                f.close()
+                return None
+        except OSError:
+            f.close()
+            return None
+        return f
 
     def _indexed_batches(self) -> Iterator[Batch]:
-        """Batches indexed in place by stack/_pcap.c. Where the index stops at a record that is
-        not plainly well formed (a captured length beyond the snapshot length, the file ending
+        """Batches indexed in place by stack/_pcap.c, CHUNK bytes read at a time into two
+        buffers in turn, never the one the last batch came from (a record cut by a chunk's
+        end moves to the next one's start). Where the index stops at a record that is not
+        plainly well formed (a captured length beyond the snapshot length, the file ending
         inside a record), libpcap goes on from that record, as it would have read it."""
-        m = self._map
-        assert m is not None
-        swap, nsec = _MAGIC[int.from_bytes(m[:4], "little")]
-        snaplen = int.from_bytes(m[16:20], "big" if swap else "little")
+        f = self._raw
+        assert f is not None
+        f.seek(0)
+        head = f.read(24)
+        swap, nsec = _MAGIC[int.from_bytes(head[:4], "little")]
+        snaplen = int.from_bytes(head[16:20], "big" if swap else "little")
         if not 0 < snaplen <= MAX_SNAPLEN:
             snaplen = MAX_SNAPLEN  # as libpcap takes a header's missing or huge snaplen
-        whole = memoryview(m)
-        size = len(m)
-        pos = 24
-        released = 0
+        # Room for a chunk after the largest record a chunk's end can cut.
+        bufs = [memoryview(bytearray(CHUNK + 16 + MAX_SNAPLEN)) for _ in range(2)]
+        last = 1  # the buffer of the batch yielded last: the next read goes to the other
+        carried = b""
+        why = "more"
         while True:
-            start = pos
-            n, offsets, lengths, times, why, pos = fastpath.index_pcap(
-                m, pos, swap, nsec, snaplen, BATCH
-            )
-            if n:
-                # A view of the mapping, no copy (the offsets are counted from its start):
-                # whatever keeps a frame copies it out of the view.
-                self.packets += n
-                self.bytes_read += pos - start
-                yield Batch(whole[start:pos], times, offsets, lengths, self.linktype)
-                if pos - released >= RELEASE_EVERY:
-                    upto = pos - pos % mmap.PAGESIZE
-                    m.madvise(mmap.MADV_DONTNEED, released, upto - released)
-                    released = upto
-            if why == "full" and pos < size:
-                continue
-            break
-        del whole
-        self._map = None
-        if pos < size:
+            cur = 1 - last
+            buf = bufs[cur]
+            buf[: len(carried)] = carried
+            got = f.readinto(buf[len(carried) : len(carried) + CHUNK])
+            end = len(carried) + (got or 0)
+            pos = 0
+            while pos < end:
+                start = pos
+                n, offsets, lengths, times, why, pos = fastpath.index_pcap(
+                    buf[:end], pos, swap, nsec, snaplen, BATCH
+                )
+                if n:
+                    # A view of the buffer, no copy (the offsets are counted from its start):
+                    # whatever keeps a frame copies it out of the view.
+                    self.packets += n
+                    self.bytes_read += pos - start
+                    last = cur
+                    yield Batch(buf[start:pos], times, offsets, lengths, self.linktype)
+                if why != "full":
+                    break
+            carried = bytes(buf[pos:end])
+            if why == "bad" or not got:
+                break
+        f.close()
+        self._raw = None
+        if carried:
             # Not plainly well formed from here: libpcap takes over at this record.
             for _ in range(self.packets):
                 self._reader.next()
