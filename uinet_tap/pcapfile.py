@@ -184,16 +184,20 @@ class PcapFile:
         snaplen = int.from_bytes(head[16:20], "big" if swap else "little")
         if not 0 < snaplen <= MAX_SNAPLEN:
             snaplen = MAX_SNAPLEN  # as libpcap takes a header's missing or huge snaplen
-        # Room for a chunk after the largest record a chunk's end can cut.
-        bufs = [memoryview(bytearray(CHUNK + 16 + MAX_SNAPLEN)) for _ in range(2)]
+        # Room for a chunk (no more than the file) after the largest record a chunk's end can
+        # cut; the second buffer is made when a second chunk comes (a small file reads once).
+        chunk = max(1, min(CHUNK, self.size))
+        bufs: list[memoryview | None] = [None, None]
         last = 1  # the buffer of the batch yielded last: the next read goes to the other
         carried = b""
         why = "more"
         while True:
             cur = 1 - last
             buf = bufs[cur]
+            if buf is None:
+                buf = bufs[cur] = memoryview(bytearray(chunk + 16 + snaplen))
             buf[: len(carried)] = carried
-            got = f.readinto(buf[len(carried) : len(carried) + CHUNK])
+            got = f.readinto(buf[len(carried) : len(carried) + chunk])
             end = len(carried) + (got or 0)
             pos = 0
             while pos < end:
