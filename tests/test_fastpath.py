@@ -459,13 +459,21 @@ def _synack_cases() -> dict[str, list]:
         cv.syn(), cv.synack(wscale=9), cv.ack("c"), cv.ack("s", win=100), cv.c(b"x" * 100),
         cv.c(b"y" * 400), cv.ack("s", ack=cv.seq_of("c", 100), win=100),
     ]  # fmt: skip
+
+    def ts_opening(cv: Conversation) -> list:
+        """A handshake with timestamps, the client's "first" and the server's ACK of it (the
+        server's TS.Recent for the client: 102)."""
+        return [
+            cv.syn(ts=(100, 0)), cv.synack(ts=(900, 100)),
+            cv.ack("c", options=opt_timestamps(101, 900)),
+            cv.c(b"first", options=opt_timestamps(102, 900)),
+            cv.ack("s", options=opt_timestamps(901, 102)),
+        ]  # fmt: skip
+
     # Timestamps in force: a stale TSval after the handshake is dropped (PAWS).
     cv = Conversation(cport=6101)
     cases["paws after handshake"] = [
-        cv.syn(ts=(100, 0)), cv.synack(ts=(900, 100)),
-        cv.ack("c", options=opt_timestamps(101, 900)),
-        cv.c(b"first", options=opt_timestamps(102, 900)),
-        cv.ack("s", options=opt_timestamps(901, 102)),
+        *ts_opening(cv),
         cv.c(b"stale", options=opt_timestamps(50, 901)),
         cv.ack("s", options=opt_timestamps(902, 102)),
     ]  # fmt: skip
@@ -473,10 +481,7 @@ def _synack_cases() -> dict[str, list]:
     # tentatively, then in the stream; then a stale FIN, taken the same way.
     cv = Conversation(cport=6102)
     cases["paws stale, then acknowledged"] = [
-        cv.syn(ts=(100, 0)), cv.synack(ts=(900, 100)),
-        cv.ack("c", options=opt_timestamps(101, 900)),
-        cv.c(b"first", options=opt_timestamps(102, 900)),
-        cv.ack("s", options=opt_timestamps(901, 102)),
+        *ts_opening(cv),
         cv.data("c", b"again", rel=5, options=opt_timestamps(150, 901)),
         cv.data("c", b"later", rel=10, options=opt_timestamps(103, 901)),
         cv.ack("s", options=opt_timestamps(902, 103)),
