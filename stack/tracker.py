@@ -1345,20 +1345,20 @@ def key_prefix(vlans: tuple[int, ...], tunnel: int, ignore_vlan: bool) -> bytes:
 def split_key(key: bytes) -> tuple[tuple[int, ...], bytes, int, bytes, int]:
     """A key C made (no tunnel; see key_prefix): (its VLAN IDs, source address and port,
     destination address and port)."""
-    if len(key) == 12:  # untagged IPv4, the common case
-        k = key
-        return (), k[0:4], int.from_bytes(k[8:10], "big"), k[4:8], int.from_bytes(k[10:12], "big")
-    tags = key[0] if len(key) != 36 else 0
-    at = 1 + 2 * tags if tags else 0
+    tags = key[0] if len(key) not in (12, 36) else 0
     vlans = tuple(int.from_bytes(key[1 + 2 * i : 3 + 2 * i], "big") for i in range(tags))
-    alen = (len(key) - at - 4) // 2
-    ports = key[at + 2 * alen :]
+    return (vlans, *_endpoints(key, 1 + 2 * tags if tags else 0))
+
+
+def _endpoints(key: bytes, prefix: int) -> tuple[bytes, int, bytes, int]:
+    """A key's first direction past its prefix: (source address, port, destination address,
+    port)."""
+    alen = (len(key) - prefix - 4) // 2
     return (
-        vlans,
-        key[at : at + alen],
-        int.from_bytes(ports[:2], "big"),
-        key[at + alen : at + 2 * alen],
-        int.from_bytes(ports[2:], "big"),
+        key[prefix : prefix + alen],
+        int.from_bytes(key[-4:-2], "big"),
+        key[prefix + alen : prefix + 2 * alen],
+        int.from_bytes(key[-2:], "big"),
     )
 
 
@@ -1370,15 +1370,10 @@ def _unpack(
     options = blob[pos : pos + olen]
     macs = blob[pos + olen : pos + olen + mlen]
     payload = blob[pos + olen + mlen :]
-    prefix = len(key_prefix(vlans, tunnel, ignore_vlan))
-    alen = (len(key0) - prefix - 4) // 2
-    a = key0[prefix : prefix + alen]
-    b = key0[prefix + alen : prefix + 2 * alen]
-    pa = int.from_bytes(key0[-4:-2], "big")
-    pb = int.from_bytes(key0[-2:], "big")
+    a, pa, b, pb = _endpoints(key0, len(key_prefix(vlans, tunnel, ignore_vlan)))
     src, dst, sport, dport = (a, b, pa, pb) if first else (b, a, pb, pa)
     seg = Segment(
-        vlans, alen == 16, src, dst, sport, dport, seq, ack, flags, window, options, payload,
+        vlans, len(a) == 16, src, dst, sport, dport, seq, ack, flags, window, options, payload,
         missing, ttl, None, macs, urg, tunnel,
     )  # fmt: skip
     return ts, seg
