@@ -165,3 +165,24 @@ def test_records_cut_by_a_chunks_end_are_read_whole(chunk, monkeypatch):
         if before is not None:  # the batch before this one, unchanged
             assert bytes(before[0]) == before[1]
         before = (b.data, bytes(b.data))
+
+
+def test_a_reader_closed_early_stops_its_read_ahead(monkeypatch):
+    """Past the first chunk a thread reads the next one ahead: a reader closed after its
+    first batch (a merge that stops, an interrupted run) leaves no thread behind, and the
+    batch it gave stays as it was."""
+    import threading
+
+    import uinet_tap.pcapfile as pcapfile
+
+    monkeypatch.setattr(pcapfile, "CHUNK", 4096)
+    src = PcapFile(str(ROOT / "captures" / "http-keepalive.pcap"))
+    batches = src.batches()
+    first = next(batches)
+    kept = bytes(first.data)
+    second = next(batches)  # asked for: the read ahead of the chunk after it is running
+    assert second.lengths
+    src.close()
+    batches.close()
+    assert bytes(first.data) == kept
+    assert not [t for t in threading.enumerate() if t.name.startswith("pcap-read")]
