@@ -918,7 +918,8 @@ static int32_t born(ut_table *t, const uint8_t *f, const ut_frame *p, uint32_t h
  * *stop_slot is the attached flow of the frame it stopped at, or -1. The flows it handled
  * frames of are listed in `touched` (at most out_cap), in the order of each one's last frame,
  * so Python can keep its timeout lists in the order its own paths move them in. Flows whose
- * state a FIN changed are listed in `changed`, in order. */
+ * state a FIN changed are listed in `changed`, in order, each with the state it is in after
+ * the run (UT_CH_*; at most out_cap pairs). */
 uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start, uint32_t count,
                 double expiry_at, ut_out *out, ut_head *heads, uint32_t out_cap, uint32_t *n_out,
@@ -1031,7 +1032,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             memcpy(fl->s_mac, f + 6, 6);
             fl->syn_sent = 0;
             fl->syn_received = 1;
-            changed[nc++] = e->flow; /* Python sets what the SYN-ACK told, and its state */
+            changed[2 * nc++] = e->flow; /* Python sets what the SYN-ACK told, and its state */
             continue;
         }
         if (fl->bypass) { /* bypassed: only counters move (Tracker._counted_only) */
@@ -1053,7 +1054,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             if ((flags & 0x01) && !(ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN)) {
                 if (ep->fin == UT_NO_FIN)
                     ep->fin = ep->seen_end; /* no stream: where reassembly stopped */
-                changed[nc++] = e->flow;
+                changed[2 * nc++] = e->flow;
             }
             continue;
         }
@@ -1161,7 +1162,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         /* committed from here on: what Tracker.segment() does to this segment */
         if (fl->syn_received && e->dir == 0 && aoff >= 0) {
             fl->syn_received = 0; /* the client ACKed the SYN-ACK: ESTABLISHED */
-            changed[nc++] = e->flow;
+            changed[2 * nc++] = e->flow;
         }
         done++;
         touch(fl, e->flow, i, times[i], run, touched, &nt);
@@ -1251,7 +1252,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 ep->fin = off + n;
             if (!closed) { /* Python moves it to its new state and timeout list */
                 fl->syn_received = 0;
-                changed[nc++] = e->flow;
+                changed[2 * nc++] = e->flow;
             }
         }
         ep->window = ((int32_t)tcp[14] << 8) | tcp[15];
@@ -1281,6 +1282,17 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             *yielded = 1;
             break;
         }
+    }
+    for (uint32_t k = 0; k < nc; k++) {
+        /* The state Python gives it (one read there, not five of the flow's fields): both
+         * FINs closed, one half closed, else the handshake's last ACK awaited or not. */
+        const ut_flow *f = &t->flows[changed[2 * k]];
+        int fins = (f->d[0].fin != UT_NO_FIN) + (f->d[1].fin != UT_NO_FIN);
+        int32_t st = fins == 2       ? UT_CH_CLOSED
+                     : fins          ? UT_CH_HALF_CLOSED
+                     : f->syn_received ? UT_CH_SYN_RECEIVED
+                                     : UT_CH_ESTABLISHED;
+        changed[2 * k + 1] = st | (f->syn_sent ? UT_CH_SYN_SENT : 0);
     }
     for (uint32_t k = 0; k < nt; k++) {
         touched[k].last_seen = t->flows[touched[k].slot].last_seen;

@@ -41,6 +41,14 @@ void uh_wait_for(ut_sha *s);
 #define UT_WANT_NEVER 4611686018427387904
 /* No FIN: an offset no FIN can have (one before the stream's first byte is negative). */
 #define UT_NO_FIN INT64_MIN
+/* ut_run's `changed` list: (slot, state) pairs, the state each flow is in after the run as
+ * Python names it (stack/fastpath.py _CHANGED_STATES), UT_CH_SYN_SENT set while the SYN-ACK
+ * is still awaited. */
+#define UT_CH_ESTABLISHED 0
+#define UT_CH_SYN_RECEIVED 1
+#define UT_CH_HALF_CLOSED 2
+#define UT_CH_CLOSED 3
+#define UT_CH_SYN_SENT 4
 #define UT_MAX_SEQ_JUMP 1073741824 /* 2**30: stack/tracker.py MAX_SEQ_JUMP */
 /* ut_pcap_index(): why the index of a stretch of a pcap file ended */
 #define UT_PCAP_FULL 0

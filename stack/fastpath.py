@@ -75,6 +75,10 @@ if lib is not None:
         (*_DIR_FIELDS, "tail_len", "sha", "retain_drops", "ooo_off", "ooo_len", "charged_at"),
     )
     _FLOW_OUT = c_view("ut_flow", ("last_seen", "native", "syn_sent"))
+    # A flow C opened, read from one copy: its keys, the client's base, its SYN's options.
+    _BORN = c_view("ut_flow", ("c_wscale", "c_ts", "c_mss", "c_sack", "c_mac"))
+    _BORN_BASE = struct.Struct("=I")  # ut_dir.base of the client's direction, at _D0
+    assert ffi.offsetof("ut_flow", "key") == 0 and ffi.offsetof("ut_dir", "base") == 0
     _FLOW_SIZE = ffi.sizeof("ut_flow")
     _D0 = ffi.offsetof("ut_flow", "d")
     _D1 = _D0 + ffi.sizeof("ut_dir")
@@ -143,7 +147,8 @@ class CFastPath:
         self._heads_mv = memoryview(ffi.buffer(self.heads))
         self.follows = False  # C reads the HTTP transaction follower's framing (follow_config)
         self.touched = ffi.new("ut_touch[]", OUT_CAP)
-        self.changed = ffi.new("int32_t[]", OUT_CAP)
+        self.changed = ffi.new("int32_t[]", 2 * OUT_CAP)  # (slot, UT_CH_* state) pairs
+        self._changed_mv = memoryview(ffi.buffer(self.changed)).cast("i")
         self._n_changed = ffi.new("uint32_t *")
         # Set by the tracker: moves a connection to its state's timeout list.
         self.place: Callable[[Connection], None] = lambda conn: None
@@ -551,20 +556,16 @@ class CFastPath:
                 else:
                     sink.data(offset, bytes(piece) if copy else piece)  # type: ignore[union-attr]
         nc = self._n_changed[0]
-        for k in range(nc):
+        pairs = self._changed_mv[: 2 * nc]
+        for slot, code in zip(pairs[0::2], pairs[1::2], strict=True):
             # The handshake's last ACK (Tracker._on_ack) or a FIN (Tracker._on_fin) moved the
-            # connection on: to its new state and that state's timeout list.
-            moved = conns.get(self.changed[k])
+            # connection on: to the state C says it is in now, and that state's timeout list.
+            moved = conns.get(slot)
             if moved is None:
                 continue  # a verdict hook ended it while it took its bytes
-            f = lib.ut_flow_at(self.table, moved.fast_slot)
-            if moved.state is ConnState.SYN_SENT and not f.syn_sent:
-                _synack_taken(moved, f)
-            fins = (f.d[0].fin != NO_FIN) + (f.d[1].fin != NO_FIN)
-            if fins:
-                moved.state = ConnState.CLOSED if fins == 2 else ConnState.HALF_CLOSED
-            else:
-                moved.state = ConnState.SYN_RECEIVED if f.syn_received else ConnState.ESTABLISHED
+            if moved.state is ConnState.SYN_SENT and not code & _CH_SYN_SENT:
+                _synack_taken(moved, lib.ut_flow_at(self.table, slot))
+            moved.state = _CHANGED_STATES[code & 3]
             self.place(moved)
         if nc:  # each list in the order the other paths move them in, again
             for _last_seen, slot, _order in _TOUCH.iter_unpack(touched):
@@ -584,13 +585,16 @@ class CFastPath:
         for k in range(nb):
             slot = born[2 * k]
             f = lib.ut_flow_at(table, slot)
-            c = f.d[0]
+            raw = ffi.buffer(f, _BORN.size)[:]
+            wscale, ts, mss, sack, mac = _BORN.unpack_from(raw)
             syn = BornSyn(
-                (c.base - 1) & 0xFFFFFFFF, None if f.c_wscale < 0 else f.c_wscale,
-                None if f.c_mss < 0 else f.c_mss, bool(f.c_sack), bool(f.c_ts),
-                bytes(ffi.buffer(f.c_mac)),
+                (_BORN_BASE.unpack_from(raw, _D0)[0] - 1) & 0xFFFFFFFF,
+                None if wscale < 0 else wscale, None if mss < 0 else mss, bool(sack), bool(ts),
+                mac,
             )  # fmt: skip
-            conn = on_born(times[born[2 * k + 1]], (py_key(f.key[0]), py_key(f.key[1])), syn)
+            n0, n1 = raw[0], raw[KEY_BYTES]  # the keys as py_key reads them
+            keys = (raw[1 : 1 + n0], raw[KEY_BYTES + 1 : KEY_BYTES + 1 + n1])
+            conn = on_born(times[born[2 * k + 1]], keys, syn)
             c_sink, s_sink = conn.c.stream.sink, conn.s.stream.sink
             if lib.ut_born_bind(table, slot, c_sink.c_hash, s_sink.c_hash):  # type: ignore[attr-defined]
                 raise MemoryError("SHA-256 context")
@@ -630,6 +634,17 @@ def _head_fields(data: Any, head: tuple[int, ...]) -> tuple[Any, ...]:
         length,
     )
 
+
+# ut_run's state codes (_fast.h UT_CH_*), the low two bits, and the flag of a flow still
+# awaiting its SYN-ACK.
+_CHANGED_STATES = (
+    ConnState.ESTABLISHED, ConnState.SYN_RECEIVED, ConnState.HALF_CLOSED, ConnState.CLOSED
+)  # fmt: skip
+_CH_SYN_SENT = 4
+assert lib is None or (
+    lib.UT_CH_ESTABLISHED, lib.UT_CH_SYN_RECEIVED, lib.UT_CH_HALF_CLOSED, lib.UT_CH_CLOSED,
+    lib.UT_CH_SYN_SENT,
+) == (0, 1, 2, 3, _CH_SYN_SENT)  # fmt: skip
 
 NEVER = 1 << 62  # ut_dir.want of a sink that wants no byte handed over once it hashes
 assert lib is None or lib.UT_WANT_NEVER == NEVER

@@ -307,9 +307,8 @@ class Tracker:
         _learn_syn(c, syn.isn, syn.wscale, syn.mss, syn.sack_permitted, syn.ts_enabled)
         c.ts_recent_at = ts
         c.mac = syn.mac
+        conn.state = ConnState.SYN_SENT  # before _enter: it goes on the half-open list at once
         self._enter(conn)
-        conn.state = ConnState.SYN_SENT
-        self._place(conn)
         return conn
 
     def _stream(self, receiver: bytes) -> ByteStream:
