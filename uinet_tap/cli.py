@@ -6,7 +6,6 @@ import contextlib
 import functools
 import gc
 import importlib
-import importlib.metadata
 import logging
 import os
 import signal
@@ -410,6 +409,8 @@ def _run_context(stats: dict, plugins: list[Loaded] | None, policy_path: str | N
 def _version() -> str:
     """Read once, before any privilege drop (importlib.metadata imports more of the standard
     library on first use, which the user dropped to may not be able to read)."""
+    import importlib.metadata  # 18 ms: only for a run that reports its version
+
     try:
         return importlib.metadata.version("uinet-tap")
     except importlib.metadata.PackageNotFoundError:
@@ -605,9 +606,11 @@ def replay(
     log.debug("data plane: %s", engine.fastpath)
     exit_code = 0
     _prepare_run()
-    from .summary import Progress, render_summary  # rich costs 60 ms to import: only when shown
+    progress: Any = contextlib.nullcontext(_NoProgress())
+    if not quiet:
+        from .summary import Progress  # rich costs 20 ms to import: only when shown
 
-    progress = Progress(source.size, enabled=not quiet and not tui)
+        progress = Progress(source.size, enabled=not tui)
     started = time.perf_counter()
     stopped: str | None = None  # why the run ended before the end of the input
     view_run = None
@@ -624,10 +627,10 @@ def replay(
             elif view_run.end is ViewEnd.INTERRUPTED:
                 stopped = "interrupted"
         else:
-            with progress:
+            with progress as bar:
                 for batch in source.batches():
                     engine.feed_batch(batch)
-                    progress.update(source.bytes_read, source.packets)
+                    bar.update(source.bytes_read, source.packets)
     except KeyboardInterrupt:
         stopped = "interrupted"
     except Exception as exc:  # a bug must not lose the records of everything read so far
@@ -657,15 +660,25 @@ def replay(
             f"results cover the {source.packets} packets read",
             err=True,
         )
-    _run_context(stats, plugins, policy_path)
+    if stats_path or not quiet:
+        _run_context(stats, plugins, policy_path)
     _log_end(stats, writer.closes)
     _write_stats(stats_path, stats)
     if not quiet:
+        from .summary import render_summary
+
         if view_run is not None:  # the user's time in the view is not reading time
             render_summary(stats, capture, view_run.read, viewing=view_run.view)
         else:
             render_summary(stats, capture, time.perf_counter() - started)
     sys.exit(exit_code)
+
+
+class _NoProgress:
+    """The progress bar of a quiet run."""
+
+    def update(self, done: int, packets: int) -> None:
+        pass
 
 
 def _log_outputs(flows: str | None, eve: str | None, stats: str | None,
