@@ -175,9 +175,18 @@ def _worker(
             # The other workers' sockets are theirs to read. Closing this process's copy
             # leaves the socket and its ring (still mapped elsewhere) alone.
             other.close()
+    # The records of a step go to the parent in one message: a message per record cost this
+    # process a lock, a wake-up of the queue's feeder thread and a pickling each.
+    records: list[dict] = []
+
+    def send_records() -> None:
+        if records:
+            out.put(("records", index, records[:]))
+            records.clear()
+
     engine = make_engine(
         capture.linktype,
-        lambda rec: out.put(("record", index, rec)),
+        records.append,
         lambda name, message: out.put(("plugin_error", index, (name, message))),
     )
     backend = SingleBackend(capture, engine, limits, incremental=True)
@@ -186,6 +195,7 @@ def _worker(
     try:
         while not stop.is_set():
             backend.step()
+            send_records()
             now = time.monotonic()
             if now - last_snapshot >= 0.25:
                 last_snapshot = now
@@ -194,11 +204,13 @@ def _worker(
         pass
     except Exception as exc:  # a bug must not lose this worker's records
         out.put(("internal_error", index, f"{type(exc).__name__}: {exc}"))
+    send_records()
     try:
         stats = backend.finish()
     except Exception as exc:
         out.put(("internal_error", index, f"{type(exc).__name__}: {exc}"))
         stats = {}
+    send_records()  # the flows still open, ended by the end of capture: before the stats
     out.put(("stats", index, stats))
 
 
@@ -260,8 +272,9 @@ class WorkerPool:
             return None, None, None
 
     def _handle(self, kind: Any, index: Any, payload: Any) -> None:
-        if kind == "record":
-            self.writer(payload)
+        if kind == "records":
+            for record in payload:
+                self.writer(record)
         elif kind == "snapshot":
             n = len(self.procs)
             for row in payload.closed:  # renumbered as the active flows are (see snapshot)
