@@ -189,16 +189,14 @@ class HttpTransactions:
             return
         self._next[d] = at + len(block)
         length = fields[-1]
-        headers = {} if length is None else {"content-length": str(length)}
         if d == 0:
             method, path, protocol, host, user_agent, _ = fields
-            if host is not None:
-                headers["host"] = host
-            if user_agent is not None:
-                headers["user-agent"] = user_agent
-            self._request(method, path, protocol, headers)
+            if self._request(method, path, protocol, host, user_agent):
+                self._framed(0, length, has_body=True)
         else:
-            self._response(fields[0], headers)
+            has_body = self._answered(fields[0])
+            if has_body is not None:
+                self._framed(1, length, has_body)
 
     def _on_request(self, block: bytes) -> None:
         _, request = parse_request_line(block)
@@ -207,22 +205,28 @@ class HttpTransactions:
             return
         method, target = request
         version = block.split(b"\n", 1)[0].rstrip(b"\r").rsplit(b" ", 1)[-1]
-        self._request(
+        headers = _headers(block)
+        if self._request(
             method.decode("latin-1"), target.decode("latin-1"), version.decode("latin-1"),
-            _headers(block),
-        )  # fmt: skip
+            headers.get("host"), headers.get("user-agent"),
+        ):  # fmt: skip
+            self._framing(0, headers, has_body=True)
 
-    def _request(self, method: str, path: str, protocol: str, headers: dict[str, str]) -> None:
+    def _request(
+        self, method: str, path: str, protocol: str, host: str | None, user_agent: str | None
+    ) -> bool:
+        """A request's transaction; whether a body may follow its head (not after CONNECT)."""
         tx: dict[str, Any] = {"method": method, "path": path[:MAX_FIELD], "protocol": protocol}
-        for key, name in (("host", "host"), ("user_agent", "user-agent")):
-            if name in headers:
-                tx[key] = headers[name][:MAX_FIELD]
+        if host is not None:
+            tx["host"] = host[:MAX_FIELD]
+        if user_agent is not None:
+            tx["user_agent"] = user_agent[:MAX_FIELD]
         self._add(tx)
         self._pending.append(tx)
         if method == "CONNECT":
             self._state[0] = Framing.DONE  # a tunnel follows, not HTTP
-            return
-        self._framing(0, headers, has_body=True)
+            return False
+        return True
 
     def _on_response(self, block: bytes) -> None:
         parts = block.split(b"\n", 1)[0].rstrip(b"\r").split(b" ", 2)
@@ -234,11 +238,15 @@ class HttpTransactions:
         ):
             self._stop("s2c is not an HTTP/1.x response", 1)
             return
-        self._response(int(parts[1]), _headers(block))
+        has_body = self._answered(int(parts[1]))
+        if has_body is not None:
+            self._framing(1, _headers(block), has_body)
 
-    def _response(self, status: int, headers: dict[str, str]) -> None:
+    def _answered(self, status: int) -> bool | None:
+        """A response's status on its request's transaction; whether a body may follow its
+        head (None: no framing to read, an interim response or a switch of protocols)."""
         if 100 <= status < 200 and status != 101:
-            return  # interim (100 Continue): the final response to the same request follows
+            return None  # interim (100 Continue): the final response to the same request follows
         tx = self._pending.pop(0) if self._pending else None
         if tx is None:  # no request seen: picked up mid-stream, or c2s not read
             tx = {}
@@ -249,9 +257,9 @@ class HttpTransactions:
         if status == 101 or (method == "CONNECT" and 200 <= status < 300):
             tx["length"] = 0
             self._stop("the connection switched protocols")
-            return
+            return None
         # RFC 9112 §6.3: no body after HEAD, or with 1xx, 204 or 304.
-        self._framing(1, headers, has_body=method != "HEAD" and status not in (204, 304))
+        return method != "HEAD" and status not in (204, 304)
 
     def c_state(self) -> tuple[int, int, int, int] | None:
         """What the C data plane needs to follow the framing from here (stack/_follow.c):
@@ -282,27 +290,40 @@ class HttpTransactions:
 
     def _framing(self, d: int, headers: dict[str, str], has_body: bool) -> None:
         """How the body after this header block ends (RFC 9112 §6.3)."""
-        self._body[d] = 0
         coding = headers.get("transfer-encoding", "").lower()
         length = headers.get("content-length")
         if not has_body:
-            self._message_done(d)
-        elif coding and coding.rsplit(",", 1)[-1].strip() == "chunked":
-            self._state[d] = Framing.CHUNK_SIZE
+            length = None
         elif coding:
-            if d == 0:
+            self._body[d] = 0
+            if coding.rsplit(",", 1)[-1].strip() == "chunked":
+                self._state[d] = Framing.CHUNK_SIZE
+            elif d == 0:
                 self._stop("a request body in a coding other than chunked", 0)
             else:
                 self._to_close()
-        elif length is not None:
+            return
+        elif length is not None and (
             # ASCII digits only: str.isdigit() takes "²", which int() refuses.
-            if not (length.isascii() and length.isdigit()) or len(length) > 18:
-                self._stop("an invalid Content-Length", d)
-                return
-            self._body[d] = int(length)
-            self._skip_to[d] = self._next[d] + int(length)
+            not (length.isascii() and length.isdigit()) or len(length) > 18
+        ):
+            self._body[d] = 0
+            self._stop("an invalid Content-Length", d)
+            return
+        self._framed(d, None if length is None else int(length), has_body)
+
+    def _framed(self, d: int, length: int | None, has_body: bool) -> None:
+        """How the body ends where no transfer coding applies: ``length`` (a valid
+        Content-Length) bytes, None: none for a request, to the close for a response.
+        Header blocks the C data plane read come here directly (it reads no other)."""
+        self._body[d] = 0
+        if not has_body:
+            self._message_done(d)
+        elif length is not None:
+            self._skip_to[d] = self._next[d] + length
+            self._body[d] = length
             self._state[d] = Framing.BODY
-            if not self._body[d]:
+            if not length:
                 self._message_done(d)
         elif d == 1:
             self._to_close()
