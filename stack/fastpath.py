@@ -86,6 +86,16 @@ if lib is not None:
     # iter_unpack steps by the view's size: it must be the record's.
     assert _OUT.size == ffi.sizeof("ut_out") and _TOUCH.size == ffi.sizeof("ut_touch")
     assert _HEAD.size == ffi.sizeof("ut_head")
+    # ut_native read in two unpacks (one connection's worth of cffi field reads costs more):
+    # the state and counters, then the findings (native_report).
+    _NAT_HEAD = c_view(
+        "ut_native",
+        ("state", "allow", "proto", "complete", "seg", "early_len", "early_cap", "bytes",
+         "first_data", "verdict_off"),
+    )  # fmt: skip
+    _NAT_FOUND = c_view("ut_native", ("method", "path", "host", "ua", "status", "sni", "alpn",
+                                      "legacy", "nversions", "versions", "tls_version",
+                                      "cipher", "ja3", "ja4", "flen"))  # fmt: skip
 _ATTACHABLE = (
     ConnState.SYN_RECEIVED,
     ConnState.ESTABLISHED,
@@ -154,13 +164,15 @@ class CFastPath:
         self.place: Callable[[Connection], None] = lambda conn: None
         # First-bytes detection in C (_detect.c), set up by the application (native_config):
         # native_allow(conn) says which protocols C may name on a connection about to be
-        # attached (0: none, C does not inspect it); on_native_detach(conn, nat) takes back
-        # what C found (or the data events it applied) when it leaves the table.
-        # on_native_decided(conn, nat) takes the findings of a connection C decided (after
-        # the run that decided it; the connection stays in the table, C counting or hashing).
+        # attached (0: none, C does not inspect it); on_native_detach(conn, events) takes back
+        # the data events C applied to a connection it began and leaves undecided, when it
+        # leaves the table; on_native_decided(conn, report) takes the findings of a connection
+        # C decided (after the run that decided it; the connection stays in the table, C
+        # counting or hashing). native_early: a report carries both directions' early bytes.
         self.native_allow: Callable[[Connection], int] | None = None
-        self.on_native_detach: Callable[[Connection, Any], None] | None = None
-        self.on_native_decided: Callable[[Connection, Any], None] | None = None
+        self.on_native_detach: Callable[[Connection, NativeEvents], None] | None = None
+        self.on_native_decided: Callable[[Connection, NativeReport], None] | None = None
+        self.native_early = False
         self.decided = ffi.new("int32_t[]", OUT_CAP)
         self._n_decided = ffi.new("uint32_t *")
         # Flows C opens itself at a client's bare SYN (born_config): how many it may open in
@@ -420,8 +432,8 @@ class CFastPath:
                 st.budget.unsorted = True
         if last_seen > conn.last_seen:
             conn.last_seen = last_seen
-        if native and self.on_native_detach is not None:
-            self.on_native_detach(conn, f.nat)
+        if native and self.on_native_detach is not None and f.nat.state == _NATIVE_BEGUN:
+            self.on_native_detach(conn, _native_events(f.nat))
         lib.ut_detach(self.table, slot)
         if self.budget is not None:
             self.budget.c_used = lib.ut_held(self.table)
@@ -514,9 +526,10 @@ class CFastPath:
             decided = self.on_native_decided
             assert decided is not None
             table = self.table
+            early = self.native_early
             for k in range(nd):
                 slot = self.decided[k]
-                decided(self.conns[slot], lib.ut_flow_at(table, slot).nat)
+                decided(self.conns[slot], _native_report(lib.ut_flow_at(table, slot).nat, early))
                 lib.ut_native_release(table, slot)
         nt = self._n_touched[0]
         touched = self._touched_mv[: nt * _TOUCH.size]
@@ -605,6 +618,55 @@ class CFastPath:
                 sinks.extend([None] * (need - len(sinks)))
             sinks[2 * slot] = c_sink
             sinks[2 * slot + 1] = s_sink
+
+
+_NATIVE_BEGUN = 1  # ut_native.state of a connection C inspects and has not decided (_detect.c)
+NATIVE_HTTP, NATIVE_TLS = 1, 2  # ut_native.proto (_detect.c UD_HTTP, UD_TLS)
+
+
+class NativeReport(NamedTuple):
+    """What C found on a connection it named and decided (stack/_detect.c's ut_native)."""
+
+    proto: int  # NATIVE_HTTP or NATIVE_TLS
+    verdict_offsets: tuple[int, int]  # each direction's stream offset at the verdict
+    # HTTP: offsets and lengths into early[0] of method, path, host, user agent (length -1:
+    # absent), then the status (-1: none). TLS: offsets and lengths into fbuf of the SNI and
+    # the ALPN list (-1: absent), the legacy version, the count of offered versions, the
+    # versions, the chosen version (-1: none), the cipher, JA3 and JA4 (NUL-padded).
+    found: tuple[Any, ...]
+    early: tuple[bytes, bytes]  # the early bytes C kept: the client's for HTTP, else b""
+    fbuf: bytes  # TLS: the hello's strings the offsets above point into
+
+
+class NativeEvents(NamedTuple):
+    """The data events C applied to a connection it began inspecting and left undecided:
+    each direction's early bytes, and (direction, length, time) of each payload in order."""
+
+    early: tuple[bytes, bytes]
+    events: list[tuple[int, int, float]]
+
+
+def _native_report(nat: Any, both_early: bool) -> NativeReport:
+    raw = ffi.buffer(nat)
+    head = _NAT_HEAD.unpack_from(raw)
+    found = _NAT_FOUND.unpack_from(raw)
+    proto = head[2]
+    lens = (head[6], head[7])  # early_len of each direction
+    early = tuple(
+        bytes(ffi.buffer(nat.early[d], lens[d])) if lens[d] and (both_early or (
+            d == 0 and proto == NATIVE_HTTP)) else b""
+        for d in (0, 1)
+    )  # fmt: skip
+    flen = found[-1]
+    fbuf = bytes(ffi.buffer(nat.fbuf, flen)) if proto == NATIVE_TLS and flen else b""
+    return NativeReport(proto, (head[13], head[14]), found[:-1], early, fbuf)  # type: ignore[arg-type]
+
+
+def _native_events(nat: Any) -> NativeEvents:
+    lens = (nat.early_len[0], nat.early_len[1])
+    early = tuple(bytes(ffi.buffer(nat.early[d], lens[d])) if lens[d] else b"" for d in (0, 1))
+    events = [(ev.dir, ev.len, ev.ts) for ev in (nat.ev[k] for k in range(nat.nev))]
+    return NativeEvents(early, events)  # type: ignore[arg-type]
 
 
 class BornSyn(NamedTuple):

@@ -36,18 +36,10 @@ from .plugins.detectors.tls import Tls, cipher_name, version_name
 from .plugins.policy import Budget, Policy
 from .plugins.registry import Loaded
 from .stack.connection import Connection
-from .stack.fastpath import c_view, ffi
+from .stack.fastpath import NATIVE_HTTP, NativeEvents, NativeReport
 from .stack.tracker import Tracker
 
-_HTTP, _TLS = 1, 2  # _detect.c UD_HTTP, UD_TLS
-# ut_native read in two unpacks (one connection's worth of cffi field reads costs more), the
-# layouts as cffi reads them from _fast.h (c_view): the state and counters, then the findings.
-if ffi is not None:
-    _HEAD = c_view("ut_native", ("state", "allow", "proto", "complete", "seg", "early_len",
-                                 "early_cap", "bytes", "first_data", "verdict_off"))  # fmt: skip
-    _FOUND = c_view("ut_native", ("method", "path", "host", "ua", "status", "sni", "alpn",
-                                  "legacy", "nversions", "versions", "tls_version", "cipher",
-                                  "ja3", "ja4", "flen"))  # fmt: skip
+_HTTP, _TLS = 1, 2  # which protocols C may name (_detect.c's allow bits)
 
 
 def native_eligible(plugins: list[Loaded], policy: Policy | None) -> bool:
@@ -117,10 +109,18 @@ class NativeGlue(InspectionGlue):
         fast.on_native_detach = self._detached
         fast.on_native_decided = self._decided
         self._allowed: dict[int, int] = {}
-        # A live view shows each flow's early bytes: then C's are copied at the verdict.
-        self.keep_early = False
+        self.fast = fast
         self.decided_in_c = 0  # connections C named and decided (for tests and profiling)
         self.handed_back = 0  # connections C began and left to the Python inspector
+
+    @property
+    def keep_early(self) -> bool:
+        """A live view shows each flow's early bytes: then C's are copied at the verdict."""
+        return self.fast.native_early
+
+    @keep_early.setter
+    def keep_early(self, keep: bool) -> None:
+        self.fast.native_early = keep
 
     # -- the engine's calls ----------------------------------------------------------------
 
@@ -195,46 +195,37 @@ class NativeGlue(InspectionGlue):
             allow |= _TLS
         return allow
 
-    def _decided(self, conn: Connection, nat: Any) -> None:
+    def _decided(self, conn: Connection, report: NativeReport) -> None:
         """C applied the default verdict (at the run's frame that decided it): its findings.
         InspectionGlue._verdict is not called for it: a verdict hook that acts (inline
         intercept/block) must be called here too, or the engine must not use NativeGlue."""
-        raw = ffi.buffer(nat)
-        head = _HEAD.unpack_from(raw)
         self.decided_in_c += 1
         user: NativeState = conn.user  # type: ignore[assignment]
-        user.protocol, user.findings = _findings(nat, head, _FOUND.unpack_from(raw))
+        user.protocol, user.findings = _findings(report)
         user.verdict = self.default
-        user.offsets = (head[13], head[14])
-        if self.keep_early:
-            user.early = tuple(  # type: ignore[assignment]
-                bytes(ffi.buffer(nat.early[d], head[6 + d])) if head[6 + d] else b"" for d in (0, 1)
-            )
+        user.offsets = report.verdict_offsets
+        if self.fast.native_early:
+            user.early = report.early
         conn.c.stream.sink.inspect = None  # type: ignore[attr-defined]  # decided: C hashes
         conn.s.stream.sink.inspect = None  # type: ignore[attr-defined]
         if self._pass_bypasses:
             conn.bypassed = True  # C counts it only since the verdict (Tracker.bypass)
             self.bypassed += 1
 
-    def _detached(self, conn: Connection, nat: Any) -> None:
+    def _detached(self, conn: Connection, begun: NativeEvents) -> None:
         """The connection leaves the C table undecided: the Python inspector takes it, after
-        the data events C applied (none yet: nothing to do)."""
-        if nat.state != 1:
-            return
+        the data events C applied."""
         self.handed_back += 1
         insp = self._materialize(conn)
-        lens = (nat.early_len[0], nat.early_len[1])
-        early = [bytes(ffi.buffer(nat.early[d], lens[d])) if lens[d] else b"" for d in (0, 1)]
+        early = begun.early
         pos = [0, 0]
-        for k in range(nat.nev):
-            ev = nat.ev[k]
-            d, n = ev.dir, ev.len
+        for d, n, ts in begun.events:
             chunk = early[d][pos[d] : pos[d] + n]
             pos[d] += len(chunk)
             if len(chunk) < n:  # past the budget: only its length counts
                 chunk += bytes(n - len(chunk))
             self._refresh(conn, insp.view)
-            self.inspector.data(insp, d, chunk, ev.ts)
+            self.inspector.data(insp, d, chunk, ts)
 
     def _materialize(self, conn: Connection) -> Any:
         """From here on the Python inspector has this connection, as if from the start."""
@@ -253,12 +244,13 @@ def _text(raw: bytes) -> str:
     return raw.decode("ascii", "backslashreplace")
 
 
-def _findings(nat: Any, head: tuple, found: tuple) -> tuple[str, dict[str, Any]]:
+def _findings(report: NativeReport) -> tuple[str, dict[str, Any]]:
     """The protocol and findings C found, as the Python detectors give them (same keys, same
     order, same text)."""
     out: dict[str, Any] = {}
-    if head[2] == _HTTP:
-        early = ffi.buffer(nat.early[0], head[6])[:]
+    found = report.found
+    if report.proto == NATIVE_HTTP:
+        early = report.early[0]
         out["method"] = early[found[0] : found[0] + found[1]].decode("latin-1")
         out["path"] = early[found[2] : found[2] + found[3]].decode("latin-1")
         if found[5] >= 0:
@@ -269,8 +261,8 @@ def _findings(nat: Any, head: tuple, found: tuple) -> tuple[str, dict[str, Any]]
             out["status"] = found[8]
         return "http", out
     sni_off, sni_len, alpn_off, alpn_len, legacy, nv = found[9:15]
-    tls_version, cipher, ja3, ja4, flen = found[31:36]
-    fbuf = ffi.buffer(nat.fbuf, flen)[:] if flen else b""
+    tls_version, cipher, ja3, ja4 = found[31:35]
+    fbuf = report.fbuf
     if sni_len >= 0:
         out["sni"] = _text(fbuf[sni_off : sni_off + sni_len])
     if alpn_len >= 0:
