@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Where a `uinet-tap replay` run spends its time, by phase: each named method is wrapped
+with a clock (perf_counter, its callees included), the run is made in this process, and the
+totals are printed. The wrappers cost a little (some 100,000 calls): read the shares, not the
+last digit. Nested phases are listed under their parent (``run/take_born`` is part of
+``run``).
+
+    .venv/bin/python bench/replay_phases.py BENCH.pcap [replay options...]
+
+Needs the C data plane (the phases are its Python side's)."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from uinet_tap.stack import fastpath, tracker
+
+from uinet_tap import cli, engine, native
+
+# (class, method, label): the phases, parents before their parts
+PHASES: list[tuple[type, str, str]] = [
+    (engine.Engine, "feed_batch", "feed_batch (everything after start-up but the end)"),
+    (fastpath.CFastPath, "run", "run (C's run and the Python after it)"),
+    (fastpath.CFastPath, "_take_born", "run/take_born (objects of the flows C opened)"),
+    (native.NativeGlue, "_decided", "run/decided (C's findings taken back)"),
+    (fastpath.CFastPath, "unload", "unload (waiting for the hashing thread)"),
+    (tracker.Tracker, "segment", "segment (frames C did not take, and expiry)"),
+    (tracker.Tracker, "_finish", "finish (connections ended)"),
+    (fastpath.CFastPath, "detach", "finish/detach (C's numbers taken back)"),
+    (engine.Engine, "_closed", "closed (records built and written)"),
+    (cli._RecordWriter, "__call__", "closed/write (JSON and the file)"),
+    (engine.Engine, "finish", "engine.finish (the end of input)"),
+]
+
+
+def wrap(cls: type, name: str, label: str, spent: dict[str, float], calls: Counter[str]) -> None:
+    inner: Callable[..., Any] = getattr(cls, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent[label] += time.perf_counter() - t
+            calls[label] += 1
+
+    setattr(cls, name, timed)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if not fastpath.AVAILABLE:
+        print("error: the C data plane is not built", file=sys.stderr)
+        return 2
+    spent: dict[str, float] = dict.fromkeys((label for _c, _n, label in PHASES), 0.0)
+    calls: Counter[str] = Counter()
+    for cls, name, label in PHASES:
+        wrap(cls, name, label, spent, calls)
+    with tempfile.TemporaryDirectory() as tmp:
+        sys.argv = ["uinet-tap", "replay", argv[0], "--flows", str(Path(tmp) / "f.jsonl"), "-q"]
+        sys.argv += argv[1:]
+        started = time.perf_counter()
+        try:
+            cli.main()
+        except SystemExit as exc:
+            if exc.code:
+                return int(exc.code) if isinstance(exc.code, int) else 1
+        total = time.perf_counter() - started
+    print(f"{'phase':60s} {'s':>7s} {'calls':>9s}")
+    for _cls, _name, label in PHASES:
+        print(f"{label:60s} {spent[label]:7.3f} {calls[label]:9,}")
+    print(f"{'the run (after imports)':60s} {total:7.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
