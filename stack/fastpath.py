@@ -133,9 +133,8 @@ def c_key(key: bytes) -> bytes:
     return bytes((len(key),)) + key + bytes(KEY_BYTES - 1 - len(key))
 
 
-def py_key(c: Any) -> bytes:
-    """The tracker's key of a key C holds."""
-    raw = ffi.buffer(c)[:]  # bytes() of a uint8_t array goes element by element
+def py_key(raw: bytes) -> bytes:
+    """The tracker's key of a key C holds (its UT_KEY bytes, as c_key makes them)."""
     return raw[1 : 1 + raw[0]]
 
 
@@ -605,8 +604,7 @@ class CFastPath:
                 None if wscale < 0 else wscale, None if mss < 0 else mss, bool(sack), bool(ts),
                 mac,
             )  # fmt: skip
-            n0, n1 = raw[0], raw[KEY_BYTES]  # the keys as py_key reads them
-            keys = (raw[1 : 1 + n0], raw[KEY_BYTES + 1 : KEY_BYTES + 1 + n1])
+            keys = (py_key(raw[:KEY_BYTES]), py_key(raw[KEY_BYTES : 2 * KEY_BYTES]))
             conn = on_born(times[born[2 * k + 1]], keys, syn)
             c_sink, s_sink = conn.c.stream.sink, conn.s.stream.sink
             if lib.ut_born_bind(table, slot, c_sink.c_hash, s_sink.c_hash):  # type: ignore[attr-defined]
@@ -634,7 +632,9 @@ class NativeReport(NamedTuple):
     # the ALPN list (-1: absent), the legacy version, the count of offered versions, the
     # versions, the chosen version (-1: none), the cipher, JA3 and JA4 (NUL-padded).
     found: tuple[Any, ...]
-    early: tuple[bytes, bytes]  # the early bytes C kept: the client's for HTTP, else b""
+    # The early bytes C kept of each direction: both where native_early asks (a live view
+    # shows them), else only the client's of an HTTP connection (its findings point there).
+    early: tuple[bytes, bytes]
     fbuf: bytes  # TLS: the hello's strings the offsets above point into
 
 
