@@ -369,3 +369,33 @@ def test_an_unknown_log_level_is_one_line_error(level):
     p = cli(CAPTURES / "many-short.pcap", "-q", "--log-level", level)
     assert_one_line_error(p)
     assert "--log-level" in p.stderr and "debug, info, warning or error" in p.stderr
+
+
+def test_a_time_past_year_9999_is_recorded_not_a_crash(tmp_path):
+    """A pcapng interface's if_tsoffset may put its packets billions of years out (found by
+    the fuzzer): the record and the EVE event give the time as the calendar has it, a year
+    of more than four digits, and the run ends normally."""
+    import struct
+
+    from frames import pcapng_bytes
+
+    plain = pcapng_bytes(conversation_frames(Conversation(), REQ, RESP))
+    shb_len = struct.unpack_from("<I", plain, 4)[0]
+    idb_len = struct.unpack_from("<I", plain, shb_len + 4)[0]
+    idb = plain[shb_len : shb_len + idb_len]
+    body = idb[8:-4]
+    # if_tsoffset (option 14): 5 * 10**18 seconds added to every timestamp
+    body = body[:8] + struct.pack("<HHq", 14, 8, 5 * 10**18) + body[8:]
+    idb = struct.pack("<II", 1, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+    path = tmp_path / "far.pcapng"
+    path.write_bytes(plain[:shb_len] + idb + plain[shb_len + idb_len :])
+    eve = tmp_path / "eve.json"
+    p = cli(path, "--flows", "-", "--eve", eve, "-q")
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    (rec,) = json_lines(p.stdout)
+    year = rec["timestamp"].split("-", 1)[0]
+    assert len(year) > 4 and rec["timestamp"].endswith("+0000"), rec["timestamp"]
+    assert rec["c2s"]["sha256"] == sha(REQ) and rec["s2c"]["sha256"] == sha(RESP)
+    flows = [e for e in json_lines(eve.read_text()) if e["event_type"] == "flow"]
+    assert flows and all(e["timestamp"].split("-", 1)[0] == year for e in flows)

@@ -69,10 +69,11 @@ import hashlib
 import ipaddress
 import re
 from collections import Counter
-from datetime import UTC, datetime
 from typing import IO, Any
 
 import orjson
+
+from .isotime import utc_second
 
 Event = dict[str, Any]
 Record = dict[str, Any]
@@ -122,10 +123,10 @@ SSH_BANNER = re.compile(r"SSH-([^-]+)-([^ \r\n]*)")
 
 
 def iso_time(ts: float) -> str:
-    """Epoch seconds as EVE's ISO 8601 with microseconds and a ``+0000`` offset."""
+    """Epoch seconds as EVE's ISO 8601 with microseconds and a ``+0000`` offset (any time a
+    capture holds: see isotime.utc_second)."""
     micros = round(ts * 1_000_000)
-    dt = datetime.fromtimestamp(micros // 1_000_000, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{micros % 1_000_000:06d}+0000"
+    return utc_second(micros // 1_000_000) + f".{micros % 1_000_000:06d}+0000"
 
 
 def endpoint(text: str) -> tuple[str, int]:

@@ -7,13 +7,13 @@ import hashlib
 import math
 import os
 import socket
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .community_id import community_id
+from .isotime import utc_second
 from .plugins.http_transactions import HttpTransactions
 from .stack.connection import Connection
 from .stack.events import Direction
@@ -212,7 +212,7 @@ def iso_time(ts: float) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _iso_second(whole: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return utc_second(whole)
 
 
 def flow_record(conn: Connection, export_dir: Path | None = None, seed: int = 0) -> dict:
