@@ -6,11 +6,12 @@
  * numbers of both directions to this table ("attach"). ut_run() then walks a batch of frames
  * and, for each frame it can take (an ACK with or without in-order data, a retransmitted
  * copy, one segment past a hole, the SYN-ACK answering the SYN), applies exactly what
- * stack/tracker.py Tracker.segment() would, and reports the payload to deliver. It stops at the first frame it cannot take, and Python
- * handles that frame after taking the numbers back ("detach"). A client's bare SYN on a
- * tuple no one tracks opens a flow here ("born"), as the tracker would open it, within the
- * room the tracker gives each run; the tracker makes its connection after the run. The two
- * implementations are kept equal by running the whole test suite through both.
+ * stack/tracker.py Tracker.segment() would, and reports the payload to deliver. It stops at
+ * the first frame it cannot take, and Python handles that frame after taking the numbers
+ * back ("detach"). A client's bare SYN on a tuple no one tracks opens a flow here ("born"),
+ * as the tracker would open it, within the room the tracker gives each run; the tracker
+ * makes its connection after the run. The two implementations are kept equal by running the
+ * whole test suite through both.
  */
 #include <openssl/evp.h>
 #include <stddef.h>

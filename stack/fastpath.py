@@ -87,7 +87,7 @@ if lib is not None:
     assert _OUT.size == ffi.sizeof("ut_out") and _TOUCH.size == ffi.sizeof("ut_touch")
     assert _HEAD.size == ffi.sizeof("ut_head")
     # ut_native read in two unpacks (one connection's worth of cffi field reads costs more):
-    # the state and counters, then the findings (native_report).
+    # the state and counters, then the findings (_native_report).
     _NAT_HEAD = c_view(
         "ut_native",
         ("state", "allow", "proto", "complete", "seg", "early_len", "early_cap", "bytes",
@@ -619,7 +619,8 @@ class CFastPath:
 
 
 _NATIVE_BEGUN = 1  # ut_native.state of a connection C inspects and has not decided (_detect.c)
-NATIVE_HTTP, NATIVE_TLS = 1, 2  # ut_native.proto (_detect.c UD_HTTP, UD_TLS)
+# ut_native.proto, and the bits of ut_native.allow (_detect.c UD_HTTP, UD_TLS)
+NATIVE_HTTP, NATIVE_TLS = 1, 2
 
 
 class NativeReport(NamedTuple):

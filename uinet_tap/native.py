@@ -36,10 +36,8 @@ from .plugins.detectors.tls import Tls, cipher_name, version_name
 from .plugins.policy import Budget, Policy
 from .plugins.registry import Loaded
 from .stack.connection import Connection
-from .stack.fastpath import NATIVE_HTTP, NativeEvents, NativeReport
+from .stack.fastpath import NATIVE_HTTP, NATIVE_TLS, NativeEvents, NativeReport
 from .stack.tracker import Tracker
-
-_HTTP, _TLS = 1, 2  # which protocols C may name (_detect.c's allow bits)
 
 
 def native_eligible(plugins: list[Loaded], policy: Policy | None) -> bool:
@@ -190,9 +188,9 @@ class NativeGlue(InspectionGlue):
         kinds = [type(p.plugin) for p in ordered]
         allow = 0
         if Http in kinds and all(k is Tls for k in kinds[: kinds.index(Http)]):
-            allow |= _HTTP
+            allow |= NATIVE_HTTP
         if Tls in kinds and all(k is Http for k in kinds[: kinds.index(Tls)]):
-            allow |= _TLS
+            allow |= NATIVE_TLS
         return allow
 
     def _decided(self, conn: Connection, report: NativeReport) -> None:
