@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from frames import (  # noqa: E402
     Conversation,
     frames,
     pcap_bytes,
+    pcapng_bytes,
     tcpflow_name,
     write_pcap,
     write_pcapng,
@@ -375,10 +377,6 @@ def test_a_time_past_year_9999_is_recorded_not_a_crash(tmp_path):
     """A pcapng interface's if_tsoffset may put its packets billions of years out (found by
     the fuzzer): the record and the EVE event give the time as the calendar has it, a year
     of more than four digits, and the run ends normally."""
-    import struct
-
-    from frames import pcapng_bytes
-
     plain = pcapng_bytes(conversation_frames(Conversation(), REQ, RESP))
     shb_len = struct.unpack_from("<I", plain, 4)[0]
     idb_len = struct.unpack_from("<I", plain, shb_len + 4)[0]
