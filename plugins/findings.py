@@ -79,11 +79,12 @@ def sanitize_findings(findings: Any, limits: Limits = FINDINGS) -> Sanitized:
     return sanitize(findings, limits)
 
 
-def record_findings(findings: Any) -> tuple[dict[str, Any], bool]:
+def record_findings(findings: Any, plain: bool = False) -> tuple[dict[str, Any], bool]:
     """The findings a record carries, and whether they were cut. Once a flow: findings that
     are already plain and small (every built-in detector's) are returned as they are,
-    without a copy; the rest go through :func:`sanitize_findings`."""
-    if _plain(findings):
+    without a copy; the rest go through :func:`sanitize_findings`. ``plain``: the caller
+    built them and knows they are (uinet_tap/native.py checks as it builds)."""
+    if plain or _plain(findings):
         try:
             if len(orjson.dumps(findings)) <= FINDINGS.size:  # type: ignore[operator]
                 return findings, False

@@ -454,27 +454,28 @@ static int dropped_here(ut_table *t, const uint8_t *key, uint32_t i, double time
     return 1;
 }
 
-/* Python made the born flow's sinks: their SHA-256 wrappers take over C's own contexts,
- * with what C hashed (or queued) into those so far. */
-int ut_born_bind(ut_table *t, int32_t slot, void *sha_c, void *sha_s) {
+/* Python makes the born flow's connection: its sinks take C's own SHA-256 contexts, with
+ * what C hashed (or queued) into them so far, and free them from here on (C keeps updating
+ * them until detach). -1: they are not C's to give (nothing is handed over). */
+int ut_born_take(ut_table *t, int32_t slot, void **sha_out) {
     ut_flow *f = &t->flows[slot];
-    ut_sha *mine[2] = {sha_c, sha_s};
     if (!f->born_sha)
-        return 0;
-    for (int i = 0; i < 2; i++) {
-        /* The sink's context becomes C's, pieces still queued and all; C's own takes the
-         * sink's fresh one, nothing queued on it, and goes. */
-        ut_sha *own = f->d[i].sha;
-        void *md = mine[i]->md;
-        mine[i]->md = own->md;
-        mine[i]->seq = own->seq;
-        own->md = md;
-        own->seq = 0;
-        ut_sha_free(own);
-        f->d[i].sha = mine[i];
-    }
+        return -1;
+    sha_out[0] = f->d[0].sha;
+    sha_out[1] = f->d[1].sha;
     f->born_sha = 0;
     return 0;
+}
+
+/* The connection ended (Tracker._finish): its keys are no longer Python's (ut_claim), when
+ * `unclaim`, and its flow leaves the table. */
+void ut_end(ut_table *t, int32_t slot, int32_t unclaim) {
+    ut_flow *f = &t->flows[slot];
+    if (unclaim) {
+        ut_claim(t, f->key[0], 0);
+        ut_claim(t, f->key[1], 0);
+    }
+    ut_detach(t, slot);
 }
 
 

@@ -163,7 +163,7 @@ typedef struct {
     uint8_t s_mac[6];
     /* What the client's SYN said, for a flow C opened itself (ut_run, "born"): its MSS (-1
      * none), SACK-permitted (0/1) and source MAC; and whether its SHA-256 contexts are still
-     * C's own (1 until ut_born_bind hands the hashing to the sinks Python made) */
+     * C's own (1 until ut_born_take hands them to the sinks Python made) */
     int32_t c_mss, c_sack;
     uint8_t c_mac[6];
     int32_t born_sha;
@@ -301,7 +301,8 @@ int ut_born_config(ut_table *t, int32_t hash, int64_t want_c, int64_t want_s, in
 void ut_born_port(ut_table *t, int32_t port, int32_t value);
 void ut_set_born(ut_table *t, int64_t left);
 int ut_claim(ut_table *t, const uint8_t *key, int32_t on);
-int ut_born_bind(ut_table *t, int32_t slot, void *sha_c, void *sha_s);
+int ut_born_take(ut_table *t, int32_t slot, void **sha_out);
+void ut_end(ut_table *t, int32_t slot, int32_t unclaim);
 /* Inline mode shedding new connections (behind its traffic, or over its rate of new ones):
  * ut_run drops a TCP frame on a key no one tracks (no flow in C, none claimed by Python),
  * flagging it UT_RX_DROP in `flags` (the batch's, which ut_tx skips) and counting it

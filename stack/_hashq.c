@@ -33,7 +33,7 @@
 #define UH_STAGE 64
 
 typedef struct {
-    void *md; /* the context itself: ut_born_bind may move it to another ut_sha */
+    void *md; /* the context itself (its ut_sha's md) */
     const uint8_t *data;
     size_t n;
     int owned; /* data is the queue's copy: freed once hashed */

@@ -177,8 +177,12 @@ class CFastPath:
         # Flows C opens itself at a client's bare SYN (born_config): how many it may open in
         # a run (the tracker's caps), and who makes their connections after it.
         self.born_room: Callable[[], int] | None = None
-        self.on_born: Callable[[float, tuple[bytes, bytes], BornSyn], Connection] | None = None
+        self.on_born: (
+            Callable[[float, tuple[bytes, bytes], BornSyn, tuple[Sha256, Sha256]], Connection]
+            | None
+        ) = None
         self.born = ffi.new("int32_t[]", 2 * OUT_CAP)
+        self._born_shas = ffi.new("void *[2]")
         self._n_born = ffi.new("uint32_t *")
         self.opened = 0  # flows C opened (for tests and profiling)
         # The tracker claims every key it holds in C (a SYN on one is Python's): needed where
@@ -386,7 +390,10 @@ class CFastPath:
         for i, ep in enumerate((conn.c, conn.s)):
             f.d[i].sha = getattr(ep.stream.sink, "c_hash", None) or ffi.NULL
 
-    def detach(self, conn: Connection) -> None:
+    def detach(self, conn: Connection, ended: bool = False) -> None:
+        """C's numbers back into the connection's objects, and its flow out of C's table.
+        ``ended``: the connection is over (Tracker._finish), and its keys are no longer
+        Python's (claim)."""
         slot = conn.fast_slot
         f = lib.ut_flow_at(self.table, slot)
         image = ffi.buffer(f, _FLOW_SIZE)[:]
@@ -433,7 +440,7 @@ class CFastPath:
             conn.last_seen = last_seen
         if native and self.on_native_detach is not None and f.nat.state == _NATIVE_BEGUN:
             self.on_native_detach(conn, _native_events(f.nat))
-        lib.ut_detach(self.table, slot)
+        lib.ut_end(self.table, slot, ended and self.claiming)
         if self.budget is not None:
             self.budget.c_used = lib.ut_held(self.table)
         del self.conns[slot]
@@ -594,6 +601,8 @@ class CFastPath:
         assert on_born is not None
         self.opened += nb
         table, born, conns, sinks = self.table, self.born, self.conns, self.sinks
+        taken = self._born_shas
+        adopt = Sha256.adopt
         for k in range(nb):
             slot = born[2 * k]
             f = lib.ut_flow_at(table, slot)
@@ -605,10 +614,15 @@ class CFastPath:
                 mac,
             )  # fmt: skip
             keys = (py_key(raw[:KEY_BYTES]), py_key(raw[KEY_BYTES : 2 * KEY_BYTES]))
-            conn = on_born(times[born[2 * k + 1]], keys, syn)
+            if lib.ut_born_take(table, slot, taken):
+                raise RuntimeError("a born flow without its SHA-256 contexts")
+            shas = (adopt(taken[0]), adopt(taken[1]))
+            try:
+                conn = on_born(times[born[2 * k + 1]], keys, syn, shas)
+            except BaseException:
+                lib.ut_detach(table, slot)  # C lets go of the contexts the objects free
+                raise
             c_sink, s_sink = conn.c.stream.sink, conn.s.stream.sink
-            if lib.ut_born_bind(table, slot, c_sink.c_hash, s_sink.c_hash):  # type: ignore[attr-defined]
-                raise MemoryError("SHA-256 context")
             conn.fast_slot = slot
             conns[slot] = conn
             need = 2 * slot + 2
@@ -849,6 +863,13 @@ class Sha256:
         if ctx == ffi.NULL:
             raise MemoryError("SHA-256 context")
         self.ctx = ffi.gc(ctx, lib.ut_sha_free)
+
+    @classmethod
+    def adopt(cls, ctx: Any) -> Sha256:
+        """A context C made (a born flow's, ut_born_take): this object frees it."""
+        sha = cls.__new__(cls)
+        sha.ctx = ffi.gc(ctx, lib.ut_sha_free)
+        return sha
 
     def update(self, data: bytes) -> None:
         lib.ut_sha_update(self.ctx, data, len(data))

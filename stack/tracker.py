@@ -40,6 +40,7 @@ import struct
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..reassembly.policy import OverlapPolicy
 from ..reassembly.seq import MASK, seq_diff
@@ -51,7 +52,9 @@ from .fastpath import BornSyn, CFastPath, keyed_in_c, window_shift
 from .hostos import HostPolicies
 from .options import parse_options, timestamp
 
-SinkFactory = Callable[[Connection, Direction], StreamSink]
+# A direction's sink: the connection, the direction, and the SHA-256 context C made for it
+# (stack/fastpath.py Sha256: a flow C opened hands its own over), else None.
+SinkFactory = Callable[[Connection, Direction, Any], StreamSink]
 
 EPHEMERAL_LOW = 32768
 CLOSED_MEMORY_CAP = 65536  # closed tuples remembered (two per connection)
@@ -110,7 +113,7 @@ class _NullSink:
         pass
 
 
-def _null_factory(conn: Connection, direction: Direction) -> StreamSink:
+def _null_factory(conn: Connection, direction: Direction, sha: Any = None) -> StreamSink:
     return _NullSink()
 
 
@@ -247,11 +250,11 @@ class Tracker:
         self._enter(conn)
         return conn
 
-    def _enter(self, conn: Connection) -> None:
+    def _enter(self, conn: Connection, shas: tuple[Any, Any] = (None, None)) -> None:
         """A new connection's sinks, its place in the table and timeout lists, its event."""
         ckey, skey = conn.keys
-        conn.c.stream.sink = self.sinks(conn, Direction.C2S)
-        conn.s.stream.sink = self.sinks(conn, Direction.S2C)
+        conn.c.stream.sink = self.sinks(conn, Direction.C2S, shas[0])
+        conn.s.stream.sink = self.sinks(conn, Direction.S2C, shas[1])
         self.table[ckey] = (conn, True)
         self.table[skey] = (conn, False)
         self.active += 1
@@ -280,10 +283,13 @@ class Tracker:
             room = min(room, min(cfg.eager_half_open, cfg.max_flows // 4) - len(self.lrus[0]))
         return max(room, 0)
 
-    def open_born(self, ts: float, keys: tuple[bytes, bytes], syn: BornSyn) -> Connection:
+    def open_born(
+        self, ts: float, keys: tuple[bytes, bytes], syn: BornSyn, shas: tuple[Any, Any]
+    ) -> Connection:
         """The connection of a flow C opened at the client's bare SYN: what _new_connection,
         _process and _take_syn make of that SYN. C holds the numbers it keeps (base, window,
-        options, TS.Recent, counts) until detach; the rest is set here."""
+        options, TS.Recent, counts) until detach; the rest is set here. ``shas``: the
+        SHA-256 contexts C hashed its directions into, for their sinks."""
         closed = self.closed
         if closed:  # a new connection on the tuple: the memory of the old one goes
             for key in keys:
@@ -308,7 +314,7 @@ class Tracker:
         c.ts_recent_at = ts
         c.mac = syn.mac
         conn.state = ConnState.SYN_SENT  # before _enter: it goes on the half-open list at once
-        self._enter(conn)
+        self._enter(conn, shas)
         return conn
 
     def _stream(self, receiver: bytes) -> ByteStream:
@@ -336,8 +342,8 @@ class Tracker:
         fast = self.fast
         if fast is not None:
             if conn.fast_slot >= 0:
-                fast.detach(conn)
-            if fast.claiming and keyed_in_c(conn.keys[0]):
+                fast.detach(conn, ended=True)  # its keys unclaimed too
+            elif fast.claiming and keyed_in_c(conn.keys[0]):
                 fast.claim(conn.keys, False)
         for key in conn.keys:
             entry = self.table.get(key)
@@ -1344,9 +1350,11 @@ def key_prefix(vlans: tuple[int, ...], tunnel: int, ignore_vlan: bool) -> bytes:
 def split_key(key: bytes) -> tuple[tuple[int, ...], bytes, int, bytes, int]:
     """A key C made (no tunnel; see key_prefix): (its VLAN IDs, source address and port,
     destination address and port)."""
-    tags = key[0] if len(key) not in (12, 36) else 0
+    if len(key) in (12, 36):  # untagged
+        return ((), *_endpoints(key, 0))
+    tags = key[0]
     vlans = tuple(int.from_bytes(key[1 + 2 * i : 3 + 2 * i], "big") for i in range(tags))
-    return (vlans, *_endpoints(key, 1 + 2 * tags if tags else 0))
+    return (vlans, *_endpoints(key, 1 + 2 * tags))
 
 
 def _endpoints(key: bytes, prefix: int) -> tuple[bytes, int, bytes, int]:

@@ -209,6 +209,7 @@ ODD_HELLOS = [
     build_client_hello([0x1301], [sni_ext(b"caf\xc3\xa9.example")]),  # not ASCII
     build_client_hello([0x1301], [ext(0x002B, b"\x02\x5a\x5a")]),  # only GREASE versions
     build_client_hello([0x1301], [sni_ext(b"x" * 1500)]),  # more than C keeps: handed back
+    build_client_hello([0x1301], [sni_ext(b"\xff" * 300)]),  # escaped beyond 1,024: cut
     build_client_hello([0x1301], [ext(0x000D, b"\x00\x02\x0a\x0a")], version=0x0301),
     build_client_hello([0x0A0A], [ext(0x000A, b"\x00\x03\x00\x1d\x00")]),  # odd group list
     build_client_hello([0x1301], [alpn_ext(*[b"h2"] * 1500)]),  # hostile: cut in the record

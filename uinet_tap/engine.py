@@ -197,7 +197,7 @@ class Engine:
         if every_port:
             fast.born_all_ports()
 
-    def _make_sink(self, conn: Connection, direction: Direction) -> DirectionSink:
+    def _make_sink(self, conn: Connection, direction: Direction, sha: Any = None) -> DirectionSink:
         path = None
         if self.export_dir is not None:
             src, dst = (
@@ -216,7 +216,7 @@ class Engine:
             if direction is Direction.C2S:
                 self.inspection.start(conn)
             inspect = functools.partial(self.inspection.data, conn, int(direction))
-        sink = DirectionSink(self.keep_streams, path, self.pool, self.fastpath == "c", inspect)
+        sink = DirectionSink(self.keep_streams, path, self.pool, self.fastpath == "c", inspect, sha)
         if self.inspection is not None and self.options.transactions:
             # Every request and response of HTTP/1.x, whatever the detector decided.
             if direction is Direction.C2S:

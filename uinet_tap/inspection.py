@@ -132,10 +132,10 @@ class InspectionGlue:
         conn.user = None
         return rec
 
-    def record_findings(self, findings: dict) -> tuple[dict, bool]:
+    def record_findings(self, findings: dict, plain: bool = False) -> tuple[dict, bool]:
         """A record's findings as JSON within the limits (made once a flow: findings.py),
         and whether they had to be cut."""
-        clean, truncated = record_findings(findings)
+        clean, truncated = record_findings(findings, plain)
         self.findings_truncated += truncated
         return clean, truncated
 

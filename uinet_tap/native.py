@@ -33,6 +33,7 @@ from .plugins.api import Verdict
 from .plugins.detectors import DETECTORS
 from .plugins.detectors.http import METHODS, Http
 from .plugins.detectors.tls import Tls, cipher_name, version_name
+from .plugins.findings import FINDINGS
 from .plugins.policy import Budget, Policy
 from .plugins.registry import Loaded
 from .stack.connection import Connection
@@ -54,11 +55,12 @@ class NativeState:
     verdict comes back, then the record fields. The live view reads it as an Inspection
     (``view``, ``verdict``, ``decided_by``)."""
 
-    __slots__ = ("protocol", "findings", "verdict", "offsets", "early")
+    __slots__ = ("protocol", "findings", "plain", "verdict", "offsets", "early")
 
     def __init__(self) -> None:
         self.protocol = ""
         self.findings: dict[str, Any] = {}
+        self.plain = False  # the findings are known plain (_findings)
         self.verdict: Verdict | None = None
         self.offsets = (0, 0)
         self.early = (b"", b"")  # kept only for a live view (NativeGlue.keep_early)
@@ -149,7 +151,7 @@ class NativeGlue(InspectionGlue):
         self.protocols[user.protocol] += 1
         self.verdicts[verdict] += 1
         conn.user = None
-        findings, truncated = self.record_findings(user.findings)
+        findings, truncated = self.record_findings(user.findings, user.plain)
         rec = {
             "protocol": user.protocol,
             "confidence": "detected",
@@ -199,7 +201,7 @@ class NativeGlue(InspectionGlue):
         intercept/block) must be called here too, or the engine must not use NativeGlue."""
         self.decided_in_c += 1
         user: NativeState = conn.user  # type: ignore[assignment]
-        user.protocol, user.findings = _findings(report)
+        user.protocol, user.findings, user.plain = _findings(report)
         user.verdict = self.default
         user.offsets = report.verdict_offsets
         if self.fast.native_early:
@@ -235,6 +237,7 @@ class NativeGlue(InspectionGlue):
         return insp
 
 
+_STRING, _ITEMS = FINDINGS.string or 1 << 62, FINDINGS.items or 1 << 62  # None: unbounded
 _VERSION_LISTS: dict[tuple[int, ...], list[str]] = {}  # offered versions -> their names
 
 
@@ -242,9 +245,10 @@ def _text(raw: bytes) -> str:
     return raw.decode("ascii", "backslashreplace")
 
 
-def _findings(report: NativeReport) -> tuple[str, dict[str, Any]]:
+def _findings(report: NativeReport) -> tuple[str, dict[str, Any], bool]:
     """The protocol and findings C found, as the Python detectors give them (same keys, same
-    order, same text)."""
+    order, same text), and whether they are plain (plugins/findings.py: every string and
+    list within the limits), so the record need not walk them to know."""
     out: dict[str, Any] = {}
     found = report.found
     if report.proto == NATIVE_HTTP:
@@ -256,8 +260,8 @@ def _findings(report: NativeReport) -> tuple[str, dict[str, Any]]:
         if found[7] >= 0:
             out["user_agent"] = early[found[6] : found[6] + found[7]].decode("latin-1")
         if found[8] >= 0:
-            out["status"] = found[8]
-        return "http", out
+            out["status"] = found[8]  # three digits (_detect.c)
+        return "http", out, max(found[1], found[3], found[5], found[7]) <= _STRING
     sni_off, sni_len, alpn_off, alpn_len, legacy, nv = found[9:15]
     tls_version, cipher, ja3, ja4 = found[31:35]
     fbuf = report.fbuf
@@ -284,4 +288,11 @@ def _findings(report: NativeReport) -> tuple[str, dict[str, Any]]:
     if tls_version >= 0:
         out["tls_version"] = version_name(tls_version)
         out["cipher"] = cipher_name(cipher)
-    return "tls", out
+    # An ALPN name has an 8-bit length: 255 bytes are at most 1,020 characters escaped,
+    # within the limit. The other strings are measured.
+    plain = (
+        max(len(out.get("sni", "")), len(out["ja3"]), len(out["ja4"])) <= _STRING
+        and len(out.get("alpn", ())) <= _ITEMS
+        and len(names) <= _ITEMS
+    )
+    return "tls", out, plain

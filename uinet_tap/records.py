@@ -95,15 +95,18 @@ class DirectionSink:
         pool: FilePool | None = None,
         c_hash: bool = False,
         inspect: Callable[[bytes | None], None] | None = None,
+        sha: Sha256 | None = None,
     ):
         # While a flow is inspected its bytes also go to the inspector (and C hands them
         # back rather than hashing in place); the verdict ends that with resume_c_hash().
         self.inspect = inspect
         # With the C fast path the hash lives in a C context C can update; c_hash is that
-        # context when hashing is all this sink does, so C need not hand bytes back.
+        # context when hashing is all this sink does, so C need not hand bytes back. ``sha``:
+        # the context C already hashes this direction into (a flow C opened), to take over.
         self.c_hash: Any = None
         if c_hash:
-            sha = Sha256()
+            if sha is None:
+                sha = Sha256()
             self.sha: Any = sha
             if not keep and pool is None:
                 self.c_hash = sha.ctx
@@ -193,6 +196,8 @@ def direction_record(conn: Connection, direction: Direction, export_dir: Path | 
 
 def _limits(conn: Connection) -> dict[str, int]:
     """The limits that bit this connection (kind -> times), both directions together."""
+    if not (conn.c.stream.limits or conn.s.stream.limits):
+        return {}
     out: dict[str, int] = {}
     for ep in (conn.c, conn.s):
         for kind, n in (ep.stream.limits or {}).items():
@@ -233,7 +238,7 @@ def flow_record(conn: Connection, export_dir: Path | None = None, seed: int = 0)
         "handshake": conn.handshake,
         "c2s": direction_record(conn, Direction.C2S, export_dir),
         "s2c": direction_record(conn, Direction.S2C, export_dir),
-        "anomalies": dict(sorted(conn.anomalies.items())),
+        "anomalies": dict(sorted(conn.anomalies.items())) if conn.anomalies else {},
         "limits": _limits(conn),
         "tcp": {
             "client_mss": conn.c.mss,
