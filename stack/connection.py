@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from enum import Enum, StrEnum
+from typing import TYPE_CHECKING, Any
 
 from ..reassembly.seq import MASK, seq_diff
-from ..reassembly.stream import ByteStream
+from ..reassembly.stream import ByteStream, StreamSink
 from .events import CloseReason
 
 
@@ -154,6 +155,7 @@ class Connection:
         "user",
         "alt_synacks",
         "tunnel",
+        "born",
     )
 
     def __init__(
@@ -193,6 +195,40 @@ class Connection:
         # (Suricata's max-synack-queued): (segment, time) each.
         self.alt_synacks: list | None = None
         self.tunnel = 0  # the mirror session it came in (Segment.tunnel), 0 for none
+        # A connection C opened and carries (stack/tracker.py Born): c and s are made only
+        # when something asks for them (__getattr__). None: they are there.
+        self.born: Any = None
+
+    if not TYPE_CHECKING:  # to a type checker, c and s are plain attributes
+
+        def __getattr__(self, name: str) -> Any:
+            # Only an unset slot comes here: c and s of a connection C opened, made now as
+            # they would have been all along.
+            if name in ("c", "s") and self.born is not None:
+                self.born.make(self)
+                return object.__getattribute__(self, name)
+            raise AttributeError(name)
+
+    def syn_facts(self) -> tuple[int | None, int | None, bool]:
+        """(the client's MSS, the server's MSS, SACK permitted both ways), as their SYNs
+        said, whether c and s are made yet."""
+        born = self.born
+        if born is not None:
+            return born.syn_facts()  # type: ignore[no-any-return]
+        return self.c.mss, self.s.mss, self.c.sack_permitted and self.s.sack_permitted
+
+    @property
+    def has_gaps(self) -> bool:
+        """Whether either stream has a gap (one whose endpoints are not made has none: its
+        bytes never went to Python's reassembly)."""
+        return self.born is None and bool(self.c.stream.gaps or self.s.stream.gaps)
+
+    def sinks(self) -> tuple[StreamSink, StreamSink]:
+        """The sinks of its two directions (client's first), whether c and s are made yet."""
+        born = self.born
+        if born is not None:
+            return born.sinks  # type: ignore[no-any-return]
+        return self.c.stream.sink, self.s.stream.sink
 
     @property
     def closed(self) -> bool:
@@ -206,12 +242,29 @@ class Connection:
         (reassembly stopped at the verdict) as far as the sequence numbers tell, bounded by
         what the receiver acknowledged when its ACKs were seen (data it never took is not
         the stream: an injected segment far ahead does not make a connection bigger)."""
-        delivered = ep.stream.delivered
-        if not self.bypassed or ep.base is None:
-            return delivered
-        end = ep.seen_end
         peer = self.s if ep is self.c else self.c
-        if peer.last_ack is not None:
-            acked = end + seq_diff(peer.last_ack, (ep.base + end) & MASK)
-            end = min(end, acked)
-        return max(delivered, end)
+        return stream_length(
+            self.bypassed, ep.stream.delivered, ep.base, ep.seen_end, peer.last_ack
+        )
+
+
+def stream_length(
+    bypassed: bool, delivered: int, base: int | None, seen_end: int, peer_last_ack: int | None
+) -> int:
+    """Connection.length from the numbers it reads."""
+    if not bypassed or base is None:
+        return delivered
+    end = seen_end
+    if peer_last_ack is not None:
+        acked = end + seq_diff(peer_last_ack, (base + end) & MASK)
+        end = min(end, acked)
+    return max(delivered, end)
+
+
+def end_hint(seen_end: int, acked: int, fin_off: int | None) -> int:
+    """Tracker._end_hint from the numbers it reads."""
+    if fin_off is not None:
+        return max(seen_end, min(acked, fin_off))
+    if acked == seen_end + 1:
+        return seen_end
+    return max(seen_end, acked)

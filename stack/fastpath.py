@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ..reassembly.stream import CHARGES_PER_FRAME, PIECE_COST, Budget, StreamSink
-from .connection import Connection, ConnState, Endpoint
+from .connection import Connection, ConnState, Endpoint, end_hint
 from .emit import check_build
 
 UNKNOWN_SHIFT = 14  # the window scale assumed where the handshake was not seen
@@ -78,10 +78,13 @@ if lib is not None:
     # A flow C opened, read from one copy: its keys, the client's base, its SYN's options.
     _BORN = c_view("ut_flow", ("c_wscale", "c_ts", "c_mss", "c_sack", "c_mac"))
     _BORN_BASE = struct.Struct("=I")  # ut_dir.base of the client's direction, at _D0
+    # What a SYN-ACK C took said (read with the server's base, at _D1)
+    _SYNACK = c_view("ut_flow", ("s_mss", "s_wscale", "s_sack", "s_ts", "s_mac"))
     assert ffi.offsetof("ut_flow", "key") == 0 and ffi.offsetof("ut_dir", "base") == 0
     _FLOW_SIZE = ffi.sizeof("ut_flow")
     _D0 = ffi.offsetof("ut_flow", "d")
     _D1 = _D0 + ffi.sizeof("ut_dir")
+    _SYNACK_END = max(_SYNACK.size, _D1 + _BORN_BASE.size)
     assert lib.UT_PIECE_COST == PIECE_COST and lib.UT_CHARGES_PER_FRAME == CHARGES_PER_FRAME
     # iter_unpack steps by the view's size: it must be the record's.
     assert _OUT.size == ffi.sizeof("ut_out") and _TOUCH.size == ffi.sizeof("ut_touch")
@@ -185,6 +188,7 @@ class CFastPath:
         self._born_shas = ffi.new("void *[2]")
         self._n_born = ffi.new("uint32_t *")
         self.opened = 0  # flows C opened (for tests and profiling)
+        self.ended_plain = 0  # connections that ended plain (detach)
         # The tracker claims every key it holds in C (a SYN on one is Python's): needed where
         # C opens flows or sheds SYNs of new ones.
         self.claiming = False
@@ -390,37 +394,57 @@ class CFastPath:
         for i, ep in enumerate((conn.c, conn.s)):
             f.d[i].sha = getattr(ep.stream.sink, "c_hash", None) or ffi.NULL
 
-    def detach(self, conn: Connection, ended: bool = False) -> None:
+    def detach(self, conn: Connection, ended: bool = False) -> bool:
         """C's numbers back into the connection's objects, and its flow out of C's table.
         ``ended``: the connection is over (Tracker._finish), and its keys are no longer
-        Python's (claim)."""
+        Python's (claim). Returns whether it ended plain: a connection C opened whose
+        endpoints were never made, with nothing left for Python to do at its end (no bytes
+        held or retained, no limit bit, no trailing gap, no inspection handed back). Its
+        numbers are then kept as they are (Born.ended): the record reads them, and the
+        endpoints are made from them only if something asks."""
         slot = conn.fast_slot
         f = lib.ut_flow_at(self.table, slot)
         image = ffi.buffer(f, _FLOW_SIZE)[:]
         last_seen, native, syn_sent = _FLOW_OUT.unpack_from(image)
         # Still waiting for the SYN-ACK: C has not touched the server's side.
-        for at, ep in ((_D0, conn.c),) if syn_sent else ((_D0, conn.c), (_D1, conn.s)):
-            st = ep.stream
-            (
-                ep.base, st.nxt, st.acked, ep.seen_end, fin, ep.window, last_ack, has_last_ack,
-                ep.packets, ep.payload_bytes, ep.ttl, opts_len, opts,
-                edge, ep.edge_ack, ep.max_wnd, has_edge, ts_recent, has_ts_recent, _shift,
-                ep.ts_recent_at, st.retransmitted, _want_now, _run, tail_len, sha, retain_drops,
-                ooo_off, ooo_len, charged_at,
-            ) = _DIR_OUT.unpack_from(image, at)  # fmt: skip
-            ep.fin_off = None if fin == NO_FIN else fin
-            if _want_now == NEVER:
-                follower = getattr(st.sink, "follower", None)
-                if follower is not None and follower.want(at == _D1) != NEVER:
+        dirs = (
+            (_DIR_OUT.unpack_from(image, _D0),)
+            if syn_sent
+            else (_DIR_OUT.unpack_from(image, _D0), _DIR_OUT.unpack_from(image, _D1))
+        )
+        begun = native and self.on_native_detach is not None and f.nat.state == _NATIVE_BEGUN
+        born = conn.born
+        plain = ended and born is not None and not begun and _plain_end(dirs, conn.bypassed)
+        if plain:
+            born.ended = dirs
+            sinks = born.sinks
+        else:
+            sinks = conn.sinks()
+        for i, numbers in enumerate(dirs):
+            ep = None if plain else (conn.c if i == 0 else conn.s)
+            if ep is not None:
+                _apply_dir(ep, numbers)
+            nxt, want_now, tail_len, sha, retain_drops, ooo_off, ooo_len, charged_at = (
+                numbers[1],
+                *numbers[_DIR_WANT:_DIR_RUN],
+                *numbers[_DIR_TAIL_LEN:],
+            )
+            sink = sinks[i]
+            if want_now == NEVER:
+                follower = getattr(sink, "follower", None)
+                if follower is not None and follower.want(i) != NEVER:
                     follower.stop("TLS from the first byte")  # C saw it (ut_run)
-            ep.edge = edge if has_edge else None
-            ep.ts_recent = ts_recent if has_ts_recent else None
-            ep.last_ack = last_ack if has_last_ack else None
-            ep.last_opts = opts[:opts_len]
             if sha:
-                st.sink.length = st.nxt  # type: ignore[attr-defined]
+                sink.length = nxt
+            if ep is None:
+                # Retained bytes are dropped at the end (ByteStream.flush): off C's count
+                # (ut_end) and this mirror of it, and never Python's.
+                if tail_len and self.budget is not None:
+                    self.budget.c_retained -= tail_len
+                continue
+            st = ep.stream
             if tail_len:
-                d = f.d[0] if at == _D0 else f.d[1]
+                d = f.d[i]
                 st.tail = bytearray(ffi.buffer(d.tail, tail_len))
                 # Back in Python's count (ut_detach takes it off C's).
                 st.budget.retained += tail_len
@@ -432,20 +456,29 @@ class CFastPath:
             if ooo_len:
                 # The piece C held joins Python's store as it would have when it came, and
                 # takes its place among the holders by when it was last charged.
-                d = f.d[0] if at == _D0 else f.d[1]
-                st.add(ooo_off, bytes(ffi.buffer(d.ooo, ooo_len)))
+                st.add(ooo_off, bytes(ffi.buffer(f.d[i].ooo, ooo_len)))
                 st.charged_at = charged_at
                 st.budget.unsorted = True
         if last_seen > conn.last_seen:
             conn.last_seen = last_seen
-        if native and self.on_native_detach is not None and f.nat.state == _NATIVE_BEGUN:
-            self.on_native_detach(conn, _native_events(f.nat))
+        if begun:
+            self.on_native_detach(conn, _native_events(f.nat))  # type: ignore[misc]
         lib.ut_end(self.table, slot, ended and self.claiming)
         if self.budget is not None:
             self.budget.c_used = lib.ut_held(self.table)
         del self.conns[slot]
         self.sinks[2 * slot] = self.sinks[2 * slot + 1] = None
         conn.fast_slot = -1
+        if plain:
+            self.ended_plain += 1
+        return plain
+
+    @staticmethod
+    def apply_ended(conn: Connection, dirs: Ended) -> None:
+        """The numbers a connection ended plain with (detach) into its endpoints, made now."""
+        _apply_dir(conn.c, dirs[0])
+        if len(dirs) > 1:
+            _apply_dir(conn.s, dirs[1])
 
     def release_held(self) -> None:
         """Take back every connection holding a piece out of order (the global cap is about
@@ -622,7 +655,7 @@ class CFastPath:
             except BaseException:
                 lib.ut_detach(table, slot)  # C lets go of the contexts the objects free
                 raise
-            c_sink, s_sink = conn.c.stream.sink, conn.s.stream.sink
+            c_sink, s_sink = conn.sinks()
             conn.fast_slot = slot
             conns[slot] = conn
             need = 2 * slot + 2
@@ -696,6 +729,17 @@ class BornSyn(NamedTuple):
     mac: bytes
 
 
+class BornSynAck(NamedTuple):
+    """What the server's SYN-ACK C took told that only Python keeps (_synack_taken)."""
+
+    isn: int
+    wscale: int | None
+    mss: int | None
+    sack_permitted: bool
+    ts_enabled: bool
+    mac: bytes
+
+
 def _head_fields(data: Any, head: tuple[int, ...]) -> tuple[Any, ...]:
     """A ut_head's fields as the follower takes them (HttpTransactions.read_head)."""
     m0, m1, p0, p1, v0, v1, h0, h1, u0, u1, status, cl = head
@@ -737,6 +781,79 @@ def _holds(f: Any) -> bool:
     return bool(f.d[0].ooo_len or f.d[1].ooo_len)
 
 
+# A flow's directions as detach reads them (_DIR_OUT each; only the client's while the
+# SYN-ACK is awaited).
+Ended = tuple[tuple[Any, ...], ...]
+if lib is not None:
+    _DIR_WANT = len(_DIR_FIELDS) - 2  # want, want_run, then the _DIR_OUT-only fields
+    _DIR_RUN = _DIR_WANT + 1
+    _DIR_TAIL_LEN = len(_DIR_FIELDS)
+    assert _DIR_FIELDS[_DIR_WANT] == "want" and _DIR_FIELDS[-1] == "want_run"
+
+
+class EndedDirection(NamedTuple):
+    """What a record reads of a direction of a connection that ended plain (detach)."""
+
+    delivered: int
+    base: int | None
+    seen_end: int
+    last_ack: int | None  # the last ACK this side sent
+    packets: int
+    payload_bytes: int
+    retransmitted: int
+
+
+# The server's side of a flow whose SYN-ACK never came: as open_born made it.
+_UNTOUCHED = EndedDirection(0, None, 0, None, 0, 0, 0)
+
+
+def ended_directions(dirs: Ended) -> tuple[EndedDirection, EndedDirection]:
+    """Both directions' record numbers of a connection that ended plain (Born.ended)."""
+    out = []
+    for numbers in dirs:
+        base, nxt, _acked, seen_end, _fin, _window, last_ack, has_last_ack, packets, payload = (
+            numbers[:10]
+        )
+        out.append(EndedDirection(
+            nxt, base, seen_end, last_ack if has_last_ack else None, packets, payload,
+            numbers[_DIR_WANT - 1],
+        ))  # fmt: skip
+    if len(out) == 1:
+        out.append(_UNTOUCHED)
+    return out[0], out[1]
+
+
+def _apply_dir(ep: Endpoint, numbers: tuple[Any, ...]) -> None:
+    """A direction's numbers C kept, into its endpoint and stream (detach)."""
+    st = ep.stream
+    (
+        ep.base, st.nxt, st.acked, ep.seen_end, fin, ep.window, last_ack, has_last_ack,
+        ep.packets, ep.payload_bytes, ep.ttl, opts_len, opts,
+        edge, ep.edge_ack, ep.max_wnd, has_edge, ts_recent, has_ts_recent, _shift,
+        ep.ts_recent_at, st.retransmitted,
+    ) = numbers[:_DIR_WANT]  # fmt: skip
+    ep.fin_off = None if fin == NO_FIN else fin
+    ep.edge = edge if has_edge else None
+    ep.ts_recent = ts_recent if has_ts_recent else None
+    ep.last_ack = last_ack if has_last_ack else None
+    ep.last_opts = opts[:opts_len]
+
+
+def _plain_end(dirs: Ended, bypassed: bool) -> bool:
+    """Whether Tracker._finish has nothing to do for these directions of a connection whose
+    endpoints were never made (what only Python keeps is as open_born left it) but drop what
+    C retained: no piece held out of order, no limit bit, and nothing between the last byte
+    and the end to take as a trailing gap."""
+    for numbers in dirs:
+        nxt, acked, seen_end, fin = numbers[1:5]
+        _tail_len, _sha, retain_drops, _ooo_off, ooo_len = numbers[_DIR_TAIL_LEN:-1]
+        if retain_drops or ooo_len:
+            return False
+        if not bypassed and end_hint(seen_end, acked, None if fin == NO_FIN else fin) > nxt:
+            return False
+    return True
+
+
 def _dir_image(conn: Connection, ep: Endpoint) -> bytes:
     """A direction's numbers as C's ut_dir holds them, up to its tail buffer."""
     st = ep.stream
@@ -754,19 +871,36 @@ def _dir_image(conn: Connection, ep: Endpoint) -> bytes:
 
 def _synack_taken(conn: Connection, f: Any) -> None:
     """C took the server's SYN-ACK (see ut_run): what Tracker._take_syn learns from it that
-    only Python keeps. The numbers C keeps come back with detach."""
-    s, c = conn.s, conn.c
-    s.syn = True
-    s.base = f.d[1].base
-    s.isn = (s.base - 1) & 0xFFFFFFFF
-    s.wscale = None if f.s_wscale < 0 else f.s_wscale
-    s.mss = None if f.s_mss < 0 else f.s_mss
-    s.sack_permitted = bool(f.s_sack)
-    s.ts_enabled = bool(f.s_ts)
-    s.mac = bytes(ffi.buffer(f.s_mac))
+    only Python keeps (kept for the server's endpoint where it is not made yet). The numbers
+    C keeps come back with detach."""
+    raw = ffi.buffer(f, _SYNACK_END)[:]
+    mss, wscale, sack, ts, mac = _SYNACK.unpack_from(raw)
+    synack = BornSynAck(
+        (_BORN_BASE.unpack_from(raw, _D1)[0] - 1) & 0xFFFFFFFF,
+        None if wscale < 0 else wscale, None if mss < 0 else mss, bool(sack), bool(ts), mac,
+    )  # fmt: skip
+    born = conn.born
+    if born is not None:
+        born.synack = synack
+        c_wscale, c_ts = born.syn.wscale, born.syn.ts_enabled
+    else:
+        learn_synack(conn.s, synack)
+        c_wscale, c_ts = conn.c.wscale, conn.c.ts_enabled
     conn.handshake = True  # the client's SYN was seen: it is attached only then
-    conn.wscale_ok = s.wscale is not None and c.wscale is not None
-    conn.ts_ok = s.ts_enabled and c.ts_enabled
+    conn.wscale_ok = synack.wscale is not None and c_wscale is not None
+    conn.ts_ok = synack.ts_enabled and c_ts
+
+
+def learn_synack(s: Endpoint, synack: BornSynAck) -> None:
+    """What the server's SYN-ACK C took tells of it, into its endpoint."""
+    s.syn = True
+    s.isn = synack.isn
+    s.base = (synack.isn + 1) & 0xFFFFFFFF
+    s.wscale = synack.wscale
+    s.mss = synack.mss
+    s.sack_permitted = synack.sack_permitted
+    s.ts_enabled = synack.ts_enabled
+    s.mac = synack.mac
 
 
 def index_pcap(

@@ -45,10 +45,10 @@ from typing import Any
 from ..reassembly.policy import OverlapPolicy
 from ..reassembly.seq import MASK, seq_diff
 from ..reassembly.stream import MAX_PIECES, Budget, ByteStream, StreamSink
-from .connection import TIMEOUT_CLASS, Connection, ConnState, Endpoint
+from .connection import TIMEOUT_CLASS, Connection, ConnState, Endpoint, end_hint
 from .decode import ACK, FIN, RST, SYN, URG, Segment
 from .events import CloseReason, Direction, Event, FlowClosed, FlowOpened
-from .fastpath import BornSyn, CFastPath, keyed_in_c, window_shift
+from .fastpath import BornSyn, BornSynAck, CFastPath, keyed_in_c, learn_synack, window_shift
 from .hostos import HostPolicies
 from .options import parse_options, timestamp
 
@@ -103,6 +103,34 @@ class TrackerConfig:
     defer_half_open: bool = True
     eager_half_open: int = 4096
     max_pieces: int = MAX_PIECES
+
+
+class Born:
+    """What a connection C opened (Tracker.open_born) keeps until its endpoints are made:
+    its client's SYN, the server's SYN-ACK once C took it, its sinks, and C's numbers when it
+    ended without needing them (fastpath.CFastPath.detach). Anything that asks for the
+    connection's c or s has them made first (Connection.__getattr__)."""
+
+    __slots__ = ("tracker", "syn", "ts", "synack", "sinks", "ended")
+
+    def __init__(self, tracker: Tracker, syn: BornSyn, ts: float) -> None:
+        self.tracker = tracker
+        self.syn = syn
+        self.ts = ts  # the SYN's time
+        self.synack: BornSynAck | None = None
+        self.sinks: tuple[Any, Any] = (None, None)
+        self.ended: Any = None  # fastpath.Ended
+
+    def make(self, conn: Connection) -> None:
+        self.tracker.make_endpoints(conn, self)
+
+    def syn_facts(self) -> tuple[int | None, int | None, bool]:
+        """Connection.syn_facts from the SYN and SYN-ACK (the server's side is as open_born
+        made it until C takes a SYN-ACK)."""
+        syn, synack = self.syn, self.synack
+        if synack is None:
+            return syn.mss, None, False
+        return syn.mss, synack.mss, syn.sack_permitted and synack.sack_permitted
 
 
 class _NullSink:
@@ -247,14 +275,16 @@ class Tracker:
         fast = self.fast
         if fast is not None and fast.claiming and keyed_in_c(ckey):
             fast.claim((ckey, skey), True)  # a SYN on it is no longer C's to open a flow
-        self._enter(conn)
+        self._enter(conn, self.sinks)
         return conn
 
-    def _enter(self, conn: Connection, shas: tuple[Any, Any] = (None, None)) -> None:
-        """A new connection's sinks, its place in the table and timeout lists, its event."""
+    def _enter(self, conn: Connection, sinks: SinkFactory | None) -> None:
+        """A new connection's sinks (unless made already), its place in the table and timeout
+        lists, its event."""
         ckey, skey = conn.keys
-        conn.c.stream.sink = self.sinks(conn, Direction.C2S, shas[0])
-        conn.s.stream.sink = self.sinks(conn, Direction.S2C, shas[1])
+        if sinks is not None:
+            conn.c.stream.sink = sinks(conn, Direction.C2S, None)
+            conn.s.stream.sink = sinks(conn, Direction.S2C, None)
         self.table[ckey] = (conn, True)
         self.table[skey] = (conn, False)
         self.active += 1
@@ -298,24 +328,39 @@ class Tracker:
         self.next_id += 1
         vlans, caddr, cport, saddr, sport = split_key(keys[0])
         conn = Connection(
-            conn_id,
-            keys,
-            vlans,
-            len(caddr) == 16,
-            (caddr, cport),
-            (saddr, sport),
-            Endpoint(self._stream(saddr)),
-            Endpoint(self._stream(caddr)),
-            ts,
+            conn_id, keys, vlans, len(caddr) == 16, (caddr, cport), (saddr, sport),
+            None, None, ts,  # type: ignore[arg-type]
+        )  # fmt: skip
+        # Its endpoints are made when first asked for (Born.make): a connection C carries to
+        # its end unsurprised never needs them.
+        del conn.c, conn.s
+        born = conn.born = Born(self, syn, ts)
+        conn.state = ConnState.SYN_SENT  # before _enter: it goes on the half-open list at once
+        born.sinks = (
+            self.sinks(conn, Direction.C2S, shas[0]),
+            self.sinks(conn, Direction.S2C, shas[1]),
         )
-        c = conn.c
+        self._enter(conn, None)
+        return conn
+
+    def make_endpoints(self, conn: Connection, born: Born) -> None:
+        """The endpoints of a connection C opened, as open_born would have made them and C's
+        SYN-ACK (synack_taken) and end (fastpath.CFastPath.detach) would have left them."""
+        conn.born = None
+        c = Endpoint(self._stream(conn.server[0]))
+        s = Endpoint(self._stream(conn.client[0]))
+        c.stream.sink, s.stream.sink = born.sinks
+        conn.c, conn.s = c, s
+        syn = born.syn
         c.packets = 1
         _learn_syn(c, syn.isn, syn.wscale, syn.mss, syn.sack_permitted, syn.ts_enabled)
-        c.ts_recent_at = ts
+        c.ts_recent_at = born.ts
         c.mac = syn.mac
-        conn.state = ConnState.SYN_SENT  # before _enter: it goes on the half-open list at once
-        self._enter(conn, shas)
-        return conn
+        if born.synack is not None:
+            learn_synack(s, born.synack)
+        if born.ended is not None:
+            assert self.fast is not None
+            self.fast.apply_ended(conn, born.ended)
 
     def _stream(self, receiver: bytes) -> ByteStream:
         """A direction's stream, reassembled by the policy of the host that receives it."""
@@ -340,9 +385,12 @@ class Tracker:
     def _finish(self, conn: Connection, reason: CloseReason) -> None:
         """Take a connection out of the table, flush its streams, emit FlowClosed."""
         fast = self.fast
+        # Ended plain: a connection C opened and carried to its end with nothing for the
+        # steps below to do (CFastPath.detach says), whose endpoints were never made.
+        plain = False
         if fast is not None:
             if conn.fast_slot >= 0:
-                fast.detach(conn, ended=True)  # its keys unclaimed too
+                plain = fast.detach(conn, ended=True)  # its keys unclaimed too
             elif fast.claiming and keyed_in_c(conn.keys[0]):
                 fast.claim(conn.keys, False)
         for key in conn.keys:
@@ -359,7 +407,7 @@ class Tracker:
                 closed.popitem(last=False)
                 self.closed_forgotten += 1
         self.active -= 1
-        if not conn.bypassed and conn.state is not ConnState.RESET:
+        if not plain and not conn.bypassed and conn.state is not ConnState.RESET:
             # What the peers acknowledged beyond what the capture showed (within what was
             # in flight when they did: capture loss at the end) now stands: the trailing gap;
             # and data that rode on such ACKs had them.
@@ -372,7 +420,7 @@ class Tracker:
         if conn.lru is not None:  # after a held FIN confirmed above has moved it
             del conn.lru[conn]  # type: ignore[attr-defined]
             conn.lru = None
-        for ep, peer in ((conn.c, conn.s), (conn.s, conn.c)):
+        for ep, peer in () if plain else ((conn.c, conn.s), (conn.s, conn.c)):
             stream = ep.stream
             if ep.syn and peer.isn is None and stream.tentative.held:
                 # Data on a SYN no SYN-ACK ever answered: nothing says the receiver refused
@@ -414,13 +462,7 @@ class Tracker:
         """Where the stream ends: the sender's last byte or, past it, what the peer ACKed (data
         the capture never held). An ACK one past the last byte acknowledges a FIN (RFC 9293
         §3.4): when that FIN was not captured it is not a missing byte."""
-        acked = ep.stream.acked
-        end = ep.seen_end
-        if ep.fin_off is not None:
-            return max(end, min(acked, ep.fin_off))
-        if acked == end + 1:
-            return end
-        return max(end, acked)
+        return end_hint(ep.seen_end, ep.stream.acked, ep.fin_off)
 
     def _evict_stalest(self, cap: str) -> None:
         """At a connection cap: a half-open entry goes first (a SYN flood must not push out

@@ -907,3 +907,64 @@ def test_hashing_thread_survives_fork(tmp_path):
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0 and os.WIFEXITED(status)
     assert again == ref
+
+
+ENDPOINT_FIELDS = ("isn", "base", "syn", "fin_off", "seen_end", "mss", "wscale",
+                   "sack_permitted", "ts_enabled", "mac", "last_ack", "packets",
+                   "payload_bytes", "ttl", "window", "edge", "max_wnd", "ts_recent")  # fmt: skip
+STREAM_FIELDS = ("nxt", "acked", "delivered", "retransmitted", "gap_count", "gap_bytes")
+
+
+def _ended(batches: Iterable[Batch], linktype: int, mode: str, look: bool, inspect: Inspect):
+    """Run the batches; ``look``: read each connection's endpoints as it ends (the live
+    view's on_closing does), which makes them for one C carried without them. Returns the
+    records, what was read, and how many connections C ended plain."""
+    records: list[dict] = []
+    engine = Engine(
+        linktype, Options(fastpath=mode), records.append,
+        plugins=builtin_detectors() if inspect else None, bypass=inspect == "bypass",
+    )  # fmt: skip
+    seen: dict[int, tuple] = {}
+
+    def closing(conn) -> None:
+        seen[conn.id] = tuple(
+            (*(getattr(ep, f) for f in ENDPOINT_FIELDS),
+             *(getattr(ep.stream, f) for f in STREAM_FIELDS))
+            for ep in (conn.c, conn.s)
+        )  # fmt: skip
+
+    if look:
+        engine.on_closing = closing
+    for batch in batches:
+        engine.feed_batch(batch)
+    engine.finish()
+    fast = engine.tracker.fast
+    return sorted(records, key=lambda r: r["id"]), seen, fast.ended_plain if fast else 0
+
+
+@pytest.mark.skipif(not fastpath.AVAILABLE, reason="the C data plane is not built")
+@pytest.mark.parametrize("traffic", ["many-short.pcap", "first-bytes", "first-bytes-bypass"])
+def test_connections_c_carried_to_their_end_are_recorded_from_its_numbers(traffic):
+    """A connection C opened and carried to its end unsurprised gets no endpoint objects:
+    its record is made from C's numbers (not vacuous: most of these end so). Its record is
+    the general path's; and where something reads its endpoints as it ends (the live view),
+    they are made then, from the same numbers, as the general path leaves them."""
+    if traffic.endswith(".pcap"):
+        source = PcapFile(str(REPO / "captures" / traffic))
+        linktype, inspect = source.linktype, None
+
+        def batches() -> Iterable[Batch]:
+            return PcapFile(str(REPO / "captures" / traffic)).batches()
+    else:
+        fr = _first_bytes_frames(11)
+        linktype, inspect = 1, "bypass" if traffic.endswith("bypass") else "plugins"
+
+        def batches() -> Iterable[Batch]:
+            return _batches(fr, 1)
+
+    ref, ref_seen, _ = _ended(batches(), linktype, "off", True, inspect)
+    plain, _, ended_plain = _ended(batches(), linktype, "c", False, inspect)
+    looked, seen, _ = _ended(batches(), linktype, "c", True, inspect)
+    assert ended_plain >= len(ref) // 2 > 0, (ended_plain, len(ref))
+    assert plain == ref and looked == ref
+    assert seen == ref_seen

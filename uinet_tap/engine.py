@@ -337,12 +337,13 @@ class Engine:
     def _closed(self, conn: Connection) -> None:
         if self.on_closing is not None:
             self.on_closing(conn)
-        for ep in (conn.c, conn.s):
-            ep.stream.sink.finish()  # type: ignore[attr-defined]
+        sinks = conn.sinks()
+        for sink in sinks:
+            sink.finish()  # type: ignore[attr-defined]
         rec = flow_record(conn, self.export_dir, self.options.community_id_seed)
         if self.inspection is not None:
             rec.update(self.inspection.finish(conn))
-        follower = conn.c.stream.sink.follower  # type: ignore[attr-defined]
+        follower = sinks[0].follower  # type: ignore[attr-defined]
         if follower is not None:
             follower.finish((rec["c2s"]["bytes"], rec["s2c"]["bytes"]))
             if follower.transactions:

@@ -93,7 +93,7 @@ class SnapshotMaker:
             s2c_packets=sp,
             start=conn.start,
             last_seen=max(last, conn.last_seen),
-            gaps=bool(conn.c.stream.gaps or conn.s.stream.gaps),
+            gaps=conn.has_gaps,
             bypassed=conn.bypassed,
             findings=findings,
             c2s_head=bytes(view.c2s[: self.keep_bytes]) if view is not None else b"",
@@ -181,10 +181,11 @@ class SnapshotMaker:
 
 
 def _tcp(conn: Connection) -> dict:
+    client_mss, server_mss, sack = conn.syn_facts()
     return {
         "handshake": conn.handshake,
-        "mss": (conn.c.mss, conn.s.mss),
+        "mss": (client_mss, server_mss),
         "window_scaling": conn.wscale_ok,
         "timestamps": conn.ts_ok,
-        "sack_permitted": conn.c.sack_permitted and conn.s.sack_permitted,
+        "sack_permitted": sack,
     }

@@ -206,8 +206,8 @@ class NativeGlue(InspectionGlue):
         user.offsets = report.verdict_offsets
         if self.fast.native_early:
             user.early = report.early
-        conn.c.stream.sink.inspect = None  # type: ignore[attr-defined]  # decided: C hashes
-        conn.s.stream.sink.inspect = None  # type: ignore[attr-defined]
+        for sink in conn.sinks():
+            sink.inspect = None  # type: ignore[attr-defined]  # decided: C hashes
         if self._pass_bypasses:
             conn.bypassed = True  # C counts it only since the verdict (Tracker.bypass)
             self.bypassed += 1
@@ -232,8 +232,8 @@ class NativeGlue(InspectionGlue):
         conn.user = None
         insp = super().start(conn)
         super().opened(conn)
-        for ep in (conn.c, conn.s):
-            ep.stream.sink.c_hash = None  # type: ignore[attr-defined]  # bytes come back
+        for sink in conn.sinks():
+            sink.c_hash = None  # type: ignore[attr-defined]  # bytes come back
         return insp
 
 

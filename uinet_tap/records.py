@@ -15,9 +15,9 @@ from typing import Any, BinaryIO
 from .community_id import community_id
 from .isotime import utc_second
 from .plugins.http_transactions import HttpTransactions
-from .stack.connection import Connection
+from .stack.connection import Connection, stream_length
 from .stack.events import Direction
-from .stack.fastpath import Sha256
+from .stack.fastpath import Sha256, ended_directions
 
 _ZEROS = bytes(1 << 16)
 
@@ -168,25 +168,52 @@ class DirectionSink:
 
 def direction_record(conn: Connection, direction: Direction, export_dir: Path | None) -> dict:
     ep = conn.c if direction is Direction.C2S else conn.s
-    sink: DirectionSink = ep.stream.sink  # type: ignore[assignment]
     stream = ep.stream
-    length = conn.length(ep)
+    return _direction(
+        conn.bypassed, ep.stream.sink, conn.length(ep), stream.delivered,  # type: ignore[arg-type]
+        [list(g) for g in stream.gaps], stream.gap_count, stream.gap_bytes, ep.packets,
+        ep.payload_bytes, stream.retransmitted, stream.conflicts, export_dir,
+    )  # fmt: skip
+
+
+def _ended_direction_records(conn: Connection, export_dir: Path | None) -> tuple[dict, dict]:
+    """Both direction records of a connection that ended plain: from C's numbers, its
+    endpoints never made (stack/fastpath.py detach). Nothing went to Python's reassembly: no
+    gap, no overlap conflict."""
+    born = conn.born
+    out = []
+    dirs = ended_directions(born.ended)
+    for d, peer, sink in zip(dirs, dirs[::-1], born.sinks, strict=True):
+        length = stream_length(conn.bypassed, d.delivered, d.base, d.seen_end, peer.last_ack)
+        out.append(_direction(
+            conn.bypassed, sink, length, d.delivered, [], 0, 0, d.packets, d.payload_bytes,
+            d.retransmitted, 0, export_dir,
+        ))  # fmt: skip
+    return out[0], out[1]
+
+
+def _direction(
+    bypassed: bool, sink: DirectionSink, length: int, delivered: int, gaps: list[list[int]],
+    gap_count: int, gap_bytes: int, packets: int, payload_bytes: int, retransmitted: int,
+    conflicts: int, export_dir: Path | None,
+) -> dict:  # fmt: skip
+    """A direction's record from the numbers it reads."""
     # Bypassed, the hash covers the prefix reassembled before the verdict: a digest of part
     # of a stream would pass for the whole one's, so it is given only if nothing followed.
-    whole = length == stream.delivered
+    whole = length == delivered
     rec: dict[str, Any] = {
         "bytes": length,
         "sha256": sink.sha.hexdigest() if sink.hashed and whole else None,
-        "gaps": [list(g) for g in stream.gaps],
-        "gap_count": stream.gap_count,
-        "gap_bytes": stream.gap_bytes,
-        "packets": ep.packets,
-        "payload_bytes": ep.payload_bytes,
-        "retransmitted_bytes": stream.retransmitted,
-        "overlap_conflicts": stream.conflicts,
+        "gaps": gaps,
+        "gap_count": gap_count,
+        "gap_bytes": gap_bytes,
+        "packets": packets,
+        "payload_bytes": payload_bytes,
+        "retransmitted_bytes": retransmitted,
+        "overlap_conflicts": conflicts,
     }
-    if conn.bypassed:
-        rec["hashed_bytes"] = stream.delivered if sink.hashed else 0
+    if bypassed:
+        rec["hashed_bytes"] = delivered if sink.hashed else 0
     if sink.path is not None and export_dir is not None:
         rec["file"] = str(sink.path.relative_to(export_dir))
     if sink.chunks is not None:
@@ -224,6 +251,15 @@ def flow_record(conn: Connection, export_dir: Path | None = None, seed: int = 0)
     """The JSON object of one finished connection (schema in README.md)."""
     assert conn.close is not None
     (caddr, cport), (saddr, sport) = conn.client, conn.server
+    born = conn.born
+    if born is not None and born.ended is not None:  # ended plain (stack/fastpath.py detach)
+        c2s, s2c = _ended_direction_records(conn, export_dir)
+        limits: dict[str, int] = {}
+    else:
+        c2s = direction_record(conn, Direction.C2S, export_dir)
+        s2c = direction_record(conn, Direction.S2C, export_dir)
+        limits = _limits(conn)
+    client_mss, server_mss, sack = conn.syn_facts()
     rec: dict[str, Any] = {
         "id": conn.id,
         "timestamp": iso_time(conn.start),
@@ -236,16 +272,16 @@ def flow_record(conn: Connection, export_dir: Path | None = None, seed: int = 0)
         "end": conn.last_seen,
         "close": conn.close.value,
         "handshake": conn.handshake,
-        "c2s": direction_record(conn, Direction.C2S, export_dir),
-        "s2c": direction_record(conn, Direction.S2C, export_dir),
+        "c2s": c2s,
+        "s2c": s2c,
         "anomalies": dict(sorted(conn.anomalies.items())) if conn.anomalies else {},
-        "limits": _limits(conn),
+        "limits": limits,
         "tcp": {
-            "client_mss": conn.c.mss,
-            "server_mss": conn.s.mss,
+            "client_mss": client_mss,
+            "server_mss": server_mss,
             "window_scaling": conn.wscale_ok,
             "timestamps": conn.ts_ok,
-            "sack_permitted": conn.c.sack_permitted and conn.s.sack_permitted,
+            "sack_permitted": sack,
         },
     }
     if conn.tunnel:
