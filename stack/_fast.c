@@ -764,6 +764,16 @@ static inline void touch(ut_flow *fl, int32_t slot, uint32_t i, double ts, uint3
     }
 }
 
+/* Frame i moved flow `slot` on (its handshake or a FIN): listed in `changed` once a run,
+ * since Python gives it the state it is in after the run. */
+static inline void mark_changed(ut_flow *fl, int32_t slot, uint32_t run, int32_t *changed,
+                                uint32_t *nc) {
+    if (fl->changed_run != run) {
+        fl->changed_run = run;
+        changed[2 * (*nc)++] = slot;
+    }
+}
+
 /* A frame as ut_run takes it: the flow key of its direction, where its TCP header starts
  * and how long the TCP segment is by the IP header, its TTL or hop limit. */
 typedef struct {
@@ -920,8 +930,8 @@ static int32_t born(ut_table *t, const uint8_t *f, const ut_frame *p, uint32_t h
  * *stop_slot is the attached flow of the frame it stopped at, or -1. The flows it handled
  * frames of are listed in `touched` (at most out_cap), in the order of each one's last frame,
  * so Python can keep its timeout lists in the order its own paths move them in. Flows whose
- * state a FIN changed are listed in `changed`, in order, each with the state it is in after
- * the run (UT_CH_*; at most out_cap pairs). */
+ * state the handshake or a FIN changed are listed in `changed`, each once, with the state it
+ * is in after the run (UT_CH_*; at most out_cap pairs). */
 uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start, uint32_t count,
                 double expiry_at, ut_out *out, ut_head *heads, uint32_t out_cap, uint32_t *n_out,
@@ -1034,7 +1044,8 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             memcpy(fl->s_mac, f + 6, 6);
             fl->syn_sent = 0;
             fl->syn_received = 1;
-            changed[2 * nc++] = e->flow; /* Python sets what the SYN-ACK told, and its state */
+            /* Python sets what the SYN-ACK told, and its state */
+            mark_changed(fl, e->flow, run, changed, &nc);
             continue;
         }
         if (fl->bypass) { /* bypassed: only counters move (Tracker._counted_only) */
@@ -1056,7 +1067,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             if ((flags & 0x01) && !(ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN)) {
                 if (ep->fin == UT_NO_FIN)
                     ep->fin = ep->seen_end; /* no stream: where reassembly stopped */
-                changed[2 * nc++] = e->flow;
+                mark_changed(fl, e->flow, run, changed, &nc);
             }
             continue;
         }
@@ -1164,7 +1175,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         /* committed from here on: what Tracker.segment() does to this segment */
         if (fl->syn_received && e->dir == 0 && aoff >= 0) {
             fl->syn_received = 0; /* the client ACKed the SYN-ACK: ESTABLISHED */
-            changed[2 * nc++] = e->flow;
+            mark_changed(fl, e->flow, run, changed, &nc);
         }
         done++;
         touch(fl, e->flow, i, times[i], run, touched, &nt);
@@ -1254,7 +1265,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 ep->fin = off + n;
             if (!closed) { /* Python moves it to its new state and timeout list */
                 fl->syn_received = 0;
-                changed[2 * nc++] = e->flow;
+                mark_changed(fl, e->flow, run, changed, &nc);
             }
         }
         ep->window = ((int32_t)tcp[14] << 8) | tcp[15];

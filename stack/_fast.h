@@ -146,6 +146,7 @@ typedef struct {
     double last_seen;
     int32_t used;
     uint32_t touched_run; /* the run that last listed it in `touched` */
+    uint32_t changed_run; /* the run that last listed it in `changed` */
     uint32_t last_touch;  /* the frame of that run that touched it last */
     int32_t syn_received; /* the handshake's last ACK not seen yet */
     int32_t bypass;       /* passed with --bypass: count, do not reassemble */
@@ -241,11 +242,12 @@ int32_t ut_tx(int32_t fd, const uint8_t *buf, const uint32_t *offsets, const uin
               int64_t *errors);
 /* What a sender's offloads left to the wire (stack/_offload.c, twins of stack/emit.py's
  * complete_checksums and resegment; and build, the cut-in's frames). ut_complete_checksums:
- * in place; 0 where the frame was left as it came. ut_complete_partial: that for each frame flagged UT_RX_PARTIAL, the flag
- * cleared; returns how many. ut_resegment: pieces [first, first + the return value) of a
- * TCP super-frame longer than mtu at layer 3, one after the other in out (lengths[i] each; as
- * many as out and max_pieces hold), *total the number of pieces in all; 0: it is not one to
- * cut (sent as it is); -1: first is past the last piece, or not one piece fits in out. */
+ * in place; 0 where the frame was left as it came. ut_complete_partial: that for each frame
+ * flagged UT_RX_PARTIAL, the flag cleared; returns how many. ut_resegment: pieces
+ * [first, first + the return value) of a TCP super-frame longer than mtu at layer 3, one
+ * after the other in out (lengths[i] each; as many as out and max_pieces hold), *total the
+ * number of pieces in all; 0: it is not one to cut (sent as it is); -1: first is past the
+ * last piece, or not one piece fits in out. */
 #define UT_TX_PIECES 256     /* pieces of one super-frame ut_tx cuts (65,535 / 256 bytes) */
 #define UT_TX_ROOM 131584    /* their room: UT_RX_SLOT, and 256 bytes of headers a piece */
 int32_t ut_complete_checksums(uint8_t *f, uint32_t n);
@@ -292,10 +294,10 @@ int32_t ut_ring_close(int32_t fd, ut_ring *r);
 /* Flows C opens itself at the client's bare SYN ("born"), so a connection's first frame
  * costs Python nothing until after the run (stack/fastpath.py takes them then). Python says
  * how: ut_born_config (1: C makes each direction's SHA-256 context; the sinks' want and
- * hstate of a new connection), ut_born_port (per server port, -1 for all: 0 C leaves the SYN to Python,
- * else 1 + the protocols C may name there, as ut_native_begin's allow), ut_set_born before
- * each run (how many C may open in it: the tracker's caps and half-open deferral say), and
- * ut_claim (a key Python tracks itself: a SYN on it is Python's). */
+ * hstate of a new connection), ut_born_port (per server port, -1 for all: 0 C leaves the
+ * SYN to Python, else 1 + the protocols C may name there, as ut_native_begin's allow),
+ * ut_set_born before each run (how many C may open in it: the tracker's caps and half-open
+ * deferral say), and ut_claim (a key Python tracks itself: a SYN on it is Python's). */
 int ut_born_config(ut_table *t, int32_t hash, int64_t want_c, int64_t want_s, int32_t hstate_c,
                    int32_t hstate_s);
 void ut_born_port(ut_table *t, int32_t port, int32_t value);

@@ -80,8 +80,8 @@ static int64_t uf_length(const uint8_t *p, int32_t n) {
 /* Reads the header block at p (n bytes to the segment's end) for direction dir; fills h
  * (offsets relative to p) and *size. Returns the body length to skip (0: none), or -1 when
  * C does not follow this block. Changes nothing in the flow. */
-static int64_t uf_read(const char *methods, int32_t max_method, const ut_flow *fl, int dir, const uint8_t *p,
-                       int32_t n, ut_head *h, int32_t *size, int *head) {
+static int64_t uf_read(const char *methods, int32_t max_method, const ut_flow *fl, int dir,
+                       const uint8_t *p, int32_t n, ut_head *h, int32_t *size, int *head) {
     if (p[0] == '\r' || p[0] == '\n')
         return -1; /* empty lines before the block: Python skips them */
     int32_t end = uf_block_end(p, n);
@@ -157,9 +157,9 @@ static int64_t uf_read(const char *methods, int32_t max_method, const ut_flow *f
  * a UT_OUT_HEAD record for each header block it reads; returns 0, or -1 when it stopped
  * following the connection (nothing of this segment read from there on: the caller hands
  * the segment to Python whole). */
-static int uf_follow(const char *methods, int32_t max_method, ut_flow *fl, int dir, int32_t sink, const uint8_t *data,
-                     const uint8_t *p, int32_t n, int64_t off, ut_out *out, ut_head *heads,
-                     uint32_t *no, uint32_t out_cap) {
+static int uf_follow(const char *methods, int32_t max_method, ut_flow *fl, int dir,
+                     int32_t sink, const uint8_t *data, const uint8_t *p, int32_t n, int64_t off,
+                     ut_out *out, ut_head *heads, uint32_t *no, uint32_t out_cap) {
     ut_dir *ep = &fl->d[dir];
     int64_t end = off + n;
     while (ep->hstate != UT_H_OFF) {

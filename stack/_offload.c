@@ -1,6 +1,7 @@
 /* What C does to the frames the inline bump forwards without Python: which are plainly not
- * TCP (ut_plain_non_tcp), and what a sender's offloads left for the wire to finish: a checksum left partial (TP_STATUS_CSUMNOTREADY: the field
- * holds only the pseudo-header's sum) completed, a GSO super-frame cut to the MTU as Linux's
+ * TCP (ut_plain_non_tcp), and what a sender's offloads left for the wire to finish: a
+ * checksum left partial (TP_STATUS_CSUMNOTREADY: the field holds only the pseudo-header's
+ * sum) completed, a GSO super-frame cut to the MTU as Linux's
  * tcp_gso_segment cuts it. Each function is the twin of one in stack/emit.py
  * (complete_checksums, resegment), byte for byte; tests/test_offload.py holds them to it.
  * No length is trusted: every offset is checked against the frame before it is read. */
@@ -499,7 +500,8 @@ uint32_t ut_ack_run(const uint8_t *buf, const uint32_t *offsets, const uint32_t 
     const uint8_t *f0 = buf + offsets[first];
     uint32_t l3, tcp, h;
     if (flags[first] || follow_shape(f0, lengths[first], &l3, &tcp, &h, 1) < 0 ||
-        f0[tcp + 13] != 0x10 || (f0[tcp + 12] & 0x0f) || !plain_ack_options(f0 + tcp + 20, h - tcp - 20))
+        f0[tcp + 13] != 0x10 || (f0[tcp + 12] & 0x0f) ||
+        !plain_ack_options(f0 + tcp + 20, h - tcp - 20))
         return 0;
     uint32_t ack = be32_at(f0 + tcp + 8), j, last = first;
     for (j = first + 1; j < count; j++) {
