@@ -181,7 +181,7 @@ class CFastPath:
         # a run (the tracker's caps), and who makes their connections after it.
         self.born_room: Callable[[], int] | None = None
         self.on_born: (
-            Callable[[float, tuple[bytes, bytes], BornSyn, tuple[Sha256, Sha256]], Connection]
+            Callable[[float, tuple[bytes, bytes], SynFacts, tuple[Sha256, Sha256]], Connection]
             | None
         ) = None
         self.born = ffi.new("int32_t[]", 2 * OUT_CAP)
@@ -641,7 +641,7 @@ class CFastPath:
             f = lib.ut_flow_at(table, slot)
             raw = ffi.buffer(f, _BORN.size)[:]
             wscale, ts, mss, sack, mac = _BORN.unpack_from(raw)
-            syn = BornSyn(
+            syn = SynFacts(
                 (_BORN_BASE.unpack_from(raw, _D0)[0] - 1) & 0xFFFFFFFF,
                 None if wscale < 0 else wscale, None if mss < 0 else mss, bool(sack), bool(ts),
                 mac,
@@ -717,20 +717,10 @@ def _native_events(nat: Any) -> NativeEvents:
     return NativeEvents(early, events)  # type: ignore[arg-type]
 
 
-class BornSyn(NamedTuple):
-    """What a client's SYN told that only Python keeps (C keeps the rest: base, window,
-    options, TS.Recent, counts), for a flow C opened."""
-
-    isn: int
-    wscale: int | None
-    mss: int | None
-    sack_permitted: bool
-    ts_enabled: bool
-    mac: bytes
-
-
-class BornSynAck(NamedTuple):
-    """What the server's SYN-ACK C took told that only Python keeps (_synack_taken)."""
+class SynFacts(NamedTuple):
+    """What a SYN C took told that only Python keeps (C keeps the rest: base, window,
+    options, TS.Recent, counts): the client's, for a flow C opened (_take_born), or the
+    server's SYN-ACK (_synack_taken)."""
 
     isn: int
     wscale: int | None
@@ -875,7 +865,7 @@ def _synack_taken(conn: Connection, f: Any) -> None:
     C keeps come back with detach."""
     raw = ffi.buffer(f, _SYNACK_END)[:]
     mss, wscale, sack, ts, mac = _SYNACK.unpack_from(raw)
-    synack = BornSynAck(
+    synack = SynFacts(
         (_BORN_BASE.unpack_from(raw, _D1)[0] - 1) & 0xFFFFFFFF,
         None if wscale < 0 else wscale, None if mss < 0 else mss, bool(sack), bool(ts), mac,
     )  # fmt: skip
@@ -884,23 +874,23 @@ def _synack_taken(conn: Connection, f: Any) -> None:
         born.synack = synack
         c_wscale, c_ts = born.syn.wscale, born.syn.ts_enabled
     else:
-        learn_synack(conn.s, synack)
+        learn_syn_facts(conn.s, synack)
         c_wscale, c_ts = conn.c.wscale, conn.c.ts_enabled
     conn.handshake = True  # the client's SYN was seen: it is attached only then
     conn.wscale_ok = synack.wscale is not None and c_wscale is not None
     conn.ts_ok = synack.ts_enabled and c_ts
 
 
-def learn_synack(s: Endpoint, synack: BornSynAck) -> None:
-    """What the server's SYN-ACK C took tells of it, into its endpoint."""
-    s.syn = True
-    s.isn = synack.isn
-    s.base = (synack.isn + 1) & 0xFFFFFFFF
-    s.wscale = synack.wscale
-    s.mss = synack.mss
-    s.sack_permitted = synack.sack_permitted
-    s.ts_enabled = synack.ts_enabled
-    s.mac = synack.mac
+def learn_syn_facts(ep: Endpoint, facts: SynFacts) -> None:
+    """What a side's SYN C took told of it, into its endpoint (Tracker._take_syn's part)."""
+    ep.syn = True
+    ep.isn = facts.isn
+    ep.base = (facts.isn + 1) & 0xFFFFFFFF
+    ep.wscale = facts.wscale
+    ep.mss = facts.mss
+    ep.sack_permitted = facts.sack_permitted
+    ep.ts_enabled = facts.ts_enabled
+    ep.mac = facts.mac
 
 
 def index_pcap(

@@ -48,7 +48,7 @@ from ..reassembly.stream import MAX_PIECES, Budget, ByteStream, StreamSink
 from .connection import TIMEOUT_CLASS, Connection, ConnState, Endpoint, end_hint
 from .decode import ACK, FIN, RST, SYN, URG, Segment
 from .events import CloseReason, Direction, Event, FlowClosed, FlowOpened
-from .fastpath import BornSyn, BornSynAck, CFastPath, keyed_in_c, learn_synack, window_shift
+from .fastpath import CFastPath, SynFacts, keyed_in_c, learn_syn_facts, window_shift
 from .hostos import HostPolicies
 from .options import parse_options, timestamp
 
@@ -113,11 +113,11 @@ class Born:
 
     __slots__ = ("tracker", "syn", "ts", "synack", "sinks", "ended")
 
-    def __init__(self, tracker: Tracker, syn: BornSyn, ts: float) -> None:
+    def __init__(self, tracker: Tracker, syn: SynFacts, ts: float) -> None:
         self.tracker = tracker
         self.syn = syn
         self.ts = ts  # the SYN's time
-        self.synack: BornSynAck | None = None
+        self.synack: SynFacts | None = None
         self.sinks: tuple[Any, Any] = (None, None)
         self.ended: Any = None  # fastpath.Ended
 
@@ -314,7 +314,7 @@ class Tracker:
         return max(room, 0)
 
     def open_born(
-        self, ts: float, keys: tuple[bytes, bytes], syn: BornSyn, shas: tuple[Any, Any]
+        self, ts: float, keys: tuple[bytes, bytes], syn: SynFacts, shas: tuple[Any, Any]
     ) -> Connection:
         """The connection of a flow C opened at the client's bare SYN: what _new_connection,
         _process and _take_syn make of that SYN. C holds the numbers it keeps (base, window,
@@ -351,13 +351,11 @@ class Tracker:
         s = Endpoint(self._stream(conn.client[0]))
         c.stream.sink, s.stream.sink = born.sinks
         conn.c, conn.s = c, s
-        syn = born.syn
         c.packets = 1
-        _learn_syn(c, syn.isn, syn.wscale, syn.mss, syn.sack_permitted, syn.ts_enabled)
+        learn_syn_facts(c, born.syn)
         c.ts_recent_at = born.ts
-        c.mac = syn.mac
         if born.synack is not None:
-            learn_synack(s, born.synack)
+            learn_syn_facts(s, born.synack)
         if born.ended is not None:
             assert self.fast is not None
             self.fast.apply_ended(conn, born.ended)
