@@ -915,10 +915,15 @@ ENDPOINT_FIELDS = ("isn", "base", "syn", "fin_off", "seen_end", "mss", "wscale",
 STREAM_FIELDS = ("nxt", "acked", "delivered", "retransmitted", "gap_count", "gap_bytes")
 
 
-def _ended(batches: Iterable[Batch], linktype: int, mode: str, look: bool, inspect: Inspect):
+def _ended(
+    batches: Iterable[Batch], linktype: int, mode: str, look: bool, inspect: Inspect,
+    early: bool = False,
+):  # fmt: skip
     """Run the batches; ``look``: read each connection's endpoints as it ends (the live
-    view's on_closing does), which makes them for one C carried without them. Returns the
-    records, what was read, and how many connections C ended plain."""
+    view's on_closing does), which makes them for one C carried without them; ``early``:
+    read those of every connection open after each batch (so they are made while C still
+    carries it). Returns the records, what was read, and how many connections C ended
+    plain."""
     records: list[dict] = []
     engine = Engine(
         linktype, Options(fastpath=mode), records.append,
@@ -937,6 +942,9 @@ def _ended(batches: Iterable[Batch], linktype: int, mode: str, look: bool, inspe
         engine.on_closing = closing
     for batch in batches:
         engine.feed_batch(batch)
+        if early:
+            for conn, _from_client in list(engine.tracker.table.values()):
+                assert conn.c.packets >= 0 and conn.s.packets >= 0
     engine.finish()
     fast = engine.tracker.fast
     return sorted(records, key=lambda r: r["id"]), seen, fast.ended_plain if fast else 0
@@ -965,6 +973,22 @@ def test_connections_c_carried_to_their_end_are_recorded_from_its_numbers(traffi
     ref, ref_seen, _ = _ended(batches(), linktype, "off", True, inspect)
     plain, _, ended_plain = _ended(batches(), linktype, "c", False, inspect)
     looked, seen, _ = _ended(batches(), linktype, "c", True, inspect)
+    early, early_seen, none_plain = _ended(batches(), linktype, "c", True, inspect, early=True)
     assert ended_plain >= len(ref) // 2 > 0, (ended_plain, len(ref))
-    assert plain == ref and looked == ref
-    assert seen == ref_seen
+    assert plain == ref and looked == ref and early == ref
+    assert seen == ref_seen and early_seen == ref_seen
+    assert none_plain == 0  # made early, they end the general way
+
+
+def test_a_connection_c_opened_has_no_other_attribute_made_on_demand():
+    """Only c and s are made when asked for: any other missing attribute is an error, as on
+    any object (no recursion, no endpoints made for it)."""
+    tracker = Tracker()
+    syn = fastpath.SynFacts(1000, 7, 1460, True, True, bytes(6))
+    conn = tracker.open_born(1.0, (bytes(12), bytes(12)), syn, (None, None))
+    with pytest.raises(AttributeError):
+        _ = conn.no_such_attribute  # type: ignore[attr-defined]
+    assert conn.born is not None and not hasattr(conn, "nor_this")
+    assert conn.syn_facts() == (1460, None, False) and not conn.has_gaps
+    assert conn.c.isn == 1000 and conn.c.wscale == 7 and conn.c.packets == 1
+    assert conn.born is None and conn.s.isn is None and conn.s.packets == 0
