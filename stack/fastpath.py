@@ -398,10 +398,11 @@ class CFastPath:
         """C's numbers back into the connection's objects, and its flow out of C's table.
         ``ended``: the connection is over (Tracker._finish), and its keys are no longer
         Python's (claim). Returns whether it ended plain: a connection C opened whose
-        endpoints were never made, with nothing left for Python to do at its end (no bytes
-        held or retained, no limit bit, no trailing gap, no inspection handed back). Its
-        numbers are then kept as they are (Born.ended): the record reads them, and the
-        endpoints are made from them only if something asks."""
+        endpoints were never made, with nothing left for Python to do at its end but drop
+        what C retained (no piece held out of order, no limit bit, no trailing gap, no
+        inspection handed back: _plain_end). Its numbers are then kept as they are
+        (Born.ended): the record reads them, and the endpoints are made from them only if
+        something asks."""
         slot = conn.fast_slot
         f = lib.ut_flow_at(self.table, slot)
         image = ffi.buffer(f, _FLOW_SIZE)[:]
@@ -779,6 +780,7 @@ if lib is not None:
     _DIR_RUN = _DIR_WANT + 1
     _DIR_TAIL_LEN = len(_DIR_FIELDS)
     assert _DIR_FIELDS[_DIR_WANT] == "want" and _DIR_FIELDS[-1] == "want_run"
+    assert _DIR_FIELDS[_DIR_WANT - 1] == "retransmitted"
 
 
 class EndedDirection(NamedTuple):
@@ -804,9 +806,10 @@ def ended_directions(dirs: Ended) -> tuple[EndedDirection, EndedDirection]:
         base, nxt, _acked, seen_end, _fin, _window, last_ack, has_last_ack, packets, payload = (
             numbers[:10]
         )
+        retransmitted = numbers[_DIR_WANT - 1]  # the field before want
         out.append(EndedDirection(
             nxt, base, seen_end, last_ack if has_last_ack else None, packets, payload,
-            numbers[_DIR_WANT - 1],
+            retransmitted,
         ))  # fmt: skip
     if len(out) == 1:
         out.append(_UNTOUCHED)
