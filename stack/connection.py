@@ -110,6 +110,19 @@ class Endpoint:
         # (as for doubtful data, the peer seen sending that much confirms it too).
         self.fin_needed: int | None = None
 
+    def learn_syn(
+        self, isn: int, wscale: int | None, mss: int | None, sack: bool, ts: bool
+    ) -> None:
+        """What this side's SYN tells of it: its ISN (its stream starts one after), window
+        scale, MSS, SACK-permitted and whether it sent a timestamp."""
+        self.syn = True
+        self.isn = isn
+        self.base = (isn + 1) & MASK
+        self.wscale = wscale
+        self.mss = mss
+        self.sack_permitted = sack
+        self.ts_enabled = ts
+
     @property
     def claimed_end(self) -> int:
         """The end of the data this side sent as far as its segments show, tentative bytes

@@ -642,11 +642,7 @@ class CFastPath:
             f = lib.ut_flow_at(table, slot)
             raw = ffi.buffer(f, _BORN.size)[:]
             wscale, ts, mss, sack, mac = _BORN.unpack_from(raw)
-            syn = SynFacts(
-                (_BORN_BASE.unpack_from(raw, _D0)[0] - 1) & 0xFFFFFFFF,
-                None if wscale < 0 else wscale, None if mss < 0 else mss, bool(sack), bool(ts),
-                mac,
-            )  # fmt: skip
+            syn = _syn_facts(_BORN_BASE.unpack_from(raw, _D0)[0], wscale, mss, sack, ts, mac)
             keys = (py_key(raw[:KEY_BYTES]), py_key(raw[KEY_BYTES : 2 * KEY_BYTES]))
             if lib.ut_born_take(table, slot, taken):
                 raise RuntimeError("a born flow without its SHA-256 contexts")
@@ -868,10 +864,7 @@ def _synack_taken(conn: Connection, f: Any) -> None:
     C keeps come back with detach."""
     raw = ffi.buffer(f, _SYNACK_END)[:]
     mss, wscale, sack, ts, mac = _SYNACK.unpack_from(raw)
-    synack = SynFacts(
-        (_BORN_BASE.unpack_from(raw, _D1)[0] - 1) & 0xFFFFFFFF,
-        None if wscale < 0 else wscale, None if mss < 0 else mss, bool(sack), bool(ts), mac,
-    )  # fmt: skip
+    synack = _syn_facts(_BORN_BASE.unpack_from(raw, _D1)[0], wscale, mss, sack, ts, mac)
     born = conn.born
     if born is not None:
         born.synack = synack
@@ -884,15 +877,17 @@ def _synack_taken(conn: Connection, f: Any) -> None:
     conn.ts_ok = synack.ts_enabled and c_ts
 
 
+def _syn_facts(base: int, wscale: int, mss: int, sack: int, ts: int, mac: bytes) -> SynFacts:
+    """SynFacts from C's numbers: the side's base (its ISN + 1), its options (-1: absent)."""
+    return SynFacts(
+        (base - 1) & 0xFFFFFFFF, None if wscale < 0 else wscale, None if mss < 0 else mss,
+        bool(sack), bool(ts), mac,
+    )  # fmt: skip
+
+
 def learn_syn_facts(ep: Endpoint, facts: SynFacts) -> None:
     """What a side's SYN C took told of it, into its endpoint (Tracker._take_syn's part)."""
-    ep.syn = True
-    ep.isn = facts.isn
-    ep.base = (facts.isn + 1) & 0xFFFFFFFF
-    ep.wscale = facts.wscale
-    ep.mss = facts.mss
-    ep.sack_permitted = facts.sack_permitted
-    ep.ts_enabled = facts.ts_enabled
+    ep.learn_syn(facts.isn, facts.wscale, facts.mss, facts.sack_permitted, facts.ts_enabled)
     ep.mac = facts.mac
 
 

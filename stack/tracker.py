@@ -1009,7 +1009,7 @@ class Tracker:
         self, conn: Connection, ep: Endpoint, peer: Endpoint, seg: Segment, ts: float
     ) -> None:
         opts = parse_options(seg.options)
-        _learn_syn(ep, seg.seq, opts.wscale, opts.mss, opts.sack_permitted, opts.tsval is not None)
+        ep.learn_syn(seg.seq, opts.wscale, opts.mss, opts.sack_permitted, opts.tsval is not None)
         ep.ts_recent = opts.tsval
         ep.ts_recent_at = ts
         ep.last_opts = seg.options
@@ -1424,17 +1424,3 @@ def _unpack(
         missing, ttl, None, macs, urg, tunnel,
     )  # fmt: skip
     return ts, seg
-
-
-def _learn_syn(
-    ep: Endpoint, isn: int, wscale: int | None, mss: int | None, sack: bool, ts: bool
-) -> None:
-    """What a side's SYN tells of it: its ISN (its stream starts one after), window scale,
-    MSS, SACK-permitted and whether it sent a timestamp."""
-    ep.syn = True
-    ep.isn = isn
-    ep.base = (isn + 1) & MASK
-    ep.wscale = wscale
-    ep.mss = mss
-    ep.sack_permitted = sack
-    ep.ts_enabled = ts
