@@ -138,13 +138,14 @@ class Direction:
 
 
 def replay(
-    pcap: Path, flows: Path, export: Path, ignore_vlan: bool, policy: str | None = None
-) -> list[dict[str, Any]]:
+    pcap: Path, flows: Path, export: Path, ignore_vlan: bool, policy: str | None,
+    env: dict[str, str],
+) -> list[dict[str, Any]]:  # fmt: skip
     """Run the CLI once; return its flow records, each direction's `file` filled in."""
     cmd = [*tool_command(), "replay", str(pcap), "--flows", str(flows), "--export", str(export)]
     cmd += ["-q", *(["--ignore-vlan"] if ignore_vlan else [])]
     cmd += ["--overlap-policy", policy] if policy else []
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}"
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     records = [json.loads(line) for line in flows.read_text().splitlines() if line.strip()]
@@ -290,12 +291,12 @@ class Replay:
     export: Path
 
 
-def replay_case(case: Path, tmp: Path, policy: str | None) -> Replay:
+def replay_case(case: Path, tmp: Path, policy: str | None, env: dict[str, str]) -> Replay:
     spec = json.loads(case.read_text())
     pcap = CORPUS / spec["pcap"]
     vlan_key = bool(spec.get("vlan_key"))
     export = tmp / "export"
-    records = replay(pcap, tmp / "flows.jsonl", export, not vlan_key, policy)
+    records = replay(pcap, tmp / "flows.jsonl", export, not vlan_key, policy, env)
     return Replay(spec, records, export)
 
 
@@ -330,6 +331,11 @@ def replays(
     selected = [
         (case, policy) for case in CASES for policy in POLICIES if f"{case.stem}-{policy}" in ids
     ]
+    # The children get a copy of the environment made here: they are spawned on the pool's
+    # threads while pytest sets PYTEST_CURRENT_TEST for the tests on the main thread, and a
+    # child spawned with the process's own environ (vfork: memory shared until exec) can
+    # read that array while setenv moves it; exec then fails with EFAULT ("Bad address").
+    env = dict(os.environ)
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
         yield {
             (case, policy): pool.submit(
@@ -337,6 +343,7 @@ def replays(
                 case,
                 tmp_path_factory.mktemp(case.stem),
                 None if policy == "default" else policy,
+                env,
             )  # fmt: skip
             for case, policy in selected
             if (CORPUS / json.loads(case.read_text())["pcap"]).is_file()
