@@ -478,6 +478,36 @@ void ut_end(ut_table *t, int32_t slot, int32_t unclaim) {
     ut_detach(t, slot);
 }
 
+/* stack/connection.py end_hint: where a direction's stream ends (past its last byte, what
+ * the peer acknowledged; an ACK one past it acknowledges a FIN the capture missed). */
+static int64_t end_hint(const ut_dir *d) {
+    if (d->fin != UT_NO_FIN) {
+        int64_t acked = d->acked < d->fin ? d->acked : d->fin;
+        return d->seen_end > acked ? d->seen_end : acked;
+    }
+    if (d->acked == d->seen_end + 1)
+        return d->seen_end;
+    return d->seen_end > d->acked ? d->seen_end : d->acked;
+}
+
+int32_t ut_end_plain(ut_table *t, int32_t slot, int32_t bypassed, int32_t hand_back,
+                     int32_t unclaim, ut_ended *out) {
+    ut_flow *f = &t->flows[slot];
+    int32_t ndirs = f->syn_sent ? 1 : 2;
+    if (hand_back && f->native && f->nat && f->nat->state == 1) /* begun, undecided */
+        return 0;
+    for (int i = 0; i < ndirs; i++) {
+        const ut_dir *d = &f->d[i];
+        if (d->retain_drops || d->ooo_len || (!bypassed && end_hint(d) > d->nxt))
+            return 0;
+    }
+    memcpy(out->d, f->d, sizeof out->d);
+    out->last_seen = f->last_seen;
+    out->ndirs = ndirs;
+    ut_end(t, slot, unclaim);
+    return 1;
+}
+
 
 /* First-bytes detection settings: http.METHODS (NUL-separated), the budget, and whether a
  * default verdict passes the connection to counting only (--bypass with default = pass). */

@@ -305,6 +305,19 @@ void ut_set_born(ut_table *t, int64_t left);
 int ut_claim(ut_table *t, const uint8_t *key, int32_t on);
 int ut_born_take(ut_table *t, int32_t slot, void **sha_out);
 void ut_end(ut_table *t, int32_t slot, int32_t unclaim);
+/* The end of a flow whose connection needs nothing of Python's at its end but its record
+ * (stack/fastpath.py detach): no piece held out of order, no retained tail dropped at the
+ * cap, nothing between a direction's last byte and its end hint to take as a trailing gap
+ * (unless bypassed), and no inspection C began to hand back (when `hand_back`). Then its
+ * directions and last time are copied to *out, the flow ends as ut_end(unclaim) ends it,
+ * and 1 is returned; else 0, and nothing changed. */
+typedef struct {
+    ut_dir d[2];
+    double last_seen;
+    int32_t ndirs;     /* 1: the SYN-ACK never came (the server's side was never touched) */
+} ut_ended;
+int32_t ut_end_plain(ut_table *t, int32_t slot, int32_t bypassed, int32_t hand_back,
+                     int32_t unclaim, ut_ended *out);
 /* Inline mode shedding new connections (behind its traffic, or over its rate of new ones):
  * ut_run drops a TCP frame on a key no one tracks (no flow in C, none claimed by Python),
  * flagging it UT_RX_DROP in `flags` (the batch's, which ut_tx skips) and counting it

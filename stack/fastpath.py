@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ..reassembly.stream import CHARGES_PER_FRAME, PIECE_COST, Budget, StreamSink
-from .connection import Connection, ConnState, Endpoint, end_hint
+from .connection import Connection, ConnState, Endpoint, stream_length
 from .emit import check_build
 
 UNKNOWN_SHIFT = 14  # the window scale assumed where the handshake was not seen
@@ -75,6 +75,17 @@ if lib is not None:
         (*_DIR_FIELDS, "tail_len", "sha", "retain_drops", "ooo_off", "ooo_len", "charged_at"),
     )
     _FLOW_OUT = c_view("ut_flow", ("last_seen", "native", "syn_sent"))
+    # A flow ut_end_plain ended, as it copied it (ut_ended): each direction where it starts
+    # (_ENDED_D), what detach hands on of one (_END_HAND), what its record reads (_END_REC);
+    # the flow's last time and how many directions C touched.
+    _ENDED_D = tuple(ffi.offsetof("ut_ended", "d") + i * ffi.sizeof("ut_dir") for i in (0, 1))
+    _END_HAND = c_view("ut_dir", ("nxt", "want", "sha"))
+    _END_REC = c_view(
+        "ut_dir",
+        ("base", "nxt", "seen_end", "last_ack", "has_last_ack", "packets", "payload_bytes",
+         "retransmitted"),
+    )  # fmt: skip
+    _ENDED_TAIL = c_view("ut_ended", ("last_seen", "ndirs"))
     # A flow C opened, read from one copy: its keys, the client's base, its SYN's options.
     _BORN = c_view("ut_flow", ("c_wscale", "c_ts", "c_mss", "c_sack", "c_mac"))
     _BORN_BASE = struct.Struct("=I")  # ut_dir.base of the client's direction, at _D0
@@ -189,6 +200,8 @@ class CFastPath:
         self._n_born = ffi.new("uint32_t *")
         self.opened = 0  # flows C opened (for tests and profiling)
         self.ended_plain = 0  # connections that ended plain (detach)
+        self._ended = ffi.new("ut_ended *")  # where ut_end_plain copies a flow's numbers
+        self._ended_buf = ffi.buffer(self._ended)
         # The tracker claims every key it holds in C (a SYN on one is Python's): needed where
         # C opens flows or sheds SYNs of new ones.
         self.claiming = False
@@ -400,10 +413,18 @@ class CFastPath:
         Python's (claim). Returns whether it ended plain: a connection C opened whose
         endpoints were never made, with nothing left for Python to do at its end but drop
         what C retained (no piece held out of order, no limit bit, no trailing gap, no
-        inspection handed back: _plain_end). Its numbers are then kept as they are
+        inspection handed back: ut_end_plain says). Its numbers are then kept as they are
         (Born.ended): the record reads them, and the endpoints are made from them only if
         something asks."""
+        born = conn.born
         slot = conn.fast_slot
+        if ended and born is not None:
+            hand_back = self.on_native_detach is not None
+            if lib.ut_end_plain(
+                self.table, slot, conn.bypassed, hand_back, self.claiming, self._ended
+            ):
+                self._ended_plain(conn, born, slot)
+                return True
         f = lib.ut_flow_at(self.table, slot)
         image = ffi.buffer(f, _FLOW_SIZE)[:]
         last_seen, native, syn_sent = _FLOW_OUT.unpack_from(image)
@@ -414,17 +435,10 @@ class CFastPath:
             else (_DIR_OUT.unpack_from(image, _D0), _DIR_OUT.unpack_from(image, _D1))
         )
         begun = native and self.on_native_detach is not None and f.nat.state == _NATIVE_BEGUN
-        born = conn.born
-        plain = ended and born is not None and not begun and _plain_end(dirs, conn.bypassed)
-        if plain:
-            born.ended = dirs
-            sinks = born.sinks
-        else:
-            sinks = conn.sinks()
+        sinks = conn.sinks()
         for i, numbers in enumerate(dirs):
-            ep = None if plain else (conn.c if i == 0 else conn.s)
-            if ep is not None:
-                _apply_dir(ep, numbers)
+            ep = conn.c if i == 0 else conn.s
+            _apply_dir(ep, numbers)
             nxt, want_now, tail_len, sha, retain_drops, ooo_off, ooo_len, charged_at = (
                 numbers[1],
                 *numbers[_DIR_WANT:_DIR_RUN],
@@ -432,17 +446,9 @@ class CFastPath:
             )
             sink = sinks[i]
             if want_now == NEVER:
-                follower = getattr(sink, "follower", None)
-                if follower is not None and follower.want(i) != NEVER:
-                    follower.stop("TLS from the first byte")  # C saw it (ut_run)
+                _stop_follower(sink, i)
             if sha:
                 sink.length = nxt
-            if ep is None:
-                # Retained bytes are dropped at the end (ByteStream.flush): off C's count
-                # (ut_end) and this mirror of it, and never Python's.
-                if tail_len and self.budget is not None:
-                    self.budget.c_retained -= tail_len
-                continue
             st = ep.stream
             if tail_len:
                 d = f.d[i]
@@ -465,21 +471,45 @@ class CFastPath:
         if begun:
             self.on_native_detach(conn, _native_events(f.nat))  # type: ignore[misc]
         lib.ut_end(self.table, slot, ended and self.claiming)
+        self._let_go(conn, slot)
+        return False
+
+    def _ended_plain(self, conn: Connection, born: Any, slot: int) -> None:
+        """detach's end of a connection ut_end_plain ended: its numbers kept (Born.ended),
+        and the two effects that are not no-ops. Retained bytes are dropped at the end
+        (ByteStream.flush): ut_end took them off C's count, and never Python's."""
+        raw = self._ended_buf[:]
+        born.ended = raw
+        last_seen, ndirs = _ENDED_TAIL.unpack_from(raw)
+        sinks = born.sinks
+        for i in range(ndirs):
+            nxt, want_now, sha = _END_HAND.unpack_from(raw, _ENDED_D[i])
+            if want_now == NEVER:
+                _stop_follower(sinks[i], i)
+            if sha:
+                sinks[i].length = nxt
+        if last_seen > conn.last_seen:
+            conn.last_seen = last_seen
+        if self.budget is not None:
+            self.budget.c_retained = lib.ut_retained(self.table)
+        self._let_go(conn, slot)
+        self.ended_plain += 1
+
+    def _let_go(self, conn: Connection, slot: int) -> None:
+        """The flow is out of C's table: out of this side's too."""
         if self.budget is not None:
             self.budget.c_used = lib.ut_held(self.table)
         del self.conns[slot]
         self.sinks[2 * slot] = self.sinks[2 * slot + 1] = None
         conn.fast_slot = -1
-        if plain:
-            self.ended_plain += 1
-        return plain
 
     @staticmethod
-    def apply_ended(conn: Connection, dirs: Ended) -> None:
-        """The numbers a connection ended plain with (detach) into its endpoints, made now."""
-        _apply_dir(conn.c, dirs[0])
-        if len(dirs) > 1:
-            _apply_dir(conn.s, dirs[1])
+    def apply_ended(conn: Connection, ended: bytes) -> None:
+        """The numbers a connection ended plain with (detach: ut_ended) into its endpoints,
+        made now."""
+        ndirs = _ENDED_TAIL.unpack_from(ended)[1]
+        for i, ep in enumerate((conn.c, conn.s)[:ndirs]):
+            _apply_dir(ep, _DIR_OUT.unpack_from(ended, _ENDED_D[i]))
 
     def release_held(self) -> None:
         """Take back every connection holding a piece out of order (the global cap is about
@@ -768,48 +798,46 @@ def _holds(f: Any) -> bool:
     return bool(f.d[0].ooo_len or f.d[1].ooo_len)
 
 
-# A flow's directions as detach reads them (_DIR_OUT each; only the client's while the
-# SYN-ACK is awaited).
-Ended = tuple[tuple[Any, ...], ...]
 if lib is not None:
     _DIR_WANT = len(_DIR_FIELDS) - 2  # want, want_run, then the _DIR_OUT-only fields
     _DIR_RUN = _DIR_WANT + 1
     _DIR_TAIL_LEN = len(_DIR_FIELDS)
     assert _DIR_FIELDS[_DIR_WANT] == "want" and _DIR_FIELDS[-1] == "want_run"
-    assert _DIR_FIELDS[_DIR_WANT - 1] == "retransmitted"
 
 
-class EndedDirection(NamedTuple):
-    """What a record reads of a direction of a connection that ended plain (detach)."""
-
-    delivered: int
-    base: int | None
-    seen_end: int
-    last_ack: int | None  # the last ACK this side sent
-    packets: int
-    payload_bytes: int
-    retransmitted: int
+# A direction of a connection that ended plain, as its record reads it (ended_directions):
+# (length, delivered, packets, payload bytes, retransmitted bytes).
+EndedDirection = tuple[int, int, int, int, int]
 
 
-# The server's side of a flow whose SYN-ACK never came: as open_born made it.
-_UNTOUCHED = EndedDirection(0, None, 0, None, 0, 0, 0)
+def ended_directions(ended: bytes, bypassed: bool) -> tuple[EndedDirection, EndedDirection]:
+    """Both directions' record numbers of a connection that ended plain (Born.ended: the
+    ut_ended detach kept). The server's, when its SYN-ACK never came, are as open_born made
+    them: nothing."""
+    c = _END_REC.unpack_from(ended, _ENDED_D[0])
+    if _ENDED_TAIL.unpack_from(ended)[1] == 1:
+        return _ended_direction(c, None, bypassed), (0, 0, 0, 0, 0)
+    s = _END_REC.unpack_from(ended, _ENDED_D[1])
+    return _ended_direction(c, s, bypassed), _ended_direction(s, c, bypassed)
 
 
-def ended_directions(dirs: Ended) -> tuple[EndedDirection, EndedDirection]:
-    """Both directions' record numbers of a connection that ended plain (Born.ended)."""
-    out = []
-    for numbers in dirs:
-        base, nxt, _acked, seen_end, _fin, _window, last_ack, has_last_ack, packets, payload = (
-            numbers[:10]
-        )
-        retransmitted = numbers[_DIR_WANT - 1]  # the field before want
-        out.append(EndedDirection(
-            nxt, base, seen_end, last_ack if has_last_ack else None, packets, payload,
-            retransmitted,
-        ))  # fmt: skip
-    if len(out) == 1:
-        out.append(_UNTOUCHED)
-    return out[0], out[1]
+def _ended_direction(
+    d: tuple[int, ...], peer: tuple[int, ...] | None, bypassed: bool
+) -> EndedDirection:
+    base, nxt, seen_end, _last_ack, _has_last_ack, packets, payload, retransmitted = d
+    length = nxt
+    if bypassed:
+        last_ack = peer[3] if peer is not None and peer[4] else None
+        length = stream_length(True, nxt, base, seen_end, last_ack)
+    return length, nxt, packets, payload, retransmitted
+
+
+def _stop_follower(sink: Any, d: int) -> None:
+    """C saw direction ``d`` is not HTTP from its first byte (ut_run: want NEVER): the
+    sink's transaction follower, still reading there, stops."""
+    follower = getattr(sink, "follower", None)
+    if follower is not None and follower.want(d) != NEVER:
+        follower.stop("TLS from the first byte")
 
 
 def _apply_dir(ep: Endpoint, numbers: tuple[Any, ...]) -> None:
@@ -826,21 +854,6 @@ def _apply_dir(ep: Endpoint, numbers: tuple[Any, ...]) -> None:
     ep.ts_recent = ts_recent if has_ts_recent else None
     ep.last_ack = last_ack if has_last_ack else None
     ep.last_opts = opts[:opts_len]
-
-
-def _plain_end(dirs: Ended, bypassed: bool) -> bool:
-    """Whether Tracker._finish has nothing to do for these directions of a connection whose
-    endpoints were never made (what only Python keeps is as open_born left it) but drop what
-    C retained: no piece held out of order, no limit bit, and nothing between the last byte
-    and the end to take as a trailing gap."""
-    for numbers in dirs:
-        nxt, acked, seen_end, fin = numbers[1:5]
-        _tail_len, _sha, retain_drops, _ooo_off, ooo_len = numbers[_DIR_TAIL_LEN:-1]
-        if retain_drops or ooo_len:
-            return False
-        if not bypassed and end_hint(seen_end, acked, None if fin == NO_FIN else fin) > nxt:
-            return False
-    return True
 
 
 def _dir_image(conn: Connection, ep: Endpoint) -> bytes:

@@ -55,6 +55,9 @@ from .options import parse_options, timestamp
 # A direction's sink: the connection, the direction, and the SHA-256 context C made for it
 # (stack/fastpath.py Sha256: a flow C opened hands its own over), else None.
 SinkFactory = Callable[[Connection, Direction, Any], StreamSink]
+# Both sinks of a connection C opened, from the SHA-256 contexts C hashed it into
+# (Tracker.open_born): an application's faster way to make the pair (default: SinkFactory).
+BornSinks = Callable[[Connection, tuple[Any, Any]], tuple[StreamSink, StreamSink]]
 
 EPHEMERAL_LOW = 32768
 CLOSED_MEMORY_CAP = 65536  # closed tuples remembered (two per connection)
@@ -119,7 +122,7 @@ class Born:
         self.ts = ts  # the SYN's time
         self.synack: SynFacts | None = None
         self.sinks: tuple[Any, Any] = (None, None)
-        self.ended: Any = None  # fastpath.Ended
+        self.ended: bytes | None = None  # fastpath ut_ended (detach)
 
     def make(self, conn: Connection) -> None:
         self.tracker.make_endpoints(conn, self)
@@ -159,6 +162,7 @@ class Tracker:
     def __init__(self, config: TrackerConfig | None = None, sinks: SinkFactory | None = None):
         self.config = config or TrackerConfig()
         self.sinks = sinks or _null_factory
+        self.born_sinks: BornSinks = self._born_sinks
         c = self.config
         # Retained (committed, unacknowledged) bytes have a global cap of their own.
         self.budget = Budget(retain_cap=c.max_buffer // 2)
@@ -336,12 +340,12 @@ class Tracker:
         del conn.c, conn.s
         born = conn.born = Born(self, syn, ts)
         conn.state = ConnState.SYN_SENT  # before _enter: it goes on the half-open list at once
-        born.sinks = (
-            self.sinks(conn, Direction.C2S, shas[0]),
-            self.sinks(conn, Direction.S2C, shas[1]),
-        )
+        born.sinks = self.born_sinks(conn, shas)
         self._enter(conn, None)
         return conn
+
+    def _born_sinks(self, conn: Connection, shas: tuple[Any, Any]) -> tuple[Any, Any]:
+        return self.sinks(conn, Direction.C2S, shas[0]), self.sinks(conn, Direction.S2C, shas[1])
 
     def make_endpoints(self, conn: Connection, born: Born) -> None:
         """The endpoints of a connection C opened, as open_born would have made them and C's

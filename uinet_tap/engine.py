@@ -192,6 +192,7 @@ class Engine:
             if state is not None:
                 hstates = (state[0], state[1])
         fast.born_config(wants, hstates)
+        self.tracker.born_sinks = self._born_sinks
         fast.born_room = self.tracker.born_room
         fast.on_born = self.tracker.open_born
         if every_port:
@@ -226,6 +227,21 @@ class Engine:
         if self._native:
             sink.c_hash = sink.sha.ctx  # C hashes while it inspects (NativeGlue takes it back)
         return sink
+
+    def _born_sinks(self, conn: Connection, shas: tuple[Any, Any]) -> tuple[Any, Any]:
+        """_make_sink's two sinks of a connection C opened (Tracker.open_born), where they only
+        hash (_let_c_open_flows) into C's contexts, C inspecting (NativeGlue) if anything."""
+        inspection = self.inspection
+        if inspection is None:
+            return DirectionSink.hashing(shas[0], None), DirectionSink.hashing(shas[1], None)
+        inspection.start(conn)
+        data = inspection.data
+        c = DirectionSink.hashing(shas[0], functools.partial(data, conn, 0))
+        s = DirectionSink.hashing(shas[1], functools.partial(data, conn, 1))
+        if self.options.transactions:
+            c.follower = s.follower = HttpTransactions()
+            s.direction = 1
+        return c, s
 
     def feed(self, ts: float, frame: bytes, wirelen: int | None = None) -> None:
         totals = self.totals
