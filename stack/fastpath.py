@@ -605,9 +605,7 @@ class CFastPath:
         touched = self._touched_mv[: nt * _TOUCH.size]
         conns = self.conns
         for last_seen, slot, _order in _TOUCH.iter_unpack(touched):
-            conn = conns[slot]
-            conn.last_seen = last_seen
-            conn.lru.move_to_end(conn)  # type: ignore[attr-defined]
+            conns[slot].last_seen = last_seen
         n = self._n_out[0]
         if n:
             # Before the state changes below, as Tracker.segment hands bytes over before its
@@ -625,8 +623,9 @@ class CFastPath:
                     # A header block C read for the sink's reader: it takes C's fields.
                     follower = sink.follower  # type: ignore[union-attr]
                     d = sink_id & 1
-                    fields = _head_fields(data, _HEAD.unpack_from(self._heads_mv, k * _HEAD.size))
-                    follower.read_head(d, offset, bytes(piece), fields)
+                    block = bytes(piece)
+                    head = _HEAD.unpack_from(self._heads_mv, k * _HEAD.size)
+                    follower.read_head(d, offset, block, _head_fields(block, off, head))
                 elif hashed:
                     # Hashed by C already: only the sink's reader (plugins/http_transactions)
                     # wanted these bytes. It reads them, and C hashes in place again up to
@@ -650,11 +649,13 @@ class CFastPath:
                 _synack_taken(moved, lib.ut_flow_at(self.table, slot))
             moved.state = _CHANGED_STATES[code & 3]
             self.place(moved)
-        if nc:  # each list in the order the other paths move them in, again
-            for _last_seen, slot, _order in _TOUCH.iter_unpack(touched):
-                moved = conns.get(slot)
-                if moved is not None:
-                    moved.lru.move_to_end(moved)  # type: ignore[attr-defined]
+        # Each touched connection to the end of its timeout list, in the order the other paths
+        # move them in: after the state changes above moved some to another list (nothing
+        # before reads the lists' order: only expiry and eviction do).
+        for _last_seen, slot, _order in _TOUCH.iter_unpack(touched):
+            moved = conns.get(slot)
+            if moved is not None:
+                moved.lru.move_to_end(moved)  # type: ignore[attr-defined]
         full = OUT_CAP in (n, nt, self._n_changed[0], nd) and self._stop[0] < 0
         return stop, self._handled[0], full or bool(self._yielded[0])
 
@@ -670,7 +671,7 @@ class CFastPath:
         for k in range(nb):
             slot = born[2 * k]
             f = lib.ut_flow_at(table, slot)
-            raw = ffi.buffer(f, _BORN.size)[:]
+            raw = ffi.buffer(f, _BORN.size)  # read in place
             wscale, ts, mss, sack, mac = _BORN.unpack_from(raw)
             syn = _syn_facts(_BORN_BASE.unpack_from(raw, _D0)[0], wscale, mss, sack, ts, mac)
             keys = (py_key(raw[:KEY_BYTES]), py_key(raw[KEY_BYTES : 2 * KEY_BYTES]))
@@ -757,18 +758,21 @@ class SynFacts(NamedTuple):
     mac: bytes
 
 
-def _head_fields(data: Any, head: tuple[int, ...]) -> tuple[Any, ...]:
-    """A ut_head's fields as the follower takes them (HttpTransactions.read_head)."""
+def _head_fields(block: bytes, at: int, head: tuple[int, ...]) -> tuple[Any, ...]:
+    """A ut_head's fields as the follower takes them (HttpTransactions.read_head), from the
+    block C read (at ``at`` in the batch buffer, where the ut_head's offsets point)."""
     m0, m1, p0, p1, v0, v1, h0, h1, u0, u1, status, cl = head
     length = None if cl < 0 else cl
     if status >= 0:
         return status, length
+    text = block.decode("latin-1")  # once: each field is a slice of it
+    m0, p0, v0, h0, u0 = m0 - at, p0 - at, v0 - at, h0 - at, u0 - at
     return (
-        bytes(data[m0 : m0 + m1]).decode("latin-1"),
-        bytes(data[p0 : p0 + p1]).decode("latin-1"),
-        bytes(data[v0 : v0 + v1]).decode("latin-1"),
-        None if h1 < 0 else bytes(data[h0 : h0 + h1]).decode("latin-1"),
-        None if u1 < 0 else bytes(data[u0 : u0 + u1]).decode("latin-1"),
+        text[m0 : m0 + m1],
+        text[p0 : p0 + p1],
+        text[v0 : v0 + v1],
+        None if h1 < 0 else text[h0 : h0 + h1],
+        None if u1 < 0 else text[u0 : u0 + u1],
         length,
     )
 
@@ -875,7 +879,7 @@ def _synack_taken(conn: Connection, f: Any) -> None:
     """C took the server's SYN-ACK (see ut_run): what Tracker._take_syn learns from it that
     only Python keeps (kept for the server's endpoint where it is not made yet). The numbers
     C keeps come back with detach."""
-    raw = ffi.buffer(f, _SYNACK_END)[:]
+    raw = ffi.buffer(f, _SYNACK_END)  # read in place
     mss, wscale, sack, ts, mac = _SYNACK.unpack_from(raw)
     synack = _syn_facts(_BORN_BASE.unpack_from(raw, _D1)[0], wscale, mss, sack, ts, mac)
     born = conn.born

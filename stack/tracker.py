@@ -163,6 +163,9 @@ class Tracker:
         self.config = config or TrackerConfig()
         self.sinks = sinks or _null_factory
         self.born_sinks: BornSinks = self._born_sinks
+        # Whether a connection C opened gets its FlowOpened (an application whose handling of
+        # it does nothing for such a connection may spare the event).
+        self.announce_born = True
         c = self.config
         # Retained (committed, unacknowledged) bytes have a global cap of their own.
         self.budget = Budget(retain_cap=c.max_buffer // 2)
@@ -282,9 +285,9 @@ class Tracker:
         self._enter(conn, self.sinks)
         return conn
 
-    def _enter(self, conn: Connection, sinks: SinkFactory | None) -> None:
+    def _enter(self, conn: Connection, sinks: SinkFactory | None, announce: bool = True) -> None:
         """A new connection's sinks (unless made already), its place in the table and timeout
-        lists, its event."""
+        lists, its event (unless ``announce`` is false)."""
         ckey, skey = conn.keys
         if sinks is not None:
             conn.c.stream.sink = sinks(conn, Direction.C2S, None)
@@ -293,7 +296,8 @@ class Tracker:
         self.table[skey] = (conn, False)
         self.active += 1
         self._place(conn)
-        self.events.append(FlowOpened(conn))
+        if announce:
+            self.events.append(FlowOpened(conn))
 
     # -- flows C opened (stack/fastpath.py, ut_run) ----------------------------------------
 
@@ -341,7 +345,7 @@ class Tracker:
         born = conn.born = Born(self, syn, ts)
         conn.state = ConnState.SYN_SENT  # before _enter: it goes on the half-open list at once
         born.sinks = self.born_sinks(conn, shas)
-        self._enter(conn, None)
+        self._enter(conn, None, self.announce_born)
         return conn
 
     def _born_sinks(self, conn: Connection, shas: tuple[Any, Any]) -> tuple[Any, Any]:

@@ -193,6 +193,10 @@ class Engine:
                 hstates = (state[0], state[1])
         fast.born_config(wants, hstates)
         self.tracker.born_sinks = self._born_sinks
+        # _drain would do nothing with their FlowOpened: there is no inspection, or it is C's
+        # (NativeGlue.opened passes over a connection C inspects; one C hands over to the
+        # Python inspector is opened for it then: NativeGlue._materialize).
+        self.tracker.announce_born = False
         fast.born_room = self.tracker.born_room
         fast.on_born = self.tracker.open_born
         if every_port:
@@ -354,8 +358,9 @@ class Engine:
         if self.on_closing is not None:
             self.on_closing(conn)
         sinks = conn.sinks()
-        for sink in sinks:
-            sink.finish()  # type: ignore[attr-defined]
+        if self.pool is not None:  # only an export file has anything to finish
+            for sink in sinks:
+                sink.finish()  # type: ignore[attr-defined]
         rec = flow_record(conn, self.export_dir, self.options.community_id_seed)
         if self.inspection is not None:
             rec.update(self.inspection.finish(conn))
