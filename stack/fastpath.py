@@ -85,7 +85,7 @@ if lib is not None:
         ("base", "nxt", "seen_end", "last_ack", "has_last_ack", "packets", "payload_bytes",
          "retransmitted"),
     )  # fmt: skip
-    _ENDED_TAIL = c_view("ut_ended", ("last_seen", "ndirs"))
+    _ENDED_TAIL = c_view("ut_ended", ("last_seen", "ndirs", "digested", "digest"))
     # A flow C opened, read from one copy: its keys, the client's base, its SYN's options.
     _BORN = c_view("ut_flow", ("c_wscale", "c_ts", "c_mss", "c_sack", "c_mac"))
     _BORN_BASE = struct.Struct("=I")  # ut_dir.base of the client's direction, at _D0
@@ -480,7 +480,7 @@ class CFastPath:
         (ByteStream.flush): ut_end took them off C's count, and never Python's."""
         raw = self._ended_buf[:]
         born.ended = raw
-        last_seen, ndirs = _ENDED_TAIL.unpack_from(raw)
+        last_seen, ndirs = _ENDED_TAIL.unpack_from(raw)[:2]
         sinks = born.sinks
         for i in range(ndirs):
             nxt, want_now, sha = _END_HAND.unpack_from(raw, _ENDED_D[i])
@@ -810,30 +810,34 @@ if lib is not None:
 
 
 # A direction of a connection that ended plain, as its record reads it (ended_directions):
-# (length, delivered, packets, payload bytes, retransmitted bytes).
-EndedDirection = tuple[int, int, int, int, int]
+# (length, delivered, packets, payload bytes, retransmitted bytes, the SHA-256 of its stream
+# in hex where C digested it, else None).
+EndedDirection = tuple[int, int, int, int, int, str | None]
 
 
 def ended_directions(ended: bytes, bypassed: bool) -> tuple[EndedDirection, EndedDirection]:
     """Both directions' record numbers of a connection that ended plain (Born.ended: the
     ut_ended detach kept). The server's, when its SYN-ACK never came, are as open_born made
     them: nothing."""
+    _last_seen, ndirs, c_digested, s_digested, digests = _ENDED_TAIL.unpack_from(ended)
+    c_hex = digests[:32].hex() if c_digested else None
+    s_hex = digests[32:].hex() if s_digested else None
     c = _END_REC.unpack_from(ended, _ENDED_D[0])
-    if _ENDED_TAIL.unpack_from(ended)[1] == 1:
-        return _ended_direction(c, None, bypassed), (0, 0, 0, 0, 0)
+    if ndirs == 1:
+        return _ended_direction(c, None, bypassed, c_hex), (0, 0, 0, 0, 0, s_hex)
     s = _END_REC.unpack_from(ended, _ENDED_D[1])
-    return _ended_direction(c, s, bypassed), _ended_direction(s, c, bypassed)
+    return _ended_direction(c, s, bypassed, c_hex), _ended_direction(s, c, bypassed, s_hex)
 
 
 def _ended_direction(
-    d: tuple[int, ...], peer: tuple[int, ...] | None, bypassed: bool
+    d: tuple[int, ...], peer: tuple[int, ...] | None, bypassed: bool, digest: str | None
 ) -> EndedDirection:
     base, nxt, seen_end, _last_ack, _has_last_ack, packets, payload, retransmitted = d
     length = nxt
     if bypassed:
         last_ack = peer[3] if peer is not None and peer[4] else None
         length = stream_length(True, nxt, base, seen_end, last_ack)
-    return length, nxt, packets, payload, retransmitted
+    return length, nxt, packets, payload, retransmitted, digest
 
 
 def _stop_follower(sink: Any, d: int) -> None:

@@ -199,12 +199,12 @@ def _ended_direction_records(conn: Connection, export_dir: Path | None) -> tuple
     born = conn.born
     bypassed = conn.bypassed
     out = []
-    for (length, delivered, packets, payload, retransmitted), sink in zip(
+    for (length, delivered, packets, payload, retransmitted, digest), sink in zip(
         ended_directions(born.ended, bypassed), born.sinks, strict=True
     ):
         out.append(_direction(
             bypassed, sink, length, delivered, [], 0, 0, packets, payload, retransmitted, 0,
-            export_dir,
+            export_dir, digest,
         ))  # fmt: skip
     return out[0], out[1]
 
@@ -212,15 +212,16 @@ def _ended_direction_records(conn: Connection, export_dir: Path | None) -> tuple
 def _direction(
     bypassed: bool, sink: DirectionSink, length: int, delivered: int, gaps: list[list[int]],
     gap_count: int, gap_bytes: int, packets: int, payload_bytes: int, retransmitted: int,
-    conflicts: int, export_dir: Path | None,
+    conflicts: int, export_dir: Path | None, digest: str | None = None,
 ) -> dict:  # fmt: skip
-    """A direction's record from the numbers it reads."""
+    """A direction's record from the numbers it reads (``digest``: the sink's SHA-256 in
+    hex, where it was taken already)."""
     # Bypassed, the hash covers the prefix reassembled before the verdict: a digest of part
     # of a stream would pass for the whole one's, so it is given only if nothing followed.
     whole = length == delivered
     rec: dict[str, Any] = {
         "bytes": length,
-        "sha256": sink.sha.hexdigest() if sink.hashed and whole else None,
+        "sha256": (digest or sink.sha.hexdigest()) if sink.hashed and whole else None,
         "gaps": gaps,
         "gap_count": gap_count,
         "gap_bytes": gap_bytes,
