@@ -237,7 +237,15 @@ class Connection:
         return self.born is None and bool(self.c.stream.gaps or self.s.stream.gaps)
 
     def sinks(self) -> tuple[StreamSink, StreamSink]:
-        """The sinks of its two directions (client's first), whether c and s are made yet."""
+        """The sinks of its two directions (client's first), whether c and s are made yet
+        (a connection C opened has them made now if they are not: Born.make_sinks)."""
+        born = self.born
+        if born is not None:
+            return born.sinks or born.make_sinks(self)  # type: ignore[no-any-return]
+        return self.c.stream.sink, self.s.stream.sink
+
+    def made_sinks(self) -> tuple[StreamSink, StreamSink] | None:
+        """sinks(), or None where they are not made (and need not be)."""
         born = self.born
         if born is not None:
             return born.sinks  # type: ignore[no-any-return]

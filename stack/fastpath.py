@@ -191,10 +191,10 @@ class CFastPath:
         # Flows C opens itself at a client's bare SYN (born_config): how many it may open in
         # a run (the tracker's caps), and who makes their connections after it.
         self.born_room: Callable[[], int] | None = None
-        self.on_born: (
-            Callable[[float, tuple[bytes, bytes], SynFacts, tuple[Sha256, Sha256]], Connection]
-            | None
-        ) = None
+        self.on_born: Callable[[float, tuple[bytes, bytes], SynFacts], Connection] | None = None
+        # What reads the sinks' bytes C hands over (HTTP transactions), for a connection C
+        # opened whose sinks are not made (Born.follower).
+        self.new_follower: Callable[[], Any] | None = None
         self.born = ffi.new("int32_t[]", 2 * OUT_CAP)
         self._born_shas = ffi.new("void *[2]")
         self._n_born = ffi.new("uint32_t *")
@@ -446,7 +446,7 @@ class CFastPath:
             )
             sink = sinks[i]
             if want_now == NEVER:
-                _stop_follower(sink, i)
+                _stop_follower(getattr(sink, "follower", None), i)
             if sha:
                 sink.length = nxt
             st = ep.stream
@@ -485,8 +485,8 @@ class CFastPath:
         for i in range(ndirs):
             nxt, want_now, sha = _END_HAND.unpack_from(raw, _ENDED_D[i])
             if want_now == NEVER:
-                _stop_follower(sinks[i], i)
-            if sha:
+                _stop_follower(born.follower if sinks is None else sinks[i].follower, i)
+            if sha and sinks is not None:
                 sinks[i].length = nxt
         if last_seen > conn.last_seen:
             conn.last_seen = last_seen
@@ -621,7 +621,7 @@ class CFastPath:
                 sink = sinks[sink_id]
                 if hashed == _HEAD_READ:
                     # A header block C read for the sink's reader: it takes C's fields.
-                    follower = sink.follower  # type: ignore[union-attr]
+                    follower = self._follower(sink, sink_id)
                     d = sink_id & 1
                     block = bytes(piece)
                     head = _HEAD.unpack_from(self._heads_mv, k * _HEAD.size)
@@ -630,12 +630,14 @@ class CFastPath:
                     # Hashed by C already: only the sink's reader (plugins/http_transactions)
                     # wanted these bytes. It reads them, and C hashes in place again up to
                     # where it next wants any (the end of the body it skips).
-                    follower = sink.follower  # type: ignore[union-attr]
+                    follower = self._follower(sink, sink_id)
                     follower.data(sink_id & 1, offset, bytes(piece) if copy else piece)
                     if sink_id >> 1 in conns:
                         f = lib.ut_flow_at(table, sink_id >> 1)
                         f.d[0].want, f.d[1].want = follower.want(0), follower.want(1)
                 else:
+                    if sink is None:  # a connection C opened: its sinks are made now
+                        sink = conns[sink_id >> 1].sinks()[sink_id & 1]
                     sink.data(offset, bytes(piece) if copy else piece)  # type: ignore[union-attr]
         nc = self._n_changed[0]
         pairs = self._changed_mv[: 2 * nc]
@@ -661,36 +663,58 @@ class CFastPath:
 
     def _take_born(self, nb: int, times: Any) -> None:
         """The connections of the flows C opened in the run, in the order of their SYNs
-        (the tracker numbers them so); C's SHA-256 contexts hand over to their sinks."""
+        (the tracker numbers them so). C keeps hashing their streams into its own contexts
+        until their sinks are made (born_shas)."""
         on_born = self.on_born
         assert on_born is not None
         self.opened += nb
         table, born, conns, sinks = self.table, self.born, self.conns, self.sinks
-        taken = self._born_shas
-        adopt = Sha256.adopt
+        need = 2 * max(born[2 * k] for k in range(nb)) + 2
+        if len(sinks) < need:
+            sinks.extend([None] * (need - len(sinks)))
         for k in range(nb):
             slot = born[2 * k]
-            f = lib.ut_flow_at(table, slot)
-            raw = ffi.buffer(f, _BORN.size)  # read in place
+            raw = ffi.buffer(lib.ut_flow_at(table, slot), _BORN.size)  # read in place
             wscale, ts, mss, sack, mac = _BORN.unpack_from(raw)
             syn = _syn_facts(_BORN_BASE.unpack_from(raw, _D0)[0], wscale, mss, sack, ts, mac)
             keys = (py_key(raw[:KEY_BYTES]), py_key(raw[KEY_BYTES : 2 * KEY_BYTES]))
-            if lib.ut_born_take(table, slot, taken):
-                raise RuntimeError("a born flow without its SHA-256 contexts")
-            shas = (adopt(taken[0]), adopt(taken[1]))
             try:
-                conn = on_born(times[born[2 * k + 1]], keys, syn, shas)
+                conn = on_born(times[born[2 * k + 1]], keys, syn)
             except BaseException:
-                lib.ut_detach(table, slot)  # C lets go of the contexts the objects free
+                lib.ut_detach(table, slot)  # C frees the contexts it hashed into
                 raise
-            c_sink, s_sink = conn.sinks()
             conn.fast_slot = slot
             conns[slot] = conn
-            need = 2 * slot + 2
-            if len(sinks) < need:
-                sinks.extend([None] * (need - len(sinks)))
-            sinks[2 * slot] = c_sink
-            sinks[2 * slot + 1] = s_sink
+            sinks[2 * slot] = sinks[2 * slot + 1] = None  # made when asked for
+
+    def _follower(self, sink: Any, sink_id: int) -> Any:
+        """The reader of the sink C hands bytes to: the sinks' follower or, for a connection
+        C opened whose sinks are not made, the one it keeps (made now if it has none)."""
+        if sink is not None:
+            return sink.follower
+        born = self.conns[sink_id >> 1].born
+        if born.follower is None:
+            assert self.new_follower is not None
+            born.follower = self.new_follower()
+        return born.follower
+
+    def born_shas(self, conn: Connection, ended: bytes | None) -> tuple[Any, Any]:
+        """The SHA-256 contexts C hashed a connection it opened into, for the sinks being
+        made now (Tracker.make_born_sinks): C's own, handed over (ut_born_take), while the
+        flow is in C's table; once it ended plain (C freed them), the digests C took."""
+        if conn.fast_slot < 0:
+            assert ended is not None, "a connection C opened left C's table without its sinks"
+            return _ended_digests(ended)
+        taken = self._born_shas
+        if lib.ut_born_take(self.table, conn.fast_slot, taken):
+            raise RuntimeError("a born flow without its SHA-256 contexts")
+        return Sha256.adopt(taken[0]), Sha256.adopt(taken[1])
+
+    def sinks_made(self, conn: Connection, sinks: tuple[Any, Any]) -> None:
+        """A connection's sinks were made (Tracker.make_born_sinks): C's hand-overs go there."""
+        slot = conn.fast_slot
+        if slot >= 0:
+            self.sinks[2 * slot], self.sinks[2 * slot + 1] = sinks
 
 
 _NATIVE_BEGUN = 1  # ut_native.state of a connection C inspects and has not decided (_detect.c)
@@ -840,12 +864,38 @@ def _ended_direction(
     return length, nxt, packets, payload, retransmitted, digest
 
 
-def _stop_follower(sink: Any, d: int) -> None:
+def _stop_follower(follower: Any, d: int) -> None:
     """C saw direction ``d`` is not HTTP from its first byte (ut_run: want NEVER): the
-    sink's transaction follower, still reading there, stops."""
-    follower = getattr(sink, "follower", None)
+    sinks' transaction follower (None: none), still reading there, stops."""
     if follower is not None and follower.want(d) != NEVER:
         follower.stop("TLS from the first byte")
+
+
+class Digested:
+    """The SHA-256 of a stream that ended, as C took it (ut_end_plain): what a sink made
+    after C freed the context (Tracker.make_born_sinks) holds for it."""
+
+    __slots__ = ("digest",)
+    ctx = None  # no context left for C to hash into
+
+    def __init__(self, digest: bytes | None) -> None:
+        self.digest = digest
+
+    def hexdigest(self) -> str:
+        if self.digest is None:
+            raise MemoryError("SHA-256 digest")  # ut_sha_digest failed (ut_end_plain)
+        return self.digest.hex()
+
+    def update(self, data: bytes) -> None:
+        raise RuntimeError("the stream ended")
+
+
+def _ended_digests(ended: bytes) -> tuple[Digested, Digested]:
+    _last_seen, _ndirs, c_digested, s_digested, digests = _ENDED_TAIL.unpack_from(ended)
+    return (
+        Digested(digests[:32] if c_digested else None),
+        Digested(digests[32:] if s_digested else None),
+    )
 
 
 def _apply_dir(ep: Endpoint, numbers: tuple[Any, ...]) -> None:

@@ -56,7 +56,8 @@ from .options import parse_options, timestamp
 # (stack/fastpath.py Sha256: a flow C opened hands its own over), else None.
 SinkFactory = Callable[[Connection, Direction, Any], StreamSink]
 # Both sinks of a connection C opened, from the SHA-256 contexts C hashed it into
-# (Tracker.open_born): an application's faster way to make the pair (default: SinkFactory).
+# (Tracker.make_born_sinks): an application's faster way to make the pair (default:
+# SinkFactory).
 BornSinks = Callable[[Connection, tuple[Any, Any]], tuple[StreamSink, StreamSink]]
 
 EPHEMERAL_LOW = 32768
@@ -110,22 +111,29 @@ class TrackerConfig:
 
 class Born:
     """What a connection C opened (Tracker.open_born) keeps until its endpoints are made:
-    its client's SYN, the server's SYN-ACK once C took it, its sinks, and C's numbers when it
-    ended without needing them (fastpath.CFastPath.detach). Anything that asks for the
-    connection's c or s has them made first (Connection.__getattr__)."""
+    its client's SYN, the server's SYN-ACK once C took it, its sinks once made, and C's
+    numbers when it ended without needing them (fastpath.CFastPath.detach). Anything that
+    asks for the connection's c or s has them made first (Connection.__getattr__), and for
+    its sinks (Connection.sinks) has them made: until then C hashes its streams into
+    contexts of its own, and a reader of the sinks that C hands bytes to (the application's
+    HTTP transaction follower, ``follower``) is kept here."""
 
-    __slots__ = ("tracker", "syn", "ts", "synack", "sinks", "ended")
+    __slots__ = ("tracker", "syn", "ts", "synack", "sinks", "ended", "follower")
 
     def __init__(self, tracker: Tracker, syn: SynFacts, ts: float) -> None:
         self.tracker = tracker
         self.syn = syn
         self.ts = ts  # the SYN's time
         self.synack: SynFacts | None = None
-        self.sinks: tuple[Any, Any] = (None, None)
+        self.sinks: tuple[Any, Any] | None = None
         self.ended: bytes | None = None  # fastpath ut_ended (detach)
+        self.follower: Any = None
 
     def make(self, conn: Connection) -> None:
         self.tracker.make_endpoints(conn, self)
+
+    def make_sinks(self, conn: Connection) -> tuple[Any, Any]:
+        return self.tracker.make_born_sinks(conn, self)
 
     def syn_facts(self) -> tuple[int | None, int | None, bool]:
         """Connection.syn_facts from the SYN and SYN-ACK (the server's side is as open_born
@@ -166,6 +174,9 @@ class Tracker:
         # Whether a connection C opened gets its FlowOpened (an application whose handling of
         # it does nothing for such a connection may spare the event).
         self.announce_born = True
+        # Called with each connection C opened as it is made, its sinks not yet made (the
+        # application's per-connection state: conn.user).
+        self.born_started: Callable[[Connection], Any] | None = None
         c = self.config
         # Retained (committed, unacknowledged) bytes have a global cap of their own.
         self.budget = Budget(retain_cap=c.max_buffer // 2)
@@ -321,13 +332,11 @@ class Tracker:
             room = min(room, min(cfg.eager_half_open, cfg.max_flows // 4) - len(self.lrus[0]))
         return max(room, 0)
 
-    def open_born(
-        self, ts: float, keys: tuple[bytes, bytes], syn: SynFacts, shas: tuple[Any, Any]
-    ) -> Connection:
+    def open_born(self, ts: float, keys: tuple[bytes, bytes], syn: SynFacts) -> Connection:
         """The connection of a flow C opened at the client's bare SYN: what _new_connection,
         _process and _take_syn make of that SYN. C holds the numbers it keeps (base, window,
-        options, TS.Recent, counts) until detach; the rest is set here. ``shas``: the
-        SHA-256 contexts C hashed its directions into, for their sinks."""
+        options, TS.Recent, counts) until detach, and hashes its streams until its sinks are
+        made (make_born_sinks); the rest is set here."""
         closed = self.closed
         if closed:  # a new connection on the tuple: the memory of the old one goes
             for key in keys:
@@ -342,22 +351,35 @@ class Tracker:
         # Its endpoints are made when first asked for (Born.make): a connection C carries to
         # its end unsurprised never needs them.
         del conn.c, conn.s
-        born = conn.born = Born(self, syn, ts)
+        conn.born = Born(self, syn, ts)
         conn.state = ConnState.SYN_SENT  # before _enter: it goes on the half-open list at once
-        born.sinks = self.born_sinks(conn, shas)
+        if self.born_started is not None:
+            self.born_started(conn)
         self._enter(conn, None, self.announce_born)
         return conn
 
     def _born_sinks(self, conn: Connection, shas: tuple[Any, Any]) -> tuple[Any, Any]:
         return self.sinks(conn, Direction.C2S, shas[0]), self.sinks(conn, Direction.S2C, shas[1])
 
+    def make_born_sinks(self, conn: Connection, born: Born) -> tuple[Any, Any]:
+        """The sinks of a connection C opened, made when first asked for: they take over the
+        SHA-256 contexts C hashes its streams into (or, once it ended plain and C freed
+        them, the digests C took of them)."""
+        fast = self.fast
+        shas = fast.born_shas(conn, born.ended) if fast is not None else (None, None)
+        born.sinks = self.born_sinks(conn, shas)
+        if fast is not None:
+            fast.sinks_made(conn, born.sinks)
+        return born.sinks
+
     def make_endpoints(self, conn: Connection, born: Born) -> None:
         """The endpoints of a connection C opened, as open_born would have made them and C's
         SYN-ACK (synack_taken) and end (fastpath.CFastPath.detach) would have left them."""
+        sinks = conn.sinks()
         conn.born = None
         c = Endpoint(self._stream(conn.server[0]))
         s = Endpoint(self._stream(conn.client[0]))
-        c.stream.sink, s.stream.sink = born.sinks
+        c.stream.sink, s.stream.sink = sinks
         conn.c, conn.s = c, s
         c.packets = 1
         learn_syn_facts(c, born.syn)

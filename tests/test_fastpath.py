@@ -945,6 +945,10 @@ def _ended(
         if early:
             for conn, _from_client in list(engine.tracker.table.values()):
                 assert conn.c.packets >= 0 and conn.s.packets >= 0
+                if engine.inspection is not None and not engine.inspection.reads(conn):
+                    # Decided (by C, maybe before its sinks were made): they hand the
+                    # inspection nothing more, or C would hand back every later payload.
+                    assert all(sink.inspect is None for sink in conn.sinks())
     engine.finish()
     fast = engine.tracker.fast
     return sorted(records, key=lambda r: r["id"]), seen, fast.ended_plain if fast else 0
@@ -985,7 +989,7 @@ def test_a_connection_c_opened_has_no_other_attribute_made_on_demand():
     any object (no recursion, no endpoints made for it)."""
     tracker = Tracker()
     syn = fastpath.SynFacts(1000, 7, 1460, True, True, bytes(6))
-    conn = tracker.open_born(1.0, (bytes(12), bytes(12)), syn, (None, None))
+    conn = tracker.open_born(1.0, (bytes(12), bytes(12)), syn)
     with pytest.raises(AttributeError):
         _ = conn.no_such_attribute  # type: ignore[attr-defined]
     assert conn.born is not None and not hasattr(conn, "nor_this")

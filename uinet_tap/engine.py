@@ -193,6 +193,10 @@ class Engine:
                 hstates = (state[0], state[1])
         fast.born_config(wants, hstates)
         self.tracker.born_sinks = self._born_sinks
+        if self.inspection is not None:
+            self.tracker.born_started = self.inspection.start
+            if self.options.transactions:
+                fast.new_follower = HttpTransactions
         # _drain would do nothing with their FlowOpened: there is no inspection, or it is C's
         # (NativeGlue.opened passes over a connection C inspects; one C hands over to the
         # Python inspector is opened for it then: NativeGlue._materialize).
@@ -233,17 +237,24 @@ class Engine:
         return sink
 
     def _born_sinks(self, conn: Connection, shas: tuple[Any, Any]) -> tuple[Any, Any]:
-        """_make_sink's two sinks of a connection C opened (Tracker.open_born), where they only
-        hash (_let_c_open_flows) into C's contexts, C inspecting (NativeGlue) if anything."""
+        """_make_sink's two sinks of a connection C opened (Tracker.make_born_sinks), where
+        they only hash (_let_c_open_flows) into C's contexts, C inspecting (NativeGlue) if
+        anything: its inspection began as C opened it (Tracker.born_started), and its
+        transaction follower may be there already (Born.follower: C handed it bytes)."""
         inspection = self.inspection
         if inspection is None:
             return DirectionSink.hashing(shas[0], None), DirectionSink.hashing(shas[1], None)
-        inspection.start(conn)
-        data = inspection.data
-        c = DirectionSink.hashing(shas[0], functools.partial(data, conn, 0))
-        s = DirectionSink.hashing(shas[1], functools.partial(data, conn, 1))
+        if inspection.reads(conn):
+            data = inspection.data
+            c = DirectionSink.hashing(shas[0], functools.partial(data, conn, 0))
+            s = DirectionSink.hashing(shas[1], functools.partial(data, conn, 1))
+        else:  # C decided it before they were made (NativeGlue._decided)
+            c, s = DirectionSink.hashing(shas[0], None), DirectionSink.hashing(shas[1], None)
         if self.options.transactions:
-            c.follower = s.follower = HttpTransactions()
+            born = conn.born
+            if born.follower is None:
+                born.follower = HttpTransactions()
+            c.follower = s.follower = born.follower
             s.direction = 1
         return c, s
 
@@ -357,14 +368,17 @@ class Engine:
     def _closed(self, conn: Connection) -> None:
         if self.on_closing is not None:
             self.on_closing(conn)
-        sinks = conn.sinks()
-        if self.pool is not None:  # only an export file has anything to finish
-            for sink in sinks:
-                sink.finish()  # type: ignore[attr-defined]
+        sinks = conn.made_sinks()
+        if sinks is None:  # a connection C opened whose sinks were never needed
+            follower = conn.born.follower
+        else:
+            follower = sinks[0].follower  # type: ignore[attr-defined]
+            if self.pool is not None:  # only an export file has anything to finish
+                for sink in sinks:
+                    sink.finish()  # type: ignore[attr-defined]
         rec = flow_record(conn, self.export_dir, self.options.community_id_seed)
         if self.inspection is not None:
             rec.update(self.inspection.finish(conn))
-        follower = sinks[0].follower  # type: ignore[attr-defined]
         if follower is not None:
             follower.finish((rec["c2s"]["bytes"], rec["s2c"]["bytes"]))
             if follower.transactions:

@@ -65,6 +65,11 @@ class InspectionGlue:
         self._refresh(conn, insp.view)
         self.inspector.started(insp)
 
+    def reads(self, conn: Connection) -> bool:
+        """Whether the connection's bytes still go to its inspection (not once decided)."""
+        insp = conn.user
+        return insp is not None and not insp.decided  # type: ignore[attr-defined]
+
     def data(self, conn: Connection, direction: int, data: bytes | None) -> None:
         """Bytes of one direction, in order; None for a gap."""
         insp: Inspection = conn.user  # type: ignore[assignment]

@@ -206,7 +206,7 @@ class NativeGlue(InspectionGlue):
         user.offsets = report.verdict_offsets
         if self.fast.native_early:
             user.early = report.early
-        for sink in conn.sinks():
+        for sink in conn.made_sinks() or ():
             sink.inspect = None  # type: ignore[attr-defined]  # decided: C hashes
         if self._pass_bypasses:
             conn.bypassed = True  # C counts it only since the verdict (Tracker.bypass)

@@ -17,7 +17,7 @@ from .isotime import utc_second
 from .plugins.http_transactions import HttpTransactions
 from .stack.connection import Connection
 from .stack.events import Direction
-from .stack.fastpath import Sha256, ended_directions
+from .stack.fastpath import Digested, Sha256, ended_directions
 
 _ZEROS = bytes(1 << 16)
 
@@ -192,6 +192,18 @@ def direction_record(conn: Connection, direction: Direction, export_dir: Path | 
     )  # fmt: skip
 
 
+class _HashOnly:
+    """What a record reads of the sink of a connection C opened whose sinks were never
+    made: it only hashed, in C (the digest C took is given)."""
+
+    hashed = True
+    path = chunks = None
+    sha = Digested(None)  # the digest is always given: failing here is C's out of memory
+
+
+_HASH_ONLY = (_HashOnly(), _HashOnly())
+
+
 def _ended_direction_records(conn: Connection, export_dir: Path | None) -> tuple[dict, dict]:
     """Both direction records of a connection that ended plain: from C's numbers, its
     endpoints never made (stack/fastpath.py detach). Nothing went to Python's reassembly: no
@@ -200,7 +212,7 @@ def _ended_direction_records(conn: Connection, export_dir: Path | None) -> tuple
     bypassed = conn.bypassed
     out = []
     for (length, delivered, packets, payload, retransmitted, digest), sink in zip(
-        ended_directions(born.ended, bypassed), born.sinks, strict=True
+        ended_directions(born.ended, bypassed), born.sinks or _HASH_ONLY, strict=True
     ):
         out.append(_direction(
             bypassed, sink, length, delivered, [], 0, 0, packets, payload, retransmitted, 0,
