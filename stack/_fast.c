@@ -501,9 +501,7 @@ int32_t ut_end_plain(ut_table *t, int32_t slot, int32_t bypassed, int32_t hand_b
         if (d->retain_drops || d->ooo_len || (!bypassed && end_hint(d) > d->nxt))
             return 0;
     }
-    memcpy(out->d, f->d, sizeof out->d);
-    out->last_seen = f->last_seen;
-    out->ndirs = ndirs;
+    out->flow = *f;
     for (int i = 0; i < 2; i++)
         out->digested[i] = f->d[i].sha && ut_sha_digest(f->d[i].sha, out->digest + 32 * i) == 0;
     ut_end(t, slot, unclaim);

@@ -308,14 +308,12 @@ void ut_end(ut_table *t, int32_t slot, int32_t unclaim);
 /* The end of a flow whose connection needs nothing of Python's at its end but its record
  * (stack/fastpath.py detach): no piece held out of order, no retained tail dropped at the
  * cap, nothing between a direction's last byte and its end hint to take as a trailing gap
- * (unless bypassed), and no inspection C began to hand back (when `hand_back`). Then its
- * directions, last time and each stream's SHA-256 digest so far (where C hashed it: the
- * sink's context) are copied to *out, the flow ends as ut_end(unclaim) ends it, and 1 is
+ * (unless bypassed), and no inspection C began to hand back (when `hand_back`). Then the
+ * flow as it ended and each stream's SHA-256 digest so far (where C hashed it: the sink's
+ * context) are copied to *out, the flow ends as ut_end(unclaim) ends it, and 1 is
  * returned; else 0, and nothing changed. */
 typedef struct {
-    ut_dir d[2];
-    double last_seen;
-    int32_t ndirs;     /* 1: the SYN-ACK never came (the server's side was never touched) */
+    ut_flow flow;
     int32_t digested[2]; /* direction i's digest is at digest + 32 * i (0: no context, or
                           * out of memory) */
     uint8_t digest[64];

@@ -227,7 +227,7 @@ class Connection:
         said, whether c and s are made yet."""
         born = self.born
         if born is not None:
-            return born.syn_facts()  # type: ignore[no-any-return]
+            return born.syn_facts(self)  # type: ignore[no-any-return]
         return self.c.mss, self.s.mss, self.c.sack_permitted and self.s.sack_permitted
 
     @property

@@ -75,19 +75,21 @@ if lib is not None:
         (*_DIR_FIELDS, "tail_len", "sha", "retain_drops", "ooo_off", "ooo_len", "charged_at"),
     )
     _FLOW_OUT = c_view("ut_flow", ("last_seen", "native", "syn_sent"))
-    # A flow ut_end_plain ended, as it copied it (ut_ended): each direction where it starts
-    # (_ENDED_D), what detach hands on of one (_END_HAND), what its record reads (_END_REC);
-    # the flow's last time and how many directions C touched.
-    _ENDED_D = tuple(ffi.offsetof("ut_ended", "d") + i * ffi.sizeof("ut_dir") for i in (0, 1))
+    # A flow ut_end_plain ended (ut_ended: the flow as it ended, at offset 0, so every view
+    # of ut_flow reads it; then the digests): what detach hands on of a direction
+    # (_END_HAND), what its record reads (_END_REC), the digests C took (_ENDED_DIGESTS).
     _END_HAND = c_view("ut_dir", ("nxt", "want", "sha"))
     _END_REC = c_view(
         "ut_dir",
         ("base", "nxt", "seen_end", "last_ack", "has_last_ack", "packets", "payload_bytes",
          "retransmitted"),
     )  # fmt: skip
-    _ENDED_TAIL = c_view("ut_ended", ("last_seen", "ndirs", "digested", "digest"))
+    _ENDED_DIGESTS = c_view("ut_ended", ("digested", "digest"))
+    assert ffi.offsetof("ut_ended", "flow") == 0
     # A flow C opened, read from one copy: its keys, the client's base, its SYN's options.
     _BORN = c_view("ut_flow", ("c_wscale", "c_ts", "c_mss", "c_sack", "c_mac"))
+    # What a SYN-ACK C took settles of the handshake (_synack_taken): both sides' options.
+    _HANDSHAKE = c_view("ut_flow", ("c_wscale", "c_ts", "s_wscale", "s_ts"))
     _BORN_BASE = struct.Struct("=I")  # ut_dir.base of the client's direction, at _D0
     # What a SYN-ACK C took said (read with the server's base, at _D1)
     _SYNACK = c_view("ut_flow", ("s_mss", "s_wscale", "s_sack", "s_ts", "s_mac"))
@@ -95,7 +97,7 @@ if lib is not None:
     _FLOW_SIZE = ffi.sizeof("ut_flow")
     _D0 = ffi.offsetof("ut_flow", "d")
     _D1 = _D0 + ffi.sizeof("ut_dir")
-    _SYNACK_END = max(_SYNACK.size, _D1 + _BORN_BASE.size)
+    _FACTS_END = max(_SYNACK.size, _BORN.size, _D1 + _BORN_BASE.size)
     assert lib.UT_PIECE_COST == PIECE_COST and lib.UT_CHARGES_PER_FRAME == CHARGES_PER_FRAME
     # iter_unpack steps by the view's size: it must be the record's.
     assert _OUT.size == ffi.sizeof("ut_out") and _TOUCH.size == ffi.sizeof("ut_touch")
@@ -191,7 +193,7 @@ class CFastPath:
         # Flows C opens itself at a client's bare SYN (born_config): how many it may open in
         # a run (the tracker's caps), and who makes their connections after it.
         self.born_room: Callable[[], int] | None = None
-        self.on_born: Callable[[float, tuple[bytes, bytes], SynFacts], Connection] | None = None
+        self.on_born: Callable[[float, tuple[bytes, bytes]], Connection] | None = None
         # What reads the sinks' bytes C hands over (HTTP transactions), for a connection C
         # opened whose sinks are not made (Born.follower).
         self.new_follower: Callable[[], Any] | None = None
@@ -480,10 +482,10 @@ class CFastPath:
         (ByteStream.flush): ut_end took them off C's count, and never Python's."""
         raw = self._ended_buf[:]
         born.ended = raw
-        last_seen, ndirs = _ENDED_TAIL.unpack_from(raw)[:2]
+        last_seen, _native, syn_sent = _FLOW_OUT.unpack_from(raw)
         sinks = born.sinks
-        for i in range(ndirs):
-            nxt, want_now, sha = _END_HAND.unpack_from(raw, _ENDED_D[i])
+        for i in range(1 if syn_sent else 2):
+            nxt, want_now, sha = _END_HAND.unpack_from(raw, _D0 if i == 0 else _D1)
             if want_now == NEVER:
                 _stop_follower(born.follower if sinks is None else sinks[i].follower, i)
             if sha and sinks is not None:
@@ -507,9 +509,9 @@ class CFastPath:
     def apply_ended(conn: Connection, ended: bytes) -> None:
         """The numbers a connection ended plain with (detach: ut_ended) into its endpoints,
         made now."""
-        ndirs = _ENDED_TAIL.unpack_from(ended)[1]
-        for i, ep in enumerate((conn.c, conn.s)[:ndirs]):
-            _apply_dir(ep, _DIR_OUT.unpack_from(ended, _ENDED_D[i]))
+        _apply_dir(conn.c, _DIR_OUT.unpack_from(ended, _D0))
+        if not _FLOW_OUT.unpack_from(ended)[2]:  # the SYN-ACK came
+            _apply_dir(conn.s, _DIR_OUT.unpack_from(ended, _D1))
 
     def release_held(self) -> None:
         """Take back every connection holding a piece out of order (the global cap is about
@@ -674,12 +676,10 @@ class CFastPath:
             sinks.extend([None] * (need - len(sinks)))
         for k in range(nb):
             slot = born[2 * k]
-            raw = ffi.buffer(lib.ut_flow_at(table, slot), _BORN.size)  # read in place
-            wscale, ts, mss, sack, mac = _BORN.unpack_from(raw)
-            syn = _syn_facts(_BORN_BASE.unpack_from(raw, _D0)[0], wscale, mss, sack, ts, mac)
-            keys = (py_key(raw[:KEY_BYTES]), py_key(raw[KEY_BYTES : 2 * KEY_BYTES]))
+            raw = ffi.buffer(lib.ut_flow_at(table, slot), 2 * KEY_BYTES)  # read in place
+            keys = (py_key(raw[:KEY_BYTES]), py_key(raw[KEY_BYTES:]))
             try:
-                conn = on_born(times[born[2 * k + 1]], keys, syn)
+                conn = on_born(times[born[2 * k + 1]], keys)
             except BaseException:
                 lib.ut_detach(table, slot)  # C frees the contexts it hashed into
                 raise
@@ -697,6 +697,19 @@ class CFastPath:
             assert self.new_follower is not None
             born.follower = self.new_follower()
         return born.follower
+
+    def born_facts(self, conn: Connection, ended: bytes | None) -> tuple[SynFacts, SynFacts | None]:
+        """What the SYN of a connection C opened told, and its SYN-ACK once C took it, as C
+        keeps them (in its table, or as the connection ended plain)."""
+        raw = ended if ended is not None else ffi.buffer(
+            lib.ut_flow_at(self.table, conn.fast_slot), _FACTS_END
+        )  # fmt: skip
+        wscale, ts, mss, sack, mac = _BORN.unpack_from(raw)
+        syn = _syn_facts(_BORN_BASE.unpack_from(raw, _D0)[0], wscale, mss, sack, ts, mac)
+        if _FLOW_OUT.unpack_from(raw)[2]:  # still waiting for the SYN-ACK
+            return syn, None
+        mss, wscale, sack, ts, mac = _SYNACK.unpack_from(raw)
+        return syn, _syn_facts(_BORN_BASE.unpack_from(raw, _D1)[0], wscale, mss, sack, ts, mac)
 
     def born_shas(self, conn: Connection, ended: bytes | None) -> tuple[Any, Any]:
         """The SHA-256 contexts C hashed a connection it opened into, for the sinks being
@@ -843,13 +856,13 @@ def ended_directions(ended: bytes, bypassed: bool) -> tuple[EndedDirection, Ende
     """Both directions' record numbers of a connection that ended plain (Born.ended: the
     ut_ended detach kept). The server's, when its SYN-ACK never came, are as open_born made
     them: nothing."""
-    _last_seen, ndirs, c_digested, s_digested, digests = _ENDED_TAIL.unpack_from(ended)
+    c_digested, s_digested, digests = _ENDED_DIGESTS.unpack_from(ended)
     c_hex = digests[:32].hex() if c_digested else None
     s_hex = digests[32:].hex() if s_digested else None
-    c = _END_REC.unpack_from(ended, _ENDED_D[0])
-    if ndirs == 1:
+    c = _END_REC.unpack_from(ended, _D0)
+    if _FLOW_OUT.unpack_from(ended)[2]:  # the SYN-ACK never came
         return _ended_direction(c, None, bypassed, c_hex), (0, 0, 0, 0, 0, s_hex)
-    s = _END_REC.unpack_from(ended, _ENDED_D[1])
+    s = _END_REC.unpack_from(ended, _D1)
     return _ended_direction(c, s, bypassed, c_hex), _ended_direction(s, c, bypassed, s_hex)
 
 
@@ -891,7 +904,7 @@ class Digested:
 
 
 def _ended_digests(ended: bytes) -> tuple[Digested, Digested]:
-    _last_seen, _ndirs, c_digested, s_digested, digests = _ENDED_TAIL.unpack_from(ended)
+    c_digested, s_digested, digests = _ENDED_DIGESTS.unpack_from(ended)
     return (
         Digested(digests[:32] if c_digested else None),
         Digested(digests[32:] if s_digested else None),
@@ -931,21 +944,20 @@ def _dir_image(conn: Connection, ep: Endpoint) -> bytes:
 
 def _synack_taken(conn: Connection, f: Any) -> None:
     """C took the server's SYN-ACK (see ut_run): what Tracker._take_syn learns from it that
-    only Python keeps (kept for the server's endpoint where it is not made yet). The numbers
-    C keeps come back with detach."""
-    raw = ffi.buffer(f, _SYNACK_END)  # read in place
-    mss, wscale, sack, ts, mac = _SYNACK.unpack_from(raw)
-    synack = _syn_facts(_BORN_BASE.unpack_from(raw, _D1)[0], wscale, mss, sack, ts, mac)
-    born = conn.born
-    if born is not None:
-        born.synack = synack
-        c_wscale, c_ts = born.syn.wscale, born.syn.ts_enabled
+    only Python keeps (for a connection C opened whose endpoints are not made, C keeps it:
+    CFastPath.born_facts). The numbers C keeps come back with detach."""
+    raw = ffi.buffer(f, _FACTS_END)  # read in place
+    if conn.born is not None:
+        c_wscale, c_ts, s_wscale, s_ts = _HANDSHAKE.unpack_from(raw)
+        conn.wscale_ok = c_wscale >= 0 and s_wscale >= 0
+        conn.ts_ok = bool(c_ts and s_ts)
     else:
+        mss, wscale, sack, ts, mac = _SYNACK.unpack_from(raw)
+        synack = _syn_facts(_BORN_BASE.unpack_from(raw, _D1)[0], wscale, mss, sack, ts, mac)
         learn_syn_facts(conn.s, synack)
-        c_wscale, c_ts = conn.c.wscale, conn.c.ts_enabled
+        conn.wscale_ok = synack.wscale is not None and conn.c.wscale is not None
+        conn.ts_ok = synack.ts_enabled and conn.c.ts_enabled
     conn.handshake = True  # the client's SYN was seen: it is attached only then
-    conn.wscale_ok = synack.wscale is not None and c_wscale is not None
-    conn.ts_ok = synack.ts_enabled and c_ts
 
 
 def _syn_facts(base: int, wscale: int, mss: int, sack: int, ts: int, mac: bytes) -> SynFacts:

@@ -110,21 +110,21 @@ class TrackerConfig:
 
 
 class Born:
-    """What a connection C opened (Tracker.open_born) keeps until its endpoints are made:
-    its client's SYN, the server's SYN-ACK once C took it, its sinks once made, and C's
-    numbers when it ended without needing them (fastpath.CFastPath.detach). Anything that
-    asks for the connection's c or s has them made first (Connection.__getattr__), and for
-    its sinks (Connection.sinks) has them made: until then C hashes its streams into
-    contexts of its own, and a reader of the sinks that C hands bytes to (the application's
-    HTTP transaction follower, ``follower``) is kept here."""
+    """What a connection C opened (Tracker.open_born) keeps until its endpoints are made: its
+    SYN's time, its sinks once made, and C's numbers when it ended without needing them
+    (fastpath.CFastPath.detach). C keeps what its SYN and SYN-ACK told (born_facts), unless
+    given here (``syn``: a connection opened without C). Anything that asks for the
+    connection's c or s has them made first (Connection.__getattr__), and for its sinks
+    (Connection.sinks) has them made: until then C hashes its streams into contexts of its
+    own, and a reader of the sinks that C hands bytes to (the application's HTTP transaction
+    follower, ``follower``) is kept here."""
 
-    __slots__ = ("tracker", "syn", "ts", "synack", "sinks", "ended", "follower")
+    __slots__ = ("tracker", "syn", "ts", "sinks", "ended", "follower")
 
-    def __init__(self, tracker: Tracker, syn: SynFacts, ts: float) -> None:
+    def __init__(self, tracker: Tracker, syn: SynFacts | None, ts: float) -> None:
         self.tracker = tracker
         self.syn = syn
         self.ts = ts  # the SYN's time
-        self.synack: SynFacts | None = None
         self.sinks: tuple[Any, Any] | None = None
         self.ended: bytes | None = None  # fastpath ut_ended (detach)
         self.follower: Any = None
@@ -135,10 +135,17 @@ class Born:
     def make_sinks(self, conn: Connection) -> tuple[Any, Any]:
         return self.tracker.make_born_sinks(conn, self)
 
-    def syn_facts(self) -> tuple[int | None, int | None, bool]:
-        """Connection.syn_facts from the SYN and SYN-ACK (the server's side is as open_born
-        made it until C takes a SYN-ACK)."""
-        syn, synack = self.syn, self.synack
+    def facts(self, conn: Connection) -> tuple[SynFacts, SynFacts | None]:
+        """What its SYN told, and its SYN-ACK once C took it."""
+        fast = self.tracker.fast
+        if self.syn is not None or fast is None:
+            assert self.syn is not None
+            return self.syn, None
+        return fast.born_facts(conn, self.ended)
+
+    def syn_facts(self, conn: Connection) -> tuple[int | None, int | None, bool]:
+        """Connection.syn_facts from the SYN and SYN-ACK."""
+        syn, synack = self.facts(conn)
         if synack is None:
             return syn.mss, None, False
         return syn.mss, synack.mss, syn.sack_permitted and synack.sack_permitted
@@ -332,11 +339,13 @@ class Tracker:
             room = min(room, min(cfg.eager_half_open, cfg.max_flows // 4) - len(self.lrus[0]))
         return max(room, 0)
 
-    def open_born(self, ts: float, keys: tuple[bytes, bytes], syn: SynFacts) -> Connection:
+    def open_born(
+        self, ts: float, keys: tuple[bytes, bytes], syn: SynFacts | None = None
+    ) -> Connection:
         """The connection of a flow C opened at the client's bare SYN: what _new_connection,
         _process and _take_syn make of that SYN. C holds the numbers it keeps (base, window,
-        options, TS.Recent, counts) until detach, and hashes its streams until its sinks are
-        made (make_born_sinks); the rest is set here."""
+        options, TS.Recent, counts, what the SYN told) until detach, and hashes its streams
+        until its sinks are made (make_born_sinks); the rest is set here."""
         closed = self.closed
         if closed:  # a new connection on the tuple: the memory of the old one goes
             for key in keys:
@@ -382,10 +391,11 @@ class Tracker:
         c.stream.sink, s.stream.sink = sinks
         conn.c, conn.s = c, s
         c.packets = 1
-        learn_syn_facts(c, born.syn)
+        syn, synack = born.facts(conn)
+        learn_syn_facts(c, syn)
         c.ts_recent_at = born.ts
-        if born.synack is not None:
-            learn_syn_facts(s, born.synack)
+        if synack is not None:
+            learn_syn_facts(s, synack)
         if born.ended is not None:
             assert self.fast is not None
             self.fast.apply_ended(conn, born.ended)
