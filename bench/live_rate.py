@@ -217,16 +217,24 @@ class Bench:
             subprocess.run(["tmux", "-L", tmux_sock, "send-keys", "q"], check=False)
             try:
                 wait_for_file(stats, 30)
-                st = read_stats(stats, 120)  # before the server goes: watch writes it last
+                try:
+                    st = read_stats(stats, 120)  # before the server goes: watch writes it last
+                except (OSError, ValueError) as e:
+                    raise RuntimeError(f"no stats from watch: {e}\n{self.pane(tmux_sock)}") from e
             finally:
                 subprocess.run(
                     ["tmux", "-L", tmux_sock, "kill-server"], check=False, capture_output=True
                 )
         else:
             assert proc is not None
-            NetnsSession.stop(proc, signal.SIGINT, timeout=60)
+            code = NetnsSession.stop(proc, signal.SIGINT, timeout=60)
             self.s.procs.remove(proc)
-            st = read_stats(stats, 120)
+            try:
+                st = read_stats(stats, 120)
+            except (OSError, ValueError) as e:  # say what watch said (the scratch goes)
+                raise RuntimeError(
+                    f"no stats from watch (exit status {code}): {e}\n{errp.read_text()[-3000:]}"
+                ) from e
         cap = st["capture"]
         sent = re.search(r"Actual: (\d+) packets", rep.stdout)
         rated = re.search(r"Rated: [\d.]+ Bps, [\d.]+ Mbps, ([\d.]+) pps", rep.stdout)
