@@ -90,6 +90,8 @@ if lib is not None:
     _BORN = c_view("ut_flow", ("c_wscale", "c_ts", "c_mss", "c_sack", "c_mac"))
     # What a SYN-ACK C took settles of the handshake (_synack_taken): both sides' options.
     _HANDSHAKE = c_view("ut_flow", ("c_wscale", "c_ts", "s_wscale", "s_ts"))
+    # What a record reads of the SYN and SYN-ACK (born_syn_facts)
+    _SYN_RECORD = c_view("ut_flow", ("syn_sent", "s_mss", "s_sack", "c_mss", "c_sack"))
     _BORN_BASE = struct.Struct("=I")  # ut_dir.base of the client's direction, at _D0
     # What a SYN-ACK C took said (read with the server's base, at _D1)
     _SYNACK = c_view("ut_flow", ("s_mss", "s_wscale", "s_sack", "s_ts", "s_mac"))
@@ -97,7 +99,7 @@ if lib is not None:
     _FLOW_SIZE = ffi.sizeof("ut_flow")
     _D0 = ffi.offsetof("ut_flow", "d")
     _D1 = _D0 + ffi.sizeof("ut_dir")
-    _FACTS_END = max(_SYNACK.size, _BORN.size, _D1 + _BORN_BASE.size)
+    _FACTS_END = max(_SYNACK.size, _BORN.size, _SYN_RECORD.size, _D1 + _BORN_BASE.size)
     assert lib.UT_PIECE_COST == PIECE_COST and lib.UT_CHARGES_PER_FRAME == CHARGES_PER_FRAME
     # iter_unpack steps by the view's size: it must be the record's.
     assert _OUT.size == ffi.sizeof("ut_out") and _TOUCH.size == ffi.sizeof("ut_touch")
@@ -710,6 +712,19 @@ class CFastPath:
             return syn, None
         mss, wscale, sack, ts, mac = _SYNACK.unpack_from(raw)
         return syn, _syn_facts(_BORN_BASE.unpack_from(raw, _D1)[0], wscale, mss, sack, ts, mac)
+
+    def born_syn_facts(
+        self, conn: Connection, ended: bytes | None
+    ) -> tuple[int | None, int | None, bool]:
+        """Connection.syn_facts of a connection C opened, read at once from C's numbers."""
+        raw = ended if ended is not None else ffi.buffer(
+            lib.ut_flow_at(self.table, conn.fast_slot), _FACTS_END
+        )  # fmt: skip
+        syn_sent, s_mss, s_sack, c_mss, c_sack = _SYN_RECORD.unpack_from(raw)
+        c = None if c_mss < 0 else c_mss
+        if syn_sent:  # the SYN-ACK never came
+            return c, None, False
+        return c, None if s_mss < 0 else s_mss, bool(c_sack and s_sack)
 
     def born_shas(self, conn: Connection, ended: bytes | None) -> tuple[Any, Any]:
         """The SHA-256 contexts C hashed a connection it opened into, for the sinks being

@@ -145,6 +145,9 @@ class Born:
 
     def syn_facts(self, conn: Connection) -> tuple[int | None, int | None, bool]:
         """Connection.syn_facts from the SYN and SYN-ACK."""
+        fast = self.tracker.fast
+        if self.syn is None and fast is not None:
+            return fast.born_syn_facts(conn, self.ended)
         syn, synack = self.facts(conn)
         if synack is None:
             return syn.mss, None, False
