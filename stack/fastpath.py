@@ -608,8 +608,6 @@ class CFastPath:
         nt = self._n_touched[0]
         touched = self._touched_mv[: nt * _TOUCH.size]
         conns = self.conns
-        for last_seen, slot, _order in _TOUCH.iter_unpack(touched):
-            conns[slot].last_seen = last_seen
         n = self._n_out[0]
         if n:
             # Before the state changes below, as Tracker.segment hands bytes over before its
@@ -642,6 +640,13 @@ class CFastPath:
                 else:
                     if sink is None:  # a connection C opened: its sinks are made now
                         sink = conns[sink_id >> 1].sinks()[sink_id & 1]
+                    if getattr(sink, "inspect", None) is not None:
+                        # An inspector reads the time: its connection's last frame in the
+                        # run (C hands back after each payload of a connection under
+                        # inspection), which the touched list below gives the others.
+                        conns[sink_id >> 1].last_seen = lib.ut_flow_at(
+                            table, sink_id >> 1
+                        ).last_seen
                     sink.data(offset, bytes(piece) if copy else piece)  # type: ignore[union-attr]
         nc = self._n_changed[0]
         pairs = self._changed_mv[: 2 * nc]
@@ -655,12 +660,14 @@ class CFastPath:
                 _synack_taken(moved, lib.ut_flow_at(self.table, slot))
             moved.state = _CHANGED_STATES[code & 3]
             self.place(moved)
-        # Each touched connection to the end of its timeout list, in the order the other paths
-        # move them in: after the state changes above moved some to another list (nothing
-        # before reads the lists' order: only expiry and eviction do).
-        for _last_seen, slot, _order in _TOUCH.iter_unpack(touched):
+        # Each touched connection's last time, and its place at the end of its timeout list
+        # in the order the other paths move them in: after the state changes above moved some
+        # to another list. Nothing above reads either (expiry and eviction do), but for the
+        # time an inspector reads, given it above.
+        for last_seen, slot, _order in _TOUCH.iter_unpack(touched):
             moved = conns.get(slot)
             if moved is not None:
+                moved.last_seen = last_seen
                 moved.lru.move_to_end(moved)  # type: ignore[attr-defined]
         full = OUT_CAP in (n, nt, self._n_changed[0], nd) and self._stop[0] < 0
         return stop, self._handled[0], full or bool(self._yielded[0])
