@@ -490,6 +490,8 @@ static int64_t end_hint(const ut_dir *d) {
     return d->seen_end > d->acked ? d->seen_end : d->acked;
 }
 
+static int sha_last_digest(ut_sha *s, uint8_t *out32);
+
 int32_t ut_end_plain(ut_table *t, int32_t slot, int32_t bypassed, int32_t hand_back,
                      int32_t unclaim, ut_ended *out) {
     ut_flow *f = &t->flows[slot];
@@ -502,8 +504,12 @@ int32_t ut_end_plain(ut_table *t, int32_t slot, int32_t bypassed, int32_t hand_b
             return 0;
     }
     out->flow = *f;
-    for (int i = 0; i < 2; i++)
-        out->digested[i] = f->d[i].sha && ut_sha_digest(f->d[i].sha, out->digest + 32 * i) == 0;
+    for (int i = 0; i < 2; i++) { /* C's own contexts are freed at ut_end: no copy */
+        ut_sha *sha = f->d[i].sha;
+        uint8_t *digest = out->digest + 32 * i;
+        out->digested[i] = sha && (f->born_sha ? sha_last_digest(sha, digest)
+                                               : ut_sha_digest(sha, digest)) == 0;
+    }
     ut_end(t, slot, unclaim);
     return 1;
 }
@@ -1399,6 +1405,13 @@ void ut_sha_zeros(void *c, int64_t n) {
         EVP_DigestUpdate((EVP_MD_CTX *)s->md, zeros, k);
         n -= (int64_t)k;
     }
+}
+
+/* The digest of a context about to be freed: finalized in place, no copy made. */
+static int sha_last_digest(ut_sha *s, uint8_t *out32) {
+    unsigned int len = 0;
+    uh_wait_for(s);
+    return EVP_DigestFinal_ex((EVP_MD_CTX *)s->md, out32, &len) == 1 ? 0 : -1;
 }
 
 /* The digest so far, leaving the context usable (like hashlib's hexdigest()). */
