@@ -204,6 +204,7 @@ class CFastPath:
         self._n_born = ffi.new("uint32_t *")
         self.opened = 0  # flows C opened (for tests and profiling)
         self.ended_plain = 0  # connections that ended plain (detach)
+        self.sinks_built = 0  # connections C opened whose sinks were made (sinks_made)
         self._ended = ffi.new("ut_ended *")  # where ut_end_plain copies a flow's numbers
         self._ended_buf = ffi.buffer(self._ended)
         # The tracker claims every key it holds in C (a SYN on one is Python's): needed where
@@ -747,6 +748,7 @@ class CFastPath:
 
     def sinks_made(self, conn: Connection, sinks: tuple[Any, Any]) -> None:
         """A connection's sinks were made (Tracker.make_born_sinks): C's hand-overs go there."""
+        self.sinks_built += 1
         slot = conn.fast_slot
         if slot >= 0:
             self.sinks[2 * slot], self.sinks[2 * slot + 1] = sinks

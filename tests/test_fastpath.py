@@ -923,7 +923,7 @@ def _ended(
     view's on_closing does), which makes them for one C carried without them; ``early``:
     read those of every connection open after each batch (so they are made while C still
     carries it). Returns the records, what was read, and how many connections C ended
-    plain."""
+    plain and had their sinks made."""
     records: list[dict] = []
     engine = Engine(
         linktype, Options(fastpath=mode), records.append,
@@ -951,7 +951,8 @@ def _ended(
                     assert all(sink.inspect is None for sink in conn.sinks())
     engine.finish()
     fast = engine.tracker.fast
-    return sorted(records, key=lambda r: r["id"]), seen, fast.ended_plain if fast else 0
+    counts = (fast.ended_plain, fast.sinks_built) if fast else (0, 0)
+    return sorted(records, key=lambda r: r["id"]), seen, counts
 
 
 @pytest.mark.skipif(not fastpath.AVAILABLE, reason="the C data plane is not built")
@@ -975,10 +976,14 @@ def test_connections_c_carried_to_their_end_are_recorded_from_its_numbers(traffi
             return _batches(fr, 1)
 
     ref, ref_seen, _ = _ended(batches(), linktype, "off", True, inspect)
-    plain, _, ended_plain = _ended(batches(), linktype, "c", False, inspect)
+    plain, _, (ended_plain, built) = _ended(batches(), linktype, "c", False, inspect)
     looked, seen, _ = _ended(batches(), linktype, "c", True, inspect)
-    early, early_seen, none_plain = _ended(batches(), linktype, "c", True, inspect, early=True)
+    early, early_seen, (none_plain, _) = _ended(
+        batches(), linktype, "c", True, inspect, early=True
+    )  # fmt: skip
     assert ended_plain >= len(ref) // 2 > 0, (ended_plain, len(ref))
+    # Nor sinks: only a connection something asked them of (none that ended plain here).
+    assert built <= len(ref) - ended_plain, (built, ended_plain, len(ref))
     assert plain == ref and looked == ref and early == ref
     assert seen == ref_seen and early_seen == ref_seen
     assert none_plain == 0  # made early, they end the general way
