@@ -490,7 +490,8 @@ class CFastPath:
         for i in range(1 if syn_sent else 2):
             nxt, want_now, sha = _END_HAND.unpack_from(raw, _D0 if i == 0 else _D1)
             if want_now == NEVER:
-                _stop_follower(born.follower if sinks is None else sinks[i].follower, i)
+                follower = born.follower if sinks is None else getattr(sinks[i], "follower", None)
+                _stop_follower(follower, i)
             if sha and sinks is not None:
                 sinks[i].length = nxt
         if last_seen > conn.last_seen:
