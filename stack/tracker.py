@@ -53,7 +53,8 @@ from .hostos import HostPolicies
 from .options import parse_options, timestamp
 
 # A direction's sink: the connection, the direction, and the SHA-256 context C made for it
-# (stack/fastpath.py Sha256: a flow C opened hands its own over), else None.
+# (stack/fastpath.py Sha256: a flow C opened hands its own over; Digested, the digest C took,
+# once it ended plain), else None.
 SinkFactory = Callable[[Connection, Direction, Any], StreamSink]
 # Both sinks of a connection C opened, from the SHA-256 contexts C hashed it into
 # (Tracker.make_born_sinks): an application's faster way to make the pair (default:

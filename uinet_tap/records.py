@@ -124,11 +124,11 @@ class DirectionSink:
         self.direction = 0
 
     @classmethod
-    def hashing(cls, sha: Sha256, inspect: Callable[[bytes | None], None] | None) -> DirectionSink:
-        """A sink that only hashes, into ``sha``, the context C hashes its bytes into: what
-        __init__ makes of (c_hash=True, sha), C kept hashing in place (c_hash) even while the
-        bytes also go to ``inspect`` (C's own inspection: uinet_tap/native.py), made in
-        fewer steps: a connection C opens gets two."""
+    def hashing(cls, sha: Any, inspect: Callable[[bytes | None], None] | None) -> DirectionSink:
+        """A sink that only hashes, into ``sha``, the context C hashes its bytes into (or,
+        for a stream that ended, the digest C took: fastpath.Digested): what __init__ makes
+        of (c_hash=True, sha), C kept hashing in place (c_hash) even while the bytes also go
+        to ``inspect`` (C's own inspection: uinet_tap/native.py), made in fewer steps."""
         sink = cls.__new__(cls)
         sink.inspect = inspect
         sink.sha = sha
