@@ -994,9 +994,10 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         uint8_t flags = tcp[13];
         int synack = flags == 0x12;
         int syn = (flags & 0x3F) == 0x02; /* a bare SYN, ECN's ECE and CWR allowed */
+        int rst = flags == 0x14;
         if (hl < 20 || hl > p.tcp_len ||
-            (!synack && !syn && ((flags & ~0x19) || !(flags & 0x10))))
-            break; /* only ACK, with PSH or FIN or neither, a bare SYN-ACK, a bare SYN */
+            (!synack && !syn && !rst && ((flags & ~0x19) || !(flags & 0x10))))
+            break; /* only ACK, with PSH or FIN or neither, a bare SYN-ACK, a bare SYN, RST-ACK */
         if (times[i] >= expiry_at)
             break;
         ut_entry *e = find(t, key);
@@ -1085,6 +1086,10 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             continue;
         }
         if (fl->bypass) { /* bypassed: only counters move (Tracker._counted_only) */
+            if (rst && n) {
+                *stop_slot = e->flow; /* a RST with data: Python */
+                break;
+            }
             if ((fl->touched_run != run && nt == out_cap) || nc + 2 > out_cap)
                 break;
             done++;
@@ -1105,6 +1110,37 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                     ep->fin = ep->seen_end; /* no stream: where reassembly stopped */
                 mark_changed(fl, e->flow, run, changed, &nc);
             }
+            if (rst && !fl->reset && !(ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN)) {
+                fl->reset = 1; /* without the stream no RST can be checked: any one ends it */
+                mark_changed(fl, e->flow, run, changed, &nc);
+            }
+            continue;
+        }
+        if (fl->reset) {
+            *stop_slot = e->flow; /* both applications are gone: Python counts what comes */
+            break;
+        }
+        if (rst) {
+            /* Tracker._on_rst: one at exactly RCV.NXT or SND.NXT resets the connection (RFC
+             * 5961 3.2, RFC 9293 3.10.7.4); one elsewhere, after both FINs or with data is
+             * an anomaly Python counts. Its ACK, window and timestamp count for nothing. */
+            int64_t sent = ep->fin != UT_NO_FIN ? ep->fin + 1
+                           : ep->seen_end > ep->acked ? ep->seen_end : ep->acked;
+            uint32_t snd_nxt = ep->base + (uint32_t)sent;
+            uint32_t rcv_nxt = peer->has_last_ack ? peer->last_ack : snd_nxt;
+            if (n || (ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN) ||
+                (seq != rcv_nxt && seq != snd_nxt)) {
+                *stop_slot = e->flow;
+                break;
+            }
+            if ((fl->touched_run != run && nt == out_cap) || nc + 2 > out_cap)
+                break;
+            done++;
+            touch(fl, e->flow, i, times[i], run, touched, &nt);
+            ep->packets++;
+            ep->ttl = p.ttl;
+            fl->reset = 1;
+            mark_changed(fl, e->flow, run, changed, &nc);
             continue;
         }
         int fin = flags & 0x01;
@@ -1333,11 +1369,12 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         }
     }
     for (uint32_t k = 0; k < nc; k++) {
-        /* The state Python gives it (one read there, not five of the flow's fields): both
-         * FINs closed, one half closed, else the handshake's last ACK awaited or not. */
+        /* The state Python gives it (one read there, not five of the flow's fields): reset,
+         * both FINs closed, one half closed, else the handshake's last ACK awaited or not. */
         const ut_flow *f = &t->flows[changed[2 * k]];
         int fins = (f->d[0].fin != UT_NO_FIN) + (f->d[1].fin != UT_NO_FIN);
-        int32_t st = fins == 2       ? UT_CH_CLOSED
+        int32_t st = f->reset        ? UT_CH_RESET
+                     : fins == 2     ? UT_CH_CLOSED
                      : fins          ? UT_CH_HALF_CLOSED
                      : f->syn_received ? UT_CH_SYN_RECEIVED
                                      : UT_CH_ESTABLISHED;

@@ -49,6 +49,7 @@ void uh_wait_for(ut_sha *s);
 #define UT_CH_HALF_CLOSED 2
 #define UT_CH_CLOSED 3
 #define UT_CH_SYN_SENT 4
+#define UT_CH_RESET 8 /* an accepted RST (Tracker._on_rst), whatever the FINs said */
 #define UT_MAX_SEQ_JUMP 1073741824 /* 2**30: stack/tracker.py MAX_SEQ_JUMP */
 /* ut_pcap_index(): why the index of a stretch of a pcap file ended */
 #define UT_PCAP_FULL 0
@@ -150,6 +151,7 @@ typedef struct {
     uint32_t last_touch;  /* the frame of that run that touched it last */
     int32_t syn_received; /* the handshake's last ACK not seen yet */
     int32_t bypass;       /* passed with --bypass: count, do not reassemble */
+    int32_t reset;        /* an accepted RST ended it: Python takes whatever comes after */
     int32_t inspect;      /* undecided: hand back after each payload so Python decides now */
     int32_t native;       /* C inspects it (see _detect.c): nat holds the state */
     ut_native *nat;       /* from the table's pool while native */

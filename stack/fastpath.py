@@ -660,7 +660,7 @@ class CFastPath:
                 continue  # a verdict hook ended it while it took its bytes
             if moved.state is ConnState.SYN_SENT and not code & _CH_SYN_SENT:
                 _synack_taken(moved, lib.ut_flow_at(self.table, slot))
-            moved.state = _CHANGED_STATES[code & 3]
+            moved.state = ConnState.RESET if code & _CH_RESET else _CHANGED_STATES[code & 3]
             self.place(moved)
         # Each touched connection's last time, and its place at the end of its timeout list
         # in the order the other paths move them in: after the state changes above moved some
@@ -845,10 +845,11 @@ _CHANGED_STATES = (
     ConnState.ESTABLISHED, ConnState.SYN_RECEIVED, ConnState.HALF_CLOSED, ConnState.CLOSED
 )  # fmt: skip
 _CH_SYN_SENT = 4
+_CH_RESET = 8  # an accepted RST, whatever the low bits say
 assert lib is None or (
     lib.UT_CH_ESTABLISHED, lib.UT_CH_SYN_RECEIVED, lib.UT_CH_HALF_CLOSED, lib.UT_CH_CLOSED,
-    lib.UT_CH_SYN_SENT,
-) == (0, 1, 2, 3, _CH_SYN_SENT)  # fmt: skip
+    lib.UT_CH_SYN_SENT, lib.UT_CH_RESET,
+) == (0, 1, 2, 3, _CH_SYN_SENT, _CH_RESET)  # fmt: skip
 
 NEVER = 1 << 62  # ut_dir.want of a sink that wants no byte handed over once it hashes
 assert lib is None or lib.UT_WANT_NEVER == NEVER

@@ -825,6 +825,81 @@ def test_paths_agree_on_flows_c_opens(name, layout, inspect):
             assert ref_stats["evicted"] > 0
 
 
+def _rst_cases() -> dict[str, tuple[list, bool]]:
+    """RSTs on a connection C carries, each after a handshake and an exchange: (segments,
+    whether C takes the RST itself). C takes a RST-ACK without data at exactly RCV.NXT or
+    SND.NXT (RFC 5961 §3.2) before both FINs, and any on a bypassed connection; every other
+    one (in the window, outside it, after both FINs, with data, without ACK, or anything
+    after the reset) is Python's, which counts its anomaly."""
+    mod = 2**32
+
+    def opened(cport: int) -> tuple[_Conversation, list]:
+        cv = Conversation(cport=cport)
+        return cv, [
+            cv.syn(), cv.synack(), cv.ack("c"), cv.c(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n"),
+            cv.ack("s"), cv.s(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"), cv.ack("c"),
+        ]  # fmt: skip
+
+    cases: dict[str, tuple[list, bool]] = {}
+    cv, segs = opened(8100)
+    cases["client's at its SND.NXT"] = ([*segs, cv.rst("c")], True)
+    cv, segs = opened(8101)
+    cases["server's at its SND.NXT"] = ([*segs, cv.rst("s")], True)
+    cv, segs = opened(8102)
+    acked = cv.next_seq("s")  # the client's RCV.NXT: it does not ACK what follows
+    cases["server's at RCV.NXT, behind its SND.NXT"] = (
+        [*segs, cv.s(b"more"), cv.rst("s", seq=acked)], True
+    )  # fmt: skip
+    cv, segs = opened(8103)
+    cases["after its own FIN"] = ([*segs, cv.fin("c"), cv.ack("s"), cv.rst("c")], True)
+    cv = Conversation(cport=8104)
+    cases["in SYN-RECEIVED"] = ([cv.syn(), cv.synack(), cv.rst("c")], True)
+    cv, segs = opened(8105)
+    cases["in the window, inexact"] = ([*segs, cv.rst("s", seq=cv.next_seq("s") + 100)], False)
+    cv, segs = opened(8106)
+    far = (cv.next_seq("s") + 2**31) % mod
+    cases["outside the window"] = ([*segs, cv.rst("s", seq=far)], False)
+    cv, segs = opened(8107)
+    cases["after both FINs"] = (
+        [*segs, cv.fin("c"), cv.fin("s"), cv.ack("c"), cv.rst("c")], False
+    )  # fmt: skip
+    cv, segs = opened(8108)
+    cases["with data"] = ([*segs, cv.rst("c", payload=b"diagnostic")], False)
+    cv, segs = opened(8109)
+    cases["without ACK"] = ([*segs, cv.rst("c", flags="R")], False)
+    cv, segs = opened(8110)
+    cases["then more"] = ([*segs, cv.rst("c"), cv.ack("s"), cv.s(b"late"), cv.rst("c")], False)
+    stray = Conversation(cport=7999, t0=999.5).ack("c")  # the run's first frame is Python's
+    return {name: ([stray, *segs], taken) for name, (segs, taken) in cases.items()}
+
+
+@pytest.mark.skipif(not fastpath.AVAILABLE, reason="the C data plane is not built")
+@pytest.mark.parametrize("inspect", [None, "plugins", "bypass"])
+@pytest.mark.parametrize("name", list(_rst_cases()))
+def test_paths_agree_on_rsts(name, inspect, monkeypatch):
+    """Every record and count the same whether C or Python took the RST; and C takes the
+    ones it may (no RST reaches Python's Tracker.segment in those cases)."""
+    segs, taken = _rst_cases()[name]
+    fr = frames(segs)
+    ref, ref_stats, _ = _run_counting(fr, "off", inspect)
+    python_flags: list[int] = []
+    segment = Tracker.segment
+
+    def counted(self, ts, seg):  # the frames Python handles
+        python_flags.append(seg.flags)
+        return segment(self, ts, seg)
+
+    monkeypatch.setattr(Tracker, "segment", counted)
+    got, stats, _ = _run_counting(fr, "c", inspect)
+    assert stats == ref_stats
+    assert got == ref
+    rsts = sum(1 for f in python_flags if f & 0x04)
+    if taken or (inspect == "bypass" and name not in ("with data", "without ACK")):
+        assert rsts == 0, (name, rsts)
+    else:
+        assert rsts > 0, name  # Python's, and the anomaly it counts is on both paths
+
+
 @pytest.mark.parametrize("layout", ["v4-qinq", "v6-qinq"])
 def test_paths_agree_on_tagged_flows_with_ignore_vlan(layout):
     """--ignore-vlan: the tracker's keys hold no tags, so C takes no tagged frame (its key
