@@ -966,8 +966,8 @@ static int32_t born(ut_table *t, const uint8_t *f, const ut_frame *p, uint32_t h
  * *stop_slot is the attached flow of the frame it stopped at, or -1. The flows it handled
  * frames of are listed in `touched` (at most out_cap), in the order of each one's last frame,
  * so Python can keep its timeout lists in the order its own paths move them in. Flows whose
- * state the handshake or a FIN changed are listed in `changed`, each once, with the state it
- * is in after the run (UT_CH_*; at most out_cap pairs). */
+ * state the handshake, a FIN or a RST changed are listed in `changed`, each once, with the
+ * state it is in after the run (UT_CH_*; at most out_cap pairs). */
 uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 const uint32_t *lengths, const double *times, uint32_t start, uint32_t count,
                 double expiry_at, ut_out *out, ut_head *heads, uint32_t out_cap, uint32_t *n_out,
