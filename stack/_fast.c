@@ -802,6 +802,13 @@ static inline void touch(ut_flow *fl, int32_t slot, uint32_t i, double ts, uint3
 
 /* Frame i moved flow `slot` on (its handshake or a FIN): listed in `changed` once a run,
  * since Python gives it the state it is in after the run. */
+/* Whether the run's lists are too full to take a frame of this flow: a touched entry (unless
+ * the run lists it already) and a changed one. */
+static inline int no_room(const ut_flow *fl, uint32_t run, uint32_t nt, uint32_t nc,
+                          uint32_t cap) {
+    return (fl->touched_run != run && nt == cap) || nc + 2 > cap;
+}
+
 static inline void mark_changed(ut_flow *fl, int32_t slot, uint32_t run, int32_t *changed,
                                 uint32_t *nc) {
     if (fl->changed_run != run) {
@@ -1036,6 +1043,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         uint32_t seq = be32(tcp + 4);
         uint32_t ack = be32(tcp + 8);
         uint32_t n = p.tcp_len - hl;
+        int closed = ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN; /* both FINs seen */
         if (fl->syn_sent || synack) {
             /* Tracker._on_syn/_take_syn/_on_ack for the server's first SYN-ACK, when it
              * acknowledges the client's SYN exactly and carries no data: anything else on a
@@ -1047,7 +1055,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 *stop_slot = e->flow;
                 break;
             }
-            if ((fl->touched_run != run && nt == out_cap) || nc + 2 > out_cap)
+            if (no_room(fl, run, nt, nc, out_cap))
                 break;
             done++;
             touch(fl, e->flow, i, times[i], run, touched, &nt);
@@ -1090,7 +1098,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 *stop_slot = e->flow; /* a RST with data: Python */
                 break;
             }
-            if ((fl->touched_run != run && nt == out_cap) || nc + 2 > out_cap)
+            if (no_room(fl, run, nt, nc, out_cap))
                 break;
             done++;
             touch(fl, e->flow, i, times[i], run, touched, &nt);
@@ -1105,12 +1113,12 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 if (end > ep->seen_end && end - ep->seen_end <= UT_MAX_SEQ_JUMP)
                     ep->seen_end = end;
             }
-            if ((flags & 0x01) && !(ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN)) {
+            if ((flags & 0x01) && !closed) {
                 if (ep->fin == UT_NO_FIN)
                     ep->fin = ep->seen_end; /* no stream: where reassembly stopped */
                 mark_changed(fl, e->flow, run, changed, &nc);
             }
-            if (rst && !fl->reset && !(ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN)) {
+            if (rst && !fl->reset && !closed) {
                 fl->reset = 1; /* without the stream no RST can be checked: any one ends it */
                 mark_changed(fl, e->flow, run, changed, &nc);
             }
@@ -1128,12 +1136,11 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                            : ep->seen_end > ep->acked ? ep->seen_end : ep->acked;
             uint32_t snd_nxt = ep->base + (uint32_t)sent;
             uint32_t rcv_nxt = peer->has_last_ack ? peer->last_ack : snd_nxt;
-            if (n || (ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN) ||
-                (seq != rcv_nxt && seq != snd_nxt)) {
+            if (n || closed || (seq != rcv_nxt && seq != snd_nxt)) {
                 *stop_slot = e->flow;
                 break;
             }
-            if ((fl->touched_run != run && nt == out_cap) || nc + 2 > out_cap)
+            if (no_room(fl, run, nt, nc, out_cap))
                 break;
             done++;
             touch(fl, e->flow, i, times[i], run, touched, &nt);
@@ -1144,7 +1151,6 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             continue;
         }
         int fin = flags & 0x01;
-        int closed = ep->fin != UT_NO_FIN && peer->fin != UT_NO_FIN;
         int64_t off = unwrap(seq, ep->base, ep->nxt);
         /* A copy of bytes all committed already (ByteStream._past_committed): counted,
          * compared with what is retained, delivered again to no one. */
@@ -1172,8 +1178,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             *stop_slot = e->flow; /* a bare FIN beyond the window: Python holds it */
             break;
         }
-        if ((n && no == out_cap) || (fl->touched_run != run && nt == out_cap) ||
-            nc + 2 > out_cap)
+        if ((n && no == out_cap) || no_room(fl, run, nt, nc, out_cap))
             break;
         int64_t aoff = unwrap(ack, peer->base, peer->nxt);
         if (peer->ooo_len && aoff > peer->nxt) {
