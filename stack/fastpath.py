@@ -86,7 +86,7 @@ if lib is not None:
     )  # fmt: skip
     _ENDED_DIGESTS = c_view("ut_ended", ("digested", "digest"))
     assert ffi.offsetof("ut_ended", "flow") == 0
-    # A flow C opened, read from one copy: its keys, the client's base, its SYN's options.
+    # What the client's SYN told of a flow C opened (born_facts; its base is at _D0).
     _BORN = c_view("ut_flow", ("c_wscale", "c_ts", "c_mss", "c_sack", "c_mac"))
     # What a SYN-ACK C took settles of the handshake (_synack_taken): both sides' options.
     _HANDSHAKE = c_view("ut_flow", ("c_wscale", "c_ts", "s_wscale", "s_ts"))
@@ -625,7 +625,7 @@ class CFastPath:
                 sink = sinks[sink_id]
                 if hashed == _HEAD_READ:
                     # A header block C read for the sink's reader: it takes C's fields.
-                    follower = self._follower(sink, sink_id)
+                    follower = sink.follower if sink is not None else self._follower(sink_id)
                     d = sink_id & 1
                     block = bytes(piece)
                     head = _HEAD.unpack_from(self._heads_mv, k * _HEAD.size)
@@ -634,7 +634,7 @@ class CFastPath:
                     # Hashed by C already: only the sink's reader (plugins/http_transactions)
                     # wanted these bytes. It reads them, and C hashes in place again up to
                     # where it next wants any (the end of the body it skips).
-                    follower = self._follower(sink, sink_id)
+                    follower = sink.follower if sink is not None else self._follower(sink_id)
                     follower.data(sink_id & 1, offset, bytes(piece) if copy else piece)
                     if sink_id >> 1 in conns:
                         f = lib.ut_flow_at(table, sink_id >> 1)
@@ -698,11 +698,9 @@ class CFastPath:
             conns[slot] = conn
             sinks[2 * slot] = sinks[2 * slot + 1] = None  # made when asked for
 
-    def _follower(self, sink: Any, sink_id: int) -> Any:
-        """The reader of the sink C hands bytes to: the sinks' follower or, for a connection
-        C opened whose sinks are not made, the one it keeps (made now if it has none)."""
-        if sink is not None:
-            return sink.follower
+    def _follower(self, sink_id: int) -> Any:
+        """The reader C hands a sink's bytes to, for a connection C opened whose sinks are not
+        made: the one it keeps (made now if it has none)."""
         born = self.conns[sink_id >> 1].born
         if born.follower is None:
             assert self.new_follower is not None
@@ -712,9 +710,7 @@ class CFastPath:
     def born_facts(self, conn: Connection, ended: bytes | None) -> tuple[SynFacts, SynFacts | None]:
         """What the SYN of a connection C opened told, and its SYN-ACK once C took it, as C
         keeps them (in its table, or as the connection ended plain)."""
-        raw = ended if ended is not None else ffi.buffer(
-            lib.ut_flow_at(self.table, conn.fast_slot), _FACTS_END
-        )  # fmt: skip
+        raw = self._born_image(conn, ended)
         wscale, ts, mss, sack, mac = _BORN.unpack_from(raw)
         syn = _syn_facts(_BORN_BASE.unpack_from(raw, _D0)[0], wscale, mss, sack, ts, mac)
         if _FLOW_OUT.unpack_from(raw)[2]:  # still waiting for the SYN-ACK
@@ -726,14 +722,20 @@ class CFastPath:
         self, conn: Connection, ended: bytes | None
     ) -> tuple[int | None, int | None, bool]:
         """Connection.syn_facts of a connection C opened, read at once from C's numbers."""
-        raw = ended if ended is not None else ffi.buffer(
-            lib.ut_flow_at(self.table, conn.fast_slot), _FACTS_END
-        )  # fmt: skip
-        syn_sent, s_mss, s_sack, c_mss, c_sack = _SYN_RECORD.unpack_from(raw)
+        syn_sent, s_mss, s_sack, c_mss, c_sack = _SYN_RECORD.unpack_from(
+            self._born_image(conn, ended)
+        )
         c = None if c_mss < 0 else c_mss
         if syn_sent:  # the SYN-ACK never came
             return c, None, False
         return c, None if s_mss < 0 else s_mss, bool(c_sack and s_sack)
+
+    def _born_image(self, conn: Connection, ended: bytes | None) -> Any:
+        """Where a connection C opened keeps what its SYN and SYN-ACK told: the flow as it
+        ended plain (ut_ended starts with it), else C's table, read in place."""
+        if ended is not None:
+            return ended
+        return ffi.buffer(lib.ut_flow_at(self.table, conn.fast_slot), _FACTS_END)
 
     def born_shas(self, conn: Connection, ended: bytes | None) -> tuple[Any, Any]:
         """The SHA-256 contexts C hashed a connection it opened into, for the sinks being
@@ -741,7 +743,8 @@ class CFastPath:
         flow is in C's table; once it ended plain (C freed them), the digests C took."""
         if conn.fast_slot < 0:
             assert ended is not None, "a connection C opened left C's table without its sinks"
-            return _ended_digests(ended)
+            c_digest, s_digest = _ended_digests(ended)
+            return Digested(c_digest), Digested(s_digest)
         taken = self._born_shas
         if lib.ut_born_take(self.table, conn.fast_slot, taken):
             raise RuntimeError("a born flow without its SHA-256 contexts")
@@ -809,8 +812,8 @@ def _native_events(nat: Any) -> NativeEvents:
 
 class SynFacts(NamedTuple):
     """What a SYN C took told that only Python keeps (C keeps the rest: base, window,
-    options, TS.Recent, counts): the client's, for a flow C opened (_take_born), or the
-    server's SYN-ACK (_synack_taken)."""
+    options, TS.Recent, counts): the client's, for a flow C opened, or the server's SYN-ACK
+    (CFastPath.born_facts, _synack_taken)."""
 
     isn: int
     wscale: int | None
@@ -882,9 +885,9 @@ def ended_directions(ended: bytes, bypassed: bool) -> tuple[EndedDirection, Ende
     """Both directions' record numbers of a connection that ended plain (Born.ended: the
     ut_ended detach kept). The server's, when its SYN-ACK never came, are as open_born made
     them: nothing."""
-    c_digested, s_digested, digests = _ENDED_DIGESTS.unpack_from(ended)
-    c_hex = digests[:32].hex() if c_digested else None
-    s_hex = digests[32:].hex() if s_digested else None
+    c_digest, s_digest = _ended_digests(ended)
+    c_hex = None if c_digest is None else c_digest.hex()
+    s_hex = None if s_digest is None else s_digest.hex()
     c = _END_REC.unpack_from(ended, _D0)
     if _FLOW_OUT.unpack_from(ended)[2]:  # the SYN-ACK never came
         return _ended_direction(c, None, bypassed, c_hex), (0, 0, 0, 0, 0, s_hex)
@@ -929,12 +932,10 @@ class Digested:
         raise RuntimeError("the stream ended")
 
 
-def _ended_digests(ended: bytes) -> tuple[Digested, Digested]:
+def _ended_digests(ended: bytes) -> tuple[bytes | None, bytes | None]:
+    """Each stream's SHA-256 as C took it at a plain end (None: not taken)."""
     c_digested, s_digested, digests = _ENDED_DIGESTS.unpack_from(ended)
-    return (
-        Digested(digests[:32] if c_digested else None),
-        Digested(digests[32:] if s_digested else None),
-    )
+    return digests[:32] if c_digested else None, digests[32:] if s_digested else None
 
 
 def _apply_dir(ep: Endpoint, numbers: tuple[Any, ...]) -> None:
