@@ -85,6 +85,12 @@ struct ut_table {
     uint8_t *rx_flags;     /* inline: the batch's flags (ut_set_rx_flags), for drops */
     int64_t dropped[UT_DROP_REASONS];
     int32_t vlans_ignored; /* --ignore-vlan: keys hold no tags, C takes no tagged frame */
+    /* Light flows (ut_light_config): C's own timeout lists, one per TimeoutClass, oldest
+     * move first; and the id the next flow C opens takes. */
+    int32_t lights;
+    int32_t lhead[3], ltail[3];
+    int64_t lcount[3];
+    int64_t next_id;
 };
 
 
@@ -161,6 +167,8 @@ ut_table *ut_new(int64_t retain) {
     t->retain = retain;
     t->retain_cap = INT64_MAX;
     t->max_buffer = t->max_flow_buffer = 0; /* nothing held until the tracker says its caps */
+    for (int i = 0; i < 3; i++)
+        t->lhead[i] = t->ltail[i] = -1;
     return t;
 }
 
@@ -276,8 +284,101 @@ int32_t ut_attach(ut_table *t, const uint8_t *key_c, const uint8_t *key_s,
     return slot;
 }
 
+/* ---- light flows' timeout lists -------------------------------------------------------- */
+
+static void light_unlink(ut_table *t, ut_flow *f) {
+    int32_t cls = f->lclass;
+    if (f->lprev >= 0)
+        t->flows[f->lprev].lnext = f->lnext;
+    else
+        t->lhead[cls] = f->lnext;
+    if (f->lnext >= 0)
+        t->flows[f->lnext].lprev = f->lprev;
+    else
+        t->ltail[cls] = f->lprev;
+    t->lcount[cls]--;
+}
+
+/* stack/connection.py TIMEOUT_CLASS of the state the flow is in (ut_state_code's): half
+ * open while the handshake is not done, closing once reset or both FINs came. */
+static int32_t light_class(const ut_flow *f) {
+    int fins = (f->d[0].fin != UT_NO_FIN) + (f->d[1].fin != UT_NO_FIN);
+    if (f->reset || fins == 2)
+        return 2;
+    if (fins)
+        return 1;
+    return f->syn_sent || f->syn_received ? 0 : 1;
+}
+
+/* The light flow moves to the end of its state's list, as moved at frame `moved` (what
+ * Tracker._place and the move in Tracker._handle do to a connection). */
+static void light_link(ut_table *t, ut_flow *f, int32_t slot, int32_t cls) {
+    f->lclass = cls;
+    f->lprev = t->ltail[cls];
+    f->lnext = -1;
+    if (f->lprev >= 0)
+        t->flows[f->lprev].lnext = slot;
+    else
+        t->lhead[cls] = slot;
+    t->ltail[cls] = slot;
+    t->lcount[cls]++;
+}
+
+static void light_move(ut_table *t, ut_flow *f, int32_t slot, int64_t moved) {
+    int32_t cls = light_class(f);
+    if (f->lclass != cls || t->ltail[cls] != slot) {
+        light_unlink(t, f);
+        light_link(t, f, slot, cls);
+    }
+    f->lmoved = moved;
+}
+
+int ut_light_config(ut_table *t, int32_t on) {
+    t->lights = on;
+    return 0;
+}
+
+int32_t ut_light_head(ut_table *t, int32_t cls, int64_t *moved, double *last_seen) {
+    int32_t slot = t->lhead[cls];
+    if (slot >= 0) {
+        *moved = t->flows[slot].lmoved;
+        *last_seen = t->flows[slot].last_seen;
+    }
+    return slot;
+}
+
+int64_t ut_light_count(ut_table *t, int32_t cls) { return t->lcount[cls]; }
+
+int32_t ut_light_slot(ut_table *t, const uint8_t *key) {
+    ut_entry *e = find(t, key);
+    return e && t->flows[e->flow].light ? e->flow : -1;
+}
+
+void ut_materialize(ut_table *t, int32_t slot) {
+    ut_flow *f = &t->flows[slot];
+    if (f->light) {
+        light_unlink(t, f);
+        f->light = 0;
+    }
+}
+
+static int32_t state_code(const ut_flow *f) {
+    /* The state Python gives it (one read there, not five of the flow's fields): reset,
+     * both FINs closed, one half closed, else the handshake's last ACK awaited or not. */
+    int fins = (f->d[0].fin != UT_NO_FIN) + (f->d[1].fin != UT_NO_FIN);
+    int32_t st = f->reset          ? UT_CH_RESET
+                 : fins == 2       ? UT_CH_CLOSED
+                 : fins            ? UT_CH_HALF_CLOSED
+                 : f->syn_received ? UT_CH_SYN_RECEIVED
+                                   : UT_CH_ESTABLISHED;
+    return st | (f->syn_sent ? UT_CH_SYN_SENT : 0);
+}
+
+int32_t ut_state_code(ut_table *t, int32_t slot) { return state_code(&t->flows[slot]); }
+
 void ut_detach(ut_table *t, int32_t slot) {
     ut_flow *f = &t->flows[slot];
+    ut_materialize(t, slot); /* off C's timeout lists */
     for (int i = 0; i < 2; i++) {
         ut_entry *e = find(t, f->key[i]);
         if (e) {
@@ -325,7 +426,10 @@ void ut_born_port(ut_table *t, int32_t port, int32_t value) {
         t->born_port[port] = (uint8_t)value;
 }
 
-void ut_set_born(ut_table *t, int64_t left) { t->born_left = left; }
+void ut_set_born(ut_table *t, int64_t left, int64_t next_id) {
+    t->born_left = left;
+    t->next_id = next_id;
+}
 
 static ut_claimed *claim_find(ut_table *t, const uint8_t *key, int for_insert) {
     uint32_t i = hash_key(key) & t->claim_mask;
@@ -504,6 +608,7 @@ int32_t ut_end_plain(ut_table *t, int32_t slot, int32_t bypassed, int32_t hand_b
             return 0;
     }
     out->flow = *f;
+    out->state = state_code(f);
     for (int i = 0; i < 2; i++) { /* C's own contexts are freed at ut_end: no copy */
         ut_sha *sha = f->d[i].sha;
         uint8_t *digest = out->digest + 32 * i;
@@ -728,7 +833,7 @@ static void on_ack(ut_table *t, ut_dir *d, int64_t off) {
 }
 
 static int by_order(const void *a, const void *b) {
-    int32_t x = ((const ut_touch *)a)->order, y = ((const ut_touch *)b)->order;
+    int64_t x = ((const ut_touch *)a)->order, y = ((const ut_touch *)b)->order;
     return (x > y) - (x < y);
 }
 
@@ -789,11 +894,16 @@ static int tsval_of(const uint8_t *o, uint32_t len, uint32_t *tsval) {
     return r.ts;
 }
 
-/* Frame i is taken on flow `slot`: its time, and its place in the run's `touched` list. */
-static inline void touch(ut_flow *fl, int32_t slot, uint32_t i, double ts, uint32_t run,
-                         ut_touch *touched, uint32_t *nt) {
+/* Frame i (the tracker's TCP frame `moved`) is taken on flow `slot`: its time, and its place
+ * in the run's `touched` list, or for a light flow, on C's timeout list. */
+static inline void touch(ut_table *t, ut_flow *fl, int32_t slot, int64_t moved, double ts,
+                         uint32_t run, ut_touch *touched, uint32_t *nt) {
     fl->last_seen = ts;
-    fl->last_touch = i;
+    if (fl->light) {
+        light_move(t, fl, slot, moved);
+        return;
+    }
+    fl->lmoved = moved;
     if (fl->touched_run != run) {
         fl->touched_run = run;
         touched[(*nt)++].slot = slot;
@@ -809,8 +919,13 @@ static inline int no_room(const ut_flow *fl, uint32_t run, uint32_t nt, uint32_t
     return (fl->touched_run != run && nt == cap) || nc + 2 > cap;
 }
 
-static inline void mark_changed(ut_flow *fl, int32_t slot, uint32_t run, int32_t *changed,
-                                uint32_t *nc) {
+static inline void mark_changed(ut_table *t, ut_flow *fl, int32_t slot, uint32_t run,
+                                int32_t *changed, uint32_t *nc) {
+    if (fl->light) { /* to its new state's list, if it changed (touch moved it this frame) */
+        if (light_class(fl) != fl->lclass)
+            light_move(t, fl, slot, fl->lmoved);
+        return;
+    }
     if (fl->changed_run != run) {
         fl->changed_run = run;
         changed[2 * (*nc)++] = slot;
@@ -960,6 +1075,12 @@ static int32_t born(ut_table *t, const uint8_t *f, const ut_frame *p, uint32_t h
         ut_detach(t, slot);
         return -1;
     }
+    fl->id = t->next_id++;
+    fl->start = ts;
+    if (t->lights) { /* no connection in Python: on C's half-open list (touch moves it) */
+        fl->light = 1;
+        light_link(t, fl, slot, 0);
+    }
     t->born_left--;
     return slot;
 }
@@ -981,9 +1102,9 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 ut_touch *touched, uint32_t *n_touched, int32_t *changed,
                 uint32_t *n_changed, int64_t *handled, int32_t *stop_slot, int32_t *yielded,
                 int32_t *decided_slots, uint32_t *n_decided, int32_t *born_slots,
-                uint32_t *n_born) {
+                uint32_t *n_born, int32_t *adopt, uint32_t *n_adopt) {
     uint32_t i;
-    uint32_t no = 0, nt = 0, nc = 0, nd = 0, nb = 0;
+    uint32_t no = 0, nt = 0, nc = 0, nd = 0, nb = 0, na = 0;
     int64_t done = 0;
     uint32_t run = ++t->run_id;
     if (run == 0)
@@ -1022,11 +1143,13 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             if (e || p.tcp_len != hl || nb == out_cap || nt == out_cap ||
                 (slot = born(t, f, &p, hl, times[i])) < 0)
                 break;
-            born_slots[2 * nb] = slot;
-            born_slots[2 * nb + 1] = (int32_t)i;
+            if (!t->flows[slot].light) {
+                born_slots[2 * nb] = slot;
+                born_slots[2 * nb + 1] = (int32_t)i;
+            }
             nb++;
             done++;
-            touch(&t->flows[slot], slot, i, times[i], run, touched, &nt);
+            touch(t, &t->flows[slot], slot, t->frame + done, times[i], run, touched, &nt);
             continue;
         }
         if (!e) {
@@ -1058,7 +1181,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             if (no_room(fl, run, nt, nc, out_cap))
                 break;
             done++;
-            touch(fl, e->flow, i, times[i], run, touched, &nt);
+            touch(t, fl, e->flow, t->frame + done, times[i], run, touched, &nt);
             int wscale_ok = fl->c_wscale >= 0 && o.wscale >= 0;
             fl->ts_ok = fl->c_ts && o.ts;
             ep->base = seq + 1;
@@ -1090,7 +1213,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             fl->syn_sent = 0;
             fl->syn_received = 1;
             /* Python sets what the SYN-ACK told, and its state */
-            mark_changed(fl, e->flow, run, changed, &nc);
+            mark_changed(t, fl, e->flow, run, changed, &nc);
             continue;
         }
         if (fl->bypass) { /* bypassed: only counters move (Tracker._counted_only) */
@@ -1101,7 +1224,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             if (no_room(fl, run, nt, nc, out_cap))
                 break;
             done++;
-            touch(fl, e->flow, i, times[i], run, touched, &nt);
+            touch(t, fl, e->flow, t->frame + done, times[i], run, touched, &nt);
             ep->packets++;
             ep->ttl = p.ttl;
             ep->payload_bytes += n;
@@ -1116,11 +1239,11 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             if ((flags & 0x01) && !closed) {
                 if (ep->fin == UT_NO_FIN)
                     ep->fin = ep->seen_end; /* no stream: where reassembly stopped */
-                mark_changed(fl, e->flow, run, changed, &nc);
+                mark_changed(t, fl, e->flow, run, changed, &nc);
             }
             if (rst && !fl->reset && !closed) {
                 fl->reset = 1; /* without the stream no RST can be checked: any one ends it */
-                mark_changed(fl, e->flow, run, changed, &nc);
+                mark_changed(t, fl, e->flow, run, changed, &nc);
             }
             continue;
         }
@@ -1143,11 +1266,11 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             if (no_room(fl, run, nt, nc, out_cap))
                 break;
             done++;
-            touch(fl, e->flow, i, times[i], run, touched, &nt);
+            touch(t, fl, e->flow, t->frame + done, times[i], run, touched, &nt);
             ep->packets++;
             ep->ttl = p.ttl;
             fl->reset = 1;
-            mark_changed(fl, e->flow, run, changed, &nc);
+            mark_changed(t, fl, e->flow, run, changed, &nc);
             continue;
         }
         int fin = flags & 0x01;
@@ -1252,10 +1375,10 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
         /* committed from here on: what Tracker.segment() does to this segment */
         if (fl->syn_received && e->dir == 0 && aoff >= 0) {
             fl->syn_received = 0; /* the client ACKed the SYN-ACK: ESTABLISHED */
-            mark_changed(fl, e->flow, run, changed, &nc);
+            mark_changed(t, fl, e->flow, run, changed, &nc);
         }
         done++;
-        touch(fl, e->flow, i, times[i], run, touched, &nt);
+        touch(t, fl, e->flow, t->frame + done, times[i], run, touched, &nt);
         ep->packets++;
         ep->ttl = p.ttl;
         ep->last_ack = ack;
@@ -1273,6 +1396,12 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             ep->retransmitted += n;
         } else if (ahead) {
             int64_t end = off + n;
+            if (fl->light) { /* Python makes its connection after the run (touch listed it) */
+                ut_materialize(t, e->flow);
+                fl->touched_run = run;
+                touched[nt++].slot = e->flow;
+                adopt[na++] = e->flow;
+            }
             ep->payload_bytes += n;
             if (end > ep->seen_end) {
                 ep->seen_end = end;
@@ -1342,7 +1471,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 ep->fin = off + n;
             if (!closed) { /* Python moves it to its new state and timeout list */
                 fl->syn_received = 0;
-                mark_changed(fl, e->flow, run, changed, &nc);
+                mark_changed(t, fl, e->flow, run, changed, &nc);
             }
         }
         ep->window = ((int32_t)tcp[14] << 8) | tcp[15];
@@ -1373,21 +1502,11 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             break;
         }
     }
-    for (uint32_t k = 0; k < nc; k++) {
-        /* The state Python gives it (one read there, not five of the flow's fields): reset,
-         * both FINs closed, one half closed, else the handshake's last ACK awaited or not. */
-        const ut_flow *f = &t->flows[changed[2 * k]];
-        int fins = (f->d[0].fin != UT_NO_FIN) + (f->d[1].fin != UT_NO_FIN);
-        int32_t st = f->reset        ? UT_CH_RESET
-                     : fins == 2     ? UT_CH_CLOSED
-                     : fins          ? UT_CH_HALF_CLOSED
-                     : f->syn_received ? UT_CH_SYN_RECEIVED
-                                     : UT_CH_ESTABLISHED;
-        changed[2 * k + 1] = st | (f->syn_sent ? UT_CH_SYN_SENT : 0);
-    }
+    for (uint32_t k = 0; k < nc; k++)
+        changed[2 * k + 1] = state_code(&t->flows[changed[2 * k]]);
     for (uint32_t k = 0; k < nt; k++) {
         touched[k].last_seen = t->flows[touched[k].slot].last_seen;
-        touched[k].order = (int32_t)t->flows[touched[k].slot].last_touch;
+        touched[k].order = t->flows[touched[k].slot].lmoved;
     }
     /* In the order the frames came, not of their times: a clock may step back. */
     qsort(touched, nt, sizeof(ut_touch), by_order);
@@ -1396,6 +1515,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
     *n_changed = nc;
     *n_decided = nd;
     *n_born = nb;
+    *n_adopt = na;
     *handled = done;
     return i;
 }

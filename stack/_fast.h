@@ -148,7 +148,6 @@ typedef struct {
     int32_t used;
     uint32_t touched_run; /* the run that last listed it in `touched` */
     uint32_t changed_run; /* the run that last listed it in `changed` */
-    uint32_t last_touch;  /* the frame of that run that touched it last */
     int32_t syn_received; /* the handshake's last ACK not seen yet */
     int32_t bypass;       /* passed with --bypass: count, do not reassemble */
     int32_t reset;        /* an accepted RST ended it: Python takes whatever comes after */
@@ -174,12 +173,24 @@ typedef struct {
      * hheads: the i-th is a HEAD request (its response has no body) */
     int32_t hpend;
     uint64_t hheads;
+    /* A flow C opened that Python has made no connection for yet ("light", ut_light_config):
+     * its id (Tracker.next_id as C opened it) and SYN time are kept here, C keeps it on its
+     * own timeout list (lclass: the state's TimeoutClass; lprev and lnext: slots, -1 at the
+     * ends; lmoved: the frame that last moved it, as Connection.moved counts), lists it in
+     * neither touched nor changed, and holds nothing out of order for it. */
+    int32_t light;
+    int32_t lclass;
+    int32_t lprev, lnext;
+    int64_t lmoved;
+    int64_t id;
+    double start;
 } ut_flow;
 
 typedef struct {
     double last_seen;
     int32_t slot;
-    int32_t order; /* the frame that touched it last: Python moves it in this order */
+    int64_t order; /* the frame that touched it last (the tracker's count of TCP frames, as
+                    * Connection.moved): Python moves it in this order */
 } ut_touch;
 
 typedef struct {
@@ -303,7 +314,22 @@ int32_t ut_ring_close(int32_t fd, ut_ring *r);
 int ut_born_config(ut_table *t, int32_t hash, int64_t want_c, int64_t want_s, int32_t hstate_c,
                    int32_t hstate_s);
 void ut_born_port(ut_table *t, int32_t port, int32_t value);
-void ut_set_born(ut_table *t, int64_t left);
+void ut_set_born(ut_table *t, int64_t left, int64_t next_id);
+/* Light flows (see ut_flow.light): on, every flow C opens is one, counted in ut_run's
+ * *n_born but not listed in `born`, until ut_materialize (Python makes its connection: it
+ * leaves C's lists, and C lists it in touched and changed from then on). ut_run does that
+ * itself to a light flow about to hold a piece out of order (a piece Python may have to take
+ * back: CFastPath.release_held), listing it in `adopt` (at most out_cap, each in `touched`
+ * too) for Python to make its connection after the run. ut_light_head: the
+ * slot of the flow at the head of timeout list `cls` (-1: none), its lmoved and last_seen.
+ * ut_light_slot: the slot of a light flow with this key, else -1. ut_state_code: the
+ * UT_CH_* code of the state a flow is in (as ut_run lists it in `changed`). */
+int ut_light_config(ut_table *t, int32_t on);
+int32_t ut_light_head(ut_table *t, int32_t cls, int64_t *moved, double *last_seen);
+int64_t ut_light_count(ut_table *t, int32_t cls);
+int32_t ut_light_slot(ut_table *t, const uint8_t *key);
+void ut_materialize(ut_table *t, int32_t slot);
+int32_t ut_state_code(ut_table *t, int32_t slot);
 int ut_claim(ut_table *t, const uint8_t *key, int32_t on);
 int ut_born_take(ut_table *t, int32_t slot, void **sha_out);
 void ut_end(ut_table *t, int32_t slot, int32_t unclaim);
@@ -316,6 +342,7 @@ void ut_end(ut_table *t, int32_t slot, int32_t unclaim);
  * returned; else 0, and nothing changed. */
 typedef struct {
     ut_flow flow;
+    int32_t state;       /* its UT_CH_* code (ut_state_code) */
     int32_t digested[2]; /* direction i's digest is at digest + 32 * i (0: no context, or
                           * out of memory) */
     uint8_t digest[64];
@@ -345,6 +372,6 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 int32_t *changed, uint32_t *n_changed,
                 int64_t *handled, int32_t *stop_slot, int32_t *yielded,
                 int32_t *decided_slots, uint32_t *n_decided, int32_t *born,
-                uint32_t *n_born);
+                uint32_t *n_born, int32_t *adopt, uint32_t *n_adopt);
 
 #endif /* UINET_TAP_FAST_H */

@@ -163,6 +163,7 @@ class Connection:
         "close",
         "anomalies",
         "lru",
+        "moved",
         "fast_slot",
         "bypassed",
         "user",
@@ -201,6 +202,9 @@ class Connection:
         self.close: CloseReason | None = None
         self.anomalies: dict[str, int] = {}
         self.lru: object = None  # the timeout list this connection is on
+        # The tracker's count of TCP frames when it last moved to the end of that list (the
+        # order C's own list of light flows is merged in: Tracker._head).
+        self.moved = 0
         self.fast_slot = -1  # its slot in the C fast path's table, -1 when not there
         self.bypassed = False  # passed with --bypass: counted, no longer reassembled
         self.user: object = None  # the application's per-connection state

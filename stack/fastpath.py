@@ -85,6 +85,9 @@ if lib is not None:
          "retransmitted"),
     )  # fmt: skip
     _ENDED_DIGESTS = c_view("ut_ended", ("digested", "digest"))
+    _ENDED_STATE = c_view("ut_ended", ("state",))
+    # Who a light flow is (light_identity); its keys are at offset 0.
+    _LIGHT = c_view("ut_flow", ("id", "start"))
     assert ffi.offsetof("ut_ended", "flow") == 0
     # What the client's SYN told of a flow C opened (born_facts; its base is at _D0).
     _BORN = c_view("ut_flow", ("c_wscale", "c_ts", "c_mss", "c_sack", "c_mac"))
@@ -185,17 +188,38 @@ class CFastPath:
         # the data events C applied to a connection it began and leaves undecided, when it
         # leaves the table; on_native_decided(conn, report) takes the findings of a connection
         # C decided (after the run that decided it; the connection stays in the table, C
-        # counting or hashing). native_early: a report carries both directions' early bytes.
+        # counting or hashing; for a light flow, conn is None and what it returns is kept for
+        # on_native_adopt). native_early: a report carries both directions' early bytes.
         self.native_allow: Callable[[Connection], int] | None = None
         self.on_native_detach: Callable[[Connection, NativeEvents], None] | None = None
-        self.on_native_decided: Callable[[Connection, NativeReport], None] | None = None
+        self.on_native_decided: Callable[[Connection | None, NativeReport], Any] | None = None
         self.native_early = False
         self.decided = ffi.new("int32_t[]", OUT_CAP)
         self._n_decided = ffi.new("uint32_t *")
         # Flows C opens itself at a client's bare SYN (born_config): how many it may open in
-        # a run (the tracker's caps), and who makes their connections after it.
-        self.born_room: Callable[[], int] | None = None
+        # a run (the tracker's caps) and the id the first takes, and who makes their
+        # connections after it.
+        self.born_room: Callable[[], tuple[int, int]] | None = None
         self.on_born: Callable[[float, tuple[bytes, bytes]], Connection] | None = None
+        # Light flows (light_config): no connection is made after the run, only the count
+        # told (on_light_born); C keeps each on its own timeout lists until the tracker asks
+        # for its connection (adopt) or ends it (end_light). What Python keeps of one until
+        # then: what its inspection decided (on_native_decided's return, given back to
+        # on_native_adopt) and its transaction follower.
+        self.light = False
+        self.on_light_born: Callable[[int], None] | None = None
+        # Makes the connection of the light flow at a slot (Tracker._adopt_light): after a
+        # run, for those C listed in `adopt` (about to hold a piece out of order).
+        self.on_adopt: Callable[[int], Connection] | None = None
+        self.adopt_slots = ffi.new("int32_t[]", OUT_CAP)
+        self._n_adopt = ffi.new("uint32_t *")
+        self.on_native_adopt: Callable[[Connection, Any], None] | None = None
+        self.light_users: dict[int, Any] = {}
+        self.light_ended = 0  # light flows that ended plain (for tests and profiling)
+        self.adopted = 0  # light flows whose connections were made before their end
+        self.light_followers: dict[int, Any] = {}
+        self._head_moved = ffi.new("int64_t *")
+        self._head_seen = ffi.new("double *")
         # What reads the sinks' bytes C hands over (HTTP transactions), for a connection C
         # opened whose sinks are not made (Born.follower).
         self.new_follower: Callable[[], Any] | None = None
@@ -333,6 +357,104 @@ class CFastPath:
         if lib.ut_born_config(self.table, 1, wants[0], wants[1], hstates[0], hstates[1]):
             raise MemoryError("flows opened in C")
         self.claiming = True
+
+    def light_config(self) -> None:
+        """The flows C opens are light (see __init__): for a tracker whose closed tuples
+        swallow no stragglers (TrackerConfig.closed_memory) and whose connections no live view
+        lists."""
+        lib.ut_light_config(self.table, 1)
+        self.light = True
+
+    def light_off(self) -> None:
+        """No more light flows: the flows C opens have their connections made after the run
+        (before any traffic only: those C keeps light would stay so)."""
+        if any(self.light_count(cls) for cls in range(3)):
+            raise RuntimeError("light flows are kept already")
+        lib.ut_light_config(self.table, 0)
+        self.light = False
+
+    def light_head(self, cls: int) -> tuple[int, int, float]:
+        """The light flow at the head of C's timeout list ``cls`` (TimeoutClass): its slot
+        (-1: none), the frame that last moved it (Connection.moved) and its last_seen."""
+        slot = lib.ut_light_head(self.table, cls, self._head_moved, self._head_seen)
+        return slot, self._head_moved[0], self._head_seen[0]
+
+    def light_count(self, cls: int) -> int:
+        return int(lib.ut_light_count(self.table, cls))
+
+    def light_slot(self, key: bytes) -> int:
+        """The slot of the light flow with this key (either direction's), else -1."""
+        return int(lib.ut_light_slot(self.table, c_key(key))) if keyed_in_c(key) else -1
+
+    def light_identity(self, src: int | bytes) -> tuple[float, tuple[bytes, bytes], int]:
+        """(SYN time, keys, id) of a light flow: in C's table at slot ``src``, or as it
+        ended (end_light's bytes)."""
+        raw = (
+            src
+            if isinstance(src, bytes)
+            else ffi.buffer(lib.ut_flow_at(self.table, src), _FLOW_SIZE)
+        )
+        conn_id, start = _LIGHT.unpack_from(raw)
+        return start, (py_key(raw[:KEY_BYTES]), py_key(raw[KEY_BYTES : 2 * KEY_BYTES])), conn_id
+
+    def adopt(self, conn: Connection, slot: int) -> None:
+        """The connection of the light flow at ``slot`` was made (Tracker._adopt_light, as
+        open_born makes one): what C and this side kept of the flow go into it, and from now
+        on C lists it in touched and changed like any flow it carries."""
+        raw = ffi.buffer(lib.ut_flow_at(self.table, slot), _FLOW_SIZE)
+        self._adopt_numbers(conn, slot, raw, lib.ut_state_code(self.table, slot))
+        lib.ut_materialize(self.table, slot)
+        self.adopted += 1
+        conn.fast_slot = slot
+        self.conns[slot] = conn
+        need = 2 * slot + 2
+        if len(self.sinks) < need:
+            self.sinks.extend([None] * (need - len(self.sinks)))
+        self.sinks[2 * slot] = self.sinks[2 * slot + 1] = None  # made when asked for
+
+    def end_light(self, slot: int) -> bytes | None:
+        """End the light flow at ``slot`` if it ends plain (ut_end_plain, as detach ends a
+        connection C opened): the flow as it ended (ut_ended), for adopt_ended. None: it does
+        not, and nothing changed (its connection must be made and ended as any other)."""
+        f = lib.ut_flow_at(self.table, slot)
+        hand_back = self.on_native_detach is not None
+        if not lib.ut_end_plain(self.table, slot, f.bypass, hand_back, self.claiming, self._ended):
+            return None
+        if self.budget is not None:
+            self.budget.c_retained = lib.ut_retained(self.table)
+            self.budget.c_used = lib.ut_held(self.table)
+        self.ended_plain += 1
+        return self._ended_buf[:]  # type: ignore[no-any-return]
+
+    def adopt_ended(self, conn: Connection, slot: int, ended: bytes) -> None:
+        """The connection of a light flow that ended plain (end_light), made now: as
+        _ended_plain leaves one whose connection was made at its SYN."""
+        state = _ENDED_STATE.unpack_from(ended)[0]
+        self._adopt_numbers(conn, slot, ended, state)
+        self.light_ended += 1
+        conn.born.ended = ended
+        follower = conn.born.follower
+        if follower is not None:
+            for i in range(1 if state & _CH_SYN_SENT else 2):
+                if _END_HAND.unpack_from(ended, _D0 if i == 0 else _D1)[1] == NEVER:
+                    _stop_follower(follower, i)
+
+    def _adopt_numbers(self, conn: Connection, slot: int, raw: Any, code: int) -> None:
+        """What the runs' changed and touched lists and findings would have given the
+        connection of a light flow, from the flow (``raw``; ``code``: its UT_CH_* state),
+        and what this side kept of it."""
+        if not code & _CH_SYN_SENT:  # C took the SYN-ACK (_synack_taken)
+            c_wscale, c_ts, s_wscale, s_ts = _HANDSHAKE.unpack_from(raw)
+            conn.wscale_ok = c_wscale >= 0 and s_wscale >= 0
+            conn.ts_ok = bool(c_ts and s_ts)
+            conn.handshake = True
+            conn.state = ConnState.RESET if code & _CH_RESET else _CHANGED_STATES[code & 3]
+        conn.last_seen = _FLOW_OUT.unpack_from(raw)[0]
+        conn.born.follower = self.light_followers.pop(slot, None)
+        user = self.light_users.pop(slot, None)
+        if user is not None:
+            assert self.on_native_adopt is not None
+            self.on_native_adopt(conn, user)
 
     @property
     def opens_flows(self) -> bool:
@@ -584,19 +706,31 @@ class CFastPath:
             lib.ut_set_buffer(self.table, budget.used, *self.caps, frame)
         room = self.born_room
         if room is not None:
-            lib.ut_set_born(self.table, room())
+            lib.ut_set_born(self.table, *room())
         stop = lib.ut_run(
             self.table, cdata, offsets, lengths, times, start, count, expiry_at,
             self.out, self.heads, OUT_CAP, self._n_out, self.touched, self._n_touched,
             self.changed, self._n_changed, self._handled, self._stop, self._yielded,
-            self.decided, self._n_decided, self.born, self._n_born,
+            self.decided, self._n_decided, self.born, self._n_born, self.adopt_slots,
+            self._n_adopt,
         )  # fmt: skip
         if budget is not None:
             budget.c_retained = lib.ut_retained(self.table)
             budget.c_used = lib.ut_held(self.table)
         nb = self._n_born[0]
+        conns = self.conns
         if nb:  # first: everything below may be about these connections
-            self._take_born(nb, times)
+            if self.light:
+                self.opened += nb
+                self.on_light_born(nb)  # type: ignore[misc]
+            else:
+                self._take_born(nb, times)
+        na = self._n_adopt[0]
+        if na:  # light flows C made ordinary in the run: their connections, before the lists
+            adopt = self.on_adopt
+            assert adopt is not None
+            for k in range(na):
+                adopt(self.adopt_slots[k])
         nd = self._n_decided[0]
         if nd:
             decided = self.on_native_decided
@@ -605,11 +739,15 @@ class CFastPath:
             early = self.native_early
             for k in range(nd):
                 slot = self.decided[k]
-                decided(self.conns[slot], _native_report(lib.ut_flow_at(table, slot).nat, early))
+                report = _native_report(lib.ut_flow_at(table, slot).nat, early)
+                conn = conns.get(slot)
+                if conn is None:  # a light flow: kept for its connection (adopt)
+                    self.light_users[slot] = decided(None, report)
+                else:
+                    decided(conn, report)
                 lib.ut_native_release(table, slot)
         nt = self._n_touched[0]
         touched = self._touched_mv[: nt * _TOUCH.size]
-        conns = self.conns
         n = self._n_out[0]
         if n:
             # Before the state changes below, as Tracker.segment hands bytes over before its
@@ -618,11 +756,12 @@ class CFastPath:
             data = self._data
             copy = type(data) is memoryview  # a sink keeps what it gets: bytes, not a view
             table = self.table
+            nsinks = len(sinks)  # a light flow's slot may be past the last connection's
             for k, (sink_id, off, length, hashed, offset) in enumerate(
                 _OUT.iter_unpack(self._out_mv[: n * _OUT.size])
             ):
                 piece = data[off : off + length]
-                sink = sinks[sink_id]
+                sink = sinks[sink_id] if sink_id < nsinks else None
                 if hashed == _HEAD_READ:
                     # A header block C read for the sink's reader: it takes C's fields.
                     follower = sink.follower if sink is not None else self._follower(sink_id)
@@ -636,7 +775,7 @@ class CFastPath:
                     # where it next wants any (the end of the body it skips).
                     follower = sink.follower if sink is not None else self._follower(sink_id)
                     follower.data(sink_id & 1, offset, bytes(piece) if copy else piece)
-                    if sink_id >> 1 in conns:
+                    if sink is None or sink_id >> 1 in conns:  # not ended by a verdict hook
                         f = lib.ut_flow_at(table, sink_id >> 1)
                         f.d[0].want, f.d[1].want = follower.want(0), follower.want(1)
                 else:
@@ -666,11 +805,12 @@ class CFastPath:
         # in the order the other paths move them in: after the state changes above moved some
         # to another list. Nothing above reads either (expiry and eviction do), but for the
         # time an inspector reads, given it above.
-        for last_seen, slot, _order in _TOUCH.iter_unpack(touched):
+        for last_seen, slot, order in _TOUCH.iter_unpack(touched):
             moved = conns.get(slot)
             if moved is not None:
                 moved.last_seen = last_seen
                 moved.lru.move_to_end(moved)  # type: ignore[attr-defined]
+                moved.moved = order
         full = OUT_CAP in (n, nt, self._n_changed[0], nd) and self._stop[0] < 0
         return stop, self._handled[0], full or bool(self._yielded[0])
 
@@ -700,8 +840,15 @@ class CFastPath:
 
     def _follower(self, sink_id: int) -> Any:
         """The reader C hands a sink's bytes to, for a connection C opened whose sinks are not
-        made: the one it keeps (made now if it has none)."""
-        born = self.conns[sink_id >> 1].born
+        made (or a light flow's): the one it keeps (made now if it has none)."""
+        conn = self.conns.get(sink_id >> 1)
+        if conn is None:
+            follower = self.light_followers.get(sink_id >> 1)
+            if follower is None:
+                assert self.new_follower is not None
+                follower = self.light_followers[sink_id >> 1] = self.new_follower()
+            return follower
+        born = conn.born
         if born.follower is None:
             assert self.new_follower is not None
             born.follower = self.new_follower()

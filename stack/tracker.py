@@ -45,7 +45,7 @@ from typing import Any
 from ..reassembly.policy import OverlapPolicy
 from ..reassembly.seq import MASK, seq_diff
 from ..reassembly.stream import MAX_PIECES, Budget, ByteStream, StreamSink
-from .connection import TIMEOUT_CLASS, Connection, ConnState, Endpoint, end_hint
+from .connection import TIMEOUT_CLASS, Connection, ConnState, Endpoint, TimeoutClass, end_hint
 from .decode import ACK, FIN, RST, SYN, URG, Segment
 from .events import CloseReason, Direction, Event, FlowClosed, FlowOpened
 from .fastpath import CFastPath, SynFacts, keyed_in_c, learn_syn_facts, window_shift
@@ -307,16 +307,20 @@ class Tracker:
         self._enter(conn, self.sinks)
         return conn
 
-    def _enter(self, conn: Connection, sinks: SinkFactory | None, announce: bool = True) -> None:
+    def _enter(
+        self, conn: Connection, sinks: SinkFactory | None, announce: bool = True, new: bool = True
+    ) -> None:
         """A new connection's sinks (unless made already), its place in the table and timeout
-        lists, its event (unless ``announce`` is false)."""
+        lists, its event (unless ``announce`` is false). ``new`` false: a light flow's, counted
+        in ``active`` since C opened it."""
         ckey, skey = conn.keys
         if sinks is not None:
             conn.c.stream.sink = sinks(conn, Direction.C2S, None)
             conn.s.stream.sink = sinks(conn, Direction.S2C, None)
         self.table[ckey] = (conn, True)
         self.table[skey] = (conn, False)
-        self.active += 1
+        if new:
+            self.active += 1
         self._place(conn)
         if announce:
             self.events.append(FlowOpened(conn))
@@ -328,20 +332,49 @@ class Tracker:
         arrival, as C's are (host policies may give another to some receivers)."""
         return self._policies is None and self._stream(b"").final
 
-    def born_room(self) -> int:
+    def born_room(self) -> tuple[int, int]:
         """How many flows C may open in its next run: as many as _make_room would open
         without evicting, and segment() without deferring the handshake (a half-open entry
-        pending, none: its SYN-ACK must find it)."""
+        pending, none: its SYN-ACK must find it); and the id the first one takes."""
         if self.half:
-            return 0
+            return 0, self.next_id
         cfg = self.config
         room = min(
             cfg.max_flows - self.active,
             (cfg.max_flow_memory - self.flow_memory) // FULL_COST,
         )
         if cfg.defer_half_open:
-            room = min(room, min(cfg.eager_half_open, cfg.max_flows // 4) - len(self.lrus[0]))
-        return max(room, 0)
+            room = min(room, min(cfg.eager_half_open, cfg.max_flows // 4) - self._half_tracked())
+        return max(room, 0), self.next_id
+
+    def _half_tracked(self) -> int:
+        """Half-open connections tracked in full (light flows among them)."""
+        fast = self.fast
+        if fast is not None and fast.light:
+            return len(self.lrus[0]) + fast.light_count(TimeoutClass.HALF_OPEN)
+        return len(self.lrus[0])
+
+    def light_on(self) -> None:
+        """The flows C opens are light (CFastPath.light_config): no connection is made for
+        one until something asks for it (_adopt_light), and one that ends plain is made only
+        for its record (_finish_light). Only where closed tuples swallow no stragglers: their
+        memory is kept for connections this side ends."""
+        fast = self.fast
+        assert fast is not None and self.config.closed_memory == 0
+        fast.light_config()
+        fast.on_light_born = self._light_born
+        fast.on_adopt = self._adopt_light
+
+    def light_off(self) -> None:
+        """Every connection in the table and on the timeout lists from the flow's first frame
+        on (a live view lists them): before any traffic."""
+        if self.fast is not None and self.fast.light:
+            self.fast.light_off()
+
+    def _light_born(self, n: int) -> None:
+        """C opened ``n`` light flows in its run, numbered from next_id on."""
+        self.next_id += n
+        self.active += n
 
     def open_born(
         self, ts: float, keys: tuple[bytes, bytes], syn: SynFacts | None = None
@@ -350,12 +383,32 @@ class Tracker:
         _process and _take_syn make of that SYN. C holds the numbers it keeps (base, window,
         options, TS.Recent, counts, what the SYN told) until detach, and hashes its streams
         until its sinks are made (make_born_sinks); the rest is set here."""
+        conn_id = self.next_id
+        self.next_id += 1
+        conn = self._born_connection(ts, keys, syn, conn_id)
+        self._enter(conn, None, self.announce_born)
+        return conn
+
+    def _adopt_light(self, slot: int) -> Connection:
+        """The connection of the light flow at ``slot``, made now as open_born made those of
+        flows C opened, with what C and the fast path kept of it since (CFastPath.adopt): in
+        the table, at the end of its state's timeout list (the frame being handled, if any,
+        moves it there anyway)."""
+        fast = self.fast
+        assert fast is not None
+        ts, keys, conn_id = fast.light_identity(slot)
+        conn = self._born_connection(ts, keys, None, conn_id)
+        fast.adopt(conn, slot)
+        self._enter(conn, None, self.announce_born, new=False)
+        return conn
+
+    def _born_connection(
+        self, ts: float, keys: tuple[bytes, bytes], syn: SynFacts | None, conn_id: int
+    ) -> Connection:
         closed = self.closed
         if closed:  # a new connection on the tuple: the memory of the old one goes
             for key in keys:
                 closed.pop(key, None)
-        conn_id = self.next_id
-        self.next_id += 1
         vlans, caddr, cport, saddr, sport = split_key(keys[0])
         conn = Connection(
             conn_id, keys, vlans, len(caddr) == 16, (caddr, cport), (saddr, sport),
@@ -368,7 +421,6 @@ class Tracker:
         conn.state = ConnState.SYN_SENT  # before _enter: it goes on the half-open list at once
         if self.born_started is not None:
             self.born_started(conn)
-        self._enter(conn, None, self.announce_born)
         return conn
 
     def _born_sinks(self, conn: Connection, shas: tuple[Any, Any]) -> tuple[Any, Any]:
@@ -423,6 +475,7 @@ class Tracker:
                 del conn.lru[conn]  # type: ignore[attr-defined]
             lru[conn] = None
             conn.lru = lru
+            conn.moved = self.tcp_packets
 
     def _finish(self, conn: Connection, reason: CloseReason) -> None:
         """Take a connection out of the table, flush its streams, emit FlowClosed."""
@@ -492,12 +545,54 @@ class Tracker:
             reason = CloseReason.RST
         elif conn.state is ConnState.CLOSED:
             reason = CloseReason.FIN
+        self._closed_event(conn, reason)
+
+    def _closed_event(self, conn: Connection, reason: CloseReason) -> None:
         conn.close = reason
         self.events.append(FlowClosed(conn, reason))
         if len(self.events) >= EVENT_BATCH and self.on_events is not None:
             # Closing many at once (timeouts after a pause, the end of input, an eviction
             # storm): hand them over now rather than hold every closed connection.
             self.on_events()
+
+    def _finish_light(self, slot: int, reason: CloseReason) -> None:
+        """_finish for a light flow: one that ends plain (CFastPath.end_light) has its
+        connection made only now, as it would have ended; any other is made first
+        (_adopt_light) and ends as every connection does."""
+        fast = self.fast
+        assert fast is not None
+        ended = fast.end_light(slot)
+        if ended is None:
+            self._finish(self._adopt_light(slot), reason)
+            return
+        ts, keys, conn_id = fast.light_identity(ended)
+        conn = self._born_connection(ts, keys, None, conn_id)
+        fast.adopt_ended(conn, slot, ended)
+        self.active -= 1
+        if conn.state is ConnState.RESET:
+            reason = CloseReason.RST
+        elif conn.state is ConnState.CLOSED:
+            reason = CloseReason.FIN
+        self._closed_event(conn, reason)
+
+    def _head(self, cls: int) -> tuple[float, Connection | int] | None:
+        """The head of timeout list ``cls``: (last_seen, the connection) of the one moved
+        longest ago, or (last_seen, its slot) where that is a light flow on C's list."""
+        lru = self.lrus[cls]
+        conn = next(iter(lru)) if lru else None
+        fast = self.fast
+        if fast is not None and fast.light:
+            slot, moved, seen = fast.light_head(cls)
+            if slot >= 0 and (conn is None or moved < conn.moved):
+                return seen, slot
+        return None if conn is None else (conn.last_seen, conn)
+
+    def _end(self, which: Connection | int, reason: CloseReason) -> None:
+        """End a connection, or the light flow at a slot (_head's)."""
+        if isinstance(which, int):
+            self._finish_light(which, reason)
+        else:
+            self._finish(which, reason)
 
     @staticmethod
     def _end_hint(ep: Endpoint) -> int:
@@ -510,26 +605,24 @@ class Tracker:
         """At a connection cap: a half-open entry goes first (a SYN flood must not push out
         established connections), else the stalest connection. Counted by cap."""
         self.evicted += 1
-        half, eager = self.half, self.lrus[0]
-        if half or eager:
+        half, eager = self.half, self._head(TimeoutClass.HALF_OPEN)
+        if half or eager is not None:
             self.limits[f"{cap}_half_open"] += 1
             # The stalest half-open connection, compact or tracked in full.
             if half and (
-                not eager
-                or _DEFERRED.unpack_from(half[next(iter(half))][-1])[0]
-                <= next(iter(eager)).last_seen
+                eager is None or _DEFERRED.unpack_from(half[next(iter(half))][-1])[0] <= eager[0]
             ):
                 conn = self._promote(next(iter(half)))
+                if conn is not None:
+                    self._finish(conn, CloseReason.EVICTED)
             else:
-                conn = next(iter(eager))
-            if conn is not None:
-                self._finish(conn, CloseReason.EVICTED)
+                self._end(eager[1], CloseReason.EVICTED)  # type: ignore[index]
             return
-        heads = [next(iter(lru)) for lru in self.lrus[1:] if lru]
+        later = (self._head(TimeoutClass.ESTABLISHED), self._head(TimeoutClass.CLOSING))
+        heads = [h for h in later if h is not None]
         if heads:
             self.limits[cap] += 1
-            victim = min(heads, key=lambda c: c.last_seen)
-            self._finish(victim, CloseReason.EVICTED)
+            self._end(min(heads, key=lambda h: h[0])[1], CloseReason.EVICTED)
 
     def _enforce_buffer(self) -> None:
         """Over the global cap: the stalest streams holding bytes are forced past their holes
@@ -555,13 +648,10 @@ class Tracker:
             conn = self._promote(k0)
             if conn is not None:
                 self._finish(conn, CloseReason.TIMEOUT)
-        for cls, lru in enumerate(self.lrus):
+        for cls in TimeoutClass:
             limit = now - self.timeouts[cls]
-            while lru:
-                conn = next(iter(lru))
-                if conn.last_seen >= limit:
-                    break
-                self._finish(conn, CloseReason.TIMEOUT)
+            while (head := self._head(cls)) is not None and head[0] < limit:
+                self._end(head[1], CloseReason.TIMEOUT)
 
     def flush(self) -> None:
         """End of input: every connection still open ends with reason ``eof``."""
@@ -569,9 +659,9 @@ class Tracker:
             conn = self._promote(next(iter(self.half)))
             if conn is not None:
                 self._finish(conn, CloseReason.EOF)
-        for lru in self.lrus:
-            while lru:
-                self._finish(next(iter(lru)), CloseReason.EOF)
+        for cls in TimeoutClass:
+            while (head := self._head(cls)) is not None:
+                self._end(head[1], CloseReason.EOF)
 
     def drain_events(self) -> list[Event]:
         events, self.events = self.events, []
@@ -651,6 +741,13 @@ class Tracker:
             return
         keys = self._key(seg)
         if keys[0] not in self.table:
+            fast = self.fast
+            if fast is not None and fast.light:
+                slot = fast.light_slot(keys[0])
+                if slot >= 0:  # C's until now: its connection is made, and takes the segment
+                    self._adopt_light(slot)
+                    self._handle(ts, seg, keys)
+                    return
             if self.half and self._half_segment(ts, seg, keys):
                 return
             flags = seg.flags
@@ -659,7 +756,7 @@ class Tracker:
                 flags & SYN
                 and not flags & (RST | FIN)
                 and cfg.defer_half_open
-                and len(self.lrus[0]) >= min(cfg.eager_half_open, cfg.max_flows // 4)
+                and self._half_tracked() >= min(cfg.eager_half_open, cfg.max_flows // 4)
                 and keys[0] not in self.table
             ):
                 self._defer(ts, seg, keys)
@@ -691,6 +788,7 @@ class Tracker:
         lru = conn.lru
         if lru is not None:
             lru.move_to_end(conn)  # type: ignore[attr-defined]
+            conn.moved = self.tcp_packets
         sender, peer = (conn.c, conn.s) if from_client else (conn.s, conn.c)
         self._process(conn, sender, peer, seg, from_client, ts)
         if self.budget.used + self.budget.c_used > self.config.max_buffer:

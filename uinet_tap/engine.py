@@ -205,6 +205,10 @@ class Engine:
         fast.on_born = self.tracker.open_born
         if every_port:
             fast.born_all_ports()
+        if self.tracker.config.closed_memory == 0:
+            # No closed tuple swallows stragglers (replay), and no live view lists the
+            # connections (watch keeps them): a connection is made only when asked for.
+            self.tracker.light_on()
 
     def _make_sink(self, conn: Connection, direction: Direction, sha: Any = None) -> DirectionSink:
         path = None
@@ -235,6 +239,12 @@ class Engine:
         if self._native:
             sink.c_hash = sink.sha.ctx  # C hashes while it inspects (NativeGlue takes it back)
         return sink
+
+    def list_connections(self) -> None:
+        """A live view lists the connections from the tracker's table and timeout lists as
+        they go: each has its connection made from its first frame (no light flows: see
+        Tracker.light_on). Before any traffic."""
+        self.tracker.light_off()
 
     def _born_sinks(self, conn: Connection, shas: tuple[Any, Any]) -> tuple[Any, Any]:
         """_make_sink's two sinks of a connection C opened (Tracker.make_born_sinks), where

@@ -63,6 +63,7 @@ class SnapshotMaker:
         self._closing: dict[int, tuple[bytes, bytes, dict]] = {}
         self._tcp_shared: dict[tuple, dict] = {}
         engine.on_closing = self.closing
+        engine.list_connections()
 
     def row(self, conn: Connection) -> FlowRow:
         fast = self.engine.tracker.fast

@@ -108,6 +108,7 @@ class NativeGlue(InspectionGlue):
         fast.native_allow = self._allow
         fast.on_native_detach = self._detached
         fast.on_native_decided = self._decided
+        fast.on_native_adopt = self._adopt
         self._allowed: dict[int, int] = {}
         self.fast = fast
         self.decided_in_c = 0  # connections C named and decided (for tests and profiling)
@@ -195,22 +196,32 @@ class NativeGlue(InspectionGlue):
             allow |= NATIVE_TLS
         return allow
 
-    def _decided(self, conn: Connection, report: NativeReport) -> None:
-        """C applied the default verdict (at the run's frame that decided it): its findings.
-        InspectionGlue._verdict is not called for it: a verdict hook that acts (inline
-        intercept/block) must be called here too, or the engine must not use NativeGlue."""
+    def _decided(self, conn: Connection | None, report: NativeReport) -> NativeState:
+        """C applied the default verdict (at the run's frame that decided it): its findings,
+        into the connection's state, or (``conn`` None: a light flow, whose connection is not
+        made yet) into one _adopt gives it once it is. InspectionGlue._verdict is not called
+        for it: a verdict hook that acts (inline intercept/block) must be called here too, or
+        the engine must not use NativeGlue."""
         self.decided_in_c += 1
-        user: NativeState = conn.user  # type: ignore[assignment]
+        user = NativeState()
         user.protocol, user.findings, user.plain = _findings(report)
         user.verdict = self.default
         user.offsets = report.verdict_offsets
         if self.fast.native_early:
             user.early = report.early
+        if self._pass_bypasses:
+            self.bypassed += 1
+        if conn is not None:
+            self._adopt(conn, user)
+        return user
+
+    def _adopt(self, conn: Connection, user: NativeState) -> None:
+        """A decided state (_decided's) becomes the connection's."""
+        conn.user = user
         for sink in conn.made_sinks() or ():
             sink.inspect = None  # type: ignore[attr-defined]  # decided: C hashes
         if self._pass_bypasses:
             conn.bypassed = True  # C counts it only since the verdict (Tracker.bypass)
-            self.bypassed += 1
 
     def _detached(self, conn: Connection, begun: NativeEvents) -> None:
         """The connection leaves the C table undecided: the Python inspector takes it, after
