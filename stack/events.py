@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -35,4 +35,18 @@ class FlowClosed:
     reason: CloseReason
 
 
-Event = FlowOpened | FlowClosed
+@dataclass(frozen=True, slots=True)
+class FlowEnded:
+    """The end of a light flow that ended plain (Tracker._finish_light): no connection was
+    ever made for it. ``ended``: the flow as C ended it (stack/fastpath.py ended_facts reads
+    it; Tracker.connection_of makes its connection, for whatever needs one); ``user``: what
+    its inspection decided, None if nothing; ``follower``: its HTTP transaction follower,
+    None if C handed it nothing."""
+
+    ended: bytes
+    user: Any
+    follower: Any
+    reason: CloseReason
+
+
+Event = FlowOpened | FlowClosed | FlowEnded

@@ -88,6 +88,7 @@ if lib is not None:
     _ENDED_STATE = c_view("ut_ended", ("state",))
     # Who a light flow is (light_identity); its keys are at offset 0.
     _LIGHT = c_view("ut_flow", ("id", "start"))
+    _BYPASS = c_view("ut_flow", ("bypass",))
     assert ffi.offsetof("ut_ended", "flow") == 0
     # What the client's SYN told of a flow C opened (born_facts; its base is at _D0).
     _BORN = c_view("ut_flow", ("c_wscale", "c_ts", "c_mss", "c_sack", "c_mac"))
@@ -402,7 +403,11 @@ class CFastPath:
         open_born makes one): what C and this side kept of the flow go into it, and from now
         on C lists it in touched and changed like any flow it carries."""
         raw = ffi.buffer(lib.ut_flow_at(self.table, slot), _FLOW_SIZE)
-        self._adopt_numbers(conn, slot, raw, lib.ut_state_code(self.table, slot))
+        self._adopt_numbers(conn, raw, lib.ut_state_code(self.table, slot))
+        _adopt_kept(
+            conn, self.light_users.pop(slot, None), self.light_followers.pop(slot, None),
+            self.on_native_adopt,
+        )  # fmt: skip
         lib.ut_materialize(self.table, slot)
         self.adopted += 1
         conn.fast_slot = slot
@@ -412,10 +417,12 @@ class CFastPath:
             self.sinks.extend([None] * (need - len(self.sinks)))
         self.sinks[2 * slot] = self.sinks[2 * slot + 1] = None  # made when asked for
 
-    def end_light(self, slot: int) -> bytes | None:
+    def end_light(self, slot: int) -> tuple[bytes, Any, Any] | None:
         """End the light flow at ``slot`` if it ends plain (ut_end_plain, as detach ends a
-        connection C opened): the flow as it ended (ut_ended), for adopt_ended. None: it does
-        not, and nothing changed (its connection must be made and ended as any other)."""
+        connection C opened): the flow as it ended (ut_ended, which ended_facts reads), and
+        what this side kept of it (what its inspection decided, its transaction follower,
+        None for none), as stack/events.py FlowEnded carries them. None: it does not, and
+        nothing changed (its connection must be made and ended as any other)."""
         f = lib.ut_flow_at(self.table, slot)
         hand_back = self.on_native_detach is not None
         if not lib.ut_end_plain(self.table, slot, f.bypass, hand_back, self.claiming, self._ended):
@@ -424,25 +431,36 @@ class CFastPath:
             self.budget.c_retained = lib.ut_retained(self.table)
             self.budget.c_used = lib.ut_held(self.table)
         self.ended_plain += 1
-        return self._ended_buf[:]  # type: ignore[no-any-return]
-
-    def adopt_ended(self, conn: Connection, slot: int, ended: bytes) -> None:
-        """The connection of a light flow that ended plain (end_light), made now: as
-        _ended_plain leaves one whose connection was made at its SYN."""
-        state = _ENDED_STATE.unpack_from(ended)[0]
-        self._adopt_numbers(conn, slot, ended, state)
         self.light_ended += 1
-        conn.born.ended = ended
-        follower = conn.born.follower
-        if follower is not None:
+        ended: bytes = self._ended_buf[:]
+        follower = self.light_followers.pop(slot, None)
+        if follower is not None:  # as _ended_plain stops it
+            state = _ENDED_STATE.unpack_from(ended)[0]
             for i in range(1 if state & _CH_SYN_SENT else 2):
                 if _END_HAND.unpack_from(ended, _D0 if i == 0 else _D1)[1] == NEVER:
                     _stop_follower(follower, i)
+        return ended, self.light_users.pop(slot, None), follower
 
-    def _adopt_numbers(self, conn: Connection, slot: int, raw: Any, code: int) -> None:
-        """What the runs' changed and touched lists and findings would have given the
-        connection of a light flow, from the flow (``raw``; ``code``: its UT_CH_* state),
-        and what this side kept of it."""
+    @staticmethod
+    def ended_state(ended: bytes) -> ConnState:
+        """The state a light flow ended in (end_light's bytes)."""
+        code = _ENDED_STATE.unpack_from(ended)[0]
+        if code & _CH_SYN_SENT:
+            return ConnState.SYN_SENT
+        return ConnState.RESET if code & _CH_RESET else _CHANGED_STATES[code & 3]
+
+    def adopt_ended(self, conn: Connection, ended: bytes, user: Any, follower: Any) -> None:
+        """The connection of a light flow that ended plain (end_light), made now for
+        whatever needs one (Tracker.connection_of): as _ended_plain leaves one whose
+        connection was made at its SYN."""
+        self._adopt_numbers(conn, ended, _ENDED_STATE.unpack_from(ended)[0])
+        _adopt_kept(conn, user, follower, self.on_native_adopt)
+        conn.born.ended = ended
+
+    @staticmethod
+    def _adopt_numbers(conn: Connection, raw: Any, code: int) -> None:
+        """What the runs' changed and touched lists would have given the connection of a
+        light flow, from the flow (``raw``; ``code``: its UT_CH_* state)."""
         if not code & _CH_SYN_SENT:  # C took the SYN-ACK (_synack_taken)
             c_wscale, c_ts, s_wscale, s_ts = _HANDSHAKE.unpack_from(raw)
             conn.wscale_ok = c_wscale >= 0 and s_wscale >= 0
@@ -450,11 +468,6 @@ class CFastPath:
             conn.handshake = True
             conn.state = ConnState.RESET if code & _CH_RESET else _CHANGED_STATES[code & 3]
         conn.last_seen = _FLOW_OUT.unpack_from(raw)[0]
-        conn.born.follower = self.light_followers.pop(slot, None)
-        user = self.light_users.pop(slot, None)
-        if user is not None:
-            assert self.on_native_adopt is not None
-            self.on_native_adopt(conn, user)
 
     @property
     def opens_flows(self) -> bool:
@@ -932,6 +945,58 @@ class NativeEvents(NamedTuple):
 
     early: tuple[bytes, bytes]
     events: list[tuple[int, int, float]]
+
+
+def _adopt_kept(
+    conn: Connection, user: Any, follower: Any,
+    adopt_user: Callable[[Connection, Any], None] | None,
+) -> None:  # fmt: skip
+    """What the fast path kept of a light flow, into its connection made now."""
+    conn.born.follower = follower
+    if user is not None:
+        assert adopt_user is not None
+        adopt_user(conn, user)
+
+
+class EndedFacts(NamedTuple):
+    """What the record of a light flow that ended plain reads (ended_facts)."""
+
+    conn_id: int
+    start: float  # its SYN's time
+    keys: tuple[bytes, bytes]
+    last_seen: float
+    bypassed: bool
+    handshake: bool  # the SYN-ACK came (C took it)
+    wscale_ok: bool
+    ts_ok: bool
+    client_mss: int | None
+    server_mss: int | None
+    sack_permitted: bool
+    directions: tuple[EndedDirection, EndedDirection]
+
+
+def ended_facts(ended: bytes) -> EndedFacts:
+    """The facts of a light flow's record, read at once from the flow as it ended
+    (CFastPath.end_light's bytes): what its connection, were it made (adopt_ended), would
+    give flow_record."""
+    conn_id, start = _LIGHT.unpack_from(ended)
+    last_seen, _native, syn_sent = _FLOW_OUT.unpack_from(ended)
+    bypassed = bool(_BYPASS.unpack_from(ended)[0])
+    _syn, s_mss, s_sack, c_mss, c_sack = _SYN_RECORD.unpack_from(ended)
+    keys = (py_key(ended[:KEY_BYTES]), py_key(ended[KEY_BYTES : 2 * KEY_BYTES]))
+    directions = ended_directions(ended, bypassed)
+    client_mss = None if c_mss < 0 else c_mss
+    if syn_sent:  # the SYN-ACK never came
+        return EndedFacts(
+            conn_id, start, keys, last_seen, bypassed, False, False, False, client_mss, None,
+            False, directions,
+        )  # fmt: skip
+    c_wscale, c_ts, s_wscale, s_ts = _HANDSHAKE.unpack_from(ended)
+    return EndedFacts(
+        conn_id, start, keys, last_seen, bypassed, True, c_wscale >= 0 and s_wscale >= 0,
+        bool(c_ts and s_ts), client_mss, None if s_mss < 0 else s_mss, bool(c_sack and s_sack),
+        directions,
+    )  # fmt: skip
 
 
 def _native_report(nat: Any, both_early: bool) -> NativeReport:

@@ -47,7 +47,7 @@ from ..reassembly.seq import MASK, seq_diff
 from ..reassembly.stream import MAX_PIECES, Budget, ByteStream, StreamSink
 from .connection import TIMEOUT_CLASS, Connection, ConnState, Endpoint, TimeoutClass, end_hint
 from .decode import ACK, FIN, RST, SYN, URG, Segment
-from .events import CloseReason, Direction, Event, FlowClosed, FlowOpened
+from .events import CloseReason, Direction, Event, FlowClosed, FlowEnded, FlowOpened
 from .fastpath import CFastPath, SynFacts, keyed_in_c, learn_syn_facts, window_shift
 from .hostos import HostPolicies
 from .options import parse_options, timestamp
@@ -541,39 +541,40 @@ class Tracker:
             if stream.limits:
                 for kind, n in stream.limits.items():
                     self.limits[kind] += n
-        if conn.state is ConnState.RESET:
-            reason = CloseReason.RST
-        elif conn.state is ConnState.CLOSED:
-            reason = CloseReason.FIN
-        self._closed_event(conn, reason)
+        conn.close = reason = _closed_by(conn.state, reason)
+        self._emit(FlowClosed(conn, reason))
 
-    def _closed_event(self, conn: Connection, reason: CloseReason) -> None:
-        conn.close = reason
-        self.events.append(FlowClosed(conn, reason))
+    def _emit(self, event: FlowClosed | FlowEnded) -> None:
+        self.events.append(event)
         if len(self.events) >= EVENT_BATCH and self.on_events is not None:
             # Closing many at once (timeouts after a pause, the end of input, an eviction
             # storm): hand them over now rather than hold every closed connection.
             self.on_events()
 
     def _finish_light(self, slot: int, reason: CloseReason) -> None:
-        """_finish for a light flow: one that ends plain (CFastPath.end_light) has its
-        connection made only now, as it would have ended; any other is made first
-        (_adopt_light) and ends as every connection does."""
+        """_finish for a light flow: one that ends plain (CFastPath.end_light) ends as it is,
+        its connection never made (FlowEnded: connection_of makes it for what needs it); any
+        other has it made first (_adopt_light) and ends as every connection does."""
         fast = self.fast
         assert fast is not None
-        ended = fast.end_light(slot)
-        if ended is None:
+        got = fast.end_light(slot)
+        if got is None:
             self._finish(self._adopt_light(slot), reason)
             return
-        ts, keys, conn_id = fast.light_identity(ended)
-        conn = self._born_connection(ts, keys, None, conn_id)
-        fast.adopt_ended(conn, slot, ended)
+        ended, user, follower = got
         self.active -= 1
-        if conn.state is ConnState.RESET:
-            reason = CloseReason.RST
-        elif conn.state is ConnState.CLOSED:
-            reason = CloseReason.FIN
-        self._closed_event(conn, reason)
+        self._emit(FlowEnded(ended, user, follower, _closed_by(fast.ended_state(ended), reason)))
+
+    def connection_of(self, event: FlowEnded) -> Connection:
+        """The connection of a light flow that ended plain, made now (as open_born made those
+        of flows C opened, and their end left them) for what reads one."""
+        fast = self.fast
+        assert fast is not None
+        ts, keys, conn_id = fast.light_identity(event.ended)
+        conn = self._born_connection(ts, keys, None, conn_id)
+        fast.adopt_ended(conn, event.ended, event.user, event.follower)
+        conn.close = event.reason
+        return conn
 
     def _head(self, cls: int) -> tuple[float, Connection | int] | None:
         """The head of timeout list ``cls``: (last_seen, the connection) of the one moved
@@ -1502,6 +1503,16 @@ class Tracker:
         else:
             self._anomaly(conn, "rst_out_of_window")
         return False
+
+
+def _closed_by(state: ConnState, reason: CloseReason) -> CloseReason:
+    """Why a connection ended, in the state it ended in: a reset or both FINs say, whatever
+    ended it (``reason``) otherwise."""
+    if state is ConnState.RESET:
+        return CloseReason.RST
+    if state is ConnState.CLOSED:
+        return CloseReason.FIN
+    return reason
 
 
 def _pack(ts: float, seg: Segment, first: bool) -> bytes:

@@ -21,11 +21,11 @@ from .plugins.http_transactions import HttpTransactions
 from .plugins.policy import Policy
 from .plugins.registry import Loaded
 from .reassembly.policy import OverlapPolicy
-from .records import DirectionSink, FilePool, flow_filename, flow_record
+from .records import DirectionSink, FilePool, ended_record, flow_filename, flow_record
 from .stack import fastpath
 from .stack.connection import Connection
 from .stack.decode import DLT_EN10MB, Decoder
-from .stack.events import Direction, FlowClosed
+from .stack.events import Direction, FlowClosed, FlowEnded
 from .stack.hostos import HostPolicies
 from .stack.tracker import Tracker, TrackerConfig
 
@@ -372,6 +372,8 @@ class Engine:
         for event in self.tracker.drain_events():
             if isinstance(event, FlowClosed):
                 self._closed(event.conn)
+            elif isinstance(event, FlowEnded):
+                self._ended(event)
             elif self.inspection is not None:
                 self.inspection.opened(event.conn)
 
@@ -389,6 +391,30 @@ class Engine:
         rec = flow_record(conn, self.export_dir, self.options.community_id_seed)
         if self.inspection is not None:
             rec.update(self.inspection.finish(conn))
+        self._followed(rec, follower)
+        if self.flow_pcaps is not None:
+            self.flow_pcaps.finish(conn, rec)
+        self._recorded(rec)
+
+    def _ended(self, event: FlowEnded) -> None:
+        """The record of a light flow that ended plain, made from C's numbers and what its
+        inspection decided, no connection made; unless something reads the connection (the
+        live view's on_closing) or its inspection has to end in Python (nothing decided)."""
+        inspection = self.inspection
+        if self.on_closing is not None or (inspection is not None and event.user is None):
+            self._closed(self.tracker.connection_of(event))
+            return
+        facts = fastpath.ended_facts(event.ended)
+        rec = ended_record(facts, event.reason, self.options.community_id_seed)
+        if inspection is not None:
+            assert isinstance(inspection, NativeGlue)  # light flows are C's to inspect
+            rec.update(inspection.finish_decided(event.user, facts.bypassed))
+        self._followed(rec, event.follower)
+        self._recorded(rec)
+
+    @staticmethod
+    def _followed(rec: dict, follower: HttpTransactions | None) -> None:
+        """The connection's HTTP transactions into its record."""
         if follower is not None:
             follower.finish((rec["c2s"]["bytes"], rec["s2c"]["bytes"]))
             if follower.transactions:
@@ -397,8 +423,9 @@ class Engine:
                     rec["transactions_dropped"] = follower.dropped
                 if follower.stopped:  # why later exchanges, if any, are not listed
                     rec["transactions_stopped"] = follower.stopped
-        if self.flow_pcaps is not None:
-            self.flow_pcaps.finish(conn, rec)
+
+    def _recorded(self, rec: dict) -> None:
+        """A finished record: counted, and handed on."""
         t = self.totals
         t.connections += 1
         for d in ("c2s", "s2c"):

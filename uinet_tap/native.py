@@ -148,10 +148,16 @@ class NativeGlue(InspectionGlue):
         if user.verdict is None:
             self._materialize(conn)
             return super().finish(conn)
+        conn.user = None
+        return self.finish_decided(user, conn.bypassed)
+
+    def finish_decided(self, user: NativeState, bypassed: bool) -> dict:
+        """finish() of a connection C decided, from its state (that of a light flow,
+        whose connection was never made, too)."""
+        assert user.verdict is not None
         verdict = PASSIVE_NAMES[user.verdict]
         self.protocols[user.protocol] += 1
         self.verdicts[verdict] += 1
-        conn.user = None
         findings, truncated = self.record_findings(user.findings, user.plain)
         rec = {
             "protocol": user.protocol,
@@ -160,7 +166,7 @@ class NativeGlue(InspectionGlue):
             "verdict": verdict,
             "decided_by": "default",
             "verdict_offset": {"c2s": user.offsets[0], "s2c": user.offsets[1]},
-            "bypassed": conn.bypassed,
+            "bypassed": bypassed,
         }
         if truncated:  # a hostile hello's 2,000 ALPN names: cut as in Python
             rec["findings_truncated"] = True

@@ -16,8 +16,9 @@ from .community_id import community_id
 from .isotime import utc_second
 from .plugins.http_transactions import HttpTransactions
 from .stack.connection import Connection
-from .stack.events import Direction
-from .stack.fastpath import Digested, Sha256, ended_directions
+from .stack.events import CloseReason, Direction
+from .stack.fastpath import Digested, EndedDirection, EndedFacts, Sha256, ended_directions
+from .stack.tracker import split_key
 
 _ZEROS = bytes(1 << 16)
 
@@ -204,15 +205,16 @@ class _HashOnly:
 _HASH_ONLY = (_HashOnly(), _HashOnly())
 
 
-def _ended_direction_records(conn: Connection, export_dir: Path | None) -> tuple[dict, dict]:
-    """Both direction records of a connection that ended plain: from C's numbers, its
-    endpoints never made (stack/fastpath.py detach). Nothing went to Python's reassembly: no
-    gap, no overlap conflict."""
-    born = conn.born
-    bypassed = conn.bypassed
+def _ended_direction_records(
+    directions: tuple[EndedDirection, EndedDirection], bypassed: bool,
+    sinks: tuple[Any, Any] | None, export_dir: Path | None,
+) -> tuple[dict, dict]:  # fmt: skip
+    """Both direction records of a connection that ended plain, from C's numbers
+    (stack/fastpath.py ended_directions), its endpoints never made (and its sinks, unless
+    given). Nothing went to Python's reassembly: no gap, no overlap conflict."""
     out = []
     for (length, delivered, packets, payload, retransmitted, digest), sink in zip(
-        ended_directions(born.ended, bypassed), born.sinks or _HASH_ONLY, strict=True
+        directions, sinks or _HASH_ONLY, strict=True
     ):
         out.append(_direction(
             bypassed, sink, length, delivered, [], 0, 0, packets, payload, retransmitted, 0,
@@ -280,40 +282,73 @@ def _iso_second(whole: int) -> str:
 def flow_record(conn: Connection, export_dir: Path | None = None, seed: int = 0) -> dict:
     """The JSON object of one finished connection (schema in README.md)."""
     assert conn.close is not None
-    (caddr, cport), (saddr, sport) = conn.client, conn.server
     born = conn.born
     if born is not None and born.ended is not None:  # ended plain (stack/fastpath.py detach)
-        c2s, s2c = _ended_direction_records(conn, export_dir)
+        c2s, s2c = _ended_direction_records(
+            ended_directions(born.ended, conn.bypassed), conn.bypassed, born.sinks, export_dir
+        )  # fmt: skip
         limits: dict[str, int] = {}
     else:
         c2s = direction_record(conn, Direction.C2S, export_dir)
         s2c = direction_record(conn, Direction.S2C, export_dir)
         limits = _limits(conn)
     client_mss, server_mss, sack = conn.syn_facts()
-    rec: dict[str, Any] = {
-        "id": conn.id,
-        "timestamp": iso_time(conn.start),
+    rec = _record(
+        conn.id, conn.start, conn.client, conn.server, seed, conn.midstream, conn.vlans,
+        conn.last_seen, conn.close, conn.handshake, c2s, s2c,
+        dict(sorted(conn.anomalies.items())) if conn.anomalies else {}, limits,
+        (client_mss, server_mss, conn.wscale_ok, conn.ts_ok, sack),
+    )  # fmt: skip
+    if conn.tunnel:
+        rec["tunnel"] = conn.tunnel
+    return rec
+
+
+def ended_record(facts: EndedFacts, close: CloseReason, seed: int = 0) -> dict:
+    """flow_record of a light flow that ended plain (stack/events.py FlowEnded), from its
+    facts (stack/fastpath.py ended_facts): no connection made, no sinks, no tunnel, no
+    anomaly or limit (it would not have ended plain)."""
+    vlans, caddr, cport, saddr, sport = split_key(facts.keys[0])
+    c2s, s2c = _ended_direction_records(facts.directions, facts.bypassed, None, None)
+    return _record(
+        facts.conn_id, facts.start, (caddr, cport), (saddr, sport), seed, False, vlans,
+        facts.last_seen, close, facts.handshake, c2s, s2c, {}, {},
+        (facts.client_mss, facts.server_mss, facts.wscale_ok, facts.ts_ok,
+         facts.sack_permitted),
+    )  # fmt: skip
+
+
+def _record(
+    conn_id: int, start: float, client: tuple[bytes, int], server: tuple[bytes, int],
+    seed: int, midstream: bool, vlans: tuple[int, ...], end: float, close: CloseReason,
+    handshake: bool, c2s: dict, s2c: dict, anomalies: dict[str, int], limits: dict[str, int],
+    tcp: tuple[int | None, int | None, bool, bool, bool],
+) -> dict:  # fmt: skip
+    """The record's object from what it reads (tcp: the client's and server's MSS, whether
+    window scaling and timestamps were in force, whether SACK was permitted both ways)."""
+    (caddr, cport), (saddr, sport) = client, server
+    client_mss, server_mss, wscale_ok, ts_ok, sack = tcp
+    return {
+        "id": conn_id,
+        "timestamp": iso_time(start),
         "client": format_endpoint(caddr, cport),
         "server": format_endpoint(saddr, sport),
         "community_id": community_id(caddr, cport, saddr, sport, seed),
-        "midstream": conn.midstream,
-        "vlan": list(conn.vlans),
-        "start": conn.start,
-        "end": conn.last_seen,
-        "close": conn.close.value,
-        "handshake": conn.handshake,
+        "midstream": midstream,
+        "vlan": list(vlans),
+        "start": start,
+        "end": end,
+        "close": close.value,
+        "handshake": handshake,
         "c2s": c2s,
         "s2c": s2c,
-        "anomalies": dict(sorted(conn.anomalies.items())) if conn.anomalies else {},
+        "anomalies": anomalies,
         "limits": limits,
         "tcp": {
             "client_mss": client_mss,
             "server_mss": server_mss,
-            "window_scaling": conn.wscale_ok,
-            "timestamps": conn.ts_ok,
+            "window_scaling": wscale_ok,
+            "timestamps": ts_ok,
             "sack_permitted": sack,
         },
     }
-    if conn.tunnel:
-        rec["tunnel"] = conn.tunnel
-    return rec
