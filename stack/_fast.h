@@ -233,6 +233,11 @@ void ut_set_buffer(ut_table *t, int64_t py_used, int64_t max_buffer, int64_t max
 int64_t ut_held(ut_table *t);
 void *ut_sha_new(void);
 void ut_hash_wait(void);
+/* The number of the last piece put so far (each one staged is queued first), and returning
+ * once every piece up to such a number is hashed: the bytes of a batch may go once the
+ * pieces put while it was loaded are hashed (stack/fastpath.py unload). */
+uint64_t ut_hash_mark(void);
+void ut_hash_wait_to(uint64_t mark);
 void ut_sha_update(void *c, const uint8_t *data, size_t n);
 void ut_sha_zeros(void *c, int64_t n);
 int ut_sha_digest(void *c, uint8_t *out32);

@@ -215,9 +215,17 @@ void uh_wait_for(ut_sha *s) {
 }
 
 /* Return once every piece put so far is hashed (the bytes they point at are free). */
-void ut_hash_wait(void) {
+void ut_hash_wait(void) { ut_hash_wait_to(ut_hash_mark()); }
+
+uint64_t ut_hash_mark(void) {
     uh_flush();
+    return uh.tail; /* only this thread moves tail */
+}
+
+void ut_hash_wait_to(uint64_t mark) {
+    if (mark <= __atomic_load_n(&uh.head, __ATOMIC_ACQUIRE))
+        return;
     pthread_mutex_lock(&uh.mu);
-    uh_reach(uh.tail);
+    uh_reach(mark);
     pthread_mutex_unlock(&uh.mu);
 }

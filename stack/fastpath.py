@@ -244,6 +244,10 @@ class CFastPath:
         self._touched_mv = memoryview(ffi.buffer(self.touched))
         self._args: tuple[Any, ...] = ()
         self._data: bytes | memoryview = b""
+        # The last batch unloaded, kept until the hashing thread is done with it (unload)
+        self._kept: bytes | memoryview = b""
+        self._hash_mark = 0
+        self._deferred = False
         # The tracker's budget: retained and held bytes here and in Python share its caps
         # (caps: the global held-byte cap, the per-direction one and the pieces per direction).
         self.budget: Budget | None = None
@@ -668,7 +672,9 @@ class CFastPath:
         return c.packets, c.payload_bytes, s.packets, s.payload_bytes, f.last_seen
 
     def load(self, data: bytes | memoryview, offsets: Any, lengths: Any, times: Any) -> None:
-        """Hand C one batch (buffers it may read until the next load)."""
+        """Hand C one batch (buffers it may read until the next load; ``data`` stays good
+        until the batch after next is loaded, as uinet_tap/pcapfile.py Batch says)."""
+        self._deferred = True
         self._data = data
         self._args = (
             data if isinstance(data, bytes) else ffi.from_buffer(data),
@@ -679,6 +685,7 @@ class CFastPath:
 
     def load_frames(self, batch: Any) -> None:
         """Hand C one batch received into C's own buffers (uinet_tap/ports.py RxBatch)."""
+        self._deferred = False
         self._data = batch.data
         self._args = (batch.buf, batch.offsets, batch.lengths, batch.times)
         if self.bypassed_only:  # inline: the frames C drops are flagged in the batch
@@ -697,13 +704,28 @@ class CFastPath:
 
     def unload(self) -> None:
         """Let go of the batch: a C view of a memoryview must not outlive it, or the garbage
-        collector may clear the memoryview while the view still holds it (a crash). First,
-        the hashing thread (_hashq.c) finishes the batch's bytes C handed it."""
-        lib.ut_hash_wait()
+        collector may clear the memoryview while the view still holds it (a crash). The
+        hashing thread (_hashq.c) may still be hashing bytes of it C handed over: a batch
+        given to load() is good until the batch after next is loaded, so its bytes are kept
+        alive here and the next unload waits for them (this batch's hashing goes on while
+        the next is read: settle() waits for all); one received into C's own buffers
+        (load_frames) is waited for now."""
+        if self._deferred:
+            lib.ut_hash_wait_to(self._hash_mark)  # the batch before this one
+            self._hash_mark = lib.ut_hash_mark()
+            self._kept = self._data
+        else:
+            lib.ut_hash_wait()
+            self._kept = b""
         self._args = ()
         self._data = b""
         if self.bypassed_only:
             lib.ut_set_rx_flags(self.table, ffi.NULL)
+
+    def settle(self) -> None:
+        """Every byte handed to the hashing thread hashed, and the last batch let go."""
+        lib.ut_hash_wait()
+        self._kept = b""
 
     def run(
         self, start: int, count: int, expiry_at: float, frame: int = 0

@@ -1081,3 +1081,34 @@ def test_a_connection_c_opened_has_no_other_attribute_made_on_demand():
     assert conn.syn_facts() == (1460, None, False) and not conn.has_gaps
     assert conn.c.isn == 1000 and conn.c.wscale == 7 and conn.c.packets == 1
     assert conn.born is None and conn.s.isn is None and conn.s.packets == 0
+
+
+def test_batch_bytes_are_hashed_before_the_batch_after_next(tmp_path):
+    """The hashing thread may still read a batch's bytes after the engine is done with it
+    (CFastPath.unload): a batch is good only until the reader is asked for the batch after
+    next (pcapfile.Batch), and that is when the bytes must be hashed. Here each batch lies in
+    a buffer of its own that is scribbled over as soon as the batch after it was fed: every
+    digest is still the general path's."""
+    rng = random.Random(5)
+    segs = []
+    for i in range(12):
+        cv = Conversation(cport=41000 + i, t0=1000.0 + i * 1e-4, dt=1e-6)
+        segs += cv.handshake()
+        for _ in range(40):
+            segs += [cv.s(rng.randbytes(1400)), cv.ack("c")]
+        segs += [cv.fin("c"), cv.fin("s"), cv.ack("c")]
+    segs.sort(key=lambda s: s.ts)
+    fr = frames(segs)
+    ref = run(_batches(fr, 1, 64), 1, "off")[0]
+    records: list[dict] = []
+    engine = Engine(1, Options(fastpath="c"), records.append)
+    buffers: list[bytearray] = []
+    for batch in _batches(fr, 1, 64):
+        buf = bytearray(batch.data)
+        buffers.append(buf)
+        engine.feed_batch(Batch(memoryview(buf), batch.times, batch.offsets, batch.lengths, 1))
+        if len(buffers) >= 2:
+            buffers[-2][:] = bytes(len(buffers[-2]))  # the reader's next read lands here
+    engine.finish()
+    assert [r["s2c"]["sha256"] for r in records] == [r["s2c"]["sha256"] for r in ref]
+    assert len(ref) == 12 and all(r["s2c"]["bytes"] == 56000 for r in ref)

@@ -363,6 +363,8 @@ class Engine:
     def finish(self) -> None:
         self.tracker.flush()
         self._drain()
+        if self.tracker.fast is not None:
+            self.tracker.fast.settle()
         if self.pool is not None:
             self.pool.close()
         if self.flow_pcaps is not None:
