@@ -179,7 +179,7 @@ void ut_free(ut_table *t) {
         return;
     for (int32_t i = 0; i < t->nflows; i++) {
         for (int k = 0; k < 2; k++) {
-            free(t->flows[i].d[k].tail);
+            free(t->flows[i].d[k].tail_base);
             free(t->flows[i].d[k].ooo);
         }
     }
@@ -241,13 +241,13 @@ static int32_t new_flow(ut_table *t, const uint8_t *key_c, const uint8_t *key_s)
         memset(&t->flows[slot], 0, sizeof(ut_flow));
     }
     ut_flow *f = &t->flows[slot];
-    uint8_t *tails[2] = {f->d[0].tail, f->d[1].tail};
+    uint8_t *tails[2] = {f->d[0].tail_base, f->d[1].tail_base};
     int64_t caps[2] = {f->d[0].tail_cap, f->d[1].tail_cap};
     uint8_t *ooos[2] = {f->d[0].ooo, f->d[1].ooo};
     int32_t ooo_caps[2] = {f->d[0].ooo_cap, f->d[1].ooo_cap};
     memset(f, 0, sizeof(ut_flow));
     for (int i = 0; i < 2; i++) { /* keep the buffers of a reused slot */
-        f->d[i].tail = tails[i];
+        f->d[i].tail = f->d[i].tail_base = tails[i];
         f->d[i].tail_cap = caps[i];
         f->d[i].ooo = ooos[i];
         f->d[i].ooo_cap = ooo_caps[i];
@@ -391,6 +391,8 @@ void ut_detach(ut_table *t, int32_t slot) {
         ut_native_release(t, slot);
     t->retained -= f->d[0].tail_len + f->d[1].tail_len;
     f->d[0].tail_len = f->d[1].tail_len = 0;
+    f->d[0].tail = f->d[0].tail_base;
+    f->d[1].tail = f->d[1].tail_base;
     for (int i = 0; i < 2; i++) { /* Python took a held piece back (detach) */
         if (f->d[i].ooo_len)
             t->held -= f->d[i].ooo_len + UT_PIECE_COST;
@@ -707,23 +709,37 @@ void ut_native_release(ut_table *t, int32_t slot) {
     t->pool[t->npool++] = nat;
 }
 
-/* Room for `need` tail bytes, growing by doubling. */
+/* Room for `need` tail bytes from where the tail starts. The bytes ACKs dropped before it
+ * are reclaimed (the tail moved to the buffer's start) once they are at least half as many
+ * as it holds, so each byte is moved at most twice over its life, not at every ACK; else
+ * the buffer grows by doubling. */
 static int tail_reserve(ut_dir *d, int64_t need) {
-    if (need <= d->tail_cap)
+    int64_t head = d->tail - d->tail_base;
+    if (head + need <= d->tail_cap)
         return 0;
+    if (head && 2 * head >= d->tail_len) {
+        memmove(d->tail_base, d->tail, (size_t)d->tail_len);
+        d->tail = d->tail_base;
+        head = 0;
+        if (need <= d->tail_cap)
+            return 0;
+    }
     int64_t cap = d->tail_cap ? d->tail_cap : 4096;
-    while (cap < need)
+    while (cap < head + need)
         cap *= 2;
-    uint8_t *p = realloc(d->tail, cap);
+    uint8_t *p = realloc(d->tail_base, cap);
     if (!p)
         return -1;
-    d->tail = p;
+    d->tail_base = p;
+    d->tail = p + head;
     d->tail_cap = cap;
     return 0;
 }
 
 /* Set a direction's tail (attach hands over Python's). */
 int ut_tail_set(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n) {
+    if (!d->tail_len)
+        d->tail = d->tail_base;
     if (tail_reserve(d, n) != 0)
         return -1;
     memcpy(d->tail, data, n);
@@ -785,6 +801,7 @@ static int tail_append(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n) {
          * unacknowledged bytes for conflicts (counted as the "retain" limit). */
         t->retained -= d->tail_len;
         d->tail_len = 0;
+        d->tail = d->tail_base;
         d->retain_drops++;
         return 0;
     }
@@ -797,7 +814,7 @@ static int tail_append(ut_table *t, ut_dir *d, const uint8_t *data, int64_t n) {
             n -= drop - d->tail_len;
             d->tail_len = 0;
         } else {
-            memmove(d->tail, d->tail + drop, d->tail_len - drop);
+            d->tail += drop;
             d->tail_len -= drop;
         }
         need = d->tail_len + n;
@@ -819,13 +836,14 @@ static void on_ack(ut_table *t, ut_dir *d, int64_t off) {
             t->retained -= drop < d->tail_len ? drop : d->tail_len;
             if (drop >= d->tail_len) {
                 d->tail_len = 0;
+                d->tail = d->tail_base;
                 if (d->tail_cap > 16384) { /* a bulk window's worth: give it back */
-                    free(d->tail);
-                    d->tail = NULL;
+                    free(d->tail_base);
+                    d->tail = d->tail_base = NULL;
                     d->tail_cap = 0;
                 }
             } else {
-                memmove(d->tail, d->tail + drop, d->tail_len - drop);
+                d->tail += drop;
                 d->tail_len -= drop;
             }
         }

@@ -128,7 +128,8 @@ typedef struct {
     int64_t want_run;    /* the run that last handed the sink bytes for its want */
     uint8_t *tail;       /* committed, unacknowledged bytes [nxt - tail_len, nxt) */
     int64_t tail_len;
-    int64_t tail_cap;
+    int64_t tail_cap;    /* the buffer's size, from tail_base */
+    uint8_t *tail_base;  /* the buffer tail lies in: an ACK moves tail on, no copy */
     void *sha;           /* the sink's SHA-256 when hashing is all it does, else NULL */
     int32_t retain_drops; /* tails dropped at the retained cap since attach */
     /* One segment held out of order, the hole before it not filled yet (C's share of the
