@@ -31,6 +31,10 @@
 /* Pieces gathered by the putting thread before they go into the ring under the lock
  * together (a lock per piece collides with the worker's too often). */
 #define UH_STAGE 64
+/* Bytes of copies queued and not hashed yet, at most: past it uh_put_copy hashes at once
+ * (after the context's queued pieces), so the queue's copies stay bounded in memory
+ * whatever the traffic makes of the held pieces they come from. */
+#define UH_COPY_CAP (8u << 20)
 
 typedef struct {
     void *md; /* the context itself (its ut_sha's md) */
@@ -48,6 +52,7 @@ static struct {
     int busy;               /* a thread is hashing pieces from head on */
     int idle;               /* the worker sleeps on `more` */
     uint64_t queued_bytes;  /* put since the queue was last taken */
+    size_t copied;          /* bytes of owned copies queued, not hashed yet (atomic) */
     pid_t pid;              /* the process whose worker runs (0: none yet) */
     int broken;             /* no thread could start: pieces are hashed at once */
     int registered;
@@ -68,8 +73,10 @@ static void uh_process(void) {
     for (uint64_t i = from; i != to; i++) {
         uh_piece *p = &uh.ring[i & (UH_CAP - 1)];
         EVP_DigestUpdate((EVP_MD_CTX *)p->md, p->data, p->n);
-        if (p->owned)
+        if (p->owned) {
             free((void *)p->data);
+            __atomic_sub_fetch(&uh.copied, p->n, __ATOMIC_RELAXED);
+        }
     }
     pthread_mutex_lock(&uh.mu);
     /* Released after the updates it vouches for: uh_wait_for reads head without the lock. */
@@ -191,15 +198,17 @@ void uh_put(ut_sha *s, const uint8_t *data, size_t n) {
 }
 
 /* The same for bytes the caller reuses at once (a held piece's buffer): a copy is queued,
- * so that the caller need not wait for the queue. */
+ * so that the caller need not wait for the queue, within UH_COPY_CAP. */
 void uh_put_copy(ut_sha *s, const uint8_t *data, size_t n) {
-    uint8_t *copy = n && !uh.broken && uh.pid ? malloc(n) : NULL;
-    if (!copy) { /* nothing queued, or no memory: hash here, after the queue */
+    int room = __atomic_load_n(&uh.copied, __ATOMIC_RELAXED) + n <= UH_COPY_CAP;
+    uint8_t *copy = n && room && !uh.broken && uh.pid ? malloc(n) : NULL;
+    if (!copy) { /* nothing queued, over the cap, or no memory: hash here, after the queue */
         uh_wait_for(s);
         EVP_DigestUpdate((EVP_MD_CTX *)s->md, data, n);
         return;
     }
     memcpy(copy, data, n);
+    __atomic_add_fetch(&uh.copied, n, __ATOMIC_RELAXED);
     uh_stage(s, copy, n, 1);
 }
 
