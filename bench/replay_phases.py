@@ -34,8 +34,11 @@ PHASES: list[tuple[type, str, str]] = [
     (tracker.Tracker, "segment", "segment (frames C did not take, and expiry)"),
     (tracker.Tracker, "_finish", "finish (connections ended)"),
     (fastpath.CFastPath, "detach", "finish/detach (C's numbers taken back)"),
-    (engine.Engine, "_closed", "closed (records built and written)"),
-    (cli._RecordWriter, "__call__", "closed/write (JSON and the file)"),
+    (tracker.Tracker, "_finish_light", "finish_light (light flows ended)"),
+    (fastpath.CFastPath, "end_light", "finish_light/end_light (C ends one plain)"),
+    (engine.Engine, "_closed", "closed (records of connections, built and written)"),
+    (engine.Engine, "_ended", "ended (records of light flows, built and written)"),
+    (cli._RecordWriter, "__call__", "write (JSON and the file, in closed and ended)"),
     (engine.Engine, "finish", "engine.finish (the end of input)"),
 ]
 
