@@ -73,7 +73,7 @@ from typing import IO, Any
 
 import orjson
 
-from .isotime import utc_second
+from .records import iso_time  # the record's own: an event's times and its timestamp agree
 
 Event = dict[str, Any]
 Record = dict[str, Any]
@@ -120,13 +120,6 @@ UINET_KEYS = (
 
 FTP_REPLY = re.compile(r"(\d{3})[ -]?(.*)", re.DOTALL)
 SSH_BANNER = re.compile(r"SSH-([^-]+)-([^ \r\n]*)")
-
-
-def iso_time(ts: float) -> str:
-    """Epoch seconds as EVE's ISO 8601 with microseconds and a ``+0000`` offset (any time a
-    capture holds: see isotime.utc_second)."""
-    micros = round(ts * 1_000_000)
-    return utc_second(micros // 1_000_000) + f".{micros % 1_000_000:06d}+0000"
 
 
 def endpoint(text: str) -> tuple[str, int]:
