@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inlinecheck import MB, blob, frames, need, resets, settled, sha, tag_stack, tcp_flags  # noqa: E402
-from inlinelib import Topology  # noqa: E402
+from inlinelib import HEADERS, Topology  # noqa: E402
 from netnslib import process_identity, wait_for_port  # noqa: E402
 from uinet_tap.stack import fastpath  # noqa: E402
 
@@ -119,13 +119,6 @@ def www(tmp: Path) -> Path:
 def curl(t: Topology, url: str, out: Path, *extra: str, check: bool = True):  # type: ignore[no-untyped-def]
     return t.client("curl", "-sS", "-g", "--max-time", "120", "-o", str(out), *extra, url,
                     check=check, timeout=150)  # fmt: skip
-
-
-# Enough of each frame for Ethernet, two VLAN tags, IPv6 and TCP with options: captures that
-# only look at flags keep no payload, so the kernel's capture ring (64 MiB) holds hundreds of
-# thousands of frames rather than a thousand GSO super-frames, and tcpdump keeps up with a
-# fast transfer on a busy 2-core machine instead of dropping.
-HEADERS = 256
 
 
 def no_rst(t: Topology, client: Path | None = None, server: Path | None = None) -> None:
@@ -242,7 +235,7 @@ def test_cut_in_mid_stream_bulk_download(topology, tmp_path: Path, kw: dict, siz
     got, headers = tmp_path / "got.bin", tmp_path / "headers"
     caps = ("client", "server", "a", "b") if t.tags else ("client", "server")
     with contextlib.ExitStack() as stack:
-        # headers are all these captures are read for: 256 bytes a frame keeps them up
+        # headers are all these captures are read for
         pcaps = {side: stack.enter_context(t.capture(side, snaplen=HEADERS)) for side in caps}
         curl(t, f"{url}/f.bin", got, "-D", str(headers))  # the headers as curl read them
         closed_cleanly(t)

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inlinecheck import blob, fetch, frames, need, settled, sha, tag_stack, tcp_flags  # noqa: E402
 from inlinelib import (  # noqa: E402
     ENDPOINT_MTU,
+    HEADERS,
     NS_TAG,
     TAGGED_MTU,
     build_topology,
@@ -70,7 +71,7 @@ def test_http_5mb_byte_exact_through_standin(topology, tmp_path: Path, ipv6: boo
     url = t.http_server(www)
     assert url.startswith("http://[fd77::2]" if ipv6 else "http://10.77.0.2")
     got = tmp_path / "got.bin"
-    with t.capture("client", "tcp", snaplen=256) as pcap:  # flags only
+    with t.capture("client", "tcp", snaplen=HEADERS) as pcap:
         fetch(t, f"{url}/big.bin", got)
     assert sha(got) == want
     flags = tcp_flags(pcap)
