@@ -355,6 +355,13 @@ typedef struct {
 } ut_ended;
 int32_t ut_end_plain(ut_table *t, int32_t slot, int32_t bypassed, int32_t hand_back,
                      int32_t unclaim, ut_ended *out);
+/* _record.c: the flow record of a flow ut_end_plain ended, as the JSON text orjson makes of
+ * uinet_tap/records.py ended_record's object, less its closing brace, into out (at most cap
+ * bytes; `close`: the close reason's value, plain ASCII), and each direction's stream length
+ * into lengths[2]. Returns the text's length, or -1 when Python must build the record
+ * (nothing to rely on in out). */
+int32_t ut_ended_record(const ut_ended *e, int32_t seed, const char *close, char *out,
+                        int32_t cap, int64_t *lengths);
 /* Inline mode shedding new connections (behind its traffic, or over its rate of new ones):
  * ut_run drops a TCP frame on a key no one tracks (no flow in C, none claimed by Python),
  * flagging it UT_RX_DROP in `flags` (the batch's, which ut_tx skips) and counting it

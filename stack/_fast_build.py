@@ -26,13 +26,14 @@ def cdef_of(header: str) -> str:
 ffibuilder = FFI()
 ffibuilder.cdef(cdef_of((_here / "_fast.h").read_text()))
 # _hashq.c (the hashing thread), _detect.c (first-bytes detection) and _follow.c (HTTP
-# framing) come first: _fast.c's run loop calls them. _pcap.c reads pcap files for replay.
+# framing) come first: _fast.c's run loop calls them. _record.c writes the record of a flow
+# that ended plain (uinet_tap/records.py is its reference). _pcap.c reads pcap files for replay.
 # _offload.c finishes what a sender's offloads left undone (partial checksums, GSO
 # super-frames) in the frames inline forwards.
 # uinet_tap/_ports.c moves inline mode's frames: the one part of the C that does I/O, kept
 # with the application (only uinet_tap/ does I/O).
 _SOURCES = (
-    "_hashq.c", "_detect.c", "_follow.c", "_fast.c", "_pcap.c", "_offload.c",
+    "_hashq.c", "_detect.c", "_follow.c", "_fast.c", "_record.c", "_pcap.c", "_offload.c",
     "../uinet_tap/_ports.c",
 )  # fmt: skip
 _src = "".join((_here / name).read_text() for name in _SOURCES)

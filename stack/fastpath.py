@@ -24,6 +24,7 @@ except ImportError:  # not built (no compiler at install time): the Python path 
 AVAILABLE = lib is not None
 NO_FIN = lib.UT_NO_FIN if lib is not None else 0  # ut_dir.fin of a direction without FIN
 OUT_CAP = 8192
+_LINE_CAP = 2048  # a record _record.c writes: under 1 KB with IPv6 endpoints and two tags
 _CODES = {
     "int32_t": "i", "uint32_t": "I", "int64_t": "q", "uint64_t": "Q", "double": "d",
     "uint16_t": "H", "uint8_t": "B",
@@ -232,6 +233,9 @@ class CFastPath:
         self.sinks_built = 0  # connections C opened whose sinks were made (sinks_made)
         self._ended = ffi.new("ut_ended *")  # where ut_end_plain copies a flow's numbers
         self._ended_buf = ffi.buffer(self._ended)
+        self._line = ffi.new("char[]", _LINE_CAP)  # ut_ended_record's text
+        self._line_buf = ffi.buffer(self._line)
+        self._line_lengths = ffi.new("int64_t[2]")
         # The tracker claims every key it holds in C (a SYN on one is Python's): needed where
         # C opens flows or sheds SYNs of new ones.
         self.claiming = False
@@ -444,6 +448,19 @@ class CFastPath:
                 if _END_HAND.unpack_from(ended, _D0 if i == 0 else _D1)[1] == NEVER:
                     _stop_follower(follower, i)
         return ended, self.light_users.pop(slot, None), follower
+
+    def ended_line(self, ended: bytes, seed: int, close: str) -> tuple[bytes, int, int] | None:
+        """The record of a light flow that ended plain (end_light's bytes) as the JSON text
+        orjson makes of records.ended_record's object, written in C (_record.c), less its
+        closing brace; and both streams' lengths. None: C leaves it to records.py."""
+        n = lib.ut_ended_record(
+            ffi.from_buffer("ut_ended *", ended), seed, close.encode(), self._line, _LINE_CAP,
+            self._line_lengths,
+        )  # fmt: skip
+        if n < 0:
+            return None
+        lengths = self._line_lengths
+        return self._line_buf[:n], lengths[0], lengths[1]
 
     @staticmethod
     def ended_state(ended: bytes) -> ConnState:
@@ -995,6 +1012,11 @@ class EndedFacts(NamedTuple):
     server_mss: int | None
     sack_permitted: bool
     directions: tuple[EndedDirection, EndedDirection]
+
+
+def ended_bypassed(ended: bytes) -> bool:
+    """Whether a light flow that ended plain (end_light's bytes) was bypassed."""
+    return bool(_BYPASS.unpack_from(ended)[0])
 
 
 def ended_facts(ended: bytes) -> EndedFacts:

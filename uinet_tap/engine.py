@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .flowpcap import FlowPcaps
 from .inspection import InspectionGlue
 from .native import NativeGlue, native_eligible
@@ -133,6 +135,10 @@ class Engine:
         )
         self.tracker.on_events = self._drain
         self.on_record = on_record
+        # Takes a finished record as its JSON line instead, where one is made as a line (a
+        # light flow's, in C: _ended), with its close reason; for a caller that only writes
+        # records out (replay's writer, with no EVE output). on_record takes every other.
+        self.on_line: Callable[[bytes, str], None] | None = None
         # The live view's: called as a connection ends, before inspection lets go of its bytes.
         self.on_closing: Callable[[Connection], None] | None = None
         self.export_dir = export_dir
@@ -401,30 +407,64 @@ class Engine:
     def _ended(self, event: FlowEnded) -> None:
         """The record of a light flow that ended plain, made from C's numbers and what its
         inspection decided, no connection made; unless something reads the connection (the
-        live view's on_closing) or its inspection has to end in Python (nothing decided)."""
+        live view's on_closing) or its inspection has to end in Python (nothing decided).
+        With on_line, C writes the record's JSON and Python adds what was decided and the
+        transactions to it (records.ended_record's object is not made)."""
         inspection = self.inspection
         if self.on_closing is not None or (inspection is not None and event.user is None):
             self._closed(self.tracker.connection_of(event))
             return
-        facts = fastpath.ended_facts(event.ended)
-        rec = ended_record(facts, event.reason, self.options.community_id_seed)
+        ended = event.ended
+        decided: dict = {}
         if inspection is not None:
             assert isinstance(inspection, NativeGlue)  # light flows are C's to inspect
-            rec.update(inspection.finish_decided(event.user, facts.bypassed))
-        self._followed(rec, event.follower)
-        self._recorded(rec)
+            decided = inspection.finish_decided(event.user, fastpath.ended_bypassed(ended))
+        seed = self.options.community_id_seed
+        made = None
+        if self.on_line is not None:
+            fast = self.tracker.fast
+            assert fast is not None
+            made = fast.ended_line(ended, seed, event.reason.value)
+        if made is None:
+            rec = ended_record(fastpath.ended_facts(ended), event.reason, seed)
+            rec.update(decided)
+            self._followed(rec, event.follower)
+            self._recorded(rec)
+            return
+        head, c2s_bytes, s2c_bytes = made
+        rest = decided | self._transactions(event.follower, c2s_bytes, s2c_bytes)
+        try:
+            tail = orjson.dumps(rest) if rest else b"{}"
+        except orjson.JSONEncodeError:  # the writer converts it (cli._RecordWriter)
+            rec = orjson.loads(head + b"}")
+            rec.update(rest)
+            self._recorded(rec)
+            return
+        # The record's object with these keys last, as orjson writes it.
+        line = head + (b"," + tail[1:] if rest else b"}") + b"\n"
+        self.totals.connections += 1  # no gap: it ended plain
+        self._largest(c2s_bytes + s2c_bytes, line)
+        self.on_line(line, event.reason.value)  # type: ignore[misc]
+
+    def _followed(self, rec: dict, follower: HttpTransactions | None) -> None:
+        """The connection's HTTP transactions into its record."""
+        rec.update(self._transactions(follower, rec["c2s"]["bytes"], rec["s2c"]["bytes"]))
 
     @staticmethod
-    def _followed(rec: dict, follower: HttpTransactions | None) -> None:
-        """The connection's HTTP transactions into its record."""
-        if follower is not None:
-            follower.finish((rec["c2s"]["bytes"], rec["s2c"]["bytes"]))
-            if follower.transactions:
-                rec["transactions"] = follower.transactions
-                if follower.dropped:
-                    rec["transactions_dropped"] = follower.dropped
-                if follower.stopped:  # why later exchanges, if any, are not listed
-                    rec["transactions_stopped"] = follower.stopped
+    def _transactions(follower: HttpTransactions | None, c2s: int, s2c: int) -> dict:
+        """A record's fields of its connection's HTTP transactions (none: no follower, or no
+        transaction), its streams ``c2s`` and ``s2c`` bytes long."""
+        if follower is None:
+            return {}
+        follower.finish((c2s, s2c))
+        if not follower.transactions:
+            return {}
+        out: dict[str, Any] = {"transactions": follower.transactions}
+        if follower.dropped:
+            out["transactions_dropped"] = follower.dropped
+        if follower.stopped:  # why later exchanges, if any, are not listed
+            out["transactions_stopped"] = follower.stopped
+        return out
 
     def _recorded(self, rec: dict) -> None:
         """A finished record: counted, and handed on."""
@@ -433,14 +473,19 @@ class Engine:
         for d in ("c2s", "s2c"):
             t.gaps += rec[d]["gap_count"]
             t.gap_bytes += rec[d]["gap_bytes"]
-        size = rec["c2s"]["bytes"] + rec["s2c"]["bytes"]
-        lg = t.largest
-        if len(lg) < self._largest_n or size > lg[-1][0]:
-            lg.append((size, {k: rec[k] for k in ("id", "client", "server", "close")}))
-            lg.sort(key=lambda x: -x[0])
-            del lg[self._largest_n :]
+        self._largest(rec["c2s"]["bytes"] + rec["s2c"]["bytes"], rec)
         if self.on_record is not None:
             self.on_record(rec)
+
+    def _largest(self, size: int, rec: dict | bytes) -> None:
+        """The summary's largest connections, with this one (``rec``: its record, or its
+        JSON line) if it is among them."""
+        lg = self.totals.largest
+        if len(lg) < self._largest_n or size > lg[-1][0]:
+            obj: dict = orjson.loads(rec) if isinstance(rec, bytes) else rec
+            lg.append((size, {k: obj[k] for k in ("id", "client", "server", "close")}))
+            lg.sort(key=lambda x: -x[0])
+            del lg[self._largest_n :]
 
     def stats(self) -> dict:
         t = self.totals

@@ -68,6 +68,7 @@ def replay_with_view(
         maker.closed_record(rec)
 
     engine.on_record = on_record
+    engine.on_line = None  # the view reads every record's object
     first_ts: float | None = None
     wall0 = time.monotonic()
     paced = 0.0  # seconds slept to keep to --speed: not reading

@@ -9,6 +9,7 @@ captures.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from uinet_tap.plugins.policy import parse_policy
 from uinet_tap.plugins.registry import builtin_detectors
 from uinet_tap.stack import fastpath
@@ -194,6 +196,8 @@ def run_path(path: Path, mode: str, config: Config) -> tuple[list[dict], dict] |
         policy=POLICIES.get(inspect or ""),
         bypass=inspect == "bypass",
     )
+    if mode == "c":  # records C writes as lines (a light flow's), as replay writes them
+        engine.on_line = functools.partial(_line, records)
     with _batch_size(config.batch), _cheap_gaps():
         for batch in source.batches():
             _check_batch(batch)
@@ -201,6 +205,16 @@ def run_path(path: Path, mode: str, config: Config) -> tuple[list[dict], dict] |
         engine.truncated_file = source.truncated is not None
         engine.finish()
     return records, engine.stats()  # records in the order they were written
+
+
+def _line(records: list[dict], line: bytes, close: str) -> None:
+    """A record made as its JSON line (Engine.on_line): its object compared as any other's,
+    the line being what orjson writes of that object (keys, numbers, escapes; the keys'
+    order against records.py is tests/test_record_line.py's)."""
+    rec = orjson.loads(line)
+    assert orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE) == line, f"not orjson's: {line!r}"
+    assert rec["close"] == close, (rec["close"], close)
+    records.append(rec)
 
 
 def _check_batch(batch: pcapfile.Batch) -> None:

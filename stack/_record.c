@@ -1,0 +1,380 @@
+/* The flow record of a light flow that ended plain (ut_end_plain), written as the JSON text
+ * orjson makes of uinet_tap/records.py ended_record's object, byte for byte: a flow C carried
+ * from its SYN to its end then costs Python no object for its record (stack/fastpath.py
+ * ended_line). records.py is the reference; tests/test_record_line.py holds the two to the
+ * same bytes. Where the text would need what is not written here (a time outside
+ * [1e-4, 1e11) but 0, which orjson writes otherwise or past the year 5138; a whole stream
+ * whose digest C could not take, where Python raises) nothing is written and Python builds
+ * the record as before.
+ *
+ * Bounded: every write is checked against the buffer's size; no length is read from packet
+ * content (the key's lengths are C's own, checked). */
+
+#include <arpa/inet.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "_fast.h"
+
+typedef struct {
+    char *p;
+    int32_t n, cap;
+    int32_t bad; /* a write did not fit */
+} ur_buf;
+
+static void ur_put(ur_buf *b, const char *s, int32_t n) {
+    if (b->bad || n > b->cap - b->n) {
+        b->bad = 1;
+        return;
+    }
+    memcpy(b->p + b->n, s, (size_t)n);
+    b->n += n;
+}
+
+static void ur_str(ur_buf *b, const char *s) { ur_put(b, s, (int32_t)strlen(s)); }
+
+/* The decimal digits of v at the end of out (at least 20 bytes); returns where they begin. */
+static char *ur_digits(char *end, uint64_t v) {
+    char *p = end;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return p;
+}
+
+static void ur_int(ur_buf *b, int64_t v) {
+    char tmp[24], *end = tmp + sizeof tmp;
+    char *p = ur_digits(end, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
+    if (v < 0)
+        *--p = '-';
+    ur_put(b, p, (int32_t)(end - p));
+}
+
+/* n digits of v, zero-padded (v < 10**n) */
+static char *ur_pad(char *p, int64_t v, int n) {
+    for (int i = n - 1; i >= 0; i--, v /= 10)
+        p[i] = (char)('0' + v % 10);
+    return p + n;
+}
+
+/* A double as repr() and orjson write it in [1e-4, 1e16): the shortest digits that read back
+ * as the same double (the closest such), in positional notation with at least one digit
+ * after the point. Below 1e11 the integer part is at most 11 digits, so the fewest decimals
+ * that read back are the fewest digits, and %.*f gives the closest with that many. A time
+ * has its capture's resolution: 6 decimals are tried first, then fewer or more (if d read
+ * back, d + 1 do too). 0 when x is not 0 and outside [1e-4, 1e11). */
+static int ur_float(ur_buf *b, double x) {
+    if (x == 0.0) {
+        ur_str(b, "0.0");
+        return 1;
+    }
+    if (!(x >= 1e-4 && x < 1e11))
+        return 0;
+    char cur[48], next[48];
+    if (x < 4294967296.0) {
+        /* Below 2**32 a double's spacing is under a microsecond: at most one string of 6
+         * decimals or fewer reads back as x, so if the microseconds rounded do, that is it,
+         * its trailing zeros dropped (the common case, without printf). */
+        double whole_d = floor(x);
+        int64_t whole = (int64_t)whole_d, micro = (int64_t)nearbyint((x - whole_d) * 1e6);
+        if (micro == 1000000)
+            whole += 1, micro = 0;
+        char *end = cur + 24, *p = ur_digits(end, (uint64_t)whole);
+        *end = '.';
+        char *q = ur_pad(end + 1, micro, 6);
+        while (q > end + 2 && q[-1] == '0')
+            q--;
+        *q = 0;
+        if (strtod(p, NULL) == x) {
+            ur_put(b, p, (int32_t)(q - p));
+            return 1;
+        }
+    }
+    int d = 6, n = snprintf(cur, sizeof cur, "%.*f", d, x);
+    if (strtod(cur, NULL) == x) {
+        while (d > 0) {
+            int m = snprintf(next, sizeof next, "%.*f", d - 1, x);
+            if (strtod(next, NULL) != x)
+                break;
+            memcpy(cur, next, (size_t)m + 1);
+            n = m;
+            d--;
+        }
+    } else {
+        while (d < 25) {
+            n = snprintf(cur, sizeof cur, "%.*f", ++d, x);
+            if (strtod(cur, NULL) == x)
+                break;
+        }
+    }
+    ur_put(b, cur, n);
+    if (d == 0)
+        ur_put(b, ".0", 2);
+    return 1;
+}
+
+/* records.iso_time: the UTC second (isotime.utc_second, H. Hinnant's civil_from_days) and
+ * the microseconds rounded half to even, as Python's round() of the same double. */
+static void ur_iso(ur_buf *b, double ts) {
+    double whole_d = floor(ts);
+    double micro_d = nearbyint((ts - whole_d) * 1e6);
+    int64_t whole = (int64_t)whole_d, micro = (int64_t)micro_d;
+    if (micro == 1000000) {
+        whole += 1;
+        micro = 0;
+    }
+    int64_t days = whole / 86400, rest = whole % 86400; /* whole >= 0 here */
+    int64_t z = days + 719468;
+    int64_t era = z / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t day = doy - (153 * mp + 2) / 5 + 1;
+    int64_t month = mp < 10 ? mp + 3 : mp - 9;
+    int64_t year = yoe + era * 400 + (month <= 2);
+    char tmp[40], *p = tmp; /* year <= 5138 here: 4 digits */
+    *p++ = '"';
+    p = ur_pad(p, year, 4), *p++ = '-';
+    p = ur_pad(p, month, 2), *p++ = '-';
+    p = ur_pad(p, day, 2), *p++ = 'T';
+    p = ur_pad(p, rest / 3600, 2), *p++ = ':';
+    p = ur_pad(p, rest % 3600 / 60, 2), *p++ = ':';
+    p = ur_pad(p, rest % 60, 2), *p++ = '.';
+    p = ur_pad(p, micro, 6);
+    memcpy(p, "+0000\"", 6);
+    ur_put(b, tmp, (int32_t)(p + 6 - tmp));
+}
+
+/* A key's endpoints (tracker.split_key): its VLAN IDs, then source and destination. */
+typedef struct {
+    int32_t ntags;
+    int32_t tags[UT_KEY_TAGS];
+    int32_t alen;
+    const uint8_t *src, *dst;
+    int32_t sport, dport;
+} ur_ends;
+
+static int ur_split(const uint8_t *raw, ur_ends *e) {
+    int32_t len = raw[0];
+    const uint8_t *key = raw + 1;
+    int32_t prefix = 0;
+    e->ntags = 0;
+    if (len != 12 && len != 36) {
+        e->ntags = key[0];
+        if (e->ntags > UT_KEY_TAGS)
+            return 0;
+        for (int32_t i = 0; i < e->ntags; i++)
+            e->tags[i] = key[1 + 2 * i] << 8 | key[2 + 2 * i];
+        prefix = 1 + 2 * e->ntags;
+    }
+    e->alen = (len - prefix - 4) / 2;
+    if ((e->alen != 4 && e->alen != 16) || len > UT_KEY - 1)
+        return 0;
+    e->src = key + prefix;
+    e->dst = key + prefix + e->alen;
+    e->sport = key[len - 4] << 8 | key[len - 3];
+    e->dport = key[len - 2] << 8 | key[len - 1];
+    return 1;
+}
+
+/* records.format_endpoint: IPv6 by inet_ntop, as Python's socket.inet_ntop calls it; IPv4's
+ * dotted quad written here. */
+static void ur_endpoint(ur_buf *b, const uint8_t *addr, int32_t alen, int32_t port) {
+    char tmp[INET6_ADDRSTRLEN + 16], *p = tmp + 1, dig[24];
+    tmp[0] = '"';
+    if (alen == 16) {
+        *p++ = '[';
+        if (!inet_ntop(AF_INET6, addr, p, INET6_ADDRSTRLEN)) {
+            b->bad = 1;
+            return;
+        }
+        p += strlen(p);
+        *p++ = ']';
+    } else {
+        for (int i = 0; i < 4; i++) {
+            char *d = ur_digits(dig + sizeof dig, addr[i]);
+            int n = (int)(dig + sizeof dig - d);
+            memcpy(p, d, (size_t)n), p += n;
+            *p++ = i < 3 ? '.' : ':';
+        }
+    }
+    if (alen == 16)
+        *p++ = ':';
+    char *d = ur_digits(dig + sizeof dig, (uint64_t)port);
+    int n = (int)(dig + sizeof dig - d);
+    memcpy(p, d, (size_t)n), p += n;
+    *p++ = '"';
+    ur_put(b, tmp, (int32_t)(p - tmp));
+}
+
+/* community_id.community_id (version 1, TCP). */
+static void ur_community(ur_buf *b, const ur_ends *e, int32_t seed) {
+    const uint8_t *sa = e->src, *da = e->dst;
+    int32_t sp = e->sport, dp = e->dport;
+    int c = memcmp(da, sa, (size_t)e->alen);
+    if (c < 0 || (c == 0 && dp < sp)) {
+        sa = e->dst, da = e->src;
+        sp = e->dport, dp = e->sport;
+    }
+    uint8_t in[2 + 32 + 2 + 4], *q = in;
+    *q++ = (uint8_t)(seed >> 8), *q++ = (uint8_t)seed;
+    memcpy(q, sa, (size_t)e->alen), q += e->alen;
+    memcpy(q, da, (size_t)e->alen), q += e->alen;
+    *q++ = 6, *q++ = 0;
+    *q++ = (uint8_t)(sp >> 8), *q++ = (uint8_t)sp;
+    *q++ = (uint8_t)(dp >> 8), *q++ = (uint8_t)dp;
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (!EVP_Digest(in, (size_t)(q - in), md, &mdlen, EVP_sha1(), NULL) || mdlen != 20) {
+        b->bad = 1;
+        return;
+    }
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char out[40];
+    int n = 0;
+    out[n++] = '"', out[n++] = '1', out[n++] = ':';
+    for (int i = 0; i < 20; i += 3) {
+        uint32_t v = (uint32_t)md[i] << 16 | (i + 1 < 20 ? (uint32_t)md[i + 1] << 8 : 0) |
+                     (i + 2 < 20 ? md[i + 2] : 0);
+        out[n++] = abc[v >> 18 & 63];
+        out[n++] = abc[v >> 12 & 63];
+        out[n++] = i + 1 < 20 ? abc[v >> 6 & 63] : '=';
+        out[n++] = i + 2 < 20 ? abc[v & 63] : '=';
+    }
+    out[n++] = '"';
+    ur_put(b, out, n);
+}
+
+/* connection.stream_length of a bypassed direction: what the peer acknowledged of what
+ * was seen, never less than what was delivered. */
+static int64_t ur_length(const ut_dir *d, const ut_dir *peer, int32_t bypassed) {
+    if (!bypassed)
+        return d->nxt;
+    int64_t end = d->seen_end;
+    if (peer != NULL && peer->has_last_ack) {
+        int32_t diff = (int32_t)(peer->last_ack - (uint32_t)((d->base + (uint64_t)end) & 0xffffffffu));
+        int64_t acked = end + diff;
+        if (acked < end)
+            end = acked;
+    }
+    return d->nxt > end ? d->nxt : end;
+}
+
+static void ur_hex(ur_buf *b, const uint8_t *p) {
+    static const char hx[] = "0123456789abcdef";
+    char out[66];
+    out[0] = '"';
+    for (int i = 0; i < 32; i++) {
+        out[1 + 2 * i] = hx[p[i] >> 4];
+        out[2 + 2 * i] = hx[p[i] & 15];
+    }
+    out[65] = '"';
+    ur_put(b, out, 66);
+}
+
+/* records._direction of a direction that ended plain: 0 when its stream is whole and C took
+ * no digest (records.py raises there). */
+static int ur_direction(ur_buf *b, const ut_dir *d, const ut_dir *peer, int32_t bypassed,
+                        int32_t digested, const uint8_t *digest, int64_t *length) {
+    int64_t delivered = 0, packets = 0, payload = 0, retransmitted = 0;
+    *length = 0;
+    if (d != NULL) {
+        *length = ur_length(d, peer, bypassed);
+        delivered = d->nxt;
+        packets = d->packets;
+        payload = d->payload_bytes;
+        retransmitted = d->retransmitted;
+    }
+    ur_str(b, "{\"bytes\":");
+    ur_int(b, *length);
+    ur_str(b, ",\"sha256\":");
+    if (*length != delivered)
+        ur_str(b, "null");
+    else if (!digested)
+        return 0;
+    else
+        ur_hex(b, digest);
+    ur_str(b, ",\"gaps\":[],\"gap_count\":0,\"gap_bytes\":0,\"packets\":");
+    ur_int(b, packets);
+    ur_str(b, ",\"payload_bytes\":");
+    ur_int(b, payload);
+    ur_str(b, ",\"retransmitted_bytes\":");
+    ur_int(b, retransmitted);
+    ur_str(b, ",\"overlap_conflicts\":0");
+    if (bypassed) {
+        ur_str(b, ",\"hashed_bytes\":");
+        ur_int(b, delivered);
+    }
+    ur_put(b, "}", 1);
+    return 1;
+}
+
+static void ur_mss(ur_buf *b, int32_t mss) {
+    if (mss < 0)
+        ur_str(b, "null");
+    else
+        ur_int(b, mss);
+}
+
+int32_t ut_ended_record(const ut_ended *e, int32_t seed, const char *close, char *out,
+                        int32_t cap, int64_t *lengths) {
+    const ut_flow *f = &e->flow;
+    ur_buf b = {out, 0, cap, 0};
+    ur_ends ends;
+    if (!ur_split(f->key[0], &ends))
+        return -1;
+    if (!((f->start == 0.0 || (f->start >= 1e-4 && f->start < 1e11)) &&
+          (f->last_seen == 0.0 || (f->last_seen >= 1e-4 && f->last_seen < 1e11))))
+        return -1;
+    ur_str(&b, "{\"id\":");
+    ur_int(&b, f->id);
+    ur_str(&b, ",\"timestamp\":");
+    ur_iso(&b, f->start);
+    ur_str(&b, ",\"client\":");
+    ur_endpoint(&b, ends.src, ends.alen, ends.sport);
+    ur_str(&b, ",\"server\":");
+    ur_endpoint(&b, ends.dst, ends.alen, ends.dport);
+    ur_str(&b, ",\"community_id\":");
+    ur_community(&b, &ends, seed);
+    ur_str(&b, ",\"midstream\":false,\"vlan\":[");
+    for (int32_t i = 0; i < ends.ntags; i++) {
+        if (i)
+            ur_put(&b, ",", 1);
+        ur_int(&b, ends.tags[i]);
+    }
+    ur_str(&b, "],\"start\":");
+    ur_float(&b, f->start);
+    ur_str(&b, ",\"end\":");
+    ur_float(&b, f->last_seen);
+    ur_str(&b, ",\"close\":\"");
+    ur_str(&b, close);
+    ur_str(&b, "\",\"handshake\":");
+    int synack = !f->syn_sent; /* the SYN-ACK came: C took it */
+    ur_str(&b, synack ? "true" : "false");
+    int32_t bypassed = f->bypass != 0;
+    ur_str(&b, ",\"c2s\":");
+    if (!ur_direction(&b, &f->d[0], synack ? &f->d[1] : NULL, bypassed, e->digested[0],
+                      e->digest, &lengths[0]))
+        return -1;
+    ur_str(&b, ",\"s2c\":");
+    if (!ur_direction(&b, synack ? &f->d[1] : NULL, &f->d[0], bypassed, e->digested[1],
+                      e->digest + 32, &lengths[1]))
+        return -1;
+    ur_str(&b, ",\"anomalies\":{},\"limits\":{},\"tcp\":{\"client_mss\":");
+    ur_mss(&b, f->c_mss);
+    ur_str(&b, ",\"server_mss\":");
+    ur_mss(&b, synack ? f->s_mss : -1);
+    ur_str(&b, ",\"window_scaling\":");
+    ur_str(&b, synack && f->c_wscale >= 0 && f->s_wscale >= 0 ? "true" : "false");
+    ur_str(&b, ",\"timestamps\":");
+    ur_str(&b, synack && f->c_ts && f->s_ts ? "true" : "false");
+    ur_str(&b, ",\"sack_permitted\":");
+    ur_str(&b, synack && f->c_sack && f->s_sack ? "true" : "false");
+    ur_put(&b, "}", 1);
+    return b.bad ? -1 : b.n;
+}
