@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -349,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("`uinet-tap watch --help` has no --workers option: workers2 mode skipped")
     pcap = workload(args)
     npackets = count_packets(pcap)
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     best: dict[str, int | None] = {}
     commands: dict[str, dict[str, str]] = {}
     with NetnsSession("lrate") as s, tempfile.TemporaryDirectory(prefix="live-rate-") as tmp:
@@ -375,14 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for mode in modes if not args.topspeed else ():
         b_ = best[mode]
-        row = next((r for r in rows if r["mode"] == mode and r["target_pps"] == b_), None)
+        top = next((r for r in rows if r["mode"] == mode and r["target_pps"] == b_), None)
         first_bad = next((r for r in rows if r["mode"] == mode and r["kernel_drops"]), None)
         print(
             f"{mode:>9}: highest rate with zero kernel drops: "
             + (
                 "none"
-                if row is None
-                else f"{b_} pps (tcpreplay achieved {row['achieved_pps']} pps)"
+                if top is None
+                else f"{b_} pps (tcpreplay achieved {top['achieved_pps']} pps)"
             )
         )
         if first_bad:
@@ -390,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"           first drops at {first_bad['target_pps']} pps: "
                 f"{first_bad['kernel_drops']} of {first_bad['sent']} packets"
             )
-        elif row is not None:
+        elif top is not None:
             print("           no drops at any rate tried (the ladder ended first)")
         if row is not None:
             commands[mode] = {"watch": row["watch_cmd"], "replay": row["replay_cmd"]}

@@ -38,7 +38,9 @@ PHASES: list[tuple[type, str, str]] = [
     (fastpath.CFastPath, "end_light", "finish_light/end_light (C ends one plain)"),
     (engine.Engine, "_closed", "closed (records of connections, built and written)"),
     (engine.Engine, "_ended", "ended (records of light flows, built and written)"),
+    (fastpath.CFastPath, "ended_line", "ended/ended_line (C writes a light flow's record)"),
     (cli._RecordWriter, "__call__", "write (JSON and the file, in closed and ended)"),
+    (cli._RecordWriter, "line", "write_line (a line C made, to the file, in ended)"),
     (engine.Engine, "finish", "engine.finish (the end of input)"),
 ]
 
