@@ -177,3 +177,21 @@ def test_replay_writes_the_same_records_with_c_lines(inspect):
         assert got == want, name
         made += n
     assert made >= 20, made  # not vacuous: light flows' records went as lines
+
+
+def test_a_record_orjson_refuses_is_converted_as_before(monkeypatch):
+    """A value that is not JSON in what Python adds to C's line (a bug's): the record goes
+    the object's way, converted by the writer as any record is, the same bytes either way."""
+    name, linktype, batches = next(i for i in _inputs() if i[0] == "first-bytes")
+    _, lines = _replay(linktype, batches(), True, "plugins")
+    real = Engine._transactions
+
+    def odd(follower, c2s: int, s2c: int) -> dict:
+        out = real(follower, c2s, s2c)
+        return {**out, "odd": {b"not a str key": 1}} if out else out
+
+    monkeypatch.setattr(Engine, "_transactions", staticmethod(odd))
+    want, _ = _replay(linktype, batches(), False, "plugins")
+    got, fewer = _replay(linktype, batches(), True, "plugins")
+    assert got == want and b'"odd":{"not a str key":1}' in got
+    assert fewer < lines, (fewer, lines)  # those with transactions went the object's way
