@@ -91,6 +91,11 @@ struct ut_table {
     int32_t lhead[3], ltail[3];
     int64_t lcount[3];
     int64_t next_id;
+    /* Header block logs of light flows (ut_hlog_config): the caps, the bytes their buffers
+     * hold, and the log of the flow ut_end_plain ended last (Python copies it at once). */
+    int32_t hlog_flow_cap;
+    int64_t hlog_total_cap, hlog_total;
+    uint8_t *ended_hlog;
 };
 
 
@@ -182,7 +187,9 @@ void ut_free(ut_table *t) {
             free(t->flows[i].d[k].tail_base);
             free(t->flows[i].d[k].ooo);
         }
+        free(t->flows[i].hlog);
     }
+    free(t->ended_hlog);
     for (int32_t i = 0; i < t->nflows; i++)
         if (t->flows[i].nat)
             ut_native_release(t, i);
@@ -404,7 +411,65 @@ void ut_detach(ut_table *t, int32_t slot) {
         f->born_sha = 0;
     }
     f->d[0].sha = f->d[1].sha = NULL;
+    ut_hlog_clear(t, slot);
     t->free_list[t->nfree++] = slot;
+}
+
+/* ---- header block logs of light flows (ut_hlog) --------------------------------------- */
+
+void ut_hlog_config(ut_table *t, int32_t flow_cap, int64_t total_cap) {
+    t->hlog_flow_cap = flow_cap;
+    t->hlog_total_cap = total_cap;
+}
+
+void ut_hlog_clear(ut_table *t, int32_t slot) {
+    ut_flow *f = &t->flows[slot];
+    t->hlog_total -= f->hlog_cap;
+    free(f->hlog);
+    f->hlog = NULL;
+    f->hlog_len = f->hlog_cap = 0;
+}
+
+int64_t ut_hlog_total(ut_table *t) { return t->hlog_total; }
+
+/* Log the header block C read at stream offset `at` of direction `dir` of a light flow (h:
+ * its fields, offsets from the block's start). 0: not logged (not light, logs off, or no
+ * room within the caps): the caller hands it over at once, and every later block of the
+ * flow too (hlog_off), since Python reads the log before a block it is handed: one logged
+ * after would be read before it. */
+static int hlog_append(ut_table *t, ut_flow *fl, int dir, int64_t at, const uint8_t *block,
+                       int32_t size, const ut_head *h) {
+    if (!fl->light || t->hlog_flow_cap <= 0 || fl->hlog_off)
+        return 0;
+    int64_t need = ((int64_t)sizeof(ut_hlog) + size + 7) & ~(int64_t)7;
+    if (fl->hlog_len + need > t->hlog_flow_cap) {
+        fl->hlog_off = 1;
+        return 0;
+    }
+    if (fl->hlog_len + need > fl->hlog_cap) {
+        int64_t cap = fl->hlog_cap ? fl->hlog_cap : 1024;
+        while (cap < fl->hlog_len + need)
+            cap *= 2;
+        uint8_t *p = t->hlog_total + cap - fl->hlog_cap > t->hlog_total_cap
+                         ? NULL
+                         : realloc(fl->hlog, (size_t)cap);
+        if (!p) {
+            fl->hlog_off = 1;
+            return 0;
+        }
+        t->hlog_total += cap - fl->hlog_cap;
+        fl->hlog = p;
+        fl->hlog_cap = (int32_t)cap;
+    }
+    ut_hlog *e = (ut_hlog *)(fl->hlog + fl->hlog_len);
+    memset(e, 0, (size_t)need); /* the padding too: the log is copied whole */
+    e->at = at;
+    e->dir = dir;
+    e->size = size;
+    e->head = *h;
+    memcpy(e + 1, block, (size_t)size);
+    fl->hlog_len += (int32_t)need;
+    return 1;
 }
 
 /* ---- flows C opens itself ------------------------------------------------------------- */
@@ -611,6 +676,12 @@ int32_t ut_end_plain(ut_table *t, int32_t slot, int32_t bypassed, int32_t hand_b
     }
     out->flow = *f;
     out->state = state_code(f);
+    /* its header block log, kept for Python to copy (ut_detach frees the flow's) */
+    free(t->ended_hlog);
+    t->ended_hlog = f->hlog;
+    t->hlog_total -= f->hlog_cap;
+    f->hlog = NULL;
+    f->hlog_len = f->hlog_cap = 0;
     for (int i = 0; i < 2; i++) { /* C's own contexts are freed at ut_end: no copy */
         ut_sha *sha = f->d[i].sha;
         uint8_t *digest = out->digest + 32 * i;
@@ -1446,11 +1517,12 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             } else if (ep->sha && ep->hstate) {
                 /* hashed here, and its header blocks read here (_follow.c) */
                 uh_put(ep->sha, payload, n);
-                if (uf_follow(t->fmethods, t->fmax_method, fl, e->dir, e->flow * 2 + e->dir,
+                if (uf_follow(t, t->fmethods, t->fmax_method, fl, e->dir, e->flow * 2 + e->dir,
                               data, payload, (int32_t)n, off, out, heads, &no, out_cap)) {
                     /* C stopped following: the segment goes to Python whole (its reader
                      * skips what C read), and Python says where it next wants bytes */
                     ep->want_run = run;
+                    fl->hlog_off = 1; /* nothing logged after what Python is handed */
                     out[no].sink = e->flow * 2 + e->dir;
                     out[no].data_off = (uint32_t)(payload - data);
                     out[no].data_len = n;
@@ -1461,6 +1533,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             } else {
                 if (ep->sha) /* its reader (want) only reads: hashed here, in order */
                     uh_put(ep->sha, payload, n);
+                fl->hlog_off = 1; /* nothing logged after what Python is handed */
                 out[no].sink = e->flow * 2 + e->dir;
                 out[no].data_off = (uint32_t)(payload - data);
                 out[no].data_len = n;

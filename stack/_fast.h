@@ -185,6 +185,11 @@ typedef struct {
     int64_t lmoved;
     int64_t id;
     double start;
+    /* A light flow's header blocks C read, kept here (ut_hlog entries, hlog_len bytes of a
+     * buffer of hlog_cap) rather than handed over at once, where ut_hlog_config says so */
+    uint8_t *hlog;
+    int32_t hlog_len, hlog_cap;
+    int32_t hlog_off; /* a block did not fit: this flow's are handed over from then on */
 } ut_flow;
 
 typedef struct {
@@ -209,6 +214,19 @@ typedef struct {
     int32_t status;
     int64_t length;
 } ut_head;
+
+/* A header block C read of a light flow, logged in the flow (ut_flow.hlog) instead of
+ * handed over at once (ut_hlog_config: on where C writes the flow's record): Python replays
+ * the log into the flow's transaction follower when it needs one (stack/fastpath.py), or C
+ * writes the transactions from it when the flow ends plain (ut_transactions_record). An
+ * entry is this header, then the block's `size` bytes, padded to 8; the head's offsets are
+ * the block's own. */
+typedef struct {
+    int64_t at;   /* the block's stream offset */
+    int32_t dir;
+    int32_t size;
+    ut_head head;
+} ut_hlog;
 
 typedef struct ut_table ut_table;
 
@@ -355,6 +373,13 @@ typedef struct {
 } ut_ended;
 int32_t ut_end_plain(ut_table *t, int32_t slot, int32_t bypassed, int32_t hand_back,
                      int32_t unclaim, ut_ended *out);
+/* Header block logs (ut_hlog): flow_cap bytes at most per flow, total_cap in all (past
+ * either, a block is handed over at once, as with flow_cap 0: off). ut_hlog_clear: Python
+ * replayed a flow's log (its follower is Python's now). ut_end_plain hands the flow's log
+ * on in out->flow.hlog, good until the next ut_end_plain. */
+void ut_hlog_config(ut_table *t, int32_t flow_cap, int64_t total_cap);
+void ut_hlog_clear(ut_table *t, int32_t slot);
+int64_t ut_hlog_total(ut_table *t);
 /* _record.c: the flow record of a flow ut_end_plain ended, as the JSON text orjson makes of
  * uinet_tap/records.py ended_record's object, less its closing brace, into out (at most cap
  * bytes; `close`: the close reason's value, plain ASCII), and each direction's stream length
@@ -362,6 +387,12 @@ int32_t ut_end_plain(ut_table *t, int32_t slot, int32_t bypassed, int32_t hand_b
  * (nothing to rely on in out). */
 int32_t ut_ended_record(const ut_ended *e, int32_t seed, const char *close, char *out,
                         int32_t cap, int64_t *lengths);
+/* _record.c: a flow's HTTP transactions, from its whole header block log (ut_hlog, `len`
+ * bytes) and its streams' lengths, as the JSON the record's "transactions" (and
+ * "transactions_dropped") fields are (plugins/http_transactions.py is the reference): the
+ * text's length (0: no transaction), or -1 where Python must replay the log instead. */
+int32_t ut_transactions_record(const uint8_t *log, int32_t len, int64_t c2s, int64_t s2c,
+                               char *out, int32_t cap);
 /* Inline mode shedding new connections (behind its traffic, or over its rate of new ones):
  * ut_run drops a TCP frame on a key no one tracks (no flow in C, none claimed by Python),
  * flagging it UT_RX_DROP in `flags` (the batch's, which ut_tx skips) and counting it

@@ -154,10 +154,14 @@ static int64_t uf_read(const char *methods, int32_t max_method, const ut_flow *f
 }
 
 /* Follows the segment [off, off + n) at p of direction dir (data: the batch buffer). Writes
- * a UT_OUT_HEAD record for each header block it reads; returns 0, or -1 when it stopped
+ * a UT_OUT_HEAD record for each header block it reads (or logs it, for a light flow:
+ * hlog_append); returns 0, or -1 when it stopped
  * following the connection (nothing of this segment read from there on: the caller hands
  * the segment to Python whole). */
-static int uf_follow(const char *methods, int32_t max_method, ut_flow *fl, int dir,
+static int hlog_append(ut_table *t, ut_flow *fl, int dir, int64_t at, const uint8_t *block,
+                       int32_t size, const ut_head *h);
+
+static int uf_follow(ut_table *t, const char *methods, int32_t max_method, ut_flow *fl, int dir,
                      int32_t sink, const uint8_t *data, const uint8_t *p, int32_t n, int64_t off,
                      ut_out *out, ut_head *heads, uint32_t *no, uint32_t out_cap) {
     ut_dir *ep = &fl->d[dir];
@@ -179,17 +183,19 @@ static int uf_follow(const char *methods, int32_t max_method, ut_flow *fl, int d
         int64_t body = uf_read(methods, max_method, fl, dir, p + at, n - at, h, &size, &head);
         if (body < 0)
             break;
-        int32_t base = (int32_t)(p + at - data);
-        int32_t *spans[] = {h->method, h->path, h->proto, h->host, h->ua};
-        for (size_t k = 0; k < sizeof spans / sizeof spans[0]; k++)
-            if (spans[k][1] >= 0)
-                spans[k][0] += base;
-        out[*no].sink = sink;
-        out[*no].data_off = (uint32_t)base;
-        out[*no].data_len = (uint32_t)size;
-        out[*no].hashed = UT_OUT_HEAD;
-        out[*no].offset = pos;
-        (*no)++;
+        if (!hlog_append(t, fl, dir, pos, p + at, size, h)) {
+            int32_t base = (int32_t)(p + at - data);
+            int32_t *spans[] = {h->method, h->path, h->proto, h->host, h->ua};
+            for (size_t k = 0; k < sizeof spans / sizeof spans[0]; k++)
+                if (spans[k][1] >= 0)
+                    spans[k][0] += base;
+            out[*no].sink = sink;
+            out[*no].data_off = (uint32_t)base;
+            out[*no].data_len = (uint32_t)size;
+            out[*no].hashed = UT_OUT_HEAD;
+            out[*no].offset = pos;
+            (*no)++;
+        }
         if (dir == 0) {
             fl->hheads |= (uint64_t)head << fl->hpend;
             fl->hpend++;

@@ -378,3 +378,188 @@ int32_t ut_ended_record(const ut_ended *e, int32_t seed, const char *close, char
     ur_put(&b, "}", 1);
     return b.bad ? -1 : b.n;
 }
+
+/* ---- HTTP transactions from a header block log ----------------------------------------- */
+
+/* A latin-1 string as orjson writes its text: quotes, backslashes and the C0 controls
+ * escaped (\b \t \n \f \r short, the rest \u00xx), bytes from 0x80 as two-byte UTF-8. */
+static void ur_jstr(ur_buf *b, const uint8_t *s, int32_t n) {
+    static const char hx[] = "0123456789abcdef";
+    ur_put(b, "\"", 1);
+    for (int32_t i = 0; i < n && !b->bad; i++) {
+        uint8_t c = s[i];
+        char e[6];
+        if (c == '"' || c == '\\') {
+            e[0] = '\\', e[1] = (char)c;
+            ur_put(b, e, 2);
+        } else if (c < 0x20) {
+            const char *sh = c == 8 ? "\\b" : c == 9 ? "\\t" : c == 10 ? "\\n" : c == 12 ? "\\f"
+                           : c == 13 ? "\\r" : NULL;
+            if (sh) {
+                ur_put(b, sh, 2);
+            } else {
+                memcpy(e, "\\u00", 4);
+                e[4] = hx[c >> 4], e[5] = hx[c & 15];
+                ur_put(b, e, 6);
+            }
+        } else if (c >= 0x80) {
+            e[0] = (char)(0xC0 | c >> 6), e[1] = (char)(0x80 | (c & 0x3F));
+            ur_put(b, e, 2);
+        } else {
+            ur_put(b, (const char *)&c, 1);
+        }
+    }
+    ur_put(b, "\"", 1);
+}
+
+#define UR_MAX_TX 64      /* http_transactions.MAX_TRANSACTIONS */
+#define UR_MAX_FIELD 1024 /* http_transactions.MAX_FIELD: characters, a byte each in latin-1 */
+
+typedef struct {
+    const ut_hlog *req;
+    int32_t status;       /* -1: none yet */
+    int64_t length;       /* -1: none yet */
+} ur_tx;
+
+typedef struct {
+    ur_tx tx[UR_MAX_TX];
+    int32_t ntx;
+    int64_t dropped;
+    int32_t pend[64];     /* requests not answered, oldest first: tx index, -1 not listed */
+    int32_t phead_bit[64];
+    int32_t npend;
+    int state[2];         /* 0 reading a header block, 1 skipping a body */
+    int64_t next[2], skip_to[2], body[2];
+    int32_t resp;         /* the transaction whose response body is read: -2 none */
+} ur_follow;
+
+static void uf_done(ur_follow *s, int d) { /* _message_done */
+    if (d == 1 && s->resp != -2) {
+        if (s->resp >= 0)
+            s->tx[s->resp].length = s->body[1];
+        s->resp = -2;
+    }
+    s->state[d] = 0;
+}
+
+static void uf_reach(ur_follow *s, int d, int64_t off) { /* _reach */
+    if (s->state[d] == 1 && off >= s->skip_to[d]) {
+        s->next[d] = s->skip_to[d];
+        uf_done(s, d);
+    }
+}
+
+/* _framed; 0 where the body runs to the close (C never logs such a block) */
+static int uf_framed(ur_follow *s, int d, int64_t length, int has_body) {
+    s->body[d] = 0;
+    if (!has_body) {
+        uf_done(s, d);
+    } else if (length >= 0) {
+        s->skip_to[d] = s->next[d] + length;
+        s->body[d] = length;
+        s->state[d] = 1;
+        if (!length)
+            uf_done(s, d);
+    } else if (d == 1) {
+        return 0;
+    } else {
+        uf_done(s, d);
+    }
+    return 1;
+}
+
+static void ur_field(ur_buf *b, const char *key, const ut_hlog *e, const int32_t span[2],
+                     int32_t max) {
+    ur_str(b, key);
+    ur_jstr(b, (const uint8_t *)(e + 1) + span[0], span[1] < max ? span[1] : max);
+}
+
+int32_t ut_transactions_record(const uint8_t *log, int32_t len, int64_t c2s, int64_t s2c,
+                               char *out, int32_t cap) {
+    ur_follow s;
+    memset(&s, 0, sizeof s);
+    s.resp = -2;
+    for (int32_t pos = 0; pos < len;) {
+        if (len - pos < (int32_t)sizeof(ut_hlog))
+            return -1;
+        const ut_hlog *e = (const ut_hlog *)(log + pos);
+        int32_t need = (int32_t)(((int64_t)sizeof(ut_hlog) + e->size + 7) & ~(int64_t)7);
+        if (e->size < 0 || need > len - pos || (e->dir != 0 && e->dir != 1))
+            return -1;
+        pos += need;
+        int d = e->dir;
+        const ut_head *h = &e->head;
+        const uint8_t *blk = (const uint8_t *)(e + 1);
+        uf_reach(&s, d, e->at); /* read_head */
+        if (s.state[d] != 0 || s.next[d] != e->at)
+            return -1; /* where the follower was not: Python's to read */
+        s.next[d] = e->at + e->size;
+        if (d == 0) { /* _request */
+            if (s.npend >= 64 || h->method[1] < 0 || h->path[1] < 0 || h->proto[1] < 0)
+                return -1;
+            int32_t idx = -1;
+            if (s.ntx < UR_MAX_TX) {
+                idx = s.ntx++;
+                s.tx[idx].req = e;
+                s.tx[idx].status = -1;
+                s.tx[idx].length = -1;
+            } else {
+                s.dropped++;
+            }
+            const uint8_t *m = blk + h->method[0];
+            if (h->method[1] == 7 && memcmp(m, "CONNECT", 7) == 0)
+                return -1; /* a tunnel: C does not log it */
+            s.pend[s.npend] = idx;
+            s.phead_bit[s.npend++] = h->method[1] == 4 && memcmp(m, "HEAD", 4) == 0;
+            uf_framed(&s, 0, h->length, 1);
+        } else { /* _answered */
+            if (h->status < 200 || s.npend < 1)
+                return -1; /* interim, switching protocols, or no request: not logged */
+            int32_t idx = s.pend[0];
+            int head = s.phead_bit[0];
+            memmove(s.pend, s.pend + 1, sizeof(int32_t) * (size_t)(s.npend - 1));
+            memmove(s.phead_bit, s.phead_bit + 1, sizeof(int32_t) * (size_t)(s.npend - 1));
+            s.npend--;
+            if (idx >= 0)
+                s.tx[idx].status = h->status;
+            s.resp = idx;
+            int has_body = !head && h->status != 204 && h->status != 304;
+            if (!uf_framed(&s, 1, h->length, has_body))
+                return -1;
+        }
+    }
+    uf_reach(&s, 0, c2s); /* finish */
+    uf_reach(&s, 1, s2c);
+    if (!s.ntx)
+        return 0;
+    ur_buf b = {out, 0, cap, 0};
+    ur_str(&b, "\"transactions\":[");
+    for (int32_t i = 0; i < s.ntx; i++) {
+        const ur_tx *x = &s.tx[i];
+        const ut_hlog *e = x->req;
+        const ut_head *h = &e->head;
+        ur_str(&b, i ? ",{" : "{");
+        ur_field(&b, "\"method\":", e, h->method, INT32_MAX);
+        ur_field(&b, ",\"path\":", e, h->path, UR_MAX_FIELD);
+        ur_field(&b, ",\"protocol\":", e, h->proto, INT32_MAX);
+        if (h->host[1] >= 0)
+            ur_field(&b, ",\"host\":", e, h->host, UR_MAX_FIELD);
+        if (h->ua[1] >= 0)
+            ur_field(&b, ",\"user_agent\":", e, h->ua, UR_MAX_FIELD);
+        if (x->status >= 0) {
+            ur_str(&b, ",\"status\":");
+            ur_int(&b, x->status);
+        }
+        if (x->length >= 0) {
+            ur_str(&b, ",\"length\":");
+            ur_int(&b, x->length);
+        }
+        ur_put(&b, "}", 1);
+    }
+    ur_put(&b, "]", 1);
+    if (s.dropped) {
+        ur_str(&b, ",\"transactions_dropped\":");
+        ur_int(&b, s.dropped);
+    }
+    return b.bad ? -1 : b.n;
+}

@@ -41,7 +41,8 @@ class FlowEnded:
     ever made for it. ``ended``: the flow as C ended it (stack/fastpath.py ended_facts reads
     it; Tracker.connection_of makes its connection, for whatever needs one); ``user``: what
     its inspection decided, None if nothing; ``follower``: its HTTP transaction follower,
-    None if C handed it nothing."""
+    or the header blocks C logged for it (stack/fastpath.py HeadLog: C writes the
+    transactions from them, or Python replays them into a follower), None if nothing."""
 
     ended: bytes
     user: Any

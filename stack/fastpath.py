@@ -25,6 +25,9 @@ AVAILABLE = lib is not None
 NO_FIN = lib.UT_NO_FIN if lib is not None else 0  # ut_dir.fin of a direction without FIN
 OUT_CAP = 8192
 _LINE_CAP = 2048  # a record _record.c writes: under 1 KB with IPv6 endpoints and two tags
+_TX_CAP = 1 << 16  # transactions _record.c writes; more (64 hostile ones can be) go Python's way
+HLOG_FLOW_CAP = 4096  # a light flow's header block log (ut_hlog_config); past it, blocks as before
+HLOG_TOTAL_CAP = 64 << 20  # all light flows' logs together
 _CODES = {
     "int32_t": "i", "uint32_t": "I", "int64_t": "q", "uint64_t": "Q", "double": "d",
     "uint16_t": "H", "uint8_t": "B",
@@ -61,6 +64,10 @@ if lib is not None:
     _TOUCH = c_view("ut_touch", ("last_seen", "slot", "order"))
     _HEAD = c_view("ut_head", ("method", "path", "proto", "host", "ua", "status", "length"))
     _HEAD_READ = lib.UT_OUT_HEAD  # ut_out.hashed of a header block C read (_follow.c)
+    # A header block logged for a light flow (ut_hlog): its header, its ut_head, its bytes.
+    _HLOG = c_view("ut_hlog", ("at", "dir", "size"))
+    _HLOG_HEAD = ffi.offsetof("ut_hlog", "head")
+    _HLOG_SIZE = ffi.sizeof("ut_hlog")
     # ut_dir up to its tail buffer: one memmove per direction to attach, one read to detach.
     _DIR_FIELDS = (
         "base", "nxt", "acked", "seen_end", "fin", "window", "last_ack", "has_last_ack",
@@ -236,6 +243,8 @@ class CFastPath:
         self._line = ffi.new("char[]", _LINE_CAP)  # ut_ended_record's text
         self._line_buf = ffi.buffer(self._line)
         self._line_lengths = ffi.new("int64_t[2]")
+        self._tx = ffi.new("char[]", _TX_CAP)  # ut_transactions_record's text
+        self._tx_buf = ffi.buffer(self._tx)
         # The tracker claims every key it holds in C (a SYN on one is Python's): needed where
         # C opens flows or sheds SYNs of new ones.
         self.claiming = False
@@ -413,8 +422,8 @@ class CFastPath:
         raw = ffi.buffer(lib.ut_flow_at(self.table, slot), _FLOW_SIZE)
         self._adopt_numbers(conn, raw, lib.ut_state_code(self.table, slot))
         _adopt_kept(
-            conn, self.light_users.pop(slot, None), self.light_followers.pop(slot, None),
-            self.on_native_adopt,
+            conn, self.light_users.pop(slot, None), self._logged(slot, self.light_followers.pop(
+                slot, None)), self.on_native_adopt,
         )  # fmt: skip
         lib.ut_materialize(self.table, slot)
         self.adopted += 1
@@ -442,6 +451,12 @@ class CFastPath:
         self.light_ended += 1
         ended: bytes = self._ended_buf[:]
         follower = self.light_followers.pop(slot, None)
+        logged = self._ended.flow.hlog_len
+        if logged:  # header blocks C logged: kept to write from, unless Python reads them
+            log = HeadLog(ffi.buffer(self._ended.flow.hlog, logged)[:])
+            if follower is None and not _ends_unread(ended):
+                return ended, self.light_users.pop(slot, None), log
+            follower = log.replayed(follower if follower is not None else self.new_follower())  # type: ignore[misc]
         if follower is not None:  # as _ended_plain stops it
             state = _ENDED_STATE.unpack_from(ended)[0]
             for i in range(1 if state & _CH_SYN_SENT else 2):
@@ -462,6 +477,33 @@ class CFastPath:
         lengths = self._line_lengths
         return self._line_buf[:n], lengths[0], lengths[1]
 
+    def transactions_line(self, log: HeadLog, c2s: int, s2c: int) -> bytes | None:
+        """A light flow's HTTP transactions as its record's JSON fields ("transactions",
+        "transactions_dropped"), written in C from its header block log (end_light's) and
+        its streams' lengths, as plugins/http_transactions.py would make them of the same
+        blocks: b"" for none. None: C leaves them to Python (replay the log)."""
+        data = log.data
+        n = lib.ut_transactions_record(data, len(data), c2s, s2c, self._tx, _TX_CAP)
+        return None if n < 0 else self._tx_buf[:n]
+
+    def log_heads(self, on: bool) -> None:
+        """Whether C logs a light flow's header blocks (ut_hlog_config) rather than hand
+        them over: on where the engine has C write records (Engine.on_line)."""
+        lib.ut_hlog_config(self.table, HLOG_FLOW_CAP if on else 0, HLOG_TOTAL_CAP)
+
+    def _logged(self, slot: int, follower: Any) -> Any:
+        """A light flow's follower (None: none yet), with the header blocks C logged for it
+        since (ut_hlog) read into it now, its log then cleared: from here on the follower
+        is Python's to keep current. None where there is neither."""
+        f = lib.ut_flow_at(self.table, slot)
+        n = f.hlog_len
+        if not n:
+            return follower
+        log = HeadLog(ffi.buffer(f.hlog, n)[:])
+        lib.ut_hlog_clear(self.table, slot)
+        assert self.new_follower is not None
+        return log.replayed(follower if follower is not None else self.new_follower())
+
     @staticmethod
     def ended_state(ended: bytes) -> ConnState:
         """The state a light flow ended in (end_light's bytes)."""
@@ -475,6 +517,9 @@ class CFastPath:
         whatever needs one (Tracker.connection_of): as _ended_plain leaves one whose
         connection was made at its SYN."""
         self._adopt_numbers(conn, ended, _ENDED_STATE.unpack_from(ended)[0])
+        if isinstance(follower, HeadLog):
+            assert self.new_follower is not None
+            follower = follower.replayed(self.new_follower())
         _adopt_kept(conn, user, follower, self.on_native_adopt)
         conn.born.ended = ended
 
@@ -895,10 +940,12 @@ class CFastPath:
         made (or a light flow's): the one it keeps (made now if it has none)."""
         conn = self.conns.get(sink_id >> 1)
         if conn is None:
-            follower = self.light_followers.get(sink_id >> 1)
+            slot = sink_id >> 1
+            follower = self._logged(slot, self.light_followers.get(slot))  # logged blocks first
             if follower is None:
                 assert self.new_follower is not None
-                follower = self.light_followers[sink_id >> 1] = self.new_follower()
+                follower = self.new_follower()
+            self.light_followers[slot] = follower
             return follower
         born = conn.born
         if born.follower is None:
@@ -1160,6 +1207,41 @@ def _ended_direction(
         last_ack = peer[3] if peer is not None and peer[4] else None
         length = stream_length(True, nxt, base, seen_end, last_ack)
     return length, nxt, packets, payload, retransmitted, digest
+
+
+class HeadLog:
+    """The header blocks C read of a light flow and logged (ut_hlog entries), in order: what
+    its transaction follower would have been handed, for C to write its transactions from
+    (CFastPath.transactions_line) or for Python to read (replayed)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def replayed(self, follower: Any) -> Any:
+        """``follower`` (a fresh one, or the flow's, which read every block before these)
+        having read the logged blocks, as each would have been handed over (run)."""
+        data = self.data
+        pos, end = 0, len(data)
+        while pos < end:
+            at, d, size = _HLOG.unpack_from(data, pos)
+            start = pos + _HLOG_SIZE
+            block = data[start : start + size]
+            head = _HEAD.unpack_from(data, pos + _HLOG_HEAD)
+            follower.read_head(d, at, block, _head_fields(block, 0, head))
+            pos += (_HLOG_SIZE + size + 7) & ~7
+        return follower
+
+
+def _ends_unread(ended: bytes) -> bool:
+    """Whether a direction of a flow that ended plain is one its follower stops at (C saw
+    it is not HTTP from its first byte: want NEVER; see end_light)."""
+    state = _ENDED_STATE.unpack_from(ended)[0]
+    return any(
+        _END_HAND.unpack_from(ended, _D0 if i == 0 else _D1)[1] == NEVER
+        for i in range(1 if state & _CH_SYN_SENT else 2)
+    )
 
 
 def _stop_follower(follower: Any, d: int) -> None:

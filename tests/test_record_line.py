@@ -1,22 +1,29 @@
 """The record of a light flow that ended plain, written by C as its JSON line (stack/_record.c,
 Engine.on_line), is byte for byte what orjson writes of records.py's object: on flows built
 field by field (every key shape, time, option and number, and the cases C leaves to Python),
-and through replay's writer on every shipped capture, the public corpus and first bytes of
-every shape C detects."""
+and through replay's writer on every shipped capture, the public corpus, first bytes of
+every shape C detects and HTTP exchanges of every framing. The HTTP transactions C writes
+from a light flow's logged header blocks (stack/_record.c ut_transactions_record) are held
+to what plugins/http_transactions.py makes of the same blocks, the same way."""
 
 from __future__ import annotations
 
 import functools
 import io
 import math
+import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from frames import frames
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_fastpath import _first_bytes_frames
+from test_http_framing_c import _connection
+from uinet_tap.plugins.http_transactions import HttpTransactions
 from uinet_tap.plugins.registry import builtin_detectors
 from uinet_tap.stack import fastpath
 from uinet_tap.stack.events import CloseReason
@@ -24,6 +31,7 @@ from uinet_tap.stack.events import CloseReason
 from uinet_tap.api import _batches
 from uinet_tap.cli import _RecordWriter
 from uinet_tap.engine import Engine, Options
+from uinet_tap.native import NativeGlue
 from uinet_tap.pcapfile import Batch, PcapFile
 from uinet_tap.records import ended_record
 
@@ -134,6 +142,11 @@ def _inputs() -> list[tuple[str, int, Callable[[], Iterable[Batch]]]]:
     ]
     fr = _first_bytes_frames(11)
     out.append(("first-bytes", 1, lambda: _batches(fr, 1)))
+    # HTTP exchanges of every framing, hostile ones among them (tests/test_http_framing_c.py):
+    # pipelined, keep-alive, HEAD, 204 and 304, chunked and to-the-close bodies, bare LF.
+    rng = random.Random(3)
+    http = frames([s for i in range(60) for s in _connection(rng, 31000 + i)])
+    out.append(("http-framing", 1, lambda: _batches(http, 1)))
     return out
 
 
@@ -164,6 +177,8 @@ def _replay(
     for batch in batches:
         engine.feed_batch(batch)
     engine.finish()
+    fast = engine.tracker.fast
+    assert fast is not None and fastpath.lib.ut_hlog_total(fast.table) == 0  # every log let go
     return out.getvalue(), n
 
 
@@ -179,19 +194,119 @@ def test_replay_writes_the_same_records_with_c_lines(inspect):
     assert made >= 20, made  # not vacuous: light flows' records went as lines
 
 
+@pytest.mark.parametrize("cap", [200, 600])
+def test_header_block_logs_past_their_cap_go_to_python_as_before(monkeypatch, cap):
+    """A light flow whose log is full has its later blocks handed over at once: Python's
+    follower reads what was logged first, then those, then what C logs again after; the
+    records stay the same."""
+    monkeypatch.setattr(fastpath, "HLOG_FLOW_CAP", cap)
+    for name, linktype, batches in _inputs():
+        if name in ("first-bytes", "http-framing", "http-keepalive.pcap"):
+            want, _ = _replay(linktype, batches(), False, "plugins")
+            got, n = _replay(linktype, batches(), True, "plugins")
+            assert got == want, name
+
+
 def test_a_record_orjson_refuses_is_converted_as_before(monkeypatch):
     """A value that is not JSON in what Python adds to C's line (a bug's): the record goes
-    the object's way, converted by the writer as any record is, the same bytes either way."""
+    the object's way, converted by the writer as any record is, the same bytes either way
+    (the transactions C wrote included)."""
     name, linktype, batches = next(i for i in _inputs() if i[0] == "first-bytes")
     _, lines = _replay(linktype, batches(), True, "plugins")
-    real = Engine._transactions
+    real = NativeGlue.finish_decided
 
-    def odd(follower, c2s: int, s2c: int) -> dict:
-        out = real(follower, c2s, s2c)
-        return {**out, "odd": {b"not a str key": 1}} if out else out
+    def odd(self: NativeGlue, user: Any, bypassed: bool) -> dict:
+        out = real(self, user, bypassed)
+        return {**out, "odd": {b"not a str key": 1}} if out["protocol"] == "http" else out
 
-    monkeypatch.setattr(Engine, "_transactions", staticmethod(odd))
+    monkeypatch.setattr(NativeGlue, "finish_decided", odd)
     want, _ = _replay(linktype, batches(), False, "plugins")
     got, fewer = _replay(linktype, batches(), True, "plugins")
-    assert got == want and b'"odd":{"not a str key":1}' in got
-    assert fewer < lines, (fewer, lines)  # those with transactions went the object's way
+    assert got == want and b'"odd":{"not a str key":1},"transactions":[' in got
+    assert fewer < lines, (fewer, lines)  # the HTTP ones went the object's way
+
+
+# -- transactions written from a header block log ---------------------------------------------
+
+_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"]
+_text = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+_PATHS = st.sampled_from([b"", b'a?b="c"\\', b"x"] * 3 + [b"p" * 1100])
+_VISIBLE = st.binary(max_size=8).map(lambda b: bytes(c % 94 + 33 for c in b))  # 0x21-0x7E
+
+
+@st.composite
+def exchanges(draw: st.DrawFn) -> tuple[bytes, int, int]:
+    """A header block log (ut_hlog entries, as _follow.c logs them) of keep-alive or pipelined
+    exchanges, and where each stream ended (at its end, or cut inside the last body)."""
+    pipelined = draw(st.booleans())
+    # a few, or past the 64 a record lists; C follows 63 requests waiting at most
+    n = draw(st.one_of(st.integers(1, 6), st.integers(60, 63 if pipelined else 70)))
+    log = bytearray()
+    nxt = [0, 0]
+    # (direction, exchange index), each response after its request
+    order = (
+        [(0, i) for i in range(n)] + [(1, i) for i in range(n)]
+        if pipelined
+        else [(d, i) for i in range(n) for d in (0, 1)]
+    )
+    answered = draw(st.integers(max(0, n - 63), n))  # the last ones may get no response
+    methods = []
+    for d, i in order:
+        if d == 1 and i >= answered:
+            continue
+        head = fastpath.ffi.new("ut_head *")
+        for name in ("method", "path", "proto", "host", "ua"):
+            setattr(head, name, [0, -1])
+        if d == 0:
+            method = draw(st.sampled_from(_METHODS))
+            methods.append(method)
+            path = b"/" + draw(_PATHS) + draw(_VISIBLE)
+            proto = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
+            line = method.encode() + b" " + path + b" " + proto + b"\r\n"
+            block = bytearray(line)
+            head.method = [0, len(method)]
+            head.path = [len(method) + 1, len(path)]
+            head.proto = [len(method) + 2 + len(path), len(proto)]
+            for name, field in (("host", b"Host: "), ("ua", b"User-Agent: ")):
+                value = draw(st.one_of(st.none(), _text, _text, _text, st.just(b"u" * 1500)))
+                if value is not None:
+                    setattr(head, name, [len(block) + len(field), len(value)])
+                    block += field + value + b"\r\n"
+            head.status = -1
+        else:
+            status = draw(st.sampled_from([200, 201, 204, 304, 404, 500]))
+            block = bytearray(b"HTTP/1.1 %d X\r\n" % status)
+            head.status = status
+        body = draw(st.sampled_from([None, 0, 5, 3000]))
+        if d == 1 and body is None and methods[i] != "HEAD" and status not in (204, 304):
+            body = 0  # a response body to the close: C does not follow it (nor log it)
+        if body is not None:
+            block += b"Content-Length: %d\r\n" % body
+        block += b"\r\n"
+        head.length = -1 if body is None else body
+        if d == 1 and (methods[i] == "HEAD" or status in (204, 304)):
+            body = 0  # no body follows whatever the length says (RFC 9112 §6.3)
+        entry = fastpath.ffi.new("ut_hlog *")
+        entry.at, entry.dir, entry.size, entry.head = nxt[d], d, len(block), head[0]
+        raw = bytes(fastpath.ffi.buffer(entry)) + bytes(block)
+        log += raw + bytes(-len(raw) % 8)
+        nxt[d] += len(block) + (body or 0)
+    cut = [max(0, x - draw(st.sampled_from([0, 0, 1, 2999]))) for x in nxt]
+    return bytes(log), cut[0], cut[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(exchanges())
+def test_transactions_c_writes_are_the_followers(case):
+    log, c2s, s2c = case
+    fast = fastpath.CFastPath(0)
+    got = fast.transactions_line(fastpath.HeadLog(log), c2s, s2c)
+    follower = fastpath.HeadLog(log).replayed(HttpTransactions())
+    want = Engine._transactions(follower, c2s, s2c)
+    assert follower.unexpected == 0
+    if got is None:  # past the text's room: Python writes them
+        assert len(orjson.dumps(want)) - 2 > fastpath._TX_CAP
+        return
+    assert (orjson.loads(b"{" + got + b"}") if got else {}) == want
+    if want:
+        assert got == orjson.dumps(want)[1:-1]

@@ -135,10 +135,7 @@ class Engine:
         )
         self.tracker.on_events = self._drain
         self.on_record = on_record
-        # Takes a finished record as its JSON line instead, where one is made as a line (a
-        # light flow's, in C: _ended), with its close reason; for a caller that only writes
-        # records out (replay's writer, with no EVE output). on_record takes every other.
-        self.on_line: Callable[[bytes, str], None] | None = None
+        self._on_line: Callable[[bytes, str], None] | None = None
         # The live view's: called as a connection ends, before inspection lets go of its bytes.
         self.on_closing: Callable[[Connection], None] | None = None
         self.export_dir = export_dir
@@ -182,6 +179,19 @@ class Engine:
             and self.tracker.born_ok()
         ):
             self._let_c_open_flows(plugins is None)
+
+    @property
+    def on_line(self) -> Callable[[bytes, str], None] | None:
+        """Takes a finished record as its JSON line instead, where one is made as a line (a
+        light flow's, in C: _ended), with its close reason; for a caller that only writes
+        records out (replay's writer, with no EVE output). on_record takes every other."""
+        return self._on_line
+
+    @on_line.setter
+    def on_line(self, take: Callable[[bytes, str], None] | None) -> None:
+        self._on_line = take
+        if self.tracker.fast is not None:  # C keeps light flows' header blocks to write from
+            self.tracker.fast.log_heads(take is not None)
 
     def _let_c_open_flows(self, every_port: bool) -> None:
         """C opens a flow at its client's bare SYN itself (ut_run) where every sink of a new
@@ -420,31 +430,50 @@ class Engine:
             assert isinstance(inspection, NativeGlue)  # light flows are C's to inspect
             decided = inspection.finish_decided(event.user, fastpath.ended_bypassed(ended))
         seed = self.options.community_id_seed
-        made = None
-        if self.on_line is not None:
-            fast = self.tracker.fast
-            assert fast is not None
-            made = fast.ended_line(ended, seed, event.reason.value)
-        if made is None:
+        fast = self.tracker.fast
+        assert fast is not None
+        follower = event.follower
+        take = self._on_line
+        made = None if take is None else fast.ended_line(ended, seed, event.reason.value)
+        logged = None  # the transactions' fields as C wrote them from the flow's log
+        if made is not None and isinstance(follower, fastpath.HeadLog):
+            logged = fast.transactions_line(follower, made[1], made[2])
+        if isinstance(follower, fastpath.HeadLog) and logged is None:  # Python reads the log
+            assert fast.new_follower is not None
+            follower = follower.replayed(fast.new_follower())
+        if made is None or take is None:
             rec = ended_record(fastpath.ended_facts(ended), event.reason, seed)
             rec.update(decided)
-            self._followed(rec, event.follower)
+            self._followed(rec, follower)
             self._recorded(rec)
             return
         head, c2s_bytes, s2c_bytes = made
-        rest = decided | self._transactions(event.follower, c2s_bytes, s2c_bytes)
+        rest = (
+            decided
+            if logged is not None
+            else (decided | self._transactions(follower, c2s_bytes, s2c_bytes))
+        )
         try:
             tail = orjson.dumps(rest) if rest else b"{}"
         except orjson.JSONEncodeError:  # the writer converts it (cli._RecordWriter)
             rec = orjson.loads(head + b"}")
             rec.update(rest)
+            if logged:
+                rec.update(orjson.loads(b"{" + logged + b"}"))
             self._recorded(rec)
             return
-        # The record's object with these keys last, as orjson writes it.
-        line = head + (b"," + tail[1:] if rest else b"}") + b"\n"
+        # The record's object with these keys last (the transactions' after the decision's),
+        # as orjson writes it.
+        parts = [head]
+        if rest:
+            parts.append(b"," + tail[1:-1])
+        if logged:
+            parts.append(b"," + logged)
+        parts.append(b"}\n")
+        line = b"".join(parts)
         self.totals.connections += 1  # no gap: it ended plain
         self._largest(c2s_bytes + s2c_bytes, line)
-        self.on_line(line, event.reason.value)  # type: ignore[misc]
+        take(line, event.reason.value)
 
     def _followed(self, rec: dict, follower: HttpTransactions | None) -> None:
         """The connection's HTTP transactions into its record."""
