@@ -393,6 +393,10 @@ int32_t ut_ended_record(const ut_ended *e, int32_t seed, const char *close, char
  * text's length (0: no transaction), or -1 where Python must replay the log instead. */
 int32_t ut_transactions_record(const uint8_t *log, int32_t len, int64_t c2s, int64_t s2c,
                                char *out, int32_t cap);
+/* _record.c: the findings of an HTTP request C named and decided (uinet_tap/native.py
+ * _findings is the reference), as the JSON text orjson makes of that dict; -1 where Python
+ * makes them (not HTTP, a string longer than max_string, which Python cuts; no room). */
+int32_t ut_http_findings(const ut_native *nat, int64_t max_string, char *out, int32_t cap);
 /* Inline mode shedding new connections (behind its traffic, or over its rate of new ones):
  * ut_run drops a TCP frame on a key no one tracks (no flow in C, none claimed by Python),
  * flagging it UT_RX_DROP in `flags` (the batch's, which ut_tx skips) and counting it

@@ -563,3 +563,36 @@ int32_t ut_transactions_record(const uint8_t *log, int32_t len, int64_t c2s, int
     }
     return b.bad ? -1 : b.n;
 }
+
+/* ---- findings of an HTTP request C named ------------------------------------------------ */
+
+/* One finding string of the request (span: offset and length in the early bytes, length
+ * -1 absent): 0 when it lies outside them (Python's slice would cut it: its way). */
+static int ur_finding(ur_buf *b, const char *key, const ut_native *nat, const int32_t span[2]) {
+    if (span[0] < 0 || span[1] > nat->early_len[0] - span[0])
+        return 0;
+    ur_str(b, key);
+    ur_jstr(b, nat->early[0] + span[0], span[1]);
+    return 1;
+}
+
+int32_t ut_http_findings(const ut_native *nat, int64_t max_string, char *out, int32_t cap) {
+    if (nat->proto != UD_HTTP || nat->method[1] < 0 || nat->path[1] < 0 || !nat->early[0])
+        return -1;
+    const int32_t *spans[] = {nat->method, nat->path, nat->host, nat->ua};
+    for (int i = 0; i < 4; i++)
+        if (spans[i][1] > max_string)
+            return -1; /* Python cuts it (plugins/findings.py) */
+    ur_buf b = {out, 0, cap, 0};
+    if (!ur_finding(&b, "{\"method\":", nat, nat->method) ||
+        !ur_finding(&b, ",\"path\":", nat, nat->path) ||
+        (nat->host[1] >= 0 && !ur_finding(&b, ",\"host\":", nat, nat->host)) ||
+        (nat->ua[1] >= 0 && !ur_finding(&b, ",\"user_agent\":", nat, nat->ua)))
+        return -1;
+    if (nat->status >= 0) {
+        ur_str(&b, ",\"status\":");
+        ur_int(&b, nat->status);
+    }
+    ur_put(&b, "}", 1);
+    return b.bad ? -1 : b.n;
+}

@@ -244,6 +244,8 @@ class CFastPath:
         self._line_buf = ffi.buffer(self._line)
         self._line_lengths = ffi.new("int64_t[2]")
         self._tx = ffi.new("char[]", _TX_CAP)  # ut_transactions_record's text
+        self.findings_text = False  # write_records
+        self._max_string = 0
         self._tx_buf = ffi.buffer(self._tx)
         # The tracker claims every key it holds in C (a SYN on one is Python's): needed where
         # C opens flows or sheds SYNs of new ones.
@@ -486,10 +488,26 @@ class CFastPath:
         n = lib.ut_transactions_record(data, len(data), c2s, s2c, self._tx, _TX_CAP)
         return None if n < 0 else self._tx_buf[:n]
 
-    def log_heads(self, on: bool) -> None:
-        """Whether C logs a light flow's header blocks (ut_hlog_config) rather than hand
-        them over: on where the engine has C write records (Engine.on_line)."""
+    def write_records(self, on: bool, max_string: int) -> None:
+        """Whether C writes what it can of records (on where the engine's are only written
+        out: Engine.on_line): it logs a light flow's header blocks (ut_hlog_config) rather
+        than hand them over, and writes an HTTP request's findings as JSON text where none
+        is longer than ``max_string`` (the findings' limit: a longer one is cut in Python)."""
         lib.ut_hlog_config(self.table, HLOG_FLOW_CAP if on else 0, HLOG_TOTAL_CAP)
+        self.findings_text = on
+        self._max_string = max_string
+
+    def _native_report(self, nat: Any, both_early: bool) -> NativeReport:
+        """What C found on a connection it decided (C writes an HTTP request's findings, as
+        JSON, where write_records says so and no live view wants the early bytes)."""
+        head = _NAT_HEAD.unpack_from(ffi.buffer(nat))
+        if self.findings_text and head[2] == NATIVE_HTTP and not both_early:
+            n = lib.ut_http_findings(nat, self._max_string, self._tx, _TX_CAP)
+            if n >= 0:
+                return NativeReport(
+                    NATIVE_HTTP, (head[13], head[14]), (), (b"", b""), b"", self._tx_buf[:n]
+                )  # fmt: skip
+        return _native_report(nat, both_early, head)
 
     def _logged(self, slot: int, follower: Any) -> Any:
         """A light flow's follower (None: none yet), with the header blocks C logged for it
@@ -836,7 +854,7 @@ class CFastPath:
             early = self.native_early
             for k in range(nd):
                 slot = self.decided[k]
-                report = _native_report(lib.ut_flow_at(table, slot).nat, early)
+                report = self._native_report(lib.ut_flow_at(table, slot).nat, early)
                 conn = conns.get(slot)
                 if conn is None:  # a light flow: kept for its connection (adopt)
                     self.light_users[slot] = decided(None, report)
@@ -1023,6 +1041,9 @@ class NativeReport(NamedTuple):
     # shows them), else only the client's of an HTTP connection (its findings point there).
     early: tuple[bytes, bytes]
     fbuf: bytes  # TLS: the hello's strings the offsets above point into
+    # HTTP, where C wrote them (CFastPath.write_records): the findings as JSON text, as
+    # orjson writes the dict uinet_tap/native.py _findings makes (found and early are empty)
+    findings_json: bytes | None
 
 
 class NativeEvents(NamedTuple):
@@ -1090,9 +1111,10 @@ def ended_facts(ended: bytes) -> EndedFacts:
     )  # fmt: skip
 
 
-def _native_report(nat: Any, both_early: bool) -> NativeReport:
+def _native_report(nat: Any, both_early: bool, head: tuple[Any, ...] | None = None) -> NativeReport:
     raw = ffi.buffer(nat)
-    head = _NAT_HEAD.unpack_from(raw)
+    if head is None:
+        head = _NAT_HEAD.unpack_from(raw)
     found = _NAT_FOUND.unpack_from(raw)
     proto = head[2]
     lens = (head[6], head[7])  # early_len of each direction
@@ -1103,7 +1125,7 @@ def _native_report(nat: Any, both_early: bool) -> NativeReport:
     )  # fmt: skip
     flen = found[-1]
     fbuf = bytes(ffi.buffer(nat.fbuf, flen)) if proto == NATIVE_TLS and flen else b""
-    return NativeReport(proto, (head[13], head[14]), found[:-1], early, fbuf)  # type: ignore[arg-type]
+    return NativeReport(proto, (head[13], head[14]), found[:-1], early, fbuf, None)  # type: ignore[arg-type]
 
 
 def _native_events(nat: Any) -> NativeEvents:

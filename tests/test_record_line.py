@@ -31,7 +31,7 @@ from uinet_tap.stack.events import CloseReason
 from uinet_tap.api import _batches
 from uinet_tap.cli import _RecordWriter
 from uinet_tap.engine import Engine, Options
-from uinet_tap.native import NativeGlue
+from uinet_tap.native import NativeGlue, _findings
 from uinet_tap.pcapfile import Batch, PcapFile
 from uinet_tap.records import ended_record
 
@@ -215,8 +215,8 @@ def test_a_record_orjson_refuses_is_converted_as_before(monkeypatch):
     _, lines = _replay(linktype, batches(), True, "plugins")
     real = NativeGlue.finish_decided
 
-    def odd(self: NativeGlue, user: Any, bypassed: bool) -> dict:
-        out = real(self, user, bypassed)
+    def odd(self: NativeGlue, user: Any, bypassed: bool, text: bool = False) -> dict:
+        out = real(self, user, bypassed, text)
         return {**out, "odd": {b"not a str key": 1}} if out["protocol"] == "http" else out
 
     monkeypatch.setattr(NativeGlue, "finish_decided", odd)
@@ -310,3 +310,57 @@ def test_transactions_c_writes_are_the_followers(case):
     assert (orjson.loads(b"{" + got + b"}") if got else {}) == want
     if want:
         assert got == orjson.dumps(want)[1:-1]
+
+
+# -- an HTTP request's findings, written in C ---------------------------------------------
+
+
+@st.composite
+def http_natives(draw: st.DrawFn) -> tuple[Any, Any]:
+    """A ut_native of an HTTP request C named (its early bytes, any byte in them, and the
+    fields' places; host and user agent may be absent, a status may be there)."""
+    early = draw(st.binary(min_size=1, max_size=1500))
+    nat = fastpath.ffi.new("ut_native *")
+    buf = fastpath.ffi.new("uint8_t[]", early)
+    nat.proto = fastpath.NATIVE_HTTP
+    nat.early[0] = buf
+    nat.early_len[0] = len(early)
+
+    def span(absent: bool) -> list[int]:
+        if absent and draw(st.booleans()):
+            return [0, -1]
+        at = draw(st.integers(0, len(early)))
+        return [at, draw(st.integers(0, min(len(early) - at, 1100)))]
+
+    nat.method, nat.path = span(False), span(False)
+    nat.host, nat.ua = span(True), span(True)
+    nat.status = draw(st.sampled_from([-1, 200, 404]))
+    nat.verdict_off = [draw(st.integers(0, 2000)), draw(st.integers(0, 2000))]
+    return nat, buf  # buf: kept alive with nat
+
+
+@settings(max_examples=500, deadline=None)
+@given(http_natives())
+def test_http_findings_c_writes_are_pythons(case):
+    nat, _buf = case
+    fast = fastpath.CFastPath(0)
+    fast.write_records(True, 1024)
+    report = fast._native_report(nat, False)
+    _proto, want, plain = _findings(fastpath._native_report(nat, False))
+    if report.findings_json is None:  # a string past the limit: Python cuts it
+        assert not plain
+        return
+    assert plain and report.findings_json == orjson.dumps(want)
+    assert report.verdict_offsets == tuple(nat.verdict_off)
+
+
+def test_http_findings_past_the_string_limit_are_pythons():
+    nat = fastpath.ffi.new("ut_native *")
+    buf = fastpath.ffi.new("uint8_t[]", b"GET /" + b"p" * 1100)
+    nat.proto, nat.early[0], nat.early_len[0] = fastpath.NATIVE_HTTP, buf, 1105
+    nat.method, nat.path, nat.host, nat.ua, nat.status = [0, 3], [4, 1025], [0, -1], [0, -1], -1
+    fast = fastpath.CFastPath(0)
+    fast.write_records(True, 1024)
+    assert fast._native_report(nat, False).findings_json is None
+    nat.path = [4, 1024]
+    assert fast._native_report(nat, False).findings_json is not None

@@ -19,6 +19,7 @@ from .inspection import InspectionGlue
 from .native import NativeGlue, native_eligible
 from .pcapfile import Batch
 from .plugins.detectors.http import METHODS as HTTP_METHODS
+from .plugins.findings import FINDINGS
 from .plugins.http_transactions import HttpTransactions
 from .plugins.policy import Policy
 from .plugins.registry import Loaded
@@ -190,8 +191,8 @@ class Engine:
     @on_line.setter
     def on_line(self, take: Callable[[bytes, str], None] | None) -> None:
         self._on_line = take
-        if self.tracker.fast is not None:  # C keeps light flows' header blocks to write from
-            self.tracker.fast.log_heads(take is not None)
+        if self.tracker.fast is not None:  # C writes what it can of the records
+            self.tracker.fast.write_records(take is not None, FINDINGS.string or 1 << 62)
 
     def _let_c_open_flows(self, every_port: bool) -> None:
         """C opens a flow at its client's bare SYN itself (ut_run) where every sink of a new
@@ -425,16 +426,18 @@ class Engine:
             self._closed(self.tracker.connection_of(event))
             return
         ended = event.ended
-        decided: dict = {}
-        if inspection is not None:
-            assert isinstance(inspection, NativeGlue)  # light flows are C's to inspect
-            decided = inspection.finish_decided(event.user, fastpath.ended_bypassed(ended))
         seed = self.options.community_id_seed
         fast = self.tracker.fast
         assert fast is not None
         follower = event.follower
         take = self._on_line
         made = None if take is None else fast.ended_line(ended, seed, event.reason.value)
+        decided: dict = {}
+        if inspection is not None:
+            assert isinstance(inspection, NativeGlue)  # light flows are C's to inspect
+            decided = inspection.finish_decided(
+                event.user, fastpath.ended_bypassed(ended), text=made is not None
+            )  # fmt: skip
         logged = None  # the transactions' fields as C wrote them from the flow's log
         if made is not None and isinstance(follower, fastpath.HeadLog):
             logged = fast.transactions_line(follower, made[1], made[2])
@@ -458,6 +461,8 @@ class Engine:
         except orjson.JSONEncodeError:  # the writer converts it (cli._RecordWriter)
             rec = orjson.loads(head + b"}")
             rec.update(rest)
+            if isinstance(rec.get("findings"), orjson.Fragment):  # the object's way: a dict
+                rec["findings"] = event.user.findings
             if logged:
                 rec.update(orjson.loads(b"{" + logged + b"}"))
             self._recorded(rec)

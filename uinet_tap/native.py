@@ -28,6 +28,8 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
+
 from .inspection import PASSIVE_NAMES, InspectionGlue
 from .plugins.api import Verdict
 from .plugins.detectors import DETECTORS
@@ -55,15 +57,34 @@ class NativeState:
     verdict comes back, then the record fields. The live view reads it as an Inspection
     (``view``, ``verdict``, ``decided_by``)."""
 
-    __slots__ = ("protocol", "findings", "plain", "verdict", "offsets", "early")
+    __slots__ = ("protocol", "_findings", "findings_json", "plain", "verdict", "offsets", "early")
 
     def __init__(self) -> None:
         self.protocol = ""
-        self.findings: dict[str, Any] = {}
+        self._findings: dict[str, Any] | None = {}
+        # The findings as C wrote them (JSON text), where it did: their dict is made from it
+        # only if something reads it (a record written as its line embeds the text).
+        self.findings_json: bytes | None = None
         self.plain = False  # the findings are known plain (_findings)
         self.verdict: Verdict | None = None
         self.offsets = (0, 0)
         self.early = (b"", b"")  # kept only for a live view (NativeGlue.keep_early)
+
+    @property
+    def findings(self) -> dict[str, Any]:
+        if self._findings is None:
+            assert self.findings_json is not None
+            self._findings = orjson.loads(self.findings_json)
+        return self._findings
+
+    @findings.setter
+    def findings(self, findings: dict[str, Any]) -> None:
+        self._findings = findings
+
+    def written(self, protocol: str, text: bytes) -> None:
+        """Findings C wrote as JSON text, plain (within the string limit): their dict is
+        made from it only if something reads it."""
+        self.protocol, self.findings_json, self.plain, self._findings = protocol, text, True, None
 
     @property
     def decided(self) -> bool:
@@ -151,14 +172,20 @@ class NativeGlue(InspectionGlue):
         conn.user = None
         return self.finish_decided(user, conn.bypassed)
 
-    def finish_decided(self, user: NativeState, bypassed: bool) -> dict:
+    def finish_decided(self, user: NativeState, bypassed: bool, text: bool = False) -> dict:
         """finish() of a connection C decided, from its state (that of a light flow,
-        whose connection was never made, too)."""
+        whose connection was never made, too). ``text``: the record is written as JSON
+        (Engine.on_line): findings C wrote go in as their text (orjson.Fragment)."""
         assert user.verdict is not None
         verdict = PASSIVE_NAMES[user.verdict]
         self.protocols[user.protocol] += 1
         self.verdicts[verdict] += 1
-        findings, truncated = self.record_findings(user.findings, user.plain)
+        raw = user.findings_json
+        findings: Any
+        if text and raw is not None and len(raw) <= _SIZE:  # plain: record_findings' test
+            findings, truncated = orjson.Fragment(raw), False
+        else:
+            findings, truncated = self.record_findings(user.findings, user.plain)
         rec = {
             "protocol": user.protocol,
             "confidence": "detected",
@@ -210,7 +237,10 @@ class NativeGlue(InspectionGlue):
         the engine must not use NativeGlue."""
         self.decided_in_c += 1
         user = NativeState()
-        user.protocol, user.findings, user.plain = _findings(report)
+        if report.findings_json is not None:  # C wrote them (an HTTP request's)
+            user.written("http", report.findings_json)
+        else:
+            user.protocol, user.findings, user.plain = _findings(report)
         user.verdict = self.default
         user.offsets = report.verdict_offsets
         if self.fast.native_early:
@@ -255,6 +285,7 @@ class NativeGlue(InspectionGlue):
 
 
 _STRING, _ITEMS = FINDINGS.string or 1 << 62, FINDINGS.items or 1 << 62  # None: unbounded
+_SIZE = FINDINGS.size or 1 << 62
 _VERSION_LISTS: dict[tuple[int, ...], list[str]] = {}  # offered versions -> their names
 
 
