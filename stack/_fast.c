@@ -96,6 +96,8 @@ struct ut_table {
     int32_t hlog_flow_cap;
     int64_t hlog_total_cap, hlog_total;
     uint8_t *ended_hlog;
+    /* Names of TLS versions and cipher suites for the findings C writes (ut_tls_names) */
+    struct ur_names *tls_names[2];
 };
 
 
@@ -190,6 +192,8 @@ void ut_free(ut_table *t) {
         free(t->flows[i].hlog);
     }
     free(t->ended_hlog);
+    free(t->tls_names[0]);
+    free(t->tls_names[1]);
     for (int32_t i = 0; i < t->nflows; i++)
         if (t->flows[i].nat)
             ut_native_release(t, i);

@@ -397,6 +397,15 @@ int32_t ut_transactions_record(const uint8_t *log, int32_t len, int64_t c2s, int
  * _findings is the reference), as the JSON text orjson makes of that dict; -1 where Python
  * makes them (not HTTP, a string longer than max_string, which Python cuts; no room). */
 int32_t ut_http_findings(const ut_native *nat, int64_t max_string, char *out, int32_t cap);
+/* _record.c: the findings of a TLS hello C named and decided, likewise (`_findings`), with
+ * the names Python gives (ut_tls_names: kind 0 versions, 1 cipher suites; `names` holds n
+ * NUL-terminated names in the codes' order; 0, or -1 past UR_NAMES names or out of memory)
+ * and "0x%04x" for a code without one; -1 where Python makes them (a string or list past
+ * the limits, which Python cuts; anything out of place; no room). */
+int ut_tls_names(ut_table *t, int32_t kind, const uint16_t *codes, int32_t n, const char *names,
+                 int32_t names_len);
+int32_t ut_tls_findings(ut_table *t, const ut_native *nat, int64_t max_string, int64_t max_items,
+                        char *out, int32_t cap);
 /* Inline mode shedding new connections (behind its traffic, or over its rate of new ones):
  * ut_run drops a TCP frame on a key no one tracks (no flow in C, none claimed by Python),
  * flagging it UT_RX_DROP in `flags` (the batch's, which ut_tx skips) and counting it

@@ -381,32 +381,38 @@ int32_t ut_ended_record(const ut_ended *e, int32_t seed, const char *close, char
 
 /* ---- HTTP transactions from a header block log ----------------------------------------- */
 
-/* A latin-1 string as orjson writes its text: quotes, backslashes and the C0 controls
- * escaped (\b \t \n \f \r short, the rest \u00xx), bytes from 0x80 as two-byte UTF-8. */
-static void ur_jstr(ur_buf *b, const uint8_t *s, int32_t n) {
+/* An ASCII byte as orjson writes it inside a string: quotes and backslashes escaped, the C0
+ * controls too (\b \t \n \f \r short, the rest \u00xx). */
+static void ur_jascii(ur_buf *b, uint8_t c) {
     static const char hx[] = "0123456789abcdef";
+    char e[6];
+    if (c == '"' || c == '\\') {
+        e[0] = '\\', e[1] = (char)c;
+        ur_put(b, e, 2);
+    } else if (c < 0x20) {
+        const char *sh = c == 8 ? "\\b" : c == 9 ? "\\t" : c == 10 ? "\\n" : c == 12 ? "\\f"
+                       : c == 13 ? "\\r" : NULL;
+        if (sh) {
+            ur_put(b, sh, 2);
+        } else {
+            memcpy(e, "\\u00", 4);
+            e[4] = hx[c >> 4], e[5] = hx[c & 15];
+            ur_put(b, e, 6);
+        }
+    } else {
+        ur_put(b, (const char *)&c, 1);
+    }
+}
+
+/* A latin-1 string as orjson writes its text: bytes from 0x80 as two-byte UTF-8. */
+static void ur_jstr(ur_buf *b, const uint8_t *s, int32_t n) {
     ur_put(b, "\"", 1);
     for (int32_t i = 0; i < n && !b->bad; i++) {
-        uint8_t c = s[i];
-        char e[6];
-        if (c == '"' || c == '\\') {
-            e[0] = '\\', e[1] = (char)c;
-            ur_put(b, e, 2);
-        } else if (c < 0x20) {
-            const char *sh = c == 8 ? "\\b" : c == 9 ? "\\t" : c == 10 ? "\\n" : c == 12 ? "\\f"
-                           : c == 13 ? "\\r" : NULL;
-            if (sh) {
-                ur_put(b, sh, 2);
-            } else {
-                memcpy(e, "\\u00", 4);
-                e[4] = hx[c >> 4], e[5] = hx[c & 15];
-                ur_put(b, e, 6);
-            }
-        } else if (c >= 0x80) {
-            e[0] = (char)(0xC0 | c >> 6), e[1] = (char)(0x80 | (c & 0x3F));
+        if (s[i] >= 0x80) {
+            char e[2] = {(char)(0xC0 | s[i] >> 6), (char)(0x80 | (s[i] & 0x3F))};
             ur_put(b, e, 2);
         } else {
-            ur_put(b, (const char *)&c, 1);
+            ur_jascii(b, s[i]);
         }
     }
     ur_put(b, "\"", 1);
@@ -592,6 +598,153 @@ int32_t ut_http_findings(const ut_native *nat, int64_t max_string, char *out, in
     if (nat->status >= 0) {
         ur_str(&b, ",\"status\":");
         ur_int(&b, nat->status);
+    }
+    ur_put(&b, "}", 1);
+    return b.bad ? -1 : b.n;
+}
+
+/* ---- findings of a TLS hello C named ----------------------------------------------------- */
+
+#define UR_NAMES 256 /* names of a kind C keeps (plugins/detectors/tls.py has some 40) */
+#define UR_NAME 64
+
+struct ur_names {
+    int32_t n;
+    uint16_t code[UR_NAMES];
+    char name[UR_NAMES][UR_NAME];
+};
+
+int ut_tls_names(ut_table *t, int32_t kind, const uint16_t *codes, int32_t n, const char *names,
+                 int32_t names_len) {
+    if (kind < 0 || kind > 1 || n < 0 || n > UR_NAMES)
+        return -1;
+    struct ur_names *m = t->tls_names[kind];
+    if (!m && !(m = t->tls_names[kind] = malloc(sizeof *m)))
+        return -1;
+    m->n = 0;
+    int32_t at = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const char *s = names + at;
+        const char *end = memchr(s, 0, (size_t)(names_len - at));
+        if (!end || end - s >= UR_NAME)
+            return -1;
+        m->code[i] = codes[i];
+        memcpy(m->name[i], s, (size_t)(end - s) + 1);
+        at += (int32_t)(end - s) + 1;
+    }
+    m->n = n;
+    return 0;
+}
+
+/* tls.py version_name / cipher_name: the name Python gave, else the code as 0x%04x */
+static void ur_name(ur_buf *b, const struct ur_names *m, int32_t code) {
+    for (int32_t i = 0; i < m->n; i++)
+        if (m->code[i] == code) {
+            ur_jstr(b, (const uint8_t *)m->name[i], (int32_t)strlen(m->name[i]));
+            return;
+        }
+    static const char hx[] = "0123456789abcdef";
+    char s[8] = {'"', '0', 'x', hx[code >> 12 & 15], hx[code >> 8 & 15], hx[code >> 4 & 15],
+                 hx[code & 15], '"'};
+    ur_put(b, s, 8);
+}
+
+/* native.py _text (ASCII, any other byte as the four characters \xNN) as orjson writes
+ * it (that backslash escaped). Returns the text's length in characters. */
+static int64_t ur_jtext(ur_buf *b, const uint8_t *s, int32_t n) {
+    static const char hx[] = "0123456789abcdef";
+    int64_t chars = 0;
+    ur_put(b, "\"", 1);
+    for (int32_t i = 0; i < n && !b->bad; i++) {
+        if (s[i] >= 0x80) {
+            char e[5] = {'\\', '\\', 'x', hx[s[i] >> 4], hx[s[i] & 15]};
+            ur_put(b, e, 5);
+            chars += 4;
+        } else {
+            ur_jascii(b, s[i]);
+            chars += 1;
+        }
+    }
+    ur_put(b, "\"", 1);
+    return chars;
+}
+
+int32_t ut_tls_findings(ut_table *t, const ut_native *nat, int64_t max_string, int64_t max_items,
+                        char *out, int32_t cap) {
+    const struct ur_names *vn = t->tls_names[0], *cn = t->tls_names[1];
+    if (nat->proto != UD_TLS || !vn || !cn || nat->flen < 0 || nat->flen > UD_FBUF ||
+        nat->nversions < 0 || nat->nversions > UD_NVERS || nat->legacy < 0 ||
+        nat->legacy > 0xffff || nat->tls_version > 0xffff || nat->cipher < -1 ||
+        nat->cipher > 0xffff)
+        return -1; /* nothing C makes: Python writes any other number as it is */
+    const uint8_t *f = nat->fbuf;
+    int32_t flen = nat->flen;
+    ur_buf b = {out, 0, cap, 0};
+    const char *sep = "{";
+    if (nat->sni[1] >= 0) {
+        if (nat->sni[0] < 0 || nat->sni[1] > flen - nat->sni[0])
+            return -1;
+        ur_str(&b, "{\"sni\":");
+        if (ur_jtext(&b, f + nat->sni[0], nat->sni[1]) > max_string)
+            return -1;
+        sep = ",";
+    }
+    if (nat->alpn[1] >= 0) {
+        int32_t off = nat->alpn[0], len = nat->alpn[1];
+        if (off < 0 || len > flen - off)
+            return -1;
+        ur_str(&b, sep);
+        ur_str(&b, "\"alpn\":[");
+        int64_t items = 0;
+        for (int32_t i = 0; i < len; items++) {
+            int32_t k = f[off + i];
+            if (k > len - i - 1)
+                return -1; /* a name past the vector: Python slices it short */
+            if (items)
+                ur_put(&b, ",", 1);
+            ur_jtext(&b, f + off + i + 1, k);
+            i += 1 + k;
+        }
+        if (items > max_items)
+            return -1;
+        ur_put(&b, "]", 1);
+        sep = ",";
+    }
+    ur_str(&b, sep);
+    ur_str(&b, "\"client_versions\":[");
+    int32_t nv = nat->nversions;
+    if (nv > max_items)
+        return -1;
+    if (!nv) {
+        ur_name(&b, vn, nat->legacy);
+    } else {
+        for (int32_t i = 0; i < nv; i++) {
+            if (i)
+                ur_put(&b, ",", 1);
+            ur_name(&b, vn, nat->versions[i]);
+        }
+    }
+    const char *fp[2] = {nat->ja3, nat->ja4};
+    const size_t fcap[2] = {sizeof nat->ja3, sizeof nat->ja4};
+    const char *fkey[2] = {"],\"ja3\":", ",\"ja4\":"};
+    for (int i = 0; i < 2; i++) {
+        const char *z = memchr(fp[i], 0, fcap[i]);
+        int32_t n = z ? (int32_t)(z - fp[i]) : (int32_t)fcap[i];
+        for (int32_t j = 0; j < n; j++)
+            if ((uint8_t)fp[i][j] >= 0x80)
+                return -1; /* decoded as UTF-8 in Python */
+        if (n > max_string)
+            return -1;
+        ur_str(&b, fkey[i]);
+        ur_jstr(&b, (const uint8_t *)fp[i], n);
+    }
+    if (nat->tls_version >= 0) {
+        ur_str(&b, ",\"tls_version\":");
+        ur_name(&b, vn, nat->tls_version);
+        ur_str(&b, ",\"cipher\":");
+        if (nat->cipher < 0)
+            return -1;
+        ur_name(&b, cn, nat->cipher);
     }
     ur_put(&b, "}", 1);
     return b.bad ? -1 : b.n;

@@ -245,7 +245,7 @@ class CFastPath:
         self._line_lengths = ffi.new("int64_t[2]")
         self._tx = ffi.new("char[]", _TX_CAP)  # ut_transactions_record's text
         self.findings_text = False  # write_records
-        self._max_string = 0
+        self._max_string = self._max_items = 0
         self._tx_buf = ffi.buffer(self._tx)
         # The tracker claims every key it holds in C (a SYN on one is Python's): needed where
         # C opens flows or sheds SYNs of new ones.
@@ -488,24 +488,40 @@ class CFastPath:
         n = lib.ut_transactions_record(data, len(data), c2s, s2c, self._tx, _TX_CAP)
         return None if n < 0 else self._tx_buf[:n]
 
-    def write_records(self, on: bool, max_string: int) -> None:
+    def write_records(
+        self, on: bool, max_string: int, max_items: int,
+        tls_names: tuple[dict[int, str], dict[int, str]] = ({}, {}),
+    ) -> None:  # fmt: skip
         """Whether C writes what it can of records (on where the engine's are only written
         out: Engine.on_line): it logs a light flow's header blocks (ut_hlog_config) rather
-        than hand them over, and writes an HTTP request's findings as JSON text where none
-        is longer than ``max_string`` (the findings' limit: a longer one is cut in Python)."""
+        than hand them over, and writes the findings of an HTTP request or TLS hello as
+        JSON text where no string is longer than ``max_string`` and no list than
+        ``max_items`` (the findings' limits: past them Python cuts), with these names of
+        TLS versions and cipher suites."""
         lib.ut_hlog_config(self.table, HLOG_FLOW_CAP if on else 0, HLOG_TOTAL_CAP)
         self.findings_text = on
-        self._max_string = max_string
+        self._max_string, self._max_items = max_string, max_items
+        for kind, names in enumerate(tls_names):
+            blob = b"".join(name.encode() + b"\0" for name in names.values())
+            codes = ffi.new("uint16_t[]", list(names))
+            if lib.ut_tls_names(self.table, kind, codes, len(names), blob, len(blob)):
+                self.findings_text = False  # names C cannot keep: Python writes findings
 
     def _native_report(self, nat: Any, both_early: bool) -> NativeReport:
-        """What C found on a connection it decided (C writes an HTTP request's findings, as
-        JSON, where write_records says so and no live view wants the early bytes)."""
+        """What C found on a connection it decided (C writes the findings as JSON where
+        write_records says so and no live view wants the early bytes)."""
         head = _NAT_HEAD.unpack_from(ffi.buffer(nat))
-        if self.findings_text and head[2] == NATIVE_HTTP and not both_early:
-            n = lib.ut_http_findings(nat, self._max_string, self._tx, _TX_CAP)
+        if self.findings_text and not both_early:
+            proto = head[2]
+            if proto == NATIVE_HTTP:
+                n = lib.ut_http_findings(nat, self._max_string, self._tx, _TX_CAP)
+            else:
+                n = lib.ut_tls_findings(
+                    self.table, nat, self._max_string, self._max_items, self._tx, _TX_CAP
+                )  # fmt: skip
             if n >= 0:
                 return NativeReport(
-                    NATIVE_HTTP, (head[13], head[14]), (), (b"", b""), b"", self._tx_buf[:n]
+                    proto, (head[13], head[14]), (), (b"", b""), b"", self._tx_buf[:n]
                 )  # fmt: skip
         return _native_report(nat, both_early, head)
 
@@ -1041,8 +1057,8 @@ class NativeReport(NamedTuple):
     # shows them), else only the client's of an HTTP connection (its findings point there).
     early: tuple[bytes, bytes]
     fbuf: bytes  # TLS: the hello's strings the offsets above point into
-    # HTTP, where C wrote them (CFastPath.write_records): the findings as JSON text, as
-    # orjson writes the dict uinet_tap/native.py _findings makes (found and early are empty)
+    # Where C wrote them (CFastPath.write_records): the findings as JSON text, as orjson
+    # writes the dict uinet_tap/native.py _findings makes (found, early and fbuf are empty)
     findings_json: bytes | None
 
 

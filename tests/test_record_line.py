@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_fastpath import _first_bytes_frames
 from test_http_framing_c import _connection
+from uinet_tap.plugins.detectors.tls import CIPHER_NAMES, VERSION_NAMES
 from uinet_tap.plugins.http_transactions import HttpTransactions
 from uinet_tap.plugins.registry import builtin_detectors
 from uinet_tap.stack import fastpath
@@ -344,7 +345,7 @@ def http_natives(draw: st.DrawFn) -> tuple[Any, Any]:
 def test_http_findings_c_writes_are_pythons(case):
     nat, _buf = case
     fast = fastpath.CFastPath(0)
-    fast.write_records(True, 1024)
+    fast.write_records(True, 1024, 256, (VERSION_NAMES, CIPHER_NAMES))
     report = fast._native_report(nat, False)
     _proto, want, plain = _findings(fastpath._native_report(nat, False))
     if report.findings_json is None:  # a string past the limit: Python cuts it
@@ -360,7 +361,77 @@ def test_http_findings_past_the_string_limit_are_pythons():
     nat.proto, nat.early[0], nat.early_len[0] = fastpath.NATIVE_HTTP, buf, 1105
     nat.method, nat.path, nat.host, nat.ua, nat.status = [0, 3], [4, 1025], [0, -1], [0, -1], -1
     fast = fastpath.CFastPath(0)
-    fast.write_records(True, 1024)
+    fast.write_records(True, 1024, 256, (VERSION_NAMES, CIPHER_NAMES))
     assert fast._native_report(nat, False).findings_json is None
     nat.path = [4, 1024]
     assert fast._native_report(nat, False).findings_json is not None
+
+
+@st.composite
+def tls_natives(draw: st.DrawFn) -> tuple[Any, Any]:
+    """A ut_native of a TLS hello C named: the SNI and ALPN bytes (any byte), the offered
+    versions (named or not, GREASE among them), JA3 and JA4, the server's choice or none."""
+    nat = fastpath.ffi.new("ut_native *")
+    nat.proto = fastpath.NATIVE_TLS
+    fbuf = bytearray()
+    nat.sni = [0, -1]
+    nat.alpn = [0, -1]
+    if draw(st.booleans()):
+        sni = draw(st.one_of(st.binary(max_size=60), st.just(b"h" * 300)))
+        nat.sni = [len(fbuf), len(sni)]
+        fbuf += sni
+    if draw(st.booleans()):
+        names = draw(st.lists(st.binary(max_size=12), max_size=300))
+        vec = b"".join(bytes([len(n)]) + n for n in names)[: 1024 - len(fbuf)]
+        nat.alpn = [len(fbuf), len(vec)]
+        fbuf += vec
+    nat.fbuf[0 : len(fbuf)] = bytes(fbuf)
+    nat.flen = len(fbuf)
+    codes = st.one_of(st.sampled_from(sorted(VERSION_NAMES)), st.integers(0, 0xFFFF))
+    versions = draw(st.lists(codes, max_size=16))
+    nat.nversions = len(versions)
+    nat.versions[0 : len(versions)] = versions
+    nat.legacy = draw(codes)
+    for field, size in (("ja3", 40), ("ja4", 48)):
+        text = draw(
+            st.sampled_from([b"771,4865-4866,0-23,29,0", b"t13d1516h2_8daaf6152771_e5627efa2ab1"])
+        )
+        setattr(nat, field, text[: size - 1])
+    nat.tls_version = draw(st.one_of(st.just(-1), codes))
+    nat.cipher = draw(st.one_of(st.sampled_from(sorted(CIPHER_NAMES)), st.integers(0, 0xFFFF)))
+    nat.verdict_off = [draw(st.integers(0, 2000)), draw(st.integers(0, 2000))]
+    return nat, None
+
+
+@settings(max_examples=500, deadline=None)
+@given(tls_natives())
+def test_tls_findings_c_writes_are_pythons(case):
+    nat, _ = case
+    fast = fastpath.CFastPath(0)
+    fast.write_records(True, 1024, 256, (VERSION_NAMES, CIPHER_NAMES))
+    report = fast._native_report(nat, False)
+    proto, want, plain = _findings(fastpath._native_report(nat, False))
+    assert proto == "tls"
+    if report.findings_json is not None:  # else Python makes them (past a limit, odd places)
+        assert plain and report.findings_json == orjson.dumps(want)
+
+
+def test_tls_findings_past_the_limits_are_pythons():
+    """What Python would cut C does not write: 257 ALPN names, an SNI of 1,028 characters
+    once escaped (257 bytes from 0x80 are four characters each); just within, it does."""
+    fast = fastpath.CFastPath(0)
+    fast.write_records(True, 1024, 256, (VERSION_NAMES, CIPHER_NAMES))
+    for alpn, sni, written in [(256, b"\x80" * 256, True), (257, b"", False),
+                               (1, b"\x80" * 257, False)]:  # fmt: skip
+        nat = fastpath.ffi.new("ut_native *")
+        nat.proto, nat.tls_version, nat.legacy = fastpath.NATIVE_TLS, -1, 0x0303
+        vec = bytes(alpn)  # empty names
+        nat.fbuf[0 : len(sni) + len(vec)] = sni + vec
+        nat.flen = len(sni) + len(vec)
+        nat.sni, nat.alpn = [0, len(sni)], [len(sni), len(vec)]
+        report = fast._native_report(nat, False)
+        assert (report.findings_json is not None) == written, (alpn, len(sni))
+        if written:
+            assert report.findings_json == orjson.dumps(
+                _findings(fastpath._native_report(nat, False))[1]
+            )

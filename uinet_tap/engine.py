@@ -19,6 +19,7 @@ from .inspection import InspectionGlue
 from .native import NativeGlue, native_eligible
 from .pcapfile import Batch
 from .plugins.detectors.http import METHODS as HTTP_METHODS
+from .plugins.detectors.tls import CIPHER_NAMES, VERSION_NAMES
 from .plugins.findings import FINDINGS
 from .plugins.http_transactions import HttpTransactions
 from .plugins.policy import Policy
@@ -192,7 +193,10 @@ class Engine:
     def on_line(self, take: Callable[[bytes, str], None] | None) -> None:
         self._on_line = take
         if self.tracker.fast is not None:  # C writes what it can of the records
-            self.tracker.fast.write_records(take is not None, FINDINGS.string or 1 << 62)
+            self.tracker.fast.write_records(
+                take is not None, FINDINGS.string or 1 << 62, FINDINGS.items or 1 << 62,
+                (VERSION_NAMES, CIPHER_NAMES),
+            )  # fmt: skip
 
     def _let_c_open_flows(self, every_port: bool) -> None:
         """C opens a flow at its client's bare SYN itself (ut_run) where every sink of a new

@@ -237,8 +237,8 @@ class NativeGlue(InspectionGlue):
         the engine must not use NativeGlue."""
         self.decided_in_c += 1
         user = NativeState()
-        if report.findings_json is not None:  # C wrote them (an HTTP request's)
-            user.written("http", report.findings_json)
+        if report.findings_json is not None:  # C wrote them
+            user.written("http" if report.proto == NATIVE_HTTP else "tls", report.findings_json)
         else:
             user.protocol, user.findings, user.plain = _findings(report)
         user.verdict = self.default
