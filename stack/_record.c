@@ -1,14 +1,21 @@
-/* The flow record of a light flow that ended plain (ut_end_plain), written as the JSON text
- * orjson makes of uinet_tap/records.py ended_record's object, byte for byte: a flow C carried
- * from its SYN to its end then costs Python no object for its record (stack/fastpath.py
- * ended_line). records.py is the reference; tests/test_record_line.py holds the two to the
- * same bytes. Where the text would need what is not written here (a time outside
- * [1e-4, 1e11) but 0, which orjson writes otherwise or past the year 5138; a whole stream
- * whose digest C could not take, where Python raises) nothing is written and Python builds
- * the record as before.
+/* What C writes of the records (stack/fastpath.py is its only caller), each as the JSON
+ * text orjson makes of the Python object it stands for, byte for byte:
  *
- * Bounded: every write is checked against the buffer's size; no length is read from packet
- * content (the key's lengths are C's own, checked). */
+ * - ut_ended_record: the flow record of a light flow that ended plain (ut_end_plain), for
+ *   uinet_tap/records.py ended_record's object;
+ * - ut_transactions_record: its HTTP transactions, from the header blocks C logged for it
+ *   (ut_hlog), for plugins/http_transactions.py's;
+ * - ut_http_findings, ut_tls_findings: the findings of a request or hello C decided, for
+ *   uinet_tap/native.py _findings' dict.
+ *
+ * The Python is the reference; tests/test_record_line.py holds the two to the same bytes.
+ * Where the text would need what is not written here (a time outside [1e-4, 1e11) but 0,
+ * which orjson writes otherwise or past the year 5138; a whole stream whose digest C could
+ * not take, where Python raises; findings Python would cut at its limits; a log the
+ * follower would not have read so) nothing is written and Python makes it as before.
+ *
+ * Bounded: every write is checked against the buffer's size; no length is trusted (a log's
+ * and a hello's offsets are checked against what holds them). */
 
 #include <arpa/inet.h>
 #include <math.h>
