@@ -340,19 +340,29 @@ def http_natives(draw: st.DrawFn) -> tuple[Any, Any]:
     return nat, buf  # buf: kept alive with nat
 
 
+def _writing() -> fastpath.CFastPath:
+    """A C data plane that writes findings, at the findings' limits (plugins/findings.py)."""
+    fast = fastpath.CFastPath(0)
+    fast.write_records(True, 1024, 256, (VERSION_NAMES, CIPHER_NAMES))
+    return fast
+
+
+def _both(nat: Any) -> tuple[bytes | None, str, dict, bool]:
+    """The findings C writes of ``nat`` (None: none), and Python's: protocol, dict, plain."""
+    written = _writing()._native_report(nat, False).findings_json
+    return (written, *_findings(fastpath._native_report(nat, False)))
+
+
 @settings(max_examples=500, deadline=None)
 @given(http_natives())
 def test_http_findings_c_writes_are_pythons(case):
     nat, _buf = case
-    fast = fastpath.CFastPath(0)
-    fast.write_records(True, 1024, 256, (VERSION_NAMES, CIPHER_NAMES))
-    report = fast._native_report(nat, False)
-    _proto, want, plain = _findings(fastpath._native_report(nat, False))
-    if report.findings_json is None:  # a string past the limit: Python cuts it
+    written, _proto, want, plain = _both(nat)
+    if written is None:  # a string past the limit: Python cuts it
         assert not plain
         return
-    assert plain and report.findings_json == orjson.dumps(want)
-    assert report.verdict_offsets == tuple(nat.verdict_off)
+    assert plain and written == orjson.dumps(want)
+    assert _writing()._native_report(nat, False).verdict_offsets == tuple(nat.verdict_off)
 
 
 def test_http_findings_past_the_string_limit_are_pythons():
@@ -360,8 +370,7 @@ def test_http_findings_past_the_string_limit_are_pythons():
     buf = fastpath.ffi.new("uint8_t[]", b"GET /" + b"p" * 1100)
     nat.proto, nat.early[0], nat.early_len[0] = fastpath.NATIVE_HTTP, buf, 1105
     nat.method, nat.path, nat.host, nat.ua, nat.status = [0, 3], [4, 1025], [0, -1], [0, -1], -1
-    fast = fastpath.CFastPath(0)
-    fast.write_records(True, 1024, 256, (VERSION_NAMES, CIPHER_NAMES))
+    fast = _writing()
     assert fast._native_report(nat, False).findings_json is None
     nat.path = [4, 1024]
     assert fast._native_report(nat, False).findings_json is not None
@@ -407,20 +416,16 @@ def tls_natives(draw: st.DrawFn) -> tuple[Any, Any]:
 @given(tls_natives())
 def test_tls_findings_c_writes_are_pythons(case):
     nat, _ = case
-    fast = fastpath.CFastPath(0)
-    fast.write_records(True, 1024, 256, (VERSION_NAMES, CIPHER_NAMES))
-    report = fast._native_report(nat, False)
-    proto, want, plain = _findings(fastpath._native_report(nat, False))
+    written, proto, want, plain = _both(nat)
     assert proto == "tls"
-    if report.findings_json is not None:  # else Python makes them (past a limit, odd places)
-        assert plain and report.findings_json == orjson.dumps(want)
+    if written is not None:  # else Python makes them (past a limit, odd places)
+        assert plain and written == orjson.dumps(want)
 
 
 def test_tls_findings_past_the_limits_are_pythons():
     """What Python would cut C does not write: 257 ALPN names, an SNI of 1,028 characters
     once escaped (257 bytes from 0x80 are four characters each); just within, it does."""
-    fast = fastpath.CFastPath(0)
-    fast.write_records(True, 1024, 256, (VERSION_NAMES, CIPHER_NAMES))
+    fast = _writing()
     for alpn, sni, written in [(256, b"\x80" * 256, True), (257, b"", False),
                                (1, b"\x80" * 257, False)]:  # fmt: skip
         nat = fastpath.ffi.new("ut_native *")
