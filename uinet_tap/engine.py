@@ -423,8 +423,9 @@ class Engine:
         """The record of a light flow that ended plain, made from C's numbers and what its
         inspection decided, no connection made; unless something reads the connection (the
         live view's on_closing) or its inspection has to end in Python (nothing decided).
-        With on_line, C writes the record's JSON and Python adds what was decided and the
-        transactions to it (records.ended_record's object is not made)."""
+        With on_line, C writes the record's JSON, and the transactions from the flow's logged
+        header blocks; Python adds what was decided (the findings as C wrote them) and joins
+        the parts (records.ended_record's object is not made)."""
         inspection = self.inspection
         if self.on_closing is not None or (inspection is not None and event.user is None):
             self._closed(self.tracker.connection_of(event))
