@@ -43,6 +43,8 @@ static void ur_put(ur_buf *b, const char *s, int32_t n) {
 
 static void ur_str(ur_buf *b, const char *s) { ur_put(b, s, (int32_t)strlen(s)); }
 
+static const char ur_hx[] = "0123456789abcdef";
+
 /* The decimal digits of v at the end of out (at least 20 bytes); returns where they begin. */
 static char *ur_digits(char *end, uint64_t v) {
     char *p = end;
@@ -51,6 +53,14 @@ static char *ur_digits(char *end, uint64_t v) {
         v /= 10;
     } while (v);
     return p;
+}
+
+/* The decimal digits of v at p; returns the end. */
+static char *ur_dec(char *p, uint64_t v) {
+    char tmp[24], *d = ur_digits(tmp + sizeof tmp, v);
+    size_t n = (size_t)(tmp + sizeof tmp - d);
+    memcpy(p, d, n);
+    return p + n;
 }
 
 static void ur_int(ur_buf *b, int64_t v) {
@@ -68,28 +78,37 @@ static char *ur_pad(char *p, int64_t v, int n) {
     return p + n;
 }
 
-/* A double as repr() and orjson write it in [1e-4, 1e16): the shortest digits that read back
- * as the same double (the closest such), in positional notation with at least one digit
- * after the point. Below 1e11 the integer part is at most 11 digits, so the fewest decimals
- * that read back are the fewest digits, and %.*f gives the closest with that many. A time
- * has its capture's resolution: 6 decimals are tried first, then fewer or more (if d read
- * back, d + 1 do too). 0 when x is not 0 and outside [1e-4, 1e11). */
-static int ur_float(ur_buf *b, double x) {
+/* The times C writes: 0, or in [1e-4, 1e11) (see ur_float; ur_iso's year stays 4 digits). */
+static int ur_time_ok(double x) { return x == 0.0 || (x >= 1e-4 && x < 1e11); }
+
+/* records.iso_time's split of a time (>= 0): whole seconds, and the microseconds rounded
+ * half to even as Python's round() of the same double, carried into the second at 10**6. */
+static void ur_micros(double x, int64_t *whole, int64_t *micro) {
+    double whole_d = floor(x);
+    *whole = (int64_t)whole_d;
+    *micro = (int64_t)nearbyint((x - whole_d) * 1e6);
+    if (*micro == 1000000)
+        *whole += 1, *micro = 0;
+}
+
+/* A time (ur_time_ok) as repr() and orjson write a double in [1e-4, 1e16): the shortest
+ * digits that read back as the same double (the closest such), in positional notation with
+ * at least one digit after the point. Below 1e11 the integer part is at most 11 digits, so
+ * the fewest decimals that read back are the fewest digits, and %.*f gives the closest with
+ * that many. A time has its capture's resolution: 6 decimals are tried first, then fewer or
+ * more (if d read back, d + 1 do too). */
+static void ur_float(ur_buf *b, double x) {
     if (x == 0.0) {
         ur_str(b, "0.0");
-        return 1;
+        return;
     }
-    if (!(x >= 1e-4 && x < 1e11))
-        return 0;
     char cur[48], next[48];
     if (x < 4294967296.0) {
         /* Below 2**32 a double's spacing is under a microsecond: at most one string of 6
          * decimals or fewer reads back as x, so if the microseconds rounded do, that is it,
          * its trailing zeros dropped (the common case, without printf). */
-        double whole_d = floor(x);
-        int64_t whole = (int64_t)whole_d, micro = (int64_t)nearbyint((x - whole_d) * 1e6);
-        if (micro == 1000000)
-            whole += 1, micro = 0;
+        int64_t whole, micro;
+        ur_micros(x, &whole, &micro);
         char *end = cur + 24, *p = ur_digits(end, (uint64_t)whole);
         *end = '.';
         char *q = ur_pad(end + 1, micro, 6);
@@ -98,7 +117,7 @@ static int ur_float(ur_buf *b, double x) {
         *q = 0;
         if (strtod(p, NULL) == x) {
             ur_put(b, p, (int32_t)(q - p));
-            return 1;
+            return;
         }
     }
     int d = 6, n = snprintf(cur, sizeof cur, "%.*f", d, x);
@@ -121,19 +140,13 @@ static int ur_float(ur_buf *b, double x) {
     ur_put(b, cur, n);
     if (d == 0)
         ur_put(b, ".0", 2);
-    return 1;
 }
 
 /* records.iso_time: the UTC second (isotime.utc_second, H. Hinnant's civil_from_days) and
- * the microseconds rounded half to even, as Python's round() of the same double. */
+ * the microseconds (ur_micros). */
 static void ur_iso(ur_buf *b, double ts) {
-    double whole_d = floor(ts);
-    double micro_d = nearbyint((ts - whole_d) * 1e6);
-    int64_t whole = (int64_t)whole_d, micro = (int64_t)micro_d;
-    if (micro == 1000000) {
-        whole += 1;
-        micro = 0;
-    }
+    int64_t whole, micro;
+    ur_micros(ts, &whole, &micro);
     int64_t days = whole / 86400, rest = whole % 86400; /* whole >= 0 here */
     int64_t z = days + 719468;
     int64_t era = z / 146097;
@@ -192,7 +205,7 @@ static int ur_split(const uint8_t *raw, ur_ends *e) {
 /* records.format_endpoint: IPv6 by inet_ntop, as Python's socket.inet_ntop calls it; IPv4's
  * dotted quad written here. */
 static void ur_endpoint(ur_buf *b, const uint8_t *addr, int32_t alen, int32_t port) {
-    char tmp[INET6_ADDRSTRLEN + 16], *p = tmp + 1, dig[24];
+    char tmp[INET6_ADDRSTRLEN + 16], *p = tmp + 1;
     tmp[0] = '"';
     if (alen == 16) {
         *p++ = '[';
@@ -202,19 +215,14 @@ static void ur_endpoint(ur_buf *b, const uint8_t *addr, int32_t alen, int32_t po
         }
         p += strlen(p);
         *p++ = ']';
+        *p++ = ':';
     } else {
         for (int i = 0; i < 4; i++) {
-            char *d = ur_digits(dig + sizeof dig, addr[i]);
-            int n = (int)(dig + sizeof dig - d);
-            memcpy(p, d, (size_t)n), p += n;
+            p = ur_dec(p, addr[i]);
             *p++ = i < 3 ? '.' : ':';
         }
     }
-    if (alen == 16)
-        *p++ = ':';
-    char *d = ur_digits(dig + sizeof dig, (uint64_t)port);
-    int n = (int)(dig + sizeof dig - d);
-    memcpy(p, d, (size_t)n), p += n;
+    p = ur_dec(p, (uint64_t)port);
     *p++ = '"';
     ur_put(b, tmp, (int32_t)(p - tmp));
 }
@@ -273,12 +281,11 @@ static int64_t ur_length(const ut_dir *d, const ut_dir *peer, int32_t bypassed) 
 }
 
 static void ur_hex(ur_buf *b, const uint8_t *p) {
-    static const char hx[] = "0123456789abcdef";
     char out[66];
     out[0] = '"';
     for (int i = 0; i < 32; i++) {
-        out[1 + 2 * i] = hx[p[i] >> 4];
-        out[2 + 2 * i] = hx[p[i] & 15];
+        out[1 + 2 * i] = ur_hx[p[i] >> 4];
+        out[2 + 2 * i] = ur_hx[p[i] & 15];
     }
     out[65] = '"';
     ur_put(b, out, 66);
@@ -335,8 +342,7 @@ int32_t ut_ended_record(const ut_ended *e, int32_t seed, const char *close, char
     ur_ends ends;
     if (!ur_split(f->key[0], &ends))
         return -1;
-    if (!((f->start == 0.0 || (f->start >= 1e-4 && f->start < 1e11)) &&
-          (f->last_seen == 0.0 || (f->last_seen >= 1e-4 && f->last_seen < 1e11))))
+    if (!ur_time_ok(f->start) || !ur_time_ok(f->last_seen))
         return -1;
     ur_str(&b, "{\"id\":");
     ur_int(&b, f->id);
@@ -391,7 +397,6 @@ int32_t ut_ended_record(const ut_ended *e, int32_t seed, const char *close, char
 /* An ASCII byte as orjson writes it inside a string: quotes and backslashes escaped, the C0
  * controls too (\b \t \n \f \r short, the rest \u00xx). */
 static void ur_jascii(ur_buf *b, uint8_t c) {
-    static const char hx[] = "0123456789abcdef";
     char e[6];
     if (c == '"' || c == '\\') {
         e[0] = '\\', e[1] = (char)c;
@@ -403,7 +408,7 @@ static void ur_jascii(ur_buf *b, uint8_t c) {
             ur_put(b, sh, 2);
         } else {
             memcpy(e, "\\u00", 4);
-            e[4] = hx[c >> 4], e[5] = hx[c & 15];
+            e[4] = ur_hx[c >> 4], e[5] = ur_hx[c & 15];
             ur_put(b, e, 6);
         }
     } else {
@@ -650,21 +655,19 @@ static void ur_name(ur_buf *b, const struct ur_names *m, int32_t code) {
             ur_jstr(b, (const uint8_t *)m->name[i], (int32_t)strlen(m->name[i]));
             return;
         }
-    static const char hx[] = "0123456789abcdef";
-    char s[8] = {'"', '0', 'x', hx[code >> 12 & 15], hx[code >> 8 & 15], hx[code >> 4 & 15],
-                 hx[code & 15], '"'};
+    char s[8] = {'"', '0', 'x', ur_hx[code >> 12 & 15], ur_hx[code >> 8 & 15],
+                 ur_hx[code >> 4 & 15], ur_hx[code & 15], '"'};
     ur_put(b, s, 8);
 }
 
 /* native.py _text (ASCII, any other byte as the four characters \xNN) as orjson writes
  * it (that backslash escaped). Returns the text's length in characters. */
 static int64_t ur_jtext(ur_buf *b, const uint8_t *s, int32_t n) {
-    static const char hx[] = "0123456789abcdef";
     int64_t chars = 0;
     ur_put(b, "\"", 1);
     for (int32_t i = 0; i < n && !b->bad; i++) {
         if (s[i] >= 0x80) {
-            char e[5] = {'\\', '\\', 'x', hx[s[i] >> 4], hx[s[i] & 15]};
+            char e[5] = {'\\', '\\', 'x', ur_hx[s[i] >> 4], ur_hx[s[i] & 15]};
             ur_put(b, e, 5);
             chars += 4;
         } else {
