@@ -453,17 +453,16 @@ class CFastPath:
         self.light_ended += 1
         ended: bytes = self._ended_buf[:]
         follower = self.light_followers.pop(slot, None)
+        unread = _unread(ended)
         logged = self._ended.flow.hlog_len
         if logged:  # header blocks C logged: kept to write from, unless Python reads them
             log = HeadLog(ffi.buffer(self._ended.flow.hlog, logged)[:])
-            if follower is None and not _ends_unread(ended):
+            if follower is None and not unread:
                 return ended, self.light_users.pop(slot, None), log
-            follower = log.replayed(follower if follower is not None else self.new_follower())  # type: ignore[misc]
+            follower = self.follower_of(log, follower)
         if follower is not None:  # as _ended_plain stops it
-            state = _ENDED_STATE.unpack_from(ended)[0]
-            for i in range(1 if state & _CH_SYN_SENT else 2):
-                if _END_HAND.unpack_from(ended, _D0 if i == 0 else _D1)[1] == NEVER:
-                    _stop_follower(follower, i)
+            for i in unread:
+                _stop_follower(follower, i)
         return ended, self.light_users.pop(slot, None), follower
 
     def ended_line(self, ended: bytes, seed: int, close: str) -> tuple[bytes, int, int] | None:
@@ -535,8 +534,15 @@ class CFastPath:
             return follower
         log = HeadLog(ffi.buffer(f.hlog, n)[:])
         lib.ut_hlog_clear(self.table, slot)
-        assert self.new_follower is not None
-        return log.replayed(follower if follower is not None else self.new_follower())
+        return self.follower_of(log, follower)
+
+    def follower_of(self, log: HeadLog, follower: Any = None) -> Any:
+        """The follower that has read a light flow's logged header blocks: ``follower``
+        (which read every block before them), else a new one."""
+        if follower is None:
+            assert self.new_follower is not None
+            follower = self.new_follower()
+        return log.replayed(follower)
 
     @staticmethod
     def ended_state(ended: bytes) -> ConnState:
@@ -552,8 +558,7 @@ class CFastPath:
         connection was made at its SYN."""
         self._adopt_numbers(conn, ended, _ENDED_STATE.unpack_from(ended)[0])
         if isinstance(follower, HeadLog):
-            assert self.new_follower is not None
-            follower = follower.replayed(self.new_follower())
+            follower = self.follower_of(follower)
         _adopt_kept(conn, user, follower, self.on_native_adopt)
         conn.born.ended = ended
 
@@ -1272,14 +1277,15 @@ class HeadLog:
         return follower
 
 
-def _ends_unread(ended: bytes) -> bool:
-    """Whether a direction of a flow that ended plain is one its follower stops at (C saw
-    it is not HTTP from its first byte: want NEVER; see end_light)."""
+def _unread(ended: bytes) -> list[int]:
+    """The directions of a flow that ended plain whose follower stops there (C saw they are
+    not HTTP from their first byte: want NEVER; end_light)."""
     state = _ENDED_STATE.unpack_from(ended)[0]
-    return any(
-        _END_HAND.unpack_from(ended, _D0 if i == 0 else _D1)[1] == NEVER
+    return [
+        i
         for i in range(1 if state & _CH_SYN_SENT else 2)
-    )
+        if _END_HAND.unpack_from(ended, _D0 if i == 0 else _D1)[1] == NEVER
+    ]
 
 
 def _stop_follower(follower: Any, d: int) -> None:

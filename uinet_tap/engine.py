@@ -447,8 +447,7 @@ class Engine:
         if made is not None and isinstance(follower, fastpath.HeadLog):
             logged = fast.transactions_line(follower, made[1], made[2])
         if isinstance(follower, fastpath.HeadLog) and logged is None:  # Python reads the log
-            assert fast.new_follower is not None
-            follower = follower.replayed(fast.new_follower())
+            follower = fast.follower_of(follower)
         if made is None or take is None:
             rec = ended_record(fastpath.ended_facts(ended), event.reason, seed)
             rec.update(decided)
