@@ -36,11 +36,15 @@ PHASES: list[tuple[type, str, str]] = [
     (fastpath.CFastPath, "detach", "finish/detach (C's numbers taken back)"),
     (tracker.Tracker, "_finish_light", "finish_light (light flows ended)"),
     (fastpath.CFastPath, "end_light", "finish_light/end_light (C ends one plain)"),
+    (tracker.Tracker, "_end_lights", "end_lights (light flows C ended, lines and all)"),
+    (fastpath.CFastPath, "end_lights", "end_lights/C (ut_end_lights: ends and lines)"),
+    (engine.Engine, "_lines", "end_lights/lines (the lines counted and written)"),
     (engine.Engine, "_closed", "closed (records of connections, built and written)"),
     (engine.Engine, "_ended", "ended (records of light flows, built and written)"),
     (fastpath.CFastPath, "ended_line", "ended/ended_line (C writes a light flow's record)"),
     (cli._RecordWriter, "__call__", "write (JSON and the file, in closed and ended)"),
     (cli._RecordWriter, "line", "write_line (a line C made, to the file, in ended)"),
+    (cli._RecordWriter, "lines", "write_lines (C's lines, to the file, in end_lights)"),
     (engine.Engine, "finish", "engine.finish (the end of input)"),
 ]
 

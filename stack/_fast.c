@@ -96,8 +96,15 @@ struct ut_table {
     int32_t hlog_flow_cap;
     int64_t hlog_total_cap, hlog_total;
     uint8_t *ended_hlog;
+    uint8_t *ended_dec; /* and its decision held in C, likewise */
     /* Names of TLS versions and cipher suites for the findings C writes (ut_tls_names) */
     struct ur_names *tls_names[2];
+    /* Light flows' decisions held in C (ut_hold_config): on, the findings' limits, where
+     * they are written, and how many were held since ut_held_taken */
+    int32_t hold, hold_size;
+    int64_t hold_string, hold_items;
+    char *hold_buf;
+    int64_t held_decisions;
 };
 
 
@@ -190,8 +197,11 @@ void ut_free(ut_table *t) {
             free(t->flows[i].d[k].ooo);
         }
         free(t->flows[i].hlog);
+        free(t->flows[i].dec);
     }
     free(t->ended_hlog);
+    free(t->ended_dec);
+    free(t->hold_buf);
     free(t->tls_names[0]);
     free(t->tls_names[1]);
     for (int32_t i = 0; i < t->nflows; i++)
@@ -416,6 +426,7 @@ void ut_detach(ut_table *t, int32_t slot) {
     }
     f->d[0].sha = f->d[1].sha = NULL;
     ut_hlog_clear(t, slot);
+    ut_held_clear(t, slot);
     t->free_list[t->nfree++] = slot;
 }
 
@@ -435,6 +446,69 @@ void ut_hlog_clear(ut_table *t, int32_t slot) {
 }
 
 int64_t ut_hlog_total(ut_table *t) { return t->hlog_total; }
+
+/* ---- decisions of light flows held in C (ut_flow.dec) ----------------------------------- */
+
+#define UT_HOLD_BUF 65536 /* where a decision's findings are written first */
+
+void ut_hold_config(ut_table *t, int32_t on, int64_t max_string, int64_t max_items,
+                    int32_t max_size) {
+    if (on && !t->hold_buf && !(t->hold_buf = malloc(UT_HOLD_BUF)))
+        on = 0; /* out of memory: Python takes every decision, as before */
+    t->hold = on;
+    t->hold_string = max_string;
+    t->hold_items = max_items;
+    t->hold_size = max_size;
+}
+
+int64_t ut_held_taken(ut_table *t) {
+    int64_t n = t->held_decisions;
+    t->held_decisions = 0;
+    return n;
+}
+
+void ut_held_clear(ut_table *t, int32_t slot) {
+    ut_flow *f = &t->flows[slot];
+    if (!f->dec_proto)
+        return;
+    t->hlog_total -= f->dec_len; /* counted with the logs: text C holds for a record */
+    free(f->dec);
+    f->dec = NULL;
+    f->dec_len = f->dec_proto = 0;
+}
+
+int32_t ut_http_findings(const ut_native *nat, int64_t max_string, char *out, int32_t cap);
+int32_t ut_tls_findings(ut_table *t, const ut_native *nat, int64_t max_string, int64_t max_items,
+                        char *out, int32_t cap);
+
+/* A light flow C just decided keeps its decision (ut_hold_config): its findings written as
+ * Python would take them (stack/fastpath.py _native_report), the inspection record given
+ * back. 0: not held (off, not light, the text not written or past its caps): Python takes
+ * it after the run, as any decision. */
+static int hold_decision(ut_table *t, int32_t slot, ut_flow *fl) {
+    ut_native *nat = fl->nat;
+    if (!t->hold || !fl->light || !nat)
+        return 0;
+    int32_t n = nat->proto == UD_HTTP
+                    ? ut_http_findings(nat, t->hold_string, t->hold_buf, UT_HOLD_BUF)
+                    : ut_tls_findings(t, nat, t->hold_string, t->hold_items, t->hold_buf,
+                                      UT_HOLD_BUF);
+    if (n < 0 || n > t->hold_size || t->hlog_total + n > t->hlog_total_cap)
+        return 0;
+    uint8_t *dec = malloc(n ? (size_t)n : 1);
+    if (!dec)
+        return 0;
+    memcpy(dec, t->hold_buf, (size_t)n);
+    fl->dec = dec;
+    fl->dec_len = n;
+    fl->dec_proto = nat->proto;
+    fl->dec_off[0] = nat->verdict_off[0];
+    fl->dec_off[1] = nat->verdict_off[1];
+    t->hlog_total += n;
+    t->held_decisions++;
+    ut_native_release(t, slot);
+    return 1;
+}
 
 /* Log the header block C read at stream offset `at` of direction `dir` of a light flow (h:
  * its fields, offsets from the block's start). 0: not logged (not light, logs off, or no
@@ -686,6 +760,12 @@ int32_t ut_end_plain(ut_table *t, int32_t slot, int32_t bypassed, int32_t hand_b
     t->hlog_total -= f->hlog_cap;
     f->hlog = NULL;
     f->hlog_len = f->hlog_cap = 0;
+    /* and its decision held in C (ut_hold_config), likewise */
+    free(t->ended_dec);
+    t->ended_dec = f->dec;
+    t->hlog_total -= f->dec_len;
+    f->dec = NULL;
+    f->dec_len = f->dec_proto = 0;
     for (int i = 0; i < 2; i++) { /* C's own contexts are freed at ut_end: no copy */
         ut_sha *sha = f->d[i].sha;
         uint8_t *digest = out->digest + 32 * i;
@@ -1586,7 +1666,8 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             ep->ts_recent_at = times[i];
         }
         if (decided) { /* Python takes the findings after this run, C's part is done */
-            decided_slots[nd++] = e->flow;
+            if (!hold_decision(t, e->flow, fl))
+                decided_slots[nd++] = e->flow;
             fl->native = 0;
             if (t->cfg.bypass)
                 fl->bypass = 1; /* Tracker.bypass() at the verdict: counted from the next frame */
@@ -1597,6 +1678,10 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             break;
         }
     }
+    for (uint32_t k = 0; k < no; k++) /* what Python holds of a light flow, it ends */
+        t->flows[out[k].sink >> 1].pykept = 1;
+    for (uint32_t k = 0; k < nd; k++)
+        t->flows[decided_slots[k]].pykept = 1;
     for (uint32_t k = 0; k < nc; k++)
         changed[2 * k + 1] = state_code(&t->flows[changed[2 * k]]);
     for (uint32_t k = 0; k < nt; k++) {

@@ -190,6 +190,14 @@ typedef struct {
     uint8_t *hlog;
     int32_t hlog_len, hlog_cap;
     int32_t hlog_off; /* a block did not fit: this flow's are handed over from then on */
+    /* A light flow's decision, held here rather than handed over where ut_hold_config says
+     * so (C wrote its findings): the protocol (UD_*, 0 none held), the verdict's offsets and
+     * the findings' JSON text (dec_len bytes). pykept: a run handed Python something of the
+     * flow (a decision, bytes, a header block): its end is Python's to make. */
+    uint8_t *dec;
+    int32_t dec_len, dec_proto;
+    int64_t dec_off[2];
+    int32_t pykept;
 } ut_flow;
 
 typedef struct {
@@ -376,10 +384,20 @@ int32_t ut_end_plain(ut_table *t, int32_t slot, int32_t bypassed, int32_t hand_b
 /* Header block logs (ut_hlog): flow_cap bytes at most per flow, total_cap in all (past
  * either, a block is handed over at once, as with flow_cap 0: off). ut_hlog_clear: Python
  * replayed a flow's log (its follower is Python's now). ut_end_plain hands the flow's log
- * on in out->flow.hlog, good until the next ut_end_plain. */
+ * on in out->flow.hlog, and its held decision in out->flow.dec (ut_hold_config), good until
+ * the next ut_end_plain. */
 void ut_hlog_config(ut_table *t, int32_t flow_cap, int64_t total_cap);
 void ut_hlog_clear(ut_table *t, int32_t slot);
 int64_t ut_hlog_total(ut_table *t);
+/* Decisions of light flows held in C (ut_flow.dec): on, ut_run keeps a light flow's decision
+ * in the flow, its findings written as JSON text (max_string, max_items: as ut_tls_findings';
+ * text past max_size bytes, or past the logs' total cap, goes to Python as before), rather
+ * than list it in decided_slots; ut_held_taken: how many it kept since the last call.
+ * ut_held_clear: Python took the flow's decision (its dec_* fields, read first). */
+void ut_hold_config(ut_table *t, int32_t on, int64_t max_string, int64_t max_items,
+                    int32_t max_size);
+int64_t ut_held_taken(ut_table *t);
+void ut_held_clear(ut_table *t, int32_t slot);
 /* _record.c: the flow record of a flow ut_end_plain ended, as the JSON text orjson makes of
  * uinet_tap/records.py ended_record's object, less its closing brace, into out (at most cap
  * bytes; `close`: the close reason's value, plain ASCII), and each direction's stream length
@@ -387,6 +405,31 @@ int64_t ut_hlog_total(ut_table *t);
  * (nothing to rely on in out). */
 int32_t ut_ended_record(const ut_ended *e, int32_t seed, const char *close, char *out,
                         int32_t cap, int64_t *lengths);
+/* _record.c: end the light flows at the head of timeout list `cls` that are idle since before
+ * `limit` (their last_seen) and moved before `bound` (Connection.moved of the head of the
+ * tracker's own list), each with its whole record line written into out (at most cap bytes):
+ * ut_ended_record's text, what was decided (`verdict`'s name; none when `decisions` is 0,
+ * no inspection), the transactions from its log, "}\n". Only a flow that needs nothing of
+ * Python's: none pykept, one decision held when `decisions`, ending plain (ut_end_plain's
+ * `hand_back` and `unclaim`), every part written. `close`: the close reason where the state
+ * gives none (reset: "rst", both FINs: "fin"). Each line's (end offset in out, streams'
+ * bytes, close: 0 the reason given, 1 rst, 2 fin) in lines (at most max_lines); counts[8]:
+ * the lines; those decided HTTP, TLS; those closed by each close code; the most bytes of
+ * one; the protocol (UD_*) of the first decided. Returns 0: no more to end here; 1: the head
+ * (*slot) is Python's to end as before, nothing changed; 2: out or lines is full; 3: the
+ * head ended plain (*slot, in *ended as ut_end_plain leaves it) but its record is Python's
+ * to write. */
+typedef struct {
+    int64_t end;
+    int64_t bytes;
+    int32_t close;
+    int32_t pad;
+} ut_line;
+int32_t ut_end_lights(ut_table *t, int32_t cls, double limit, int64_t bound, int32_t seed,
+                      const char *close, int32_t decisions, const char *verdict,
+                      int32_t hand_back, int32_t unclaim, char *out, int64_t cap,
+                      ut_line *lines, int32_t max_lines, int64_t *counts, int32_t *slot,
+                      ut_ended *ended);
 /* _record.c: a flow's HTTP transactions, from its whole header block log (ut_hlog, `len`
  * bytes) and its streams' lengths, as the JSON the record's "transactions" (and
  * "transactions_dropped") fields are (plugins/http_transactions.py is the reference): the

@@ -759,3 +759,101 @@ int32_t ut_tls_findings(ut_table *t, const ut_native *nat, int64_t max_string, i
     ur_put(&b, "}", 1);
     return b.bad ? -1 : b.n;
 }
+
+/* ---- light flows ended together (ut_end_lights) ----------------------------------------- */
+
+#define UR_HEAD_ROOM 2048  /* a record's head (stack/fastpath.py _LINE_CAP) */
+#define UR_TX_ROOM 65536   /* its transactions (_TX_CAP) */
+
+/* What was decided, as uinet_tap/native.py finish_decided's fields follow the head (with the
+ * findings as C held them: plain, within the size limit). */
+static void ur_decided(ur_buf *b, const ut_flow *f, const char *verdict) {
+    ur_str(b, f->dec_proto == UD_HTTP ? ",\"protocol\":\"http\"" : ",\"protocol\":\"tls\"");
+    ur_str(b, ",\"confidence\":\"detected\",\"findings\":");
+    ur_put(b, (const char *)f->dec, f->dec_len);
+    ur_str(b, ",\"verdict\":\"");
+    ur_str(b, verdict);
+    ur_str(b, "\",\"decided_by\":\"default\",\"verdict_offset\":{\"c2s\":");
+    ur_int(b, f->dec_off[0]);
+    ur_str(b, ",\"s2c\":");
+    ur_int(b, f->dec_off[1]);
+    ur_str(b, f->bypass ? "},\"bypassed\":true" : "},\"bypassed\":false");
+}
+
+int32_t ut_end_lights(ut_table *t, int32_t cls, double limit, int64_t bound, int32_t seed,
+                      const char *close, int32_t decisions, const char *verdict,
+                      int32_t hand_back, int32_t unclaim, char *out, int64_t cap,
+                      ut_line *lines, int32_t max_lines, int64_t *counts, int32_t *slot,
+                      ut_ended *ended) {
+    static const char *const reasons[3] = {NULL, "rst", "fin"};
+    int64_t used = 0;
+    for (int i = 0; i < 8; i++)
+        counts[i] = 0;
+    for (;;) {
+        int32_t s = t->lhead[cls];
+        if (s < 0)
+            return 0;
+        const ut_flow *f = &t->flows[s];
+        if (!(f->last_seen < limit || limit == INFINITY) || f->lmoved >= bound)
+            return 0;
+        *slot = s;
+        if (f->pykept || (decisions && !f->dec_proto))
+            return 1;
+        /* room for the whole line, whatever its parts come to (each writer checks its own) */
+        int64_t need = UR_HEAD_ROOM + (decisions ? f->dec_len + 256 : 0) +
+                       (f->hlog_len ? UR_TX_ROOM : 0) + 2;
+        if (counts[0] == max_lines || need > cap - used)
+            return counts[0] ? 2 : 1;
+        if (!ut_end_plain(t, s, f->bypass, hand_back, unclaim, ended))
+            return 1;
+        const ut_flow *g = &ended->flow; /* f's slot is free now */
+        int32_t st = ended->state;
+        int32_t why = st & UT_CH_SYN_SENT              ? 0
+                      : st & UT_CH_RESET               ? 1
+                      : (st & 3) == UT_CH_CLOSED       ? 2
+                                                       : 0;
+        int64_t lengths[2];
+        char *at = out + used;
+        int32_t n = ut_ended_record(ended, seed, why ? reasons[why] : close, at,
+                                    UR_HEAD_ROOM, lengths);
+        if (n < 0)
+            return 3;
+        ur_buf b = {at, n, (int32_t)need, 0};
+        if (decisions)
+            ur_decided(&b, g, verdict);
+        if (g->hlog_len) {
+            /* a direction C saw is not HTTP stops the follower there: Python's to replay
+             * (stack/fastpath.py _unread) */
+            for (int i = 0; i < (g->syn_sent ? 1 : 2); i++)
+                if (g->d[i].want == UT_WANT_NEVER)
+                    return 3;
+            ur_put(&b, ",", 1);
+            int32_t k = b.bad ? -1
+                              : ut_transactions_record(g->hlog, g->hlog_len, lengths[0],
+                                                       lengths[1], b.p + b.n, b.cap - b.n);
+            if (k < 0)
+                return 3;
+            if (k)
+                b.n += k;
+            else
+                b.n--; /* no transaction: no field, no comma */
+        }
+        ur_put(&b, "}\n", 2);
+        if (b.bad)
+            return 3;
+        used += b.n;
+        ut_line *l = &lines[counts[0]++];
+        l->end = used;
+        l->bytes = lengths[0] + lengths[1];
+        l->close = why;
+        l->pad = 0;
+        counts[3 + why]++;
+        if (lengths[0] + lengths[1] > counts[6])
+            counts[6] = lengths[0] + lengths[1];
+        if (decisions) {
+            counts[g->dec_proto == UD_HTTP ? 1 : 2]++;
+            if (!counts[7])
+                counts[7] = g->dec_proto;
+        }
+    }
+}

@@ -27,7 +27,9 @@ OUT_CAP = 8192
 _LINE_CAP = 2048  # a record _record.c writes: under 1 KB with IPv6 endpoints and two tags
 _TX_CAP = 1 << 16  # transactions _record.c writes; more (64 hostile ones can be) go Python's way
 HLOG_FLOW_CAP = 4096  # a light flow's header block log (ut_hlog_config); past it, blocks as before
-HLOG_TOTAL_CAP = 64 << 20  # all light flows' logs together
+HLOG_TOTAL_CAP = 64 << 20  # all light flows' logs together (and the decisions C holds)
+_LINES_CAP = 1 << 20  # the record lines of light flows ended together (end_lights)
+_MAX_LINES = 4096
 _CODES = {
     "int32_t": "i", "uint32_t": "I", "int64_t": "q", "uint64_t": "Q", "double": "d",
     "uint16_t": "H", "uint8_t": "B",
@@ -97,6 +99,9 @@ if lib is not None:
     # Who a light flow is (light_identity); its keys are at offset 0.
     _LIGHT = c_view("ut_flow", ("id", "start"))
     _BYPASS = c_view("ut_flow", ("bypass",))
+    # A decision C held for a light flow (ut_hold_config): dec_proto 0 for none.
+    _HELD = c_view("ut_flow", ("dec_len", "dec_proto", "dec_off"))
+    _LINE = c_view("ut_line", ("end", "bytes", "close", "pad"))
     assert ffi.offsetof("ut_ended", "flow") == 0
     # What the client's SYN told of a flow C opened (born_facts; its base is at _D0).
     _BORN = c_view("ut_flow", ("c_wscale", "c_ts", "c_mss", "c_sack", "c_mac"))
@@ -115,7 +120,7 @@ if lib is not None:
     assert lib.UT_PIECE_COST == PIECE_COST and lib.UT_CHARGES_PER_FRAME == CHARGES_PER_FRAME
     # iter_unpack steps by the view's size: it must be the record's.
     assert _OUT.size == ffi.sizeof("ut_out") and _TOUCH.size == ffi.sizeof("ut_touch")
-    assert _HEAD.size == ffi.sizeof("ut_head")
+    assert _HEAD.size == ffi.sizeof("ut_head") and _LINE.size == ffi.sizeof("ut_line")
     # ut_native read in two unpacks (one connection's worth of cffi field reads costs more):
     # the state and counters, then the findings (_native_report).
     _NAT_HEAD = c_view(
@@ -202,7 +207,13 @@ class CFastPath:
         self.native_allow: Callable[[Connection], int] | None = None
         self.on_native_detach: Callable[[Connection, NativeEvents], None] | None = None
         self.on_native_decided: Callable[[Connection | None, NativeReport], Any] | None = None
-        self.native_early = False
+        # A light flow's decision C held (hold_config) rather than listed: on_native_held(n)
+        # counts the n held in a run as on_native_decided counts one; on_native_state(report)
+        # makes the state on_native_decided(None, report) returns, uncounted, once Python
+        # needs it (the flow's connection made, or its end left to Python).
+        self.on_native_held: Callable[[int], None] | None = None
+        self.on_native_state: Callable[[NativeReport], Any] | None = None
+        self._native_early = False
         self.decided = ffi.new("int32_t[]", OUT_CAP)
         self._n_decided = ffi.new("uint32_t *")
         # Flows C opens itself at a client's bare SYN (born_config): how many it may open in
@@ -240,12 +251,24 @@ class CFastPath:
         self.sinks_built = 0  # connections C opened whose sinks were made (sinks_made)
         self._ended = ffi.new("ut_ended *")  # where ut_end_plain copies a flow's numbers
         self._ended_buf = ffi.buffer(self._ended)
+        self._ended_flow = ffi.addressof(self._ended[0], "flow")
         self._line = ffi.new("char[]", _LINE_CAP)  # ut_ended_record's text
         self._line_buf = ffi.buffer(self._line)
         self._line_lengths = ffi.new("int64_t[2]")
         self._tx = ffi.new("char[]", _TX_CAP)  # ut_transactions_record's text
         self.findings_text = False  # write_records
-        self._max_string = self._max_items = 0
+        self._max_string = self._max_items = self._max_size = 0
+        # Light flows ended together, each with its record line (end_lights): the lines, each
+        # one's (end, bytes, close), and the counts (lines, decided HTTP, TLS; closed by the
+        # reason given, by RST, by FINs; the most bytes of one).
+        self._lines_text = ffi.new("char[]", _LINES_CAP)
+        self._lines_buf = ffi.buffer(self._lines_text)
+        self._lines = ffi.new("ut_line[]", _MAX_LINES)
+        self._lines_mv = memoryview(ffi.buffer(self._lines))
+        self._line_counts = ffi.new("int64_t[8]")
+        self._line_slot = ffi.new("int32_t *")
+        self._lines_verdict: bytes | None = None
+        self._lines_seed = 0
         self._tx_buf = ffi.buffer(self._tx)
         # The tracker claims every key it holds in C (a SYN on one is Python's): needed where
         # C opens flows or sheds SYNs of new ones.
@@ -423,9 +446,12 @@ class CFastPath:
         on C lists it in touched and changed like any flow it carries."""
         raw = ffi.buffer(lib.ut_flow_at(self.table, slot), _FLOW_SIZE)
         self._adopt_numbers(conn, raw, lib.ut_state_code(self.table, slot))
+        f = lib.ut_flow_at(self.table, slot)
+        user = self._light_user(slot, f)
+        lib.ut_held_clear(self.table, slot)
         _adopt_kept(
-            conn, self.light_users.pop(slot, None), self._logged(slot, self.light_followers.pop(
-                slot, None)), self.on_native_adopt,
+            conn, user, self._logged(slot, self.light_followers.pop(slot, None)),
+            self.on_native_adopt,
         )  # fmt: skip
         lib.ut_materialize(self.table, slot)
         self.adopted += 1
@@ -446,6 +472,10 @@ class CFastPath:
         hand_back = self.on_native_detach is not None
         if not lib.ut_end_plain(self.table, slot, f.bypass, hand_back, self.claiming, self._ended):
             return None
+        return self._ended_light(slot)
+
+    def _ended_light(self, slot: int) -> tuple[bytes, Any, Any]:
+        """end_light's, once ut_end_plain ended the light flow at ``slot`` into _ended."""
         if self.budget is not None:
             self.budget.c_retained = lib.ut_retained(self.table)
             self.budget.c_used = lib.ut_held(self.table)
@@ -458,12 +488,73 @@ class CFastPath:
         if logged:  # header blocks C logged: kept to write from, unless Python reads them
             log = HeadLog(ffi.buffer(self._ended.flow.hlog, logged)[:])
             if follower is None and not unread:
-                return ended, self.light_users.pop(slot, None), log
+                return ended, self._light_user(slot, self._ended_flow), log
             follower = self.follower_of(log, follower)
         if follower is not None:  # as _ended_plain stops it
             for i in unread:
                 _stop_follower(follower, i)
-        return ended, self.light_users.pop(slot, None), follower
+        return ended, self._light_user(slot, self._ended_flow), follower
+
+    def _light_user(self, slot: int, f: Any) -> Any:
+        """What a light flow's inspection decided (None: nothing yet): the state Python
+        kept of it, or made now of the decision C held (flow ``f``: in the table, or as it
+        ended)."""
+        user = self.light_users.pop(slot, None)
+        if user is None:
+            dec_len, proto, c2s, s2c = _HELD.unpack_from(ffi.buffer(f, _FLOW_SIZE))
+            if proto:
+                assert self.on_native_state is not None
+                text = ffi.buffer(f.dec, dec_len)[:]
+                user = self.on_native_state(
+                    NativeReport(proto, (c2s, s2c), (), (b"", b""), b"", text)
+                )  # fmt: skip
+        return user
+
+    def lines_config(self, seed: int, verdict: str | None) -> None:
+        """What end_lights writes: the Community ID's seed, and the name of the verdict C's
+        decisions carry (None: no inspection, nothing decided in the records)."""
+        self._lines_seed = seed
+        self._lines_verdict = None if verdict is None else verdict.encode()
+
+    def end_lights(self, cls: int, limit: float, bound: int, close: str) -> tuple[int, int, int]:
+        """End the light flows at the head of C's timeout list ``cls`` idle since before
+        ``limit`` and moved before ``bound``, each with its whole record line written in C
+        (ut_end_lights), as far as C can: (how it stopped: 0 none left to end here, 1 the
+        head's end is Python's (end_light), 2 full, 3 the head ended but its record is
+        Python's (ended_light); the lines written (lines); the head's slot, for 1 and 3)."""
+        verdict = self._lines_verdict
+        code = lib.ut_end_lights(
+            self.table, cls, limit, bound, self._lines_seed, close.encode(),
+            verdict is not None, verdict or b"", self.on_native_detach is not None,
+            self.claiming, self._lines_text, _LINES_CAP, self._lines, _MAX_LINES,
+            self._line_counts, self._line_slot, self._ended,
+        )  # fmt: skip
+        n = self._line_counts[0]
+        if n and self.budget is not None:
+            self.budget.c_retained = lib.ut_retained(self.table)
+            self.budget.c_used = lib.ut_held(self.table)
+        self.ended_plain += n
+        self.light_ended += n
+        return code, n, self._line_slot[0]
+
+    def ended_light(self, slot: int) -> tuple[bytes, Any, Any]:
+        """What end_light returns, for the head end_lights ended but left to Python (3)."""
+        return self._ended_light(slot)
+
+    def lines(self) -> tuple[bytes, tuple[int, ...]]:
+        """The lines end_lights wrote last, and its counts: lines, decided HTTP and TLS,
+        closed by each reason (the one given, rst, fin), the most bytes of one's streams,
+        the protocol of the first decided (NATIVE_*; 0: none)."""
+        c = self._line_counts
+        n = c[0]
+        text = self._lines_buf[: self._lines[n - 1].end] if n else b""
+        return text, tuple(c[0:8])
+
+    def line_ends(self) -> list[tuple[int, int, int, int]]:
+        """Each line's (end in the text, its streams' bytes, close: 0 the reason given, 1
+        rst, 2 fin; then 0), of the lines end_lights wrote last."""
+        n = self._line_counts[0]
+        return list(_LINE.iter_unpack(self._lines_mv[: n * _LINE.size]))
 
     def ended_line(self, ended: bytes, seed: int, close: str) -> tuple[bytes, int, int] | None:
         """The record of a light flow that ended plain (end_light's bytes) as the JSON text
@@ -489,22 +580,46 @@ class CFastPath:
 
     def write_records(
         self, on: bool, max_string: int, max_items: int,
-        tls_names: tuple[dict[int, str], dict[int, str]] = ({}, {}),
+        tls_names: tuple[dict[int, str], dict[int, str]] = ({}, {}), max_size: int = 0,
     ) -> None:  # fmt: skip
         """Whether C writes what it can of records (on where the engine's are only written
         out: Engine.on_line): it logs a light flow's header blocks (ut_hlog_config) rather
         than hand them over, and writes the findings of an HTTP request or TLS hello as
         JSON text where no string is longer than ``max_string`` and no list than
         ``max_items`` (the findings' limits: past them Python cuts), with these names of
-        TLS versions and cipher suites."""
+        TLS versions and cipher suites; and holds a light flow's decision whose text is
+        ``max_size`` bytes at most (the findings' size limit; 0: none held) in C
+        (ut_hold_config)."""
         lib.ut_hlog_config(self.table, HLOG_FLOW_CAP if on else 0, HLOG_TOTAL_CAP)
         self.findings_text = on
-        self._max_string, self._max_items = max_string, max_items
+        self._max_string, self._max_items, self._max_size = max_string, max_items, max_size
         for kind, names in enumerate(tls_names):
             blob = b"".join(name.encode() + b"\0" for name in names.values())
             codes = ffi.new("uint16_t[]", list(names))
             if lib.ut_tls_names(self.table, kind, codes, len(names), blob, len(blob)):
                 self.findings_text = False  # names C cannot keep: Python writes findings
+        self._hold()
+
+    @property
+    def native_early(self) -> bool:
+        return self._native_early
+
+    @native_early.setter
+    def native_early(self, keep: bool) -> None:
+        self._native_early = keep
+        self._hold()
+
+    def _hold(self) -> None:
+        """C holds light flows' decisions where it writes their findings (_native_report's
+        test) and Python's side takes them so (on_native_state)."""
+        on = (
+            self.findings_text and not self._native_early and self._max_size > 0
+            and self.on_native_state is not None and self.on_native_held is not None
+        )  # fmt: skip
+        lib.ut_hold_config(
+            self.table, on, min(self._max_string, 1 << 62), min(self._max_items, 1 << 62),
+            min(self._max_size, (1 << 31) - 1),
+        )  # fmt: skip
 
     def _native_report(self, nat: Any, both_early: bool) -> NativeReport:
         """What C found on a connection it decided (C writes the findings as JSON where
@@ -882,6 +997,8 @@ class CFastPath:
                 else:
                     decided(conn, report)
                 lib.ut_native_release(table, slot)
+        if self.on_native_held is not None and (held := lib.ut_held_taken(self.table)):
+            self.on_native_held(held)  # decisions C kept in light flows (hold_config)
         nt = self._n_touched[0]
         touched = self._touched_mv[: nt * _TOUCH.size]
         n = self._n_out[0]

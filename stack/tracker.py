@@ -36,6 +36,7 @@ found in O(1)); idle timeouts per state class. Every limit that bites is counted
 
 from __future__ import annotations
 
+import math
 import struct
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -227,6 +228,11 @@ class Tracker:
         self._policies = c.host_policies
         # Called when events pile up inside one call (the application drains them).
         self.on_events: Callable[[], None] | None = None
+        # Set by an application that takes the records of light flows as C writes them
+        # (CFastPath.end_lights): C ends those that end plain, at their timeouts and the end
+        # of input, in batches; on_lines(reason) takes each batch's (CFastPath.lines), after
+        # every event before it. No FlowEnded is made for them.
+        self.on_lines: Callable[[CloseReason], None] | None = None
 
     def use_fast_path(self, fast: CFastPath) -> None:
         self.fast = fast
@@ -650,9 +656,41 @@ class Tracker:
             if conn is not None:
                 self._finish(conn, CloseReason.TIMEOUT)
         for cls in TimeoutClass:
-            limit = now - self.timeouts[cls]
-            while (head := self._head(cls)) is not None and head[0] < limit:
-                self._end(head[1], CloseReason.TIMEOUT)
+            self._expire_class(cls, now - self.timeouts[cls], CloseReason.TIMEOUT)
+
+    def _expire_class(self, cls: TimeoutClass, limit: float, reason: CloseReason) -> None:
+        """End what is on timeout list ``cls`` (the tracker's and C's light flows', in the
+        order they moved) idle since before ``limit``."""
+        while True:
+            if self.on_lines is not None:
+                self._end_lights(cls, limit, reason)
+            head = self._head(cls)
+            if head is None or not (head[0] < limit or limit == math.inf):
+                return
+            self._end(head[1], reason)
+
+    def _end_lights(self, cls: TimeoutClass, limit: float, reason: CloseReason) -> None:
+        """C ends the light flows at the head of its list ``cls`` that it can, with their
+        records (on_lines), up to the tracker's own head or one whose end is Python's."""
+        fast = self.fast
+        take = self.on_lines
+        assert fast is not None and take is not None
+        lru = self.lrus[cls]
+        bound = next(iter(lru)).moved if lru else 1 << 62
+        while True:
+            code, n, slot = fast.end_lights(cls, limit, bound, reason.value)
+            if n:
+                self.active -= n
+                if self.events and self.on_events is not None:
+                    self.on_events()  # what ended before them is written first
+                take(reason)
+            if code == 3:  # ended plain, but its record is Python's to make
+                ended, user, follower = fast.ended_light(slot)
+                self.active -= 1
+                state = fast.ended_state(ended)
+                self._emit(FlowEnded(ended, user, follower, _closed_by(state, reason)))
+            elif code != 2:
+                return
 
     def flush(self) -> None:
         """End of input: every connection still open ends with reason ``eof``."""
@@ -661,8 +699,7 @@ class Tracker:
             if conn is not None:
                 self._finish(conn, CloseReason.EOF)
         for cls in TimeoutClass:
-            while (head := self._head(cls)) is not None:
-                self._end(head[1], CloseReason.EOF)
+            self._expire_class(cls, math.inf, CloseReason.EOF)
 
     def drain_events(self) -> list[Event]:
         events, self.events = self.events, []

@@ -12,15 +12,17 @@ import functools
 import io
 import math
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from frames import frames
+from frames import Conversation, frames
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_detectors_web import alpn_ext, build_client_hello, sni_ext
 from test_fastpath import _first_bytes_frames
 from test_http_framing_c import _connection
 from uinet_tap.plugins.detectors.tls import CIPHER_NAMES, VERSION_NAMES
@@ -156,10 +158,18 @@ def _read(path: Path) -> Iterable[Batch]:
 
 
 def _replay(
-    linktype: int, batches: Iterable[Batch], lines: bool, inspect: str | None
+    linktype: int,
+    batches: Iterable[Batch],
+    lines: bool,
+    inspect: str | None,
+    whole: bool = True,
+    many: bool = False,
+    stats: list[dict] | None = None,
 ) -> tuple[bytes, int]:
-    """What replay's writer writes of the input (``lines``: as the CLI wires it, records C
-    writes go as they are), and how many records went as lines."""
+    """What replay's writer writes of the input (``lines``: records C writes go as they are;
+    ``whole``: C ends light flows with their whole lines where it can, else each goes through
+    Engine._ended; ``many``: those whole lines go to the writer in batches, as the CLI wires
+    it, else one by one), and how many records went as lines; the run's stats into ``stats``."""
     out = io.BytesIO()
     writer = _RecordWriter([out])
     engine = Engine(
@@ -174,25 +184,44 @@ def _replay(
             n += 1
             writer.line(text, close)
 
+        def lines_of(text: bytes, closes: dict[str, int]) -> None:
+            nonlocal n
+            n += sum(closes.values())
+            assert text.count(b"\n") == sum(closes.values())
+            writer.lines(text, closes)
+
         engine.on_line = line
+        if many:
+            engine.on_lines = lines_of
+        if not whole:
+            engine.tracker.on_lines = None
     for batch in batches:
         engine.feed_batch(batch)
     engine.finish()
     fast = engine.tracker.fast
     assert fast is not None and fastpath.lib.ut_hlog_total(fast.table) == 0  # every log let go
+    if stats is not None:
+        stats.append(engine.stats())
     return out.getvalue(), n
 
 
 @pytest.mark.parametrize("inspect", [None, "plugins", "bypass"])
 def test_replay_writes_the_same_records_with_c_lines(inspect):
-    made = 0
+    """Records as objects, as lines C writes whole (in batches, as the CLI takes them, or
+    one by one), and as lines Engine._ended joins: the same bytes, and the same summary
+    (the counts of protocols and verdicts, in their order, and the largest connections)."""
+    made = {True: 0, False: 0}
     for name, linktype, batches in _inputs():
-        want, none = _replay(linktype, batches(), False, inspect)
-        got, n = _replay(linktype, batches(), True, inspect)
+        stats: list[dict] = []
+        want, none = _replay(linktype, batches(), False, inspect, stats=stats)
         assert none == 0
-        assert got == want, name
-        made += n
-    assert made >= 20, made  # not vacuous: light flows' records went as lines
+        for whole, many in ((True, True), (True, False), (False, False)):
+            got, n = _replay(linktype, batches(), True, inspect, whole, many, stats)
+            assert got == want, (name, whole, many)
+            assert orjson.dumps(stats[-1]) == orjson.dumps(stats[0]), (name, whole, many)
+            made[whole] += n
+    # not vacuous: light flows' records went as lines
+    assert made[True] >= 40 and made[False] >= 20, made
 
 
 @pytest.mark.parametrize("cap", [200, 600])
@@ -213,7 +242,7 @@ def test_a_record_orjson_refuses_is_converted_as_before(monkeypatch):
     the object's way, converted by the writer as any record is, the same bytes either way
     (the transactions C wrote included)."""
     name, linktype, batches = next(i for i in _inputs() if i[0] == "first-bytes")
-    _, lines = _replay(linktype, batches(), True, "plugins")
+    _, lines = _replay(linktype, batches(), True, "plugins", whole=False)
     real = NativeGlue.finish_decided
 
     def odd(self: NativeGlue, user: Any, bypassed: bool, text: bool = False) -> dict:
@@ -222,7 +251,7 @@ def test_a_record_orjson_refuses_is_converted_as_before(monkeypatch):
 
     monkeypatch.setattr(NativeGlue, "finish_decided", odd)
     want, _ = _replay(linktype, batches(), False, "plugins")
-    got, fewer = _replay(linktype, batches(), True, "plugins")
+    got, fewer = _replay(linktype, batches(), True, "plugins", whole=False)
     assert got == want and b'"odd":{"not a str key":1},"transactions":[' in got
     assert fewer < lines, (fewer, lines)  # the HTTP ones went the object's way
 
@@ -440,3 +469,103 @@ def test_tls_findings_past_the_limits_are_pythons():
             assert report.findings_json == orjson.dumps(
                 _findings(fastpath._native_report(nat, False))[1]
             )
+
+
+# -- light flows ended in C, lines and all (ut_end_lights), and decisions C holds -------------
+
+
+def _held_cases() -> list:
+    """Light flows whose decisions C holds (HTTP and TLS), most ending plain (C ends them
+    and writes their whole lines), and three whose ends are not all C's: a response out of
+    order after the verdict (C hands the flow over: its connection takes the decision C
+    held), a response whose end the capture missed but the client ACKed (no plain end: the
+    connection is made at its end), and an exchange past the year 5138 (C ends it, but
+    leaves its record to Python: C writes no such time)."""
+    req = b"GET /held HTTP/1.1\r\nHost: h.example\r\nUser-Agent: t\r\n\r\n"
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"
+    hello = build_client_hello([0x1301, 0xC02F], [sni_ext(b"held.example"), alpn_ext(b"h2")])
+    segs: list = []
+
+    def exchange(cv: Conversation, first: bytes, answer: Callable[[], list]) -> list:
+        head = [*cv.handshake(), cv.c(first), cv.ack("s")]
+        return [*head, *answer(), cv.ack("c"), cv.fin("c"), cv.fin("s"), cv.ack("c")]
+
+    for i in range(4):
+        cv = Conversation(cport=41000 + i, sport=80, t0=100.0 + i / 10)
+        segs += exchange(cv, req, lambda cv=cv: [cv.s(resp)])
+        cv = Conversation(cport=42000 + i, sport=443, t0=100.05 + i / 10)
+        segs += exchange(cv, hello, lambda cv=cv: [cv.s(b"\x16\x03\x03\x00\x04\x0e\x00\x00\x00")])
+    cv = Conversation(cport=43000, sport=80, t0=100.7)
+    n = len(req)  # decided at the response; the next request's second part comes first
+
+    def again() -> list:
+        first = [cv.s(resp), cv.ack("c"), cv.data("c", req[20:], rel=n + 20)]
+        return [*first, cv.data("c", req[:20], rel=n), cv.ack("s"), cv.s(resp)]
+
+    segs += exchange(cv, req, again)
+
+    def cut() -> list:
+        seg = cv.data("s", resp[:20])
+        cv.off["s"] = len(resp)  # the rest never captured, but ACKed
+        return [seg]
+
+    cv = Conversation(cport=43001, sport=80, t0=100.8)
+    segs += exchange(cv, req, cut)
+    for k in range(2):  # the first one's SYN runs the timeouts, Python's: the second is C's
+        late = Conversation(cport=43002 + k, sport=80, t0=2e11 + k / 10)
+        segs += exchange(late, req, lambda late=late: [late.s(resp)])
+    segs.sort(key=lambda s: s.ts)
+    return frames(segs)
+
+
+@pytest.mark.parametrize("inspect", [None, "plugins", "bypass"])
+def test_light_flows_c_ends_with_their_lines(monkeypatch, inspect):
+    """The records of light flows C ends and writes whole (ut_end_lights), whose decisions C
+    held (ut_hold_config), are the general path's, with the same summary; and each way a
+    held decision goes back to Python was taken: a connection made before the end, one made
+    at it, a record C ends but Python writes."""
+    fr = _held_cases()
+    made: Counter[str] = Counter()
+    light_user, ended_light = fastpath.CFastPath._light_user, fastpath.CFastPath.ended_light
+
+    def user(self: fastpath.CFastPath, slot: int, f: Any) -> Any:
+        held = f.dec_proto != 0
+        got = light_user(self, slot, f)
+        made["from held" if held else "python's"] += got is not None
+        return got
+
+    def ended(self: fastpath.CFastPath, slot: int) -> Any:
+        made["ended, python writes"] += 1
+        return ended_light(self, slot)
+
+    monkeypatch.setattr(fastpath.CFastPath, "_light_user", user)
+    monkeypatch.setattr(fastpath.CFastPath, "ended_light", ended)
+    general = _replay_general(fr, inspect)
+    stats: list[dict] = []
+    got, n = _replay(1, _batches(fr, 1), True, inspect, many=True, stats=stats)
+    assert got == general[0]
+    assert orjson.dumps(stats[0]) == orjson.dumps(general[1])
+    # 12 records: each first connection's SYN at 100 s and 2e11 s goes Python's way (its
+    # frame runs the timeouts), with inspection the first to port 443 too (C opens flows to
+    # a port once Python named its detectors: NativeGlue._allow). Then three are as above,
+    # but with --bypass, where C keeps no byte after the verdict: nothing out of order (that
+    # one ends in C, its line whole) and no trailing gap (that one ends plain, its line
+    # joined in Python: C handed its follower the cut header block).
+    lines, held = {None: (7, 0), "plugins": (6, 3), "bypass": (8, 2)}[inspect]
+    assert n == lines and got.count(b"\n") == 12
+    assert made["from held"] == held and made["python's"] == 0, made
+    if inspect is not None:
+        assert stats[0]["protocols"] == {"http": 8, "tls": 4}
+    assert made["ended, python writes"] == 1, made
+
+
+def _replay_general(fr: list, inspect: str | None) -> tuple[bytes, dict]:
+    """What replay writes of frames ``fr`` through the general path (the reference)."""
+    out = io.BytesIO()
+    engine = Engine(1, Options(fastpath="off"), _RecordWriter([out]),
+                    plugins=builtin_detectors() if inspect else None,
+                    bypass=inspect == "bypass")  # fmt: skip
+    for batch in _batches(fr, 1):
+        engine.feed_batch(batch)
+    engine.finish()
+    return out.getvalue(), engine.stats()

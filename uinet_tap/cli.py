@@ -94,6 +94,14 @@ class _RecordWriter:
         for out in self.outputs:
             out.write(line)
 
+    def lines(self, text: bytes, closes: dict[str, int]) -> None:
+        """Many records made as their JSON lines (Engine.on_lines), ``closes`` of them
+        closed for each reason: written as they are."""
+        assert not self.eve
+        self.closes.update(closes)
+        for out in self.outputs:
+            out.write(text)
+
     def _converted(self, record: dict, exc: Exception) -> bytes:
         self.converted += 1
         if self.converted == 1:
@@ -617,6 +625,7 @@ def replay(
     )  # fmt: skip
     if not eves:  # records only written out: those C writes whole go as they are
         engine.on_line = writer.line
+        engine.on_lines = writer.lines
     _log_outputs(flows_path, eve_path, stats_path, export_dir)
     log.debug("data plane: %s", engine.fastpath)
     exit_code = 0

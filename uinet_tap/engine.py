@@ -29,7 +29,7 @@ from .records import DirectionSink, FilePool, ended_record, flow_filename, flow_
 from .stack import fastpath
 from .stack.connection import Connection
 from .stack.decode import DLT_EN10MB, Decoder
-from .stack.events import Direction, FlowClosed, FlowEnded
+from .stack.events import CloseReason, Direction, FlowClosed, FlowEnded
 from .stack.hostos import HostPolicies
 from .stack.tracker import Tracker, TrackerConfig
 
@@ -138,8 +138,10 @@ class Engine:
         self.tracker.on_events = self._drain
         self.on_record = on_record
         self._on_line: Callable[[bytes, str], None] | None = None
-        # The live view's: called as a connection ends, before inspection lets go of its bytes.
-        self.on_closing: Callable[[Connection], None] | None = None
+        # Takes many lines at once (their text, and how many closed for each reason), where C
+        # writes them so (_lines); else on_line takes each.
+        self.on_lines: Callable[[bytes, dict[str, int]], None] | None = None
+        self._on_closing: Callable[[Connection], None] | None = None
         self.export_dir = export_dir
         self.keep_streams = keep_streams
         self.pool = FilePool() if export_dir is not None else None
@@ -195,8 +197,68 @@ class Engine:
         if self.tracker.fast is not None:  # C writes what it can of the records
             self.tracker.fast.write_records(
                 take is not None, FINDINGS.string or 1 << 62, FINDINGS.items or 1 << 62,
-                (VERSION_NAMES, CIPHER_NAMES),
+                (VERSION_NAMES, CIPHER_NAMES), FINDINGS.size or 1 << 30,
             )  # fmt: skip
+        self._wire_lines()
+
+    @property
+    def on_closing(self) -> Callable[[Connection], None] | None:
+        """The live view's: called as a connection ends, before inspection lets go of its
+        bytes (every ending connection is made for it: C then writes no whole line)."""
+        return self._on_closing
+
+    @on_closing.setter
+    def on_closing(self, closing: Callable[[Connection], None] | None) -> None:
+        self._on_closing = closing
+        self._wire_lines()
+
+    def _wire_lines(self) -> None:
+        """C ends light flows with their whole record lines (Tracker.on_lines) where records
+        are taken as lines, nothing reads their connections, and inspection is C's if any."""
+        fast = self.tracker.fast
+        inspection = self.inspection
+        whole = (
+            fast is not None and fast.light and self._on_line is not None
+            and self._on_closing is None
+            and (inspection is None or isinstance(inspection, NativeGlue))
+        )  # fmt: skip
+        if whole:
+            assert fast is not None
+            verdict = inspection.verdict_name if isinstance(inspection, NativeGlue) else None
+            fast.lines_config(self.options.community_id_seed, verdict)
+        self.tracker.on_lines = self._lines if whole else None
+
+    def _lines(self, reason: CloseReason) -> None:
+        """The record lines of light flows C ended and wrote whole (Tracker._end_lights),
+        counted and handed on as _ended hands on one."""
+        fast = self.tracker.fast
+        assert fast is not None and self._on_line is not None
+        text, (n, http, tls, given, rst, fin, most, first) = fast.lines()
+        self.totals.connections += n  # no gap: they ended plain
+        lg = self.totals.largest
+        ends = None
+        if len(lg) < self._largest_n or most > lg[-1][0]:
+            ends = fast.line_ends()
+            start = 0
+            for end, size, _, _ in ends:
+                self._largest(size, text[start:end])
+                start = end
+        if isinstance(self.inspection, NativeGlue):
+            self.inspection.finished_in_c(http, tls, first)
+        names = (reason.value, "rst", "fin")
+        if self.on_lines is not None:
+            counts = (given, rst, fin)
+            order: list[int] = [k for k in range(3) if counts[k]]
+            if len(order) > 1:  # in the order the lines first close so (Counter's order)
+                ends = ends or fast.line_ends()
+                order = list(dict.fromkeys(close for _, _, close, _ in ends))
+            self.on_lines(text, {names[k]: counts[k] for k in order})
+            return
+        take = self._on_line
+        start = 0
+        for end, _, close, _ in ends or fast.line_ends():
+            take(text[start:end], names[close])
+            start = end
 
     def _let_c_open_flows(self, every_port: bool) -> None:
         """C opens a flow at its client's bare SYN itself (ut_run) where every sink of a new
@@ -266,6 +328,7 @@ class Engine:
         they go: each has its connection made from its first frame (no light flows: see
         Tracker.light_on). Before any traffic."""
         self.tracker.light_off()
+        self._wire_lines()
 
     def _born_sinks(self, conn: Connection, shas: tuple[Any, Any]) -> tuple[Any, Any]:
         """_make_sink's two sinks of a connection C opened (Tracker.make_born_sinks), where

@@ -129,6 +129,8 @@ class NativeGlue(InspectionGlue):
         fast.native_allow = self._allow
         fast.on_native_detach = self._detached
         fast.on_native_decided = self._decided
+        fast.on_native_held = self._held
+        fast.on_native_state = self._state
         fast.on_native_adopt = self._adopt
         self._allowed: dict[int, int] = {}
         self.fast = fast
@@ -199,6 +201,23 @@ class NativeGlue(InspectionGlue):
             rec["findings_truncated"] = True
         return rec
 
+    @property
+    def verdict_name(self) -> str:
+        """The name records give the verdict C applies (the default)."""
+        return PASSIVE_NAMES[self.default]
+
+    def finished_in_c(self, http: int, tls: int, first: int) -> None:
+        """finish_decided's counts for records C wrote whole (Engine._lines): ``http`` and
+        ``tls`` of each, ``first`` the protocol of the first (NATIVE_*)."""
+        named = [("http", http), ("tls", tls)]
+        if first == NATIVE_TLS:
+            named.reverse()
+        for protocol, n in named:
+            if n:
+                self.protocols[protocol] += n
+        if http + tls:
+            self.verdicts[self.verdict_name] += http + tls
+
     # -- C's side ---------------------------------------------------------------------------
 
     def _allow(self, conn: Connection) -> int:
@@ -235,7 +254,21 @@ class NativeGlue(InspectionGlue):
         made yet) into one _adopt gives it once it is. InspectionGlue._verdict is not called
         for it: a verdict hook that acts (inline intercept/block) must be called here too, or
         the engine must not use NativeGlue."""
-        self.decided_in_c += 1
+        self._held(1)
+        user = self._state(report)
+        if conn is not None:
+            self._adopt(conn, user)
+        return user
+
+    def _held(self, n: int) -> None:
+        """C decided ``n`` connections (light flows whose decisions C holds: _state makes
+        each one's state only if Python needs it)."""
+        self.decided_in_c += n
+        if self._pass_bypasses:
+            self.bypassed += n
+
+    def _state(self, report: NativeReport) -> NativeState:
+        """The decided state of what C found (uncounted: _held counts)."""
         user = NativeState()
         if report.findings_json is not None:  # C wrote them
             user.written("http" if report.proto == NATIVE_HTTP else "tls", report.findings_json)
@@ -245,10 +278,6 @@ class NativeGlue(InspectionGlue):
         user.offsets = report.verdict_offsets
         if self.fast.native_early:
             user.early = report.early
-        if self._pass_bypasses:
-            self.bypassed += 1
-        if conn is not None:
-            self._adopt(conn, user)
         return user
 
     def _adopt(self, conn: Connection, user: NativeState) -> None:
