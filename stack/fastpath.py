@@ -207,7 +207,7 @@ class CFastPath:
         self.native_allow: Callable[[Connection], int] | None = None
         self.on_native_detach: Callable[[Connection, NativeEvents], None] | None = None
         self.on_native_decided: Callable[[Connection | None, NativeReport], Any] | None = None
-        # A light flow's decision C held (hold_config) rather than listed: on_native_held(n)
+        # A light flow's decision C held (_hold) rather than listed: on_native_held(n)
         # counts the n held in a run as on_native_decided counts one; on_native_state(report)
         # makes the state on_native_decided(None, report) returns, uncounted, once Python
         # needs it (the flow's connection made, or its end left to Python).
@@ -223,9 +223,10 @@ class CFastPath:
         self.on_born: Callable[[float, tuple[bytes, bytes]], Connection] | None = None
         # Light flows (light_config): no connection is made after the run, only the count
         # told (on_light_born); C keeps each on its own timeout lists until the tracker asks
-        # for its connection (adopt) or ends it (end_light). What Python keeps of one until
-        # then: what its inspection decided (on_native_decided's return, given back to
-        # on_native_adopt) and its transaction follower.
+        # for its connection (adopt) or ends it (end_light, or end_lights: C alone). What
+        # Python keeps of one until then: what its inspection decided where C did not hold
+        # it (on_native_decided's return, given back to on_native_adopt) and its transaction
+        # follower.
         self.light = False
         self.on_light_born: Callable[[int], None] | None = None
         # Makes the connection of the light flow at a slot (Tracker._adopt_light): after a
@@ -998,7 +999,7 @@ class CFastPath:
                     decided(conn, report)
                 lib.ut_native_release(table, slot)
         if self.on_native_held is not None and (held := lib.ut_held_taken(self.table)):
-            self.on_native_held(held)  # decisions C kept in light flows (hold_config)
+            self.on_native_held(held)  # decisions C kept in light flows (_hold)
         nt = self._n_touched[0]
         touched = self._touched_mv[: nt * _TOUCH.size]
         n = self._n_out[0]

@@ -488,7 +488,8 @@ class Engine:
         live view's on_closing) or its inspection has to end in Python (nothing decided).
         With on_line, C writes the record's JSON, and the transactions from the flow's logged
         header blocks; Python adds what was decided (the findings as C wrote them) and joins
-        the parts (records.ended_record's object is not made)."""
+        the parts (records.ended_record's object is not made). Most light flows never come
+        here where records are lines: C ends them and writes their whole lines (_lines)."""
         inspection = self.inspection
         if self.on_closing is not None or (inspection is not None and event.user is None):
             self._closed(self.tracker.connection_of(event))
