@@ -370,6 +370,15 @@ int32_t ut_light_head(ut_table *t, int32_t cls, int64_t *moved, double *last_see
 
 int64_t ut_light_count(ut_table *t, int32_t cls) { return t->lcount[cls]; }
 
+int32_t ut_light_holders(ut_table *t, int32_t *out, int32_t cap) {
+    int32_t n = 0;
+    for (int cls = 0; cls < 3; cls++)
+        for (int32_t s = t->lhead[cls]; s >= 0 && n < cap; s = t->flows[s].lnext)
+            if (t->flows[s].d[0].ooo_len || t->flows[s].d[1].ooo_len)
+                out[n++] = s;
+    return n;
+}
+
 int32_t ut_light_slot(ut_table *t, const uint8_t *key) {
     ut_entry *e = find(t, key);
     return e && t->flows[e->flow].light ? e->flow : -1;
@@ -1275,9 +1284,9 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 ut_touch *touched, uint32_t *n_touched, int32_t *changed,
                 uint32_t *n_changed, int64_t *handled, int32_t *stop_slot, int32_t *yielded,
                 int32_t *decided_slots, uint32_t *n_decided, int32_t *born_slots,
-                uint32_t *n_born, int32_t *adopt, uint32_t *n_adopt) {
+                uint32_t *n_born) {
     uint32_t i;
-    uint32_t no = 0, nt = 0, nc = 0, nd = 0, nb = 0, na = 0;
+    uint32_t no = 0, nt = 0, nc = 0, nd = 0, nb = 0;
     int64_t done = 0;
     uint32_t run = ++t->run_id;
     if (run == 0)
@@ -1568,13 +1577,7 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
             ep->payload_bytes += n;
             ep->retransmitted += n;
         } else if (ahead) {
-            int64_t end = off + n;
-            if (fl->light) { /* Python makes its connection after the run (touch listed it) */
-                ut_materialize(t, e->flow);
-                fl->touched_run = run;
-                touched[nt++].slot = e->flow;
-                adopt[na++] = e->flow;
-            }
+            int64_t end = off + n; /* a light flow stays light (ut_light_holders) */
             ep->payload_bytes += n;
             if (end > ep->seen_end) {
                 ep->seen_end = end;
@@ -1695,7 +1698,6 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
     *n_changed = nc;
     *n_decided = nd;
     *n_born = nb;
-    *n_adopt = na;
     *handled = done;
     return i;
 }

@@ -177,8 +177,8 @@ typedef struct {
     /* A flow C opened that Python has made no connection for yet ("light", ut_light_config):
      * its id (Tracker.next_id as C opened it) and SYN time are kept here, C keeps it on its
      * own timeout list (lclass: the state's TimeoutClass; lprev and lnext: slots, -1 at the
-     * ends; lmoved: the frame that last moved it, as Connection.moved counts), lists it in
-     * neither touched nor changed, and holds nothing out of order for it. */
+     * ends; lmoved: the frame that last moved it, as Connection.moved counts), and lists it
+     * in neither touched nor changed. */
     int32_t light;
     int32_t lclass;
     int32_t lprev, lnext;
@@ -349,16 +349,17 @@ void ut_born_port(ut_table *t, int32_t port, int32_t value);
 void ut_set_born(ut_table *t, int64_t left, int64_t next_id);
 /* Light flows (see ut_flow.light): on, every flow C opens is one, counted in ut_run's
  * *n_born but not listed in `born`, until ut_materialize (Python makes its connection: it
- * leaves C's lists, and C lists it in touched and changed from then on). ut_run does that
- * itself to a light flow about to hold a piece out of order (a piece Python may have to take
- * back: CFastPath.release_held), listing it in `adopt` (at most out_cap, each in `touched`
- * too) for Python to make its connection after the run. ut_light_head: the
+ * leaves C's lists, and C lists it in touched and changed from then on). ut_light_holders:
+ * the light flows holding a piece out of order (at most cap), in the order of their lists
+ * (half open, established, closing; each by lmoved): Python makes their connections when it
+ * takes every held piece back (CFastPath.release_held). ut_light_head: the
  * slot of the flow at the head of timeout list `cls` (-1: none), its lmoved and last_seen.
  * ut_light_slot: the slot of a light flow with this key, else -1. ut_state_code: the
  * UT_CH_* code of the state a flow is in (as ut_run lists it in `changed`). */
 int ut_light_config(ut_table *t, int32_t on);
 int32_t ut_light_head(ut_table *t, int32_t cls, int64_t *moved, double *last_seen);
 int64_t ut_light_count(ut_table *t, int32_t cls);
+int32_t ut_light_holders(ut_table *t, int32_t *out, int32_t cap);
 int32_t ut_light_slot(ut_table *t, const uint8_t *key);
 void ut_materialize(ut_table *t, int32_t slot);
 int32_t ut_state_code(ut_table *t, int32_t slot);
@@ -472,6 +473,6 @@ uint32_t ut_run(ut_table *t, const uint8_t *data, const uint32_t *offsets,
                 int32_t *changed, uint32_t *n_changed,
                 int64_t *handled, int32_t *stop_slot, int32_t *yielded,
                 int32_t *decided_slots, uint32_t *n_decided, int32_t *born,
-                uint32_t *n_born, int32_t *adopt, uint32_t *n_adopt);
+                uint32_t *n_born);
 
 #endif /* UINET_TAP_FAST_H */

@@ -229,11 +229,9 @@ class CFastPath:
         # follower.
         self.light = False
         self.on_light_born: Callable[[int], None] | None = None
-        # Makes the connection of the light flow at a slot (Tracker._adopt_light): after a
-        # run, for those C listed in `adopt` (about to hold a piece out of order).
-        self.on_adopt: Callable[[int], Connection] | None = None
-        self.adopt_slots = ffi.new("int32_t[]", OUT_CAP)
-        self._n_adopt = ffi.new("uint32_t *")
+        # Makes the connections of the light flows at these slots, holding pieces out of
+        # order (Tracker._adopt_holders), when release_held takes every held piece back.
+        self.on_adopt_holders: Callable[[list[int]], None] | None = None
         self.on_native_adopt: Callable[[Connection, Any], None] | None = None
         self.light_users: dict[int, Any] = {}
         self.light_ended = 0  # light flows that ended plain (for tests and profiling)
@@ -425,6 +423,10 @@ class CFastPath:
 
     def light_count(self, cls: int) -> int:
         return int(lib.ut_light_count(self.table, cls))
+
+    def light_moved(self, slot: int) -> int:
+        """The frame that last moved the light flow at ``slot`` (Connection.moved)."""
+        return int(lib.ut_flow_at(self.table, slot).lmoved)
 
     def light_slot(self, key: bytes) -> int:
         """The slot of the light flow with this key (either direction's), else -1."""
@@ -875,7 +877,14 @@ class CFastPath:
 
     def release_held(self) -> None:
         """Take back every connection holding a piece out of order (the global cap is about
-        to force the stalest holders, and these are among them)."""
+        to force the stalest holders, and these are among them): the light flows holding
+        one get their connections first."""
+        if self.light and (n := sum(self.light_count(cls) for cls in range(3))):
+            slots = ffi.new("int32_t[]", n)
+            k = lib.ut_light_holders(self.table, slots, n)
+            if k:
+                assert self.on_adopt_holders is not None
+                self.on_adopt_holders(list(slots[0:k]))
         for conn in [
             c for c in self.conns.values() if _holds(lib.ut_flow_at(self.table, c.fast_slot))
         ]:
@@ -963,8 +972,7 @@ class CFastPath:
             self.table, cdata, offsets, lengths, times, start, count, expiry_at,
             self.out, self.heads, OUT_CAP, self._n_out, self.touched, self._n_touched,
             self.changed, self._n_changed, self._handled, self._stop, self._yielded,
-            self.decided, self._n_decided, self.born, self._n_born, self.adopt_slots,
-            self._n_adopt,
+            self.decided, self._n_decided, self.born, self._n_born,
         )  # fmt: skip
         if budget is not None:
             budget.c_retained = lib.ut_retained(self.table)
@@ -977,12 +985,6 @@ class CFastPath:
                 self.on_light_born(nb)  # type: ignore[misc]
             else:
                 self._take_born(nb, times)
-        na = self._n_adopt[0]
-        if na:  # light flows C made ordinary in the run: their connections, before the lists
-            adopt = self.on_adopt
-            assert adopt is not None
-            for k in range(na):
-                adopt(self.adopt_slots[k])
         nd = self._n_decided[0]
         if nd:
             decided = self.on_native_decided

@@ -36,6 +36,7 @@ found in O(1)); idle timeouts per state class. Every limit that bites is counted
 
 from __future__ import annotations
 
+import heapq
 import math
 import struct
 from collections import Counter, OrderedDict
@@ -369,7 +370,7 @@ class Tracker:
         assert fast is not None and self.config.closed_memory == 0
         fast.light_config()
         fast.on_light_born = self._light_born
-        fast.on_adopt = self._adopt_light
+        fast.on_adopt_holders = self._adopt_holders
 
     def light_off(self) -> None:
         """Every connection in the table and on the timeout lists from the flow's first frame
@@ -407,6 +408,25 @@ class Tracker:
         fast.adopt(conn, slot)
         self._enter(conn, None, self.announce_born, new=False)
         return conn
+
+    def _adopt_holders(self, slots: list[int]) -> None:
+        """The connections of light flows holding pieces out of order (CFastPath.release_held),
+        made where the general path keeps them on their timeout lists: in the order of the
+        frames that last moved them, among the tracker's own."""
+        fast = self.fast
+        assert fast is not None
+        made = []
+        for slot in slots:
+            moved = fast.light_moved(slot)
+            conn = self._adopt_light(slot)  # _place put it last: merged in below
+            conn.moved = moved
+            made.append(conn)
+        for lru in self.lrus:
+            new = sorted((c for c in made if c.lru is lru), key=_moved)
+            if new:
+                old = list(lru)[: -len(new)]  # the tracker's own, in their order
+                lru.clear()
+                lru.update(dict.fromkeys(heapq.merge(old, new, key=_moved)))
 
     def _born_connection(
         self, ts: float, keys: tuple[bytes, bytes], syn: SynFacts | None, conn_id: int
@@ -1540,6 +1560,10 @@ class Tracker:
         else:
             self._anomaly(conn, "rst_out_of_window")
         return False
+
+
+def _moved(conn: Connection) -> int:
+    return conn.moved
 
 
 def _closed_by(state: ConnState, reason: CloseReason) -> CloseReason:

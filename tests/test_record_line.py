@@ -30,6 +30,7 @@ from uinet_tap.plugins.http_transactions import HttpTransactions
 from uinet_tap.plugins.registry import builtin_detectors
 from uinet_tap.stack import fastpath
 from uinet_tap.stack.events import CloseReason
+from uinet_tap.stack.tracker import Tracker
 
 from uinet_tap.api import _batches
 from uinet_tap.cli import _RecordWriter
@@ -476,11 +477,12 @@ def test_tls_findings_past_the_limits_are_pythons():
 
 def _held_cases() -> list:
     """Light flows whose decisions C holds (HTTP and TLS), most ending plain (C ends them
-    and writes their whole lines), and three whose ends are not all C's: a response out of
-    order after the verdict (C hands the flow over: its connection takes the decision C
-    held), a response whose end the capture missed but the client ACKed (no plain end: the
-    connection is made at its end), and an exchange past the year 5138 (C ends it, but
-    leaves its record to Python: C writes no such time)."""
+    and writes their whole lines), and three whose ends are not all C's: a request with two
+    holes after the verdict (C holds one piece out of order, the second is Python's: the
+    connection made then takes the decision C held), a response whose end the capture
+    missed but the client ACKed (no plain end: the connection is made at its end), and an
+    exchange past the year 5138 (C ends it, but leaves its record to Python: C writes no
+    such time)."""
     req = b"GET /held HTTP/1.1\r\nHost: h.example\r\nUser-Agent: t\r\n\r\n"
     resp = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"
     hello = build_client_hello([0x1301, 0xC02F], [sni_ext(b"held.example"), alpn_ext(b"h2")])
@@ -496,11 +498,13 @@ def _held_cases() -> list:
         cv = Conversation(cport=42000 + i, sport=443, t0=100.05 + i / 10)
         segs += exchange(cv, hello, lambda cv=cv: [cv.s(b"\x16\x03\x03\x00\x04\x0e\x00\x00\x00")])
     cv = Conversation(cport=43000, sport=80, t0=100.7)
-    n = len(req)  # decided at the response; the next request's second part comes first
+    n = len(req)  # decided at the response; the next request comes in three pieces, the
+    # last first (held in C), then the second (a second hole: Python's)
 
     def again() -> list:
-        first = [cv.s(resp), cv.ack("c"), cv.data("c", req[20:], rel=n + 20)]
-        return [*first, cv.data("c", req[:20], rel=n), cv.ack("s"), cv.s(resp)]
+        first = [cv.s(resp), cv.ack("c"), cv.data("c", req[30:], rel=n + 30)]
+        pieces = [cv.data("c", req[20:30], rel=n + 20), cv.data("c", req[:20], rel=n)]
+        return [*first, *pieces, cv.ack("s"), cv.s(resp)]
 
     segs += exchange(cv, req, again)
 
@@ -569,3 +573,53 @@ def _replay_general(fr: list, inspect: str | None) -> tuple[bytes, dict]:
         engine.feed_batch(batch)
     engine.finish()
     return out.getvalue(), engine.stats()
+
+
+@pytest.mark.parametrize("inspect", [None, "plugins"])
+def test_light_flows_holding_pieces_at_the_buffer_cap(monkeypatch, inspect):
+    """Light flows stay light while C holds a piece of theirs out of order; when the global
+    buffer cap makes Python take every held piece back (CFastPath.release_held), their
+    connections are made in their places on the timeout lists (Tracker._adopt_holders): the
+    records, their order and the summary are the general path's."""
+    req = b"GET /piece HTTP/1.1\r\nHost: p.example\r\n\r\n"
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n"
+    body = bytes(range(65, 105))
+    segs: list = []
+    convs = [Conversation(cport=44000 + i, sport=80, t0=100.0 + i / 100) for i in range(8)]
+    for cv in convs:
+        segs += [*cv.handshake(), cv.c(req), cv.ack("s"), cv.s(head), cv.ack("c")]
+    n = len(head)
+    for i, cv in enumerate(convs):  # each response body's tail first: held (C skips bodies)
+        segs.append(cv.data("s", body[12:], rel=n + 12, at=101.0 + i / 100))
+    # the holes of the last four filled, in another order; the first four end with theirs
+    # at the end of input, in the order of their lists
+    for i, cv in enumerate(reversed(convs[4:])):
+        segs += [cv.data("s", body[:12], rel=n, at=102.0 + i / 100), cv.ack("c")]
+        segs += [cv.fin("c"), cv.fin("s"), cv.ack("c")]
+    segs.sort(key=lambda s: s.ts)
+    fr = frames(segs)
+    cap = 3 * (len(body) - 12 + fastpath.PIECE_COST)  # the fourth piece held passes it
+    made: list[int] = []
+    adopt_holders = Tracker._adopt_holders
+
+    def holders(self: Tracker, slots: list[int]) -> None:
+        made.extend(slots)
+        adopt_holders(self, slots)
+
+    monkeypatch.setattr(Tracker, "_adopt_holders", holders)
+    outs = []
+    for mode in ("off", "c"):
+        out = io.BytesIO()
+        writer = _RecordWriter([out])
+        engine = Engine(1, Options(fastpath=mode, max_buffer=cap), writer,
+                        plugins=builtin_detectors() if inspect else None)  # fmt: skip
+        engine.on_line, engine.on_lines = writer.line, writer.lines
+        for batch in _batches(fr, 1):
+            engine.feed_batch(batch)
+        engine.finish()
+        outs.append((out.getvalue(), orjson.dumps(engine.stats())))
+    assert outs[1] == outs[0]
+    assert b'"buffer_forced":0' not in outs[0][1]  # not vacuous: the cap bit
+    # the first connection is Python's (the first frame runs the timeouts); two light flows
+    # hold pieces in C when the third's would pass the cap: their connections are made then
+    assert len(made) == 2, made
