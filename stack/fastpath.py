@@ -479,11 +479,7 @@ class CFastPath:
 
     def _ended_light(self, slot: int) -> tuple[bytes, Any, Any]:
         """end_light's, once ut_end_plain ended the light flow at ``slot`` into _ended."""
-        if self.budget is not None:
-            self.budget.c_retained = lib.ut_retained(self.table)
-            self.budget.c_used = lib.ut_held(self.table)
-        self.ended_plain += 1
-        self.light_ended += 1
+        self._lights_ended(1)
         ended: bytes = self._ended_buf[:]
         follower = self.light_followers.pop(slot, None)
         unread = _unread(ended)
@@ -533,12 +529,17 @@ class CFastPath:
             self._line_counts, self._line_slot, self._ended,
         )  # fmt: skip
         n = self._line_counts[0]
-        if n and self.budget is not None:
+        if n:
+            self._lights_ended(n)
+        return code, n, self._line_slot[0]
+
+    def _lights_ended(self, n: int) -> None:
+        """C ended ``n`` light flows plain: what they retained and held is let go."""
+        if self.budget is not None:
             self.budget.c_retained = lib.ut_retained(self.table)
             self.budget.c_used = lib.ut_held(self.table)
         self.ended_plain += n
         self.light_ended += n
-        return code, n, self._line_slot[0]
 
     def ended_light(self, slot: int) -> tuple[bytes, Any, Any]:
         """What end_light returns, for the head end_lights ended but left to Python (3)."""

@@ -587,9 +587,15 @@ class Tracker:
         if got is None:
             self._finish(self._adopt_light(slot), reason)
             return
+        self._ended_plain(got, reason)
+
+    def _ended_plain(self, got: tuple[bytes, Any, Any], reason: CloseReason) -> None:
+        """A light flow C ended plain (CFastPath.end_light's ``got``): its FlowEnded."""
+        assert self.fast is not None
         ended, user, follower = got
         self.active -= 1
-        self._emit(FlowEnded(ended, user, follower, _closed_by(fast.ended_state(ended), reason)))
+        state = self.fast.ended_state(ended)
+        self._emit(FlowEnded(ended, user, follower, _closed_by(state, reason)))
 
     def connection_of(self, event: FlowEnded) -> Connection:
         """The connection of a light flow that ended plain, made now (as open_born made those
@@ -705,10 +711,7 @@ class Tracker:
                     self.on_events()  # what ended before them is written first
                 take(reason)
             if code == 3:  # ended plain, but its record is Python's to make
-                ended, user, follower = fast.ended_light(slot)
-                self.active -= 1
-                state = fast.ended_state(ended)
-                self._emit(FlowEnded(ended, user, follower, _closed_by(state, reason)))
+                self._ended_plain(fast.ended_light(slot), reason)
             elif code != 2:
                 return
 
