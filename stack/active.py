@@ -750,7 +750,7 @@ class Tcb:
                 self.rtx_next = (self.snd_max + 1) & MASK
                 return True
             return False
-        end = min(start + self.mss, limit)
+        end = min(start + self._send_mss(now), limit)
         for lo, _hi in self.sacked:
             if start < lo < end:
                 end = lo
@@ -785,7 +785,7 @@ class Tcb:
             cwnd_room = self.cwnd - (sent_off - self._sacked_bytes())
             room = min(wnd_room, cwnd_room)
             if unsent > 0:
-                mss = self.mss
+                mss = self._send_mss(now)
                 n = min(unsent, max(mss, self.burst // mss * mss), room)
                 if n <= 0:
                     break
@@ -821,6 +821,15 @@ class Tcb:
             self.persist_at = now + max(self.rto, RTO_MIN)
         if self.unacked_segments and self.delack_at is None:
             self.delack_at = now + DELACK
+
+    def _send_mss(self, now: float) -> int:
+        """The data one segment may carry now: the MSS less the SACK blocks it will carry.
+        The MSS counts data only, so what a sender adds in options comes off it (RFC 9293
+        §3.7.1; Linux's tcp_current_mss); a full segment with blocks on top would exceed the
+        path's MTU and be lost at every try while our out-of-order store is not empty."""
+        if not (self.sack_ok and self.ooo):
+            return self.mss
+        return self.mss - (len(self._options(now, True)) - len(self._options(now, False)))
 
     def _sacked_bytes(self) -> int:
         return sum(hi - lo for lo, hi in self.sacked)

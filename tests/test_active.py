@@ -36,6 +36,7 @@ from uinet_tap.stack.outoforder import MAX_PIECES
 pytestmark = pytest.mark.timeout(300)  # a livelock in the endpoint must fail, not hang CI
 
 MSS = 1000
+TS_OPTION = 12  # NOP NOP TS: what every segment of a pair() carries in options
 ISS_US, ISS_PEER = 1_000_000, 4_000_000_000  # the peer's numbers wrap around 2**32
 
 
@@ -123,6 +124,25 @@ def test_sacked_ranges_are_not_resent() -> None:
     assert [(o.seq, len(o.payload)) for o in resent] == [(ISS_US + 1000, 1000)]
     t.on_timer(t.deadline() or 0)  # a timeout forgets SACK info (RFC 2018 §8) and resends
     assert [o.seq for o in take(t) if o.payload] == [ISS_US + 1000]
+
+
+def test_a_segment_carrying_sack_blocks_carries_that_much_less_data() -> None:
+    """RFC 9293 §3.7.1: the MSS counts data only, so the SACK blocks a segment carries come
+    off it, new data and resent alike; a full MSS on top of them would exceed the path MTU."""
+    t = Tcb(takeover(), now=0.0)
+    t.on_segment(seg(ISS_PEER + 1000, ISS_US, payload=b"2" * 500), 0.0)  # a hole: one block
+    take(t)
+    t.send(b"s" * 3000, 0.0)
+    sent = [o for o in take(t) if o.payload]
+    assert [len(o.options) for o in sent] == [12] * 4  # NOP NOP SACK, one block of 8
+    assert [len(o.payload) for o in sent] == [988, 988, 988, 36]
+    t.on_timer(t.deadline() or 0)
+    (resent,) = [o for o in take(t) if o.payload]
+    assert (resent.seq, len(resent.payload), len(resent.options)) == (ISS_US, 988, 12)
+    t.on_segment(seg(ISS_PEER, ISS_US + 3000, payload=b"1" * 1000), 5.0)  # the hole fills
+    take(t)
+    t.send(b"x" * 2000, 5.0)
+    assert [(len(o.payload), o.options) for o in take(t) if o.payload] == [(1000, b"")] * 2
 
 
 def test_sending_stops_at_the_peers_window_and_resumes_when_it_opens() -> None:
@@ -385,6 +405,9 @@ def run(a: Tcb, b: Tcb, link: Link, data_a: bytes, data_b: bytes) -> tuple[bytes
     for _ in range(200_000):
         for i, t in enumerate(tcbs):
             for o in take(t):
+                # The MSS counts data only: with the options, a segment fits what the MSS
+                # and the timestamps both endpoints send would make (RFC 9293 §3.7.1).
+                assert len(o.payload) + len(o.options) <= MSS + TS_OPTION, o.options
                 link.put(now, 1 - i, o)
             got[i] += t.read(1 << 20, now)
         if all(t.state in (TcbState.TIME_WAIT, TcbState.CLOSED) for t in tcbs) and not link.queue:
