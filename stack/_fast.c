@@ -406,6 +406,11 @@ static int32_t state_code(const ut_flow *f) {
 
 int32_t ut_state_code(ut_table *t, int32_t slot) { return state_code(&t->flows[slot]); }
 
+/* Ended by a reset or both FINs, past the handshake: Python's ConnState RESET or CLOSED. */
+static int closed_end(int32_t st) {
+    return !(st & UT_CH_SYN_SENT) && ((st & UT_CH_RESET) || (st & 3) == UT_CH_CLOSED);
+}
+
 void ut_detach(ut_table *t, int32_t slot) {
     ut_flow *f = &t->flows[slot];
     ut_materialize(t, slot); /* off C's timeout lists */
@@ -695,6 +700,8 @@ int64_t ut_shed_taken(ut_table *t) {
     return n;
 }
 
+int64_t ut_claims_live(ut_table *t) { return t->claim_live; }
+
 static int claimed(ut_table *t, const uint8_t *key) {
     return t->claim_mask && claim_find(t, key, 0) != NULL;
 }
@@ -781,7 +788,8 @@ int32_t ut_end_plain(ut_table *t, int32_t slot, int32_t bypassed, int32_t hand_b
         out->digested[i] = sha && (f->born_sha ? sha_last_digest(sha, digest)
                                                : ut_sha_digest(sha, digest)) == 0;
     }
-    ut_end(t, slot, unclaim);
+    /* 2: the keys stay Python's if it ended closed (Tracker.closed remembers them) */
+    ut_end(t, slot, unclaim == 2 ? !closed_end(out->state) : unclaim);
     return 1;
 }
 

@@ -364,6 +364,7 @@ int32_t ut_light_slot(ut_table *t, const uint8_t *key);
 void ut_materialize(ut_table *t, int32_t slot);
 int32_t ut_state_code(ut_table *t, int32_t slot);
 int ut_claim(ut_table *t, const uint8_t *key, int32_t on);
+int64_t ut_claims_live(ut_table *t); /* keys claimed now */
 int ut_born_take(ut_table *t, int32_t slot, void **sha_out);
 void ut_end(ut_table *t, int32_t slot, int32_t unclaim);
 /* The end of a flow whose connection needs nothing of Python's at its end but its record
@@ -372,7 +373,8 @@ void ut_end(ut_table *t, int32_t slot, int32_t unclaim);
  * (unless bypassed), and no inspection C began to hand back (when `hand_back`). Then the
  * flow as it ended and each stream's SHA-256 digest so far (where C hashed it: the sink's
  * context) are copied to *out, the flow ends as ut_end(unclaim) ends it, and 1 is
- * returned; else 0, and nothing changed. */
+ * returned; else 0, and nothing changed. unclaim 2: as 1, but the keys of a flow that ended
+ * closed (reset, or both FINs) stay claimed: Python remembers them (Tracker.closed). */
 typedef struct {
     ut_flow flow;
     int32_t state;       /* its UT_CH_* code (ut_state_code) */
@@ -414,7 +416,8 @@ int32_t ut_ended_record(const ut_ended *e, int32_t seed, const char *close, char
  * Python's: none pykept, one decision held when `decisions`, ending plain (ut_end_plain's
  * `hand_back` and `unclaim`), every part written. `close`: the close reason where the state
  * gives none (reset: "rst", both FINs: "fin"). Each line's (end offset in out, streams'
- * bytes, close: 0 the reason given, 1 rst, 2 fin) in lines (at most max_lines); counts[8]:
+ * bytes, close: 0 the reason given, 1 rst, 2 fin; its last_seen and keys) in lines (at most
+ * max_lines); counts[8]:
  * the lines; those decided HTTP, TLS; those closed by each close code; the most bytes of
  * one; the protocol (UD_*) of the first decided. Returns 0: no more to end here; 1: the head
  * (*slot) is Python's to end as before, nothing changed; 2: out or lines is full; 3: the
@@ -425,6 +428,8 @@ typedef struct {
     int64_t bytes;
     int32_t close;
     int32_t pad;
+    double last_seen;        /* the flow's, and its keys: what Tracker.closed remembers */
+    uint8_t keys[2][UT_KEY]; /* of one that ended closed (close 1 or 2) */
 } ut_line;
 int32_t ut_end_lights(ut_table *t, int32_t cls, double limit, int64_t bound, int32_t seed,
                       const char *close, int32_t decisions, const char *verdict,

@@ -847,6 +847,8 @@ int32_t ut_end_lights(ut_table *t, int32_t cls, double limit, int64_t bound, int
         l->bytes = lengths[0] + lengths[1];
         l->close = why;
         l->pad = 0;
+        l->last_seen = g->last_seen;
+        memcpy(l->keys, g->key, sizeof l->keys);
         counts[3 + why]++;
         if (lengths[0] + lengths[1] > counts[6])
             counts[6] = lengths[0] + lengths[1];

@@ -51,6 +51,8 @@ def c_view(ctype: str, names: tuple[str, ...]) -> struct.Struct:
         t = field.type
         if t.kind == "array" and t.item.cname in ("uint8_t", "char"):
             fmt += f"{t.length}s"
+        elif t.kind == "array" and t.item.kind == "array" and t.item.item.cname == "uint8_t":
+            fmt += f"{ffi.sizeof(t)}s"  # rows of bytes (keys), read whole
         elif t.kind == "array":
             fmt += _CODES[t.item.cname] * t.length
         elif t.kind == "pointer":
@@ -101,7 +103,7 @@ if lib is not None:
     _BYPASS = c_view("ut_flow", ("bypass",))
     # A decision C held for a light flow (ut_hold_config): dec_proto 0 for none.
     _HELD = c_view("ut_flow", ("dec_len", "dec_proto", "dec_off"))
-    _LINE = c_view("ut_line", ("end", "bytes", "close", "pad"))
+    _LINE = c_view("ut_line", ("end", "bytes", "close", "pad", "last_seen", "keys"))
     assert ffi.offsetof("ut_ended", "flow") == 0
     # What the client's SYN told of a flow C opened (born_facts; its base is at _D0).
     _BORN = c_view("ut_flow", ("c_wscale", "c_ts", "c_mss", "c_sack", "c_mac"))
@@ -272,6 +274,9 @@ class CFastPath:
         # The tracker claims every key it holds in C (a SYN on one is Python's): needed where
         # C opens flows or sheds SYNs of new ones.
         self.claiming = False
+        # ...and the tuples it remembers closed (Tracker.closed), where light flows end in C:
+        # C then opens no flow on one; the tracker lets each go as it forgets it.
+        self.keep_closed = False
         self._n_touched = ffi.new("uint32_t *")
         self._n_out = ffi.new("uint32_t *")
         self._handled = ffi.new("int64_t *")
@@ -473,7 +478,7 @@ class CFastPath:
         nothing changed (its connection must be made and ended as any other)."""
         f = lib.ut_flow_at(self.table, slot)
         hand_back = self.on_native_detach is not None
-        if not lib.ut_end_plain(self.table, slot, f.bypass, hand_back, self.claiming, self._ended):
+        if not lib.ut_end_plain(self.table, slot, f.bypass, hand_back, self._unclaim, self._ended):
             return None
         return self._ended_light(slot)
 
@@ -525,13 +530,19 @@ class CFastPath:
         code = lib.ut_end_lights(
             self.table, cls, limit, bound, self._lines_seed, close.encode(),
             verdict is not None, verdict or b"", self.on_native_detach is not None,
-            self.claiming, self._lines_text, _LINES_CAP, self._lines, _MAX_LINES,
+            self._unclaim, self._lines_text, _LINES_CAP, self._lines, _MAX_LINES,
             self._line_counts, self._line_slot, self._ended,
         )  # fmt: skip
         n = self._line_counts[0]
         if n:
             self._lights_ended(n)
         return code, n, self._line_slot[0]
+
+    @property
+    def _unclaim(self) -> int:
+        """ut_end_plain's ``unclaim`` for a light flow: its keys stay claimed where it ended
+        closed and the tracker remembers closed tuples (keep_closed)."""
+        return (2 if self.keep_closed else 1) if self.claiming else 0
 
     def _lights_ended(self, n: int) -> None:
         """C ended ``n`` light flows plain: what they retained and held is let go."""
@@ -554,11 +565,25 @@ class CFastPath:
         text = self._lines_buf[: self._lines[n - 1].end] if n else b""
         return text, tuple(c[0:8])
 
-    def line_ends(self) -> list[tuple[int, int, int, int]]:
+    def line_ends(self) -> list[tuple[int, int, int, int, float, bytes]]:
         """Each line's (end in the text, its streams' bytes, close: 0 the reason given, 1
-        rst, 2 fin; then 0), of the lines end_lights wrote last."""
+        rst, 2 fin; 0; its flow's last_seen; its keys as C holds them, one after the other),
+        of the lines end_lights wrote last."""
         n = self._line_counts[0]
         return list(_LINE.iter_unpack(self._lines_mv[: n * _LINE.size]))
+
+    def closed_lines(self) -> list[tuple[tuple[bytes, bytes], float]]:
+        """The keys and last_seen of the flows of the lines end_lights wrote last that ended
+        closed (reset, or both FINs), in their order: what Tracker.closed remembers."""
+        c = self._line_counts
+        if not (c[4] or c[5]):
+            return []
+        k = KEY_BYTES
+        return [
+            ((py_key(keys[:k]), py_key(keys[k : 2 * k])), seen)
+            for _, _, close, _, seen, keys in self.line_ends()
+            if close
+        ]
 
     def ended_line(self, ended: bytes, seed: int, close: str) -> tuple[bytes, int, int] | None:
         """The record of a light flow that ended plain (end_light's bytes) as the JSON text
@@ -664,6 +689,12 @@ class CFastPath:
         return log.replayed(follower)
 
     @staticmethod
+    def ended_seen(ended: bytes) -> float:
+        """The last_seen of a light flow as it ended (end_light's bytes)."""
+        seen: float = _FLOW_OUT.unpack_from(ended)[0]
+        return seen
+
+    @staticmethod
     def ended_state(ended: bytes) -> ConnState:
         """The state a light flow ended in (end_light's bytes)."""
         code = _ENDED_STATE.unpack_from(ended)[0]
@@ -705,7 +736,7 @@ class CFastPath:
     def born_all_ports(self) -> None:
         lib.ut_born_port(self.table, -1, 1)
 
-    def claim(self, keys: tuple[bytes, bytes], on: bool) -> None:
+    def claim(self, keys: tuple[bytes, ...], on: bool) -> None:
         """Python tracks (or no longer tracks) the connection of these keys: a SYN on one
         is Python's to judge (a retransmission, a reused tuple)."""
         for key in keys:

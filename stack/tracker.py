@@ -217,7 +217,7 @@ class Tracker:
         # swallowed (closed_memory), oldest first, at most CLOSED_MEMORY_CAP.
         self.closed: OrderedDict[bytes, float] = OrderedDict()
         self.stragglers = 0  # segments those swallowed
-        self.closed_forgotten = 0  # tuples dropped from that memory at its cap
+        self.claim_closed = False  # those tuples are claimed in C (light_on)
         self.tcp_packets = 0
         self.last_expiry = float("-inf")
         self.now = 0.0
@@ -364,11 +364,14 @@ class Tracker:
     def light_on(self) -> None:
         """The flows C opens are light (CFastPath.light_config): no connection is made for
         one until something asks for it (_adopt_light), and one that ends plain is made only
-        for its record (_finish_light). Only where closed tuples swallow no stragglers: their
-        memory is kept for connections this side ends."""
+        for its record (_finish_light). Where closed tuples swallow stragglers, the tuples
+        remembered stay claimed in C (CFastPath.keep_closed): C opens no light flow on one,
+        so a SYN there reaches _new_connection, as every frame on one does."""
         fast = self.fast
-        assert fast is not None and self.config.closed_memory == 0
+        assert fast is not None
         fast.light_config()
+        if self.config.closed_memory > 0:
+            fast.keep_closed = self.claim_closed = True
         fast.on_light_born = self._light_born
         fast.on_adopt_holders = self._adopt_holders
 
@@ -377,6 +380,7 @@ class Tracker:
         on (a live view lists them): before any traffic."""
         if self.fast is not None and self.fast.light:
             self.fast.light_off()
+            self.fast.keep_closed = self.claim_closed = False
 
     def _light_born(self, n: int) -> None:
         """C opened ``n`` light flows in its run, numbered from next_id on."""
@@ -429,10 +433,16 @@ class Tracker:
                 lru.update(dict.fromkeys(heapq.merge(old, new, key=_moved)))
 
     def _born_connection(
-        self, ts: float, keys: tuple[bytes, bytes], syn: SynFacts | None, conn_id: int
+        self,
+        ts: float,
+        keys: tuple[bytes, bytes],
+        syn: SynFacts | None,
+        conn_id: int,
+        reused: bool = True,
     ) -> Connection:
+        """``reused``: a new connection takes the tuple (not one made of a flow that ended)."""
         closed = self.closed
-        if closed:  # a new connection on the tuple: the memory of the old one goes
+        if closed and reused:  # a new connection on the tuple: the memory of the old one goes
             for key in keys:
                 closed.pop(key, None)
         vlans, caddr, cport, saddr, sport = split_key(keys[0])
@@ -520,13 +530,10 @@ class Tracker:
                 del self.table[key]
         memory = self.config.closed_memory
         if memory > 0 and conn.state in (ConnState.CLOSED, ConnState.RESET):
-            closed = self.closed
-            for key in conn.keys:
-                closed.pop(key, None)
-                closed[key] = conn.last_seen + memory
-            while len(closed) > CLOSED_MEMORY_CAP:
-                closed.popitem(last=False)
-                self.closed_forgotten += 1
+            self._remember_closed(conn.keys, conn.last_seen + memory)
+            claim = self.claim_closed and fast is not None and fast.claiming
+            if claim and keyed_in_c(conn.keys[0]):
+                fast.claim(conn.keys, True)  # type: ignore[union-attr]  # as light flows' stay
         self.active -= 1
         if not plain and not conn.bypassed and conn.state is not ConnState.RESET:
             # What the peers acknowledged beyond what the capture showed (within what was
@@ -577,6 +584,26 @@ class Tracker:
             # storm): hand them over now rather than hold every closed connection.
             self.on_events()
 
+    def _remember_closed(self, keys: tuple[bytes, bytes], until: float) -> None:
+        """The tuples of a connection that ended closed swallow its stragglers until
+        ``until``; the oldest remembered go past CLOSED_MEMORY_CAP. With claim_closed, the
+        keys are claimed in C while remembered (light flows' keep their claims as they end:
+        CFastPath.keep_closed; _finish claims the others')."""
+        closed = self.closed
+        for key in keys:
+            closed.pop(key, None)
+            closed[key] = until
+        while len(closed) > CLOSED_MEMORY_CAP:
+            key, _ = closed.popitem(last=False)
+            self.limits["closed_memory"] += 1  # a tuple forgotten early, at the cap
+            self._forget_closed(key)
+
+    def _forget_closed(self, key: bytes) -> None:
+        """A tuple no longer remembered closed: C's again to open a flow on (claim_closed)."""
+        fast = self.fast
+        if self.claim_closed and fast is not None and fast.claiming and keyed_in_c(key):
+            fast.claim((key,), False)
+
     def _finish_light(self, slot: int, reason: CloseReason) -> None:
         """_finish for a light flow: one that ends plain (CFastPath.end_light) ends as it is,
         its connection never made (FlowEnded: connection_of makes it for what needs it); any
@@ -594,7 +621,12 @@ class Tracker:
         assert self.fast is not None
         ended, user, follower = got
         self.active -= 1
-        state = self.fast.ended_state(ended)
+        fast = self.fast
+        state = fast.ended_state(ended)
+        memory = self.config.closed_memory
+        if memory > 0 and state in (ConnState.CLOSED, ConnState.RESET):
+            _, keys, _ = fast.light_identity(ended)
+            self._remember_closed(keys, fast.ended_seen(ended) + memory)
         self._emit(FlowEnded(ended, user, follower, _closed_by(state, reason)))
 
     def connection_of(self, event: FlowEnded) -> Connection:
@@ -603,7 +635,7 @@ class Tracker:
         fast = self.fast
         assert fast is not None
         ts, keys, conn_id = fast.light_identity(event.ended)
-        conn = self._born_connection(ts, keys, None, conn_id)
+        conn = self._born_connection(ts, keys, None, conn_id, reused=False)
         fast.adopt_ended(conn, event.ended, event.user, event.follower)
         conn.close = event.reason
         return conn
@@ -670,7 +702,8 @@ class Tracker:
         """Close connections idle longer than their state's timeout (capture time)."""
         closed = self.closed
         while closed and next(iter(closed.values())) < now:
-            closed.popitem(last=False)
+            key, _ = closed.popitem(last=False)
+            self._forget_closed(key)
         half = self.half
         limit = now - self.timeouts[0]
         while half:
@@ -710,6 +743,10 @@ class Tracker:
                 if self.events and self.on_events is not None:
                     self.on_events()  # what ended before them is written first
                 take(reason)
+                if self.claim_closed:  # their claims stay in C (keep_closed)
+                    memory = self.config.closed_memory
+                    for keys, seen in fast.closed_lines():
+                        self._remember_closed(keys, seen + memory)
             if code == 3:  # ended plain, but its record is Python's to make
                 self._ended_plain(fast.ended_light(slot), reason)
             elif code != 2:
@@ -870,7 +907,8 @@ class Tracker:
                 if (flags & SYN and not flags & ACK) or until < ts:
                     # a new connection on the tuple, or the memory of the old one ran out
                     for key in keys:
-                        self.closed.pop(key, None)
+                        if self.closed.pop(key, None) is not None:
+                            self._forget_closed(key)
                 else:
                     self.stragglers += 1  # of a connection whose record is written
                     return None

@@ -623,3 +623,83 @@ def test_light_flows_holding_pieces_at_the_buffer_cap(monkeypatch, inspect):
     # the first connection is Python's (the first frame runs the timeouts); two light flows
     # hold pieces in C when the third's would pass the cap: their connections are made then
     assert len(made) == 2, made
+
+
+def _closing_traffic() -> list:
+    """Connections that end closed (both FINs, or a RST), and one left open, then the
+    stragglers of each within the minute watch remembers closed tuples, a SYN on a
+    remembered tuple, and late data on one forgotten (past the minute, or at the cap)."""
+    req = b"GET /c HTTP/1.1\r\nHost: c.example\r\n\r\n"
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    segs: list = []
+    convs = [Conversation(cport=45000 + i, sport=80, t0=100.0 + i / 10) for i in range(12)]
+    for i, cv in enumerate(convs):
+        segs += [*cv.handshake(), cv.c(req), cv.s(resp), cv.ack("c")]
+        if i % 3 == 0:
+            segs += [cv.fin("c"), cv.fin("s"), cv.ack("c")]
+        elif i % 3 == 1:
+            segs.append(cv.rst("c"))
+    for i, cv in enumerate(convs):  # their closing ran out (3 s): each record is written
+        if i % 3 != 2:
+            segs.append(cv.ack("c", at=104.0 + i / 100))  # a straggler, swallowed
+    # New connections on closed tuples, of a light flow C ended (6) and of a connection
+    # Python made (0), after the first straggler ran the timeouts: C would open them, were
+    # the tuples not claimed.
+    for i in (6, 0):
+        again = Conversation(cport=45000 + i, cisn=77_000, sisn=99_000, t0=104.2 + i / 100)
+        segs += [*again.handshake(), again.c(req), again.s(resp), again.ack("c")]
+        segs += [again.fin("s"), again.fin("c"), again.ack("s")]
+    segs.append(convs[3].c(b"late", at=200.0))  # the minute is over: a new connection
+    segs.sort(key=lambda s: s.ts)
+    return frames(segs)
+
+
+def _counted(lines: list[int], writer: _RecordWriter, text: bytes, closes: dict[str, int]) -> None:
+    lines.append(sum(closes.values()))
+    writer.lines(text, closes)
+
+
+@pytest.mark.parametrize("cap", [1 << 16, 6])
+@pytest.mark.parametrize("inspect", [None, "plugins", "bypass"])
+def test_light_flows_remember_closed_tuples_as_the_general_path(monkeypatch, inspect, cap):
+    """watch's settings (closed tuples remembered for a minute, closing connections ended
+    after 3 s): light flows that end closed, in C with their lines or in Python, leave their
+    tuples remembered, in the order and until the time the general path does, and claimed
+    in C meanwhile (a SYN on one is the tracker's); forgetting one, past its minute or at
+    the memory's cap, lets it go. Records, summary and the memory itself are the general
+    path's."""
+    from uinet_tap.stack import tracker as tracker_module
+
+    monkeypatch.setattr(tracker_module, "CLOSED_MEMORY_CAP", cap)
+    fr = _closing_traffic()
+    got = []
+    for mode in ("off", "c", "c-objects"):
+        out = io.BytesIO()
+        writer = _RecordWriter([out])
+        engine = Engine(
+            1, Options(fastpath=mode.split("-")[0], closed_memory=60.0, timeout_closing=3.0),
+            writer, plugins=builtin_detectors() if inspect else None, bypass=inspect == "bypass",
+        )  # fmt: skip
+        lines: list[int] = []
+        if mode == "c":
+            engine.on_line = writer.line
+            engine.on_lines = functools.partial(_counted, lines, writer)
+        memory = []  # as it stands after each batch of eight frames
+        for batch in _batches(fr, 1, 8):
+            engine.feed_batch(batch)
+            memory.append(list(engine.tracker.closed.items()))
+        engine.finish()
+        stats = engine.stats()
+        got.append((out.getvalue(), orjson.dumps(stats), memory))
+        fast = engine.tracker.fast
+        if mode == "c":
+            assert fast is not None and fast.light and fast.keep_closed
+            assert fast.light_ended >= 8 and sum(lines) >= 4, (fast.light_ended, lines)
+        if fast is not None:  # every key C holds claimed is one remembered: none left behind
+            assert fastpath.lib.ut_claims_live(fast.table) == len(engine.tracker.closed) > 0
+    assert got[1] == got[0] and got[2] == got[0]
+    stats = orjson.loads(got[0][1])
+    # not vacuous: the memory swallowed the stragglers of all eight, or of the last three
+    # closed (six tuples at the cap)
+    assert stats["stragglers"] == (3 if cap == 6 else 7), stats
+    assert stats["limits"].get("closed_memory", 0) == (8 if cap == 6 else 0), stats

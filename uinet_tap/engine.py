@@ -240,7 +240,7 @@ class Engine:
         if len(lg) < self._largest_n or most > lg[-1][0]:
             ends = fast.line_ends()
             start = 0
-            for end, size, _, _ in ends:
+            for end, size, *_ in ends:
                 self._largest(size, text[start:end])
                 start = end
         if isinstance(self.inspection, NativeGlue):
@@ -251,12 +251,12 @@ class Engine:
             order: list[int] = [k for k in range(3) if counts[k]]
             if len(order) > 1:  # in the order the lines first close so (Counter's order)
                 ends = ends or fast.line_ends()
-                order = list(dict.fromkeys(close for _, _, close, _ in ends))
+                order = list(dict.fromkeys(line[2] for line in ends))
             self.on_lines(text, {names[k]: counts[k] for k in order})
             return
         take = self._on_line
         start = 0
-        for end, _, close, _ in ends or fast.line_ends():
+        for end, _, close, *_ in ends or fast.line_ends():
             take(text[start:end], names[close])
             start = end
 
@@ -288,10 +288,9 @@ class Engine:
         fast.on_born = self.tracker.open_born
         if every_port:
             fast.born_all_ports()
-        if self.tracker.config.closed_memory == 0:
-            # No closed tuple swallows stragglers (replay), and no live view lists the
-            # connections (watch keeps them): a connection is made only when asked for.
-            self.tracker.light_on()
+        # Until a live view lists the connections (list_connections), a connection is made
+        # only when asked for.
+        self.tracker.light_on()
 
     def _make_sink(self, conn: Connection, direction: Direction, sha: Any = None) -> DirectionSink:
         path = None
