@@ -763,11 +763,12 @@ def _run_counting(fr: list, mode: str, inspect: Inspect, **options) -> tuple[lis
 
 
 # Flows C opens in each case (with no inspection; with the detectors, the first SYN to a
-# server port is Python's, which learns the port's detector order then).
+# server port is Python's, which learns the port's detector order then). A tuple remembered
+# closed is claimed (Tracker.light_on): C opens no flow on it, so a reused one is Python's.
 OPENED_IN_C = {"plain": 1, "ecn": 1, "options": 1, "options cut short": 0,
                "data on the syn": 0, "retransmitted": 1, "again without its data": 0,
                "after a mid-stream pickup": 0, "another isn first": 1,
-               "simultaneous open": 1, "refused": 1, "reused after close": 3}  # fmt: skip
+               "simultaneous open": 1, "refused": 1, "reused after close": 1}  # fmt: skip
 
 
 # Frame layouts C parses itself (_fast.c parse_frame): untagged, one tag (its priority bits
