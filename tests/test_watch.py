@@ -287,7 +287,7 @@ def _by_client(records: list[dict]) -> dict[str, dict]:
 
 def check_direction(r: dict, d: str, n: int, digest: str) -> None:
     """One direction of a record is the ``n`` bytes a program sent, with digest ``digest``."""
-    ctx = f"{r['client']} {d}: {json.dumps(r)[:600]}"
+    ctx = f"{r['client']} {d}: {json.dumps(r)}"  # whole: a failure here must say everything
     assert r[d]["gaps"] == [], ctx
     assert r[d]["bytes"] == n, ctx  # reassembled or not: what the program sent
     if r["bypassed"]:

@@ -838,15 +838,24 @@ def watch(
 
     backend: SingleBackend | WorkerPool
     limits = ViewLimits(keep_ended, keep_bytes)
+    # Without the live view no flow is listed, and records only written out go as the lines
+    # C writes whole (as replay's): C keeps its flows light.
+    lines = not tui and not eves
     try:
         if workers > 1:
             backend = WorkerPool(
-                interface, captures, make_engine, writer, _plugin_error, limits=limits
-            )
+                interface, captures, make_engine, writer, _plugin_error, limits=limits,
+                lines=writer.lines if lines else None,
+            )  # fmt: skip
         else:
             (capture,) = captures
-            single = SingleBackend(capture, make_engine(capture.linktype, writer), limits)
-            single.engine.on_record = single.on_record(writer)
+            single = SingleBackend(capture, make_engine(capture.linktype, writer), limits,
+                                   rows=tui)  # fmt: skip
+            if tui:
+                single.engine.on_record = single.on_record(writer)
+            if lines:
+                single.engine.on_line = writer.line
+                single.engine.on_lines = writer.lines
             backend = single
     except CaptureError as exc:
         _error(str(exc))

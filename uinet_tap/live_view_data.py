@@ -42,16 +42,20 @@ class SnapshotMaker:
         extra: Callable[[], Iterable[Connection]] = tuple,
         clock: Callable[[], float] | None = None,
         incremental: bool = False,
+        rows: bool = True,
     ) -> None:
         """``extra``: connections the tracker no longer times (inline mode's cut-ins).
         ``clock``: the view's now when it runs ahead of the packets (watch: the wall clock).
         ``incremental``: each snapshot carries only the flows ended since the one before (a
-        capture worker's, whose parent keeps the list)."""
+        capture worker's, whose parent keeps the list). ``rows``: False where only the counts
+        are read (watch's status lines): no flow rows, and the connections are not listed
+        (C keeps its flows light: Engine.list_connections)."""
         self.engine = engine
+        self.rows = rows
         self.extra = extra
         self.clock = clock
         self.names = engine.inspection.names if engine.inspection is not None else PASSIVE_NAMES
-        if isinstance(engine.inspection, NativeGlue):
+        if isinstance(engine.inspection, NativeGlue) and rows:
             engine.inspection.keep_early = True  # C's inspection keeps the bytes the detail shows
         self.max_rows = max_rows
         self.keep_bytes = keep_bytes
@@ -62,8 +66,9 @@ class SnapshotMaker:
         # what a connection showed as it ended, until its record comes (same call chain)
         self._closing: dict[int, tuple[bytes, bytes, dict]] = {}
         self._tcp_shared: dict[tuple, dict] = {}
-        engine.on_closing = self.closing
-        engine.list_connections()
+        if rows:
+            engine.on_closing = self.closing
+            engine.list_connections()
 
     def row(self, conn: Connection) -> FlowRow:
         fast = self.engine.tracker.fast
@@ -148,9 +153,9 @@ class SnapshotMaker:
     def snapshot(self, drops: tuple[int, int] = (0, 0)) -> Snapshot:
         engine = self.engine
         tracker = engine.tracker
-        per_list = self.max_rows // 3
+        per_list = self.max_rows // 3 if self.rows else 0
         recent = (islice(reversed(lru), per_list) for lru in tracker.lrus)  # latest first
-        rows = [self.row(conn) for conn in chain(self.extra(), *recent)]
+        rows = [self.row(conn) for conn in chain(self.extra(), *recent)] if self.rows else []
         undecodable = engine.decoder.undecodable
         not_tcp = sum(undecodable.get(k, 0) for k in NOT_TCP_REASONS)
         inspection = engine.inspection

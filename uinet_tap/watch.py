@@ -66,13 +66,16 @@ class SingleBackend:
         engine: Engine,
         limits: ViewLimits = ViewLimits(),
         incremental: bool = False,
+        rows: bool = True,
     ) -> None:
+        """``rows``: False where no live view shows flows (status lines count them)."""
         self.iface = capture.iface
         self.capture = capture
         self.engine = engine
         self.maker = SnapshotMaker(
             engine, keep_ended=limits.keep_ended, keep_bytes=limits.keep_bytes,
             bytes_budget=limits.bytes_budget, clock=self._clock, incremental=incremental,
+            rows=rows,
         )  # fmt: skip
         self._last_expiry = 0.0
 
@@ -163,10 +166,13 @@ def _worker(
     out: Any,
     stop: Any,
     limits: ViewLimits = ViewLimits(),
+    lines: bool = False,
 ) -> None:
     """One capture process: its share of the flows, records and snapshots to the parent,
     and its plugin failures, which the parent reports once for the whole run. A bug here is
-    sent as one line too, and every record of this worker is still written."""
+    sent as one line too, and every record of this worker is still written. ``lines``: no
+    view shows flows, and records may go as the JSON lines C writes (Engine.on_lines), as
+    (text, closes) among the records."""
     # The parent logs what a worker would: only it knows whether the view holds the terminal.
     logs.forward_to(lambda level, message: out.put(("log", index, (level, message))))
     capture = captures[index]
@@ -177,7 +183,7 @@ def _worker(
             other.close()
     # The records of a step go to the parent in one message: a message per record cost this
     # process a lock, a wake-up of the queue's feeder thread and a pickling each.
-    records: list[dict] = []
+    records: list[dict | tuple[bytes, dict[str, int]]] = []
 
     def send_records() -> None:
         if records:
@@ -189,7 +195,10 @@ def _worker(
         records.append,
         lambda name, message: out.put(("plugin_error", index, (name, message))),
     )
-    backend = SingleBackend(capture, engine, limits, incremental=True)
+    if lines:
+        engine.on_line = lambda text, close: records.append((text, {close: 1}))
+        engine.on_lines = lambda text, closes: records.append((text, closes))
+    backend = SingleBackend(capture, engine, limits, incremental=True, rows=not lines)
     out.put(("ready", index, None))
     last_snapshot = 0.0
     try:
@@ -226,6 +235,7 @@ class WorkerPool:
         on_plugin_error: Callable[[str, str], None],
         on_error: Callable[[str], None] | None = None,
         limits: ViewLimits = ViewLimits(),
+        lines: Callable[[bytes, dict[str, int]], None] | None = None,
     ) -> None:
         """``on_plugin_error``: a plugin's failure in any worker (reported once a run);
         ``on_error``: a worker's internal error, one line (default: stderr). The workers send
@@ -233,6 +243,7 @@ class WorkerPool:
         self.ended = EndedFlows(limits.keep_ended, limits.bytes_budget)
         self.iface = iface
         self.writer = writer
+        self.lines = lines  # records as the lines C wrote (_worker's): no view shows flows
         self.on_plugin_error = on_plugin_error
         self.on_error = on_error or (lambda m: print(f"error: {m}", file=sys.stderr, flush=True))
         self.failed = False  # a worker met a bug: the run ends with status 1
@@ -244,7 +255,7 @@ class WorkerPool:
         self.procs = [
             ctx.Process(
                 target=_worker,
-                args=(i, captures, make_engine, self.out, self.stop, limits),
+                args=(i, captures, make_engine, self.out, self.stop, limits, lines is not None),
                 daemon=True,
             )
             for i in range(workers)
@@ -274,7 +285,10 @@ class WorkerPool:
     def _handle(self, kind: Any, index: Any, payload: Any) -> None:
         if kind == "records":
             for record in payload:
-                self.writer(record)
+                if isinstance(record, tuple):
+                    self.lines(*record)  # type: ignore[misc]
+                else:
+                    self.writer(record)
         elif kind == "snapshot":
             n = len(self.procs)
             for row in payload.closed:  # renumbered as the active flows are (see snapshot)

@@ -82,6 +82,11 @@ OPTION_SETS: list[dict[str, Any]] = [
      "timeout_established": 1.0, "timeout_closing": 0.1},
     {"overlap_policy": "last", "max_flows": 4, "max_flow_buffer": 600, "max_buffer": 2000,
      "timeout_established": 3.0},
+    # watch's and inline's: closed tuples remembered (their stragglers swallowed), records
+    # soon after the close; then the same with a memory short enough to run out
+    {"timeout_closing": 3.0, "closed_memory": 60.0},
+    {"max_flows": 4, "timeout_half_open": 1.0, "timeout_established": 2.0,
+     "timeout_closing": 0.2, "closed_memory": 0.7},
 ]  # fmt: skip
 BATCHES = [4096, 1, 3, 7, 64]
 
