@@ -94,6 +94,71 @@ def test_replay_keeps_capture_time_semantics(mode: str):
     assert first[0]["s2c"]["retransmitted_bytes"] == 5  # the straggler joined it
 
 
+class _BehindCapture:
+    """A capture read seconds behind its traffic (a loaded machine): each frame comes in a
+    batch of its own, and the clock is 10 s past the frames read so far."""
+
+    iface = "behind0"
+    linktype = 1
+
+    def __init__(self, fr: list) -> None:
+        self._batches = [b for f in fr for b in _batches([f], 1)]
+        self._last = fr[0][0]
+
+    def poll(self, timeout: float) -> object:
+        if not self._batches:
+            return None
+        batch = self._batches.pop(0)
+        self._last = batch.times[-1]
+        return batch
+
+    def clock(self) -> float:
+        return self._last + 10.0
+
+    def stats(self) -> tuple[int, int, int]:
+        return (0, 0, 0)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bypass", [False, True])
+def test_a_capture_read_behind_its_traffic_ends_no_connection_early(mode: str, bypass: bool):
+    """watch's clock times idle connections out only when the capture has nothing more to
+    give: read behind, the clock is ahead of the frames still queued, and would end their
+    connection before them (the server's FIN came first: the closing timeout). The records
+    are the frames' own, as replay makes them with watch's settings."""
+    from uinet_tap.plugins.registry import builtin_detectors
+
+    from uinet_tap.watch import SingleBackend
+
+    cv = Conversation(t0=1000.0, dt=0.01)
+    request = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    segs = [*cv.handshake(), cv.c(request)]
+    segs += [cv.s(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), cv.fin("s")]
+    segs += [cv.c(b"x" * 700), cv.c(b"y" * 700), cv.ack("s"), cv.fin("c"), cv.ack("s")]
+    fr = frames(segs)
+    opts = Options(fastpath=mode, timeout_closing=3.0, closed_memory=60.0)
+    got: list[list[dict]] = []
+    for behind in (False, True):
+        records: list[dict] = []
+        engine = Engine(1, opts, records.append, plugins=builtin_detectors(), bypass=bypass)
+        if behind:
+            backend = SingleBackend(_BehindCapture(fr), engine)  # type: ignore[arg-type]
+            for _ in range(len(fr) + 2):
+                backend._last_expiry = float("-inf")  # its once-a-second pass, at every step
+                backend.step()
+        else:
+            for batch in _batches(fr, 1):
+                engine.feed_batch(batch)
+        engine.finish()
+        got.append(records)
+    assert got[1] == got[0]
+    (rec,) = got[0]
+    assert rec["close"] == "fin" and rec["c2s"]["bytes"] == len(request) + 1400, rec
+
+
 # ---------------------------------------------------------------------------
 # live: `uinet-tap watch` on real kernel TCP stacks in two namespaces
 # ---------------------------------------------------------------------------

@@ -94,7 +94,11 @@ class SingleBackend:
     def step(self) -> None:
         batch = self.capture.poll(0.05)
         if batch is not None:
+            # Frames move time on themselves. Behind the capture, the clock would be ahead
+            # of the frames still queued: it would end their connections before them (a
+            # bypassed direction's record short of its last ACKs, the rest as stragglers).
             self.engine.feed_batch(batch)
+            return
         now = time.monotonic()
         if now - self._last_expiry >= 1.0:
             # Idle flows time out on the clock too, not only when packets move time on.
