@@ -599,9 +599,14 @@ class Tracker:
             self._forget_closed(key)
 
     def _forget_closed(self, key: bytes) -> None:
-        """A tuple no longer remembered closed: C's again to open a flow on (claim_closed)."""
+        """A tuple no longer remembered closed: C's again to open a flow on (claim_closed),
+        unless a connection the tracker holds has it (one key of a pair the cap split can
+        stay remembered after a new connection took the tuple: _new_connection looks up the
+        sender's)."""
         fast = self.fast
-        if self.claim_closed and fast is not None and fast.claiming and keyed_in_c(key):
+        if not self.claim_closed or fast is None or not fast.claiming or key in self.table:
+            return
+        if keyed_in_c(key):
             fast.claim((key,), False)
 
     def _finish_light(self, slot: int, reason: CloseReason) -> None:
