@@ -260,12 +260,14 @@ class CFastPath:
         self.findings_text = False  # write_records
         self._max_string = self._max_items = self._max_size = 0
         # Light flows ended together, each with its record line (end_lights): the lines, each
-        # one's (end, bytes, close), and the counts (lines, decided HTTP, TLS; closed by the
-        # reason given, by RST, by FINs; the most bytes of one).
+        # one's (end, bytes, close, last_seen, keys), read once a batch (line_ends), and the
+        # counts (lines, decided HTTP, TLS; closed by the reason given, by RST, by FINs; the
+        # most bytes of one).
         self._lines_text = ffi.new("char[]", _LINES_CAP)
         self._lines_buf = ffi.buffer(self._lines_text)
         self._lines = ffi.new("ut_line[]", _MAX_LINES)
         self._lines_mv = memoryview(ffi.buffer(self._lines))
+        self._line_ends: list[tuple[int, int, int, int, float, bytes]] | None = None
         self._line_counts = ffi.new("int64_t[8]")
         self._line_slot = ffi.new("int32_t *")
         self._lines_verdict: bytes | None = None
@@ -533,6 +535,7 @@ class CFastPath:
             self._unclaim, self._lines_text, _LINES_CAP, self._lines, _MAX_LINES,
             self._line_counts, self._line_slot, self._ended,
         )  # fmt: skip
+        self._line_ends = None
         n = self._line_counts[0]
         if n:
             self._lights_ended(n)
@@ -568,9 +571,11 @@ class CFastPath:
     def line_ends(self) -> list[tuple[int, int, int, int, float, bytes]]:
         """Each line's (end in the text, its streams' bytes, close: 0 the reason given, 1
         rst, 2 fin; 0; its flow's last_seen; its keys as C holds them, one after the other),
-        of the lines end_lights wrote last."""
-        n = self._line_counts[0]
-        return list(_LINE.iter_unpack(self._lines_mv[: n * _LINE.size]))
+        of the lines end_lights wrote last (read once: the engine and the tracker both ask)."""
+        if self._line_ends is None:
+            n = self._line_counts[0]
+            self._line_ends = list(_LINE.iter_unpack(self._lines_mv[: n * _LINE.size]))
+        return self._line_ends
 
     def closed_lines(self) -> list[tuple[tuple[bytes, bytes], float]]:
         """The keys and last_seen of the flows of the lines end_lights wrote last that ended

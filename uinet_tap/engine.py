@@ -236,11 +236,9 @@ class Engine:
         text, (n, http, tls, given, rst, fin, most, first) = fast.lines()
         self.totals.connections += n  # no gap: they ended plain
         lg = self.totals.largest
-        ends = None
         if len(lg) < self._largest_n or most > lg[-1][0]:
-            ends = fast.line_ends()
             start = 0
-            for end, size, *_ in ends:
+            for end, size, *_ in fast.line_ends():
                 self._largest(size, text[start:end])
                 start = end
         if isinstance(self.inspection, NativeGlue):
@@ -250,13 +248,12 @@ class Engine:
             counts = (given, rst, fin)
             order: list[int] = [k for k in range(3) if counts[k]]
             if len(order) > 1:  # in the order the lines first close so (Counter's order)
-                ends = ends or fast.line_ends()
-                order = list(dict.fromkeys(line[2] for line in ends))
+                order = list(dict.fromkeys(line[2] for line in fast.line_ends()))
             self.on_lines(text, {names[k]: counts[k] for k in order})
             return
         take = self._on_line
         start = 0
-        for end, _, close, *_ in ends or fast.line_ends():
+        for end, _, close, *_ in fast.line_ends():
             take(text[start:end], names[close])
             start = end
 

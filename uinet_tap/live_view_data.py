@@ -153,7 +153,7 @@ class SnapshotMaker:
     def snapshot(self, drops: tuple[int, int] = (0, 0)) -> Snapshot:
         engine = self.engine
         tracker = engine.tracker
-        per_list = self.max_rows // 3 if self.rows else 0
+        per_list = self.max_rows // 3
         recent = (islice(reversed(lru), per_list) for lru in tracker.lrus)  # latest first
         rows = [self.row(conn) for conn in chain(self.extra(), *recent)] if self.rows else []
         undecodable = engine.decoder.undecodable
