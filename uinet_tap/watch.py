@@ -14,6 +14,7 @@ import dataclasses
 import multiprocessing as mp
 import os
 import queue
+import signal
 import sys
 import time
 from collections import Counter
@@ -177,6 +178,18 @@ def _worker(
     sent as one line too, and every record of this worker is still written. ``lines``: no
     view shows flows, and records may go as the JSON lines C writes (Engine.on_lines), as
     (text, closes) among the records."""
+    # Ctrl-C and a stop by signal reach the whole process group. Here they only ask this
+    # worker to end: raised as KeyboardInterrupt, one could land inside stop.is_set() or
+    # out.put() while this process holds their lock, which it shares with the parent and
+    # never let go of (the parent then waited on it for good, the run's records unwritten).
+    asked = [False]
+    parent = os.getppid()
+
+    def end_asked(_signum: int, _frame: Any) -> None:
+        asked[0] = True
+
+    signal.signal(signal.SIGINT, end_asked)
+    signal.signal(signal.SIGTERM, end_asked)
     # The parent logs what a worker would: only it knows whether the view holds the terminal.
     logs.forward_to(lambda level, message: out.put(("log", index, (level, message))))
     capture = captures[index]
@@ -206,15 +219,14 @@ def _worker(
     out.put(("ready", index, None))
     last_snapshot = 0.0
     try:
-        while not stop.is_set():
+        # A parent gone without a word (killed) leaves this worker to its init process.
+        while not asked[0] and not stop.is_set() and os.getppid() == parent:
             backend.step()
             send_records()
             now = time.monotonic()
             if now - last_snapshot >= 0.25:
                 last_snapshot = now
                 out.put(("snapshot", index, backend.snapshot()))
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: end as asked
-        pass
     except Exception as exc:  # a bug must not lose this worker's records
         out.put(("internal_error", index, f"{type(exc).__name__}: {exc}"))
     send_records()
@@ -316,7 +328,7 @@ class WorkerPool:
         for p in self.procs:
             p.join(2)
             if p.is_alive():
-                p.terminate()
+                p.kill()  # a worker ends at SIGTERM only as asked: at its loop's next turn
 
     def step(self) -> None:
         kind, index, payload = self._get(0.05)
@@ -405,6 +417,7 @@ class Watch:
         self._last_status = self.started
         self._last_packets = 0
         self._last_flush = self.started
+        self.stop_asked = False  # SIGINT or SIGTERM came (run)
 
     def run(self) -> None:
         """Capture until q, SIGINT/SIGTERM (KeyboardInterrupt) or the duration ends."""
@@ -417,14 +430,27 @@ class Watch:
         else:
             print(f"uinet-tap watch: capturing on {self.backend.iface}: ready",
                   file=self.err, flush=True)  # fmt: skip
+
+        # While capturing, a stop signal only marks the run to end, and the loop ends it
+        # between steps. Raised as KeyboardInterrupt, it could land anywhere: inside the
+        # engine's handling of a batch, or (with --workers, where Ctrl-C reaches every
+        # process) inside a read of the workers' queue, where it left half a message in the
+        # pipe and the next read waited for good for the rest. Once the loop is over, a
+        # second signal interrupts as usual.
+        def asked(_signum: int, _frame: Any) -> None:
+            self.stop_asked = True
+
+        held = {sig: signal.signal(sig, asked) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._loop(view)
         finally:
+            for sig, handler in held.items():
+                signal.signal(sig, handler)
             if view is not None:
                 view.stop()
 
     def _loop(self, view: Any) -> None:
-        while True:
+        while not self.stop_asked:
             self.backend.step()
             now = time.monotonic()
             if now - self._last_flush >= 1.0:
