@@ -336,6 +336,34 @@ void ut_ring_release(ut_ring *r);
  * many frames wait in the ring. */
 int32_t ut_ring_waiting(ut_ring *r, uint32_t ahead);
 int32_t ut_ring_close(int32_t fd, ut_ring *r);
+/* watch's capture: a TPACKET_V3 receive ring (ut_ring3_*), read in place as libpcap reads
+ * it but with no copy, the frames going to the engine where they lie. The kernel packs
+ * frames of any length into blocks and hands a block over when it is full or its time is
+ * up (a delay a tap can take); Python gives the blocks back a batch late (the contract of
+ * uinet_tap/pcapfile.py Batch: a batch's data is good until the batch after next). */
+typedef struct {
+    uint8_t *map;
+    uint64_t size;
+    uint32_t block_size;
+    uint32_t block_nr;
+    uint32_t cur;      /* the block being read, or to be read next */
+    uint32_t opened;   /* cur is ours: `left` frames from `next` on are still to be read */
+    uint32_t left;
+    uint32_t next;
+    uint32_t rel;      /* the first block still ours (blocks [rel, cur] are held) */
+    uint32_t nheld;
+    uint32_t start;    /* the block the last batch's first frame is in */
+    uint32_t snaplen;  /* a frame is cut to this, its tag put back (as libpcap cuts) */
+} ut_ring3;
+int32_t ut_ring3_open(int32_t fd, ut_ring3 *r, uint32_t block_size, uint32_t block_nr,
+                      uint32_t frame_size, uint32_t retire_ms, uint32_t snaplen);
+/* Up to `slots` frames in place (offsets into r->map, captured lengths, the kernel's times),
+ * outgoing ones too (a tap sees both ways), each stripped VLAN tag put back. */
+int32_t ut_ring3_rx(ut_ring3 *r, uint32_t slots, uint32_t *offsets, uint32_t *lengths,
+                    double *times);
+/* The blocks held before block `before` go back to the kernel (never the one being read). */
+void ut_ring3_release(ut_ring3 *r, uint32_t before);
+void ut_ring3_close(ut_ring3 *r);
 /* Flows C opens itself at the client's bare SYN ("born"), so a connection's first frame
  * costs Python nothing until after the run (stack/fastpath.py takes them then). Python says
  * how: ut_born_config (1: C makes each direction's SHA-256 context; the sinks' want and

@@ -5,6 +5,8 @@ and tests/test_differential.py fuzzes one against the other."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 from array import array
 from collections.abc import Callable
@@ -1571,6 +1573,51 @@ def meta_times(meta: array) -> array:
     times = array("d", bytes(8 * n))
     lib.ut_meta_times(ffi.from_buffer("uint32_t[]", meta), n, ffi.from_buffer("double[]", times))
     return times
+
+
+class RxRing:
+    """A TPACKET_V3 receive ring on an AF_PACKET socket, read in place by C (uinet_tap/_ports.c
+    ut_ring3_*): watch's live capture with no copy of a frame. ``rx`` gives the frames that
+    arrived as a batch of offsets into ``data`` (the whole ring); the blocks they lie in go
+    back to the kernel one batch late, as uinet_tap/pcapfile.py Batch allows."""
+
+    def __init__(self, fd: int, block_size: int, block_nr: int, frame_size: int,
+                 retire_ms: int, slots: int, snaplen: int) -> None:  # fmt: skip
+        """Raises OSError (the kernel's errno) where the ring cannot be made."""
+        self._ring = ffi.new("ut_ring3 *")
+        err = lib.ut_ring3_open(
+            fd, self._ring, block_size, block_nr, frame_size, retire_ms, snaplen
+        )
+        if err < 0:
+            raise OSError(-err, os.strerror(-err))
+        self.data = memoryview(ffi.buffer(self._ring.map, self._ring.size))
+        self._slots = slots
+        self._offsets = ffi.new("uint32_t[]", slots)
+        self._lengths = ffi.new("uint32_t[]", slots)
+        self._times = ffi.new("double[]", slots)
+        self._last_start: int | None = None  # the block the last batch given out starts in
+
+    def rx(self) -> tuple[array, array, array] | None:
+        """(offsets, captured lengths, times) of the frames waiting, at most ``slots``; None
+        where none. The batch before the last one given out is let go first."""
+        ring = self._ring
+        if self._last_start is not None:
+            lib.ut_ring3_release(ring, self._last_start)
+        n = lib.ut_ring3_rx(ring, self._slots, self._offsets, self._lengths, self._times)
+        if n == 0:
+            return None
+        self._last_start = ring.start
+        offsets, lengths, times = array("I"), array("I"), array("d")
+        offsets.frombytes(ffi.buffer(self._offsets, 4 * n))
+        lengths.frombytes(ffi.buffer(self._lengths, 4 * n))
+        times.frombytes(ffi.buffer(self._times, 8 * n))
+        return offsets, lengths, times
+
+    def close(self) -> None:
+        """Unmap the ring (its socket is closed by its owner). No batch may be read after."""
+        with contextlib.suppress(BufferError):  # a view C still holds: nothing reads it now
+            self.data.release()
+        lib.ut_ring3_close(self._ring)
 
 
 def complete_checksums(frame: bytes) -> bytes:

@@ -312,3 +312,90 @@ int32_t ut_ring_close(int32_t fd, ut_ring *r) {
     struct tpacket_req none = {0, 0, 0, 0};
     return setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &none, sizeof none) < 0 ? -errno : 0;
 }
+
+/* Puts a TPACKET_V3 receive ring of block_nr blocks on fd (before it is bound: no frame
+ * lands anywhere else) and maps it. Returns 0, or -errno. */
+int32_t ut_ring3_open(int32_t fd, ut_ring3 *r, uint32_t block_size, uint32_t block_nr,
+                      uint32_t frame_size, uint32_t retire_ms, uint32_t snaplen) {
+    int version = TPACKET_V3;
+    unsigned int reserve = 4; /* room before each frame to put a stripped tag back */
+    struct tpacket_req3 req;
+    memset(r, 0, sizeof *r);
+    memset(&req, 0, sizeof req);
+    req.tp_block_size = block_size;
+    req.tp_block_nr = block_nr;
+    req.tp_frame_size = frame_size;
+    req.tp_frame_nr = (block_size / frame_size) * block_nr;
+    req.tp_retire_blk_tov = retire_ms;
+    if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0 ||
+        setsockopt(fd, SOL_PACKET, PACKET_RESERVE, &reserve, sizeof reserve) < 0 ||
+        setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0)
+        return -errno;
+    size_t size = (size_t)block_size * block_nr;
+    void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED)
+        return -errno; /* the socket is closed by the caller: its ring goes with it */
+    r->map = map;
+    r->size = size;
+    r->block_size = block_size;
+    r->block_nr = block_nr;
+    r->snaplen = snaplen;
+    return 0;
+}
+
+int32_t ut_ring3_rx(ut_ring3 *r, uint32_t slots, uint32_t *offsets, uint32_t *lengths,
+                    double *times) {
+    int32_t kept = 0;
+    r->start = r->cur;
+    while ((uint32_t)kept < slots) {
+        uint8_t *block = r->map + (size_t)r->cur * r->block_size;
+        struct tpacket_block_desc *bd = (struct tpacket_block_desc *)block;
+        if (!r->opened) {
+            if (r->nheld == r->block_nr ||
+                !(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
+                break;
+            r->opened = 1;
+            r->nheld++;
+            r->left = bd->hdr.bh1.num_pkts;
+            r->next = bd->hdr.bh1.offset_to_first_pkt;
+        }
+        if (r->left == 0 || r->next >= r->block_size) { /* read whole: on to the next block */
+            r->opened = 0;
+            r->cur = r->cur + 1 == r->block_nr ? 0 : r->cur + 1;
+            continue;
+        }
+        struct tpacket3_hdr *h = (struct tpacket3_hdr *)(block + r->next);
+        r->left--;
+        /* the kernel wrote these offsets; a bad one ends the block rather than read past it */
+        r->next = h->tp_next_offset ? r->next + h->tp_next_offset : r->block_size;
+        if (h->tp_mac < TPACKET3_HDRLEN + 4 ||
+            (uint64_t)((uint8_t *)h - block) + h->tp_mac + h->tp_snaplen > r->block_size)
+            continue;
+        uint8_t *f = (uint8_t *)h + h->tp_mac;
+        uint32_t len = h->tp_snaplen;
+        settle(&f, &len, h->tp_status, h->hv1.tp_vlan_tci, h->hv1.tp_vlan_tpid, INT32_MAX);
+        if (len > r->snaplen)
+            len = r->snaplen;
+        offsets[kept] = (uint32_t)(f - r->map);
+        lengths[kept] = len;
+        times[kept] = (double)h->tp_sec + h->tp_nsec / 1e9;
+        kept++;
+    }
+    return kept;
+}
+
+void ut_ring3_release(ut_ring3 *r, uint32_t before) {
+    while (r->rel != before && r->nheld > 0 && !(r->rel == r->cur && r->opened)) {
+        struct tpacket_block_desc *bd =
+            (struct tpacket_block_desc *)(r->map + (size_t)r->rel * r->block_size);
+        __atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+        r->rel = r->rel + 1 == r->block_nr ? 0 : r->rel + 1;
+        r->nheld--;
+    }
+}
+
+void ut_ring3_close(ut_ring3 *r) {
+    if (r->map != NULL)
+        munmap(r->map, r->size);
+    r->map = NULL;
+}

@@ -338,6 +338,23 @@ class GreCapture(_MirrorSocket):
         return datagram, gre_session(datagram, sender)
 
 
+def explain_capture_error(iface: str, message: str) -> str:
+    """One line for a capture on ``iface`` that could not start (libpcap's or the kernel's
+    ``message``)."""
+    low = message.lower()
+    denied = "permission" in low or "not permitted" in low or "eperm" in low
+    if denied or (os.geteuid() != 0 and not _has_net_raw()):
+        return (
+            f"capturing on {iface} needs root or the CAP_NET_RAW and CAP_NET_ADMIN "
+            f"capabilities: {CAPABILITY_ADVICE}"
+        )
+    if "no such device" in low:
+        return f"no such interface: {iface} (interfaces here: {', '.join(interfaces())})"
+    if "down" in low:
+        return f"interface {iface} is down (bring it up: ip link set {iface} up)"
+    return f"cannot capture on {iface}: {message}"
+
+
 class LiveCapture:
     def __init__(
         self,
@@ -366,7 +383,7 @@ class LiveCapture:
             r.setnonblock(1)
             self._fd = r.getfd()
         except pcapy.PcapError as exc:
-            raise CaptureError(self._explain(str(exc))) from exc
+            raise CaptureError(explain_capture_error(iface, str(exc))) from exc
         if bpf:
             try:
                 r.setfilter(bpf)
@@ -382,20 +399,6 @@ class LiveCapture:
         if self.linktype not in SUPPORTED_LINKTYPES:
             raise CaptureError(f"{iface}: unsupported link type {self.linktype}")
         self.packets = 0
-
-    def _explain(self, message: str) -> str:
-        low = message.lower()
-        denied = "permission" in low or "not permitted" in low or "eperm" in low
-        if denied or (os.geteuid() != 0 and not _has_net_raw()):
-            return (
-                f"capturing on {self.iface} needs root or the CAP_NET_RAW and CAP_NET_ADMIN "
-                f"capabilities: {CAPABILITY_ADVICE}"
-            )
-        if "no such device" in low:
-            return f"no such interface: {self.iface} (interfaces here: {', '.join(interfaces())})"
-        if "down" in low:
-            return f"interface {self.iface} is down (bring it up: ip link set {self.iface} up)"
-        return f"cannot capture on {self.iface}: {message}"
 
     def poll(self, timeout: float) -> Batch | None:
         """The frames that arrived, waiting at most ``timeout`` seconds for the first."""

@@ -27,6 +27,7 @@ from .engine import Engine
 from .live import GreCapture, LiveCapture, StdinCapture, UdpCapture
 from .live_view_data import SnapshotMaker
 from .pcapfile import CaptureError
+from .ringcapture import RingCapture, live_capture
 from .snapshot import Snapshot
 
 # What starting the workers imports, for importing before a --user drop.
@@ -63,7 +64,7 @@ class SingleBackend:
 
     def __init__(
         self,
-        capture: LiveCapture,
+        capture: LiveCapture | RingCapture,
         engine: Engine,
         limits: ViewLimits = ViewLimits(),
         incremental: bool = False,
@@ -127,7 +128,7 @@ class SingleBackend:
         return stats
 
 
-def open_captures(capture_args: dict[str, Any], workers: int) -> list[LiveCapture]:
+def open_captures(capture_args: dict[str, Any], workers: int) -> list[LiveCapture | RingCapture]:
     """The capture handles: one, or one per worker in one PACKET_FANOUT group. Opened here,
     where the privileges are, before any worker starts; each worker inherits its own."""
     if capture_args["iface"].startswith("udp:"):
@@ -147,12 +148,12 @@ def open_captures(capture_args: dict[str, Any], workers: int) -> list[LiveCaptur
             raise CaptureError("-: one stream on stdin cannot be shared by --workers")
         return [StdinCapture(capture_args.get("bpf"))]  # type: ignore[list-item]
     if workers == 1:
-        return [LiveCapture(**capture_args)]
+        return [live_capture(**capture_args)]
     group = (os.getpid() & 0x7FFF) or 1
-    captures: list[LiveCapture] = []
+    captures: list[LiveCapture | RingCapture] = []
     try:
         for _ in range(workers):
-            captures.append(LiveCapture(**capture_args, fanout_group=group))
+            captures.append(live_capture(**capture_args, fanout_group=group))
     except CaptureError:
         for c in captures:
             c.close()
@@ -166,7 +167,7 @@ EngineFactory = Callable[[int, Callable[[dict], None], Callable[[str, str], None
 
 def _worker(
     index: int,
-    captures: list[LiveCapture],
+    captures: list[LiveCapture | RingCapture],
     make_engine: EngineFactory,
     out: Any,
     stop: Any,
@@ -245,7 +246,7 @@ class WorkerPool:
     def __init__(
         self,
         iface: str,
-        captures: list[LiveCapture],
+        captures: list[LiveCapture | RingCapture],
         make_engine: EngineFactory,
         writer: Callable[[dict], None],
         on_plugin_error: Callable[[str, str], None],
