@@ -48,6 +48,9 @@ class FakePort:
     def behind(self) -> bool:
         return self.lagging
 
+    def waiting(self) -> bool:
+        return bool(self.inbox)
+
     def send(self, frame: bytes) -> bool:
         self.sent.append(frame)
         return True
@@ -153,6 +156,29 @@ def test_passed_flow_is_forwarded_byte_for_byte_and_forgotten_when_it_ends() -> 
     inline.finish()
     assert [r["verdict"] for r in records] == ["pass"] and records[0]["close"] == "fin"
     assert len(inline.bridge) == 0 and not inline.bridge.by_key
+
+
+@pytest.mark.parametrize("fastpath_mode", ["off", "c"])
+def test_the_clock_ends_no_connection_whose_frames_wait_to_be_read(fastpath_mode, monkeypatch):  # type: ignore[no-untyped-def]
+    """Inline's ticker expires flows on the clock. Read behind its traffic, the clock is ahead
+    of the frames still queued: the connection's closing frames wait in the port, and the
+    tick (an hour and more on) must leave it to them, as watch does."""
+    monkeypatch.setenv("UINET_TAP_FASTPATH", fastpath_mode)
+    inline, a, b, records = make()
+    conv = Conversation()
+    for seg in conv.handshake():
+        feed(inline, seg, seg.sport == 40000)
+    feed(inline, conv.c(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), True)
+    feed(inline, conv.s(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), False)
+    feed(inline, conv.fin("s"), False)
+    a.inbox += [wire(conv.fin("c"), True), wire(conv.ack("c"), True)]  # not read yet
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 7200)
+    inline.tick()
+    monkeypatch.setattr(time, "time", real)
+    inline.on_readable(0)
+    inline.finish()
+    assert [(r["close"], r["c2s"]["packets"]) for r in records] == [("fin", 5)], records
 
 
 # Frame layouts for the passed-flow tests: what C parses (up to two tags, IPv4 or IPv6)

@@ -624,7 +624,12 @@ class Inline:
     # -- lifecycle -----------------------------------------------------------------------
 
     def tick(self) -> None:
+        """Time moves on for flows that see no frame. While frames wait to be read, they move
+        it themselves: the clock would be ahead of them, and would end their connections
+        before their last frames were read (watch's SingleBackend.step does the same)."""
         now = time.time()
+        if any(p.waiting() for p in self.ports):
+            now = min(now, self.tracker.now)
         self.engine.expire(now)
         self.bridge.expire(now)
 

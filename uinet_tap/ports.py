@@ -249,6 +249,16 @@ class Port:
     def in_ring(self) -> bool:
         return self._ring is not None
 
+    def waiting(self) -> bool:
+        """Whether a frame waits to be read."""
+        ring = self._ring
+        if ring is not None:
+            return bool(lib.ut_ring_waiting(ring, 0))
+        try:
+            return bool(select.select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):  # closed
+            return False
+
     def behind(self) -> bool:
         """Whether frames pile up waiting to be read (more than BEHIND_FRAMES in the ring;
         without one, the socket's queue an eighth of its buffer)."""
