@@ -19,7 +19,9 @@ The answer per mode is the highest rate with zero kernel drops.
 
 With --topspeed there is no ladder: each mode gets one step, `tcpreplay --topspeed -K` sending
 the whole file once as fast as it can (preloaded into memory), and the answer is what watch
-received, dropped and counted at the rate tcpreplay reached.
+received, dropped and counted at the rate tcpreplay reached. Each step also says the CPU time
+watch's processes took from its ready line to the end of the settle (`watch_cpu_s`): a rate
+two cores share with tcpreplay varies from run to run, the work per frame much less.
 
 Workload: --pcap, else generated with ../shared/bench/make_bench.py --connections 2000 into
 --workdir (cached).  Frames go out
@@ -208,10 +210,14 @@ class Bench:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"watch did not start: {errp.read_text()}")
                 time.sleep(0.05)
+        cpu_before = watch_cpu(str(stats))
         rep = subprocess.run(
             self.s.cmd(self.ns, *self.replay_argv(pps)), capture_output=True, text=True
         )
         time.sleep(self.args.settle)
+        # what watch took for the traffic: from ready (start-up left out) to the end of the
+        # settle (idle then); the end of capture, writing the open flows, left out too
+        cpu = watch_cpu(str(stats)) - cpu_before
         screen = ""
         if mode == "tui":
             screen = self.pane(tmux_sock)
@@ -250,6 +256,7 @@ class Bench:
             "kernel_drops": cap["kernel_drops"],
             "interface_drops": cap["interface_drops"],
             "engine_packets": st["packets"],
+            "watch_cpu_s": round(cpu, 2),
             "watch_cmd": (
                 shlex.join(
                     [
@@ -277,6 +284,24 @@ class Bench:
         return row
 
 
+def watch_cpu(marker: str) -> float:
+    """CPU seconds (user and system) used so far by the processes whose command line holds
+    ``marker`` (a step's stats path: watch and its capture workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() not in (entry / "cmdline").read_bytes():
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / tick
+
+
 def read_stats(path: Path, timeout: float) -> dict:
     """The run summary once it is whole (watch writes it at the end, after draining the
     ring: with a large backlog that takes a while after `q`)."""
@@ -300,6 +325,7 @@ def print_table(rows: list[dict]) -> None:
         "engine_packets",
         "kernel_drops",
         "interface_drops",
+        "watch_cpu_s",
     ]
     print("  ".join(f"{c:>15}" for c in cols))
     for r in rows:
@@ -402,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         share = lost / r["sent"] if r["sent"] else 0.0
         print(
             f"{r['mode']:>9}: sent {r['sent']} at {r['achieved_pps']} pps; received "
-            f"{r['received']}, dropped {lost} ({share:.1%}), counted {r['engine_packets']}"
+            f"{r['received']}, dropped {lost} ({share:.1%}), counted {r['engine_packets']}; "
+            f"watch used {r['watch_cpu_s']} s of CPU"
         )
         print(f"           watch:  {r['watch_cmd']}")
         print(f"           replay: {r['replay_cmd']}")

@@ -1613,6 +1613,13 @@ class RxRing:
         times.frombytes(ffi.buffer(self._times, 8 * n))
         return offsets, lengths, times
 
+    def release_all(self) -> None:
+        """Every block back to the kernel: the batches given out are no longer read. (Holding
+        the block before the kernel's current one keeps the socket readable for poll and
+        select: an idle reader waiting on it would spin.)"""
+        lib.ut_ring3_release(self._ring, self._ring.cur)
+        self._last_start = None
+
     def close(self) -> None:
         """Unmap the ring (its socket is closed by its owner). No batch may be read after."""
         with contextlib.suppress(BufferError):  # a view C still holds: nothing reads it now

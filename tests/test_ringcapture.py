@@ -8,6 +8,7 @@ Needs root and iproute2; runs the capture side in tests/ring_probe.py inside the
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -210,3 +211,33 @@ def test_watch_live_records_what_it_records_from_the_file(pair, tmp_path, pcap: 
     want = _records(from_file.stdout.decode())
     assert want, "the capture gave no record"
     assert _records(flows.read_text()) == want
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_idle_watch_sleeps(pair, tmp_path):
+    """Held blocks keep a TPACKET_V3 socket readable for select: a watch that waited on it
+    with the last batch's blocks still held spun at full speed once its traffic stopped. Idle,
+    the blocks go back (the engine holding none) and watch sleeps: under a tenth of a second
+    of CPU in two idle seconds."""
+    s, cap, peer = pair
+    err = tmp_path / "err.txt"
+    with err.open("wb") as e:
+        w = s.popen(cap, UINET_TAP, "watch", "cap0", "--no-tui", "-q", "--status-interval",
+                    "0.5", stdout=subprocess.DEVNULL, stderr=e)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while b": ready" not in err.read_bytes():
+        assert w.poll() is None and time.monotonic() < deadline, err.read_text()
+        time.sleep(0.05)
+    send(peer, "peer0", [tcp_frame(i, size=500) for i in range(3000)])
+    time.sleep(1.0)  # the frames read, the last block handed over and read
+    before = _cpu(w.pid)
+    time.sleep(2.0)
+    idle = _cpu(w.pid) - before
+    NetnsSession.stop(w, signal.SIGINT, timeout=30)
+    assert w.returncode == 0, err.read_text()
+    assert "packets=3000 " in err.read_text(), err.read_text()
+    assert idle < 0.1, f"{idle:.2f} s of CPU in 2 s idle"

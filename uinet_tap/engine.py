@@ -440,6 +440,12 @@ class Engine:
         if self.tracker.events:
             self._drain()
 
+    def let_go(self) -> None:
+        """Hold nothing of any batch given: the hashing thread is done with their bytes, and
+        a reader may reuse its buffers (watch's capture ring, when idle)."""
+        if self.tracker.fast is not None:
+            self.tracker.fast.settle()
+
     def finish(self) -> None:
         self.tracker.flush()
         self._drain()

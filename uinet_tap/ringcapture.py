@@ -130,6 +130,12 @@ class RingCapture:
         self.packets += len(lengths)
         return Batch(ring.data, times, offsets, lengths, self.linktype)
 
+    def idle(self) -> None:
+        """Nothing came, and the engine holds nothing of the batches given out (Engine.
+        let_go): their blocks go back to the kernel, so that the next poll sleeps."""
+        if self._ring is not None:
+            self._ring.release_all()
+
     def _if_drops(self) -> int:
         """The interface's own receive drops (libpcap's ps_ifdrop counts the same)."""
         total = 0

@@ -101,6 +101,10 @@ class SingleBackend:
             # bypassed direction's record short of its last ACKs, the rest as stragglers).
             self.engine.feed_batch(batch)
             return
+        idle = getattr(self.capture, "idle", None)
+        if idle is not None:  # the ring's blocks go back once the engine holds none of them
+            self.engine.let_go()
+            idle()
         now = time.monotonic()
         if now - self._last_expiry >= 1.0:
             # Idle flows time out on the clock too, not only when packets move time on.
