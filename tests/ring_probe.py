@@ -90,8 +90,9 @@ def main() -> int:
         ring = RingCapture(a.iface, buffer_size=SMALL)
         print("ready", flush=True)
         sys.stdin.readline()  # the test has sent everything
+        behind = ring.behind()  # the ring full, nothing read yet
         got_all = read(ring, a.count, timeout=2.0)
-        out.update(count=len(got_all), stats=ring.stats())
+        out.update(count=len(got_all), stats=ring.stats(), behind=[behind, ring.behind()])
     print(json.dumps(out), flush=True)
     return 0
 

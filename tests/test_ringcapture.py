@@ -133,6 +133,7 @@ def test_a_full_ring_counts_what_it_drops(pair):
     received, dropped, _ = got["stats"]
     assert received == n, got
     assert dropped > 0 and got["count"] + dropped == n, got
+    assert got["behind"] == [True, False], got  # behind before the reading, not after
 
 
 def test_a_fanout_group_keeps_each_flow_whole(pair):

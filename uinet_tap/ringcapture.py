@@ -130,6 +130,10 @@ class RingCapture:
         self.packets += len(lengths)
         return Batch(ring.data, times, offsets, lengths, self.linktype)
 
+    def behind(self) -> bool:
+        """Whether frames pile up: a whole block waits past the one being read."""
+        return self._ring is not None and self._ring.behind()
+
     def idle(self) -> None:
         """Nothing came, and the engine holds nothing of the batches given out (Engine.
         let_go): their blocks go back to the kernel, so that the next poll sleeps."""

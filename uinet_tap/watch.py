@@ -30,6 +30,8 @@ from .pcapfile import CaptureError
 from .ringcapture import RingCapture, live_capture
 from .snapshot import Snapshot
 
+VIEW_WAITS_BEHIND = 1.0  # seconds the live view may wait while the capture is behind
+
 # What starting the workers imports, for importing before a --user drop.
 WORKER_MODULES = (
     "multiprocessing.connection",
@@ -115,6 +117,11 @@ class SingleBackend:
     def ended(self) -> bool:
         """The capture can give nothing more (watch -: the writer closed the stream)."""
         return bool(getattr(self.capture, "ended", False))
+
+    def behind(self) -> bool:
+        """Frames pile up in the capture (where it can tell: the ring)."""
+        behind = getattr(self.capture, "behind", None)
+        return bool(behind()) if behind is not None else False
 
     def snapshot(self) -> Snapshot:
         _recv, drop, ifdrop = self.capture.stats()
@@ -423,6 +430,7 @@ class Watch:
         self._last_packets = 0
         self._last_flush = self.started
         self.stop_asked = False  # SIGINT or SIGTERM came (run)
+        self._last_view = self.started
 
     def run(self) -> None:
         """Capture until q, SIGINT/SIGTERM (KeyboardInterrupt) or the duration ends."""
@@ -462,7 +470,13 @@ class Watch:
                 self._last_flush = now
                 self.flush()
             if view is not None:
-                if view.due():
+                # Behind its traffic, the capture comes first: the view (a snapshot and a
+                # draw, tens of milliseconds) waits, a second at most.
+                if view.due() and (
+                    now - self._last_view >= VIEW_WAITS_BEHIND
+                    or not getattr(self.backend, "behind", bool)()
+                ):
+                    self._last_view = now
                     view.update(self.backend.snapshot())
                 if view.poll_keys():
                     return
