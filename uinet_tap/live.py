@@ -338,6 +338,15 @@ class GreCapture(_MirrorSocket):
         return datagram, gre_session(datagram, sender)
 
 
+def interface_problem(iface: str) -> str | None:
+    """Why ``iface`` cannot be opened, where that shows before trying: absent, or down."""
+    if iface not in interfaces() and iface != "any":
+        return f"no such interface: {iface} (interfaces here: {', '.join(interfaces())})"
+    if _is_up(iface) is False:
+        return f"interface {iface} is down (bring it up: ip link set {iface} up)"
+    return None
+
+
 def explain_capture_error(iface: str, message: str) -> str:
     """One line for a capture on ``iface`` that could not start (libpcap's or the kernel's
     ``message``)."""
@@ -366,12 +375,9 @@ class LiveCapture:
         fanout_group: int | None = None,
     ) -> None:
         self.iface = iface
-        if iface not in interfaces() and iface != "any":
-            raise CaptureError(
-                f"no such interface: {iface} (interfaces here: {', '.join(interfaces())})"
-            )
-        if _is_up(iface) is False:
-            raise CaptureError(f"interface {iface} is down (bring it up: ip link set {iface} up)")
+        problem = interface_problem(iface)
+        if problem is not None:
+            raise CaptureError(problem)
         try:
             r = pcapy.create(iface)
             r.set_snaplen(snaplen)

@@ -12,7 +12,7 @@ import struct
 import subprocess
 from typing import Any
 
-from .live import CAPABILITY_ADVICE, _is_up, interfaces
+from .live import CAPABILITY_ADVICE, interface_problem
 from .programs import HELPER_ENV, MissingProgram, system_program
 from .stack.fastpath import ffi, lib
 
@@ -144,12 +144,9 @@ class Port:
     def __init__(self, ifname: str, index: int) -> None:
         self.name = ifname
         self.index = index
-        if ifname not in interfaces():
-            raise PortError(
-                f"no such interface: {ifname} (interfaces here: {', '.join(interfaces())})"
-            )
-        if _is_up(ifname) is False:
-            raise PortError(f"interface {ifname} is down (ip link set {ifname} up)")
+        problem = interface_problem(ifname)
+        if problem is not None:
+            raise PortError(problem)
         try:
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         except PermissionError:

@@ -18,7 +18,7 @@ import select
 import socket
 import struct
 
-from .live import BATCH, CAPTURE_BUFFER, LiveCapture, _is_up, explain_capture_error, interfaces
+from .live import BATCH, CAPTURE_BUFFER, LiveCapture, explain_capture_error, interface_problem
 from .pcapfile import Batch, CaptureError
 from .stack import fastpath
 
@@ -69,12 +69,9 @@ class RingCapture:
         fanout_group: int | None = None,
     ) -> None:  # fmt: skip
         self.iface = iface
-        if iface not in interfaces():
-            raise CaptureError(
-                f"no such interface: {iface} (interfaces here: {', '.join(interfaces())})"
-            )
-        if _is_up(iface) is False:
-            raise CaptureError(f"interface {iface} is down (bring it up: ip link set {iface} up)")
+        problem = interface_problem(iface)
+        if problem is not None:
+            raise CaptureError(problem)
         try:
             # Protocol 0: the socket takes no frame until it is bound below, once its ring,
             # snap length and fanout are set (none lands before, none goes elsewhere).
