@@ -359,7 +359,8 @@ int32_t ut_ring3_rx(ut_ring3 *r, uint32_t slots, uint32_t *offsets, uint32_t *le
             r->left = bd->hdr.bh1.num_pkts;
             r->next = bd->hdr.bh1.offset_to_first_pkt;
         }
-        if (r->left == 0 || r->next >= r->block_size) { /* read whole: on to the next block */
+        if (r->left == 0 || r->next + sizeof(struct tpacket3_hdr) > r->block_size) {
+            /* read whole (or the next offset leaves the block): on to the next block */
             r->opened = 0;
             r->cur = r->cur + 1 == r->block_nr ? 0 : r->cur + 1;
             continue;

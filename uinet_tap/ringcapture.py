@@ -1,8 +1,9 @@
 """watch's live capture on an Ethernet interface: an AF_PACKET socket with a TPACKET_V3 ring
 that C reads in place (stack/fastpath.py RxRing), so a frame is never copied in user space
-on its way to the engine. libpcap (uinet_tap/live.py LiveCapture) reads the same ring but
-copies every frame twice on its way through pcapy-ng: at a million frames a second those
-copies were a fifth of the process's time. Capture only: nothing here can send a frame.
+on its way to the engine. libpcap (uinet_tap/live.py LiveCapture) reads the same kind of
+ring, but pcapy-ng copies every frame twice, into fresh memory: on the bench burst watch took
+a third less CPU through this ring (README, "Live capture"). Capture only: nothing here can
+send a frame.
 
 Where this cannot serve, watch captures through libpcap as before: no C data plane, an
 interface that is not Ethernet (the any device, tunnels), a --filter (libpcap compiles it

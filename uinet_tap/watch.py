@@ -433,7 +433,7 @@ class Watch:
         self._last_view = self.started
 
     def run(self) -> None:
-        """Capture until q, SIGINT/SIGTERM (KeyboardInterrupt) or the duration ends."""
+        """Capture until q, SIGINT or SIGTERM, or the duration ends."""
         view: Any = None
         if self.tui:
             from .tui import LiveView  # rich's live machinery only where a terminal is
