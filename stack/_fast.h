@@ -354,11 +354,13 @@ typedef struct {
     uint32_t nheld;
     uint32_t start;    /* the block the last batch's first frame is in */
     uint32_t snaplen;  /* a frame is cut to this, its tag put back (as libpcap cuts) */
+    uint32_t skip_outgoing; /* loopback: a frame is seen going out and coming in; keep one */
 } ut_ring3;
 int32_t ut_ring3_open(int32_t fd, ut_ring3 *r, uint32_t block_size, uint32_t block_nr,
                       uint32_t frame_size, uint32_t retire_ms, uint32_t snaplen);
 /* Up to `slots` frames in place (offsets into r->map, captured lengths, the kernel's times),
- * outgoing ones too (a tap sees both ways), each stripped VLAN tag put back. */
+ * outgoing ones too (a tap sees both ways) but on loopback (skip_outgoing), each stripped
+ * VLAN tag put back. */
 int32_t ut_ring3_rx(ut_ring3 *r, uint32_t slots, uint32_t *offsets, uint32_t *lengths,
                     double *times);
 /* The blocks held before block `before` go back to the kernel (never the one being read). */

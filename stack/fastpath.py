@@ -1581,15 +1581,19 @@ class RxRing:
     arrived as a batch of offsets into ``data`` (the whole ring); the blocks they lie in go
     back to the kernel one batch late, as uinet_tap/pcapfile.py Batch allows."""
 
-    def __init__(self, fd: int, block_size: int, block_nr: int, frame_size: int,
-                 retire_ms: int, slots: int, snaplen: int) -> None:  # fmt: skip
-        """Raises OSError (the kernel's errno) where the ring cannot be made."""
+    def __init__(
+        self, fd: int, block_size: int, block_nr: int, frame_size: int, retire_ms: int,
+        slots: int, snaplen: int, skip_outgoing: bool,
+    ) -> None:  # fmt: skip
+        """Raises OSError (the kernel's errno) where the ring cannot be made.
+        ``skip_outgoing``: leave out the frames this host sends (loopback sees them twice)."""
         self._ring = ffi.new("ut_ring3 *")
         err = lib.ut_ring3_open(
             fd, self._ring, block_size, block_nr, frame_size, retire_ms, snaplen
         )
         if err < 0:
             raise OSError(-err, os.strerror(-err))
+        self._ring.skip_outgoing = skip_outgoing
         self.data = memoryview(ffi.buffer(self._ring.map, self._ring.size))
         self._slots = slots
         self._offsets = ffi.new("uint32_t[]", slots)

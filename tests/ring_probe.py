@@ -1,7 +1,7 @@
 """Runs inside a network namespace for tests/test_ringcapture.py: opens watch's captures on an
 interface, says "ready" on stdout, reads, and prints what it read as one JSON line.
 
-    ring_probe.py IFACE same N [--snaplen S]   ring and libpcap side by side, N frames each
+    ring_probe.py IFACE same N [--snaplen S] [--wait T]   ring and libpcap side by side
     ring_probe.py IFACE lifetime N             a batch checked whole until the one after next
     ring_probe.py IFACE fanout N               two rings in one fanout group
     ring_probe.py IFACE full N                 read nothing until the test says, then all
@@ -41,14 +41,15 @@ def main() -> int:
     ap.add_argument("mode", choices=["same", "lifetime", "fanout", "full"])
     ap.add_argument("count", type=int)
     ap.add_argument("--snaplen", type=int, default=262144)
+    ap.add_argument("--wait", type=float, default=8.0, help="same: seconds to read at most")
     a = ap.parse_args()
     out: dict = {}
     if a.mode == "same":
         ring = RingCapture(a.iface, snaplen=a.snaplen)
         pcap = LiveCapture(a.iface, snaplen=a.snaplen)
         print("ready", flush=True)
-        out["ring"] = [f.hex() for f in read(ring, a.count)]
-        out["pcap"] = [f.hex() for f in read(pcap, a.count)]
+        out["ring"] = [f.hex() for f in read(ring, a.count, a.wait)]
+        out["pcap"] = [f.hex() for f in read(pcap, a.count, a.wait)]
         out["ring_stats"], out["pcap_stats"] = ring.stats(), pcap.stats()
     elif a.mode == "lifetime":
         ring = RingCapture(a.iface, buffer_size=SMALL)

@@ -58,8 +58,8 @@ def send(ns: str, ifname: str, frames: list[bytes]) -> None:
         sock.close()
 
 
-def start_probe(s: NetnsSession, ns: str, *args: str) -> subprocess.Popen:
-    p = s.popen(ns, sys.executable, PROBE, "cap0", *args, stdin=subprocess.PIPE,
+def start_probe(s: NetnsSession, ns: str, *args: str, iface: str = "cap0") -> subprocess.Popen:
+    p = s.popen(ns, sys.executable, PROBE, iface, *args, stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     assert p.stdout is not None
     line = p.stdout.readline()
@@ -107,6 +107,24 @@ def test_the_ring_gives_the_frames_libpcap_gives(pair, snaplen: int):
     # received and dropped by the ring; the interface's own drops (the tagged frames no VLAN
     # device takes) counted as libpcap counts them
     assert got["ring_stats"][:2] == [n, 0] and got["ring_stats"] == got["pcap_stats"], got
+
+
+def test_on_loopback_each_frame_is_seen_once_as_libpcap_sees_it(pair):
+    """On lo a frame goes out and comes in: the ring keeps the second only, as libpcap."""
+    s, cap, _peer = pair
+    p = start_probe(s, cap, "same", "2", "--wait", "1.5", iface="lo")
+    with in_netns(cap):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # no port unreachable back
+    try:
+        sink.bind(("127.0.0.1", 0))
+        udp.sendto(b"once-on-loopback", sink.getsockname())
+    finally:
+        udp.close()
+        sink.close()
+    got = finish_probe(p)
+    assert len(got["ring"]) == 1 and got["ring"] == got["pcap"], got
+    assert b"once-on-loopback" in bytes.fromhex(got["ring"][0])
 
 
 def test_a_batch_stays_whole_until_the_batch_after_next(pair):

@@ -372,6 +372,10 @@ int32_t ut_ring3_rx(ut_ring3 *r, uint32_t slots, uint32_t *offsets, uint32_t *le
         if (h->tp_mac < TPACKET3_HDRLEN + 4 ||
             (uint64_t)((uint8_t *)h - block) + h->tp_mac + h->tp_snaplen > r->block_size)
             continue;
+        const struct sockaddr_ll *sll =
+            (const struct sockaddr_ll *)((uint8_t *)h + TPACKET_ALIGN(sizeof(struct tpacket3_hdr)));
+        if (r->skip_outgoing && sll->sll_pkttype == PACKET_OUTGOING)
+            continue; /* libpcap's rule on loopback: the frame comes in again */
         uint8_t *f = (uint8_t *)h + h->tp_mac;
         uint32_t len = h->tp_snaplen;
         settle(&f, &len, h->tp_status, h->hv1.tp_vlan_tci, h->hv1.tp_vlan_tpid, INT32_MAX);

@@ -38,15 +38,20 @@ MIN_BLOCKS = 4
 RETIRE_MS = 100  # a block not full is handed over after this long (libpcap's timeout in watch)
 
 
+def _link_type(iface: str) -> int | None:
+    """The interface's ARPHRD type; None for the any device, or one gone."""
+    try:
+        with open(f"/sys/class/net/{iface}/type") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def ring_serves(iface: str, bpf: str | None) -> bool:
     """Whether watch reads ``iface`` through the ring rather than libpcap."""
     if not fastpath.AVAILABLE or bpf or os.environ.get("UINET_TAP_RX_RING") == "off":
         return False
-    try:
-        with open(f"/sys/class/net/{iface}/type") as f:
-            return int(f.read()) in (ARPHRD_ETHER, ARPHRD_LOOPBACK)
-    except (OSError, ValueError):
-        return False  # the any device, or gone: libpcap says what it says
+    return _link_type(iface) in (ARPHRD_ETHER, ARPHRD_LOOPBACK)
 
 
 def live_capture(
@@ -86,8 +91,10 @@ class RingCapture:
                 # libpcap's way on Linux: a filter whose only instruction keeps snaplen bytes
                 self._attach_filter([(BPF_RET_K, 0, 0, snaplen)])
             blocks = max(MIN_BLOCKS, buffer_size // BLOCK)
+            # On loopback every frame goes out and comes in: libpcap keeps the second only.
+            loopback = _link_type(iface) == ARPHRD_LOOPBACK
             self._ring = fastpath.RxRing(
-                sock.fileno(), BLOCK, blocks, 1 << 16, RETIRE_MS, BATCH, snaplen
+                sock.fileno(), BLOCK, blocks, 1 << 16, RETIRE_MS, BATCH, snaplen, loopback
             )
             sock.bind((iface, ETH_P_ALL))
             index = socket.if_nametoindex(iface)
