@@ -25,13 +25,16 @@ def frames(batch) -> list[bytes]:
     return [bytes(batch.data[o : o + n]) for o, n in zip(batch.offsets, batch.lengths, strict=True)]
 
 
-def read(capture, want: int, timeout: float = 8.0) -> list[bytes]:
+def read(capture, want: int, timeout: float = 8.0, times: list | None = None) -> list[bytes]:
+    """Up to ``want`` frames; their capture times appended to ``times`` if given."""
     got: list[bytes] = []
     deadline = time.monotonic() + timeout
     while len(got) < want and time.monotonic() < deadline:
         batch = capture.poll(0.05)
         if batch is not None:
             got.extend(frames(batch))
+            if times is not None:
+                times.extend(batch.times)
     return got
 
 
@@ -48,8 +51,9 @@ def main() -> int:
         ring = RingCapture(a.iface, snaplen=a.snaplen)
         pcap = LiveCapture(a.iface, snaplen=a.snaplen)
         print("ready", flush=True)
-        out["ring"] = [f.hex() for f in read(ring, a.count, a.wait)]
-        out["pcap"] = [f.hex() for f in read(pcap, a.count, a.wait)]
+        out["ring_times"], out["pcap_times"] = [], []
+        out["ring"] = [f.hex() for f in read(ring, a.count, a.wait, out["ring_times"])]
+        out["pcap"] = [f.hex() for f in read(pcap, a.count, a.wait, out["pcap_times"])]
         out["ring_stats"], out["pcap_stats"] = ring.stats(), pcap.stats()
     elif a.mode == "lifetime":
         ring = RingCapture(a.iface, buffer_size=SMALL)

@@ -103,6 +103,11 @@ def test_the_ring_gives_the_frames_libpcap_gives(pair, snaplen: int):
     ring = [bytes.fromhex(f) for f in got["ring"]]
     assert ring == [f[:snaplen] for f in sent + outgoing]
     assert got["ring"] == got["pcap"]
+    # the kernel's time of each frame (each socket takes its own), in whole microseconds as
+    # libpcap gives it: what a file's pcap record would hold
+    for t, lt in zip(got["ring_times"], got["pcap_times"], strict=True):
+        sec, usec = int(t), round((t - int(t)) * 1e6)
+        assert sec + usec / 1e6 == t and abs(t - lt) < 0.01, (t, lt)
     n = len(sent) + len(outgoing)
     # received and dropped by the ring; the interface's own drops (the tagged frames no VLAN
     # device takes) counted as libpcap counts them

@@ -383,7 +383,9 @@ int32_t ut_ring3_rx(ut_ring3 *r, uint32_t slots, uint32_t *offsets, uint32_t *le
             len = r->snaplen;
         offsets[kept] = (uint32_t)(f - r->map);
         lengths[kept] = len;
-        times[kept] = (double)h->tp_sec + h->tp_nsec / 1e9;
+        /* microseconds, as libpcap gives them (and ut_meta_times turns them to seconds) */
+        /* microseconds, as libpcap gives them (and ut_meta_times turns them to seconds) */
+        times[kept] = h->tp_sec + (h->tp_nsec / 1000) / 1e6;
         kept++;
     }
     return kept;
