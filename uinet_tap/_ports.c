@@ -3,7 +3,8 @@
  * it into the data plane with _GNU_SOURCE, for recvmmsg and sendmmsg): recvmmsg() with the kernel's
  * per-frame auxiliary data, or a TPACKET_V2 ring read in place (ut_ring_*), the VLAN tag
  * the kernel stripped put back in place, and sendmmsg() straight from where the frame was
- * received, so a frame C forwards is never copied in user space. */
+ * received, so a frame C forwards is never copied in user space. Also watch's capture
+ * (uinet_tap/ringcapture.py): a TPACKET_V3 ring read in place (ut_ring3_*). */
 #include <errno.h>
 #include <linux/if_packet.h>
 #include <poll.h>
