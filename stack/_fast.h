@@ -363,6 +363,8 @@ int32_t ut_ring3_open(int32_t fd, ut_ring3 *r, uint32_t block_size, uint32_t blo
  * VLAN tag put back. */
 int32_t ut_ring3_rx(ut_ring3 *r, uint32_t slots, uint32_t *offsets, uint32_t *lengths,
                     double *times);
+/* 1 when a whole block more waits past the one being read (frames pile up). */
+int32_t ut_ring3_behind(const ut_ring3 *r);
 /* The blocks held before block `before` go back to the kernel (never the one being read). */
 void ut_ring3_release(ut_ring3 *r, uint32_t before);
 void ut_ring3_close(ut_ring3 *r);

@@ -1619,12 +1619,7 @@ class RxRing:
 
     def behind(self) -> bool:
         """Whether a whole block more waits past the one being read."""
-        ring = self._ring
-        if ring.nheld == ring.block_nr:  # the next block is one read already, still held
-            return False
-        block = ring.cur if not ring.opened else (ring.cur + 1) % ring.block_nr
-        at = block * ring.block_size + 8  # struct tpacket_hdr_v1's block_status
-        return bool(int.from_bytes(self.data[at : at + 4], "little") & 1)  # TP_STATUS_USER
+        return bool(lib.ut_ring3_behind(self._ring))
 
     def release_all(self) -> None:
         """Every block back to the kernel: the batches given out are no longer read. (Holding

@@ -40,6 +40,9 @@ class StepBackend:
             for _ in range(1000):  # bytecodes enough for a pending handler to run
                 self.after += 1
 
+    def behind(self) -> bool:
+        return False
+
     def snapshot(self) -> Snapshot:
         return Snapshot(0.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ())
 

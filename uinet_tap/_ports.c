@@ -231,24 +231,37 @@ int32_t ut_ring_waiting(ut_ring *r, uint32_t ahead) {
 
 /* Puts a TPACKET_V2 receive ring of frame_nr frames on fd (bound or not) and maps it.
  * Returns 0, or -errno (the socket is then as it was: recvmmsg reads it). */
-int32_t ut_ring_open(int32_t fd, ut_ring *r, uint32_t frame_size, uint32_t frame_nr) {
-    int version = TPACKET_V2;
-    unsigned int reserve = 4; /* room before each frame to put a stripped tag back */
-    /* one frame a block: frame_size a multiple of the page size */
-    struct tpacket_req req = {frame_size, frame_nr, frame_size, frame_nr};
-    memset(r, 0, sizeof *r);
+/* Puts a receive ring of `version` (the request `req`, `reqlen` bytes of it; `size` bytes in
+ * all) on fd, with 4 bytes of room before each frame to put a stripped tag back, and maps
+ * it. Returns the map, or NULL with errno set (the ring taken off again: the socket is as
+ * it was). */
+static uint8_t *ring_map(int32_t fd, int version, const void *req, socklen_t reqlen,
+                         size_t size) {
+    unsigned int reserve = 4;
     if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0 ||
         setsockopt(fd, SOL_PACKET, PACKET_RESERVE, &reserve, sizeof reserve) < 0 ||
-        setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0)
-        return -errno;
-    size_t size = (size_t)frame_size * frame_nr;
+        setsockopt(fd, SOL_PACKET, PACKET_RX_RING, req, reqlen) < 0)
+        return NULL;
     void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (map == MAP_FAILED) {
         int err = errno;
-        struct tpacket_req none = {0, 0, 0, 0};
-        setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &none, sizeof none);
-        return -err;
+        struct tpacket_req3 none; /* the larger request, all zero: no ring */
+        memset(&none, 0, sizeof none);
+        setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &none, reqlen);
+        errno = err;
+        return NULL;
     }
+    return map;
+}
+
+int32_t ut_ring_open(int32_t fd, ut_ring *r, uint32_t frame_size, uint32_t frame_nr) {
+    /* one frame a block: frame_size a multiple of the page size */
+    struct tpacket_req req = {frame_size, frame_nr, frame_size, frame_nr};
+    memset(r, 0, sizeof *r);
+    size_t size = (size_t)frame_size * frame_nr;
+    uint8_t *map = ring_map(fd, TPACKET_V2, &req, sizeof req, size);
+    if (map == NULL)
+        return -errno;
     r->map = map;
     r->size = size;
     r->frame_size = frame_size;
@@ -318,8 +331,6 @@ int32_t ut_ring_close(int32_t fd, ut_ring *r) {
  * lands anywhere else) and maps it. Returns 0, or -errno. */
 int32_t ut_ring3_open(int32_t fd, ut_ring3 *r, uint32_t block_size, uint32_t block_nr,
                       uint32_t frame_size, uint32_t retire_ms, uint32_t snaplen) {
-    int version = TPACKET_V3;
-    unsigned int reserve = 4; /* room before each frame to put a stripped tag back */
     struct tpacket_req3 req;
     memset(r, 0, sizeof *r);
     memset(&req, 0, sizeof req);
@@ -328,20 +339,29 @@ int32_t ut_ring3_open(int32_t fd, ut_ring3 *r, uint32_t block_size, uint32_t blo
     req.tp_frame_size = frame_size;
     req.tp_frame_nr = (block_size / frame_size) * block_nr;
     req.tp_retire_blk_tov = retire_ms;
-    if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0 ||
-        setsockopt(fd, SOL_PACKET, PACKET_RESERVE, &reserve, sizeof reserve) < 0 ||
-        setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0)
-        return -errno;
     size_t size = (size_t)block_size * block_nr;
-    void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (map == MAP_FAILED)
-        return -errno; /* the socket is closed by the caller: its ring goes with it */
+    uint8_t *map = ring_map(fd, TPACKET_V3, &req, sizeof req, size);
+    if (map == NULL)
+        return -errno;
     r->map = map;
     r->size = size;
     r->block_size = block_size;
     r->block_nr = block_nr;
     r->snaplen = snaplen;
     return 0;
+}
+
+/* Whether block i was handed over by the kernel and is not one held already (every block
+ * held: the next is one read). */
+static int ring3_ready(const ut_ring3 *r, uint32_t i) {
+    const struct tpacket_block_desc *bd =
+        (const struct tpacket_block_desc *)(r->map + (size_t)i * r->block_size);
+    return r->nheld < r->block_nr &&
+           (__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER);
+}
+
+int32_t ut_ring3_behind(const ut_ring3 *r) {
+    return ring3_ready(r, r->opened ? (r->cur + 1) % r->block_nr : r->cur);
 }
 
 int32_t ut_ring3_rx(ut_ring3 *r, uint32_t slots, uint32_t *offsets, uint32_t *lengths,
@@ -352,8 +372,7 @@ int32_t ut_ring3_rx(ut_ring3 *r, uint32_t slots, uint32_t *offsets, uint32_t *le
         uint8_t *block = r->map + (size_t)r->cur * r->block_size;
         struct tpacket_block_desc *bd = (struct tpacket_block_desc *)block;
         if (!r->opened) {
-            if (r->nheld == r->block_nr ||
-                !(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
+            if (!ring3_ready(r, r->cur))
                 break;
             r->opened = 1;
             r->nheld++;

@@ -51,6 +51,8 @@ class Backend(Protocol):
 
     def finish(self) -> dict: ...  # end capture; every record written; the run's stats
 
+    def behind(self) -> bool: ...  # frames pile up in the capture, where it can tell
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ViewLimits:
@@ -348,6 +350,10 @@ class WorkerPool:
             self._handle(kind, index, payload)
             kind, index, payload = self._get(0)
 
+    def behind(self) -> bool:
+        """The workers' captures are theirs: this process cannot tell."""
+        return False
+
     def snapshot(self) -> Snapshot:
         snaps = list(self.snapshots.values())
         if not snaps:
@@ -473,8 +479,7 @@ class Watch:
                 # Behind its traffic, the capture comes first: the view (a snapshot and a
                 # draw, tens of milliseconds) waits, a second at most.
                 if view.due() and (
-                    now - self._last_view >= VIEW_WAITS_BEHIND
-                    or not getattr(self.backend, "behind", bool)()
+                    now - self._last_view >= VIEW_WAITS_BEHIND or not self.backend.behind()
                 ):
                     self._last_view = now
                     view.update(self.backend.snapshot())
